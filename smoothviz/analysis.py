@@ -1,0 +1,331 @@
+"""``analyze()``: the one entry point the app, the CLI and notebooks call.
+
+sentence → tokens → Trace (baseline, and mitigated when asked) → graphs and metrics → Analysis.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import capture, graph, metrics
+from .graph import GraphOptions
+from .handles import Handle, get_handle
+from .mitigations import Mitigation, ModelContext, make
+from .models import ModelError
+from .projection import project
+
+PROJECTIONS = ("none", "pca", "umap")
+
+
+class AnalysisError(ValueError):
+    """Input the analysis cannot use (empty text, bad option); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """The analysis of one forward pass (baseline or mitigated), as numpy arrays.
+
+    Shapes (L layers, h heads, n tokens kept by the graph options, d width, k = min(n, d)):
+
+    ================  ================  =====================================================
+    rows              list of dicts     per layer 0…L (and ``"fused"``): the §2 metrics
+    hidden            [L+1, N, d]       every token's state (all N tokens, special ones too)
+    attentions        [L, h, N, N]      the attention the model used
+    similarity        [L+1, n, n]       token cosine similarity (kept tokens)
+    sv                [L+1, k]          singular values / σ₁
+    layer_graph       [L, n, n]         the symmetrised, aggregated graph S of each layer
+    layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending)
+    fiedler           [L, n]            its Fiedler vector (largest entry positive)
+    head_eigs         [L, h, n]         per-head Laplacian eigenvalues
+    head_gap          [L, h]            per-head spectral gap λ₂
+    head_entropy      [L, h]            mean row entropy of attention (nats)
+    head_uniform      [L, h]            ‖A − 11ᵀ/n‖_F
+    rollout           [L]               σ₂/σ₁ of the attention rollout up to each layer
+    shi_v             [L]               Shi et al.'s bound v (NaN without two LayerNorms)
+    dm_ratio          [L]               measured d_M(H_l)/d_M(H_{l−1})
+    value_eigs        [L, h, d_h]       eigenvalues of W_O^h W_V^h (complex)
+    smooths           [L, h]            Dovonon verdict: True = low-pass (smooths)
+    fused             [n, d'] or None   the fused output of a fusion mitigation
+    ================  ================  =====================================================
+    """
+
+    rows: list
+    hidden: np.ndarray
+    attentions: np.ndarray
+    similarity: np.ndarray
+    sv: np.ndarray
+    layer_graph: np.ndarray
+    layer_eigs: np.ndarray
+    fiedler: np.ndarray
+    head_eigs: np.ndarray
+    head_gap: np.ndarray
+    head_entropy: np.ndarray
+    head_uniform: np.ndarray
+    rollout: np.ndarray
+    shi_v: np.ndarray
+    dm_ratio: np.ndarray
+    value_eigs: np.ndarray
+    smooths: np.ndarray
+    fused: np.ndarray | None = None
+
+    def metric(self, name: str, include_fused: bool = False) -> list:
+        """One metric over depth (``None`` where undefined)."""
+        return [r[name] for r in self.rows if include_fused or r["layer"] != "fused"]
+
+    def layer_verdicts(self) -> list[str]:
+        """Per layer: "smooths" when most heads are low-pass, else "sharpens"."""
+        return ["smooths" if row.mean() >= 0.5 else "sharpens" for row in self.smooths]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One sentence through one model, baseline beside an optional mitigation.
+
+    Attributes:
+        tokens: every token (special ones included); ``special`` marks [CLS]/[SEP]/….
+        keep: indices of the tokens the graphs and metrics use (all, or without specials).
+        projection: ``[runs, L+1, N_keep, 2]`` joint coordinates, or ``None``.
+    """
+
+    model: str
+    device: str
+    tokens: list
+    special: list
+    keep: list
+    causal: bool
+    options: GraphOptions
+    baseline: Run
+    mitigated: Run | None = None
+    mitigation: dict | None = None
+    projection: np.ndarray | None = None
+    projection_method: str = "none"
+    notes: list = field(default_factory=list)
+    lab: dict | None = None
+
+    @property
+    def n_layers(self) -> int:
+        return self.baseline.attentions.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self.baseline.attentions.shape[1]
+
+    @property
+    def labels(self) -> list[str]:
+        """Display labels of the kept tokens."""
+        return [_display(self.tokens[i]) for i in self.keep]
+
+    def runs(self) -> dict[str, Run]:
+        return {"baseline": self.baseline, **({"mitigated": self.mitigated} if self.mitigated else {})}
+
+    def graph(self, layer: int, head: int | None = None, run: str = "baseline", top_k: int | None = None,
+              directed: bool = False):
+        """A networkx graph of tokens for layer ``layer`` (1…L) and one head or the aggregate."""
+        r = self.runs()[run]
+        if not 1 <= layer <= self.n_layers:
+            raise AnalysisError(f"layer must be in 1..{self.n_layers}, got {layer}")
+        A = graph.restrict(torch.from_numpy(r.attentions[layer - 1]).double(), torch.tensor(self.keep))
+        A = graph.aggregate(A.unsqueeze(0), head if head is not None else self.options.head)[0]
+        W = A if directed else graph.symmetrize(A, self.options.symmetrize)
+        return graph.to_networkx(W.numpy(), self.labels, top_k=top_k, directed=directed)
+
+    def to_json(self) -> dict:
+        """The CLI's ``--json`` object."""
+        out = {"model": self.model, "device": self.device, "tokens": self.tokens,
+               "special_tokens": [t for t, s in zip(self.tokens, self.special) if s],
+               "causal": self.causal, "notes": self.notes,
+               "graph": {"head": self.options.head if self.options.head is not None else "mean",
+                         "symmetrize": self.options.symmetrize,
+                         "exclude_special": self.options.exclude_special},
+               "baseline": {"layers": self.baseline.rows}}
+        if self.lab is not None:
+            out["lab"] = self.lab
+        if self.mitigated is not None:
+            out["mitigation"] = self.mitigation
+            out["mitigated"] = {"layers": self.mitigated.rows}
+        return out
+
+
+def _display(token: str) -> str:
+    return token.replace("Ġ", "·").replace("▁", "·").replace("Ċ", "⏎") or "∅"
+
+
+# --------------------------------------------------------------------------- the entry point
+
+def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dict | None = None,
+            mitigation: str | Mitigation | None = None, params: dict | None = None,
+            head: int | None = None, symmetrize: str = "sym", exclude_special: bool = False,
+            projection: str = "none", normalize_projection: bool = True,
+            max_tokens: int | None = None) -> Analysis:
+    """Analyse one sentence: baseline, and beside it ``mitigation`` when given.
+
+    Args:
+        text: the sentence (truncated to the model's maximum, with a note).
+        model: ``"default"`` (embedded all-MiniLM-L6-v2), ``"lab"``, a Hugging Face id or a directory.
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cpu`` or ``cuda``.
+        lab: the lab model's settings (``KEY: VALUE``) when ``model == "lab"``.
+        mitigation, params: a name from ``smoothviz.mitigations.NAMES`` and its parameters.
+        head, symmetrize, exclude_special: graph options (RESEARCH §1).
+        projection: ``none``, ``pca`` or ``umap``.
+        max_tokens: a cap below the model's own maximum (public-demo mode).
+
+    Raises:
+        AnalysisError, ModelError, MitigationError: with a message meant for the user.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise AnalysisError("the text is empty: type a sentence to analyse")
+    if projection not in PROJECTIONS:
+        raise AnalysisError(f"projection must be one of {', '.join(PROJECTIONS)}, got '{projection}'")
+    try:
+        options = GraphOptions(head=head, symmetrize=symmetrize, exclude_special=exclude_special)
+    except ValueError as err:
+        raise AnalysisError(str(err)) from None
+    if isinstance(mitigation, str):
+        mitigation = make(mitigation, params)
+    notes: list[str] = []
+    handle = get_handle(model, device, lab)
+    if head is not None and head >= handle.heads:
+        raise AnalysisError(f"head {head} does not exist: this model has heads 0..{handle.heads - 1}")
+    try:
+        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, notes)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        notes.append("The GPU ran out of memory; this result was computed on the CPU.")
+        handle = get_handle(model, "cpu", lab)
+        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, notes)
+
+
+def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, max_tokens, notes):
+    inputs, tokens, special = handle.encode(text, max_tokens, notes)
+    keep = [i for i, s in enumerate(special) if not (options.exclude_special and s)]
+    if not keep:
+        raise AnalysisError("no tokens are left once special tokens are excluded: type some text")
+    if len(keep) == 1:
+        notes.append("Only one token: pairwise metrics (cosine_mean, spectral gap, skewness) are undefined.")
+    if handle.causal:
+        notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
+
+    base_trace = capture.run(handle.model, inputs)
+    ctx = handle.context()
+    baseline = _summarise(base_trace, keep, options, handle, ctx.w_o)
+    mitigated, described = None, None
+    if mitigation is not None:
+        described = {"name": mitigation.name, "params": mitigation.params()}
+        alt = handle.for_mitigation(mitigation)
+        if alt is not handle:  # the lab's value-spectrum switch
+            trace, w_o = capture.run(alt.model, alt.inputs_for(inputs)), alt.context().w_o
+            described["lab_value_spectrum"] = alt.lab["value_spectrum"]
+        else:
+            iv = mitigation.intervention(ctx)
+            trace = capture.run(handle.model, inputs, iv) if iv is not None else base_trace
+            w_o = mitigation.out_weights(ctx) if hasattr(mitigation, "out_weights") else ctx.w_o
+        fused = mitigation.fuse(trace.hidden.double(), ctx)
+        mitigated = _summarise(trace, keep, options, handle, w_o, fused)
+    coords, method = None, "none"
+    if projection != "none":
+        runs = [baseline.hidden[:, keep]] + ([mitigated.hidden[:, keep]] if mitigated else [])
+        coords, method, note = project(runs, projection, normalize_projection)
+        if note:
+            notes.append(note)
+    return Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
+                    causal=handle.causal, options=options, baseline=baseline, mitigated=mitigated,
+                    mitigation=described, projection=coords, projection_method=method, notes=notes,
+                    lab=handle.lab)
+
+
+def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, handle: Handle,
+               w_o: torch.Tensor, fused: torch.Tensor | None = None) -> Run:
+    """Graphs and metrics of one trace, batched over layers and heads."""
+    idx = torch.tensor(keep)
+    H = trace.hidden[:, idx].double().cpu()                 # [L+1, n, d]
+    A = graph.restrict(trace.attentions.double().cpu(), idx)  # [L, h, n, n]
+    L, h, n = A.shape[0], A.shape[1], A.shape[-1]
+
+    hm = metrics.hidden_metrics(H)
+    directed = graph.aggregate(A, options.head)             # [L, n, n]
+    S = graph.symmetrize(directed, options.symmetrize)
+    eigs, vecs = graph.laplacian_spectrum(S)
+    gap = graph.spectral_gap(eigs)
+    S_for_state = torch.cat([S[:1], S])                     # H_0 uses layer 1's graph
+    dirichlet = metrics.dirichlet(H, S_for_state)
+
+    head_eigs = torch.linalg.eigvalsh(graph.normalized_laplacian(graph.symmetrize(A, options.symmetrize))).clamp(0, 2)
+    head_gap = graph.spectral_gap(head_eigs)
+
+    dm = metrics.dm_abs(H)
+    dm_ratio = dm[1:] / dm[:-1].clamp_min(1e-300)
+    shi_v = _shi_v(A, trace.ln_sigma.double(), handle.weight_norm(), h)
+
+    value_out = capture.value_output_product(handle.context().w_v.double().cpu(), w_o.double().cpu(), h)
+    value_eigs = torch.linalg.eigvals(value_out)            # [L, h, d_h]
+    smooths = _dovonon(A, value_eigs)
+
+    rows = []
+    for layer in range(L + 1):
+        row = {"layer": layer}
+        for name in ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank",
+                     "numerical_rank", "sv_skewness", "sv_median"):
+            row[name] = _num(hm[name][layer])
+        row["numerical_rank"] = int(row["numerical_rank"])
+        row["dirichlet"] = _num(dirichlet[layer])
+        row["spectral_gap"] = None if layer == 0 else _num(gap[layer - 1])
+        row["rollout_ratio"] = None if layer == 0 else None  # filled below
+        row["shi_v"] = None if layer == 0 else _num(shi_v[layer - 1])
+        row["dm_ratio"] = None if layer == 0 else _num(dm_ratio[layer - 1])
+        rows.append(row)
+    rollout = graph.rollout_ratio(directed)
+    for layer in range(1, L + 1):
+        rows[layer]["rollout_ratio"] = _num(rollout[layer - 1])
+    fused_np = None
+    if fused is not None:
+        F = fused[idx].double().cpu().unsqueeze(0)
+        fm = metrics.hidden_metrics(F)
+        row = {"layer": "fused"}
+        for name in ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank",
+                     "numerical_rank", "sv_skewness", "sv_median"):
+            row[name] = _num(fm[name][0])
+        row["numerical_rank"] = int(row["numerical_rank"])
+        row["dirichlet"] = _num(metrics.dirichlet(F, S[-1:])[0])  # on the last layer's graph
+        row.update(spectral_gap=None, rollout_ratio=None, shi_v=None, dm_ratio=None)
+        rows.append(row)
+        fused_np = fused.float().cpu().numpy()
+    f32 = lambda t: t.float().cpu().numpy()  # noqa: E731
+    return Run(rows=rows, hidden=f32(trace.hidden), attentions=f32(trace.attentions),
+               similarity=f32(metrics.similarity(H)), sv=f32(hm["sv"]), layer_graph=f32(S),
+               layer_eigs=f32(eigs), fiedler=f32(graph.fiedler(vecs)), head_eigs=f32(head_eigs),
+               head_gap=f32(head_gap), head_entropy=f32(graph.row_entropy(A)),
+               head_uniform=f32(graph.distance_from_uniform(A)), rollout=f32(rollout),
+               shi_v=f32(shi_v), dm_ratio=f32(dm_ratio), value_eigs=value_eigs.cpu().numpy(),
+               smooths=smooths.cpu().numpy(), fused=fused_np)
+
+
+def _num(x) -> float | None:
+    value = float(x)
+    return None if math.isnan(value) else (value if math.isfinite(value) else None)
+
+
+def _shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, heads: int) -> torch.Tensor:
+    """v = (1 + s²)(1 + √λ·h·s)/(σ₁σ₂) per layer; NaN where the block has fewer than two LayerNorms."""
+    lam = graph.attention_contraction_lambda(A).clamp_min(0)
+    s = weight_norm.double()
+    if ln_sigma.shape[1] < 2:
+        return torch.full((A.shape[0],), float("nan"), dtype=torch.float64)
+    s1, s2 = ln_sigma[:, 0], ln_sigma[:, 1]
+    return (1 + s ** 2) * (1 + lam.sqrt() * heads * s) / (s1 * s2)
+
+
+def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
+    """True where the dominant eigenvalue 1 + λ^A λ^H pairs λ^H with A's eigenvalue 1 (low-pass).
+
+    Args:
+        A: ``[L, h, n, n]`` row-stochastic; value_eigs: ``[L, h, d_h]`` complex.
+    """
+    attn_eigs = torch.linalg.eigvals(A)                      # [L, h, n]
+    update = 1 + attn_eigs.unsqueeze(-1) * value_eigs.unsqueeze(-2).to(attn_eigs.dtype)  # [L, h, n, d_h]
+    best = update.abs().flatten(-2).argmax(-1) // value_eigs.shape[-1]  # index into A's eigenvalues
+    perron = (attn_eigs - 1).abs().argmin(-1)
+    chosen = torch.gather(attn_eigs, -1, best.unsqueeze(-1)).squeeze(-1)
+    return (best == perron) | ((chosen - 1).abs() < 1e-6)

@@ -1,0 +1,157 @@
+"""The ``smoothviz`` command line: ``analyze``, ``report`` and ``fit-gate``.
+
+A contract other tools rely on: ``--json`` prints exactly one JSON object on stdout; any
+error prints one line on stderr and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+METRIC_COLUMNS = ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank", "numerical_rank",
+                  "sv_skewness", "sv_median", "dirichlet", "spectral_gap")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's own code)
+        self.exit(2, f"smoothviz: error: {message}\n")
+
+
+def _pairs(values: list[str], what: str) -> dict:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} must be KEY=VALUE, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", help="the sentence to analyse")
+    p.add_argument("--model", default="default", help="default | lab | a Hugging Face id | a local directory")
+    p.add_argument("--lab", action="append", metavar="KEY=VALUE", help="lab model setting (repeatable)")
+    p.add_argument("--mitigation", help="a mitigation name (see `smoothviz mitigations`)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="mitigation parameter (repeatable)")
+    p.add_argument("--head", default="mean", help="'mean' over heads (default) or one head index")
+    p.add_argument("--symmetrize", default="sym", choices=("sym", "ata"), help="(A+Aᵀ)/2 or AᵀA")
+    p.add_argument("--exclude-special", action="store_true", help="drop [CLS]/[SEP]-like tokens")
+    p.add_argument("--projection", default="none", choices=("none", "pca", "umap"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="smoothviz", description="See over-smoothing in Transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    a = sub.add_parser("analyze", help="per-layer over-smoothing metrics of one sentence")
+    _add_analysis_options(a)
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    r = sub.add_parser("report", help="a self-contained offline HTML report with every view")
+    _add_analysis_options(r)
+    r.add_argument("--out", required=True, help="the HTML file to write")
+    g = sub.add_parser("fit-gate", help="learn a fusion gate on a labelled CSV (text,label)")
+    g.add_argument("data", help="CSV file with columns text,label")
+    g.add_argument("--model", default="default")
+    g.add_argument("--out", required=True, help="gate file to write (JSON)")
+    g.add_argument("--layers", default="all", help="layers to fuse: all | N | A-B")
+    g.add_argument("--epochs", type=int, default=200)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    sub.add_parser("mitigations", help="list mitigations and their parameters")
+    return parser
+
+
+def _analysis_kwargs(args) -> dict:
+    head = None if args.head == "mean" else args.head
+    if head is not None:
+        try:
+            head = int(head)
+        except ValueError:
+            raise ValueError(f"--head must be 'mean' or a head index, got '{args.head}'") from None
+    lab = _pairs(args.lab, "--lab")
+    if lab and args.model != "lab":
+        raise ValueError("--lab settings need --model lab")
+    params = _pairs(args.param, "--param")
+    if params and not args.mitigation:
+        raise ValueError("--param needs --mitigation")
+    return dict(model=args.model, device=args.device, lab=lab if args.model == "lab" else None,
+                mitigation=args.mitigation, params=params, head=head, symmetrize=args.symmetrize,
+                exclude_special=args.exclude_special, projection=args.projection)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
+
+
+def table(rows: list[dict]) -> str:
+    """A readable fixed-width table of per-layer metrics."""
+    head = ["layer", *METRIC_COLUMNS]
+    lines = [[str(r["layer"]), *(_fmt(r.get(k)) for k in METRIC_COLUMNS)] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([fmt(head), *map(fmt, lines)])
+
+
+def _print_readable(result) -> None:
+    print(f"model: {result.model}   device: {result.device}   tokens: {len(result.tokens)}")
+    for note in result.notes:
+        print(f"note: {note}")
+    print("\nbaseline")
+    print(table(result.baseline.rows))
+    if result.mitigated is not None:
+        params = ", ".join(f"{k}={v}" for k, v in result.mitigation["params"].items())
+        print(f"\nmitigated: {result.mitigation['name']} ({params})")
+        print(table(result.mitigated.rows))
+
+
+def _list_mitigations() -> None:
+    from .mitigations import REGISTRY
+    for name, cls in REGISTRY.items():
+        params = "; ".join(f"{k}={p.default!r} ({p.allowed()})" for k, p in cls.PARAMS.items())
+        print(f"{name}: {cls.summary}\n    {params or 'no parameters'}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "mitigations":
+        _list_mitigations()
+        return 0
+    from . import analyze
+    if args.command == "fit-gate":
+        from .gate import fit_gate
+        summary = fit_gate(args.data, model=args.model, out=args.out, layers=args.layers,
+                           epochs=args.epochs, seed=args.seed, device=args.device)
+        print(json.dumps(summary, indent=2))
+        return 0
+    result = analyze(args.text, **_analysis_kwargs(args))
+    if args.command == "report":
+        from .report import build_report
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(build_report(result))
+        print(f"wrote {args.out}")
+    elif args.json:
+        print(json.dumps(result.to_json(), allow_nan=False, ensure_ascii=False))
+    else:
+        _print_readable(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except (ValueError, OSError) as err:  # our user-facing errors are ValueErrors
+        print(f"smoothviz: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Loaded models, shared by every caller: a small thread-safe LRU of :class:`Handle`.
+
+A handle is read-only after loading; mitigations read its weights through
+:meth:`Handle.context` and never write to it.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+
+from . import capture
+from .mitigations import ModelContext
+from .models import ARCHITECTURES, DEFAULT_MODEL, LAB_MODEL, ArchSpec, ModelError, get_module, load, pick_device
+
+MAX_MODELS = int(os.environ.get("SMOOTHVIZ_MAX_MODELS", "4"))
+
+
+@dataclass(eq=False)
+class Handle:
+    """A loaded model with what the analysis needs to know about it.
+
+    Attributes:
+        name: what the user asked for (``default``, ``lab``, an id or a path).
+        lab: the lab settings (dict) for the lab model, else ``None``.
+        embedder: for the lab, the handle whose embedding output feeds it.
+    """
+
+    name: str
+    device: str
+    tokenizer: object
+    model: torch.nn.Module
+    spec: ArchSpec
+    n_layers: int
+    heads: int
+    max_length: int
+    lab: dict | None = None
+    embedder: "Handle | None" = None
+    _cache: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def causal(self) -> bool:
+        return self.spec.causal
+
+    def encode(self, text: str, max_tokens: int | None, notes: list) -> tuple[dict, list, list]:
+        """Tokenise (truncating with a note) and return ``(model inputs, tokens, special mask)``."""
+        source = self.embedder or self
+        cap = source.max_length if max_tokens is None else min(max_tokens, source.max_length)
+        total = len(source.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        enc = source.tokenizer(text, truncation=True, max_length=cap, return_tensors="pt",
+                               return_special_tokens_mask=True)
+        kept = enc["input_ids"].shape[1]
+        if kept == 0:
+            raise ModelError("the text gives no tokens for this model: type some words")
+        if total > kept:
+            notes.append(f"The text was truncated to {kept} tokens: {total - kept} tokens were dropped.")
+        special = [bool(s) for s in enc.pop("special_tokens_mask")[0].tolist()]
+        tokens = source.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+        inputs = {k: v.to(source.device) for k, v in enc.items()}
+        if self.embedder is not None:
+            with torch.inference_mode():
+                out = source.model(**inputs, output_hidden_states=True)
+            inputs = {"inputs_embeds": out.hidden_states[0].to(self.device)}
+        return inputs, tokens, special
+
+    def context(self) -> ModelContext:
+        """Weights and facts a mitigation may read (computed once)."""
+        with self._lock:
+            if "context" not in self._cache:
+                w_v, w_o = capture.value_output_weights(self.model, self.spec, self.n_layers)
+                blocks = get_module(self.model, self.spec.layers)
+                biases = []
+                for layer in range(self.n_layers):
+                    out = get_module(blocks[layer % len(blocks)], self.spec.out_proj)
+                    b = getattr(out, "bias", None)
+                    biases.append(b.detach() if b is not None else torch.zeros(w_o.shape[1], device=w_o.device))
+                residual = True if self.lab is None else bool(self.lab["residual"])
+                self._cache["context"] = ModelContext(
+                    n_layers=self.n_layers, heads=self.heads, causal=self.causal, residual=residual,
+                    w_v=w_v, w_o=w_o, b_o=torch.stack(biases), model_name=self.name)
+            return self._cache["context"]
+
+    def weight_norm(self) -> torch.Tensor:
+        """Shi et al.'s s per layer (computed once)."""
+        with self._lock:
+            if "weight_norm" not in self._cache:
+                self._cache["weight_norm"] = capture.block_weight_norm(self.model, self.spec, self.n_layers).double().cpu()
+            return self._cache["weight_norm"]
+
+    def for_mitigation(self, mitigation) -> "Handle":
+        """The lab's spectral control is its value-spectrum switch (RESEARCH §4): another lab."""
+        if self.lab is None or mitigation.name != "spectral" or mitigation["mode"] not in ("clip-negative", "clip-positive"):
+            return self
+        spectrum = "negative" if mitigation["mode"] == "clip-negative" else "positive"
+        return get_handle(LAB_MODEL, self.device, {**self.lab, "value_spectrum": spectrum})
+
+
+_handles: OrderedDict = OrderedDict()
+_guard = threading.Lock()
+_loading: dict = {}
+
+
+def get_handle(name: str, device: str = "auto", lab: dict | None = None) -> Handle:
+    """The loaded model for ``(name, device, lab settings)``, loading it once (thread-safe LRU)."""
+    name = (name or "").strip() or DEFAULT_MODEL
+    device = pick_device(device)
+    lab_config = _lab_config(lab) if name == LAB_MODEL else None
+    key = (name, device, tuple(sorted(lab_config.to_dict().items())) if lab_config else None)
+    with _guard:
+        if key in _handles:
+            _handles.move_to_end(key)
+            return _handles[key]
+        lock = _loading.setdefault(key, threading.Lock())
+    with lock:  # one loader per key; others wait for it
+        with _guard:
+            if key in _handles:
+                return _handles[key]
+        handle = _build_lab(lab_config, device) if lab_config else _build(name, device)
+        with _guard:
+            _handles[key] = handle
+            while len(_handles) > MAX_MODELS:
+                _handles.popitem(last=False)
+            _loading.pop(key, None)
+        return handle
+
+
+def _lab_config(lab):
+    from .lab import LabConfig
+    if isinstance(lab, LabConfig):
+        return lab
+    try:
+        return LabConfig.from_strings({k: str(v) for k, v in (lab or {}).items()})
+    except ValueError as err:
+        raise ModelError(str(err)) from None
+
+
+def _build(name: str, device: str) -> Handle:
+    tokenizer, model, spec = load(name, device)
+    config = model.config
+    capture.install(model, spec)
+    limits = [getattr(config, "max_position_embeddings", None), getattr(config, "n_positions", None),
+              getattr(tokenizer, "model_max_length", None)]
+    max_length = min([x for x in limits if isinstance(x, int) and 0 < x < 100_000] or [512])
+    return Handle(name=name, device=device, tokenizer=tokenizer, model=model, spec=spec,
+                  n_layers=config.num_hidden_layers, heads=config.num_attention_heads, max_length=max_length)
+
+
+def _build_lab(config, device: str) -> Handle:
+    from .lab import LabModel
+    base = get_handle(DEFAULT_MODEL, device)
+    d_in = base.model.config.hidden_size
+    model = LabModel(config, d_in).to(device).eval()
+    spec = ARCHITECTURES["lab"]
+    capture.install(model, spec)
+    return Handle(name=LAB_MODEL, device=device, tokenizer=base.tokenizer, model=model, spec=spec,
+                  n_layers=config.depth, heads=config.heads, max_length=base.max_length,
+                  lab=config.to_dict(), embedder=base)

@@ -1,0 +1,31 @@
+"""Mitigations of RESEARCH.md §3, one registry: ``REGISTRY[name]`` is the config class.
+
+``make(name, params)`` validates the parameters in one place and returns a frozen config.
+"""
+from __future__ import annotations
+
+from .base import MitigationError, Mitigation, ModelContext, Param, validate
+from .fusion import FusionConcat, FusionGate, FusionMax, FusionMean
+from .inference import AttnScale, ContraNorm, NeuTRENO, NoResidual, SoftDecay
+from .spectral import Spectral
+
+REGISTRY: dict[str, type[Mitigation]] = {cls.name: cls for cls in (
+    FusionMean, FusionMax, FusionConcat, FusionGate, NeuTRENO, SoftDecay, Spectral,
+    AttnScale, ContraNorm, NoResidual)}
+
+NAMES = tuple(REGISTRY)
+
+
+def make(name: str, params: dict | None = None) -> Mitigation:
+    """Build a validated mitigation config.
+
+    Raises:
+        MitigationError: unknown name or a parameter out of range; the message lists what is allowed.
+    """
+    cls = REGISTRY.get((name or "").strip().lower())
+    if cls is None:
+        raise MitigationError(f"unknown mitigation '{name}' (choose from: {', '.join(NAMES)})")
+    return cls(values=validate(cls, params))
+
+
+__all__ = ["REGISTRY", "NAMES", "make", "Mitigation", "MitigationError", "ModelContext", "Param"]

