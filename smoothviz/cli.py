@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="default")
     g.add_argument("--out", required=True, help="gate file to write (JSON)")
     g.add_argument("--layers", default="all", help="layers to fuse: all | N | A-B")
-    g.add_argument("--epochs", type=int, default=200)
+    g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     sub.add_parser("mitigations", help="list mitigations and their parameters")

@@ -106,7 +106,9 @@ _loading: dict = {}
 
 def get_handle(name: str, device: str = "auto", lab: dict | None = None) -> Handle:
     """The loaded model for ``(name, device, lab settings)``, loading it once (thread-safe LRU)."""
-    name = (name or "").strip() or DEFAULT_MODEL
+    name = (name or "").strip()
+    if not name:
+        raise ModelError("no model given: use 'default', 'lab', a Hugging Face id or a local directory")
     device = pick_device(device)
     lab_config = _lab_config(lab) if name == LAB_MODEL else None
     key = (name, device, tuple(sorted(lab_config.to_dict().items())) if lab_config else None)

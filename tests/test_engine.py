@@ -1,0 +1,190 @@
+"""The analysis engine on the real embedded model (offline)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import smoothviz
+from smoothviz.metrics import METRIC_NAMES
+
+
+def test_reference_sentence_smooths_with_depth(base):
+    cos = base.baseline.metric("cosine_mean")
+    assert len(cos) == 7 and base.n_layers == 6 and base.heads == 12
+    assert cos[0] < 0.12 and 0.25 < cos[-1] < 0.45      # RESEARCH §2: ≈0.08 → ≈0.35
+    assert all(b > a for a, b in zip(cos, cos[1:]))        # rises at every layer
+
+
+def test_shapes_and_attention_rows(base):
+    r, n = base.baseline, len(base.tokens)
+    assert n == 27 and base.special[0] and base.special[-1] and not any(base.special[1:-1])
+    assert r.hidden.shape == (7, n, 384) and r.attentions.shape == (6, 12, n, n)
+    assert np.allclose(r.attentions.sum(-1), 1, atol=1e-5)
+    assert r.similarity.shape == (7, n, n) and r.sv.shape == (7, n)
+    assert r.head_gap.shape == (6, 12) and r.head_eigs.shape == (6, 12, n)
+    assert r.value_eigs.shape == (6, 12, 32) and r.smooths.shape == (6, 12)
+    assert ((r.layer_eigs >= 0) & (r.layer_eigs <= 2)).all()
+    assert base.device == "cpu" and base.model == "default"
+
+
+def test_rows_carry_every_metric(base):
+    rows = base.baseline.rows
+    for row in rows:
+        assert set(METRIC_NAMES) <= set(row)
+    assert rows[0]["spectral_gap"] is None and all(r["spectral_gap"] is not None for r in rows[1:])
+    assert all(isinstance(r["numerical_rank"], int) for r in rows)
+
+
+def test_metrics_recomputed_from_the_hidden_states(base):
+    """The rows agree with a direct numpy computation from the captured states."""
+    H = base.baseline.hidden.astype(np.float64)
+    for layer in (0, 3, 6):
+        X = H[layer]
+        U = X / np.linalg.norm(X, axis=1, keepdims=True)
+        C = U @ U.T
+        n = len(X)
+        assert base.baseline.rows[layer]["cosine_mean"] == pytest.approx((C.sum() - n) / (n * (n - 1)), rel=1e-5)
+        P = np.eye(n) - 1 / n
+        assert base.baseline.rows[layer]["dm_rel"] == pytest.approx(np.linalg.norm(P @ X) / np.linalg.norm(X), rel=1e-5)
+    A = base.baseline.attentions.astype(np.float64)
+    S = (A[2].mean(0) + A[2].mean(0).T) / 2
+    d = S.sum(1)
+    lap = np.eye(len(S)) - S / np.sqrt(np.outer(d, d))
+    assert base.baseline.rows[3]["spectral_gap"] == pytest.approx(np.linalg.eigvalsh(lap)[1], abs=1e-5)
+    X = H[3]
+    sq = (X ** 2).sum(1)
+    dist = sq[:, None] + sq[None] - 2 * X @ X.T
+    assert base.baseline.rows[3]["dirichlet"] == pytest.approx(0.5 * (S * dist).sum() / sq.sum(), rel=1e-4)
+
+
+def test_hidden_states_match_transformers(base, reference):
+    from transformers import AutoModel, AutoTokenizer
+    from smoothviz.models import default_model_path
+    path = default_model_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = model(**tok(reference, return_tensors="pt"), output_hidden_states=True, output_attentions=True)
+    assert np.allclose(base.baseline.hidden, torch.stack(out.hidden_states)[:, 0].numpy(), atol=1e-5)
+    assert np.allclose(base.baseline.attentions, torch.stack(out.attentions)[:, 0].numpy(), atol=1e-6)
+
+
+def test_excluding_special_tokens_uses_the_remaining_rows(reference):
+    r = smoothviz.analyze(reference, exclude_special=True, device="cpu")
+    assert r.keep == list(range(1, 26)) and r.baseline.similarity.shape[-1] == 25
+    X = r.baseline.hidden[6, 1:26].astype(np.float64)
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert r.baseline.rows[6]["cosine_mean"] == pytest.approx(((U @ U.T).sum() - 25) / (25 * 24), rel=1e-5)
+    assert r.baseline.rows[6]["cls_cosine"] == pytest.approx((U @ U[0]).mean(), rel=1e-5)
+
+
+def test_one_head_and_ata_graph_options(reference):
+    r = smoothviz.analyze(reference, head=3, symmetrize="ata", device="cpu")
+    A = r.baseline.attentions[0, 3].astype(np.float64)
+    assert np.allclose(r.baseline.layer_graph[0], A.T @ A, atol=1e-5)
+    with pytest.raises(smoothviz.AnalysisError, match="heads 0..11"):
+        smoothviz.analyze(reference, head=12, device="cpu")
+
+
+def test_networkx_graph_on_request(base):
+    G = base.graph(2, head=5, top_k=3)
+    assert G.number_of_nodes() == 27 and all(G.degree(i) >= 3 for i in G.nodes)
+    assert G.nodes[0]["label"] == "[CLS]"
+
+
+def test_single_token_metrics_say_undefined():
+    r = smoothviz.analyze("hello", exclude_special=True, device="cpu")
+    row = r.baseline.rows[-1]
+    assert row["cosine_mean"] is None and row["spectral_gap"] is None and row["sv_skewness"] is None
+    assert row["dm_rel"] == pytest.approx(0) and row["cls_cosine"] == pytest.approx(1)
+    assert any("one token" in n.lower() for n in r.notes)
+    json.dumps(r.to_json(), allow_nan=False)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_empty_text_is_refused(text):
+    with pytest.raises(smoothviz.AnalysisError, match="empty"):
+        smoothviz.analyze(text)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no-such-org/no-such-model", "cannot load model"),
+    ("/nonexistent/model/dir", "not a model directory"),
+    ("", "no model given"),
+])
+def test_bad_model_names(name, message):
+    with pytest.raises(smoothviz.ModelError, match=message):
+        smoothviz.analyze("hello", model=name or " ")
+
+
+def test_local_directory_and_pickle_refusal(tmp_path):
+    from smoothviz.models import default_model_path
+    import shutil
+    local = tmp_path / "minilm"
+    shutil.copytree(default_model_path(), local)
+    r = smoothviz.analyze("A local copy of the model.", model=str(local), device="cpu")
+    assert r.n_layers == 6 and r.model == str(local)
+    pickled = tmp_path / "pickled"
+    shutil.copytree(local, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(smoothviz.ModelError, match="pickle"):
+        smoothviz.analyze("hello", model=str(pickled))
+
+
+def test_truncation_note():
+    r = smoothviz.analyze("word " * 700, device="cpu")
+    assert len(r.tokens) == 512
+    assert any("190 tokens were dropped" in n for n in r.notes)
+
+
+def test_projection_pca_and_umap(reference):
+    r = smoothviz.analyze(reference, mitigation="neutreno", projection="pca", device="cpu")
+    assert r.projection.shape == (2, 7, 27, 2) and np.isfinite(r.projection).all()
+    again = smoothviz.analyze(reference, mitigation="neutreno", projection="pca", device="cpu")
+    assert np.array_equal(r.projection, again.projection)
+    u = smoothviz.analyze(reference, projection="umap", device="cpu")
+    assert u.projection_method == "umap" and u.projection.shape == (1, 7, 27, 2)
+    tiny = smoothviz.analyze("hi", projection="umap", exclude_special=True, device="cpu")
+    assert tiny.projection_method == "pca" and any("UMAP" in n for n in tiny.notes)
+
+
+def test_device_auto_says_which_ran():
+    r = smoothviz.analyze("Which device ran?", device="auto")
+    assert r.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(smoothviz.ModelError, match="no CUDA"):
+            smoothviz.analyze("hello", device="cuda")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "smoothviz", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_json_contract(reference):
+    out = _cli("analyze", reference, "--json", "--mitigation", "fusion-mean", "--param", "layers=4-6")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert {"model", "device", "tokens", "baseline", "mitigated", "mitigation"} <= set(data)
+    assert data["model"] == "default" and len(data["tokens"]) == 27
+    layers = data["baseline"]["layers"]
+    assert [row["layer"] for row in layers] == list(range(7))
+    assert set(METRIC_NAMES) <= set(layers[0]) and layers[0]["spectral_gap"] is None
+    assert data["mitigated"]["layers"][-1]["layer"] == "fused"
+    assert data["mitigation"] == {"name": "fusion-mean", "params": {"layers": "4-6", "weights": ""}}
+
+
+def test_cli_readable_table_and_errors():
+    out = _cli("analyze", "A short sentence.")
+    assert out.returncode == 0 and "cosine_mean" in out.stdout and "spectral_gap" in out.stdout
+    for args, message in [(("analyze", ""), "empty"),
+                          (("analyze", "hi", "--model", "nobody/nothing"), "cannot load model"),
+                          (("analyze", "hi", "--mitigation", "magic"), "unknown mitigation"),
+                          (("analyze", "hi", "--mitigation", "neutreno", "--param", "lambda=2"), "lambda"),
+                          (("analyze", "hi", "--model", "lab", "--lab", "depth=0"), "depth"),
+                          (("analyze", "hi", "--head", "x"), "--head")]:
+        out = _cli(*args)
+        assert out.returncode == 2, (args, out.stdout)
+        assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
