@@ -1,0 +1,240 @@
+"""Each mitigation against a direct computation of its formula (RESEARCH.md §3), its neutral
+setting against the baseline, its documented effect, and thread safety on the shared model."""
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+import smoothviz
+from smoothviz.handles import get_handle
+from smoothviz.mitigations import NAMES, MitigationError, make
+from smoothviz.mitigations.inference import contra_norm, soft_decay
+from smoothviz.mitigations.spectral import respectrum_out_weights, spectrum_map
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return get_handle("default", "cpu").model
+
+
+def block(layer, x, *, probs=None, ctx=None, branch=None):
+    """One BERT block by hand, with optional changes at the three places mitigations act."""
+    n, d = x.shape
+    sa = layer.attention.self
+    h = sa.num_attention_heads if hasattr(sa, "num_attention_heads") else 12
+    dh = d // h
+    split = lambda t: t.view(n, h, dh).transpose(0, 1)  # noqa: E731
+    v = sa.value(x)
+    A = torch.softmax(split(sa.query(x)) @ split(sa.key(x)).transpose(-1, -2) / math.sqrt(dh), -1)
+    if probs:
+        A = probs(A)
+    c = (A @ split(v)).transpose(0, 1).reshape(n, d)
+    if ctx:
+        c = ctx(c, v)
+    s = layer.attention.output.dense(c) + x
+    if branch:
+        s = branch(s)
+    a = layer.attention.output.LayerNorm(s)
+    return layer.output.LayerNorm(layer.output.dense(layer.intermediate(a)) + a), A
+
+
+def states(result, run="mitigated"):
+    return torch.from_numpy(result.runs()[run].hidden).double()
+
+
+def test_neutreno_matches_its_formula(bert, reference):
+    lam = 0.4
+    r = smoothviz.analyze(reference, mitigation="neutreno", params={"lambda": lam}, device="cpu")
+    H = states(r)
+    layers = bert.encoder.layer
+    with torch.no_grad():
+        v0 = layers[0].attention.self.value(H[0].float())
+        expected, _ = block(layers[1], H[1].float(), ctx=lambda c, v: c + lam * (v0 - v))
+    assert torch.allclose(H[2].float(), expected, atol=1e-4)
+    assert torch.equal(H[1], states(r, "baseline")[1])  # layer index 0 is untouched
+
+
+def test_attnscale_matches_its_formula(bert, reference):
+    omega = 0.5
+    r = smoothviz.analyze(reference, mitigation="attnscale", params={"omega": omega}, device="cpu")
+    H = states(r)
+    n = H.shape[1]
+    dc = torch.full((n, n), 1 / n)
+    with torch.no_grad():
+        expected, A = block(bert.encoder.layer[0], H[0].float(), probs=lambda A: dc + (1 + omega) * (A - dc))
+    assert torch.allclose(H[1].float(), expected, atol=1e-4)
+    assert np.allclose(r.mitigated.attentions[0], A.numpy(), atol=1e-5)  # the attention it used
+    assert np.allclose(r.mitigated.attentions.sum(-1), 1, atol=1e-5)
+
+
+def test_contranorm_and_no_residual_match_their_formulas(bert, reference):
+    r = smoothviz.analyze(reference, mitigation="contranorm", params={"s": 0.1}, device="cpu")
+    H = states(r)
+
+    def cn(S):
+        Hn = S / S.norm(dim=-1, keepdim=True)
+        return 1.1 * S - 0.1 * torch.softmax(Hn @ Hn.T, -1) @ S
+    with torch.no_grad():
+        expected, _ = block(bert.encoder.layer[0], H[0].float(), branch=cn)
+    assert torch.allclose(H[1].float(), expected, atol=1e-4)
+
+    r = smoothviz.analyze(reference, mitigation="no-residual", device="cpu")
+    H = states(r)
+    x = H[0].float()
+    with torch.no_grad():
+        expected, _ = block(bert.encoder.layer[0], x, branch=lambda s: s - x)
+    assert torch.allclose(H[1].float(), expected, atol=1e-4)
+    assert r.mitigated.rows[-1]["dm_rel"] < 0.05  # pure attention collapses
+
+
+def test_contranorm_function_by_hand():
+    rng = np.random.default_rng(0)
+    H = rng.normal(size=(5, 4))
+    Hn = H / np.linalg.norm(H, axis=1, keepdims=True)
+    logits = Hn @ Hn.T / 0.5
+    P = np.exp(logits - logits.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    expected = 1.2 * H - 0.2 * P @ H
+    assert np.allclose(contra_norm(torch.from_numpy(H), 0.2, 0.5, False).numpy(), expected)
+
+
+def test_softdecay_matches_its_formula_and_keeps_the_top_singular_value():
+    rng = np.random.default_rng(1)
+    H = rng.normal(size=(7, 5)) * 3
+    alpha, eps = -0.6, 1e-6
+    U, S, Vt = np.linalg.svd(H, full_matrices=False)
+    f = -np.log(1 - alpha * (S + alpha) + eps) / alpha
+    f *= S[0] / f[0]
+    out = soft_decay(torch.from_numpy(H), alpha).numpy()
+    assert np.allclose(out, (U * f) @ Vt)
+    assert np.linalg.svd(out, compute_uv=False)[0] == pytest.approx(S[0])
+
+
+def test_softdecay_last_and_every(reference):
+    base = smoothviz.analyze(reference, device="cpu")
+    last = smoothviz.analyze(reference, mitigation="softdecay", device="cpu")
+    assert np.array_equal(last.mitigated.hidden[:6], base.baseline.hidden[:6])
+    expected = soft_decay(torch.from_numpy(base.baseline.hidden[6]).double(), -0.6)
+    assert np.allclose(last.mitigated.hidden[6], expected.numpy(), atol=1e-5)
+    assert last.mitigated.rows[6]["sv_skewness"] < base.baseline.rows[6]["sv_skewness"]
+    every = smoothviz.analyze(reference, mitigation="softdecay", params={"where": "every"}, device="cpu")
+    assert not np.allclose(every.mitigated.hidden[3], base.baseline.hidden[3])
+
+
+def test_spectral_gives_each_head_the_mapped_spectrum(reference):
+    ctx = get_handle("default", "cpu").context()
+    for mode in ("clip-negative", "clip-positive", "flip"):
+        new = respectrum_out_weights(ctx.w_v, ctx.w_o, ctx.heads, mode)
+        from smoothviz.capture import value_output_product
+        before = torch.linalg.eigvals(value_output_product(ctx.w_v.double(), ctx.w_o.double(), 12))
+        after = torch.linalg.eigvals(value_output_product(ctx.w_v.double(), new.double(), 12))
+        want = spectrum_map(before, mode)
+        for l in (0, 5):
+            for h in (0, 7):
+                got = sorted(after[l, h].tolist(), key=lambda z: (round(z.real, 4), round(z.imag, 4)))
+                exp = sorted(want[l, h].tolist(), key=lambda z: (round(z.real, 4), round(z.imag, 4)))
+                assert np.allclose(got, exp, atol=1e-3)
+    r = smoothviz.analyze(reference, mitigation="spectral", device="cpu")
+    assert (r.mitigated.value_eigs.real <= 1e-4).all() and (r.baseline.value_eigs.real > 0).any()
+    assert r.mitigation == {"name": "spectral", "params": {"mode": "clip-negative"}}
+
+
+def test_fusions_by_hand(reference):
+    base = smoothviz.analyze(reference, device="cpu")
+    H = base.baseline.hidden.astype(np.float64)
+    cases = {("fusion-mean", "all", ""): H[1:].mean(0),
+             ("fusion-mean", "4-6", "1,1,2"): (H[4] + H[5] + 2 * H[6]) / 4,
+             ("fusion-max", "2-5", None): H[2:6].max(0),
+             ("fusion-concat", "5-6", None): np.concatenate([H[5], H[6]], axis=1)}
+    for (name, layers, weights), expected in cases.items():
+        params = {"layers": layers, **({"weights": weights} if weights is not None else {})}
+        r = smoothviz.analyze(reference, mitigation=name, params=params, device="cpu")
+        assert np.allclose(r.mitigated.fused, expected, atol=1e-5)
+        assert r.mitigated.rows[-1]["layer"] == "fused" and len(r.mitigated.rows) == 8
+
+
+def test_fusion_gate_uses_the_learned_gate(reference):
+    import json
+    from smoothviz.mitigations.fusion import DEFAULT_GATE
+    gate = json.loads(DEFAULT_GATE.read_text())
+    r = smoothviz.analyze(reference, mitigation="fusion-gate", device="cpu")
+    H = r.mitigated.hidden[1:].astype(np.float64)
+    logits = H @ np.array(gate["w"]) + gate["b"]
+    alpha = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
+    assert np.allclose(r.mitigated.fused, (alpha[..., None] * H).sum(0), atol=1e-4)
+
+
+NEUTRAL = {"fusion-mean": {"layers": "6"}, "fusion-max": {"layers": "6-6"}, "fusion-concat": {"layers": "6"},
+           "fusion-gate": {"layers": "6"}, "neutreno": {"lambda": 0}, "softdecay": {"alpha": 0},
+           "spectral": {"mode": "identity"}, "attnscale": {"omega": 0}, "contranorm": {"s": 0},
+           "no-residual": {"residual": 1}}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_neutral_setting_reproduces_the_baseline(name, reference):
+    r = smoothviz.analyze(reference, mitigation=name, params=NEUTRAL[name], device="cpu")
+    assert np.abs(r.mitigated.hidden - r.baseline.hidden).max() <= 1e-6
+    rows = r.mitigated.rows
+    if rows[-1]["layer"] == "fused":
+        for key in ("cosine_mean", "dm_rel", "effective_rank", "sv_skewness", "dirichlet"):
+            assert rows[-1][key] == pytest.approx(r.baseline.rows[-1][key], abs=1e-6)
+
+
+def test_documented_effects_on_the_default_model(reference):
+    base = smoothviz.analyze(reference, device="cpu").baseline.rows[-1]
+    for lam in (0.2, 0.4, 0.8):
+        r = smoothviz.analyze(reference, mitigation="neutreno", params={"lambda": lam}, device="cpu")
+        assert r.mitigated.rows[-1]["cosine_mean"] < base["cosine_mean"]
+    fused = smoothviz.analyze(reference, mitigation="fusion-mean", device="cpu").mitigated.rows[-1]
+    assert fused["cosine_mean"] < base["cosine_mean"] and fused["dm_rel"] > base["dm_rel"]
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("neutreno", {"lambda": "-0.1"}, "lambda must be a number in \\[0.0, 1.0\\]"),
+    ("neutreno", {"lambda": "nan"}, "lambda"),
+    ("neutreno", {"lambda": "abc"}, "lambda"),
+    ("softdecay", {"alpha": "0.5"}, "alpha"),
+    ("softdecay", {"where": "middle"}, "one of last, every"),
+    ("spectral", {"mode": "sideways"}, "one of clip-negative"),
+    ("attnscale", {"omega": "-1"}, "omega"),
+    ("contranorm", {"s": "0.5"}, "s must be"),
+    ("no-residual", {"residual": "2"}, "residual"),
+    ("neutreno", {"gamma": "1"}, "unknown parameter gamma \\(allowed: lambda\\)"),
+    ("fusion-mean", {"weights": "1,2"}, None),
+    ("warp-drive", {}, "unknown mitigation"),
+])
+def test_bad_parameters_say_what_is_allowed(name, params, message, reference):
+    if message is None:  # only detectable once the depth is known
+        with pytest.raises(MitigationError, match="6 weights needed"):
+            smoothviz.analyze(reference, mitigation=name, params=params | {"layers": "all"})
+        return
+    with pytest.raises(MitigationError, match=message):
+        make(name, params)
+
+
+@pytest.mark.parametrize("layers", ["7", "5-3", "x-y", "-1"])
+def test_fusion_layer_ranges_are_checked(layers):
+    with pytest.raises(MitigationError, match="layers"):
+        smoothviz.analyze("hello there", mitigation="fusion-max", params={"layers": layers})
+
+
+def test_parallel_threads_give_the_sequential_results(reference):
+    jobs = [("neutreno", {"lambda": 0.6}), ("attnscale", {}), ("softdecay", {"where": "every"}),
+            ("spectral", {"mode": "flip"}), ("contranorm", {}), ("no-residual", {}), (None, None)]
+
+    def run(job):
+        name, params = job
+        return smoothviz.analyze(reference, mitigation=name, params=params, device="cpu")
+    sequential = [run(j) for j in jobs]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        parallel = list(pool.map(run, jobs * 2))
+    for i, r in enumerate(parallel):
+        s = sequential[i % len(jobs)]
+        assert np.array_equal(r.baseline.hidden, s.baseline.hidden)
+        if s.mitigated is not None:
+            assert np.array_equal(r.mitigated.hidden, s.mitigated.hidden)
+            assert r.mitigated.rows == s.mitigated.rows
+    # and nothing was left on the shared model: a plain run is still the baseline
+    assert np.array_equal(run((None, None)).baseline.hidden, sequential[-1].baseline.hidden)
