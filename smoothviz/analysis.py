@@ -39,15 +39,15 @@ class Run:
     layer_graph       [L, n, n]         the symmetrised, aggregated graph S of each layer
     layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending)
     fiedler           [L, n]            its Fiedler vector (largest entry positive)
-    head_eigs         [L, h, n]         per-head Laplacian eigenvalues
-    head_gap          [L, h]            per-head spectral gap λ₂
+    head_eigs         [L, h, n]         per-head Laplacian eigenvalues (None if heads=False)
+    head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False)
     head_entropy      [L, h]            mean row entropy of attention (nats)
     head_uniform      [L, h]            ‖A − 11ᵀ/n‖_F
     rollout           [L]               σ₂/σ₁ of the attention rollout up to each layer
     shi_v             [L]               Shi et al.'s bound v (NaN without two LayerNorms)
     dm_ratio          [L]               measured d_M(H_l)/d_M(H_{l−1})
     value_eigs        [L, h, d_h]       eigenvalues of W_O^h W_V^h (complex)
-    smooths           [L, h]            Dovonon verdict: True = low-pass (smooths)
+    smooths           [L, h]            Dovonon verdict: True = low-pass (None if heads=False)
     fused             [n, d'] or None   the fused output of a fusion mitigation
     ================  ================  =====================================================
     """
@@ -77,6 +77,8 @@ class Run:
 
     def layer_verdicts(self) -> list[str]:
         """Per layer: "smooths" when most heads are low-pass, else "sharpens"."""
+        if self.smooths is None:
+            return []
         return ["smooths" if row.mean() >= 0.5 else "sharpens" for row in self.smooths]
 
 
@@ -159,7 +161,7 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
             mitigation: str | Mitigation | None = None, params: dict | None = None,
             head: int | None = None, symmetrize: str = "sym", exclude_special: bool = False,
             projection: str = "none", normalize_projection: bool = True,
-            max_tokens: int | None = None) -> Analysis:
+            max_tokens: int | None = None, heads: bool = True) -> Analysis:
     """Analyse one sentence: baseline, and beside it ``mitigation`` when given.
 
     Args:
@@ -171,6 +173,8 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
         head, symmetrize, exclude_special: graph options (RESEARCH §1).
         projection: ``none``, ``pca`` or ``umap``.
         max_tokens: a cap below the model's own maximum (public-demo mode).
+        heads: also compute every head's Laplacian spectrum and Dovonon verdict (the costly
+            part for long sentences: one eigendecomposition per head).
 
     Raises:
         AnalysisError, ModelError, MitigationError: with a message meant for the user.
@@ -190,15 +194,15 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
     if head is not None and head >= handle.heads:
         raise AnalysisError(f"head {head} does not exist: this model has heads 0..{handle.heads - 1}")
     try:
-        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, notes)
+        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         notes.append("The GPU ran out of memory; this result was computed on the CPU.")
         handle = get_handle(model, "cpu", lab)
-        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, notes)
+        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes)
 
 
-def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, max_tokens, notes):
+def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes):
     inputs, tokens, special = handle.encode(text, max_tokens, notes)
     keep = [i for i, s in enumerate(special) if not (options.exclude_special and s)]
     if not keep:
@@ -210,20 +214,20 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
 
     base_trace = capture.run(handle.model, inputs)
     ctx = handle.context()
-    baseline = _summarise(base_trace, keep, options, handle, ctx.w_o)
+    baseline = _summarise(base_trace, keep, options, handle, handle.value_eigs(), heads)
     mitigated, described = None, None
     if mitigation is not None:
         described = {"name": mitigation.name, "params": mitigation.params()}
         alt = handle.for_mitigation(mitigation)
         if alt is not handle:  # the lab's value-spectrum switch
-            trace, w_o = capture.run(alt.model, alt.inputs_for(inputs)), alt.context().w_o
+            trace, value_eigs = capture.run(alt.model, inputs), alt.value_eigs()
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
             trace = capture.run(handle.model, inputs, iv) if iv is not None else base_trace
-            w_o = mitigation.out_weights(ctx) if hasattr(mitigation, "out_weights") else ctx.w_o
+            value_eigs = handle.value_eigs(mitigation.out_weights(ctx) if hasattr(mitigation, "out_weights") else None)
         fused = mitigation.fuse(trace.hidden.double(), ctx)
-        mitigated = _summarise(trace, keep, options, handle, w_o, fused)
+        mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)
     coords, method = None, "none"
     if projection != "none":
         runs = [baseline.hidden[:, keep]] + ([mitigated.hidden[:, keep]] if mitigated else [])
@@ -237,69 +241,63 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
 
 
 def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, handle: Handle,
-               w_o: torch.Tensor, fused: torch.Tensor | None = None) -> Run:
-    """Graphs and metrics of one trace, batched over layers and heads."""
+               value_eigs: torch.Tensor, heads: bool, fused: torch.Tensor | None = None) -> Run:
+    """Graphs and metrics of one trace, batched over layers and heads.
+
+    Per-state metrics and the per-layer graph are computed in float64 (small); per-head work
+    on ``[L, h, n, n]`` stays in float32, where it is memory- and time-bound.
+    """
     idx = torch.tensor(keep)
     H = trace.hidden[:, idx].double().cpu()                 # [L+1, n, d]
-    A = graph.restrict(trace.attentions.double().cpu(), idx)  # [L, h, n, n]
-    L, h, n = A.shape[0], A.shape[1], A.shape[-1]
+    A = graph.restrict(trace.attentions.float().cpu(), idx)  # [L, h, n, n]
+    L, h = A.shape[0], A.shape[1]
 
     hm = metrics.hidden_metrics(H)
-    directed = graph.aggregate(A, options.head)             # [L, n, n]
+    directed = graph.aggregate(A, options.head).double()    # [L, n, n]
     S = graph.symmetrize(directed, options.symmetrize)
     eigs, vecs = graph.laplacian_spectrum(S)
     gap = graph.spectral_gap(eigs)
-    S_for_state = torch.cat([S[:1], S])                     # H_0 uses layer 1's graph
-    dirichlet = metrics.dirichlet(H, S_for_state)
-
-    head_eigs = torch.linalg.eigvalsh(graph.normalized_laplacian(graph.symmetrize(A, options.symmetrize))).clamp(0, 2)
-    head_gap = graph.spectral_gap(head_eigs)
-
+    dirichlet = metrics.dirichlet(H, torch.cat([S[:1], S]))  # H_0 uses layer 1's graph
+    rollout = graph.rollout_ratio(directed)
     dm = metrics.dm_abs(H)
     dm_ratio = dm[1:] / dm[:-1].clamp_min(1e-300)
     shi_v = _shi_v(A, trace.ln_sigma.double(), handle.weight_norm(), h)
 
-    value_out = capture.value_output_product(handle.context().w_v.double().cpu(), w_o.double().cpu(), h)
-    value_eigs = torch.linalg.eigvals(value_out)            # [L, h, d_h]
-    smooths = _dovonon(A, value_eigs)
+    head_eigs = head_gap = smooths = None
+    if heads:
+        head_eigs = torch.linalg.eigvalsh(graph.normalized_laplacian(graph.symmetrize(A, options.symmetrize))).clamp(0, 2)
+        head_gap = graph.spectral_gap(head_eigs)
+        smooths = _dovonon(A, value_eigs.to(torch.complex64))
 
-    rows = []
-    for layer in range(L + 1):
-        row = {"layer": layer}
-        for name in ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank",
-                     "numerical_rank", "sv_skewness", "sv_median"):
-            row[name] = _num(hm[name][layer])
-        row["numerical_rank"] = int(row["numerical_rank"])
-        row["dirichlet"] = _num(dirichlet[layer])
-        row["spectral_gap"] = None if layer == 0 else _num(gap[layer - 1])
-        row["rollout_ratio"] = None if layer == 0 else None  # filled below
-        row["shi_v"] = None if layer == 0 else _num(shi_v[layer - 1])
-        row["dm_ratio"] = None if layer == 0 else _num(dm_ratio[layer - 1])
-        rows.append(row)
-    rollout = graph.rollout_ratio(directed)
+    rows = [_row(layer, hm, layer, dirichlet) for layer in range(L + 1)]
     for layer in range(1, L + 1):
-        rows[layer]["rollout_ratio"] = _num(rollout[layer - 1])
+        rows[layer].update(spectral_gap=_num(gap[layer - 1]), rollout_ratio=_num(rollout[layer - 1]),
+                           shi_v=_num(shi_v[layer - 1]), dm_ratio=_num(dm_ratio[layer - 1]))
     fused_np = None
     if fused is not None:
         F = fused[idx].double().cpu().unsqueeze(0)
-        fm = metrics.hidden_metrics(F)
-        row = {"layer": "fused"}
-        for name in ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank",
-                     "numerical_rank", "sv_skewness", "sv_median"):
-            row[name] = _num(fm[name][0])
-        row["numerical_rank"] = int(row["numerical_rank"])
-        row["dirichlet"] = _num(metrics.dirichlet(F, S[-1:])[0])  # on the last layer's graph
-        row.update(spectral_gap=None, rollout_ratio=None, shi_v=None, dm_ratio=None)
-        rows.append(row)
+        rows.append(_row("fused", metrics.hidden_metrics(F), 0, metrics.dirichlet(F, S[-1:])))  # last layer's graph
         fused_np = fused.float().cpu().numpy()
-    f32 = lambda t: t.float().cpu().numpy()  # noqa: E731
+    f32 = lambda t: None if t is None else t.float().cpu().numpy()  # noqa: E731
     return Run(rows=rows, hidden=f32(trace.hidden), attentions=f32(trace.attentions),
                similarity=f32(metrics.similarity(H)), sv=f32(hm["sv"]), layer_graph=f32(S),
                layer_eigs=f32(eigs), fiedler=f32(graph.fiedler(vecs)), head_eigs=f32(head_eigs),
                head_gap=f32(head_gap), head_entropy=f32(graph.row_entropy(A)),
                head_uniform=f32(graph.distance_from_uniform(A)), rollout=f32(rollout),
                shi_v=f32(shi_v), dm_ratio=f32(dm_ratio), value_eigs=value_eigs.cpu().numpy(),
-               smooths=smooths.cpu().numpy(), fused=fused_np)
+               smooths=None if smooths is None else smooths.cpu().numpy(), fused=fused_np)
+
+
+_STATE_METRICS = ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank",
+                  "numerical_rank", "sv_skewness", "sv_median")
+
+
+def _row(layer, hm: dict, i: int, dirichlet: torch.Tensor) -> dict:
+    """One table row; graph-based entries are None until a layer's graph fills them."""
+    row = {"layer": layer, **{name: _num(hm[name][i]) for name in _STATE_METRICS}}
+    row["numerical_rank"] = int(row["numerical_rank"])
+    row.update(dirichlet=_num(dirichlet[i]), spectral_gap=None, rollout_ratio=None, shi_v=None, dm_ratio=None)
+    return row
 
 
 def _num(x) -> float | None:
@@ -309,7 +307,7 @@ def _num(x) -> float | None:
 
 def _shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, heads: int) -> torch.Tensor:
     """v = (1 + s²)(1 + √λ·h·s)/(σ₁σ₂) per layer; NaN where the block has fewer than two LayerNorms."""
-    lam = graph.attention_contraction_lambda(A).clamp_min(0)
+    lam = graph.attention_contraction_lambda(A).double().clamp_min(0)
     s = weight_norm.double()
     if ln_sigma.shape[1] < 2:
         return torch.full((A.shape[0],), float("nan"), dtype=torch.float64)
@@ -324,8 +322,8 @@ def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
         A: ``[L, h, n, n]`` row-stochastic; value_eigs: ``[L, h, d_h]`` complex.
     """
     attn_eigs = torch.linalg.eigvals(A)                      # [L, h, n]
-    update = 1 + attn_eigs.unsqueeze(-1) * value_eigs.unsqueeze(-2).to(attn_eigs.dtype)  # [L, h, n, d_h]
+    update = 1 + attn_eigs.unsqueeze(-1) * value_eigs.unsqueeze(-2).to(attn_eigs.device, attn_eigs.dtype)
     best = update.abs().flatten(-2).argmax(-1) // value_eigs.shape[-1]  # index into A's eigenvalues
     perron = (attn_eigs - 1).abs().argmin(-1)
     chosen = torch.gather(attn_eigs, -1, best.unsqueeze(-1)).squeeze(-1)
-    return (best == perron) | ((chosen - 1).abs() < 1e-6)
+    return (best == perron) | ((chosen - 1).abs() < 1e-5)

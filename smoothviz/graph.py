@@ -114,10 +114,22 @@ def rollout_ratio(A: Tensor) -> Tensor:
     return sv[:, 1] / sv[:, 0].clamp_min(1e-300)
 
 
-def attention_contraction_lambda(A: Tensor) -> Tensor:
-    """Shi et al.'s λ: the largest eigenvalue of Aᵀ P A over heads, ``[L, h, n, n]`` → ``[L]``."""
-    centred = A - A.mean(-2, keepdim=True)  # P A
-    return torch.linalg.eigvalsh(centred.transpose(-1, -2) @ centred)[..., -1].amax(-1)
+def attention_contraction_lambda(A: Tensor, iterations: int = 60) -> Tensor:
+    """Shi et al.'s λ: the largest eigenvalue of Aᵀ P A over heads, ``[L, h, n, n]`` → ``[L]``.
+
+    λ = ‖P A‖₂², found by batched power iteration on Aᵀ P A (PSD, so it converges to the
+    top eigenvalue from below); a full eigendecomposition of every head would cost more than
+    the forward pass. Used only for the displayed bound v.
+    """
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(A.shape[-1], 1, generator=g, dtype=A.dtype).expand(*A.shape[:-1], 1).to(A.device)
+    At = A.transpose(-1, -2)
+    for _ in range(iterations):
+        u = A @ v
+        w = At @ (u - u.mean(-2, keepdim=True))
+        v = w / w.norm(dim=-2, keepdim=True).clamp_min(1e-30)
+    u = A @ v
+    return ((u - u.mean(-2, keepdim=True)) ** 2).sum((-2, -1)).amax(-1)
 
 
 def to_networkx(W: np.ndarray, labels: list[str], top_k: int | None = None,

@@ -84,6 +84,20 @@ class Handle:
                     w_v=w_v, w_o=w_o, b_o=torch.stack(biases), model_name=self.name)
             return self._cache["context"]
 
+    def value_eigs(self, w_o: torch.Tensor | None = None) -> torch.Tensor:
+        """Eigenvalues of each head's W_O W_V, ``[L, h, d_h]`` complex (cached for the model's own weights)."""
+        if w_o is not None:
+            ctx = self.context()
+            return torch.linalg.eigvals(capture.value_output_product(ctx.w_v.double(), w_o.double(), self.heads)).cpu()
+        with self._lock:
+            cached = self._cache.get("value_eigs")
+        if cached is None:
+            ctx = self.context()
+            cached = torch.linalg.eigvals(capture.value_output_product(ctx.w_v.double(), ctx.w_o.double(), self.heads)).cpu()
+            with self._lock:
+                self._cache["value_eigs"] = cached
+        return cached
+
     def weight_norm(self) -> torch.Tensor:
         """Shi et al.'s s per layer (computed once)."""
         with self._lock:
