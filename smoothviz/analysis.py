@@ -16,6 +16,7 @@ from .handles import Handle, get_handle
 from .mitigations import Mitigation, ModelContext, make
 from .models import ModelError
 from .projection import project
+from .settings import compute_slots
 
 PROJECTIONS = ("none", "pca", "umap")
 
@@ -190,6 +191,13 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
     if isinstance(mitigation, str):
         mitigation = make(mitigation, params)
     notes: list[str] = []
+    with compute_slots:  # at most SMOOTHVIZ_MAX_CONCURRENT analyses at once; the rest queue
+        return _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection,
+                        max_tokens, heads, notes, head)
+
+
+def _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection, max_tokens,
+             heads, notes, head):
     handle = get_handle(model, device, lab)
     if head is not None and head >= handle.heads:
         raise AnalysisError(f"head {head} does not exist: this model has heads 0..{handle.heads - 1}")

@@ -1,0 +1,208 @@
+"""``python -m smoothviz.bench``: how far above the forward pass SmoothViz costs, as ratios.
+
+For each model and sentence length n it measures, in one run: the forward pass alone (the
+floor), the analysis without projection (core: no per-head spectra; full: with them), the
+projections (PCA, UMAP warm; UMAP cold once, in a fresh process), each mitigation, the peak
+memory, the bytes of the figures one page view sends, and BertViz's head view on the same
+attention (time and page size). Times are medians; the machine is shared and noisy, so the
+table reports ratios against references measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from . import analyze
+from .handles import get_handle
+from .mitigations import NAMES
+from .models import default_model_path
+
+TEXT = ("The quick brown fox jumps over the lazy dog because it wanted to see what over-smoothing "
+        "looks like in a transformer. ") * 60
+FULL_SIZES = (16, 64, 128, 256, 512)
+QUICK_SIZES = (16, 64)
+
+
+def bert_base_dir(root: Path) -> str:
+    """A BERT-base-sized model (12 layers, 12 heads, width 768) with random weights, saved as safetensors."""
+    from transformers import BertConfig, BertModel
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    BertModel(config).save_pretrained(root, safe_serialization=True)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_path() / name, root / name)
+    return str(root)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, reps: int, device: str) -> float:
+    """Median seconds of ``reps`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _rss_peak_reset() -> None:
+    try:  # Linux: writing 5 resets the peak-RSS counter
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _rss(field: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def page_bytes(result) -> int:
+    """Bytes of the figures one page view sends (every view at the last layer)."""
+    from .report import _views
+    return sum(len(fig.to_json()) for _, _, figs in _views(result, result.n_layers) for _, fig in figs)
+
+
+def umap_cold_seconds() -> float:
+    """UMAP's first use in a fresh process (import and numba compile included)."""
+    code = ("import time,numpy as np;t=time.perf_counter();from smoothviz.projection import umap_2d;"
+            "umap_2d(np.random.default_rng(0).normal(size=(400,32)));print(time.perf_counter()-t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
+
+
+def bertviz_head_view(result) -> tuple[float, int] | None:
+    """BertViz's head view on the same attention: (seconds, HTML bytes), or None without bertviz."""
+    try:
+        from bertviz import head_view
+    except ImportError:
+        return None
+    attn = tuple(torch.from_numpy(a).unsqueeze(0) for a in result.baseline.attentions)
+    start = time.perf_counter()
+    html = head_view(attn, result.tokens, html_action="return")
+    return time.perf_counter() - start, len(html.data)
+
+
+def bench_one(model: str, label: str, n: int, device: str, reps: int, mitigations: bool) -> dict:
+    handle = get_handle(model, device)
+    inputs, _, _ = handle.encode(TEXT, n, [])
+
+    def forward():
+        with torch.inference_mode():
+            handle.model(**inputs, output_hidden_states=True, output_attentions=True)
+
+    kwargs = dict(model=model, device=device, max_tokens=n)
+    t_fwd = timed(forward, reps, device)
+    t_core = timed(lambda: analyze(TEXT, heads=False, **kwargs), reps, device)
+    before = _rss("VmRSS")
+    _rss_peak_reset()
+    t_full = timed(lambda: analyze(TEXT, **kwargs), reps, device)
+    peak = _rss("VmHWM") - before
+    result = analyze(TEXT, mitigation="neutreno", **kwargs)
+    from .projection import project
+    runs = [result.baseline.hidden, result.mitigated.hidden]
+    points = sum(r.shape[0] * r.shape[1] for r in runs)
+    t_pca = timed(lambda: project(runs, "pca"), reps, "cpu")
+    t_umap = timed(lambda: project(runs, "umap"), 1, "cpu") if points <= 20_000 else None
+    row = {"model": label, "n": n, "device": handle.device, "points": points,
+           "forward_s": t_fwd, "analysis_core_s": t_core, "analysis_full_s": t_full,
+           "pca_s": t_pca, "umap_warm_s": t_umap, "peak_mem_mb": peak, "page_bytes": page_bytes(result),
+           "mitigations_s": {}}
+    if mitigations:
+        for name in NAMES:
+            if name == "fusion-gate" and handle.model.config.hidden_size != 384:
+                continue  # the shipped gate is fitted for the default model's width
+            row["mitigations_s"][name] = timed(lambda: analyze(TEXT, mitigation=name, **kwargs), max(1, reps // 2), device)
+    bv = bertviz_head_view(result) if device == "cpu" else None
+    if bv is not None:
+        row["bertviz_s"], row["bertviz_bytes"] = bv
+    return row
+
+
+def _ratio(a, b) -> str:
+    return "—" if a is None or b in (None, 0) else f"{a / b:.2f}"
+
+
+def table(rows: list[dict]) -> str:
+    head = ["model", "n", "fwd ms", "core×fwd", "full×fwd", "PCA×fwd", "UMAP s", "peak MB",
+            "page MB", "time/BertViz", "bytes/BertViz"]
+    lines = [head]
+    for r in rows:
+        lines.append([r["model"], str(r["n"]), f"{r['forward_s'] * 1000:.1f}",
+                      _ratio(r["analysis_core_s"], r["forward_s"]), _ratio(r["analysis_full_s"], r["forward_s"]),
+                      _ratio(r["pca_s"], r["forward_s"]),
+                      "—" if r["umap_warm_s"] is None else f"{r['umap_warm_s']:.2f}",
+                      f"{r['peak_mem_mb']:.0f}", f"{r['page_bytes'] / 1e6:.2f}",
+                      _ratio(r["analysis_full_s"], r.get("bertviz_s")), _ratio(r["page_bytes"], r.get("bertviz_bytes"))])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("| " + " | ".join(c.rjust(w) for c, w in zip(line, widths)) + " |" for line in lines)
+
+
+def mitigation_table(rows: list[dict]) -> str:
+    names = [n for n in NAMES if any(n in r["mitigations_s"] for r in rows)]
+    lines = [["model", "n", *names]]
+    for r in rows:
+        lines.append([r["model"], str(r["n"]), *(_ratio(r["mitigations_s"].get(n), r["forward_s"]) for n in names)])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("| " + " | ".join(c.rjust(w) for c, w in zip(line, widths)) + " |" for line in lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m smoothviz.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, one repetition (CI)")
+    p.add_argument("--sizes", help="comma-separated token counts (default 16,64,128,256,512)")
+    p.add_argument("--models", default="default,bert-base", help="default and/or bert-base")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--out", default="bench/results/latest.json")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(QUICK_SIZES if args.quick else FULL_SIZES)
+    reps = 1 if args.quick else 5
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {"default": "default", "bert-base": None}
+        for label in args.models.split(","):
+            model = models[label] if models[label] else bert_base_dir(Path(tmp))
+            for n in sizes:
+                rows.append(bench_one(model, label, n, args.device, reps if n <= 128 else max(1, reps // 2),
+                                      mitigations=True))
+                print(f"  {label} n={n}: done", file=sys.stderr)
+    cold = umap_cold_seconds()
+    summary = {"machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
+                           "device": rows[0]["device"],
+                           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+               "quick": args.quick, "umap_cold_s": cold, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2))
+    print(table(rows))
+    print()
+    print("Mitigated analysis time ÷ forward pass:")
+    print(mitigation_table(rows))
+    print(f"\nUMAP cold start (fresh process, import + numba compile): {cold:.1f} s")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

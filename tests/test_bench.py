@@ -1,0 +1,18 @@
+"""The benchmark runs end to end in its short mode and writes the documented JSON."""
+import json
+
+from smoothviz import bench
+
+
+def test_quick_benchmark_writes_results(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--sizes", "16", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {r["model"] for r in data["rows"]} == {"default", "bert-base"}
+    for row in data["rows"]:
+        assert row["n"] == 16 and row["forward_s"] > 0 and row["analysis_full_s"] > 0
+        assert row["page_bytes"] > 0 and "neutreno" in row["mitigations_s"]
+        assert row["bertviz_bytes"] > 0  # BertViz's page for the same attention
+    assert data["umap_cold_s"] > 0
+    printed = capsys.readouterr().out
+    assert "core×fwd" in printed and "bytes/BertViz" in printed
