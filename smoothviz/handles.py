@@ -16,7 +16,8 @@ from . import capture
 from .mitigations import ModelContext
 from .models import ARCHITECTURES, DEFAULT_MODEL, LAB_MODEL, ArchSpec, ModelError, get_module, load, pick_device
 
-MAX_MODELS = int(os.environ.get("SMOOTHVIZ_MAX_MODELS", "4"))
+MAX_MODELS = int(os.environ.get("SMOOTHVIZ_MAX_MODELS", "4"))  # loaded checkpoints kept in memory
+MAX_LABS = int(os.environ.get("SMOOTHVIZ_MAX_LABS", "8"))      # built lab models (cheap, small)
 
 
 @dataclass(eq=False)
@@ -138,10 +139,22 @@ def get_handle(name: str, device: str = "auto", lab: dict | None = None) -> Hand
         handle = _build_lab(lab_config, device) if lab_config else _build(name, device)
         with _guard:
             _handles[key] = handle
-            while len(_handles) > MAX_MODELS:
-                _handles.popitem(last=False)
+            _evict(lab=lab_config is not None)
             _loading.pop(key, None)
         return handle
+
+
+def _evict(lab: bool) -> None:
+    """Drop the least recently used handles of one kind beyond its limit (labs and checkpoints apart)."""
+    same = [k for k in _handles if (k[0] == LAB_MODEL) == lab]
+    for key in same[: max(0, len(same) - (MAX_LABS if lab else MAX_MODELS))]:
+        del _handles[key]
+
+
+def cached_handles() -> int:
+    """How many models are held in memory now (for tests and the deployment notes)."""
+    with _guard:
+        return len(_handles)
 
 
 def _lab_config(lab):

@@ -1,0 +1,46 @@
+"""The Dockerfile, CI and README stay in step; the Dockerfile passes hadolint."""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return [b.strip() for b in blocks[:2]]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    start, test = _readme_commands()
+    assert "streamlit run app/SmoothViz.py" in start and "requirements.txt" in start
+    assert "python -m pytest" in test
+    assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_dockerfile_installs_what_ci_installs_and_runs_unprivileged():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.\d+-slim", text, re.M)
+    assert "pip install -r requirements.txt" in text and '"torch==2.13.0"' in text
+    assert "ARG TORCH_INDEX=" in text and "/whl/cpu" in text
+    assert re.search(r"^USER (?!root|0\b)\S+", text, re.M)
+    assert "HEALTHCHECK" in text and "/_stcore/health" in text and "EXPOSE 8501" in text
+    assert "SMOOTHVIZ_PUBLIC=1" in text and "HF_HUB_OFFLINE=1" in text
+    pinned = [l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.startswith("torch==")]
+    assert pinned == ["torch==2.13.0"]
+
+
+def test_dockerfile_passes_hadolint():
+    if shutil.which("hadolint") is None:
+        pytest.skip("hadolint is not installed (requirements-dev.txt installs it)")
+    out = subprocess.run(["hadolint", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_streamlit_config_keeps_xsrf_protection_on():
+    config = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert "enableXsrfProtection = true" in config
+    assert "enableCORS = false" not in config
