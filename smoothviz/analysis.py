@@ -212,6 +212,8 @@ def _guarded(text, model, device, lab, mitigation, options, projection, normaliz
 
 def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes):
     inputs, tokens, special = handle.encode(text, max_tokens, notes)
+    if all(special):
+        raise AnalysisError("the text gives no tokens for this model (only special tokens): type some words")
     keep = [i for i, s in enumerate(special) if not (options.exclude_special and s)]
     if not keep:
         raise AnalysisError("no tokens are left once special tokens are excluded: type some text")
