@@ -328,12 +328,23 @@ def _shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, h
 def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     """True where the dominant eigenvalue 1 + λ^A λ^H pairs λ^H with A's eigenvalue 1 (low-pass).
 
+    Since |λ^A| ≤ 1 for a row-stochastic A, a head whose best Perron pairing max_j |1 + λ^H_j|
+    already reaches the bound 1 + max_j |λ^H_j| smooths whatever A's other eigenvalues are; only
+    the remaining heads need A's spectrum (one general eigendecomposition each, the costly part).
+
     Args:
         A: ``[L, h, n, n]`` row-stochastic; value_eigs: ``[L, h, d_h]`` complex.
     """
-    attn_eigs = torch.linalg.eigvals(A)                      # [L, h, n]
-    update = 1 + attn_eigs.unsqueeze(-1) * value_eigs.unsqueeze(-2).to(attn_eigs.device, attn_eigs.dtype)
-    best = update.abs().flatten(-2).argmax(-1) // value_eigs.shape[-1]  # index into A's eigenvalues
-    perron = (attn_eigs - 1).abs().argmin(-1)
-    chosen = torch.gather(attn_eigs, -1, best.unsqueeze(-1)).squeeze(-1)
-    return (best == perron) | ((chosen - 1).abs() < 1e-5)
+    lam_h = value_eigs.to(torch.complex64)
+    perron_best = (1 + lam_h).abs().amax(-1)
+    bound = 1 + lam_h.abs().amax(-1)
+    smooths = (bound - perron_best) <= 1e-6 * bound
+    todo = (~smooths).nonzero(as_tuple=True)
+    if todo[0].numel():
+        attn_eigs = torch.linalg.eigvals(A[todo])                             # [k, n]
+        update = (1 + attn_eigs.unsqueeze(-1) * lam_h[todo].unsqueeze(-2)).abs()  # [k, n, d_h]
+        best = update.flatten(-2).argmax(-1) // lam_h.shape[-1]               # index into A's eigenvalues
+        chosen = torch.gather(attn_eigs, -1, best.unsqueeze(-1)).squeeze(-1)
+        perron = (attn_eigs - 1).abs().argmin(-1)
+        smooths[todo] = (best == perron) | ((chosen - 1).abs() < 1e-5)
+    return smooths

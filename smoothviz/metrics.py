@@ -65,8 +65,14 @@ def hfc_lfc(H: Tensor) -> Tensor:
 
 
 def singular_values(H: Tensor) -> Tensor:
-    """σ_1 ≥ … ≥ σ_k of each matrix, ``[..., k]`` with k = min(n, d)."""
-    return torch.linalg.svdvals(H)
+    """σ_1 ≥ … ≥ σ_k of each matrix, ``[..., k]`` with k = min(n, d).
+
+    From the eigenvalues of the smaller Gram matrix (float64: σ down to ~1e-7·σ₁ stay exact,
+    far below the 1e-3 rank threshold); several times faster than an SVD.
+    """
+    n, d = H.shape[-2:]
+    gram = H @ H.transpose(-1, -2) if n <= d else H.transpose(-1, -2) @ H
+    return torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0).sqrt()
 
 
 def spectrum_metrics(sv: Tensor) -> dict[str, Tensor]:

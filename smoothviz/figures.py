@@ -1,0 +1,448 @@
+"""Pure figure builders: analysis data in, ``plotly.graph_objects.Figure`` out.
+
+Nothing here shows anything or imports the UI; the app and the HTML report call the same
+functions, so a chart looks the same in both. Token text is user input: every label goes
+through :func:`escape` because plotly renders a subset of HTML in ticks and hovers, and
+tokens are placed by position (never by text) so a repeated word stays two tokens.
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import networkx as nx
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+# RESEARCH.md §2, with the direction in which each moves as tokens become alike.
+METRICS = {
+    "cosine_mean": "cosine_mean ↑", "cls_cosine": "cls_cosine ↑", "dm_rel": "dm_rel ↓",
+    "hfc_lfc": "hfc_lfc ↓", "effective_rank": "effective_rank ↓", "numerical_rank": "numerical_rank ↓",
+    "sv_skewness": "sv_skewness ↑", "sv_median": "sv_median ↓", "dirichlet": "dirichlet ↓",
+    "spectral_gap": "spectral_gap (λ₂)",
+}
+LOG_WHEN_SPREAD = {"dm_rel", "hfc_lfc", "dirichlet"}  # drawn on a log axis when they span 2+ decades
+RUN_COLOURS = {"baseline": "#1f77b4", "mitigated": "#d95f02"}
+MAX_TICKS = 30        # more tick labels than this overlap at any sensible width
+MAX_HEATMAP = 256     # heatmap cells per side sent to the browser (pooled above this)
+MAX_NODE_LABELS = 40  # more nodes than this: every k-th node labelled (and the picked one)
+FONT = dict(family="Inter, 'Segoe UI', Arial, sans-serif", size=13)
+
+# One line per view: what to look for. The app adds a link to the theory page after each.
+CAPTIONS = {
+    "curves": "Each panel is one over-smoothing metric over depth; arrows give the direction in which "
+              "tokens become alike. Compare the two colours at the same layer.",
+    "shi": "Below the dashed line a layer shrinks the distance to the collapsed subspace; v is Shi et al.'s "
+           "upper bound on that ratio (shown, not asserted: v ≥ 1 guarantees nothing).",
+    "similarity": "Cosine similarity between every pair of tokens at this layer: a uniformly red square "
+                  "means the tokens have become alike.",
+    "graph": "Attention as a graph: edges are each token's strongest links, colour is the Fiedler vector; "
+             "two colour groups mean the graph still has a cut, one colour means it mixes everything.",
+    "spectrum": "Normalized-Laplacian eigenvalues; a large spectral gap λ₂ means one attention step mixes "
+                "the tokens strongly.",
+    "dovonon": "Eigenvalues of each head's W_O·W_V: a head whose dominant mode pairs with the constant "
+               "attention eigenvector smooths (circle), otherwise it sharpens (cross).",
+    "trajectories": "Each token's path from the embeddings to the last layer (dark → bright); paths "
+                    "converging to one spot are over-smoothing. Projections distort: trust the metrics.",
+    "atlas": "One cell per head and layer; pick a cell to draw that head's graph. Heads with a large gap "
+             "mix strongly, low-entropy heads attend to few tokens.",
+    "sv": "Singular values of the token matrix, normalised by the largest: a fast-dropping, skewed "
+          "spectrum is Yan et al.'s token uniformity.",
+    "rollout": "σ₂/σ₁ of the product of attention matrices up to each layer: when it nears 0 every token "
+               "draws on the same mix of inputs.",
+}
+
+
+def escape(text: str) -> str:
+    """Token text as plotly text: ``< > &`` escaped so nothing is interpreted as markup."""
+    return html.escape(str(text), quote=False)
+
+
+def token_labels(labels: list[str]) -> list[str]:
+    """Unique, escaped axis labels ``"i · token"`` (positions keep duplicates apart)."""
+    return [f"{i} · {escape(t)}" for i, t in enumerate(labels)]
+
+
+def _layout(fig: go.Figure, title: str = "", height: int = 380, **kw) -> go.Figure:
+    kw.setdefault("margin", dict(l=55, r=20, t=60 if title else 30, b=45))
+    fig.update_layout(template="plotly_white", font=FONT, height=height,
+                      title=dict(text=escape(title), x=0.01, font=dict(size=15)) if title else None,
+                      hoverlabel=dict(font_size=12), **kw)
+    return fig
+
+
+def _thin(count: int, limit: int = MAX_TICKS) -> int:
+    """Step between tick labels so that at most ``limit`` show."""
+    return max(1, math.ceil(count / limit))
+
+
+def _runs(analysis) -> dict:
+    return analysis.runs()
+
+
+def _run_name(analysis, key: str) -> str:
+    if key == "baseline" or not analysis.mitigation:
+        return key
+    params = ", ".join(f"{k}={v}" for k, v in analysis.mitigation["params"].items() if v != "")
+    return f"{analysis.mitigation['name']}" + (f" ({params})" if params else "")
+
+
+def _values(run, name: str) -> list:
+    return [r.get(name) for r in run.rows if r["layer"] != "fused"]
+
+
+# --------------------------------------------------------------------------- 1. curves over depth
+
+def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> go.Figure:
+    """Small multiples of the §2 metrics over depth, baseline and mitigated on shared axes.
+
+    A fused output (fusion mitigations) is an extra point at x = L + 1, labelled "fused".
+    """
+    metrics = list(metrics or METRICS)
+    rows = math.ceil(len(metrics) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[METRICS.get(m, m) for m in metrics],
+                        horizontal_spacing=0.055, vertical_spacing=0.2 if rows > 1 else 0.1)
+    L = analysis.n_layers
+    has_fused = any(r["layer"] == "fused" for run in _runs(analysis).values() for r in run.rows)
+    traces, where = [], []  # added in one batch: per-trace add_trace is slow with many subplots
+    for key, run in _runs(analysis).items():
+        colour, name = RUN_COLOURS[key], _run_name(analysis, key)
+        fused = next((r for r in run.rows if r["layer"] == "fused"), None)
+        for i, m in enumerate(metrics):
+            traces.append(go.Scatter(
+                x=list(range(L + 1)), y=_values(run, m), mode="lines+markers", name=name,
+                legendgroup=key, showlegend=i == 0, line=dict(color=colour, width=2), marker=dict(size=4),
+                hovertemplate=f"{m}<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>"))
+            where.append(divmod(i, cols))
+            if fused is not None and fused.get(m) is not None:
+                traces.append(go.Scatter(
+                    x=[L + 1], y=[fused[m]], mode="markers", legendgroup=key, showlegend=False,
+                    marker=dict(symbol="star", size=12, color=colour, line=dict(color="black", width=1)),
+                    hovertemplate=f"{m}<br>fused output: %{{y:.4g}}<extra>{key}</extra>"))
+                where.append(divmod(i, cols))
+    fig.add_traces(traces, rows=[r + 1 for r, _ in where], cols=[c + 1 for _, c in where])
+    for i, m in enumerate(metrics):  # a collapse to 1e-6 is invisible on a linear axis
+        values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None]
+        if m in LOG_WHEN_SPREAD and values and min(values) > 0 and max(values) / min(values) > 100:
+            fig.update_yaxes(type="log", dtick="D2" if max(values) / min(values) < 1e3 else None,
+                             row=i // cols + 1, col=i % cols + 1)
+    step = _thin(L + 1, 8)
+    ticks = list(range(0, L + 1, step)) + ([L + 1] if has_fused else [])
+    fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= L else "fused" for t in ticks], tickfont_size=11)
+    fig.update_yaxes(tickfont_size=11, nticks=5)
+    fig.update_annotations(font_size=13)
+    return _layout(fig, height=250 * rows + 60,
+                   legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13))
+
+
+def shi_bound(analysis) -> go.Figure:
+    """Shi et al.'s bound v per layer beside the measured contraction d_M(H_l)/d_M(H_{l−1}), log axis."""
+    fig = go.Figure()
+    L = analysis.n_layers
+    x = list(range(1, L + 1))
+    undefined = True
+    for key, run in _runs(analysis).items():
+        name, colour = _run_name(analysis, key), RUN_COLOURS[key]
+        v = [None if not np.isfinite(a) else float(a) for a in run.shi_v]
+        undefined &= all(a is None for a in v)
+        fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}", mode="lines+markers",
+                                 line=dict(color=colour, dash="dot"),
+                                 hovertemplate="layer %{x}: v = %{y:.3g}<extra></extra>"))
+        ratio = [None if not np.isfinite(a) else float(a) for a in run.dm_ratio]
+        fig.add_trace(go.Scatter(x=x, y=ratio, name=f"measured d_M ratio, {name}", mode="lines+markers",
+                                 line=dict(color=colour), hovertemplate="layer %{x}: ratio = %{y:.3g}<extra></extra>"))
+    fig.add_hline(y=1, line=dict(color="grey", dash="dash"), annotation_text="1: below it, d_M shrinks",
+                  annotation_position="bottom right")
+    if undefined:
+        fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
+                           xref="paper", yref="paper", x=0.5, y=0.95)
+    fig.update_yaxes(type="log", title="ratio (log)")
+    fig.update_xaxes(title="layer", dtick=_thin(L, 16))
+    return _layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
+                   legend=dict(orientation="h", y=-0.22, x=0))
+
+
+# --------------------------------------------------------------------------- 2. one layer
+
+def _pool(matrix: np.ndarray, labels: list[str], limit: int = MAX_HEATMAP) -> tuple[np.ndarray, list[str], int]:
+    """Block-average a square matrix down to at most ``limit`` per side (page weight)."""
+    n = matrix.shape[0]
+    f = math.ceil(n / limit)
+    if f <= 1:
+        return matrix, token_labels(labels), 1
+    m = math.ceil(n / f)
+    padded = np.full((m * f, m * f), np.nan)
+    padded[:n, :n] = matrix
+    pooled = np.nanmean(padded.reshape(m, f, m, f), axis=(1, 3))
+    names = [f"{i * f}–{min(n, (i + 1) * f) - 1} · {escape(labels[i * f])}…" for i in range(m)]
+    return pooled, names, f
+
+
+def _short(label: str, limit: int = 16) -> str:
+    """Clip a tick label (whole escape sequences only, so "&lt;" is never cut in half)."""
+    text = html.unescape(label)
+    return label if len(text) <= limit else escape(text[:limit - 1]) + "…"
+
+
+def similarity_heatmap(run, labels: list[str], layer: int, picked: int | None = None, title: str = "") -> go.Figure:
+    """Token cosine similarity of hidden state ``layer`` (0…L); the picked token framed."""
+    z, names, f = _pool(np.asarray(run.similarity[layer], dtype=np.float64), labels)
+    z = np.round(z, 3).astype(np.float32)  # three decimals is all a colour can show
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu_r",
+                               colorbar=dict(title="cos", thickness=12),
+                               hovertemplate="%{y}<br>%{x}<br>cos = %{z:.3f}<extra></extra>"))
+    # Columns are narrower than rows are tall: fewer labels across than down.
+    for axis, limit in ((fig.update_xaxes, 24), (fig.update_yaxes, 36)):
+        ticks = names[::_thin(len(names), limit)]
+        axis(tickvals=ticks, ticktext=[_short(t) for t in ticks], tickfont_size=10, showgrid=False)
+    fig.update_xaxes(tickangle=-90)
+    fig.update_yaxes(autorange="reversed")
+    if picked is not None:
+        p = picked // f
+        for x0, x1, y0, y1 in ((p - 0.5, p + 0.5, -0.5, len(names) - 0.5), (-0.5, len(names) - 0.5, p - 0.5, p + 0.5)):
+            fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, line=dict(color="black", width=2))
+    note = f" (pooled {f}×{f})" if f > 1 else ""
+    return _layout(fig, title + note, height=500, margin=dict(l=100, r=10, t=50, b=100))
+
+
+def _circle(n: int) -> np.ndarray:
+    """Nodes on a circle in reading order, clockwise from the top: deterministic and legible."""
+    angle = math.pi / 2 - 2 * math.pi * np.arange(n) / max(n, 1)
+    return np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+def _outward(pos: np.ndarray) -> list[str]:
+    """Text positions that push each label away from the circle, so labels never cover nodes."""
+    out = []
+    for x, y in pos:
+        vertical = "top" if y > 0.5 else "bottom" if y < -0.5 else "middle"
+        horizontal = "right" if x > 0.3 else "left" if x < -0.3 else "center"
+        out.append(f"{vertical} {horizontal}")
+    return out
+
+
+def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int | None = None,
+                    title: str = "", colour_name: str = "Fiedler") -> go.Figure:
+    """Tokens on a circle, edges as wide as their weight, nodes coloured by ``colour``.
+
+    Args:
+        G: from :func:`smoothviz.graph.to_networkx` (nodes carry ``label``; edges ``weight``).
+        colour: ``[n]`` per-node values (the Fiedler vector); ``None`` colours by weighted degree.
+        picked: a node index to enlarge and label.
+    """
+    n = G.number_of_nodes()
+    pos = _circle(n)
+    labels = [escape(G.nodes[i].get("label", str(i))) for i in range(n)]
+    edges = [(u, v, d.get("weight", 1.0)) for u, v, d in G.edges(data=True)]
+    fig = go.Figure()
+    if edges:
+        w = np.array([e[2] for e in edges])
+        # One trace per width class: a scatter line has one width, and 3 classes read clearly.
+        cuts = np.quantile(w, [1 / 3, 2 / 3]) if len(w) > 2 else [w.min(), w.max()]
+        for cls, (width, alpha) in enumerate(((0.8, 0.25), (2.0, 0.4), (4.0, 0.6))):
+            xs, ys = [], []
+            for (u, v, _), c in zip(edges, np.digitize(w, cuts)):
+                if c == cls:
+                    xs += [pos[u, 0], pos[v, 0], None]
+                    ys += [pos[u, 1], pos[v, 1], None]
+            if xs:
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip",
+                                         showlegend=False, line=dict(width=width, color=f"rgba(60,60,60,{alpha})")))
+    if colour is None:
+        colour, colour_name = np.array([G.degree(i, weight="weight") for i in range(n)]), "strength"
+        scale, mid = "Viridis", None
+    else:
+        scale, mid = "RdBu", 0.0
+    colour = np.round(np.asarray(colour, dtype=np.float64), 4)
+    size = 16 if n <= 30 else max(6, int(16 - n / 20))
+    fig.add_trace(go.Scatter(
+        x=pos[:, 0], y=pos[:, 1], mode="markers", showlegend=False,
+        marker=dict(size=size, color=colour, colorscale=scale, cmid=mid, line=dict(color="#333", width=0.5),
+                    colorbar=dict(title=dict(text=colour_name, side="top"), thickness=10, orientation="h",
+                                  len=0.5, y=-0.02, yanchor="top")),
+        text=[f"{i} · {t}" for i, t in enumerate(labels)],
+        hovertemplate=f"%{{text}}<br>{colour_name} = %{{marker.color:.3f}}<extra></extra>"))
+    # Long sentences: every k-th label (like thinned ticks) keeps the reading order visible.
+    extra = {picked} if picked is not None and 0 <= picked < n else set()
+    idx = sorted(set(range(0, n, _thin(n, MAX_NODE_LABELS))) | extra)
+    if idx:
+        fig.add_trace(go.Scatter(x=pos[idx, 0] * 1.07, y=pos[idx, 1] * 1.07, mode="text", hoverinfo="skip",
+                                 text=[labels[i] if n <= MAX_NODE_LABELS else f"{i}·{labels[i]}" for i in idx],
+                                 showlegend=False, textposition=_outward(pos[idx]),
+                                 textfont=dict(size=11 if n <= 30 else 9)))
+    if picked is not None and 0 <= picked < n:
+        fig.add_trace(go.Scatter(x=[pos[picked, 0]], y=[pos[picked, 1]], mode="markers", showlegend=False,
+                                 hoverinfo="skip", marker=dict(size=size + 10, color="rgba(0,0,0,0)",
+                                                               line=dict(color="black", width=3))))
+    fig.update_xaxes(visible=False, range=[-1.4, 1.4])
+    fig.update_yaxes(visible=False, range=[-1.2, 1.2], scaleanchor="x")
+    return _layout(fig, title, height=500, margin=dict(l=10, r=10, t=50, b=70))
+
+
+def laplacian_spectrum(run, layer: int, title: str = "") -> go.Figure:
+    """Eigenvalues of layer ``layer``'s (1…L) normalized Laplacian, with the spectral gap λ₂ marked."""
+    eigs = np.asarray(run.layer_eigs[layer - 1], dtype=np.float64)
+    fig = go.Figure(go.Scatter(x=list(range(1, len(eigs) + 1)), y=np.round(eigs, 4), mode="markers+lines",
+                               line=dict(color="#555", width=1), marker=dict(size=6 if len(eigs) < 80 else 3),
+                               hovertemplate="λ%{x} = %{y:.4f}<extra></extra>"))
+    if len(eigs) > 1:
+        gap = float(eigs[1])
+        fig.add_hline(y=gap, line=dict(color="#d62728", dash="dash"))
+        fig.add_annotation(x=2, y=gap, text=f"spectral gap λ₂ = {gap:.3f}", showarrow=True, arrowhead=2,
+                           axref="x", ayref="y", ax=max(3.0, len(eigs) * 0.3), ay=min(gap + 0.6, 1.9),
+                           font=dict(color="#d62728"), bgcolor="rgba(255,255,255,0.8)")
+    fig.update_yaxes(range=[-0.05, 2.05], title="eigenvalue of 𝓛")
+    fig.update_xaxes(title="index (ascending)")
+    return _layout(fig, title, height=340)
+
+
+def dovonon(run, layer: int, title: str = "") -> go.Figure:
+    """Eigenvalues of each head's W_O W_V (complex plane) for layer ``layer`` (1…L), with its verdict."""
+    eigs = np.asarray(run.value_eigs[layer - 1])           # [h, d_h] complex
+    h = eigs.shape[0]
+    colours = sample_colorscale("Turbo", [i / max(h - 1, 1) for i in range(h)])
+    fig = go.Figure()
+    t = np.linspace(0, 2 * math.pi, 121)
+    fig.add_trace(go.Scatter(x=np.cos(t), y=np.sin(t), mode="lines", hoverinfo="skip", showlegend=False,
+                             line=dict(color="lightgrey", dash="dot")))
+    for head in range(h):
+        low = bool(run.smooths[layer - 1, head])
+        fig.add_trace(go.Scatter(
+            x=np.round(eigs[head].real, 4), y=np.round(eigs[head].imag, 4), mode="markers",
+            name=f"head {head} ({'smooths' if low else 'sharpens'})",
+            marker=dict(size=7, color=colours[head], symbol="circle" if low else "x"),
+            hovertemplate=f"head {head}<br>λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
+    verdict = run.layer_verdicts()[layer - 1]
+    share = int(run.smooths[layer - 1].sum())
+    fig.add_vline(x=0, line=dict(color="grey", width=1))
+    fig.add_hline(y=0, line=dict(color="grey", width=1))
+    fig.update_xaxes(title="real part")
+    fig.update_yaxes(title="imaginary part", scaleanchor="x")
+    return _layout(fig, f"{title} — layer {layer} {verdict} ({share}/{h} heads low-pass)", height=420,
+                   legend=dict(font_size=11, itemsizing="constant"))
+
+
+def verdicts(analysis) -> go.Figure:
+    """Dovonon's verdict per layer and run: the share of heads that are low-pass (smooth)."""
+    runs = _runs(analysis)
+    z = [r.smooths.mean(1).round(3).tolist() for r in runs.values()]
+    names = [_run_name(analysis, k) for k in runs]
+    L = analysis.n_layers
+    text = [[("smooths" if v >= 0.5 else "sharpens") for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(1, L + 1)), y=[escape(n) for n in names], zmin=0, zmax=1,
+                               colorscale=[[0, "#e66101"], [0.5, "#f7f7f7"], [1, "#5e3c99"]],
+                               text=text, texttemplate="%{text}" if L <= 12 else None,
+                               colorbar=dict(title="share<br>low-pass", thickness=12),
+                               hovertemplate="layer %{x}: %{text} (%{z:.0%} of heads low-pass)<extra>%{y}</extra>"))
+    fig.update_xaxes(title="layer", dtick=_thin(L, 32))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, "Verdict per layer", height=150 + 40 * len(z), margin=dict(l=160, r=20, t=50, b=45))
+
+
+# --------------------------------------------------------------------------- 3. trajectories
+
+def trajectories(analysis, picked: int | None = None) -> go.Figure:
+    """Each token's path through layers 0…L in the joint 2-D projection, runs side by side."""
+    coords = analysis.projection
+    if coords is None:
+        fig = go.Figure()
+        fig.add_annotation(text="No projection was computed", showarrow=False)
+        return _layout(fig, height=200)
+    runs = list(_runs(analysis))
+    labels = [escape(t) for t in analysis.labels]
+    R, layers, n = coords.shape[0], coords.shape[1], coords.shape[2]
+    fig = make_subplots(rows=1, cols=R, shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[escape(_run_name(analysis, k)) for k in runs[:R]])
+    depth = np.repeat(np.arange(layers)[None, :], n, axis=0)   # [n, L+1]
+    for r in range(R):
+        xy = np.round(coords[r].transpose(1, 0, 2), 3)          # [n, L+1, 2]
+        sep = np.full((n, 1, 2), np.nan)
+        path = np.concatenate([xy, sep], axis=1).reshape(-1, 2)  # one trace; NaN breaks between tokens
+        fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", hoverinfo="skip", showlegend=False,
+                                 line=dict(color="rgba(120,120,120,0.35)", width=1)), row=1, col=r + 1)
+        fig.add_trace(go.Scatter(
+            x=xy[..., 0].ravel(), y=xy[..., 1].ravel(), mode="markers", showlegend=False,
+            text=[f"{i} · {labels[i]} — layer {l}" for i in range(n) for l in range(layers)],
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(size=6 if n * layers < 3000 else 4, color=depth.ravel(), colorscale="Viridis",
+                        cmin=0, cmax=layers - 1, showscale=r == 0,
+                        colorbar=dict(title="layer", thickness=12))), row=1, col=r + 1)
+        if picked is not None and 0 <= picked < n:
+            fig.add_trace(go.Scatter(
+                x=xy[picked, :, 0], y=xy[picked, :, 1], mode="lines+markers", showlegend=False,
+                line=dict(color="#d62728", width=3), marker=dict(size=8, color="#d62728"),
+                text=[f"{picked} · {labels[picked]} — layer {l}" for l in range(layers)],
+                hovertemplate="%{text}<extra></extra>"), row=1, col=r + 1)
+            fig.add_annotation(x=xy[picked, -1, 0], y=xy[picked, -1, 1], text=labels[picked], row=1, col=r + 1,
+                               showarrow=True, arrowhead=2, font=dict(color="#d62728"))
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return _layout(fig, height=480)
+
+
+# --------------------------------------------------------------------------- 4-6. atlas, spectra, rollout
+
+HEAD_QUANTITIES = {"head_gap": "spectral gap λ₂", "head_entropy": "attention entropy (nats)",
+                   "head_uniform": "‖A − 11ᵀ/n‖_F"}
+_SHORT = {"head_gap": "λ₂", "head_entropy": "entropy", "head_uniform": "‖A−U‖"}
+
+
+def head_atlas(run, quantity: str = "head_gap", title: str = "", picked: tuple[int, int] | None = None) -> go.Figure:
+    """Heatmap of a per-head quantity ``[L, h]``: rows are layers 1…L, columns heads."""
+    z = np.round(np.asarray(getattr(run, quantity), dtype=np.float64), 3)
+    L, h = z.shape
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(h)), y=list(range(1, L + 1)), colorscale="Viridis",
+                               colorbar=dict(title=_SHORT.get(quantity, quantity), thickness=12),
+                               texttemplate="%{z:.2f}" if L * h <= 120 else None, textfont_size=10,
+                               hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"))
+    if picked is not None:
+        layer, head = picked
+        fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                      line=dict(color="#d62728", width=3))
+    fig.update_xaxes(title="head", dtick=1 if h <= 16 else None)
+    fig.update_yaxes(title="layer", autorange="reversed", dtick=_thin(L, 24))
+    return _layout(fig, f"{title} — {HEAD_QUANTITIES.get(quantity, quantity)}", height=min(700, 180 + 22 * L))
+
+
+def sv_spectra(run, title: str = "") -> go.Figure:
+    """σ_i/σ₁ of every layer's token matrix (log scale), one line per layer coloured by depth."""
+    sv = np.asarray(run.sv, dtype=np.float64)                  # [L+1, k]
+    layers, k = sv.shape
+    colours = sample_colorscale("Viridis", [l / max(layers - 1, 1) for l in range(layers)])
+    fig = go.Figure()
+    x = list(range(1, k + 1))
+    for l in range(layers):
+        y = np.where(sv[l] > 0, sv[l], np.nan)
+        fig.add_trace(go.Scatter(x=x, y=np.round(y, 5), mode="lines", line=dict(color=colours[l], width=1.5),
+                                 name=f"layer {l}", showlegend=False,
+                                 hovertemplate=f"layer {l}<br>σ%{{x}}/σ₁ = %{{y:.3g}}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                             marker=dict(colorscale="Viridis", cmin=0, cmax=layers - 1, color=[0], showscale=True,
+                                         colorbar=dict(title="layer", thickness=12))))
+    fig.update_yaxes(type="log", title="σᵢ / σ₁ (log)", dtick="D2")
+    fig.update_xaxes(title="index i")
+    return _layout(fig, title, height=380)
+
+
+def rollout(analysis) -> go.Figure:
+    """σ₂/σ₁ of the attention rollout up to each layer: → 0 as the product converges to rank one."""
+    fig = go.Figure()
+    L = analysis.n_layers
+    for key, run in _runs(analysis).items():
+        fig.add_trace(go.Scatter(x=list(range(1, L + 1)), y=np.round(np.asarray(run.rollout, dtype=np.float64), 6),
+                                 mode="lines+markers", name=_run_name(analysis, key),
+                                 line=dict(color=RUN_COLOURS[key]),
+                                 hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))
+    fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", dtick="D2")
+    fig.update_xaxes(title="layer", dtick=_thin(L, 16))
+    return _layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
+
+
+def image_config(name: str, fmt: str = "png") -> dict:
+    """plotly's toolbar config: download as ``fmt`` (png or svg) under ``name``, offline."""
+    fmt = fmt if fmt in ("png", "svg") else "png"
+    return {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+            "toImageButtonOptions": {"format": fmt, "filename": f"smoothviz-{name}",
+                                     **({"scale": 2} if fmt == "png" else {})}}

@@ -1,0 +1,127 @@
+"""Exports: the metrics as CSV, and one self-contained HTML report with every view.
+
+The report opens offline: plotly.js is embedded once, figures are drawn from inline JSON, and
+every toolbar offers PNG and SVG. All user text (tokens, model names, notes) is escaped.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from . import figures
+from .graph import to_networkx
+
+TOP_K = 3
+
+
+def metrics_csv(analysis) -> str:
+    """One row per run and layer (the fused output too): every metric of RESEARCH.md §2."""
+    rows = [{"run": key, **row} for key, run in analysis.runs().items() for row in run.rows]
+    columns = ["run", "layer"] + [c for c in rows[0] if c not in ("run", "layer")]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return out.getvalue()
+
+
+def _views(analysis, layer: int) -> list[tuple[str, str, list]]:
+    """``(section title, caption key, [(figure name, Figure), …])`` in page order."""
+    runs = analysis.runs()
+    labels = analysis.labels
+
+    def name(key):
+        return figures._run_name(analysis, key)
+
+    return [
+        ("Over-smoothing over depth", "curves", [("curves", figures.metric_curves(analysis))]),
+        ("Shi et al.'s bound", "shi", [("shi-bound", figures.shi_bound(analysis))]),
+        (f"Token similarity at layer {layer}", "similarity",
+         [(f"similarity-{k}", figures.similarity_heatmap(r, labels, layer, title=name(k))) for k, r in runs.items()]),
+        (f"Attention graph at layer {layer} (top {TOP_K} edges per token)", "graph",
+         [(f"graph-{k}", figures.attention_graph(to_networkx(r.layer_graph[layer - 1], labels, top_k=TOP_K),
+                                                 r.fiedler[layer - 1], title=name(k))) for k, r in runs.items()]),
+        (f"Laplacian spectrum at layer {layer}", "spectrum",
+         [(f"spectrum-{k}", figures.laplacian_spectrum(r, layer, title=name(k))) for k, r in runs.items()]),
+        ("Dovonon diagnostic", "dovonon",
+         [(f"dovonon-{k}", figures.dovonon(r, layer, title=name(k))) for k, r in runs.items()]
+         + [("verdicts", figures.verdicts(analysis))]),
+        ("Token trajectories", "trajectories", [("trajectories", figures.trajectories(analysis))]),
+        ("Head × layer atlas", "atlas",
+         [(f"atlas-{k}", figures.head_atlas(r, "head_gap", title=name(k))) for k, r in runs.items()]),
+        ("Singular-value spectra", "sv", [(f"sv-{k}", figures.sv_spectra(r, title=name(k))) for k, r in runs.items()]),
+        ("Rollout convergence", "rollout", [("rollout", figures.rollout(analysis))]),
+    ]
+
+
+_SVG_BUTTON = ("{name:'svg',title:'Download plot as an SVG',icon:Plotly.Icons.camera,"
+               "click:function(gd){Plotly.downloadImage(gd,{format:'svg',filename:gd.dataset.name})}}")
+
+
+def _figure_div(fig, name: str, index: int) -> str:
+    """A div and the script that draws ``fig`` into it (PNG and SVG buttons on its toolbar)."""
+    # JSON inside <script>: escape "<" so no string (a token "</script>") can end the block.
+    spec = pio.to_json(fig, validate=False).replace("<", "\\u003c")
+    config = json.dumps(figures.image_config(name, "png"))
+    div_id = f"fig{index}"
+    return (f'<div class="fig" id="{div_id}" data-name="smoothviz-{html.escape(name)}"></div>\n'
+            f"<script>(function(){{var f={spec};var c={config};c.modeBarButtonsToAdd=[{_SVG_BUTTON}];"
+            f"Plotly.newPlot('{div_id}',f.data,f.layout,c);}})();</script>")
+
+
+def _table(analysis) -> str:
+    keys = [k for k in analysis.baseline.rows[0] if k != "layer"]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["run", "layer", *keys])
+    body = []
+    for run_key, run in analysis.runs().items():
+        for row in run.rows:
+            cells = [run_key, str(row["layer"])] + ["" if row[k] is None else f"{row[k]:.4g}" for k in keys]
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+_CSS = """body{font-family:Inter,'Segoe UI',Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+.cap{color:#555;font-size:.92em}.row{display:flex;flex-wrap:wrap;gap:8px}.row .fig{flex:1 1 520px;min-width:420px}
+.note{background:#eef5ff;border-left:4px solid #4a90d9;padding:.4em .8em;margin:.4em 0}
+table{border-collapse:collapse;font-size:.8em;overflow-x:auto;display:block}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
+.tokens{font-family:monospace;white-space:pre-wrap;word-break:break-all}"""
+
+
+def build_report(analysis, layer: int | None = None) -> str:
+    """One self-contained HTML page with every view (per-layer views at ``layer``, default the last).
+
+    Returns:
+        The HTML text; it needs no network (plotly.js is embedded once, no CDN).
+    """
+    layer = analysis.n_layers if layer is None else max(1, min(int(layer), analysis.n_layers))
+    esc = html.escape
+    settings = {"model": analysis.model, "device": analysis.device, "tokens": len(analysis.tokens),
+                "layers": analysis.n_layers, "heads": analysis.heads,
+                "mitigation": json.dumps(analysis.mitigation) if analysis.mitigation else "none",
+                "graph": f"head={'mean' if analysis.options.head is None else analysis.options.head}, "
+                         f"symmetrize={analysis.options.symmetrize}, exclude_special={analysis.options.exclude_special}",
+                "projection": analysis.projection_method}
+    if analysis.lab:
+        settings["lab"] = json.dumps(analysis.lab)
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>SmoothViz report</title>",
+             f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>",
+             "<h1>SmoothViz report</h1>",
+             "<p>" + "<br>".join(f"<b>{esc(k)}</b>: {esc(str(v))}" for k, v in settings.items()) + "</p>",
+             f"<p><b>tokens</b>:</p><p class='tokens'>{esc(' | '.join(analysis.tokens))}</p>"]
+    parts += [f"<div class='note'>{esc(n)}</div>" for n in analysis.notes]
+    parts.append("<p class='note'>Projections distort distances; the metrics are the ground truth.</p>")
+    index = 0
+    for title, caption, figs in _views(analysis, layer):
+        parts.append(f"<h2>{esc(title)}</h2><p class='cap'>{esc(figures.CAPTIONS[caption])}</p><div class='row'>")
+        for name, fig in figs:
+            parts.append(_figure_div(fig, name, index))
+            index += 1
+        parts.append("</div>")
+    parts += ["<h2>Metrics</h2>", _table(analysis), "</body></html>"]
+    return "\n".join(parts)
