@@ -36,10 +36,13 @@ class Settings:
     max_lab_width: int
     max_concurrent: int
 
-    def check(self, model: str, lab: dict | None) -> None:
+    def check(self, model: str, lab: dict | None = None, params: dict | None = None) -> None:
         """Refuse what the public-demo mode does not allow, with a message that says what is."""
         if not self.public:
             return
+        gate = str((params or {}).get("gate", "default")).strip()
+        if gate not in ("", "default"):
+            raise ModelError("this public server uses only the shipped fusion gate (gate=default)")
         if model not in self.models:
             raise ModelError(f"this public server allows only these models: {', '.join(self.models)}")
         if model == LAB_MODEL and lab:
@@ -53,6 +56,7 @@ class Settings:
 
 
 def load() -> Settings:
+    """Read the settings from the environment (see the module docstring)."""
     public = _flag("SMOOTHVIZ_PUBLIC")
     models = tuple(m.strip() for m in os.environ.get("SMOOTHVIZ_MODELS", "default,lab").split(",") if m.strip())
     return Settings(public=public, models=models,

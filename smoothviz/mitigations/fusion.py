@@ -87,10 +87,11 @@ class FusionGate(Mitigation):
     name = "fusion-gate"
     summary = "Token-wise gate α_{i,l} = softmax_l(wᵀh_{i,l} + b), learned by `smoothviz fit-gate`."
     PARAMS = {"layers": LAYERS,
-              "gate": Param("text", "", help="path to a gate file written by `smoothviz fit-gate`")}
+              "gate": Param("text", "default", help="'default' (the shipped toy sentiment gate for the default "
+                            "model) or the path of a gate file written by `smoothviz fit-gate`")}
 
     def fuse(self, hidden, ctx):
-        gate = load_gate(self["gate"] or str(DEFAULT_GATE))
+        gate = load_gate(str(DEFAULT_GATE) if self["gate"] in ("", "default") else self["gate"])
         layers = select_layers(self["layers"], ctx.n_layers, self.name)
         w = torch.tensor(gate["w"], dtype=hidden.dtype)
         if w.shape[0] != hidden.shape[-1]:

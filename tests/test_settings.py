@@ -1,0 +1,47 @@
+"""The public-demo mode: an allow-list of models, caps, no server paths."""
+import pytest
+
+from smoothviz import settings
+from smoothviz.models import ModelError
+
+
+@pytest.fixture
+def public(monkeypatch):
+    monkeypatch.setenv("SMOOTHVIZ_PUBLIC", "1")
+    monkeypatch.delenv("SMOOTHVIZ_MODELS", raising=False)
+    return settings.load()
+
+
+def test_off_by_default(monkeypatch):
+    monkeypatch.delenv("SMOOTHVIZ_PUBLIC", raising=False)
+    s = settings.load()
+    assert not s.public and s.max_tokens is None
+    s.check("/etc", None, {"gate": "/etc/passwd"})  # a private server trusts its user
+
+
+def test_public_mode_allows_only_listed_models(public):
+    assert public.public and public.models == ("default", "lab") and public.max_tokens == 128
+    public.check("default")
+    for name in ("/etc", "./models/x", "bert-base-uncased", "gpt2"):
+        with pytest.raises(ModelError, match="allows only these models: default, lab"):
+            public.check(name)
+
+
+def test_public_mode_caps_the_lab_and_refuses_gate_paths(public):
+    public.check("lab", {"depth": "32", "width": "256"})
+    with pytest.raises(ModelError, match="depth of at most 32"):
+        public.check("lab", {"depth": 64})
+    with pytest.raises(ModelError, match="width of at most 256"):
+        public.check("lab", {"width": "1024"})
+    with pytest.raises(ModelError, match="gate=default"):
+        public.check("default", None, {"gate": "/etc/passwd"})
+
+
+def test_allow_list_and_caps_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SMOOTHVIZ_PUBLIC", "yes")
+    monkeypatch.setenv("SMOOTHVIZ_MODELS", "default, distilbert-base-uncased")
+    monkeypatch.setenv("SMOOTHVIZ_MAX_TOKENS", "64")
+    s = settings.load()
+    assert s.models == ("default", "distilbert-base-uncased") and s.max_tokens == 64
+    with pytest.raises(ModelError):
+        s.check("lab")
