@@ -20,12 +20,12 @@ def uniform_average(V: torch.Tensor, causal: bool) -> torch.Tensor:
     return V.mean(-2, keepdim=True).expand_as(V)
 
 
-def uniform_attention(n: int, causal: bool, dtype=torch.float32) -> torch.Tensor:
+def uniform_attention(n: int, causal: bool, dtype=torch.float32, device=None) -> torch.Tensor:
     """A_DC = 11ᵀ/n, or its causal counterpart (row i uniform over j ≤ i)."""
     if causal:
-        tri = torch.tril(torch.ones(n, n, dtype=dtype))
+        tri = torch.tril(torch.ones(n, n, dtype=dtype, device=device))
         return tri / tri.sum(-1, keepdim=True)
-    return torch.full((n, n), 1.0 / n, dtype=dtype)
+    return torch.full((n, n), 1.0 / n, dtype=dtype, device=device)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class AttnScale(Mitigation):
             return out if omega == 0 else (1 + omega) * out - omega * uniform_average(v, causal)
 
         def attention(A):
-            dc = uniform_attention(A.shape[-1], causal, A.dtype)
+            dc = uniform_attention(A.shape[-1], causal, A.dtype, A.device)
             return dc + (1 + omega) * (A - dc)
         return Intervention(context=context, attention=attention)
 
