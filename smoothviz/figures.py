@@ -83,6 +83,7 @@ def _runs(analysis) -> dict:
 
 
 def _run_name(analysis, key: str) -> str:
+    """``baseline`` or the mitigation with its parameters (raw text: escape before plotting)."""
     if key == "baseline" or not analysis.mitigation:
         return key
     params = ", ".join(f"{k}={v}" for k, v in analysis.mitigation["params"].items() if v != "")
@@ -112,7 +113,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
         fused = next((r for r in run.rows if r["layer"] == "fused"), None)
         for i, m in enumerate(metrics):
             traces.append(go.Scatter(
-                x=list(range(L + 1)), y=_values(run, m), mode="lines+markers", name=name,
+                x=list(range(L + 1)), y=_values(run, m), mode="lines+markers", name=escape(name),
                 legendgroup=key, showlegend=i == 0, line=dict(color=colour, width=2), marker=dict(size=4),
                 hovertemplate=f"{m}<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>"))
             where.append(divmod(i, cols))
@@ -124,8 +125,8 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
                 where.append(divmod(i, cols))
     fig.add_traces(traces, rows=[r + 1 for r, _ in where], cols=[c + 1 for _, c in where])
     for i, m in enumerate(metrics):  # a collapse to 1e-6 is invisible on a linear axis
-        values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None]
-        if m in LOG_WHEN_SPREAD and values and min(values) > 0 and max(values) / min(values) > 100:
+        values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
+        if m in LOG_WHEN_SPREAD and values and max(values) / min(values) > 100:
             fig.update_yaxes(type="log", dtick="D2" if max(values) / min(values) < 1e3 else None,
                              row=i // cols + 1, col=i % cols + 1)
     step = _thin(L + 1, 8)
@@ -144,7 +145,7 @@ def shi_bound(analysis) -> go.Figure:
     x = list(range(1, L + 1))
     undefined = True
     for key, run in _runs(analysis).items():
-        name, colour = _run_name(analysis, key), RUN_COLOURS[key]
+        name, colour = escape(_run_name(analysis, key)), RUN_COLOURS[key]
         v = [None if not np.isfinite(a) else float(a) for a in run.shi_v]
         undefined &= all(a is None for a in v)
         fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}", mode="lines+markers",
@@ -157,7 +158,7 @@ def shi_bound(analysis) -> go.Figure:
                   annotation_position="bottom right")
     if undefined:
         fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
-                           xref="paper", yref="paper", x=0.5, y=0.95)
+                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
     fig.update_yaxes(type="log", title="ratio (log)")
     fig.update_xaxes(title="layer", dtick=_thin(L, 16))
     return _layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
@@ -334,11 +335,12 @@ def verdicts(analysis) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, x=list(range(1, L + 1)), y=[escape(n) for n in names], zmin=0, zmax=1,
                                colorscale=[[0, "#e66101"], [0.5, "#f7f7f7"], [1, "#5e3c99"]],
                                text=text, texttemplate="%{text}" if L <= 12 else None,
-                               colorbar=dict(title="share<br>low-pass", thickness=12),
+                               showscale=False,
                                hovertemplate="layer %{x}: %{text} (%{z:.0%} of heads low-pass)<extra>%{y}</extra>"))
     fig.update_xaxes(title="layer", dtick=_thin(L, 32))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, "Verdict per layer", height=150 + 40 * len(z), margin=dict(l=160, r=20, t=50, b=45))
+    return _layout(fig, "Verdict per layer: purple smooths, orange sharpens", height=150 + 40 * len(z),
+                   margin=dict(l=160, r=20, t=50, b=45))
 
 
 # --------------------------------------------------------------------------- 3. trajectories
@@ -362,11 +364,12 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
         path = np.concatenate([xy, sep], axis=1).reshape(-1, 2)  # one trace; NaN breaks between tokens
         fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", hoverinfo="skip", showlegend=False,
                                  line=dict(color="rgba(120,120,120,0.35)", width=1)), row=1, col=r + 1)
+        by_layer = xy.transpose(1, 0, 2)                         # [L+1, n, 2]: deep layers drawn on top
         fig.add_trace(go.Scatter(
-            x=xy[..., 0].ravel(), y=xy[..., 1].ravel(), mode="markers", showlegend=False,
-            text=[f"{i} · {labels[i]} — layer {l}" for i in range(n) for l in range(layers)],
+            x=by_layer[..., 0].ravel(), y=by_layer[..., 1].ravel(), mode="markers", showlegend=False,
+            text=[f"{i} · {labels[i]} — layer {l}" for l in range(layers) for i in range(n)],
             hovertemplate="%{text}<extra></extra>",
-            marker=dict(size=6 if n * layers < 3000 else 4, color=depth.ravel(), colorscale="Viridis",
+            marker=dict(size=6 if n * layers < 3000 else 4, color=depth.T.ravel(), colorscale="Viridis",
                         cmin=0, cmax=layers - 1, showscale=r == 0,
                         colorbar=dict(title="layer", thickness=12))), row=1, col=r + 1)
         if picked is not None and 0 <= picked < n:
@@ -432,7 +435,7 @@ def rollout(analysis) -> go.Figure:
     L = analysis.n_layers
     for key, run in _runs(analysis).items():
         fig.add_trace(go.Scatter(x=list(range(1, L + 1)), y=np.round(np.asarray(run.rollout, dtype=np.float64), 6),
-                                 mode="lines+markers", name=_run_name(analysis, key),
+                                 mode="lines+markers", name=escape(_run_name(analysis, key)),
                                  line=dict(color=RUN_COLOURS[key]),
                                  hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))
     fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", dtick="D2")

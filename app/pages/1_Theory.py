@@ -1,0 +1,79 @@
+"""The theory behind the charts, short: attention as a graph, why stacking smooths, the mitigations.
+
+Section anchors are the ones the main page's captions link to. The formulas follow
+shared/RESEARCH.md; this page only explains, it computes nothing.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="SmoothViz · Theory", page_icon="🫧", layout="wide")
+st.title("Why tokens become alike")
+st.caption("Notation: n tokens, hidden states H_l (n × d) after layer l, attention A_l (rows sum to 1).")
+
+st.header("Attention is a graph", anchor="attention-is-a-graph")
+st.markdown("Each attention matrix is the normalised adjacency matrix of a weighted graph whose nodes are "
+            "the tokens (Shi et al. 2022). One attention step is one round of message passing: every token "
+            "becomes a weighted average of the tokens it attends to.")
+st.latex(r"S = \tfrac12 (A + A^\top), \qquad \mathcal{L} = I - D^{-1/2} S D^{-1/2}, \quad D = \operatorname{diag}(S\mathbf 1)")
+st.markdown("The eigenvalues of 𝓛 lie in [0, 2]. The second smallest, the **spectral gap** λ₂, measures how fast "
+            "the graph mixes; its eigenvector (the **Fiedler vector**) splits the tokens along the graph's "
+            "weakest cut. The **rollout** R_l = Â_l ⋯ Â_1 with Â = ½(A + I) follows the mixing through depth: "
+            "σ₂/σ₁ → 0 means every token draws on the same mix of inputs.")
+
+st.header("Why stacking smooths", anchor="why-stacking-smooths")
+st.markdown("Averaging neighbours is a low-pass filter: it keeps the constant signal (every token the same "
+            "vector) and damps everything else. Stack enough layers and only the constant survives. Shi et al. "
+            "measure the distance to that collapsed subspace M = {𝟙cᵀ} and bound its shrinkage per layer:")
+st.latex(r"d_M(H_{l+1}) \le v \, d_M(H_l), \qquad v = \frac{(1 + s^2)(1 + \sqrt{\lambda}\, h\, s)}{\sigma_1 \sigma_2}")
+st.markdown("with s the largest singular value of the block's weights, λ the largest eigenvalue of AᵀPA and "
+            "σ₁, σ₂ the LayerNorms' smallest input deviations. Only v < 1 guarantees collapse; for trained "
+            "models v is usually far above 1, which is why the dashboard shows v beside the measured ratio "
+            "and never asserts it. Without residual connections pure attention loses rank doubly "
+            "exponentially (Dong et al. 2021): try the lab preset *Pure attention in a 32-layer lab model*.")
+
+st.header("The metrics", anchor="the-metrics")
+st.markdown("""
+| metric | formula | collapse means |
+|---|---|---|
+| cosine_mean | mean cos(h_i, h_j), i ≠ j | → 1 |
+| cls_cosine | mean_j cos(h_0, h_j) | → 1 |
+| dm_rel | ‖PH‖_F / ‖H‖_F, P = I − 𝟙𝟙ᵀ/n | → 0 |
+| hfc_lfc | ‖PH‖_F / ‖(𝟙𝟙ᵀ/n)H‖_F | → 0 |
+| effective_rank | exp(−Σ p_i ln p_i), p_i = σ_i/Σσ | → 1 |
+| numerical_rank | #{σ_i > 10⁻³ σ₁} | → 1 |
+| sv_skewness, sv_median | skewness and median of σ_i/σ₁ | skew ↑, median ↓ |
+| dirichlet | ½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖² | → 0 |
+| spectral_gap | λ₂ of 𝓛 | large: strong mixing per layer |
+""")
+
+st.header("What each mitigation changes", anchor="what-each-mitigation-changes")
+st.markdown("Every mitigation runs at inference on the same sentence, beside the baseline; each has a neutral "
+            "setting that reproduces the baseline exactly.")
+st.markdown("**Hierarchical fusion** (Shi et al.) leaves the layers alone and combines their outputs — "
+            "mean, max, concatenation or a learned gate — drawn as an extra *fused* point.")
+st.latex(r"H_{\text{fused}} = \textstyle\sum_l w_l H_l")
+st.markdown("**NeuTRENO** (Nguyen et al.) pulls each layer's attention output back towards the first layer's "
+            "values, the fidelity term of a regularised functional:")
+st.latex(r"U_l = \operatorname{softmax}\!\big(Q_l K_l^\top/\sqrt{d_k}\big) V_l + \lambda\,(V_0 - V_l)")
+st.markdown("**SoftDecay** (Yan et al.) flattens the singular-value spectrum of a token matrix H = UΣVᵀ:")
+st.latex(r"f(\sigma) = -\ln\!\big(1 - \alpha(\sigma + \alpha) + \varepsilon\big)/\alpha, \quad \alpha < 0")
+st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of attention, "
+            "A' = A_DC + (1 + ω)(A − A_DC) with A_DC = 𝟙𝟙ᵀ/n. **ContraNorm** (Guo et al.) pushes tokens apart "
+            "after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. **No residual** (Dong et al.) removes the skip "
+            "connection to show pure attention collapsing.")
+st.info("Applied to a frozen pretrained model, NeuTRENO, AttnScale, ContraNorm, no-residual and spectral "
+        "control feed states the model never saw in training into its later layers: the curves show what "
+        "the intervention does, not what a model trained with it would do.")
+
+st.header("The Dovonon diagnostic", anchor="the-dovonon-diagnostic")
+st.markdown("A layer's update X ← X + AXH with H = W_V W_O has eigenvalues 1 + λᴬλᴴ (Dovonon, Bronstein & "
+            "Kusner 2024). If the dominant one pairs λᴴ with A's eigenvalue 1 — the constant eigenvector — the "
+            "layer is a low-pass filter and **smooths**; otherwise it **sharpens**. A negative value spectrum "
+            "(Λ = −ψ², clipped to [−1, 0)) avoids smoothing; a positive one guarantees it. *Spectral control* "
+            "replaces each head's W_O W_V spectrum accordingly (a what-if on pretrained models).")
+st.latex(r"\operatorname{eig}(I + A \otimes H) = \{\, 1 + \lambda^A_i \lambda^H_j \,\}")
+
+st.header("Projections", anchor="projections")
+st.markdown("Trajectories come from one joint 2-D projection (PCA, or UMAP with a fixed seed) of every layer "
+            "of both runs, after mean-centring and L2-normalising each layer. Projections distort distances "
+            "and can invent clusters: **the metrics are the ground truth**; the pictures only help to see them.")
+st.page_link("SmoothViz.py", label="← Back to the dashboard")

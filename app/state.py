@@ -1,0 +1,78 @@
+"""The one module that owns Streamlit's caches; every analysis goes through :func:`run_analysis`.
+
+Models live in the library's own thread-safe LRU (``smoothviz.handles``), shared by every session;
+analyses (graphs, metrics and the projection together) are cached here with ``st.cache_data``,
+keyed on every setting, so a second visit to the same settings is instant and moving the layer
+slider only re-slices arrays that are already in memory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import streamlit as st
+
+import smoothviz
+from smoothviz import projection
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+log = logging.getLogger("smoothviz.app")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab: dict | None = None,
+                 mitigation: str | None = "neutreno", params: dict | None = None, head: int | None = None,
+                 symmetrize: str = "sym", exclude_special: bool = False,
+                 projection: str = "pca") -> smoothviz.Analysis:
+    """The app's single entry point to :func:`smoothviz.analyze` (limits for a public demo go here).
+
+    Raises:
+        smoothviz.AnalysisError, ModelError, MitigationError: with a message for the user.
+    """
+    return smoothviz.analyze(text, model=model, device=device, lab=lab if model == "lab" else None,
+                             mitigation=None if mitigation in (None, "none") else mitigation,
+                             params=params or None, head=head, symmetrize=symmetrize,
+                             exclude_special=exclude_special, projection=projection)
+
+
+def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
+    """Run (or fetch) the analysis; show progress on a miss and ``st.error`` on bad input."""
+    what = "Loading the model and analysing the sentence"
+    if settings.get("projection") == "umap":
+        what += ", then projecting every layer with UMAP"
+    try:
+        with st.spinner(what + "…", show_time=True):  # the spinner only appears after 0.5 s: hits stay silent
+            return run_analysis(**settings)
+    except ValueError as err:  # AnalysisError, ModelError, MitigationError: messages meant for users
+        st.error(str(err), icon=":material/error:")
+    except Exception as err:  # never a traceback in the page; the log keeps it
+        log.exception("analysis failed")
+        st.error(f"The analysis failed unexpectedly ({type(err).__name__}: {err}). "
+                 "Try other settings; the details are in the server log.", icon=":material/error:")
+    return None
+
+
+@st.cache_data(show_spinner=False)
+def examples() -> dict:
+    """Example sentences and presets from ``assets/examples.json``."""
+    return json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
+
+
+@st.cache_resource
+def warm_up() -> threading.Thread:
+    """Compile UMAP's numba code once per process, in the background, off the first page view."""
+    # plotly peeks at sys.modules for pandas; had the thread's `import umap` half-imported it
+    # at that moment, figure building would fail. Import it here, in the page's thread, first.
+    import pandas  # noqa: F401
+
+    def work():
+        try:
+            projection.warm_up()
+        except Exception:  # a failed warm-up only costs time later
+            log.exception("UMAP warm-up failed")
+
+    thread = threading.Thread(target=work, name="smoothviz-umap-warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,250 @@
+"""The dashboard through Streamlit's AppTest: opens on the worked example, reacts, survives bad input.
+
+Analyses are cached process-wide (st.cache_data), so after the first test most runs are hits.
+"""
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parent.parent / "app"
+TIMEOUT = 240
+
+
+@pytest.fixture
+def at():
+    app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
+    return app.run()
+
+
+def ok(app) -> None:
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+
+
+def charts(app) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+
+
+def metric(app, name: str):
+    return next(m for m in app.metric if m.label.startswith(name))
+
+
+def test_opens_on_the_worked_example(at):
+    ok(at)
+    figs = charts(at)
+    assert len(figs) >= 15  # every view drawn
+    assert all(f["data"] for f in figs)
+    assert at.text_area(key="text").value.startswith("The quick brown fox")
+    assert at.selectbox(key="mit").value == "neutreno"
+    assert any("27 tokens analysed" in c.value for c in at.caption)
+    cos = metric(at, "cosine_mean · layer 6")
+    assert "→" in cos.value  # baseline → mitigated
+    assert any("out of distribution" in w.value for w in at.warning)
+
+
+def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
+    before = metric(at, "cosine_mean").value
+    at.slider(key="neutreno_lambda").set_value(0.8).run()
+    ok(at)
+    after = metric(at, "cosine_mean").value
+    assert after.split("→")[0] == before.split("→")[0]  # the baseline stays
+    assert after != before                               # the mitigated side moves
+
+    at.selectbox(key="mit").set_value("fusion-mean").run()
+    ok(at)
+    curves = charts(at)[0]
+    assert any(t.get("marker", {}).get("symbol") == "star" for t in curves["data"])  # the fused point
+    assert not at.warning  # fusion does not touch the forward pass
+
+    at.slider(key="layer").set_value(2).run()
+    ok(at)
+    assert metric(at, "cosine_mean").label == "cosine_mean · layer 2"
+    assert any(s.value == "Token similarity at layer 2" for s in at.subheader)
+
+    at.text_area(key="text").input("A short sentence.").run()
+    ok(at)
+    assert any("6 tokens analysed" in c.value for c in at.caption)
+
+
+def test_no_mitigation_draws_the_baseline_alone(at):
+    at.selectbox(key="mit").set_value("none").run()
+    ok(at)
+    assert "→" not in metric(at, "cosine_mean").value
+    heatmap = next(f for f in charts(at) if f["data"][0]["type"] == "heatmap")
+    assert heatmap["layout"]["title"]["text"] == "baseline"
+
+
+@pytest.mark.parametrize("setting, value", [("text", "   "), ("model_id", "/nonexistent/model")])
+def test_bad_input_shows_an_error_and_the_app_recovers(at, setting, value):
+    if setting == "model_id":
+        at.selectbox(key="model").set_value("custom").run()
+    (at.text_area if setting == "text" else at.text_input)(key=setting).input(value).run()
+    assert not at.exception
+    assert at.error, "a message for the user"
+    assert "empty" in at.error[0].value or "nonexistent" in at.error[0].value
+    if setting == "model_id":
+        at.selectbox(key="model").set_value("default").run()
+    else:
+        at.text_area(key="text").input("Back to a good sentence.").run()
+    ok(at)
+    assert charts(at)
+
+
+def test_out_of_range_head_is_reported(at):
+    at.radio(key="agg").set_value("one head").run()
+    at.number_input(key="head").set_value(40).run()
+    assert not at.exception
+    assert "head 40 does not exist" in at.error[0].value
+
+
+def test_token_labels_are_escaped(at):
+    at.text_area(key="text").input("<script>alert(1)</script> & <b>bold</b>").run()
+    ok(at)
+    text = json.dumps(charts(at))
+    assert "<script>" not in text and "<b>" not in text
+    assert "&lt;" in text
+
+
+def test_query_params_reopen_the_same_view():
+    app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
+    app.query_params.update({"mit": "softdecay", "softdecay_alpha": "-0.3", "layer": "3", "sym": "ata",
+                             "text": "Links keep every setting."})
+    app.run()
+    ok(app)
+    assert app.selectbox(key="mit").value == "softdecay"
+    assert app.slider(key="softdecay_alpha").value == pytest.approx(-0.3)
+    assert app.radio(key="sym").value == "ata"
+    assert app.text_area(key="text").value == "Links keep every setting."
+    assert metric(app, "cosine_mean").label == "cosine_mean · layer 3"
+    assert any("softdecay" in c.value for c in app.caption)
+
+
+def test_preset_loads_its_settings(at):
+    at.selectbox(key="preset").set_value("Fusion vs no fusion").run()
+    ok(at)
+    assert at.selectbox(key="mit").value == "fusion-mean"
+
+
+def test_theory_page_opens(at):
+    page = at.switch_page("pages/1_Theory.py").run()
+    assert not page.exception
+    assert [h.value for h in page.header][:2] == ["Attention is a graph", "Why stacking smooths"]
+    assert page.latex
+
+
+def test_every_view_stays_light_at_512_tokens():
+    """At 512 tokens no view may send more than ~5 MB (heatmaps pooled, floats rounded, no hidden states)."""
+    import numpy as np
+    import plotly.io as pio
+    from types import SimpleNamespace
+
+    from smoothviz import figures
+    from smoothviz.graph import to_networkx
+
+    n, L, h, k = 512, 12, 12, 384
+    rng = np.random.default_rng(0)
+    rows = [{"layer": i, **{m: float(rng.uniform()) for m in figures.METRICS}} for i in range(L + 1)]
+
+    def run():
+        S = rng.uniform(size=(L, n, n)).astype(np.float32)
+        return SimpleNamespace(
+            rows=rows, similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32), layer_graph=S,
+            layer_eigs=np.sort(rng.uniform(0, 2, size=(L, n)), axis=1), fiedler=rng.normal(size=(L, n)),
+            sv=np.sort(rng.uniform(size=(L + 1, k)), axis=1)[:, ::-1], head_gap=rng.uniform(size=(L, h)),
+            value_eigs=rng.normal(size=(L, h, 32)) + 1j * rng.normal(size=(L, h, 32)),
+            smooths=rng.uniform(size=(L, h)) > 0.5, rollout=rng.uniform(size=L), shi_v=rng.uniform(size=L),
+            dm_ratio=rng.uniform(size=L), layer_verdicts=lambda: ["smooths"] * L)
+
+    runs = {"baseline": run(), "mitigated": run()}
+    analysis = SimpleNamespace(runs=lambda: runs, n_layers=L, mitigation={"name": "neutreno", "params": {}},
+                               labels=[f"tok{i}" for i in range(n)],
+                               projection=rng.normal(size=(2, L + 1, n, 2)))
+    labels = analysis.labels
+    views = {
+        "curves": [figures.metric_curves(analysis), figures.shi_bound(analysis), figures.rollout(analysis)],
+        "layer": [f(r) for r in runs.values() for f in (
+            lambda r: figures.similarity_heatmap(r, labels, L, picked=3),
+            lambda r: figures.attention_graph(to_networkx(r.layer_graph[-1], labels, top_k=3), r.fiedler[-1], 3),
+            lambda r: figures.laplacian_spectrum(r, L), lambda r: figures.dovonon(r, L))] + [figures.verdicts(analysis)],
+        "trajectories": [figures.trajectories(analysis, picked=3)],
+        "atlas": [figures.head_atlas(r) for r in runs.values()],
+        "sv": [figures.sv_spectra(r) for r in runs.values()],
+    }
+    for name, figs in views.items():
+        size = sum(len(pio.to_json(f, validate=False)) for f in figs)
+        assert size < 5e6, f"{name}: {size / 1e6:.1f} MB"
+
+
+def test_one_token_shows_the_library_note_and_still_draws(at):
+    at.checkbox(key="nospecial").check().run()
+    at.text_area(key="text").input("Hello").run()
+    ok(at)
+    assert any("Only one token" in i.value for i in at.info)
+    assert charts(at)
+
+
+def test_chart_toolbar_saves_svg_when_asked(at):
+    assert all(json.loads(c.proto.config)["toImageButtonOptions"]["format"] == "png" for c in at.get("plotly_chart"))
+    at.radio(key="img").set_value("svg").run()
+    assert all(json.loads(c.proto.config)["toImageButtonOptions"]["format"] == "svg" for c in at.get("plotly_chart"))
+
+
+def test_umap_projection(at):
+    at.radio(key="proj").set_value("umap").run()
+    ok(at)
+    assert any("Joint UMAP" in c.value for c in at.caption)
+
+
+def test_report_is_one_offline_file_with_escaped_tokens():
+    import smoothviz
+    from smoothviz import report
+
+    analysis = smoothviz.analyze("</script><img src=x onerror=alert(1)> & co", mitigation="fusion-mean")
+    page = report.build_report(analysis)
+    assert "<script src" not in page and 'src="http' not in page  # nothing is fetched
+    body = page.split("</head>", 1)[1]
+    assert body.count("Plotly.newPlot(") == 17       # every view, drawn inline
+    assert body.count("<script") == 17               # and no script a token smuggled in
+    assert "<img" not in body and "&lt;" in body
+    csv_text = report.metrics_csv(analysis)
+    assert csv_text.splitlines()[0].startswith("run,layer,cosine_mean")
+    assert sum(line.startswith("mitigated,fused") for line in csv_text.splitlines()) == 1
+
+
+def test_labels_with_markup_stay_text():
+    import numpy as np
+    import plotly.io as pio
+    from types import SimpleNamespace
+
+    from smoothviz import figures
+    from smoothviz.graph import to_networkx
+
+    labels = ["<b>bold</b>", "a & b", "<script>x</script>", "the", "the"]
+    run = SimpleNamespace(similarity=np.eye(5)[None].repeat(2, 0))
+    heat = pio.to_json(figures.similarity_heatmap(run, labels, 1, picked=2), validate=False)
+    graph = pio.to_json(figures.attention_graph(to_networkx(np.ones((5, 5)) / 5, labels), np.zeros(5)), validate=False)
+    for text in (heat, graph):
+        assert "<b>" not in text and "<script>" not in text and "&lt;b&gt;" in text and "a &amp; b" in text
+    assert "3 · the" in heat and "4 · the" in heat  # duplicates stay two tokens
+
+
+@pytest.mark.parametrize("preset", ["Pure attention in a 32-layer lab model",
+                                    "A negative value spectrum keeps tokens apart"])
+def test_lab_presets(at, preset):
+    import smoothviz
+
+    settings = json.loads((APP.parent / "assets" / "examples.json").read_text())["presets"][preset]["settings"]
+    try:  # the lab is wired into the analysis by another change; until then this is expected to fail
+        smoothviz.analyze("a probe sentence", model="lab", lab=settings["lab"],
+                          mitigation=None if settings["mitigation"] == "none" else settings["mitigation"],
+                          params=settings.get("params"))
+    except (TypeError, AttributeError, RuntimeError) as err:
+        pytest.xfail(f"the library cannot analyse this lab model yet: {type(err).__name__}: {err}")
+    at.selectbox(key="preset").set_value(preset).run()
+    ok(at)
+    assert at.slider(key="lab_depth").value == 32
+    assert at.toggle(key="lab_residual").value is settings["lab"]["residual"]
+    assert any("32 layers" in c.value for c in at.caption)
+    assert metric(at, "cosine_mean").label == "cosine_mean · layer 32"

@@ -1,0 +1,165 @@
+"""The dashboard in a real browser: load, move the layer slider, change the sentence, screenshots.
+
+Starts ``streamlit run app/SmoothViz.py`` on a free port and drives Debian's chromium through
+Playwright (no browser download). Timings go to assets/screenshots/timings.json.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "assets" / "screenshots"
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+EXAMPLES = json.loads((ROOT / "assets" / "examples.json").read_text())["examples"]
+LONG = EXAMPLES["A long paragraph (60+ tokens)"]
+
+# JS: are all Streamlit plotly charts drawn (and at least `min` of them)?
+ALL_DRAWN = """min => {
+  const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
+  const running = document.querySelector('[data-testid="stStatusWidget"]')?.innerText.includes('Running');
+  return !running && charts.length >= min && charts.every(c => c.querySelector('.js-plotly-plot .main-svg'));
+}"""
+# JS: a fingerprint of the first similarity heatmap (sum of its cells), to see it change.
+HEATMAP_SUM = """() => {
+  const g = [...document.querySelectorAll('.js-plotly-plot')].find(
+      g => g.data && g.data[0] && g.data[0].type === 'heatmap' && g.data[0].zmin === -1);
+  if (!g) return null;
+  const sum = a => a == null ? 0 : typeof a === 'number' ? (isNaN(a) ? 0 : a)
+      : a.length !== undefined ? Array.prototype.reduce.call(a, (s, v) => s + sum(v), 0) : 0;
+  return sum(g._fullData[0].z);  // decoded cells (g.data may hold plotly's base64 form)
+}"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/SmoothViz.py",
+                             "--server.headless", "true", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"streamlit did not start; see {log.name}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _load(page, url: str, min_charts: int = 15, timeout: float = 240) -> float:
+    """Open ``url``; return the seconds until every chart is drawn."""
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_function(ALL_DRAWN, arg=min_charts, timeout=timeout * 1000, polling=100)
+    return time.perf_counter() - t0
+
+
+def _full_page(page, path: Path) -> None:
+    """Screenshot the whole app: Streamlit scrolls inside stMain, so grow the viewport to fit it."""
+    size = page.viewport_size
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": min(int(height), 16000)})
+    page.wait_for_timeout(1500)  # plotly redraws on resize
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+
+
+def _wait_changed(page, before, t0: float, timeout: float = 120) -> float:
+    """Wait until the similarity heatmap differs from ``before``; seconds since ``t0``."""
+    page.wait_for_function(f"() => {{ const s = ({HEATMAP_SUM})(); return s !== null && Math.abs(s - {before}) > 1e-6; }}",
+                           timeout=timeout * 1000, polling=50)
+    return time.perf_counter() - t0
+
+
+def _set_text(page, text: str) -> None:
+    area = page.get_by_label("Text (Ctrl+Enter to apply)")
+    area.fill(text)
+    area.press("Control+Enter")
+
+
+def test_dashboard_in_browser(server, browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    timings = {"cold_load_s": round(_load(page, server), 2)}  # includes loading the model
+    timings["warm_load_s"] = round(_load(page, server), 2)    # same settings: the cache answers
+    page.screenshot(path=str(SHOTS / "dashboard-1366x768.png"))
+
+    # The layer slider: keyboard on its thumb; the similarity heatmap must change.
+    before = page.evaluate(HEATMAP_SUM)
+    thumb = page.get_by_role("slider", name="Layer")
+    thumb.focus()
+    t0 = time.perf_counter()
+    thumb.press("ArrowLeft")
+    timings["slider_to_chart_s"] = round(_wait_changed(page, before, t0), 3)
+    page.get_by_role("heading", name="Token similarity at layer 5").wait_for()
+    assert "layer=5" in page.url  # the setting went into the link
+    page.wait_for_function(ALL_DRAWN, arg=15)
+    _full_page(page, SHOTS / "dashboard-1366-full.png")
+
+    # A new sentence: the analysis reruns and the charts follow.
+    before, t0 = page.evaluate(HEATMAP_SUM), time.perf_counter()
+    _set_text(page, "Graphs of attention smooth every token towards the same vector.")
+    timings["sentence_to_chart_s"] = round(_wait_changed(page, before, t0), 2)
+    page.wait_for_function(ALL_DRAWN, arg=15)
+
+    # A long sentence (60+ tokens) must stay legible.
+    before, t0 = page.evaluate(HEATMAP_SUM), time.perf_counter()
+    _set_text(page, LONG)
+    timings["long_sentence_to_chart_s"] = round(_wait_changed(page, before, t0), 2)
+    page.wait_for_function(ALL_DRAWN, arg=15)
+    tokens = page.get_by_text("tokens analysed").first.inner_text()
+    assert int(tokens.split(" tokens analysed")[0].split("·")[-1]) >= 60
+    _full_page(page, SHOTS / "long-sentence-1366-full.png")
+    page.close()
+
+    wide = browser.new_page(viewport={"width": 1920, "height": 1080})
+    wide.on("pageerror", lambda err: errors.append(str(err)))
+    timings["warm_load_1920_s"] = round(_load(wide, server), 2)
+    wide.screenshot(path=str(SHOTS / "dashboard-1920x1080.png"))
+    _full_page(wide, SHOTS / "dashboard-1920-full.png")
+    wide.close()
+
+    (SHOTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    print("timings:", timings)
+    assert not errors, errors
