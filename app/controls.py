@@ -12,12 +12,14 @@ import streamlit as st
 
 from smoothviz.lab import CHOICES, LIMITS, LabConfig
 from smoothviz.mitigations import NAMES, REGISTRY
+from smoothviz.settings import SETTINGS
 
 import state
 
 URL = "query-params"
 # Bound widgets write their *displayed* option into the URL, so options are short words, not labels.
-MODELS = ("default", "lab", "custom")
+# A public server offers only its allow-list (smoothviz.settings); a private one anything.
+MODELS = SETTINGS.models if SETTINGS.public else ("default", "lab", "custom")
 LAB_DEFAULTS = {f.name: f.default for f in fields(LabConfig)}
 DEFAULT_MITIGATION = "neutreno"
 

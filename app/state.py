@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -16,12 +17,14 @@ import streamlit as st
 
 import smoothviz
 from smoothviz import projection
+from smoothviz.settings import SETTINGS
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 log = logging.getLogger("smoothviz.app")
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+# Bounded: at 128 tokens on the default model one entry is ~15 MB, so the cache stays under ~0.5 GB.
+@st.cache_data(max_entries=int(os.environ.get("SMOOTHVIZ_CACHE_ENTRIES", "32")), ttl=3600, show_spinner=False)
 def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab: dict | None = None,
                  mitigation: str | None = "neutreno", params: dict | None = None, head: int | None = None,
                  symmetrize: str = "sym", exclude_special: bool = False,
@@ -31,10 +34,12 @@ def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab
     Raises:
         smoothviz.AnalysisError, ModelError, MitigationError: with a message for the user.
     """
+    SETTINGS.check(model, lab if model == "lab" else None, params)  # the public-demo allow-list
     return smoothviz.analyze(text, model=model, device=device, lab=lab if model == "lab" else None,
                              mitigation=None if mitigation in (None, "none") else mitigation,
                              params=params or None, head=head, symmetrize=symmetrize,
-                             exclude_special=exclude_special, projection=projection)
+                             exclude_special=exclude_special, projection=projection,
+                             max_tokens=SETTINGS.max_tokens)
 
 
 def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:

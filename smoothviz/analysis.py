@@ -222,7 +222,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     if handle.causal:
         notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
 
-    base_trace = capture.run(handle.model, inputs)
+    base_trace = _finite(capture.run(handle.model, inputs), "baseline")
     ctx = handle.context()
     baseline = _summarise(base_trace, keep, options, handle, handle.value_eigs(), heads)
     mitigated, described = None, None
@@ -230,11 +230,11 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
         described = {"name": mitigation.name, "params": mitigation.params()}
         alt = handle.for_mitigation(mitigation)
         if alt is not handle:  # the lab's value-spectrum switch
-            trace, value_eigs = capture.run(alt.model, inputs), alt.value_eigs()
+            trace, value_eigs = _finite(capture.run(alt.model, inputs), mitigation.name), alt.value_eigs()
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
-            trace = capture.run(handle.model, inputs, iv) if iv is not None else base_trace
+            trace = _finite(capture.run(handle.model, inputs, iv), mitigation.name) if iv is not None else base_trace
             value_eigs = handle.value_eigs(mitigation.out_weights(ctx) if hasattr(mitigation, "out_weights") else None)
         fused = mitigation.fuse(trace.hidden.double(), ctx)
         mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)
@@ -248,6 +248,16 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
                     causal=handle.causal, options=options, baseline=baseline, mitigated=mitigated,
                     mitigation=described, projection=coords, projection_method=method, notes=notes,
                     lab=handle.lab)
+
+
+def _finite(trace: capture.Trace, run: str) -> capture.Trace:
+    """Refuse states that overflowed (a deep lab without LayerNorm, an extreme parameter)."""
+    bad = ~torch.isfinite(trace.hidden).flatten(1).all(1)
+    if bad.any():
+        layer = int(bad.nonzero()[0])
+        raise AnalysisError(f"the {run} run overflowed (inf/NaN) at layer {layer}: try fewer layers, "
+                            "a LayerNorm, a lower temperature or a milder parameter")
+    return trace
 
 
 def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, handle: Handle,
@@ -341,7 +351,10 @@ def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     smooths = (bound - perron_best) <= 1e-6 * bound
     todo = (~smooths).nonzero(as_tuple=True)
     if todo[0].numel():
-        attn_eigs = torch.linalg.eigvals(A[todo])                             # [k, n]
+        try:
+            attn_eigs = torch.linalg.eigvals(A[todo])                         # [k, n]
+        except torch.linalg.LinAlgError:  # rare non-convergence in float32: retry in float64
+            attn_eigs = torch.linalg.eigvals(A[todo].double()).to(torch.complex64)
         update = (1 + attn_eigs.unsqueeze(-1) * lam_h[todo].unsqueeze(-2)).abs()  # [k, n, d_h]
         best = update.flatten(-2).argmax(-1) // lam_h.shape[-1]               # index into A's eigenvalues
         chosen = torch.gather(attn_eigs, -1, best.unsqueeze(-1)).squeeze(-1)

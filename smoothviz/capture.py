@@ -177,10 +177,13 @@ def block_weight_norm(model, spec: ArchSpec, n_layers: int) -> Tensor:
     out = []
     for layer in range(n_layers):
         block = blocks[layer % len(blocks)]
-        mats = [p.detach().float() for name, p in block.named_parameters()
+        mats = [p.detach().double().cpu() for name, p in block.named_parameters()
                 if p.dim() == 2 and "weight" in name]
-        out.append(max(torch.linalg.matrix_norm(m, ord=2) for m in mats) if mats else torch.tensor(0.0))
-    return torch.stack([torch.as_tensor(x) for x in out])
+        # ‖W‖₂² is the top eigenvalue of the smaller Gram matrix: cheaper than an SVD.
+        grams = [m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m for m in mats]
+        out.append(max(torch.linalg.eigvalsh(g)[-1].clamp_min(0).sqrt() for g in grams) if mats
+                   else torch.tensor(0.0, dtype=torch.float64))
+    return torch.stack(out)
 
 
 # --------------------------------------------------------------------------- one pass

@@ -34,8 +34,9 @@ def pca_2d(points: np.ndarray) -> np.ndarray:
     x = points - points.mean(0)
     if x.shape[0] < 2:
         return np.zeros((x.shape[0], 2))
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    vt = vt[:2]
+    # Principal axes from the d×d covariance: thousands of points cost no more than a few.
+    _, vecs = np.linalg.eigh(x.T @ x)
+    vt = vecs[:, ::-1][:, :2].T
     signs = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(1)])
     coords = x @ (vt * np.where(signs == 0, 1, signs)[:, None]).T
     if coords.shape[1] < 2:
