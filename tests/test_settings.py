@@ -45,3 +45,33 @@ def test_allow_list_and_caps_from_the_environment(monkeypatch):
     assert s.models == ("default", "distilbert-base-uncased") and s.max_tokens == 64
     with pytest.raises(ModelError):
         s.check("lab")
+
+
+PAGE_CHECK = r'''
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app/SmoothViz.py", default_timeout=600)
+at.query_params.update({"text": "word " * 300, "mit": "none"})
+at.run()
+print(json.dumps({"models": list(at.selectbox(key="model").options),
+                  "errors": [e.value for e in at.error], "exceptions": [e.value for e in at.exception],
+                  "notes": [i.value for i in at.info], "captions": [c.value for c in at.caption]}))
+'''
+
+
+def test_public_page_offers_only_the_allow_list_and_caps_tokens():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "SMOOTHVIZ_PUBLIC": "1", "SMOOTHVIZ_MAX_TOKENS": "64"}
+    out = subprocess.run([sys.executable, "-c", PAGE_CHECK], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = json.loads(out.stdout.strip().splitlines()[-1])
+    assert page["models"] == ["default", "lab"]
+    assert not page["errors"] and not page["exceptions"]
+    assert any("truncated to 64 tokens" in n for n in page["notes"])
+    assert any("64 tokens analysed" in c for c in page["captions"])
