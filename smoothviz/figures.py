@@ -127,7 +127,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
     for i, m in enumerate(metrics):  # a collapse to 1e-6 is invisible on a linear axis
         values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
         if m in LOG_WHEN_SPREAD and values and max(values) / min(values) > 100:
-            fig.update_yaxes(type="log", dtick="D2" if max(values) / min(values) < 1e3 else None,
+            fig.update_yaxes(type="log", dtick=None, exponentformat="power",
                              row=i // cols + 1, col=i % cols + 1)
     step = _thin(L + 1, 8)
     ticks = list(range(0, L + 1, step)) + ([L + 1] if has_fused else [])
@@ -424,7 +424,7 @@ def sv_spectra(run, title: str = "") -> go.Figure:
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                              marker=dict(colorscale="Viridis", cmin=0, cmax=layers - 1, color=[0], showscale=True,
                                          colorbar=dict(title="layer", thickness=12))))
-    fig.update_yaxes(type="log", title="σᵢ / σ₁ (log)", dtick="D2")
+    fig.update_yaxes(type="log", title="σᵢ / σ₁ (log)", exponentformat="power")
     fig.update_xaxes(title="index i")
     return _layout(fig, title, height=380)
 
@@ -438,7 +438,7 @@ def rollout(analysis) -> go.Figure:
                                  mode="lines+markers", name=escape(_run_name(analysis, key)),
                                  line=dict(color=RUN_COLOURS[key]),
                                  hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))
-    fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", dtick="D2")
+    fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", exponentformat="power")
     fig.update_xaxes(title="layer", dtick=_thin(L, 16))
     return _layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
 

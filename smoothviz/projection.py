@@ -50,7 +50,7 @@ def umap_2d(points: np.ndarray) -> np.ndarray:
 
     n_neighbors = int(min(15, max(2, points.shape[0] // 10 + 5), points.shape[0] - 1))
     reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.3,
-                        random_state=SEED, init="pca", n_epochs=200, metric="euclidean")
+                        random_state=SEED, n_jobs=1, init="pca", n_epochs=200, metric="euclidean")
     with _umap_lock:  # numba's first compile is not something to do twice at once
         return reducer.fit_transform(points.astype(np.float32)).astype(np.float64)
 
