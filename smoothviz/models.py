@@ -113,6 +113,19 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
 
 
+def _hub_reachable() -> bool:
+    """Can the hub's host be resolved? Fails in milliseconds offline, where a download attempt
+    would retry for half a minute before giving up."""
+    import socket
+    from urllib.parse import urlparse
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
 def load(name: str, device: str):
     """Load tokenizer and base model in eval mode with eager attention on ``device``.
 
@@ -127,12 +140,23 @@ def load(name: str, device: str):
 
     hf_logging.disable_progress_bar()  # the CLI's stderr is one line on error
     hf_logging.set_verbosity_error()
+    import logging
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter on stderr
     source, local = resolve(name)
-    kwargs = dict(trust_remote_code=False, local_files_only=local or _hub_offline())
-    try:
+    kwargs = dict(trust_remote_code=False, local_files_only=True)
+    try:  # a local folder, or a hub id already in the cache: no network at all
         config = AutoConfig.from_pretrained(source, **kwargs)
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds; we need one message
-        raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
+        if local or _hub_offline():
+            raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
+        if not _hub_reachable():
+            raise ModelError(f"cannot load model '{name}': it is not in the local cache and the "
+                             "Hugging Face hub cannot be reached (no network?)") from None
+        kwargs["local_files_only"] = False
+        try:
+            config = AutoConfig.from_pretrained(source, **kwargs)
+        except Exception as err2:  # noqa: BLE001
+            raise ModelError(f"cannot load model '{name}': {_first_line(err2)}") from err2
     spec = ARCHITECTURES.get(config.model_type)
     if spec is None:
         supported = ", ".join(sorted(k for k in ARCHITECTURES if k != "lab"))
