@@ -4,8 +4,9 @@ For each model and sentence length n it measures, in one run: the forward pass a
 floor), the analysis without projection (core: no per-head spectra; full: with them), the
 projections (PCA, UMAP warm; UMAP cold once, in a fresh process), each mitigation, the peak
 memory, the bytes of the figures one page view sends, and BertViz's head view on the same
-attention (time and page size). Times are medians; the machine is shared and noisy, so the
-table reports ratios against references measured in the same run.
+attention (time and page size). Times are the best of several runs (the least disturbed by
+other work on a shared, noisy machine), and the table reports ratios against references
+measured in the same run.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +50,7 @@ def _sync(device: str) -> None:
 
 
 def timed(fn, reps: int, device: str) -> float:
-    """Median seconds of ``reps`` calls after one warm-up call."""
+    """Best (minimum) seconds of ``reps`` calls after one warm-up call."""
     fn()
     times = []
     for _ in range(reps):
@@ -59,7 +59,7 @@ def timed(fn, reps: int, device: str) -> float:
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def _rss_peak_reset() -> None:
