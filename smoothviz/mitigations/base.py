@@ -68,6 +68,8 @@ class ModelContext:
         w_v, w_o: ``[L, h*d_h, d]`` and ``[L, d, h*d_h]`` value and output weights (nn.Linear layout).
         b_o: ``[L, d]`` output projection biases (zeros where the model has none).
         model_name: the name the user chose (for fitted gates).
+        derived: results that depend on the weights alone (a spectral what-if's new weights),
+            computed once per model; recomputing one by two threads at once is harmless.
     """
 
     n_layers: int
@@ -78,6 +80,7 @@ class ModelContext:
     w_o: torch.Tensor
     b_o: torch.Tensor
     model_name: str = "default"
+    derived: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # weight-only results
 
 
 @dataclass(frozen=True)

@@ -58,14 +58,18 @@ class Spectral(Mitigation):
     def intervention(self, ctx):
         if self["mode"] == "identity":
             return None
-        new = respectrum_out_weights(ctx.w_v, ctx.w_o, ctx.heads, self["mode"])
+        new = self.out_weights(ctx)
 
         def out_weight(layer):
             return new[layer], ctx.b_o[layer]
         return Intervention(out_weight=out_weight)
 
     def out_weights(self, ctx: ModelContext) -> torch.Tensor:
-        """The output weights the mitigated model uses, for the eigen-diagnostic."""
-        if self["mode"] == "identity":
+        """The output weights the mitigated model uses (computed once per model and mode)."""
+        mode = self["mode"]
+        if mode == "identity":
             return ctx.w_o
-        return respectrum_out_weights(ctx.w_v, ctx.w_o, ctx.heads, self["mode"])
+        key = ("spectral", mode)
+        if key not in ctx.derived:
+            ctx.derived[key] = respectrum_out_weights(ctx.w_v, ctx.w_o, ctx.heads, mode)
+        return ctx.derived[key]
