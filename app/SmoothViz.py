@@ -27,7 +27,13 @@ PLAY_SECONDS = 1.2
 settings, img = controls.sidebar()
 
 
-def chart(fig, name: str) -> None:
+def chart(build, name: str, *parts) -> None:
+    """Draw the figure ``build()`` makes, built once per (settings, view, picked token, parts).
+
+    Building a plotly figure is most of a slider move's cost (~15 ms of validation each), so
+    built figures are shared from ``state.figure``; ``parts`` names what else the view depends on.
+    """
+    fig = state.figure(build, (SETTINGS_KEY, name, picked, *parts))
     st.plotly_chart(fig, theme=None, config=figures.image_config(name, img))
 
 
@@ -64,6 +70,7 @@ picked = st.sidebar.selectbox("Highlight a token", [-1, *range(n)], key="token",
                               format_func=lambda i: "none" if i < 0 else f"{i} · {labels[i]}",
                               help="Marks the token in every view.")
 picked = None if picked < 0 else picked
+SETTINGS_KEY = json.dumps(settings, sort_keys=True, default=str)  # what the analysis depends on
 
 mitigation = analysis.mitigation["name"] if analysis.mitigation else None
 beside = md(run_title(analysis, "mitigated")) if mitigation else "no mitigation"
@@ -80,14 +87,14 @@ if mitigation in IN_FORWARD and analysis.lab is None:
 # --------------------------------------------------------------------------- 1 · over depth
 st.header("1 · Over-smoothing over depth", anchor="curves")
 caption("curves", "the-metrics")
-chart(figures.metric_curves(analysis), "curves")
+chart(lambda: figures.metric_curves(analysis), "curves")
 left, right = st.columns(2)
 with left:
     caption("shi", "why-stacking-smooths")
-    chart(figures.shi_bound(analysis), "shi-bound")
+    chart(lambda: figures.shi_bound(analysis), "shi-bound")
 with right:
     caption("rollout", "attention-is-a-graph")
-    chart(figures.rollout(analysis), "rollout")
+    chart(lambda: figures.rollout(analysis), "rollout")
 
 
 # --------------------------------------------------------------------------- 2 · one layer
@@ -125,27 +132,29 @@ def layer_views(analysis, picked) -> None:
     caption("similarity", "the-metrics")
     for (key, run), col in zip(runs.items(), st.columns(len(runs))):
         with col:
-            chart(figures.similarity_heatmap(run, labels, layer, picked, title=run_title(analysis, key)), f"similarity-{key}")
+            chart(lambda: figures.similarity_heatmap(run, labels, layer, picked, title=run_title(analysis, key)),
+                  f"similarity-{key}", layer)
 
     st.subheader(f"Attention graph of layer {layer}")
     caption("graph", "attention-is-a-graph")
     top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
     for (key, run), col in zip(runs.items(), st.columns(len(runs))):
         with col:
-            G = to_networkx(run.layer_graph[layer - 1], labels, top_k=top_k)
-            chart(figures.attention_graph(G, run.fiedler[layer - 1], picked, title=run_title(analysis, key)), f"graph-{key}")
+            chart(lambda: figures.attention_graph(to_networkx(run.layer_graph[layer - 1], labels, top_k=top_k),
+                                                  run.fiedler[layer - 1], picked, title=run_title(analysis, key)),
+                  f"graph-{key}", layer, top_k)
     caption("spectrum", "attention-is-a-graph")
     for (key, run), col in zip(runs.items(), st.columns(len(runs))):
         with col:
-            chart(figures.laplacian_spectrum(run, layer, title=f"Laplacian spectrum — {run_title(analysis, key)}"),
-                  f"spectrum-{key}")
+            chart(lambda: figures.laplacian_spectrum(run, layer, title=f"Laplacian spectrum — {run_title(analysis, key)}"),
+                  f"spectrum-{key}", layer)
 
     st.subheader(f"Value spectrum of layer {layer} (Dovonon et al.)")
     caption("dovonon", "the-dovonon-diagnostic")
     for (key, run), col in zip(runs.items(), st.columns(len(runs))):
         with col:
-            chart(figures.dovonon(run, layer, title=run_title(analysis, key)), f"dovonon-{key}")
-    chart(figures.verdicts(analysis), "verdicts")
+            chart(lambda: figures.dovonon(run, layer, title=run_title(analysis, key)), f"dovonon-{key}", layer)
+    chart(lambda: figures.verdicts(analysis), "verdicts")
 
 
 st.header("2 · One layer, side by side", anchor="layer")
@@ -158,7 +167,7 @@ st.header("3 · Token trajectories", anchor="trajectories")
 caption("trajectories", "projections")
 st.caption(f"Joint {analysis.projection_method.upper()} of every layer of both runs (same coordinates). "
            "**Projections distort distances: the metrics above are the ground truth.**")
-chart(figures.trajectories(analysis, picked), "trajectories")
+chart(lambda: figures.trajectories(analysis, picked), "trajectories")
 
 
 # --------------------------------------------------------------------------- 4 · atlas
@@ -172,13 +181,14 @@ def atlas(analysis, picked) -> None:
     head = c3.selectbox("Head", list(range(analysis.heads)), key="atlas_head", bind=URL)
     for (key, run), col in zip(runs.items(), st.columns(len(runs))):
         with col:
-            chart(figures.head_atlas(run, quantity, title=run_title(analysis, key), picked=(layer, head)), f"atlas-{key}")
+            chart(lambda: figures.head_atlas(run, quantity, title=run_title(analysis, key), picked=(layer, head)),
+                  f"atlas-{key}", quantity, layer, head)
     top_k = st.session_state.get("topk", 3)
     for key, col in zip(runs, st.columns(len(runs))):
         with col:
-            G = analysis.graph(layer, head=head, run=key, top_k=top_k)
-            chart(figures.attention_graph(G, None, picked, title=f"layer {layer}, head {head} — {run_title(analysis, key)}"),
-                  f"head-graph-{key}")
+            chart(lambda: figures.attention_graph(analysis.graph(layer, head=head, run=key, top_k=top_k), None, picked,
+                                                  title=f"layer {layer}, head {head} — {run_title(analysis, key)}"),
+                  f"head-graph-{key}", layer, head, top_k)
 
 
 st.header("4 · Head × layer atlas", anchor="atlas")
@@ -190,7 +200,7 @@ st.header("5 · Singular-value spectra", anchor="sv")
 caption("sv", "the-metrics")
 for (key, run), col in zip(analysis.runs().items(), st.columns(len(analysis.runs()))):
     with col:
-        chart(figures.sv_spectra(run, title=run_title(analysis, key)), f"sv-{key}")
+        chart(lambda: figures.sv_spectra(run, title=run_title(analysis, key)), f"sv-{key}")
 
 # --------------------------------------------------------------------------- export
 st.header("Share and export", anchor="export")

@@ -59,6 +59,16 @@ def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
     return None
 
 
+@st.cache_resource(max_entries=2048, show_spinner=False)
+def figure(_build, key: tuple):
+    """A built plotly figure, shared by every session (read-only: Streamlit copies it to draw).
+
+    ``key`` holds everything the figure depends on (the settings, the view, the layer, …);
+    ``_build`` is not hashed. A few kB each; 2,048 of them stay within ~50 MB.
+    """
+    return _build()
+
+
 @st.cache_data(show_spinner=False)
 def examples() -> dict:
     """Example sentences and presets from ``assets/examples.json``."""
