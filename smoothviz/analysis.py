@@ -13,8 +13,7 @@ import torch
 from . import capture, graph, metrics
 from .graph import GraphOptions
 from .handles import Handle, get_handle
-from .mitigations import Mitigation, ModelContext, make
-from .models import ModelError
+from .mitigations import Mitigation, make
 from .projection import project
 from .settings import compute_slots
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Mitigation, MitigationError, ModelContext, Param
+from .base import Mitigation, MitigationError, Param
 
 LAYERS = Param("text", "all", help="'all', one layer 'N' or a range 'A-B' of layer indices 0..L")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import Intervention
-from .base import Mitigation, ModelContext, Param
+from .base import Mitigation, Param
 
 
 def uniform_average(V: torch.Tensor, causal: bool) -> torch.Tensor:
