@@ -7,6 +7,7 @@ slider only re-slices arrays that are already in memory.
 """
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -21,6 +22,28 @@ from smoothviz.settings import SETTINGS
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 log = logging.getLogger("smoothviz.app")
+
+
+def _serialise_ast_parse() -> None:
+    """Make ``ast.parse`` one-at-a-time in this process.
+
+    CPython before 3.12 keeps ast.parse's recursion counter in interpreter-wide state, so two
+    threads parsing at once can fail with "SystemError: AST constructor recursion depth mismatch"
+    (CPython gh-106905). Here they do: Streamlit parses each page script, while numba, compiling
+    UMAP in the warm-up thread, parses array expressions. A lock around the call removes the race.
+    """
+    if getattr(ast.parse, "_smoothviz_locked", False):
+        return
+    original, lock = ast.parse, threading.RLock()
+
+    def parse(*args, **kwargs):
+        with lock:
+            return original(*args, **kwargs)
+    parse._smoothviz_locked = True
+    ast.parse = parse
+
+
+_serialise_ast_parse()
 
 
 # Bounded: at 128 tokens on the default model one entry is ~15 MB, so the cache stays under ~0.5 GB.
