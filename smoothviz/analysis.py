@@ -234,7 +234,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
         else:
             iv = mitigation.intervention(ctx)
             trace = _finite(capture.run(handle.model, inputs, iv), mitigation.name) if iv is not None else base_trace
-            value_eigs = handle.value_eigs(mitigation.out_weights(ctx) if hasattr(mitigation, "out_weights") else None)
+            value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
         fused = mitigation.fuse(trace.hidden.double(), ctx)
         mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)
     coords, method = None, "none"

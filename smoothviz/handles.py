@@ -86,18 +86,21 @@ class Handle:
             return self._cache["context"]
 
     def value_eigs(self, w_o: torch.Tensor | None = None) -> torch.Tensor:
-        """Eigenvalues of each head's W_O W_V, ``[L, h, d_h]`` complex (cached for the model's own weights)."""
-        if w_o is not None:
-            ctx = self.context()
-            return torch.linalg.eigvals(capture.value_output_product(ctx.w_v.double(), w_o.double(), self.heads)).cpu()
-        with self._lock:
-            cached = self._cache.get("value_eigs")
-        if cached is None:
-            ctx = self.context()
-            cached = torch.linalg.eigvals(capture.value_output_product(ctx.w_v.double(), ctx.w_o.double(), self.heads)).cpu()
+        """Eigenvalues of each head's W_O W_V, ``[L, h, d_h]`` complex.
+
+        ``w_o`` replaces the output weights (a spectral what-if); ``None`` means the model's own,
+        whose eigenvalues are computed once.
+        """
+        if w_o is None:
             with self._lock:
-                self._cache["value_eigs"] = cached
-        return cached
+                cached = self._cache.get("value_eigs")
+            if cached is None:
+                cached = self.value_eigs(self.context().w_o)
+                with self._lock:
+                    self._cache["value_eigs"] = cached
+            return cached
+        product = capture.value_output_product(self.context().w_v.double(), w_o.double(), self.heads)
+        return torch.linalg.eigvals(product).cpu()
 
     def weight_norm(self) -> torch.Tensor:
         """Shi et al.'s s per layer (computed once)."""

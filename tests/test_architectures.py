@@ -51,16 +51,10 @@ SENTENCE = "Attention is a graph and stacking it smooths the tokens together."
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_analysis_matches_transformers(kind, model_dir):
-    from transformers import AutoModel, AutoTokenizer
+def test_analysis_matches_transformers(kind, model_dir, matches_transformers):
     path = model_dir(kind)
     r = smoothviz.analyze(SENTENCE, model=path, device="cpu")
-    tok = AutoTokenizer.from_pretrained(path)
-    ref = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
-    with torch.no_grad():
-        out = ref(**tok(SENTENCE, return_tensors="pt"), output_hidden_states=True, output_attentions=True)
-    assert np.allclose(r.baseline.hidden, torch.stack(out.hidden_states)[:, 0].numpy(), atol=1e-5)
-    assert np.allclose(r.baseline.attentions, torch.stack(out.attentions)[:, 0].numpy(), atol=1e-6)
+    matches_transformers(r, path, SENTENCE)
     assert r.causal == (kind == "gpt2")
     if kind == "gpt2":
         assert np.allclose(np.triu(r.baseline.attentions, 1), 0)

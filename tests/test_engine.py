@@ -60,16 +60,9 @@ def test_metrics_recomputed_from_the_hidden_states(base):
     assert base.baseline.rows[3]["dirichlet"] == pytest.approx(0.5 * (S * dist).sum() / sq.sum(), rel=1e-4)
 
 
-def test_hidden_states_match_transformers(base, reference):
-    from transformers import AutoModel, AutoTokenizer
+def test_hidden_states_match_transformers(base, reference, matches_transformers):
     from smoothviz.models import default_model_path
-    path = default_model_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
-    with torch.no_grad():
-        out = model(**tok(reference, return_tensors="pt"), output_hidden_states=True, output_attentions=True)
-    assert np.allclose(base.baseline.hidden, torch.stack(out.hidden_states)[:, 0].numpy(), atol=1e-5)
-    assert np.allclose(base.baseline.attentions, torch.stack(out.attentions)[:, 0].numpy(), atol=1e-6)
+    matches_transformers(base, default_model_path(), reference)
 
 
 def test_excluding_special_tokens_uses_the_remaining_rows(reference):

@@ -88,7 +88,8 @@ class Mitigation:
     """Base of every mitigation config: frozen parameters plus what they do.
 
     Subclasses set ``name``, ``PARAMS`` and ``summary``, and override :meth:`intervention`
-    (changes inside the forward pass) and/or :meth:`fuse` (a fused output after it).
+    (changes inside the forward pass), :meth:`out_weights` (changed weights, for the
+    eigen-diagnostic) and/or :meth:`fuse` (a fused output after it).
     """
 
     name: ClassVar[str] = ""
@@ -104,6 +105,10 @@ class Mitigation:
         return dict(self.values)
 
     def intervention(self, ctx: ModelContext) -> Intervention | None:
+        return None
+
+    def out_weights(self, ctx: ModelContext) -> torch.Tensor | None:
+        """Attention output weights ``[L, d, h*d_h]`` the mitigated model uses; ``None``: its own."""
         return None
 
     def fuse(self, hidden: torch.Tensor, ctx: ModelContext) -> torch.Tensor | None:

@@ -56,19 +56,19 @@ class Spectral(Mitigation):
     PARAMS = {"mode": Param("choice", "clip-negative", choices=MODES)}
 
     def intervention(self, ctx):
-        if self["mode"] == "identity":
-            return None
         new = self.out_weights(ctx)
+        if new is None:
+            return None
 
         def out_weight(layer):
             return new[layer], ctx.b_o[layer]
         return Intervention(out_weight=out_weight)
 
-    def out_weights(self, ctx: ModelContext) -> torch.Tensor:
+    def out_weights(self, ctx: ModelContext) -> torch.Tensor | None:
         """The output weights the mitigated model uses (computed once per model and mode)."""
         mode = self["mode"]
         if mode == "identity":
-            return ctx.w_o
+            return None
         key = ("spectral", mode)
         if key not in ctx.derived:
             ctx.derived[key] = respectrum_out_weights(ctx.w_v, ctx.w_o, ctx.heads, mode)
