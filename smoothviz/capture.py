@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .metrics import singular_values
 from .models import ArchSpec, get_module
 
 Tensor = torch.Tensor
@@ -179,10 +180,7 @@ def block_weight_norm(model, spec: ArchSpec, n_layers: int) -> Tensor:
         block = blocks[layer % len(blocks)]
         mats = [p.detach().double().cpu() for name, p in block.named_parameters()
                 if p.dim() == 2 and "weight" in name]
-        # ‖W‖₂² is the top eigenvalue of the smaller Gram matrix: cheaper than an SVD.
-        grams = [m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m for m in mats]
-        out.append(max(torch.linalg.eigvalsh(g)[-1].clamp_min(0).sqrt() for g in grams) if mats
-                   else torch.tensor(0.0, dtype=torch.float64))
+        out.append(max(singular_values(m)[0] for m in mats) if mats else torch.tensor(0.0, dtype=torch.float64))
     return torch.stack(out)
 
 

@@ -11,6 +11,8 @@ import networkx as nx
 import numpy as np
 import torch
 
+from .metrics import singular_values
+
 Tensor = torch.Tensor
 
 AGGREGATIONS = ("mean",)  # or a head index
@@ -110,9 +112,8 @@ def rollout_ratio(A: Tensor) -> Tensor:
         products.append(R)
     if n < 2:
         return torch.full((L,), float("nan"), dtype=A.dtype)
-    R = torch.stack(products)
-    sq = torch.linalg.eigvalsh(R.transpose(-1, -2) @ R).flip(-1).clamp_min(0)  # σ² descending
-    return (sq[:, 1] / sq[:, 0].clamp_min(1e-300)).sqrt()
+    sv = singular_values(torch.stack(products))
+    return sv[:, 1] / sv[:, 0].clamp_min(1e-300)
 
 
 def attention_contraction_lambda(A: Tensor, steps: int = 16) -> Tensor:
