@@ -24,7 +24,7 @@ def test_shapes_and_attention_rows(base):
     assert r.hidden.shape == (7, n, 384) and r.attentions.shape == (6, 12, n, n)
     assert np.allclose(r.attentions.sum(-1), 1, atol=1e-5)
     assert r.similarity.shape == (7, n, n) and r.sv.shape == (7, n)
-    assert r.head_gap.shape == (6, 12) and r.head_eigs.shape == (6, 12, n)
+    assert r.head_gap.shape == (6, 12)
     assert r.value_eigs.shape == (6, 12, 32) and r.smooths.shape == (6, 12)
     assert ((r.layer_eigs >= 0) & (r.layer_eigs <= 2)).all()
     assert base.device == "cpu" and base.model == "default"

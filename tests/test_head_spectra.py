@@ -1,0 +1,102 @@
+"""The per-head spectral quantities against dense numpy eigendecompositions.
+
+The engine takes shortcuts for speed (Lanczos for Shi's λ, a subset solver for λ₂, bounds that
+settle most Dovonon verdicts without A's spectrum); each must give what the plain formula gives.
+"""
+import numpy as np
+import pytest
+import torch
+
+from smoothviz import capture, graph
+from smoothviz.analysis import _dovonon
+from smoothviz.bench import TEXT
+from smoothviz.handles import get_handle
+
+RNG = np.random.default_rng(7)
+
+
+def stochastic(k, n, sharpness, causal=False):
+    logits = RNG.normal(size=(k, n, n)) * sharpness
+    if causal:
+        logits = np.where(np.tril(np.ones((n, n))) > 0, logits, -np.inf)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return torch.from_numpy((e / e.sum(-1, keepdims=True)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """Real attention and value spectra of the default model at three lengths."""
+    handle = get_handle("default", "cpu")
+    out = {}
+    for n in (5, 27, 128):
+        inputs, _, _ = handle.encode(TEXT, n, [])
+        out[n] = capture.run(handle.model, inputs).attentions.float()
+    return out, handle.value_eigs()
+
+
+def dovonon_by_hand(A: np.ndarray, lam_h: np.ndarray) -> np.ndarray:
+    """RESEARCH §3.4 literally: the largest |1 + λ^A_i λ^H_j| over all pairs; smooths if i is A's eigenvalue 1."""
+    out = np.zeros(A.shape[:2], dtype=bool)
+    for l in range(A.shape[0]):
+        for h in range(A.shape[1]):
+            ev = np.linalg.eigvals(A[l, h].astype(np.float64))
+            update = np.abs(1 + ev[:, None] * lam_h[l, h][None, :])
+            i = np.unravel_index(update.argmax(), update.shape)[0]
+            out[l, h] = i == np.abs(ev - 1).argmin() or abs(ev[i] - 1) < 1e-5
+    return out
+
+
+def test_dovonon_matches_every_pair_on_the_default_model(minilm):
+    attentions, value_eigs = minilm
+    for n, A in attentions.items():
+        fast = _dovonon(A, value_eigs).numpy()
+        assert (fast == dovonon_by_hand(A.numpy(), value_eigs.numpy())).all(), n
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dovonon_matches_every_pair_on_random_heads(causal):
+    """Sharp and flat attention with value spectra that both smooth and sharpen."""
+    L, h, n, d = 3, 8, 24, 6
+    A = torch.cat([stochastic(1, n, s, causal) for s in (0.05, 1.0, 4.0) for _ in range(h)]).reshape(L, h, n, n)
+    lam = RNG.normal(size=(L, h, d)) * RNG.uniform(0.2, 3, size=(L, h, 1)) + 1j * RNG.normal(size=(L, h, d))
+    lam[0, :4] = -np.abs(lam[0, :4].real) * 1.5  # negative spectra favour a non-Perron pairing
+    lam = torch.from_numpy(lam.astype(np.complex64))
+    fast = _dovonon(A, lam).numpy()
+    by_hand = dovonon_by_hand(A.numpy(), lam.numpy())
+    assert (fast == by_hand).all()
+    assert by_hand.any() and not by_hand.all()  # the case covers both verdicts
+
+
+def test_subdominant_bound_covers_every_other_eigenvalue():
+    for n in (2, 3, 10, 60):
+        for sharpness in (0.05, 1.0, 5.0, 30.0):
+            A = stochastic(40, n, sharpness)
+            second = np.sort(np.abs(np.linalg.eigvals(A.numpy().astype(np.float64))), -1)[:, -2]
+            assert (second <= graph.subdominant_bound(A).numpy()).all()
+    two = torch.tensor([[[0.8, 0.2], [0.3, 0.7]]])  # eigenvalues 1 and 0.5; Doeblin: 1 − 0.3 − 0.2
+    assert graph.subdominant_bound(two).item() == pytest.approx(0.5, rel=1e-3)
+
+
+def shi_by_hand(A: np.ndarray) -> np.ndarray:
+    n = A.shape[-1]
+    P = np.eye(n) - np.ones((n, n)) / n
+    M = np.swapaxes(A, -1, -2) @ P @ A
+    return np.linalg.eigvalsh(M.astype(np.float64))[..., -1].max(-1)
+
+
+def test_shi_lambda_matches_a_dense_eigendecomposition(minilm):
+    attentions, _ = minilm
+    cases = list(attentions.values()) + [stochastic(12, 40, s).reshape(3, 4, 40, 40) for s in (0.1, 1.0, 6.0)]
+    for A in cases:
+        assert graph.attention_contraction_lambda(A).numpy() == pytest.approx(shi_by_hand(A.numpy()), rel=1e-5)
+
+
+def test_spectral_gaps_match_the_full_laplacian_spectrum(minilm):
+    attentions, _ = minilm
+    cases = [graph.symmetrize(A, "sym") for A in attentions.values()]
+    cases += [graph.symmetrize(stochastic(6, n, 2.0), mode) for n in (2, 5, 63, 64, 130) for mode in ("sym", "ata")]
+    for S in cases:
+        L = graph.normalized_laplacian(S.double()).numpy()
+        expected = np.clip(np.linalg.eigvalsh(L)[..., 1], 0, 2)
+        assert graph.spectral_gaps(S).numpy() == pytest.approx(expected, abs=2e-5)
+    assert np.isnan(graph.spectral_gaps(torch.ones(3, 1, 1)).numpy()).all()  # one node: undefined
