@@ -17,12 +17,24 @@ import state
 from smoothviz import figures, report
 from smoothviz.graph import to_networkx
 
+PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
 st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
 URL = controls.URL
 THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 # Interventions inside the forward pass: a frozen pretrained model never saw such states.
 IN_FORWARD = {"neutreno", "attnscale", "contranorm", "no-residual", "spectral"}
 PLAY_SECONDS = 1.2
+
+
+def timed(name: str, fn):
+    """``fn`` logging its server time (``SMOOTHVIZ_TIMINGS=1``): what a fragment rerun costs."""
+    def run(*args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            state.log_time(name, start)
+    return run
 
 settings, img = controls.sidebar()
 
@@ -160,7 +172,7 @@ def layer_views(analysis, picked) -> None:
 st.header("2 · One layer, side by side", anchor="layer")
 playing = st.toggle("▶ Play through the layers", key="play", disabled=L == 1,
                     help="Steps the layer slider every second; switch off to stop.")
-st.fragment(layer_views, run_every=PLAY_SECONDS if playing else None)(analysis, picked)
+st.fragment(timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(analysis, picked)
 
 # --------------------------------------------------------------------------- 3 · trajectories
 st.header("3 · Token trajectories", anchor="trajectories")
@@ -193,7 +205,7 @@ def atlas(analysis, picked) -> None:
 
 st.header("4 · Head × layer atlas", anchor="atlas")
 caption("atlas", "attention-is-a-graph")
-st.fragment(atlas)(analysis, picked)
+st.fragment(timed("atlas", atlas))(analysis, picked)
 
 # --------------------------------------------------------------------------- 5 · singular values
 st.header("5 · Singular-value spectra", anchor="sv")
@@ -214,3 +226,4 @@ c2.download_button("Metrics (JSON)", json.dumps(analysis.to_json(), indent=1), "
 report_layer = st.session_state.get("layer", L)
 c3.download_button("Report (one HTML file, works offline)", lambda: report.build_report(analysis, report_layer),
                    "smoothviz-report.html", "text/html", on_click="ignore", width="stretch")
+state.log_time("page", PAGE_START)

@@ -11,7 +11,9 @@ import ast
 import json
 import logging
 import os
+import sys
 import threading
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -22,6 +24,13 @@ from smoothviz.settings import SETTINGS
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 log = logging.getLogger("smoothviz.app")
+TIMINGS = os.environ.get("SMOOTHVIZ_TIMINGS") == "1"  # one stderr line per page run, fragment run, warm-up
+
+
+def log_time(name: str, start: float) -> None:
+    """With ``SMOOTHVIZ_TIMINGS=1``: ``smoothviz-timing NAME MS ms`` on stderr, the server's own time."""
+    if TIMINGS:
+        print(f"smoothviz-timing {name} {1000 * (time.perf_counter() - start):.1f} ms", file=sys.stderr, flush=True)
 
 
 def _serialise_ast_parse() -> None:
@@ -106,10 +115,12 @@ def warm_up() -> threading.Thread:
     import pandas  # noqa: F401
 
     def work():
+        start = time.perf_counter()
         try:
             projection.warm_up()
         except Exception:  # a failed warm-up only costs time later
             log.exception("UMAP warm-up failed")
+        log_time("umap-warm-up", start)
 
     thread = threading.Thread(target=work, name="smoothviz-umap-warm-up", daemon=True)
     thread.start()
