@@ -65,7 +65,7 @@ def aggregate(A: Tensor, head: int | None) -> Tensor:
 def symmetrize(A: Tensor, mode: str) -> Tensor:
     """(A + Aᵀ)/2 or AᵀA, batched."""
     At = A.transpose(-1, -2)
-    return (A + At) / 2 if mode == "sym" else At @ A
+    return (A + At).mul_(0.5) if mode == "sym" else At @ A
 
 
 def normalized_adjacency(S: Tensor) -> Tensor:
@@ -168,9 +168,9 @@ def attention_contraction_lambda(A: Tensor, steps: int = 24, rtol: float = 1e-6)
 
     Batched Lanczos with full reorthogonalisation on the operator v ↦ Aᵀ P A v (each step reads A
     twice; a dense eigendecomposition of every head would cost more than the forward pass). The
-    top Ritz value only grows towards λ, fast once it converges: from step 4, every second step
-    compares each layer's maximum over heads with the previous check and stops when none moved by
-    more than ``rtol`` (relative); it is exact once ``steps ≥ n``.
+    top Ritz value only grows towards λ, fast once it converges: from step 4, each step compares
+    each layer's maximum over heads with the step before and stops when none moved by more than
+    ``rtol`` (relative); it is exact once ``steps ≥ n``.
     """
     n = A.shape[-1]
     k = min(steps, n)
@@ -194,7 +194,7 @@ def attention_contraction_lambda(A: Tensor, steps: int = 24, rtol: float = 1e-6)
         beta = w.norm(dim=-2, keepdim=True)
         betas.append(beta[..., 0, 0])
         q = w / beta.clamp_min(1e-30)
-        if j == k or (j >= 4 and j % 2 == 0):
+        if j == k or j >= 4:
             lam = torch.linalg.eigvalsh(_tridiagonal(alphas, betas[:-1]))[..., -1].amax(-1)
             if j == k or (previous is not None and bool(((lam - previous).abs() <= rtol * lam.abs()).all())):
                 return lam.to(A.dtype)
