@@ -337,26 +337,24 @@ def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
 
     A non-Perron pairing reaches at most 1 + r·max_j |λ^H_j| when every eigenvalue of A but its
     Perron 1 has modulus ≤ r; a head whose Perron pairing max_j |1 + λ^H_j| is at least that
-    smooths whatever those eigenvalues are. Two such tests settle heads in O(n²) each: r = 1 (A is
-    row-stochastic), then r from :func:`graph.subdominant_bound`. Only the heads left need A's
+    smooths whatever those eigenvalues are. :func:`graph.subdominant_bound` gives such an r in
+    O(n²) (r ≤ 1 for a stochastic A), which settles most heads; only the heads left need A's
     spectrum (its diagonal when A is triangular, i.e. causal; otherwise one general
     eigendecomposition each, the costly part: bounds from A², A⁴… settle a few more heads, but
     their float64 products cost about what the eigendecompositions they save would).
 
     Args:
-        A: ``[L, h, n, n]`` row-stochastic; value_eigs: ``[L, h, d_h]`` complex.
+        A: ``[L, h, n, n]``, rows summing to 1; value_eigs: ``[L, h, d_h]`` complex.
     """
     L, h = A.shape[:2]
     lam_h = value_eigs.to(torch.complex64).flatten(0, 1)                 # [L·h, d_h]
     perron_best = (1 + lam_h).abs().amax(-1).double()
     reach = lam_h.abs().amax(-1).double()
-    smooths = (1 + reach - perron_best) <= 1e-6 * (1 + reach)          # r = 1 (ties count as smoothing)
     flat = A.flatten(0, 1)
+    stochastic = flat.amin(-1).amin(-1) >= 0                              # then every |λ^A| ≤ 1
+    smooths = stochastic & ((1 + reach - perron_best) <= 1e-6 * (1 + reach))  # ties count as smoothing
+    smooths |= 1 + graph.subdominant_bound(flat).double() * reach <= perron_best * (1 - 1e-6)
     todo = (~smooths).nonzero().squeeze(-1)
-    r = graph.subdominant_bound(flat[todo])
-    done = 1 + r * reach[todo] <= perron_best[todo] * (1 - 1e-6)
-    smooths[todo[done]] = True
-    todo = todo[~done]
     if todo.numel():
         attn_eigs = _eigenvalues(flat[todo])                              # [k, n]
         lam = lam_h[todo]

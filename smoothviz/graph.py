@@ -136,16 +136,19 @@ def distance_from_uniform(A: Tensor) -> Tensor:
 
 
 def subdominant_bound(P: Tensor) -> Tensor:
-    """An upper bound on |λ| for every eigenvalue of a row-stochastic ``P`` but one Perron 1, ``[...]``.
+    """An upper bound on |λ| for every eigenvalue of ``P`` but one Perron 1, ``[...]``.
 
-    Brauer: with ``v = Pᵀ1/n`` (so vᵀ1 = 1), ``B = P − 1vᵀ`` has P's eigenvalues with that 1
-    replaced by 0, so any matrix norm of B bounds the rest (Frobenius, max row and column sums);
-    so does Doeblin's coefficient ``1 − Σ_k min_i P_ik``, which bounds Dobrushin's τ₁(P).
-    The result is raised by 1e-4 (relative) and 1e-6 to cover float32 rounding.
+    ``P`` has rows summing to 1 (P1 = 1), its entries may be negative (AttnScale's A′). Brauer:
+    with ``v = Pᵀ1/n`` (so vᵀ1 = 1), ``B = P − 1vᵀ`` has P's eigenvalues with that 1 replaced by
+    0, so any matrix norm of B bounds the rest (Frobenius, max row and column sums). For a
+    nonnegative P, so do 1 (P is stochastic) and Doeblin's coefficient ``1 − Σ_k min_i P_ik``,
+    which bounds Dobrushin's τ₁(P). The result is raised by 1e-4 (relative) and 1e-6 to cover
+    float32 rounding.
     """
     B = (P - P.mean(-2, keepdim=True)).abs_()
-    norms = torch.stack([torch.linalg.vector_norm(B, dim=(-2, -1)), B.sum(-1).amax(-1), B.sum(-2).amax(-1),
-                         1 - P.amin(-2).sum(-1)])
+    stochastic = P.amin(-1).amin(-1) >= 0
+    doeblin = torch.where(stochastic, (1 - P.amin(-2).sum(-1)).clamp_max(1), torch.full_like(B[..., 0, 0], torch.inf))
+    norms = torch.stack([torch.linalg.vector_norm(B, dim=(-2, -1)), B.sum(-1).amax(-1), B.sum(-2).amax(-1), doeblin])
     return norms.amin(0).clamp_min(0) * (1 + 1e-4) + 1e-6
 
 

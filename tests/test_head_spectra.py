@@ -67,12 +67,30 @@ def test_dovonon_matches_every_pair_on_random_heads(causal):
     assert by_hand.any() and not by_hand.all()  # the case covers both verdicts
 
 
+def test_dovonon_matches_every_pair_with_attnscale_attention():
+    """AttnScale's A′ = A_DC + (1 + ω)(A − A_DC) has negative entries and eigenvalues beyond 1."""
+    L, h, n, d = 2, 6, 16, 5
+    A = stochastic(L * h, n, 2.0)
+    A = (1 / n + 3.0 * (A - 1 / n)).reshape(L, h, n, n)  # ω = 2
+    assert (A < 0).any() and (np.abs(np.linalg.eigvals(A.numpy().astype(np.float64))) > 1.01).any()
+    lam = torch.from_numpy((RNG.uniform(0.05, 0.6, size=(L, h, d)) * RNG.choice([-1, 1], size=(L, h, d)))
+                           .astype(np.complex64))
+    fast = _dovonon(A, lam).numpy()
+    by_hand = dovonon_by_hand(A.numpy(), lam.numpy())
+    assert (fast == by_hand).all()
+    assert not by_hand.all()
+
+
 def test_subdominant_bound_covers_every_other_eigenvalue():
     for n in (2, 3, 10, 60):
         for sharpness in (0.05, 1.0, 5.0, 30.0):
             A = stochastic(40, n, sharpness)
             second = np.sort(np.abs(np.linalg.eigvals(A.numpy().astype(np.float64))), -1)[:, -2]
             assert (second <= graph.subdominant_bound(A).numpy()).all()
+    for omega in (0.5, 2.0):  # AttnScale: negative entries, rows still summing to 1
+        A = 1 / 30 + (1 + omega) * (stochastic(40, 30, 2.0) - 1 / 30)
+        second = np.sort(np.abs(np.linalg.eigvals(A.numpy().astype(np.float64))), -1)[:, -2]
+        assert (second <= graph.subdominant_bound(A).numpy()).all()
     two = torch.tensor([[[0.8, 0.2], [0.3, 0.7]]])  # eigenvalues 1 and 0.5; Doeblin: 1 − 0.3 − 0.2
     assert graph.subdominant_bound(two).item() == pytest.approx(0.5, rel=1e-3)
 
