@@ -128,7 +128,7 @@ class Analysis:
         r = self.runs()[run]
         if not 1 <= layer <= self.n_layers:
             raise AnalysisError(f"layer must be in 1..{self.n_layers}, got {layer}")
-        A = graph.restrict(torch.from_numpy(r.attentions[layer - 1]).double(), torch.tensor(self.keep))
+        A = graph.restrict(torch.tensor(r.attentions[layer - 1], dtype=torch.float64), torch.tensor(self.keep))
         A = graph.aggregate(A.unsqueeze(0), head if head is not None else self.options.head)[0]
         W = A if directed else graph.symmetrize(A, self.options.symmetrize)
         return graph.to_networkx(W.numpy(), self.labels, top_k=top_k, directed=directed)
@@ -240,6 +240,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     if projection != "none":
         runs = [baseline.hidden[:, keep]] + ([mitigated.hidden[:, keep]] if mitigated else [])
         coords, method, note = project(runs, projection, normalize_projection)
+        coords.setflags(write=False)
         if note:
             notes.append(note)
     return Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
@@ -294,15 +295,22 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     if fused is not None:
         F = fused[idx].double().cpu().unsqueeze(0)
         rows.append(_row("fused", metrics.hidden_metrics(F), 0, metrics.dirichlet(F, S[-1:])))  # last layer's graph
-        fused_np = fused.float().cpu().numpy()
-    f32 = lambda t: None if t is None else t.float().cpu().numpy()  # noqa: E731
+        fused_np = _frozen(fused.float())
+    f32 = lambda t: None if t is None else _frozen(t.float())  # noqa: E731
     return Run(rows=rows, hidden=f32(trace.hidden), attentions=f32(trace.attentions),
                similarity=f32(metrics.similarity(H)), sv=f32(hm["sv"]), layer_graph=f32(S),
                layer_eigs=f32(eigs), fiedler=f32(graph.fiedler(vecs)), head_gap=f32(head_gap),
                head_entropy=f32(graph.row_entropy(A)),
                head_uniform=f32(graph.distance_from_uniform(A)), rollout=f32(rollout),
-               shi_v=f32(shi_v), dm_ratio=f32(dm_ratio), value_eigs=value_eigs.cpu().numpy(),
-               smooths=None if smooths is None else smooths.cpu().numpy(), fused=fused_np)
+               shi_v=f32(shi_v), dm_ratio=f32(dm_ratio), value_eigs=_frozen(value_eigs),
+               smooths=None if smooths is None else _frozen(smooths), fused=fused_np)
+
+
+def _frozen(t: torch.Tensor) -> np.ndarray:
+    """A numpy view that refuses writes: an analysis is shared as is by every session of the app."""
+    array = t.cpu().numpy()
+    array.setflags(write=False)
+    return array
 
 
 _STATE_METRICS = ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank",

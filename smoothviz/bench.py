@@ -99,7 +99,7 @@ def bertviz_head_view(result) -> tuple[float, int] | None:
         from bertviz import head_view
     except ImportError:
         return None
-    attn = tuple(torch.from_numpy(a).unsqueeze(0) for a in result.baseline.attentions)
+    attn = tuple(torch.tensor(a).unsqueeze(0) for a in result.baseline.attentions)
     start = time.perf_counter()
     html = head_view(attn, result.tokens, html_action="return")
     return time.perf_counter() - start, len(html.data)

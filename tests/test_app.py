@@ -1,6 +1,6 @@
 """The dashboard through Streamlit's AppTest: opens on the worked example, reacts, survives bad input.
 
-Analyses are cached process-wide (st.cache_data), so after the first test most runs are hits.
+Analyses are cached process-wide (st.cache_resource), so after the first test most runs are hits.
 """
 import json
 from pathlib import Path
