@@ -41,7 +41,7 @@ def block(layer, x, *, probs=None, ctx=None, branch=None):
 
 
 def states(result, run="mitigated"):
-    return torch.from_numpy(result.runs()[run].hidden).double()
+    return torch.tensor(result.runs()[run].hidden, dtype=torch.float64)
 
 
 def test_neutreno_matches_its_formula(bert, reference):
@@ -116,7 +116,7 @@ def test_softdecay_last_and_every(reference):
     base = smoothviz.analyze(reference, device="cpu")
     last = smoothviz.analyze(reference, mitigation="softdecay", device="cpu")
     assert np.array_equal(last.mitigated.hidden[:6], base.baseline.hidden[:6])
-    expected = soft_decay(torch.from_numpy(base.baseline.hidden[6]).double(), -0.6)
+    expected = soft_decay(torch.tensor(base.baseline.hidden[6], dtype=torch.float64), -0.6)
     assert np.allclose(last.mitigated.hidden[6], expected.numpy(), atol=1e-5)
     assert last.mitigated.rows[6]["sv_skewness"] < base.baseline.rows[6]["sv_skewness"]
     every = smoothviz.analyze(reference, mitigation="softdecay", params={"where": "every"}, device="cpu")
