@@ -25,17 +25,6 @@ THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 IN_FORWARD = {"neutreno", "attnscale", "contranorm", "no-residual", "spectral"}
 PLAY_SECONDS = 1.2
 
-
-def timed(name: str, fn):
-    """``fn`` logging its server time (``SMOOTHVIZ_TIMINGS=1``): what a fragment rerun costs."""
-    def run(*args):
-        start = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            state.log_time(name, start)
-    return run
-
 settings, img = controls.sidebar()
 
 
@@ -172,7 +161,7 @@ def layer_views(analysis, picked) -> None:
 st.header("2 · One layer, side by side", anchor="layer")
 playing = st.toggle("▶ Play through the layers", key="play", disabled=L == 1,
                     help="Steps the layer slider every second; switch off to stop.")
-st.fragment(timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(analysis, picked)
+st.fragment(state.timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(analysis, picked)
 
 # --------------------------------------------------------------------------- 3 · trajectories
 st.header("3 · Token trajectories", anchor="trajectories")
@@ -205,7 +194,7 @@ def atlas(analysis, picked) -> None:
 
 st.header("4 · Head × layer atlas", anchor="atlas")
 caption("atlas", "attention-is-a-graph")
-st.fragment(timed("atlas", atlas))(analysis, picked)
+st.fragment(state.timed("atlas", atlas))(analysis, picked)
 
 # --------------------------------------------------------------------------- 5 · singular values
 st.header("5 · Singular-value spectra", anchor="sv")

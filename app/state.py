@@ -36,6 +36,17 @@ def log_time(name: str, start: float) -> None:
         print(f"smoothviz-timing {name} {1000 * (time.perf_counter() - start):.1f} ms", file=sys.stderr, flush=True)
 
 
+def timed(name: str, fn):
+    """``fn`` logging its server time under ``name`` (``SMOOTHVIZ_TIMINGS=1``)."""
+    def run(*args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            log_time(name, start)
+    return run
+
+
 def _serialise_ast_parse() -> None:
     """Make ``ast.parse`` one-at-a-time in this process.
 
@@ -133,13 +144,11 @@ def warm_up() -> threading.Thread:
     import pandas  # noqa: F401
 
     def work():
-        start = time.perf_counter()
         try:
             projection.warm_up()
         except Exception:  # a failed warm-up only costs time later
             log.exception("UMAP warm-up failed")
-        log_time("umap-warm-up", start)
 
-    thread = threading.Thread(target=work, name="smoothviz-umap-warm-up", daemon=True)
+    thread = threading.Thread(target=timed("umap-warm-up", work), name="smoothviz-umap-warm-up", daemon=True)
     thread.start()
     return thread

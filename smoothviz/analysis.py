@@ -359,8 +359,8 @@ def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     perron_best = (1 + lam_h).abs().amax(-1).double()
     reach = lam_h.abs().amax(-1).double()
     flat = A.flatten(0, 1)
-    stochastic = flat.amin(-1).amin(-1) >= 0                              # then every |λ^A| ≤ 1
-    smooths = stochastic & ((1 + reach - perron_best) <= 1e-6 * (1 + reach))  # ties count as smoothing
+    # Every |λ^A| ≤ 1 for a stochastic head: a Perron pairing that reaches 1 + max|λ^H| wins (ties too).
+    smooths = graph.is_stochastic(flat) & ((1 + reach - perron_best) <= 1e-6 * (1 + reach))
     smooths |= 1 + graph.subdominant_bound(flat).double() * reach <= perron_best * (1 - 1e-6)
     todo = (~smooths).nonzero().squeeze(-1)
     if todo.numel():

@@ -135,6 +135,11 @@ def distance_from_uniform(A: Tensor) -> Tensor:
     return (A - 1.0 / A.shape[-1]).norm(dim=(-2, -1))
 
 
+def is_stochastic(P: Tensor) -> Tensor:
+    """Per matrix: no negative entry (rows summing to 1 then make it stochastic, every |λ| ≤ 1)."""
+    return P.amin(-1).amin(-1) >= 0
+
+
 def subdominant_bound(P: Tensor) -> Tensor:
     """An upper bound on |λ| for every eigenvalue of ``P`` but one Perron 1, ``[...]``.
 
@@ -146,8 +151,7 @@ def subdominant_bound(P: Tensor) -> Tensor:
     float32 rounding.
     """
     B = (P - P.mean(-2, keepdim=True)).abs_()
-    stochastic = P.amin(-1).amin(-1) >= 0
-    doeblin = torch.where(stochastic, (1 - P.amin(-2).sum(-1)).clamp_max(1), torch.full_like(B[..., 0, 0], torch.inf))
+    doeblin = torch.where(is_stochastic(P), (1 - P.amin(-2).sum(-1)).clamp_max(1), torch.full_like(B[..., 0, 0], torch.inf))
     norms = torch.stack([torch.linalg.vector_norm(B, dim=(-2, -1)), B.sum(-1).amax(-1), B.sum(-2).amax(-1), doeblin])
     return norms.amin(0).clamp_min(0) * (1 + 1e-4) + 1e-6
 
