@@ -19,10 +19,17 @@ def _unit_rows(H: Tensor) -> Tensor:
     return H / H.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
 
-def similarity(H: Tensor) -> Tensor:
-    """Cosine similarity of every token pair, ``[..., n, n]``."""
-    U = _unit_rows(H)
-    return U @ U.transpose(-1, -2)
+def gram(H: Tensor) -> Tensor:
+    """Inner products of every token pair, ``H Hᵀ`` ``[..., n, n]``: similarity, the Dirichlet
+    energy and (for n ≤ d) the singular values all read it, so the analysis computes it once."""
+    return H @ H.transpose(-1, -2)
+
+
+def similarity(H: Tensor, G: Tensor | None = None) -> Tensor:
+    """Cosine similarity of every token pair, ``[..., n, n]`` (from ``G = gram(H)`` when given)."""
+    G = gram(H) if G is None else G
+    inv = torch.diagonal(G, dim1=-2, dim2=-1).sqrt().clamp_min(1e-30).reciprocal()
+    return G * inv.unsqueeze(-1) * inv.unsqueeze(-2)
 
 
 def cosine_mean(H: Tensor) -> Tensor:
@@ -64,15 +71,19 @@ def hfc_lfc(H: Tensor) -> Tensor:
     return torch.where(low > 0, high / low.clamp_min(1e-300), torch.full_like(high, float("inf")))
 
 
-def singular_values(H: Tensor) -> Tensor:
+def singular_values(H: Tensor, G: Tensor | None = None) -> Tensor:
     """σ_1 ≥ … ≥ σ_k of each matrix, ``[..., k]`` with k = min(n, d).
 
     From the eigenvalues of the smaller Gram matrix (float64: σ down to ~1e-7·σ₁ stay exact,
-    far below the 1e-3 rank threshold); several times faster than an SVD.
+    far below the 1e-3 rank threshold); several times faster than an SVD. ``G = gram(H)`` is
+    used when given and n ≤ d.
     """
     n, d = H.shape[-2:]
-    gram = H @ H.transpose(-1, -2) if n <= d else H.transpose(-1, -2) @ H
-    return torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0).sqrt()
+    if n <= d:
+        small = gram(H) if G is None else G
+    else:
+        small = H.transpose(-1, -2) @ H
+    return torch.linalg.eigvalsh(small).flip(-1).clamp_min(0).sqrt()
 
 
 def spectrum_metrics(sv: Tensor) -> dict[str, Tensor]:
@@ -102,18 +113,23 @@ def _even_median(x: Tensor) -> Tensor:
     return (s[..., k - 1] + s[..., k]) / 2
 
 
-def dirichlet(H: Tensor, S: Tensor) -> Tensor:
-    """½ Σ_ij S_ij ‖h_i − h_j‖² / Σ_i ‖h_i‖² for token matrices ``[..., n, d]`` and graphs ``[..., n, n]``."""
-    sq = (H * H).sum(-1)  # [..., n]
-    gram = H @ H.transpose(-1, -2)
-    dist = sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * gram
+def dirichlet(H: Tensor, S: Tensor, G: Tensor | None = None) -> Tensor:
+    """½ Σ_ij S_ij ‖h_i − h_j‖² / Σ_i ‖h_i‖² for token matrices ``[..., n, d]`` and graphs
+    ``[..., n, n]`` (from ``G = gram(H)`` when given)."""
+    G = gram(H) if G is None else G
+    sq = torch.diagonal(G, dim1=-2, dim2=-1)  # ‖h_i‖², [..., n]
+    dist = sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * G
     return 0.5 * (S * dist.clamp_min(0)).sum((-1, -2)) / sq.sum(-1).clamp_min(1e-30)
 
 
 def hidden_metrics(H: Tensor) -> dict[str, Tensor]:
-    """Every per-state metric of §2 except the graph ones, for ``H [..., n, d]`` (float64)."""
+    """Every per-state metric of §2 except the graph ones, for ``H [..., n, d]`` (float64).
+
+    Besides the metrics: ``sv`` (σ/σ₁), ``similarity`` and ``gram`` (for :func:`dirichlet`).
+    """
     H = H.double()
-    sv = singular_values(H)
+    G = gram(H)
+    sv = singular_values(H, G)
     out = {
         "cosine_mean": cosine_mean(H),
         "cls_cosine": cls_cosine(H),
@@ -121,5 +137,5 @@ def hidden_metrics(H: Tensor) -> dict[str, Tensor]:
         "hfc_lfc": hfc_lfc(H),
         **spectrum_metrics(sv),
     }
-    out["sv"] = sv / sv[..., :1].clamp_min(1e-30)
+    out.update(sv=sv / sv[..., :1].clamp_min(1e-30), similarity=similarity(H, G), gram=G)
     return out
