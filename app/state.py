@@ -5,7 +5,8 @@ analyses (graphs, metrics and the projection together) are cached here with ``st
 keyed on every setting, so a second visit to the same settings is instant and moving the layer
 slider only re-slices arrays that are already in memory. An analysis is immutable (its arrays
 refuse writes), so every session reads the same object: ``st.cache_data`` would pickle it on
-every rerun (190 MB and 90 ms at 512 tokens).
+every rerun (190 MB and 90 ms at 512 tokens). :class:`_Ledger` bounds that cache by bytes as well
+as by entries.
 """
 from __future__ import annotations
 
@@ -69,8 +70,13 @@ def _serialise_ast_parse() -> None:
 _serialise_ast_parse()
 
 
-# Bounded: at 128 tokens on the default model one entry is ~15 MB, so the cache stays under ~0.5 GB.
-@st.cache_resource(max_entries=int(os.environ.get("SMOOTHVIZ_CACHE_ENTRIES", "32")), ttl=3600, show_spinner=False)
+CACHE_ENTRIES = int(os.environ.get("SMOOTHVIZ_CACHE_ENTRIES", "32"))
+CACHE_BYTES = int(float(os.environ.get("SMOOTHVIZ_CACHE_MB", "2048")) * 2**20)
+CACHE_TTL = 3600  # seconds
+
+
+# Bounded by _Ledger: one entry is ~1 MB at 27 tokens, ~14 MB at 128 and ~190 MB at 512 (MiniLM).
+@st.cache_resource(ttl=CACHE_TTL, show_spinner=False)
 def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab: dict | None = None,
                  mitigation: str | None = "neutreno", params: dict | None = None, head: int | None = None,
                  symmetrize: str = "sym", exclude_special: bool = False,
@@ -88,6 +94,44 @@ def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab
                              max_tokens=SETTINGS.max_tokens)
 
 
+class _Ledger:
+    """What :func:`run_analysis` holds, least recently used first: at most ``CACHE_ENTRIES``
+    analyses and ``CACHE_BYTES`` bytes (``SMOOTHVIZ_CACHE_MB``).
+
+    Streamlit bounds a cache by its number of entries only, and one 512-token analysis weighs
+    as much as a hundred short ones; so every use is recorded here, and the oldest entries are
+    cleared from Streamlit's cache by their settings until both bounds hold. The newest entry
+    always stays, whatever its size. Entries past the cache's TTL are forgotten (Streamlit
+    dropped them already).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[dict, int, float]] = {}  # key → (settings, bytes, last use)
+
+    def use(self, settings: dict, analysis: smoothviz.Analysis) -> None:
+        key = json.dumps(settings, sort_keys=True, default=str)
+        now = time.monotonic()
+        with self._lock:
+            self._entries.pop(key, None)  # re-insert: dicts keep insertion order, oldest first
+            self._entries[key] = (settings, analysis.nbytes, now)
+            stale = [k for k, (_, _, used) in self._entries.items() if now - used > CACHE_TTL]
+            evict = [self._entries.pop(k)[0] for k in stale]
+            while len(self._entries) > 1 and (len(self._entries) > CACHE_ENTRIES or self.bytes() > CACHE_BYTES):
+                evict.append(self._entries.pop(next(iter(self._entries)))[0])
+        for old in evict:
+            run_analysis.clear(**old)
+
+    def bytes(self) -> int:
+        return sum(size for _, size, _ in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+ledger = _Ledger()
+
+
 def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
     """Run (or fetch) the analysis; show progress on a miss and ``st.error`` on bad input."""
     what = "Loading the model and analysing the sentence"
@@ -95,7 +139,9 @@ def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
         what += ", then projecting every layer with UMAP"
     try:
         with st.spinner(what + "…", show_time=True):  # the spinner only appears after 0.5 s: hits stay silent
-            return run_analysis(**settings)
+            analysis = run_analysis(**settings)
+        ledger.use(settings, analysis)
+        return analysis
     except ValueError as err:  # AnalysisError, ModelError, MitigationError: messages meant for users
         st.error(str(err), icon=":material/error:")
     except Exception as err:  # never a traceback in the page; the log keeps it

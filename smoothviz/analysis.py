@@ -119,6 +119,12 @@ class Analysis:
         """Display labels of the kept tokens."""
         return [_display(self.tokens[i]) for i in self.keep]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays of both runs and the projection (what a cache of it costs)."""
+        arrays = [v for r in self.runs().values() for v in vars(r).values() if isinstance(v, np.ndarray)]
+        return sum(a.nbytes for a in arrays) + (0 if self.projection is None else self.projection.nbytes)
+
     def runs(self) -> dict[str, Run]:
         return {"baseline": self.baseline, **({"mitigated": self.mitigated} if self.mitigated else {})}
 

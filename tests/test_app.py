@@ -248,3 +248,22 @@ def test_lab_presets(at, preset):
     assert at.toggle(key="lab_residual").value is settings["lab"]["residual"]
     assert any("32 layers" in c.value for c in at.caption)
     assert metric(at, "cosine_mean").label == "cosine_mean · layer 32"
+
+
+def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
+    """The oldest analyses leave Streamlit's cache once the bytes they hold pass the budget."""
+    import sys
+    sys.path.insert(0, str(APP))
+    import state
+    monkeypatch.setattr(state, "ledger", state._Ledger())
+    settings = [dict(text=t, mitigation="none", projection="none") for t in
+                ("A first sentence that is somewhat longer than the others here.", "A second one.", "Third.")]
+    first, second = (state.analysis_or_error(s) for s in settings[:2])
+    monkeypatch.setattr(state, "CACHE_BYTES", first.nbytes + second.nbytes)  # room for these two
+    assert state.run_analysis(**settings[0]) is first and len(state.ledger) == 2
+    state.analysis_or_error(settings[0])                   # used again: now the newest
+    third = state.analysis_or_error(settings[2])
+    assert len(state.ledger) == 2 and state.ledger.bytes() == first.nbytes + third.nbytes
+    assert state.run_analysis(**settings[0]) is first      # kept
+    assert state.run_analysis(**settings[2]) is third      # kept
+    assert state.run_analysis(**settings[1]) is not second  # the least recently used: computed anew
