@@ -78,6 +78,31 @@ def _thin(count: int, limit: int = MAX_TICKS) -> int:
     return max(1, math.ceil(count / limit))
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _log_ticks(values) -> dict:
+    """Axis settings for a log axis over ``values``: ticks at 1, 2, 5 × 10ᵏ when they span at most
+    three decades (plotly's own minor-digit labels crowd into each other there), else powers of ten."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0 or v.max() / v.min() > 1e3:
+        return dict(exponentformat="power")
+    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
+    ticks = [m * 10.0 ** k for k in range(lo, hi + 1) for m in (1, 2, 5) if v.min() / 1.3 <= m * 10.0 ** k <= v.max() * 1.3]
+    if len(ticks) < 2:  # within one 1-2-5 step: leave it to plotly
+        return dict(exponentformat="power")
+    return dict(tickvals=ticks, ticktext=[_tick_text(t) for t in ticks])
+
+
+def _tick_text(value: float) -> str:
+    if 1e-3 <= value < 1e4:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.0e}".split("e")
+    power = f"10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+    return power if mantissa == "1" else f"{mantissa}×{power}"
+
+
 def _runs(analysis) -> dict:
     return analysis.runs()
 
@@ -127,8 +152,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
     for i, m in enumerate(metrics):  # a collapse to 1e-6 is invisible on a linear axis
         values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
         if m in LOG_WHEN_SPREAD and values and max(values) / min(values) > 100:
-            fig.update_yaxes(type="log", dtick=None, exponentformat="power",
-                             row=i // cols + 1, col=i % cols + 1)
+            fig.update_yaxes(type="log", dtick=None, **_log_ticks(values), row=i // cols + 1, col=i % cols + 1)
     step = _thin(L + 1, 8)
     ticks = list(range(0, L + 1, step)) + ([L + 1] if has_fused else [])
     fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= L else "fused" for t in ticks], tickfont_size=11)
@@ -159,7 +183,8 @@ def shi_bound(analysis) -> go.Figure:
     if undefined:
         fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
                            xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
-    fig.update_yaxes(type="log", title="ratio (log)")
+    shown = [y for trace in fig.data for y in trace.y]
+    fig.update_yaxes(type="log", title="ratio (log)", **_log_ticks(shown + [1.0]))
     fig.update_xaxes(title="layer", dtick=_thin(L, 16))
     return _layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
                    legend=dict(orientation="h", y=-0.22, x=0))
@@ -438,7 +463,8 @@ def rollout(analysis) -> go.Figure:
                                  mode="lines+markers", name=escape(_run_name(analysis, key)),
                                  line=dict(color=RUN_COLOURS[key]),
                                  hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))
-    fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", exponentformat="power")
+    shown = [y for trace in fig.data for y in trace.y]
+    fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", **_log_ticks(shown))
     fig.update_xaxes(title="layer", dtick=_thin(L, 16))
     return _layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
 

@@ -267,3 +267,14 @@ def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
     assert state.run_analysis(**settings[0]) is first      # kept
     assert state.run_analysis(**settings[2]) is third      # kept
     assert state.run_analysis(**settings[1]) is not second  # the least recently used: computed anew
+
+
+def test_log_axes_label_one_two_five_within_three_decades():
+    """Short log ranges get readable 1-2-5 labels; wide ones keep plotly's powers of ten."""
+    from smoothviz.figures import _log_ticks
+    short = _log_ticks([0.028, 0.15, 0.67, None, float("nan")])
+    assert short["tickvals"] == pytest.approx([0.05, 0.1, 0.2, 0.5])
+    assert short["ticktext"] == ["0.05", "0.1", "0.2", "0.5"]
+    assert _log_ticks([2e-6, 9e-5])["ticktext"] == ["2×10⁻⁶", "5×10⁻⁶", "10⁻⁵", "2×10⁻⁵", "5×10⁻⁵", "10⁻⁴"]
+    assert "tickvals" not in _log_ticks([1e-6, 0.5])  # seven decades
+    assert "tickvals" not in _log_ticks([0.31, 0.33])  # inside one 1-2-5 step
