@@ -382,9 +382,9 @@ def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     smooths = graph.is_stochastic(flat) & ((1 + reach - perron_best) <= 1e-6 * (1 + reach))
     smooths |= 1 + _by_layer(graph.subdominant_bound, A).flatten().double() * reach <= perron_best * (1 - 1e-6)
     todo = (~smooths).nonzero().squeeze(-1)
-    if todo.numel():
-        radius = graph.deflated_radius(flat[todo])
-        smooths[todo] = 1 + radius * reach[todo] <= perron_best[todo] * (1 - 1e-6)
+    general = todo[~_triangular(flat[todo])]  # a triangular head's spectrum is its diagonal: cheaper than any bound
+    if general.numel():
+        smooths[general] = 1 + graph.deflated_radius(flat[general]) * reach[general] <= perron_best[general] * (1 - 1e-6)
         todo = (~smooths).nonzero().squeeze(-1)
     if todo.numel():
         attn_eigs = _eigenvalues(flat[todo])                              # [k, n]
@@ -402,13 +402,20 @@ def _eigenvalues(X: torch.Tensor) -> torch.Tensor:
     LAPACK's general solver otherwise; from n = 128 in chunks over the CPU's threads (about 1.2×
     faster on two cores; below that, starting threads costs more than it saves)."""
     out = torch.diagonal(X, dim1=-2, dim2=-1).to(torch.complex64)
-    full = torch.cat([x.triu(1).ne(0).flatten(1).any(-1) for x in X.split(16)]).nonzero().squeeze(-1)
+    full = (~_triangular(X)).nonzero().squeeze(-1)
     if full.numel():
         workers = torch.get_num_threads() if X.shape[-1] >= 128 else 1
         chunks = full.tensor_split(min(workers, full.numel()))
         with ThreadPoolExecutor(len(chunks)) as pool:
             out[full] = torch.cat(list(pool.map(lambda idx: _eigvals(X[idx]), chunks)))
     return out
+
+
+def _triangular(X: torch.Tensor) -> torch.Tensor:
+    """Per matrix of ``X [k, n, n]``: no entry above the diagonal (a causal head), by 16 at a time."""
+    if not X.shape[0]:
+        return torch.zeros(0, dtype=torch.bool)
+    return torch.cat([~x.triu(1).ne(0).flatten(1).any(-1) for x in X.split(16)])
 
 
 def _eigvals(X: torch.Tensor) -> torch.Tensor:
