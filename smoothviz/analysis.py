@@ -290,7 +290,7 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
 
     head_gap = smooths = None
     if heads:
-        head_gap = graph.spectral_gaps(graph.symmetrize(A, options.symmetrize))
+        head_gap = _by_layer(lambda a: graph.spectral_gaps(graph.symmetrize(a, options.symmetrize)), A)
         smooths = _dovonon(A, value_eigs.to(torch.complex64))
 
     rows = [_row(layer, hm, layer, dirichlet) for layer in range(L + 1)]
