@@ -3,10 +3,11 @@
 For each model and sentence length n it measures, in one run: the forward pass alone (the
 floor), the analysis without projection (core: no per-head spectra; full: with them), the
 projections (PCA, UMAP warm; UMAP cold once, in a fresh process), each mitigation, the peak
-memory, the bytes of the figures one page view sends, and BertViz's head view on the same
-attention (time and page size). Times are the best of several runs (the least disturbed by
-other work on a shared, noisy machine), and the table reports ratios against references
-measured in the same run.
+memory of one mitigated analysis, the bytes of the figures one page view sends, and BertViz's
+head view on the same attention (time and page size). The forward pass, the analyses and the
+mitigations are timed in interleaved rounds, each the best of its rounds (the least disturbed
+by other work on a shared, noisy machine), and the table reports ratios against references
+measured in the same rounds.
 """
 from __future__ import annotations
 
@@ -49,17 +50,23 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, reps: int, device: str) -> float:
-    """Best (minimum) seconds of ``reps`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        _sync(device)
-        start = time.perf_counter()
+def timed(fns: dict, reps: int, device: str) -> dict:
+    """Best (minimum) seconds of each function of ``fns`` over ``reps`` rounds, after a warm-up round.
+
+    Each round calls every function once, so that a busy moment of a shared machine slows all of
+    them alike instead of one of them: the ratios to the forward pass stay meaningful.
+    """
+    for fn in fns.values():
         fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    best = {name: float("inf") for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def _rss_peak_reset() -> None:
@@ -123,28 +130,28 @@ def bench_one(model: str, label: str, n: int, device: str, reps: int, mitigation
             handle.model(**inputs, output_hidden_states=True, output_attentions=True)
 
     kwargs = dict(model=model, device=device, max_tokens=n)
-    t_fwd = timed(forward, reps, device)
-    t_core = timed(lambda: analyze(text, heads=False, **kwargs), reps, device)
-    before = _rss("VmRSS")
-    _rss_peak_reset()
-    t_full = timed(lambda: analyze(text, **kwargs), reps, device)
-    peak = _rss("VmHWM") - before
-    result = analyze(text, mitigation="neutreno", **kwargs)
-    from .projection import project
-    runs = [result.baseline.hidden, result.mitigated.hidden]
-    points = sum(r.shape[0] * r.shape[1] for r in runs)
-    t_pca = timed(lambda: project(runs, "pca"), reps, "cpu")
-    t_umap = timed(lambda: project(runs, "umap"), 1, "cpu") if points <= 20_000 else None
-    row = {"model": label, "n": n, "device": handle.device, "points": points,
-           "forward_s": t_fwd, "analysis_core_s": t_core, "analysis_full_s": t_full,
-           "pca_s": t_pca, "umap_warm_s": t_umap, "peak_mem_mb": peak, "page_bytes": page_bytes(result),
-           "mitigations_s": {}}
+    fns = {"forward": forward, "core": lambda: analyze(text, heads=False, **kwargs),
+           "full": lambda: analyze(text, **kwargs)}
     if mitigations:
         for name in NAMES:
             if name == "fusion-gate" and handle.model.config.hidden_size != 384:
                 continue  # the shipped gate is fitted for the default model's width
-            row["mitigations_s"][name] = timed(lambda: analyze(text, mitigation=name, heads=False, **kwargs),
-                                               max(1, reps // 2), device)
+            fns[name] = lambda name=name: analyze(text, mitigation=name, heads=False, **kwargs)
+    analyze(text, heads=False, **kwargs)  # the model's one-time caches (value spectra, weight norms)
+    before = _rss("VmRSS")
+    _rss_peak_reset()
+    result = analyze(text, mitigation="neutreno", **kwargs)  # what one page's analysis adds, at its peak
+    peak = _rss("VmHWM") - before
+    t = timed(fns, reps, device)
+    from .projection import project
+    runs = [result.baseline.hidden, result.mitigated.hidden]
+    points = sum(r.shape[0] * r.shape[1] for r in runs)
+    t_pca = timed({"pca": lambda: project(runs, "pca")}, reps, "cpu")["pca"]
+    t_umap = timed({"umap": lambda: project(runs, "umap")}, 1, "cpu")["umap"] if points <= 20_000 else None
+    row = {"model": label, "n": n, "device": handle.device, "points": points,
+           "forward_s": t["forward"], "analysis_core_s": t["core"], "analysis_full_s": t["full"],
+           "pca_s": t_pca, "umap_warm_s": t_umap, "peak_mem_mb": peak, "page_bytes": page_bytes(result),
+           "mitigations_s": {name: t[name] for name in NAMES if name in t}}
     bv = bertviz_head_view(result) if device == "cpu" else None
     if bv is not None:
         row["bertviz_s"], row["bertviz_bytes"] = bv
