@@ -449,7 +449,7 @@ def sv_spectra(run, title: str = "") -> go.Figure:
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                              marker=dict(colorscale="Viridis", cmin=0, cmax=layers - 1, color=[0], showscale=True,
                                          colorbar=dict(title="layer", thickness=12))))
-    fig.update_yaxes(type="log", title="σᵢ / σ₁ (log)", exponentformat="power")
+    fig.update_yaxes(type="log", title="σᵢ / σ₁ (log)", **_log_ticks(np.round(sv.ravel(), 5)))
     fig.update_xaxes(title="index i")
     return _layout(fig, title, height=380)
 
