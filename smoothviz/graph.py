@@ -214,16 +214,22 @@ def attention_contraction_lambda(A: Tensor, steps: int = 24, rtol: float = 1e-6)
     q = torch.rand(1, n, generator=g, dtype=A.dtype).expand(*A.shape[:-2], 1, n).to(A.device)
     q = q / q.norm(dim=-1, keepdim=True)
     basis, alphas, betas, previous = [], [], [], None
+    scale = torch.zeros(A.shape[:-2], dtype=A.dtype, device=A.device)  # ≤ ‖Aᵀ P A‖ = λ (PSD)
     for j in range(1, k + 1):
         basis.append(q)
         w = apply(q)
         alphas.append((q * w).sum((-2, -1)))
+        scale = torch.maximum(scale, alphas[-1])
         Q = torch.cat(basis, -2)                                  # [..., j, n]
         w = w - (w @ Q.transpose(-1, -2)) @ Q                     # full reorthogonalisation
         w = w - (w @ Q.transpose(-1, -2)) @ Q
         beta = w.norm(dim=-1, keepdim=True)
+        # Breakdown: the Krylov space is invariant and T already holds its top eigenvalue. Going
+        # on would turn rounding noise into new directions; a zero vector adds only zeros to T
+        # (and 0 ≤ λ), dropping a coupling ≤ 1e-6·λ.
+        beta = torch.where(beta > 1e-6 * scale[..., None, None], beta, torch.zeros_like(beta))
         betas.append(beta[..., 0, 0])
-        q = w / beta.clamp_min(1e-30)
+        q = torch.where(beta > 0, w / beta.clamp_min(1e-30), torch.zeros_like(w))
         if j == k or j >= 4:
             lam = torch.linalg.eigvalsh(_tridiagonal(alphas, betas[:-1]))[..., -1].amax(-1)
             if j == k or (previous is not None and bool(((lam - previous).abs() <= rtol * lam.abs()).all())):

@@ -109,6 +109,19 @@ def test_shi_lambda_matches_a_dense_eigendecomposition(minilm):
         assert graph.attention_contraction_lambda(A).numpy() == pytest.approx(shi_by_hand(A.numpy()), rel=1e-5)
 
 
+def test_shi_lambda_survives_a_krylov_breakdown():
+    """The default lab (32 layers) on a repeated word: some heads' Aᵀ P A have few directions, so
+    Lanczos runs out of them and must stop there, not amplify rounding noise (that gave NaN, and
+    values 10⁴× too large with more steps)."""
+    from smoothviz import analyze
+    A = analyze("a " * 200, model="lab", device="cpu", heads=False).baseline.attentions.copy()
+    expected = shi_by_hand(A)
+    for steps in (24, 200):
+        got = graph.attention_contraction_lambda(torch.from_numpy(A), steps=steps).numpy()
+        assert np.isfinite(got).all()
+        assert got == pytest.approx(expected, rel=1e-4)  # float32 attention, 32 layers deep
+
+
 def test_spectral_gaps_match_the_full_laplacian_spectrum(minilm):
     attentions, _ = minilm
     cases = [graph.symmetrize(A, "sym") for A in attentions.values()]
