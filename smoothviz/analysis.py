@@ -379,15 +379,20 @@ def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     reach = lam_h.abs().amax(-1).double()
     flat = A.flatten(0, 1)
     # Every |λ^A| ≤ 1 for a stochastic head: a Perron pairing that reaches 1 + max|λ^H| wins (ties too).
+    def settled(radius: torch.Tensor, heads) -> torch.Tensor:  # every non-Perron |λ^A| ≤ radius
+        return 1 + radius.double() * reach[heads] <= perron_best[heads] * (1 - 1e-6)
+
     smooths = graph.is_stochastic(flat) & ((1 + reach - perron_best) <= 1e-6 * (1 + reach))
-    smooths |= 1 + _by_layer(graph.subdominant_bound, A).flatten().double() * reach <= perron_best * (1 - 1e-6)
+    smooths |= settled(_by_layer(graph.subdominant_bound, A).flatten(), slice(None))
     todo = (~smooths).nonzero().squeeze(-1)
-    general = todo[~_triangular(flat[todo])]  # a triangular head's spectrum is its diagonal: cheaper than any bound
+    triangular = torch.zeros_like(smooths)
+    triangular[todo] = _triangular(flat[todo])
+    general = todo[~triangular[todo]]  # a triangular head's spectrum is its diagonal: cheaper than any bound
     if general.numel():
-        smooths[general] = 1 + graph.deflated_radius(flat[general]) * reach[general] <= perron_best[general] * (1 - 1e-6)
+        smooths[general] = settled(graph.deflated_radius(flat[general]), general)
         todo = (~smooths).nonzero().squeeze(-1)
     if todo.numel():
-        attn_eigs = _eigenvalues(flat[todo])                              # [k, n]
+        attn_eigs = _eigenvalues(flat[todo], triangular[todo])            # [k, n]
         lam = lam_h[todo]
         update = (1 + attn_eigs.unsqueeze(-1) * lam.unsqueeze(-2)).abs()  # [k, n, d_h]
         best = update.flatten(-2).argmax(-1) // lam.shape[-1]             # index into A's eigenvalues
@@ -397,12 +402,12 @@ def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     return smooths.view(L, h)
 
 
-def _eigenvalues(X: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues of each matrix of ``X [k, n, n]`` (complex64): the diagonal of a triangular one,
+def _eigenvalues(X: torch.Tensor, triangular: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of each matrix of ``X [k, n, n]`` (complex64): the diagonal where ``triangular``,
     LAPACK's general solver otherwise; from n = 128 in chunks over the CPU's threads (about 1.2×
     faster on two cores; below that, starting threads costs more than it saves)."""
     out = torch.diagonal(X, dim1=-2, dim2=-1).to(torch.complex64)
-    full = (~_triangular(X)).nonzero().squeeze(-1)
+    full = (~triangular).nonzero().squeeze(-1)
     if full.numel():
         workers = torch.get_num_threads() if X.shape[-1] >= 128 else 1
         chunks = full.tensor_split(min(workers, full.numel()))

@@ -153,7 +153,7 @@ def subdominant_bound(P: Tensor) -> Tensor:
     B = (P - P.mean(-2, keepdim=True)).abs_()
     doeblin = torch.where(is_stochastic(P), (1 - P.amin(-2).sum(-1)).clamp_max(1), torch.full_like(B[..., 0, 0], torch.inf))
     norms = torch.stack([torch.linalg.vector_norm(B, dim=(-2, -1)), B.sum(-1).amax(-1), B.sum(-2).amax(-1), doeblin])
-    return norms.amin(0).clamp_min(0) * (1 + 1e-4) + 1e-6
+    return _raised(norms.amin(0).clamp_min(0))
 
 
 def deflated_radius(P: Tensor, steps: int = 8) -> Tensor:
@@ -174,7 +174,12 @@ def deflated_radius(P: Tensor, steps: int = 8) -> Tensor:
     for _ in range(steps):
         x = x @ Bt
         x = x / x.amax(-1, keepdim=True).clamp_min(1e-300) + 1e-12  # stays positive
-    return ((x @ Bt) / x).amax(-1).squeeze(-1) * (1 + 1e-4) + 1e-6
+    return _raised(((x @ Bt) / x).amax(-1).squeeze(-1))
+
+
+def _raised(bound: Tensor) -> Tensor:
+    """A bound computed from float32 attention, raised by 1e-4 (relative) and 1e-6 to cover rounding."""
+    return bound * (1 + 1e-4) + 1e-6
 
 
 def rollout_ratio(A: Tensor) -> Tensor:
