@@ -1,7 +1,8 @@
 """The dashboard in a real browser: load, move the layer slider, change the sentence, screenshots.
 
 Starts ``streamlit run app/SmoothViz.py`` on a free port and drives Debian's chromium through
-Playwright (no browser download). Timings go to assets/screenshots/timings.json.
+Playwright (no browser download). Screenshots and timings.json go to $SMOOTHVIZ_SCREENSHOTS
+(a temporary folder unless set).
 """
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "assets" / "screenshots"
+# Screenshots and timings go to a temporary folder, so a test run leaves the work tree clean;
+# SMOOTHVIZ_SCREENSHOTS=assets/screenshots refreshes the README's pictures on purpose.
+SHOTS = Path(os.environ.get("SMOOTHVIZ_SCREENSHOTS") or tempfile.mkdtemp(prefix="smoothviz-shots-")).resolve()
 CHROMIUM = shutil.which("chromium")
 # No skip when chromium is missing: the README's test command installs it, so a missing browser is
 # a broken set-up to report, not a test to pass over. Deselect with -m "not browser" on purpose.
