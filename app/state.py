@@ -15,18 +15,27 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
-from pathlib import Path
 
-import plotly.graph_objects as go
-import streamlit as st
+# Process-wide set-up belongs to the app's entry point, before the libraries read it: numba
+# (UMAP) caches compiled code beside its sources unless told otherwise, and a public server writes
+# only under the temporary directory, downloads of allow-listed hub models included.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "smoothviz-numba"))
+if os.environ.get("SMOOTHVIZ_PUBLIC", "").strip().lower() in ("1", "true", "yes", "on"):
+    os.environ.setdefault("HF_HOME", os.path.join(tempfile.gettempdir(), "smoothviz-hf"))
+
+import plotly.graph_objects as go  # noqa: E402
+import streamlit as st  # noqa: E402
 
 import smoothviz
-from smoothviz import projection
+from smoothviz import data, projection
+from smoothviz.models import quiet_hub_logging
 from smoothviz.settings import SETTINGS
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+quiet_hub_logging()
+
 log = logging.getLogger("smoothviz.app")
 TIMINGS = os.environ.get("SMOOTHVIZ_TIMINGS") == "1"  # one stderr line per page run, fragment run, warm-up
 
@@ -178,8 +187,8 @@ def figure(_build, key: tuple) -> FrozenFigure:
 
 @st.cache_data(show_spinner=False)
 def examples() -> dict:
-    """Example sentences and presets from ``assets/examples.json``."""
-    return json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
+    """Example sentences and presets (``smoothviz/data/examples.json``)."""
+    return data.examples()
 
 
 @st.cache_resource

@@ -143,6 +143,8 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .models import quiet_hub_logging
+    quiet_hub_logging()
     try:
         code = run(argv)
     except (ValueError, OSError) as err:  # our user-facing errors are ValueErrors

@@ -136,12 +136,7 @@ def load(name: str, device: str):
         ModelError: unknown id, unreachable hub, not a model, or an unsupported architecture.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the CLI's stderr is one line on error
-    hf_logging.set_verbosity_error()
-    import logging
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter on stderr
     source, local = resolve(name)
     kwargs = dict(trust_remote_code=False, local_files_only=True)
     try:  # a local folder, or a hub id already in the cache: no network at all
@@ -168,6 +163,20 @@ def load(name: str, device: str):
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
     return tokenizer, model.to(device).eval(), spec
+
+
+def quiet_hub_logging() -> None:
+    """Silence transformers' progress bars and the hub's retry chatter, process-wide.
+
+    For entry points only (the CLI, whose stderr is one line on error, and the app): a library
+    leaves the process's logging as it found it.
+    """
+    import logging
+
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 def _first_line(err: Exception) -> str:

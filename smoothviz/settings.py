@@ -10,7 +10,6 @@ so one long sentence cannot starve everybody else.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -68,9 +67,4 @@ def load() -> Settings:
 
 
 SETTINGS = load()
-# Numba (UMAP) caches compiled code beside its sources unless told otherwise; a public server
-# writes only under the temporary directory, downloads of allow-listed hub models included.
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "smoothviz-numba"))
-if SETTINGS.public:
-    os.environ.setdefault("HF_HOME", os.path.join(tempfile.gettempdir(), "smoothviz-hf"))
 compute_slots = threading.BoundedSemaphore(SETTINGS.max_concurrent)

@@ -9,6 +9,8 @@ import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from smoothviz.data import examples
+
 APP = Path(__file__).resolve().parent.parent / "app"
 TIMEOUT = 240
 
@@ -252,7 +254,7 @@ def figure_strings(fig) -> set[str]:
 @pytest.mark.parametrize("preset", ["Pure attention in a 32-layer lab model",
                                     "A negative value spectrum keeps tokens apart"])
 def test_lab_presets(at, preset):
-    settings = json.loads((APP.parent / "assets" / "examples.json").read_text())["presets"][preset]["settings"]
+    settings = examples()["presets"][preset]["settings"]
     at.selectbox(key="preset").set_value(preset).run()
     ok(at)
     assert at.slider(key="lab_depth").value == 32

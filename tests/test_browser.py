@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from smoothviz.data import examples
+
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots and timings go to a temporary folder, so a test run leaves the work tree clean;
 # SMOOTHVIZ_SCREENSHOTS=assets/screenshots refreshes the README's pictures on purpose.
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.browser
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 SERVER_LOG = {}  # the running server's log file
-EXAMPLES = json.loads((ROOT / "assets" / "examples.json").read_text())["examples"]
+EXAMPLES = examples()["examples"]
 LONG = EXAMPLES["A long paragraph (60+ tokens)"]
 
 # JS: are all Streamlit plotly charts drawn (and at least `min` of them)?

@@ -157,7 +157,7 @@ def test_fusions_by_hand(reference):
 
 def test_fusion_gate_uses_the_learned_gate(reference):
     import json
-    from smoothviz.mitigations.fusion import DEFAULT_GATE
+    from smoothviz.data import DEFAULT_GATE
     gate = json.loads(DEFAULT_GATE.read_text())
     r = smoothviz.analyze(reference, mitigation="fusion-gate", device="cpu")
     H = r.mitigated.hidden[1:].astype(np.float64)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import DEFAULT_GATE
 from .base import Mitigation, MitigationError, Param
 
 LAYERS = Param("text", "all", help="'all', one layer 'N' or a range 'A-B' of layer indices 0..L")
@@ -79,7 +80,6 @@ class FusionConcat(Mitigation):
         return chosen.permute(1, 0, 2).reshape(chosen.shape[1], -1)
 
 
-DEFAULT_GATE = Path(__file__).resolve().parents[2] / "assets" / "gates" / "default-sentiment.json"
 
 
 @dataclass(frozen=True)
