@@ -12,6 +12,7 @@ import streamlit as st
 
 from smoothviz.lab import CHOICES, LIMITS, LabConfig
 from smoothviz.mitigations import NAMES, REGISTRY
+from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
 from smoothviz.settings import SETTINGS
 
 import state
@@ -127,7 +128,7 @@ def sidebar() -> tuple[dict, str]:
                                   placeholder="bert-base-uncased or /path/to/model").strip()
         lab = _lab_settings(model == "lab")
         lab = lab if model == "lab" else None
-        device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="device", bind=URL)
+        device = st.selectbox("Device", list(DEVICES), key="device", bind=URL, help=", ".join(DEVICES.values()))
 
         st.subheader("Sentence")
         st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)
@@ -143,13 +144,13 @@ def sidebar() -> tuple[dict, str]:
         with st.expander("Graph options"):
             one = st.radio("Head aggregation", ["mean", "one head"], key="agg", bind=URL, horizontal=True)
             head = st.number_input("Head index", 0, 63, 0, key="head", bind=URL) if one == "one head" else None
-            sym = st.radio("Symmetrisation", ["sym", "ata"], key="sym", bind=URL, horizontal=True,
-                           captions=["(A + Aᵀ)/2", "AᵀA"])
+            sym = st.radio("Symmetrisation", list(SYMMETRIZE), key="sym", bind=URL, horizontal=True,
+                           captions=list(SYMMETRIZE.values()))
             exclude = st.checkbox("Exclude special tokens ([CLS], [SEP], …)", key="nospecial", bind=URL)
 
         st.subheader("Projection")
-        proj = st.radio("Projection", ["pca", "umap"], key="proj", bind=URL, horizontal=True,
-                        format_func=str.upper, label_visibility="collapsed",
+        proj = st.radio("Projection", [p for p in PROJECTIONS if p != "none"], key="proj", bind=URL,
+                        horizontal=True, format_func=PROJECTIONS.get, label_visibility="collapsed",
                         help="PCA is fast and deterministic; UMAP (fixed seed) keeps neighbourhoods.")
         img = st.radio("Chart download format", ["png", "svg"], key="img", bind=URL, horizontal=True,
                        format_func=str.upper, help="What the camera button in every chart's toolbar saves.")

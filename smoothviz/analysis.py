@@ -15,10 +15,10 @@ from . import capture, graph, metrics
 from .graph import GraphOptions
 from .handles import Handle, get_handle
 from .mitigations import Mitigation, make
+from .options import PROJECTIONS
 from .projection import project
 from .settings import compute_slots
 
-PROJECTIONS = ("none", "pca", "umap")
 
 
 class AnalysisError(ValueError):

@@ -10,6 +10,8 @@ import json
 import math
 import sys
 
+from .options import DEVICES, PROJECTIONS, SYMMETRIZE
+
 METRIC_COLUMNS = ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank", "numerical_rank",
                   "sv_skewness", "sv_median", "dirichlet", "spectral_gap")
 
@@ -36,10 +38,10 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mitigation", help="a mitigation name (see `smoothviz mitigations`)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="mitigation parameter (repeatable)")
     p.add_argument("--head", default="mean", help="'mean' over heads (default) or one head index")
-    p.add_argument("--symmetrize", default="sym", choices=("sym", "ata"), help="(A+Aᵀ)/2 or AᵀA")
+    p.add_argument("--symmetrize", default="sym", choices=tuple(SYMMETRIZE), help=" or ".join(SYMMETRIZE.values()))
     p.add_argument("--exclude-special", action="store_true", help="drop [CLS]/[SEP]-like tokens")
-    p.add_argument("--projection", default="none", choices=("none", "pca", "umap"))
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--projection", default="none", choices=tuple(PROJECTIONS))
+    p.add_argument("--device", default="auto", choices=tuple(DEVICES))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--layers", default="all", help="layers to fuse: all | N | A-B")
     g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--device", default="auto", choices=tuple(DEVICES))
     sub.add_parser("mitigations", help="list mitigations and their parameters")
     return parser
 

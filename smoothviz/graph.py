@@ -13,11 +13,10 @@ import scipy.linalg
 import torch
 
 from .metrics import singular_values
+from .options import SYMMETRIZE, check
 
 Tensor = torch.Tensor
 
-AGGREGATIONS = ("mean",)  # or a head index
-SYMMETRISATIONS = ("sym", "ata")
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,7 @@ class GraphOptions:
     exclude_special: bool = False
 
     def __post_init__(self):
-        if self.symmetrize not in SYMMETRISATIONS:
-            raise ValueError(f"symmetrisation must be one of {', '.join(SYMMETRISATIONS)}, got '{self.symmetrize}'")
+        check("symmetrisation", self.symmetrize, SYMMETRIZE)
         if self.head is not None and (not isinstance(self.head, int) or self.head < 0):
             raise ValueError(f"head must be a non-negative integer or None (mean over heads), got {self.head!r}")
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .options import DEVICES
+
 DEFAULT_MODEL = "default"
 LAB_MODEL = "lab"
 
@@ -186,8 +188,8 @@ def _first_line(err: Exception) -> str:
 
 def pick_device(device: str) -> str:
     """Resolve ``auto`` to cuda, then mps, then cpu; validate an explicit choice."""
-    if device not in ("auto", "cpu", "cuda", "mps"):
-        raise ModelError(f"unknown device '{device}': use auto, cpu or cuda")
+    if device not in DEVICES:
+        raise ModelError(f"unknown device '{device}': use {', '.join(DEVICES)}")
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"

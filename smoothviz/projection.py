@@ -9,7 +9,8 @@ import threading
 
 import numpy as np
 
-METHODS = ("pca", "umap")
+from .options import PROJECTIONS
+
 SEED = 42
 MIN_UMAP_POINTS = 12  # below this UMAP's neighbour graph is meaningless: PCA instead, with a note
 
@@ -67,8 +68,8 @@ def project(runs: list[np.ndarray], method: str, normalize: bool = True) -> tupl
         ``(coords [len(runs), L+1, n, 2], method actually used, note)``; the note says why
         UMAP fell back to PCA, or is empty.
     """
-    if method not in METHODS:
-        raise ValueError(f"projection must be one of none, {', '.join(METHODS)}; got '{method}'")
+    if method == "none" or method not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {', '.join(set(PROJECTIONS) - {'none'})}; got '{method}'")
     stacked = np.stack([prepare(r, normalize) for r in runs])  # [R, L+1, n, d]
     points = stacked.reshape(-1, stacked.shape[-1])
     note = ""
