@@ -14,8 +14,7 @@ import streamlit as st
 
 import controls
 import state
-from smoothviz import figures, report
-from smoothviz.graph import to_networkx
+from smoothviz import figures, report, views
 
 PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
 st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
@@ -28,23 +27,42 @@ PLAY_SECONDS = 1.2
 settings, img = controls.sidebar()
 
 
-def chart(build, name: str, *parts) -> None:
-    """Draw the figure ``build()`` makes, built once per (settings, view, picked token, parts).
+def draw(view: views.View, at: views.At) -> None:
+    """One view: its heading, its caption (with a link to the Theory page) and its figures, a run
+    per column. Built figures are shared from ``state.figure``, keyed on the settings and the
+    parts of ``at`` the view depends on (building one is most of a slider move's cost)."""
+    if title := view.heading(at):
+        st.subheader(title)
+    st.caption(f"{view.caption} [Theory →]({THEORY}#{view.anchor})")
+    parts = tuple(getattr(at, name) for name in view.depends)
+    for name, col in zip(figure_names(view), st.columns(view.count(analysis))):
+        key = name.removeprefix(f"{view.key}-") if view.per_run else None
+        fig = state.figure(lambda: view.build(analysis, key, at), (SETTINGS_KEY, name, *parts))
+        col.plotly_chart(fig, theme=None, config=figures.image_config(name, img))
 
-    Building a plotly figure is most of a slider move's cost (~15 ms of validation each), so
-    built figures are shared from ``state.figure``; ``parts`` names what else the view depends on.
-    """
-    fig = state.figure(build, (SETTINGS_KEY, name, picked, *parts))
-    st.plotly_chart(fig, theme=None, config=figures.image_config(name, img))
+
+def figure_names(view: views.View) -> list[str]:
+    return [f"{view.key}-{key}" for key in analysis.runs()] if view.per_run else [view.key]
 
 
-def caption(key: str, anchor: str | None = None) -> None:
-    link = f" [Theory →]({THEORY}#{anchor})" if anchor else ""
-    st.caption(figures.CAPTIONS[key] + link)
+def draw_section(section: str, at: views.At) -> None:
+    """Every view of ``section`` in list order; consecutive half-width views share a row."""
+    pending: list = []
+    for view in views.in_section(section) + [None]:
+        if view is not None and view.half:
+            pending.append(view)
+            if len(pending) < 2:
+                continue
+        for half, col in zip(pending, st.columns(2) if pending else []):
+            with col:
+                draw(half, at)
+        pending = []
+        if view is not None and not view.half:
+            draw(view, at)
 
 
 def run_title(analysis, key: str) -> str:
-    return figures._run_name(analysis, key)
+    return figures.run_name(analysis, key)
 
 
 def md(text: str) -> str:
@@ -85,20 +103,13 @@ if mitigation in IN_FORWARD and analysis.lab is None:
                f"later layers see states out of distribution, so the mitigated curves show what the intervention "
                f"does, not what a model trained with it would do.{extra}", icon=":material/science:")
 
-# --------------------------------------------------------------------------- 1 · over depth
-st.header("1 · Over-smoothing over depth", anchor="curves")
-caption("curves", "the-metrics")
-chart(lambda: figures.metric_curves(analysis), "curves")
-left, right = st.columns(2)
-with left:
-    caption("shi", "why-stacking-smooths")
-    chart(lambda: figures.shi_bound(analysis), "shi-bound")
-with right:
-    caption("rollout", "attention-is-a-graph")
-    chart(lambda: figures.rollout(analysis), "rollout")
+# --------------------------------------------------------------------------- the views
+# Sections and views come from smoothviz.views.VIEWS, the list the HTML report draws too; the
+# layer and atlas sections are fragments, so moving their controls reruns only them.
+st.header(views.SECTIONS["depth"], anchor="curves")
+draw_section("depth", views.At(layer=L))
 
 
-# --------------------------------------------------------------------------- 2 · one layer
 def step(delta: int) -> None:
     st.session_state["layer"] = min(L, max(1, st.session_state.get("layer", L) + delta))
 
@@ -128,80 +139,37 @@ def layer_views(analysis, picked) -> None:
                        delta=None if None in (b, m) else f"{m - b:+.3g}", delta_color="off")
         else:
             col.metric(f"{name} · layer {layer}", text)
-
-    st.subheader(f"Token similarity at layer {layer}")
-    caption("similarity", "the-metrics")
-    for (key, run), col in zip(runs.items(), st.columns(len(runs))):
-        with col:
-            chart(lambda: figures.similarity_heatmap(run, labels, layer, picked, title=run_title(analysis, key)),
-                  f"similarity-{key}", layer)
-
-    st.subheader(f"Attention graph of layer {layer}")
-    caption("graph", "attention-is-a-graph")
     top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
-    for (key, run), col in zip(runs.items(), st.columns(len(runs))):
-        with col:
-            chart(lambda: figures.attention_graph(to_networkx(run.layer_graph[layer - 1], labels, top_k=top_k),
-                                                  run.fiedler[layer - 1], picked, title=run_title(analysis, key)),
-                  f"graph-{key}", layer, top_k)
-    caption("spectrum", "attention-is-a-graph")
-    for (key, run), col in zip(runs.items(), st.columns(len(runs))):
-        with col:
-            chart(lambda: figures.laplacian_spectrum(run, layer, title=f"Laplacian spectrum — {run_title(analysis, key)}"),
-                  f"spectrum-{key}", layer)
-
-    st.subheader(f"Value spectrum of layer {layer} (Dovonon et al.)")
-    caption("dovonon", "the-dovonon-diagnostic")
-    for (key, run), col in zip(runs.items(), st.columns(len(runs))):
-        with col:
-            chart(lambda: figures.dovonon(run, layer, title=run_title(analysis, key)), f"dovonon-{key}", layer)
-    chart(lambda: figures.verdicts(analysis), "verdicts")
+    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k))
 
 
-st.header("2 · One layer, side by side", anchor="layer")
+st.header(views.SECTIONS["layer"], anchor="layer")
 playing = st.toggle("▶ Play through the layers", key="play", disabled=L == 1,
                     help="Steps the layer slider every second; switch off to stop.")
 st.fragment(state.timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(analysis, picked)
 
-# --------------------------------------------------------------------------- 3 · trajectories
-st.header("3 · Token trajectories", anchor="trajectories")
-caption("trajectories", "projections")
+st.header(views.SECTIONS["trajectories"], anchor="trajectories")
 st.caption(f"Joint {analysis.projection_method.upper()} of every layer of both runs (same coordinates). "
            "**Projections distort distances: the metrics above are the ground truth.**")
-chart(lambda: figures.trajectories(analysis, picked), "trajectories")
+draw_section("trajectories", views.At(layer=L, picked=picked))
 
 
-# --------------------------------------------------------------------------- 4 · atlas
 def atlas(analysis, picked) -> None:
     """Head × layer heatmaps; the chosen cell's graph below. Reruns alone."""
-    runs = analysis.runs()
     c1, c2, c3 = st.columns([3, 1, 1])
     quantity = c1.radio("Quantity", list(figures.HEAD_QUANTITIES), key="atlas_q", bind=URL, horizontal=True,
                         captions=list(figures.HEAD_QUANTITIES.values()))
     layer = c2.selectbox("Layer", list(range(1, L + 1)), index=L - 1, key="atlas_layer", bind=URL)
     head = c3.selectbox("Head", list(range(analysis.heads)), key="atlas_head", bind=URL)
-    for (key, run), col in zip(runs.items(), st.columns(len(runs))):
-        with col:
-            chart(lambda: figures.head_atlas(run, quantity, title=run_title(analysis, key), picked=(layer, head)),
-                  f"atlas-{key}", quantity, layer, head)
-    top_k = st.session_state.get("topk", 3)
-    for key, col in zip(runs, st.columns(len(runs))):
-        with col:
-            chart(lambda: figures.attention_graph(analysis.graph(layer, head=head, run=key, top_k=top_k), None, picked,
-                                                  title=f"layer {layer}, head {head} — {run_title(analysis, key)}"),
-                  f"head-graph-{key}", layer, head, top_k)
+    draw_section("atlas", views.At(layer=L, picked=picked, top_k=st.session_state.get("topk", 3),
+                                   quantity=quantity, head_layer=layer, head=head))
 
 
-st.header("4 · Head × layer atlas", anchor="atlas")
-caption("atlas", "attention-is-a-graph")
+st.header(views.SECTIONS["atlas"], anchor="atlas")
 st.fragment(state.timed("atlas", atlas))(analysis, picked)
 
-# --------------------------------------------------------------------------- 5 · singular values
-st.header("5 · Singular-value spectra", anchor="sv")
-caption("sv", "the-metrics")
-for (key, run), col in zip(analysis.runs().items(), st.columns(len(analysis.runs()))):
-    with col:
-        chart(lambda: figures.sv_spectra(run, title=run_title(analysis, key)), f"sv-{key}")
+st.header(views.SECTIONS["sv"], anchor="sv")
+draw_section("sv", views.At(layer=L, picked=picked))
 
 # --------------------------------------------------------------------------- export
 st.header("Share and export", anchor="export")

@@ -88,8 +88,9 @@ def _rss(field: str) -> float:
 
 def page_bytes(result) -> int:
     """Bytes of the figures one page view sends (every view at the last layer)."""
-    from .report import _views
-    return sum(len(fig.to_json()) for _, _, figs in _views(result, result.n_layers) for _, fig in figs)
+    from .views import VIEWS, At
+    at = At(layer=result.n_layers, head_layer=result.n_layers)
+    return sum(len(fig.to_json()) for view in VIEWS for _, fig in view.figures(result, at))
 
 
 def umap_cold_seconds() -> float:

@@ -30,31 +30,6 @@ MAX_HEATMAP = 256     # heatmap cells per side sent to the browser (pooled above
 MAX_NODE_LABELS = 40  # more nodes than this: every k-th node labelled (and the picked one)
 FONT = dict(family="Inter, 'Segoe UI', Arial, sans-serif", size=13)
 
-# One line per view: what to look for. The app adds a link to the theory page after each.
-CAPTIONS = {
-    "curves": "Each panel is one over-smoothing metric over depth; arrows give the direction in which "
-              "tokens become alike. Compare the two colours at the same layer.",
-    "shi": "Below the dashed line a layer shrinks the distance to the collapsed subspace; v is Shi et al.'s "
-           "upper bound on that ratio (shown, not asserted: v ≥ 1 guarantees nothing).",
-    "similarity": "Cosine similarity between every pair of tokens at this layer: a uniformly red square "
-                  "means the tokens have become alike.",
-    "graph": "Attention as a graph: edges are each token's strongest links, colour is the Fiedler vector; "
-             "two colour groups mean the graph still has a cut, one colour means it mixes everything.",
-    "spectrum": "Normalized-Laplacian eigenvalues; a large spectral gap λ₂ means one attention step mixes "
-                "the tokens strongly.",
-    "dovonon": "Eigenvalues of each head's W_O·W_V: a head whose dominant mode pairs with the constant "
-               "attention eigenvector smooths (circle), otherwise it sharpens (cross).",
-    "trajectories": "Each token's path from the embeddings to the last layer (dark → bright); paths "
-                    "converging to one spot are over-smoothing. Projections distort: trust the metrics.",
-    "atlas": "One cell per head and layer; pick a cell to draw that head's graph. Heads with a large gap "
-             "mix strongly, low-entropy heads attend to few tokens.",
-    "sv": "Singular values of the token matrix, normalised by the largest: a fast-dropping, skewed "
-          "spectrum is Yan et al.'s token uniformity.",
-    "rollout": "σ₂/σ₁ of the product of attention matrices up to each layer: when it nears 0 every token "
-               "draws on the same mix of inputs.",
-}
-
-
 def escape(text: str) -> str:
     """Token text as plotly text: ``< > &`` escaped so nothing is interpreted as markup."""
     return html.escape(str(text), quote=False)
@@ -107,8 +82,8 @@ def _runs(analysis) -> dict:
     return analysis.runs()
 
 
-def _run_name(analysis, key: str) -> str:
-    """``baseline`` or the mitigation with its parameters (raw text: escape before plotting)."""
+def run_name(analysis, key: str) -> str:
+    """A run's display name: ``baseline`` or the mitigation with its parameters (raw text: escape before plotting)."""
     if key == "baseline" or not analysis.mitigation:
         return key
     params = ", ".join(f"{k}={v}" for k, v in analysis.mitigation["params"].items() if v != "")
@@ -134,7 +109,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
     has_fused = any(r["layer"] == "fused" for run in _runs(analysis).values() for r in run.rows)
     traces, where = [], []  # added in one batch: per-trace add_trace is slow with many subplots
     for key, run in _runs(analysis).items():
-        colour, name = RUN_COLOURS[key], _run_name(analysis, key)
+        colour, name = RUN_COLOURS[key], run_name(analysis, key)
         fused = next((r for r in run.rows if r["layer"] == "fused"), None)
         for i, m in enumerate(metrics):
             traces.append(go.Scatter(
@@ -169,7 +144,7 @@ def shi_bound(analysis) -> go.Figure:
     x = list(range(1, L + 1))
     undefined = True
     for key, run in _runs(analysis).items():
-        name, colour = escape(_run_name(analysis, key)), RUN_COLOURS[key]
+        name, colour = escape(run_name(analysis, key)), RUN_COLOURS[key]
         v = [None if not np.isfinite(a) else float(a) for a in run.shi_v]
         undefined &= all(a is None for a in v)
         fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}", mode="lines+markers",
@@ -354,7 +329,7 @@ def verdicts(analysis) -> go.Figure:
     """Dovonon's verdict per layer and run: the share of heads that are low-pass (smooth)."""
     runs = _runs(analysis)
     z = [r.smooths.mean(1).round(3).tolist() for r in runs.values()]
-    names = [_run_name(analysis, k) for k in runs]
+    names = [run_name(analysis, k) for k in runs]
     L = analysis.n_layers
     text = [[("smooths" if v >= 0.5 else "sharpens") for v in row] for row in z]
     fig = go.Figure(go.Heatmap(z=z, x=list(range(1, L + 1)), y=[escape(n) for n in names], zmin=0, zmax=1,
@@ -381,7 +356,7 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
     labels = [escape(t) for t in analysis.labels]
     R, layers, n = coords.shape[0], coords.shape[1], coords.shape[2]
     fig = make_subplots(rows=1, cols=R, shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=[escape(_run_name(analysis, k)) for k in runs[:R]])
+                        subplot_titles=[escape(run_name(analysis, k)) for k in runs[:R]])
     depth = np.repeat(np.arange(layers)[None, :], n, axis=0)   # [n, L+1]
     for r in range(R):
         xy = np.round(coords[r].transpose(1, 0, 2), 3)          # [n, L+1, 2]
@@ -460,7 +435,7 @@ def rollout(analysis) -> go.Figure:
     L = analysis.n_layers
     for key, run in _runs(analysis).items():
         fig.add_trace(go.Scatter(x=list(range(1, L + 1)), y=np.round(np.asarray(run.rollout, dtype=np.float64), 6),
-                                 mode="lines+markers", name=escape(_run_name(analysis, key)),
+                                 mode="lines+markers", name=escape(run_name(analysis, key)),
                                  line=dict(color=RUN_COLOURS[key]),
                                  hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))
     shown = [y for trace in fig.data for y in trace.y]

@@ -14,9 +14,9 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from . import figures
-from .graph import to_networkx
+from .views import SECTIONS, At, in_section
 
-TOP_K = 3
+TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
 
 
 def metrics_csv(analysis) -> str:
@@ -28,35 +28,6 @@ def metrics_csv(analysis) -> str:
     writer.writeheader()
     writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
     return out.getvalue()
-
-
-def _views(analysis, layer: int) -> list[tuple[str, str, list]]:
-    """``(section title, caption key, [(figure name, Figure), …])`` in page order."""
-    runs = analysis.runs()
-    labels = analysis.labels
-
-    def name(key):
-        return figures._run_name(analysis, key)
-
-    return [
-        ("Over-smoothing over depth", "curves", [("curves", figures.metric_curves(analysis))]),
-        ("Shi et al.'s bound", "shi", [("shi-bound", figures.shi_bound(analysis))]),
-        (f"Token similarity at layer {layer}", "similarity",
-         [(f"similarity-{k}", figures.similarity_heatmap(r, labels, layer, title=name(k))) for k, r in runs.items()]),
-        (f"Attention graph at layer {layer} (top {TOP_K} edges per token)", "graph",
-         [(f"graph-{k}", figures.attention_graph(to_networkx(r.layer_graph[layer - 1], labels, top_k=TOP_K),
-                                                 r.fiedler[layer - 1], title=name(k))) for k, r in runs.items()]),
-        (f"Laplacian spectrum at layer {layer}", "spectrum",
-         [(f"spectrum-{k}", figures.laplacian_spectrum(r, layer, title=name(k))) for k, r in runs.items()]),
-        ("Dovonon diagnostic", "dovonon",
-         [(f"dovonon-{k}", figures.dovonon(r, layer, title=name(k))) for k, r in runs.items()]
-         + [("verdicts", figures.verdicts(analysis))]),
-        ("Token trajectories", "trajectories", [("trajectories", figures.trajectories(analysis))]),
-        ("Head × layer atlas", "atlas",
-         [(f"atlas-{k}", figures.head_atlas(r, "head_gap", title=name(k))) for k, r in runs.items()]),
-        ("Singular-value spectra", "sv", [(f"sv-{k}", figures.sv_spectra(r, title=name(k))) for k, r in runs.items()]),
-        ("Rollout convergence", "rollout", [("rollout", figures.rollout(analysis))]),
-    ]
 
 
 _SVG_BUTTON = ("{name:'svg',title:'Download plot as an SVG',icon:Plotly.Icons.camera,"
@@ -86,7 +57,7 @@ def _table(analysis) -> str:
 
 
 _CSS = """body{font-family:Inter,'Segoe UI',Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}h3{font-size:1em;margin-bottom:0}
 .cap{color:#555;font-size:.92em}.row{display:flex;flex-wrap:wrap;gap:8px}.row .fig{flex:1 1 520px;min-width:420px}
 .note{background:#eef5ff;border-left:4px solid #4a90d9;padding:.4em .8em;margin:.4em 0}
 table{border-collapse:collapse;font-size:.8em;overflow-x:auto;display:block}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
@@ -94,7 +65,8 @@ table{border-collapse:collapse;font-size:.8em;overflow-x:auto;display:block}td,t
 
 
 def build_report(analysis, layer: int | None = None) -> str:
-    """One self-contained HTML page with every view (per-layer views at ``layer``, default the last).
+    """One self-contained HTML page with every view of :data:`smoothviz.views.VIEWS` (per-layer views
+    at ``layer``, default the last; the head atlas's cell at that layer, head 0).
 
     Returns:
         The HTML text; it needs no network (plotly.js is embedded once, no CDN).
@@ -117,11 +89,16 @@ def build_report(analysis, layer: int | None = None) -> str:
     parts += [f"<div class='note'>{esc(n)}</div>" for n in analysis.notes]
     parts.append("<p class='note'>Projections distort distances; the metrics are the ground truth.</p>")
     index = 0
-    for title, caption, figs in _views(analysis, layer):
-        parts.append(f"<h2>{esc(title)}</h2><p class='cap'>{esc(figures.CAPTIONS[caption])}</p><div class='row'>")
-        for name, fig in figs:
-            parts.append(_figure_div(fig, name, index))
-            index += 1
-        parts.append("</div>")
+    at = At(layer=layer, top_k=TOP_K, head_layer=layer)
+    for section, heading in SECTIONS.items():
+        parts.append(f"<h2>{esc(heading)}</h2>")
+        for view in in_section(section):
+            title = view.heading(at)
+            parts.append((f"<h3>{esc(title)}</h3>" if title else "")
+                         + f"<p class='cap'>{esc(view.caption)}</p><div class='row'>")
+            for name, fig in view.figures(analysis, at):
+                parts.append(_figure_div(fig, name, index))
+                index += 1
+            parts.append("</div>")
     parts += ["<h2>Metrics</h2>", _table(analysis), "</body></html>"]
     return "\n".join(parts)

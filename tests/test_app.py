@@ -2,6 +2,7 @@
 
 Analyses are cached process-wide (st.cache_resource), so after the first test most runs are hits.
 """
+import html
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from smoothviz.data import examples
+from smoothviz.views import VIEWS, chart_count
 
 APP = Path(__file__).resolve().parent.parent / "app"
 TIMEOUT = 240
@@ -37,7 +39,8 @@ def metric(app, name: str):
 def test_opens_on_the_worked_example(at):
     ok(at)
     figs = charts(at)
-    assert len(figs) >= 15  # every view drawn
+    two_runs = sum(2 if view.per_run else 1 for view in VIEWS)
+    assert len(figs) == two_runs  # every view of the list, a run per column where it is per run
     assert all(f["data"] for f in figs)
     assert at.text_area(key="text").value.startswith("The quick brown fox")
     assert at.selectbox(key="mit").value == "neutreno"
@@ -208,8 +211,11 @@ def test_report_is_one_offline_file_with_escaped_tokens():
     page = report.build_report(analysis)
     assert "<script src" not in page and 'src="http' not in page  # nothing is fetched
     body = page.split("</head>", 1)[1]
-    assert body.count("Plotly.newPlot(") == 17       # every view, drawn inline
-    assert body.count("<script") == 17               # and no script a token smuggled in
+    drawn = chart_count(analysis)
+    assert drawn == sum(2 if view.per_run else 1 for view in VIEWS)
+    assert body.count("Plotly.newPlot(") == drawn    # every view, drawn inline
+    assert body.count("<script") == drawn            # and no script a token smuggled in
+    assert all(view.caption in html.unescape(body) for view in VIEWS)
     assert "<img" not in body and "&lt;" in body
     csv_text = report.metrics_csv(analysis)
     assert csv_text.splitlines()[0].startswith("run,layer,cosine_mean")

@@ -1,0 +1,171 @@
+"""The list of views, defined once: the page and the HTML report draw what :data:`VIEWS` holds.
+
+A view is a figure builder plus what the reader needs beside it: a section, a title, a one-line
+caption saying what to look for, and the Theory page's section that explains it. Adding a view is
+one :class:`View` entry (and its builder in :mod:`smoothviz.figures`); the page, the report and
+the tests that count charts all read this list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import plotly.graph_objects as go
+
+from . import figures
+from .graph import to_networkx
+
+# Page and report sections, in order: key → heading.
+SECTIONS = {
+    "depth": "1 · Over-smoothing over depth",
+    "layer": "2 · One layer, side by side",
+    "trajectories": "3 · Token trajectories",
+    "atlas": "4 · Head × layer atlas",
+    "sv": "5 · Singular-value spectra",
+}
+
+
+@dataclass(frozen=True)
+class At:
+    """Where the reader is looking: the choices that per-layer and per-head views depend on.
+
+    Attributes:
+        layer: the layer of the per-layer views (1…L).
+        picked: a highlighted token (index among the kept tokens) or ``None``.
+        top_k: edges drawn per token in graph views.
+        quantity: the head atlas's per-head quantity (a key of ``figures.HEAD_QUANTITIES``).
+        head_layer, head: the atlas's chosen cell (layer 1…L, head index).
+    """
+
+    layer: int
+    picked: int | None = None
+    top_k: int = 3
+    quantity: str = "head_gap"
+    head_layer: int = 1
+    head: int = 0
+
+
+@dataclass(frozen=True)
+class View:
+    """One chart of the page and the report.
+
+    Attributes:
+        key: a short name (figure file names, the cache key, tests).
+        section: a key of :data:`SECTIONS`.
+        title: a heading (``{layer}``, ``{head_layer}``, ``{head}``, ``{top_k}`` are filled in),
+            or ``""`` for none.
+        caption: one line: what to look for. Only what the numbers on screen support.
+        anchor: the Theory page's section that explains it.
+        build: ``(analysis, run_key, at) -> Figure``; ``run_key`` is ``None`` unless ``per_run``.
+        per_run: one figure per run (baseline, mitigated), side by side.
+        depends: the fields of :class:`At` the figure depends on (its cache key).
+        half: drawn at half width, beside the next half-width view of its section.
+    """
+
+    key: str
+    section: str
+    title: str
+    caption: str
+    anchor: str
+    build: Callable[..., go.Figure]
+    per_run: bool = False
+    depends: tuple[str, ...] = field(default=())
+    half: bool = False
+
+    def heading(self, at: At) -> str:
+        return self.title.format(**vars(at))
+
+    def figures(self, analysis, at: At) -> list[tuple[str, go.Figure]]:
+        """``[(figure name, Figure)]``: one per run for a per-run view, else one."""
+        if not self.per_run:
+            return [(self.key, self.build(analysis, None, at))]
+        return [(f"{self.key}-{key}", self.build(analysis, key, at)) for key in analysis.runs()]
+
+    def count(self, analysis) -> int:
+        """How many charts the view draws for ``analysis``."""
+        return len(analysis.runs()) if self.per_run else 1
+
+
+def _run(analysis, key):
+    return analysis.runs()[key]
+
+
+def _title(analysis, key) -> str:
+    return figures.run_name(analysis, key)
+
+
+VIEWS: list[View] = [
+    View("curves", "depth", "",
+         "Each panel is one over-smoothing metric over depth; arrows give the direction in which tokens "
+         "become alike. Compare the two colours at the same layer.", "the-metrics",
+         lambda a, k, at: figures.metric_curves(a)),
+    View("shi", "depth", "",
+         "Below the dashed line a layer shrinks the distance to the collapsed subspace; v is Shi et al.'s "
+         "upper bound on that ratio (shown, not asserted: v ≥ 1 guarantees nothing).", "why-stacking-smooths",
+         lambda a, k, at: figures.shi_bound(a), half=True),
+    View("rollout", "depth", "",
+         "σ₂/σ₁ of the product of attention matrices up to each layer: when it nears 0 every token draws "
+         "on the same mix of inputs.", "attention-is-a-graph",
+         lambda a, k, at: figures.rollout(a), half=True),
+    View("similarity", "layer", "Token similarity at layer {layer}",
+         "Cosine similarity between every pair of tokens at this layer: a uniformly red square means the "
+         "tokens have become alike.", "the-metrics",
+         lambda a, k, at: figures.similarity_heatmap(_run(a, k), a.labels, at.layer, at.picked, title=_title(a, k)),
+         per_run=True, depends=("layer", "picked")),
+    View("graph", "layer", "Attention graph of layer {layer} (top {top_k} edges per token)",
+         "Attention as a graph: edges are each token's strongest links, colour is the Fiedler vector; "
+         "two colour groups mean the graph still has a cut, one colour means it mixes everything.",
+         "attention-is-a-graph",
+         lambda a, k, at: figures.attention_graph(
+             to_networkx(_run(a, k).layer_graph[at.layer - 1], a.labels, top_k=at.top_k),
+             _run(a, k).fiedler[at.layer - 1], at.picked, title=_title(a, k)),
+         per_run=True, depends=("layer", "picked", "top_k")),
+    View("spectrum", "layer", "",
+         "Normalized-Laplacian eigenvalues; a large spectral gap λ₂ means one attention step mixes the "
+         "tokens strongly.", "attention-is-a-graph",
+         lambda a, k, at: figures.laplacian_spectrum(_run(a, k), at.layer,
+                                                     title=f"Laplacian spectrum — {_title(a, k)}"),
+         per_run=True, depends=("layer",)),
+    View("dovonon", "layer", "Value spectrum of layer {layer} (Dovonon et al.)",
+         "Eigenvalues of each head's W_O·W_V: a head whose dominant mode pairs with the constant attention "
+         "eigenvector smooths (circle), otherwise it sharpens (cross).", "the-dovonon-diagnostic",
+         lambda a, k, at: figures.dovonon(_run(a, k), at.layer, title=_title(a, k)),
+         per_run=True, depends=("layer",)),
+    View("verdicts", "layer", "",
+         "Dovonon's verdict for every layer at once: the share of heads that are low-pass.",
+         "the-dovonon-diagnostic",
+         lambda a, k, at: figures.verdicts(a)),
+    View("trajectories", "trajectories", "",
+         "Each token's path from the embeddings to the last layer (dark → bright); paths converging to "
+         "one spot are over-smoothing. Projections distort: trust the metrics.", "projections",
+         lambda a, k, at: figures.trajectories(a, at.picked), depends=("picked",)),
+    View("atlas", "atlas", "",
+         "One cell per head and layer; pick a cell to draw that head's graph. Heads with a large gap mix "
+         "strongly, low-entropy heads attend to few tokens.", "attention-is-a-graph",
+         lambda a, k, at: figures.head_atlas(_run(a, k), at.quantity, title=_title(a, k),
+                                             picked=(at.head_layer, at.head)),
+         per_run=True, depends=("quantity", "head_layer", "head")),
+    View("head-graph", "atlas", "Layer {head_layer}, head {head}: its own graph",
+         "The chosen head's attention as a graph, coloured by weighted degree: a head that sends most of "
+         "its attention to one token (often [SEP]) draws a star around it.", "attention-is-a-graph",
+         lambda a, k, at: figures.attention_graph(
+             a.graph(at.head_layer, head=at.head, run=k, top_k=at.top_k), None, at.picked,
+             title=f"layer {at.head_layer}, head {at.head} — {_title(a, k)}"),
+         per_run=True, depends=("head_layer", "head", "top_k", "picked")),
+    View("sv", "sv", "",
+         "Singular values of the token matrix, normalised by the largest: a fast-dropping, skewed spectrum "
+         "is Yan et al.'s token uniformity.", "the-metrics",
+         lambda a, k, at: figures.sv_spectra(_run(a, k), title=_title(a, k)), per_run=True),
+]
+
+BY_KEY = {view.key: view for view in VIEWS}
+
+
+def in_section(section: str) -> list[View]:
+    """The views of one section, in page order."""
+    return [view for view in VIEWS if view.section == section]
+
+
+def chart_count(analysis) -> int:
+    """How many charts the page and the report draw for ``analysis``."""
+    return sum(view.count(analysis) for view in VIEWS)
