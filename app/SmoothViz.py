@@ -15,13 +15,12 @@ import streamlit as st
 import controls
 import state
 from smoothviz import figures, report, views
+from smoothviz.mitigations import REGISTRY
 
 PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
 st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
 URL = controls.URL
 THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
-# Interventions inside the forward pass: a frozen pretrained model never saw such states.
-IN_FORWARD = {"neutreno", "attnscale", "contranorm", "no-residual", "spectral"}
 PLAY_SECONDS = 1.2
 
 settings, img = controls.sidebar()
@@ -97,7 +96,7 @@ st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens a
            f"{analysis.heads} heads · baseline beside **{beside}**")
 for note in analysis.notes:
     st.info(note, icon=":material/info:")
-if mitigation in IN_FORWARD and analysis.lab is None:
+if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
     extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""
     st.warning(f"{mitigation} was never part of this pretrained model's training: applied to the frozen weights, "
                f"later layers see states out of distribution, so the mitigated curves show what the intervention "

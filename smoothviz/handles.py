@@ -110,11 +110,10 @@ class Handle:
             return self._cache["weight_norm"]
 
     def for_mitigation(self, mitigation) -> "Handle":
-        """The lab's spectral control is its value-spectrum switch (RESEARCH §4): another lab."""
-        if self.lab is None or mitigation.name != "spectral" or mitigation["mode"] not in ("clip-negative", "clip-positive"):
-            return self
-        spectrum = "negative" if mitigation["mode"] == "clip-negative" else "positive"
-        return get_handle(LAB_MODEL, self.device, {**self.lab, "value_spectrum": spectrum})
+        """The model the mitigated run uses: this one, or on the lab the lab that the mitigation's
+        :meth:`~smoothviz.mitigations.Mitigation.lab_settings` stands for (another lab)."""
+        lab = None if self.lab is None else mitigation.lab_settings(self.lab)
+        return self if lab is None else get_handle(LAB_MODEL, self.device, lab)
 
 
 _handles: OrderedDict = OrderedDict()

@@ -9,7 +9,7 @@ import torch
 
 import smoothviz
 from smoothviz.handles import get_handle
-from smoothviz.mitigations import NAMES, MitigationError, make
+from smoothviz.mitigations import NAMES, REGISTRY, MitigationError, make
 from smoothviz.mitigations.inference import contra_norm, soft_decay
 from smoothviz.mitigations.spectral import respectrum_out_weights, spectrum_map
 
@@ -166,15 +166,19 @@ def test_fusion_gate_uses_the_learned_gate(reference):
     assert np.allclose(r.mitigated.fused, (alpha[..., None] * H).sum(0), atol=1e-4)
 
 
-NEUTRAL = {"fusion-mean": {"layers": "6"}, "fusion-max": {"layers": "6-6"}, "fusion-concat": {"layers": "6"},
-           "fusion-gate": {"layers": "6"}, "neutreno": {"lambda": 0}, "softdecay": {"alpha": 0},
-           "spectral": {"mode": "identity"}, "attnscale": {"omega": 0}, "contranorm": {"s": 0},
-           "no-residual": {"residual": 1}}
+@pytest.mark.parametrize("name", NAMES)
+def test_in_forward_is_declared_truthfully(name):
+    """The page warns about out-of-distribution states for exactly the methods that act inside the pass."""
+    ctx = get_handle("default", "cpu").context()
+    assert (make(name).intervention(ctx) is not None) == REGISTRY[name].in_forward
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_neutral_setting_reproduces_the_baseline(name, reference):
-    r = smoothviz.analyze(reference, mitigation=name, params=NEUTRAL[name], device="cpu")
+    """Each mitigation's declared neutral setting (REGISTRY[name].NEUTRAL) is the baseline exactly."""
+    neutral = REGISTRY[name].neutral(6)
+    assert neutral, f"{name} declares no neutral setting"
+    r = smoothviz.analyze(reference, mitigation=name, params=neutral, device="cpu")
     assert np.abs(r.mitigated.hidden - r.baseline.hidden).max() <= 1e-6
     rows = r.mitigated.rows
     if rows[-1]["layer"] == "fused":

@@ -87,15 +87,30 @@ class ModelContext:
 class Mitigation:
     """Base of every mitigation config: frozen parameters plus what they do.
 
-    Subclasses set ``name``, ``PARAMS`` and ``summary``, and override :meth:`intervention`
-    (changes inside the forward pass), :meth:`out_weights` (changed weights, for the
-    eigen-diagnostic) and/or :meth:`fuse` (a fused output after it).
+    Subclasses set ``name``, ``PARAMS``, ``summary``, ``in_forward`` and ``NEUTRAL``, and override
+    :meth:`intervention` (changes inside the forward pass), :meth:`out_weights` (changed weights,
+    for the eigen-diagnostic), :meth:`fuse` (a fused output after it) and/or
+    :meth:`lab_settings` (what stands for it on the lab model). The page, the model handles and
+    the tests read these declarations; nothing lists mitigations by name elsewhere.
+
+    Class attributes:
+        in_forward: acts inside the forward pass, so a frozen pretrained model's later layers see
+            states it never saw in training (the page warns).
+        NEUTRAL: parameters that reproduce the baseline exactly; ``{L}`` in a value stands for
+            the model's depth (a fusion of the last layer alone).
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     PARAMS: ClassVar[dict[str, Param]] = {}
+    in_forward: ClassVar[bool] = False
+    NEUTRAL: ClassVar[dict[str, Any]] = {}
     values: dict = field(default_factory=dict)
+
+    @classmethod
+    def neutral(cls, n_layers: int) -> dict:
+        """The parameters that reproduce the baseline on a model of ``n_layers`` layers."""
+        return {k: v.format(L=n_layers) if isinstance(v, str) else v for k, v in cls.NEUTRAL.items()}
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -109,6 +124,11 @@ class Mitigation:
 
     def out_weights(self, ctx: ModelContext) -> torch.Tensor | None:
         """Attention output weights ``[L, d, h*d_h]`` the mitigated model uses; ``None``: its own."""
+        return None
+
+    def lab_settings(self, lab: dict) -> dict | None:
+        """Lab settings that replace this mitigation on the lab model (RESEARCH §4's switches), or
+        ``None``: applied as on any model. ``lab`` is the lab's current settings."""
         return None
 
     def fuse(self, hidden: torch.Tensor, ctx: ModelContext) -> torch.Tensor | None:

@@ -35,6 +35,7 @@ def select_layers(spec: str, n_layers: int, method: str) -> list[int]:
 @dataclass(frozen=True)
 class FusionMean(Mitigation):
     name = "fusion-mean"
+    NEUTRAL = {"layers": "{L}"}
     summary = "Σ_l w_l H_l over the chosen layers (uniform weights unless given)."
     PARAMS = {"layers": LAYERS,
               "weights": Param("text", "", help="comma-separated non-negative weights, one per chosen layer")}
@@ -62,6 +63,7 @@ def _weights(text: str, count: int, method: str) -> torch.Tensor:
 @dataclass(frozen=True)
 class FusionMax(Mitigation):
     name = "fusion-max"
+    NEUTRAL = {"layers": "{L}"}
     summary = "Element-wise maximum over the chosen layers."
     PARAMS = {"layers": LAYERS}
 
@@ -72,6 +74,7 @@ class FusionMax(Mitigation):
 @dataclass(frozen=True)
 class FusionConcat(Mitigation):
     name = "fusion-concat"
+    NEUTRAL = {"layers": "{L}"}
     summary = "[H_a ‖ … ‖ H_b]: metrics on the n × (k·d) matrix."
     PARAMS = {"layers": LAYERS}
 
@@ -85,6 +88,7 @@ class FusionConcat(Mitigation):
 @dataclass(frozen=True)
 class FusionGate(Mitigation):
     name = "fusion-gate"
+    NEUTRAL = {"layers": "{L}"}
     summary = "Token-wise gate α_{i,l} = softmax_l(wᵀh_{i,l} + b), learned by `smoothviz fit-gate`."
     PARAMS = {"layers": LAYERS,
               "gate": Param("text", "default", help="'default' (the shipped toy sentiment gate for the default "

@@ -31,6 +31,8 @@ def uniform_attention(n: int, causal: bool, dtype=torch.float32, device=None) ->
 @dataclass(frozen=True)
 class NeuTRENO(Mitigation):
     name = "neutreno"
+    in_forward = True
+    NEUTRAL = {"lambda": 0.0}
     summary = "U_l = softmax(QKᵀ/√d_k)V_l + λ(V_0 − V_l) in every layer l ≥ 1 (Nguyen et al. 2023)."
     PARAMS = {"lambda": Param("float", 0.4, 0.0, 1.0, help="fidelity weight λ")}
 
@@ -58,6 +60,8 @@ def soft_decay(H: torch.Tensor, alpha: float, eps: float = 1e-6) -> torch.Tensor
 @dataclass(frozen=True)
 class SoftDecay(Mitigation):
     name = "softdecay"
+    in_forward = True
+    NEUTRAL = {"alpha": 0.0}
     summary = "Map each singular value of a layer's output by f(σ) = −ln(1 − α(σ+α) + ε)/α (Yan et al. 2022)."
     PARAMS = {"alpha": Param("float", -0.6, -1.0, 0.0, help="α < 0; 0 switches it off"),
               "where": Param("choice", "last", choices=("last", "every"))}
@@ -74,6 +78,8 @@ class SoftDecay(Mitigation):
 @dataclass(frozen=True)
 class AttnScale(Mitigation):
     name = "attnscale"
+    in_forward = True
+    NEUTRAL = {"omega": 0.0}
     summary = "A' = A_DC + (1 + ω)(A − A_DC): amplify attention's high-frequency part (Wang et al. 2022)."
     PARAMS = {"omega": Param("float", 0.5, 0.0, 100.0, help="ω ≥ 0")}
 
@@ -103,6 +109,8 @@ def contra_norm(H: torch.Tensor, s: float, tau: float, causal: bool) -> torch.Te
 @dataclass(frozen=True)
 class ContraNorm(Mitigation):
     name = "contranorm"
+    in_forward = True
+    NEUTRAL = {"s": 0.0}
     summary = "After the attention residual, H ← (1+s)H − s·softmax(ĤĤᵀ/τ)H (Guo et al. 2023)."
     PARAMS = {"s": Param("float", 0.05, 0.0, 0.2, help="strength s"),
               "tau": Param("float", 1.0, 0.01, 100.0, help="temperature τ")}
@@ -121,6 +129,8 @@ class ContraNorm(Mitigation):
 @dataclass(frozen=True)
 class NoResidual(Mitigation):
     name = "no-residual"
+    in_forward = True
+    NEUTRAL = {"residual": 1.0}
     summary = "Remove (or scale by β) the skip connection around attention (Dong et al. 2021)."
     PARAMS = {"residual": Param("float", 0.0, 0.0, 1.0, help="weight β kept on the skip; 0 removes it, 1 is the baseline")}
 

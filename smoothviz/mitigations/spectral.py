@@ -52,6 +52,8 @@ def respectrum_out_weights(w_v: torch.Tensor, w_o: torch.Tensor, heads: int, mod
 @dataclass(frozen=True)
 class Spectral(Mitigation):
     name = "spectral"
+    in_forward = True
+    NEUTRAL = {"mode": "identity"}
     summary = "Replace each head's W_O W_V spectrum by a clipped or flipped one (Dovonon et al. 2024)."
     PARAMS = {"mode": Param("choice", "clip-negative", choices=MODES)}
 
@@ -63,6 +65,12 @@ class Spectral(Mitigation):
         def out_weight(layer):
             return new[layer], ctx.b_o[layer]
         return Intervention(out_weight=out_weight)
+
+    def lab_settings(self, lab: dict) -> dict | None:
+        """On the lab, clipping is its value-spectrum switch (RESEARCH §4): another lab."""
+        if self["mode"] not in ("clip-negative", "clip-positive"):
+            return None
+        return {**lab, "value_spectrum": "negative" if self["mode"] == "clip-negative" else "positive"}
 
     def out_weights(self, ctx: ModelContext) -> torch.Tensor | None:
         """The output weights the mitigated model uses (computed once per model and mode)."""
