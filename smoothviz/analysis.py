@@ -21,6 +21,13 @@ from .settings import compute_slots
 PROJECTIONS = ("none", "pca", "umap")
 
 
+SIGNED_NOTE = ("The {run} run's attention has negative weights (AttnScale's A′ = A_DC + (1 + ω)(A − A_DC)), so "
+               "its graphs are signed. Their spectra use the signed normalized Laplacian with absolute degrees, "
+               "I − D̄^(−1/2) S D̄^(−1/2) with D̄ = diag(|S|·1) (Kunegis et al. 2010): the eigenvalues still lie in "
+               "[0, 2], but the smallest is 0 only when the graph is balanced, so λ₂ is not the mixing gap of a "
+               "random walk and reads differently from the baseline's.")
+
+
 class AnalysisError(ValueError):
     """Input the analysis cannot use (empty text, bad option); the message says what to do."""
 
@@ -38,7 +45,10 @@ class Run:
     similarity        [L+1, n, n]       token cosine similarity (kept tokens)
     sv                [L+1, k]          singular values / σ₁
     layer_graph       [L, n, n]         the symmetrised, aggregated graph S of each layer
-    layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending)
+    layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending; the signed
+                                        Laplacian with absolute degrees, see smoothviz.graph)
+    signed            [L]               S has a negative weight (AttnScale's A′): a signed graph
+    heads_signed      bool              some head's graph has a negative weight
     fiedler           [L, n]            its Fiedler vector (largest entry positive)
     head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False)
     head_entropy      [L, h]            mean row entropy of attention (nats)
@@ -69,6 +79,8 @@ class Run:
     value_eigs: np.ndarray
     smooths: np.ndarray
     fused: np.ndarray | None = None
+    signed: np.ndarray | None = None
+    heads_signed: bool = False
 
     def metric(self, name: str, include_fused: bool = False) -> list:
         """One metric over depth (``None`` where undefined)."""
@@ -242,6 +254,9 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
             value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
         fused = mitigation.fuse(trace.hidden.double(), ctx)
         mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)
+    for name, run in (("baseline", baseline), ("mitigated", mitigated)):
+        if run is not None and (run.signed.any() or run.heads_signed):
+            notes.append(SIGNED_NOTE.format(run=name))
     coords, method = None, "none"
     if projection != "none":
         runs = [baseline.hidden[:, keep]] + ([mitigated.hidden[:, keep]] if mitigated else [])
@@ -289,6 +304,7 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     shi_v = _shi_v(A, trace.ln_sigma.double(), handle.weight_norm(), h)
 
     head_gap = smooths = None
+    heads_signed = bool(graph.has_negative(A).any())
     if heads:
         head_gap = _by_layer(lambda a: graph.spectral_gaps(graph.symmetrize(a, options.symmetrize)), A)
         smooths = _dovonon(A, value_eigs.to(torch.complex64))
@@ -310,7 +326,8 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
                head_entropy=f32(_by_layer(graph.row_entropy, A)),
                head_uniform=f32(_by_layer(graph.distance_from_uniform, A)), rollout=f32(rollout),
                shi_v=f32(shi_v), dm_ratio=f32(dm_ratio), value_eigs=_frozen(value_eigs),
-               smooths=None if smooths is None else _frozen(smooths), fused=fused_np)
+               smooths=None if smooths is None else _frozen(smooths), fused=fused_np,
+               signed=_frozen(graph.has_negative(S)), heads_signed=heads_signed)
 
 
 def _by_layer(fn, A: torch.Tensor) -> torch.Tensor:

@@ -13,11 +13,21 @@ st.header("Attention is a graph", anchor="attention-is-a-graph")
 st.markdown("Each attention matrix is the normalised adjacency matrix of a weighted graph whose nodes are "
             "the tokens (Shi et al. 2022). One attention step is one round of message passing: every token "
             "becomes a weighted average of the tokens it attends to.")
-st.latex(r"S = \tfrac12 (A + A^\top), \qquad \mathcal{L} = I - D^{-1/2} S D^{-1/2}, \quad D = \operatorname{diag}(S\mathbf 1)")
-st.markdown("The eigenvalues of 𝓛 lie in [0, 2]. The second smallest, the **spectral gap** λ₂, measures how fast "
-            "the graph mixes; its eigenvector (the **Fiedler vector**) splits the tokens along the graph's "
-            "weakest cut. The **rollout** R_l = Â_l ⋯ Â_1 with Â = ½(A + I) follows the mixing through depth: "
+st.latex(r"S = \tfrac12 (A + A^\top), \qquad \mathcal{L} = I - \bar D^{-1/2} S \bar D^{-1/2}, "
+         r"\quad \bar D = \operatorname{diag}(|S|\,\mathbf 1)")
+st.markdown("Softmax attention has no negative weight, so D̄ is the usual degree matrix D = diag(S𝟙) and 𝓛 is "
+            "the normalized Laplacian; its eigenvalues lie in [0, 2] and the smallest is 0. The second smallest, "
+            "the **spectral gap** λ₂, measures how fast the graph mixes; its eigenvector (the **Fiedler "
+            "vector**) splits the tokens along the graph's weakest cut, and λ₂ measures how weak that cut is. "
+            "The **rollout** R_l = Â_l ⋯ Â_1 with Â = ½(A + I) follows the mixing through depth: "
             "σ₂/σ₁ → 0 means every token draws on the same mix of inputs.")
+st.markdown("**Signed graphs.** AttnScale's A′ = A_DC + (1 + ω)(A − A_DC) has negative entries. SmoothViz then "
+            "uses the same formula with absolute degrees D̄ = diag(|S|𝟙), the *signed normalized Laplacian* "
+            "(Kunegis et al. 2010): its eigenvalues still lie in [0, 2], and nothing is clamped. But the "
+            "smallest eigenvalue is 0 only when the signed graph is balanced (its nodes split into two camps "
+            "with negative edges only between them), so λ₂ is no longer a random walk's mixing gap and reads "
+            "differently from the baseline's. The page notes it whenever a run's graph is signed, and the "
+            "graph views draw only the positive edges.")
 
 st.header("Why stacking smooths", anchor="why-stacking-smooths")
 st.markdown("Averaging neighbours is a low-pass filter: it keeps the constant signal (every token the same "
