@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,6 +50,9 @@ class Run:
                                         Laplacian with absolute degrees, see smoothviz.graph)
     signed            [L]               S has a negative weight (AttnScale's A′): a signed graph
     heads_signed      bool              some head's graph has a negative weight
+    ln_sigma          [L, k]            σ_min of each LayerNorm's input over the kept tokens
+    softmax           [L, h, N, N]      the softmax before ``attention_map`` (AttnScale only)
+    attention_map     callable or None  ``A -> A′`` (AttnScale); see ``_kept_heads``
     fiedler           [L, n]            its Fiedler vector (largest entry positive)
     head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False)
     head_entropy      [L, h]            mean row entropy of attention (nats)
@@ -81,6 +85,9 @@ class Run:
     fused: np.ndarray | None = None
     signed: np.ndarray | None = None
     heads_signed: bool = False
+    ln_sigma: np.ndarray | None = None
+    softmax: np.ndarray | None = None
+    attention_map: Callable | None = None
 
     def metric(self, name: str, include_fused: bool = False) -> list:
         """One metric over depth (``None`` where undefined)."""
@@ -146,8 +153,9 @@ class Analysis:
         r = self.runs()[run]
         if not 1 <= layer <= self.n_layers:
             raise AnalysisError(f"layer must be in 1..{self.n_layers}, got {layer}")
-        A = graph.restrict(torch.tensor(r.attentions[layer - 1], dtype=torch.float64), torch.tensor(self.keep))
-        A = graph.aggregate(A.unsqueeze(0), head if head is not None else self.options.head)[0]
+        at = lambda x: None if x is None else torch.tensor(x[layer - 1:layer])  # noqa: E731
+        A = _kept_graph(at(r.attentions), at(r.softmax), r.attention_map, torch.tensor(self.keep),
+                        head if head is not None else self.options.head)[0]
         W = A if directed else graph.symmetrize(A, self.options.symmetrize)
         return graph.to_networkx(W.numpy(), self.labels, top_k=top_k, directed=directed)
 
@@ -289,11 +297,11 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     """
     idx = torch.tensor(keep)
     H = trace.hidden[:, idx].double().cpu()                 # [L+1, n, d]
-    A = graph.restrict(trace.attentions.float().cpu(), idx)  # [L, h, n, n]
+    A = _kept_heads(trace.attentions, trace.softmax, trace.attention_map, idx)  # [L, h, n, n]
     L, h = A.shape[0], A.shape[1]
 
     hm = metrics.hidden_metrics(H)
-    directed = graph.aggregate(A, options.head).double()    # [L, n, n]
+    directed = _kept_graph(trace.attentions, trace.softmax, trace.attention_map, idx, options.head)  # [L, n, n]
     S = graph.symmetrize(directed, options.symmetrize)
     eigs, vecs = graph.laplacian_spectrum(S)
     gap = graph.spectral_gap(eigs)
@@ -301,7 +309,8 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     rollout = graph.rollout_ratio(directed)
     dm = metrics.dm_abs(H)
     dm_ratio = dm[1:] / dm[:-1].clamp_min(1e-300)
-    shi_v = _shi_v(A, trace.ln_sigma.double(), handle.weight_norm(), h)
+    ln_sigma = trace.ln_sigma[..., idx].double().amin(-1)   # [L, k]: σ_min over the kept tokens, as λ uses
+    shi_v = _shi_v(A, ln_sigma, handle.weight_norm(), h)
 
     head_gap = smooths = None
     heads_signed = bool(graph.has_negative(A).any())
@@ -327,7 +336,36 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
                head_uniform=f32(_by_layer(graph.distance_from_uniform, A)), rollout=f32(rollout),
                shi_v=f32(shi_v), dm_ratio=f32(dm_ratio), value_eigs=_frozen(value_eigs),
                smooths=None if smooths is None else _frozen(smooths), fused=fused_np,
-               signed=_frozen(graph.has_negative(S)), heads_signed=heads_signed)
+               signed=_frozen(graph.has_negative(S)), heads_signed=heads_signed, ln_sigma=f32(ln_sigma),
+               softmax=None if trace.softmax is None else f32(trace.softmax), attention_map=trace.attention_map)
+
+
+def _kept_heads(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping, idx: torch.Tensor) -> torch.Tensor:
+    """Each head's attention over the kept tokens ``[L, h, n, n]`` (float32), restricted on its own.
+
+    With an attention map (AttnScale's A′ = A_DC + (1 + ω)(A − A_DC)) the special tokens leave
+    the softmax A, whose rows are renormalised, and the map then acts over the kept tokens:
+    removed from A′ itself they can leave a row whose kept weights sum to zero or less (a head
+    that sends most of its attention to [SEP]), which no renormalisation can fix. SmoothViz's
+    own choice; with every token kept it is A′ itself.
+    """
+    if mapping is None or idx.numel() == attentions.shape[-1]:
+        return graph.restrict(attentions.float().cpu(), idx)
+    return mapping(graph.restrict(softmax.float().cpu(), idx))
+
+
+def _kept_graph(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping, idx: torch.Tensor,
+                head: int | None) -> torch.Tensor:
+    """The directed graph of each layer over the kept tokens ``[L, n, n]`` (float64).
+
+    RESEARCH §1's order: the mean over heads first, then the special tokens' rows and columns
+    removed and rows renormalised, so a head that sends 95% of its attention to [SEP] weighs
+    little among the words; one head's graph is restricted on its own (the same thing for one
+    head). An attention map acts after the restriction, as in :func:`_kept_heads`.
+    """
+    if mapping is None:
+        return graph.restrict(graph.aggregate(attentions.float().cpu(), head).double(), idx)
+    return mapping(graph.restrict(graph.aggregate(softmax.float().cpu(), head).double(), idx))
 
 
 def _by_layer(fn, A: torch.Tensor) -> torch.Tensor:
