@@ -29,6 +29,10 @@ SIGNED_NOTE = ("The {run} run's attention has negative weights (AttnScale's A′
                "random walk and reads differently from the baseline's.")
 
 
+SHI_PRE_LN_NOTE = ("Shi et al.'s bound v is derived for post-LN blocks; this model is pre-LN, so v is not shown "
+                   "(the measured d_M ratio still is).")
+
+
 class AnalysisError(ValueError):
     """Input the analysis cannot use (empty text, bad option); the message says what to do."""
 
@@ -108,6 +112,8 @@ class Analysis:
         tokens: every token (special ones included); ``special`` marks [CLS]/[SEP]/….
         keep: indices of the tokens the graphs and metrics use (all, or without specials).
         projection: ``[runs, L+1, N_keep, 2]`` joint coordinates, or ``None``.
+        layernorm: where the blocks' LayerNorms sit, ``post``, ``pre`` or ``none`` (Shi et al.'s
+            bound v is shown for post-LN blocks only).
     """
 
     model: str
@@ -124,6 +130,7 @@ class Analysis:
     projection_method: str = "none"
     notes: list = field(default_factory=list)
     lab: dict | None = None
+    layernorm: str = "post"
 
     @property
     def n_layers(self) -> int:
@@ -245,6 +252,8 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
         notes.append("Only one token: pairwise metrics (cosine_mean, spectral gap, skewness) are undefined.")
     if handle.causal:
         notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
+    if handle.layernorm == "pre":
+        notes.append(SHI_PRE_LN_NOTE)
 
     base_trace = _finite(capture.run(handle.model, inputs), "baseline")
     ctx = handle.context()
@@ -275,7 +284,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     return Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
                     causal=handle.causal, options=options, baseline=baseline, mitigated=mitigated,
                     mitigation=described, projection=coords, projection_method=method, notes=notes,
-                    lab=handle.lab)
+                    lab=handle.lab, layernorm=handle.layernorm)
 
 
 def _finite(trace: capture.Trace, run: str) -> capture.Trace:
@@ -310,7 +319,7 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     dm = metrics.dm_abs(H)
     dm_ratio = dm[1:] / dm[:-1].clamp_min(1e-300)
     ln_sigma = trace.ln_sigma[..., idx].double().amin(-1)   # [L, k]: σ_min over the kept tokens, as λ uses
-    shi_v = _shi_v(A, ln_sigma, handle.weight_norm(), h)
+    shi_v = _shi_v(A, ln_sigma, handle.weight_norm(), h, handle.layernorm == "post")
 
     head_gap = smooths = None
     heads_signed = bool(graph.has_negative(A).any())
@@ -402,12 +411,18 @@ def _num(x) -> float | None:
     return None if math.isnan(value) else (value if math.isfinite(value) else None)
 
 
-def _shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, heads: int) -> torch.Tensor:
-    """v = (1 + s²)(1 + √λ·h·s)/(σ₁σ₂) per layer; NaN where the block has fewer than two LayerNorms."""
+def _shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, heads: int,
+           post_ln: bool) -> torch.Tensor:
+    """v = (1 + s²)(1 + √λ·h·s)/(σ₁σ₂) per layer.
+
+    NaN where the block has fewer than two LayerNorms, and for pre-LN blocks: Shi et al. derive
+    the bound for post-LN blocks (each LayerNorm after its residual sum), where σ₁, σ₂ divide
+    the states that carry on; in a pre-LN block the LayerNorms sit on the branches only.
+    """
+    if ln_sigma.shape[1] < 2 or not post_ln:
+        return torch.full((A.shape[0],), float("nan"), dtype=torch.float64)
     lam = graph.attention_contraction_lambda(A).double().clamp_min(0)
     s = weight_norm.double()
-    if ln_sigma.shape[1] < 2:
-        return torch.full((A.shape[0],), float("nan"), dtype=torch.float64)
     s1, s2 = ln_sigma[:, 0], ln_sigma[:, 1]
     return (1 + s ** 2) * (1 + lam.sqrt() * heads * s) / (s1 * s2)
 

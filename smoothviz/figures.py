@@ -34,8 +34,9 @@ FONT = dict(family="Inter, 'Segoe UI', Arial, sans-serif", size=13)
 CAPTIONS = {
     "curves": "Each panel is one over-smoothing metric over depth; arrows give the direction in which "
               "tokens become alike. Compare the two colours at the same layer.",
-    "shi": "Below the dashed line a layer shrinks the distance to the collapsed subspace; v is Shi et al.'s "
-           "upper bound on that ratio (shown, not asserted: v ≥ 1 guarantees nothing).",
+    "shi": "Below the dashed line a layer shrinks the distance to the smooth subspace (every token the same "
+           "vector); v is Shi et al.'s upper bound on that ratio, derived for post-LN blocks and shown only for "
+           "them (shown, not asserted: v ≥ 1 guarantees nothing).",
     "similarity": "Cosine similarity between every pair of tokens at this layer: a uniformly red square "
                   "means the tokens have become alike.",
     "graph": "Attention as a graph: edges are each token's strongest links, colour is the Fiedler vector; "
@@ -180,7 +181,11 @@ def shi_bound(analysis) -> go.Figure:
                                  line=dict(color=colour), hovertemplate="layer %{x}: ratio = %{y:.3g}<extra></extra>"))
     fig.add_hline(y=1, line=dict(color="grey", dash="dash"), annotation_text="1: below it, d_M shrinks",
                   annotation_position="bottom right")
-    if undefined:
+    if getattr(analysis, "layernorm", "post") == "pre":
+        fig.add_annotation(text="v is not shown: Shi et al.'s bound is derived for post-LN blocks,<br>"
+                                "and this model is pre-LN", showarrow=False, align="left",
+                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
+    elif undefined:
         fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
                            xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
     shown = [y for trace in fig.data for y in trace.y]

@@ -47,6 +47,13 @@ class Handle:
     def causal(self) -> bool:
         return self.spec.causal
 
+    @property
+    def layernorm(self) -> str:
+        """Where the blocks' LayerNorms sit: ``post`` (after each residual sum), ``pre`` or ``none``."""
+        if self.lab is not None:
+            return self.lab["layernorm"]
+        return "post" if self.spec.post_ln else "pre"
+
     def encode(self, text: str, max_tokens: int | None, notes: list) -> tuple[dict, list, list]:
         """Tokenise (truncating with a note) and return ``(model inputs, tokens, special mask)``."""
         source = self.embedder or self

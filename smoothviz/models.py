@@ -35,6 +35,9 @@ class ArchSpec:
         layernorms: the block's LayerNorms in forward order (for Shi et al.'s sigma_min).
         conv1d: weights stored as ``[in, out]`` (GPT-2's Conv1D) instead of ``[out, in]``.
         causal: rows of attention are lower-triangular.
+        post_ln: each sub-layer's LayerNorm follows its residual sum (BERT's post-LN); False for
+            pre-LN blocks (GPT-2), where Shi et al.'s bound does not apply. The lab reads its
+            own config instead.
     """
 
     layers: str
@@ -44,6 +47,7 @@ class ArchSpec:
     value_part: int | None = None
     conv1d: bool = False
     causal: bool = False
+    post_ln: bool = True
 
 
 _BERT = ArchSpec("encoder.layer", "attention.self.value", "attention.output.dense",
@@ -61,7 +65,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "mpnet": ArchSpec("encoder.layer", "attention.attn.v", "attention.attn.o",
                       ("attention.LayerNorm", "output.LayerNorm")),
     "gpt2": ArchSpec("h", "attn.c_attn", "attn.c_proj", ("ln_1", "ln_2"),
-                     value_part=2, conv1d=True, causal=True),
+                     value_part=2, conv1d=True, causal=True, post_ln=False),
     "lab": ArchSpec("layers", "attn.v", "attn.o", ("ln1", "ln2")),
 }
 

@@ -59,6 +59,10 @@ def test_analysis_matches_transformers(kind, model_dir, matches_transformers):
     if kind == "gpt2":
         assert np.allclose(np.triu(r.baseline.attentions, 1), 0)
         assert any("lower-triangular" in n for n in r.notes)
+    # Shi et al.'s bound is for post-LN blocks: GPT-2 is pre-LN, every encoder here post-LN
+    assert (r.layernorm == "pre") == (kind == "gpt2")
+    assert all((v is None) == (kind == "gpt2") for v in r.baseline.metric("shi_v")[1:])
+    assert any("post-LN" in n for n in r.notes) == (kind == "gpt2")
 
 
 ACTIVE = {"neutreno": {"lambda": 0.5}, "softdecay": {"where": "every"}, "spectral": {"mode": "flip"},

@@ -37,7 +37,8 @@ st.latex(r"d_M(H_{l+1}) \le v \, d_M(H_l), \qquad v = \frac{(1 + s^2)(1 + \sqrt{
 st.markdown("with s the largest singular value of the block's weights, λ the largest eigenvalue of AᵀPA and "
             "σ₁, σ₂ the LayerNorms' smallest input deviations. Only v < 1 guarantees collapse; for trained "
             "models v is usually far above 1, which is why the dashboard shows v beside the measured ratio "
-            "and never asserts it. Without residual connections pure attention loses rank doubly "
+            "and never asserts it. The bound is derived for post-LN blocks (each LayerNorm after its residual "
+            "sum, as in BERT); for pre-LN blocks (GPT-2, the lab with layernorm=pre) v is not shown. Without residual connections pure attention loses rank doubly "
             "exponentially (Dong et al. 2021): try the lab preset *Pure attention in a 32-layer lab model*.")
 
 st.header("The metrics", anchor="the-metrics")
