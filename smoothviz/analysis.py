@@ -44,7 +44,10 @@ class Run:
     Shapes (L layers, h heads, n tokens kept by the graph options, d width, k = min(n, d)):
 
     ================  ================  =====================================================
-    rows              list of dicts     per layer 0…L (and ``"fused"``): the §2 metrics
+    rows              list of dicts     per layer 0…L (and ``"fused"``): the §2 metrics, and
+                                        ``heads_smoothing``, the share of heads whose Dovonon
+                                        verdict is "smooths" (None at layer 0, for the fused
+                                        row and with heads=False)
     hidden            [L+1, N, d]       every token's state (all N tokens, special ones too)
     attentions        [L, h, N, N]      the attention the model used
     similarity        [L+1, n, n]       token cosine similarity (kept tokens)
@@ -331,6 +334,8 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     for layer in range(1, L + 1):
         rows[layer].update(spectral_gap=_num(gap[layer - 1]), rollout_ratio=_num(rollout[layer - 1]),
                            shi_v=_num(shi_v[layer - 1]), dm_ratio=_num(dm_ratio[layer - 1]))
+        if smooths is not None:  # the share of heads whose Dovonon verdict is "smooths"
+            rows[layer]["heads_smoothing"] = float(smooths[layer - 1].double().mean())
     fused_np = None
     if fused is not None:
         F = fused[idx].double().cpu().unsqueeze(0)
@@ -402,7 +407,8 @@ def _row(layer, hm: dict, i: int, dirichlet: torch.Tensor) -> dict:
     """One table row; graph-based entries are None until a layer's graph fills them."""
     row = {"layer": layer, **{name: _num(hm[name][i]) for name in _STATE_METRICS}}
     row["numerical_rank"] = int(row["numerical_rank"])
-    row.update(dirichlet=_num(dirichlet[i]), spectral_gap=None, rollout_ratio=None, shi_v=None, dm_ratio=None)
+    row.update(dirichlet=_num(dirichlet[i]), spectral_gap=None, rollout_ratio=None, shi_v=None, dm_ratio=None,
+               heads_smoothing=None)
     return row
 
 

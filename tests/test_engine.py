@@ -166,13 +166,17 @@ def test_cli_json_contract(reference):
     layers = data["baseline"]["layers"]
     assert [row["layer"] for row in layers] == list(range(7))
     assert set(METRIC_NAMES) <= set(layers[0]) and layers[0]["spectral_gap"] is None
+    assert layers[0]["heads_smoothing"] is None and all(0 <= row["heads_smoothing"] <= 1 for row in layers[1:])
+    assert all(row["heads_smoothing"] is not None for row in data["mitigated"]["layers"][1:-1])
     assert data["mitigated"]["layers"][-1]["layer"] == "fused"
+    assert data["mitigated"]["layers"][-1]["heads_smoothing"] is None
     assert data["mitigation"] == {"name": "fusion-mean", "params": {"layers": "4-6", "weights": ""}}
 
 
 def test_cli_readable_table_and_errors():
     out = _cli("analyze", "A short sentence.")
     assert out.returncode == 0 and "cosine_mean" in out.stdout and "spectral_gap" in out.stdout
+    assert "heads_smoothing" in out.stdout
     for args, message in [(("analyze", ""), "empty"),
                           (("analyze", "hi", "--model", "nobody/nothing"), "cannot load model"),
                           (("analyze", "hi", "--mitigation", "magic"), "unknown mitigation"),

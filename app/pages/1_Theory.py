@@ -79,9 +79,19 @@ st.header("The Dovonon diagnostic", anchor="the-dovonon-diagnostic")
 st.markdown("A layer's update X ← X + AXH with H = W_V W_O has eigenvalues 1 + λᴬλᴴ (Dovonon, Bronstein & "
             "Kusner 2024). If the dominant one pairs λᴴ with A's eigenvalue 1 — the constant eigenvector — the "
             "layer is a low-pass filter and **smooths**; otherwise it **sharpens**. A negative value spectrum "
-            "(Λ = −ψ², clipped to [−1, 0)) avoids smoothing; a positive one guarantees it. *Spectral control* "
-            "replaces each head's W_O W_V spectrum accordingly (a what-if on pretrained models).")
+            "(Λ = −ψ², clipped to [−1, 0)) avoids smoothing; a positive one (Λ = +ψ², clipped to (0, 1]) "
+            "guarantees it.")
 st.latex(r"\operatorname{eig}(I + A \otimes H) = \{\, 1 + \lambda^A_i \lambda^H_j \,\}")
+st.markdown("*Spectral control* is a what-if on a pretrained model: each head's M = W_O W_V = PΛP⁻¹ gets a new "
+            "spectrum f(Λ) on the same eigenbasis, W_O′ = P f(Λ) Λ⁻¹ P⁻¹ W_O. **clip-negative** sets "
+            "f(λ) = −min(|λ|, 1), a real spectrum in [−1, 0), so by the rule above no head smooths; "
+            "**clip-positive** sets f(λ) = +min(|λ|, 1), in (0, 1], so every head does; **flip** negates the real "
+            "parts and keeps the imaginary ones. Keeping the eigenbasis and each eigenvalue's modulus is "
+            "SmoothViz's choice (a pretrained head's eigenvalues are mostly complex: clipping only their real "
+            "parts would leave them mostly imaginary). The verdict is about the heads, not the whole network: "
+            "the frozen model's later layers see states they never saw, so its tokens can still become more "
+            "alike — on the reference sentence the default model's last-layer cosine_mean rises under every "
+            "mode. The dashboard states the measured change beside the curves.")
 
 st.header("Projections", anchor="projections")
 st.markdown("Trajectories come from one joint 2-D projection (PCA, or UMAP with a fixed seed) of every layer "
