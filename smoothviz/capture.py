@@ -30,6 +30,9 @@ class Intervention:
         branch: ``(layer, out, x) -> out`` on the attention branch output before the residual
             adds the block input ``x`` (both ``[1, n, d]``).
         block: ``(layer, h) -> h`` on each block's output ``[1, n, d]``.
+        final_ln: ``(layer, s, x) -> s`` on the input ``s`` of each block's last LayerNorm, with
+            ``x`` the feed-forward sub-layer's input (both ``[1, n, d]``; in a post-LN block
+            ``s = FFN(x) + x``).
         attention: ``A -> A'`` applied to the recorded attention ``[L, h, n, n]`` when the
             change is made through ``context`` (the probabilities the model used).
     """
@@ -38,6 +41,7 @@ class Intervention:
     out_weight: Callable | None = None
     branch: Callable | None = None
     block: Callable | None = None
+    final_ln: Callable | None = None
     attention: Callable | None = None
 
 
@@ -48,6 +52,7 @@ class _Pass:
     x: Tensor | None = None
     v: Tensor | None = None
     v0: Tensor | None = None
+    ffn_x: Tensor | None = None
     ln_sigma: list = field(default_factory=list)  # (layer, per-token std [n]) per LayerNorm call
 
 
@@ -66,8 +71,11 @@ def install(model: torch.nn.Module, spec: ArchSpec) -> None:
         out = get_module(block, spec.out_proj)
         out.register_forward_pre_hook(_context_hook)
         out.register_forward_hook(_out_hook(spec))
-        for path in spec.layernorms:
-            get_module(block, path).register_forward_pre_hook(_ln_hook)
+        for i, path in enumerate(spec.layernorms):
+            get_module(block, path).register_forward_pre_hook(_ln_hook(final=i == len(spec.layernorms) - 1))
+        ffn = get_module(block, spec.ffn_in) if spec.ffn_in else None
+        if ffn is not None:  # a lab without an MLP has none
+            ffn.register_forward_pre_hook(_ffn_hook)
     model._smoothviz_hooks = True
 
 
@@ -123,12 +131,25 @@ def _out_hook(spec: ArchSpec):
     return hook
 
 
-def _ln_hook(module, args):
+def _ffn_hook(module, args):
     state = _STATE.get()
-    if state is not None and isinstance(module, torch.nn.LayerNorm):
+    if state is not None:
+        state.ffn_x = args[0]
+
+
+def _ln_hook(final: bool):
+    def hook(module, args):
+        state = _STATE.get()
+        if state is None or not isinstance(module, torch.nn.LayerNorm):
+            return None
+        x, changed = args[0], None
+        if final and state.intervention.final_ln is not None:
+            x = changed = state.intervention.final_ln(state.layer, x, state.ffn_x)
         # Every token's std, not only the smallest: the analysis takes the minimum over the tokens
         # it keeps (special ones excluded or not). Left on the device: no sync per LayerNorm.
-        state.ln_sigma.append((state.layer, args[0][0].detach().float().std(dim=-1, unbiased=False)))
+        state.ln_sigma.append((state.layer, x[0].detach().float().std(dim=-1, unbiased=False)))
+        return None if changed is None else (changed,) + tuple(args[1:])
+    return hook
 
 
 # --------------------------------------------------------------------------- weights

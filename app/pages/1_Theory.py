@@ -65,8 +65,16 @@ st.latex(r"H_{\text{fused}} = \textstyle\sum_l w_l H_l")
 st.markdown("**NeuTRENO** (Nguyen et al.) pulls each layer's attention output back towards the first layer's "
             "values, the fidelity term of a regularised functional:")
 st.latex(r"U_l = \operatorname{softmax}\!\big(Q_l K_l^\top/\sqrt{d_k}\big) V_l + \lambda\,(V_0 - V_l)")
-st.markdown("**SoftDecay** (Yan et al.) flattens the singular-value spectrum of a token matrix H = UΣVᵀ:")
+st.markdown("**SoftDecay** (Yan et al.) flattens the singular-value spectrum of a token matrix H = UΣVᵀ, "
+            "rescaled so the largest singular value is unchanged:")
 st.latex(r"f(\sigma) = -\ln\!\big(1 - \alpha(\sigma + \alpha) + \varepsilon\big)/\alpha, \quad \alpha < 0")
+st.markdown("Where it acts is a choice. *where=last* (the default) transforms the final hidden states, as the "
+            "paper describes; *where=every* transforms each layer's output before the next layer reads it. "
+            "*where=official* follows the authors' released code (tokenUni): inside the last block, before its "
+            "final LayerNorm, on the feed-forward output plus its residual, with the residual added again — so "
+            "x counts twice, and even α = 0 differs from the baseline. It exists only in post-LN blocks with a "
+            "feed-forward sub-layer (not GPT-2, not a lab without post-LN and an MLP).")
+st.latex(r"H_L = \mathrm{LN}\big(\mathrm{SVT}(\mathrm{FFN}(x) + x) + x\big), \quad x = \text{the FFN's input}")
 st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of attention, "
             "A' = A_DC + (1 + ω)(A − A_DC) with A_DC = 𝟙𝟙ᵀ/n. **ContraNorm** (Guo et al.) pushes tokens apart "
             "after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. **No residual** (Dong et al.) removes the skip "
