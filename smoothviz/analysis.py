@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,6 +22,17 @@ from .settings import compute_slots
 
 
 
+SIGNED_NOTE = ("The {run} run's attention has negative weights (AttnScale's A′ = A_DC + (1 + ω)(A − A_DC)), so "
+               "its graphs are signed. Their spectra use the signed normalized Laplacian with absolute degrees, "
+               "I − D̄^(−1/2) S D̄^(−1/2) with D̄ = diag(|S|·1) (Kunegis et al. 2010): the eigenvalues still lie in "
+               "[0, 2], but the smallest is 0 only when the graph is balanced, so λ₂ is not the mixing gap of a "
+               "random walk and reads differently from the baseline's.")
+
+
+SHI_PRE_LN_NOTE = ("Shi et al.'s bound v is derived for post-LN blocks; this model is pre-LN, so v is not shown "
+                   "(the measured d_M ratio still is).")
+
+
 class AnalysisError(ValueError):
     """Input the analysis cannot use (empty text, bad option); the message says what to do."""
 
@@ -32,13 +44,22 @@ class Run:
     Shapes (L layers, h heads, n tokens kept by the graph options, d width, k = min(n, d)):
 
     ================  ================  =====================================================
-    rows              list of dicts     per layer 0…L (and ``"fused"``): the §2 metrics
+    rows              list of dicts     per layer 0…L (and ``"fused"``): the §2 metrics, and
+                                        ``heads_smoothing``, the share of heads whose Dovonon
+                                        verdict is "smooths" (None at layer 0, for the fused
+                                        row and with heads=False)
     hidden            [L+1, N, d]       every token's state (all N tokens, special ones too)
     attentions        [L, h, N, N]      the attention the model used
     similarity        [L+1, n, n]       token cosine similarity (kept tokens)
     sv                [L+1, k]          singular values / σ₁
     layer_graph       [L, n, n]         the symmetrised, aggregated graph S of each layer
-    layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending)
+    layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending; the signed
+                                        Laplacian with absolute degrees, see smoothviz.graph)
+    signed            [L]               S has a negative weight (AttnScale's A′): a signed graph
+    heads_signed      bool              some head's graph has a negative weight
+    ln_sigma          [L, k]            σ_min of each LayerNorm's input over the kept tokens
+    softmax           [L, h, N, N]      the softmax before ``attention_map`` (AttnScale only)
+    attention_map     callable or None  ``A -> A′`` (AttnScale); see ``_kept_heads``
     fiedler           [L, n]            its Fiedler vector (largest entry positive)
     head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False)
     head_entropy      [L, h]            mean row entropy of attention (nats)
@@ -69,6 +90,11 @@ class Run:
     value_eigs: np.ndarray
     smooths: np.ndarray
     fused: np.ndarray | None = None
+    signed: np.ndarray | None = None
+    heads_signed: bool = False
+    ln_sigma: np.ndarray | None = None
+    softmax: np.ndarray | None = None
+    attention_map: Callable | None = None
 
     def metric(self, name: str, include_fused: bool = False) -> list:
         """One metric over depth (``None`` where undefined)."""
@@ -89,6 +115,8 @@ class Analysis:
         tokens: every token (special ones included); ``special`` marks [CLS]/[SEP]/….
         keep: indices of the tokens the graphs and metrics use (all, or without specials).
         projection: ``[runs, L+1, N_keep, 2]`` joint coordinates, or ``None``.
+        layernorm: where the blocks' LayerNorms sit, ``post``, ``pre`` or ``none`` (Shi et al.'s
+            bound v is shown for post-LN blocks only).
     """
 
     model: str
@@ -105,6 +133,7 @@ class Analysis:
     projection_method: str = "none"
     notes: list = field(default_factory=list)
     lab: dict | None = None
+    layernorm: str = "post"
 
     @property
     def n_layers(self) -> int:
@@ -134,8 +163,9 @@ class Analysis:
         r = self.runs()[run]
         if not 1 <= layer <= self.n_layers:
             raise AnalysisError(f"layer must be in 1..{self.n_layers}, got {layer}")
-        A = graph.restrict(torch.tensor(r.attentions[layer - 1], dtype=torch.float64), torch.tensor(self.keep))
-        A = graph.aggregate(A.unsqueeze(0), head if head is not None else self.options.head)[0]
+        at = lambda x: None if x is None else torch.tensor(x[layer - 1:layer])  # noqa: E731
+        A = _kept_graph(at(r.attentions), at(r.softmax), r.attention_map, torch.tensor(self.keep),
+                        head if head is not None else self.options.head)[0]
         W = A if directed else graph.symmetrize(A, self.options.symmetrize)
         return graph.to_networkx(W.numpy(), self.labels, top_k=top_k, directed=directed)
 
@@ -225,6 +255,8 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
         notes.append("Only one token: pairwise metrics (cosine_mean, spectral gap, skewness) are undefined.")
     if handle.causal:
         notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
+    if handle.layernorm == "pre":
+        notes.append(SHI_PRE_LN_NOTE)
 
     base_trace = _finite(capture.run(handle.model, inputs), "baseline")
     ctx = handle.context()
@@ -242,6 +274,9 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
             value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
         fused = mitigation.fuse(trace.hidden.double(), ctx)
         mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)
+    for name, run in (("baseline", baseline), ("mitigated", mitigated)):
+        if run is not None and (run.signed.any() or run.heads_signed):
+            notes.append(SIGNED_NOTE.format(run=name))
     coords, method = None, "none"
     if projection != "none":
         runs = [baseline.hidden[:, keep]] + ([mitigated.hidden[:, keep]] if mitigated else [])
@@ -252,7 +287,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     return Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
                     causal=handle.causal, options=options, baseline=baseline, mitigated=mitigated,
                     mitigation=described, projection=coords, projection_method=method, notes=notes,
-                    lab=handle.lab)
+                    lab=handle.lab, layernorm=handle.layernorm)
 
 
 def _finite(trace: capture.Trace, run: str) -> capture.Trace:
@@ -274,11 +309,11 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     """
     idx = torch.tensor(keep)
     H = trace.hidden[:, idx].double().cpu()                 # [L+1, n, d]
-    A = graph.restrict(trace.attentions.float().cpu(), idx)  # [L, h, n, n]
+    A = _kept_heads(trace.attentions, trace.softmax, trace.attention_map, idx)  # [L, h, n, n]
     L, h = A.shape[0], A.shape[1]
 
     hm = metrics.hidden_metrics(H)
-    directed = graph.aggregate(A, options.head).double()    # [L, n, n]
+    directed = _kept_graph(trace.attentions, trace.softmax, trace.attention_map, idx, options.head)  # [L, n, n]
     S = graph.symmetrize(directed, options.symmetrize)
     eigs, vecs = graph.laplacian_spectrum(S)
     gap = graph.spectral_gap(eigs)
@@ -286,9 +321,11 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     rollout = graph.rollout_ratio(directed)
     dm = metrics.dm_abs(H)
     dm_ratio = dm[1:] / dm[:-1].clamp_min(1e-300)
-    shi_v = _shi_v(A, trace.ln_sigma.double(), handle.weight_norm(), h)
+    ln_sigma = trace.ln_sigma[..., idx].double().amin(-1)   # [L, k]: σ_min over the kept tokens, as λ uses
+    shi_v = _shi_v(A, ln_sigma, handle.weight_norm(), h, handle.layernorm == "post")
 
     head_gap = smooths = None
+    heads_signed = bool(graph.has_negative(A).any())
     if heads:
         head_gap = _by_layer(lambda a: graph.spectral_gaps(graph.symmetrize(a, options.symmetrize)), A)
         smooths = _dovonon(A, value_eigs.to(torch.complex64))
@@ -297,6 +334,8 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     for layer in range(1, L + 1):
         rows[layer].update(spectral_gap=_num(gap[layer - 1]), rollout_ratio=_num(rollout[layer - 1]),
                            shi_v=_num(shi_v[layer - 1]), dm_ratio=_num(dm_ratio[layer - 1]))
+        if smooths is not None:  # the share of heads whose Dovonon verdict is "smooths"
+            rows[layer]["heads_smoothing"] = float(smooths[layer - 1].double().mean())
     fused_np = None
     if fused is not None:
         F = fused[idx].double().cpu().unsqueeze(0)
@@ -310,7 +349,37 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
                head_entropy=f32(_by_layer(graph.row_entropy, A)),
                head_uniform=f32(_by_layer(graph.distance_from_uniform, A)), rollout=f32(rollout),
                shi_v=f32(shi_v), dm_ratio=f32(dm_ratio), value_eigs=_frozen(value_eigs),
-               smooths=None if smooths is None else _frozen(smooths), fused=fused_np)
+               smooths=None if smooths is None else _frozen(smooths), fused=fused_np,
+               signed=_frozen(graph.has_negative(S)), heads_signed=heads_signed, ln_sigma=f32(ln_sigma),
+               softmax=None if trace.softmax is None else f32(trace.softmax), attention_map=trace.attention_map)
+
+
+def _kept_heads(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping, idx: torch.Tensor) -> torch.Tensor:
+    """Each head's attention over the kept tokens ``[L, h, n, n]`` (float32), restricted on its own.
+
+    With an attention map (AttnScale's A′ = A_DC + (1 + ω)(A − A_DC)) the special tokens leave
+    the softmax A, whose rows are renormalised, and the map then acts over the kept tokens:
+    removed from A′ itself they can leave a row whose kept weights sum to zero or less (a head
+    that sends most of its attention to [SEP]), which no renormalisation can fix. SmoothViz's
+    own choice; with every token kept it is A′ itself.
+    """
+    if mapping is None or idx.numel() == attentions.shape[-1]:
+        return graph.restrict(attentions.float().cpu(), idx)
+    return mapping(graph.restrict(softmax.float().cpu(), idx))
+
+
+def _kept_graph(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping, idx: torch.Tensor,
+                head: int | None) -> torch.Tensor:
+    """The directed graph of each layer over the kept tokens ``[L, n, n]`` (float64).
+
+    RESEARCH §1's order: the mean over heads first, then the special tokens' rows and columns
+    removed and rows renormalised, so a head that sends 95% of its attention to [SEP] weighs
+    little among the words; one head's graph is restricted on its own (the same thing for one
+    head). An attention map acts after the restriction, as in :func:`_kept_heads`.
+    """
+    if mapping is None:
+        return graph.restrict(graph.aggregate(attentions.float().cpu(), head).double(), idx)
+    return mapping(graph.restrict(graph.aggregate(softmax.float().cpu(), head).double(), idx))
 
 
 def _by_layer(fn, A: torch.Tensor) -> torch.Tensor:
@@ -338,7 +407,8 @@ def _row(layer, hm: dict, i: int, dirichlet: torch.Tensor) -> dict:
     """One table row; graph-based entries are None until a layer's graph fills them."""
     row = {"layer": layer, **{name: _num(hm[name][i]) for name in _STATE_METRICS}}
     row["numerical_rank"] = int(row["numerical_rank"])
-    row.update(dirichlet=_num(dirichlet[i]), spectral_gap=None, rollout_ratio=None, shi_v=None, dm_ratio=None)
+    row.update(dirichlet=_num(dirichlet[i]), spectral_gap=None, rollout_ratio=None, shi_v=None, dm_ratio=None,
+               heads_smoothing=None)
     return row
 
 
@@ -347,12 +417,18 @@ def _num(x) -> float | None:
     return None if math.isnan(value) else (value if math.isfinite(value) else None)
 
 
-def _shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, heads: int) -> torch.Tensor:
-    """v = (1 + s²)(1 + √λ·h·s)/(σ₁σ₂) per layer; NaN where the block has fewer than two LayerNorms."""
+def _shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, heads: int,
+           post_ln: bool) -> torch.Tensor:
+    """v = (1 + s²)(1 + √λ·h·s)/(σ₁σ₂) per layer.
+
+    NaN where the block has fewer than two LayerNorms, and for pre-LN blocks: Shi et al. derive
+    the bound for post-LN blocks (each LayerNorm after its residual sum), where σ₁, σ₂ divide
+    the states that carry on; in a pre-LN block the LayerNorms sit on the branches only.
+    """
+    if ln_sigma.shape[1] < 2 or not post_ln:
+        return torch.full((A.shape[0],), float("nan"), dtype=torch.float64)
     lam = graph.attention_contraction_lambda(A).double().clamp_min(0)
     s = weight_norm.double()
-    if ln_sigma.shape[1] < 2:
-        return torch.full((A.shape[0],), float("nan"), dtype=torch.float64)
     s1, s2 = ln_sigma[:, 0], ln_sigma[:, 1]
     return (1 + s ** 2) * (1 + lam.sqrt() * heads * s) / (s1 * s2)
 

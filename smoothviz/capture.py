@@ -11,7 +11,6 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .metrics import singular_values
@@ -31,6 +30,9 @@ class Intervention:
         branch: ``(layer, out, x) -> out`` on the attention branch output before the residual
             adds the block input ``x`` (both ``[1, n, d]``).
         block: ``(layer, h) -> h`` on each block's output ``[1, n, d]``.
+        final_ln: ``(layer, s, x) -> s`` on the input ``s`` of each block's last LayerNorm, with
+            ``x`` the feed-forward sub-layer's input (both ``[1, n, d]``; in a post-LN block
+            ``s = FFN(x) + x``).
         attention: ``A -> A'`` applied to the recorded attention ``[L, h, n, n]`` when the
             change is made through ``context`` (the probabilities the model used).
     """
@@ -39,6 +41,7 @@ class Intervention:
     out_weight: Callable | None = None
     branch: Callable | None = None
     block: Callable | None = None
+    final_ln: Callable | None = None
     attention: Callable | None = None
 
 
@@ -49,7 +52,8 @@ class _Pass:
     x: Tensor | None = None
     v: Tensor | None = None
     v0: Tensor | None = None
-    ln_sigma: list = field(default_factory=list)  # (layer, sigma_min) per LayerNorm call
+    ffn_x: Tensor | None = None
+    ln_sigma: list = field(default_factory=list)  # (layer, per-token std [n]) per LayerNorm call
 
 
 _STATE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("smoothviz_pass", default=None)
@@ -67,8 +71,11 @@ def install(model: torch.nn.Module, spec: ArchSpec) -> None:
         out = get_module(block, spec.out_proj)
         out.register_forward_pre_hook(_context_hook)
         out.register_forward_hook(_out_hook(spec))
-        for path in spec.layernorms:
-            get_module(block, path).register_forward_pre_hook(_ln_hook)
+        for i, path in enumerate(spec.layernorms):
+            get_module(block, path).register_forward_pre_hook(_ln_hook(final=i == len(spec.layernorms) - 1))
+        ffn = get_module(block, spec.ffn_in) if spec.ffn_in else None
+        if ffn is not None:  # a lab without an MLP has none
+            ffn.register_forward_pre_hook(_ffn_hook)
     model._smoothviz_hooks = True
 
 
@@ -124,11 +131,25 @@ def _out_hook(spec: ArchSpec):
     return hook
 
 
-def _ln_hook(module, args):
+def _ffn_hook(module, args):
     state = _STATE.get()
-    if state is not None and isinstance(module, torch.nn.LayerNorm):
-        x = args[0]
-        state.ln_sigma.append((state.layer, x.float().std(dim=-1, unbiased=False).min().item()))
+    if state is not None:
+        state.ffn_x = args[0]
+
+
+def _ln_hook(final: bool):
+    def hook(module, args):
+        state = _STATE.get()
+        if state is None or not isinstance(module, torch.nn.LayerNorm):
+            return None
+        x, changed = args[0], None
+        if final and state.intervention.final_ln is not None:
+            x = changed = state.intervention.final_ln(state.layer, x, state.ffn_x)
+        # Every token's std, not only the smallest: the analysis takes the minimum over the tokens
+        # it keeps (special ones excluded or not). Left on the device: no sync per LayerNorm.
+        state.ln_sigma.append((state.layer, x[0].detach().float().std(dim=-1, unbiased=False)))
+        return None if changed is None else (changed,) + tuple(args[1:])
+    return hook
 
 
 # --------------------------------------------------------------------------- weights
@@ -192,16 +213,23 @@ class Trace:
 
     Shapes (n tokens, d width, L layers, h heads, d_h head width):
 
-    ============  =====================  =================================================
-    hidden        ``[L+1, n, d]``        H_0 (embedding output) … H_L
-    attentions    ``[L, h, n, n]``       row-stochastic, as the model used them
-    ln_sigma      ``[L, k]``             smallest per-token std of each LayerNorm's input
-    ============  =====================  =================================================
+    =============  =====================  ================================================
+    hidden         ``[L+1, n, d]``        H_0 (embedding output) … H_L
+    attentions     ``[L, h, n, n]``       as the model used them; rows sum to 1 (AttnScale's
+                                          A′ has negative entries)
+    ln_sigma       ``[L, k, n]``          each token's std of the input of each of a block's k
+                                          LayerNorms, in forward order (NaN where a block has
+                                          fewer; k = 0 without LayerNorms)
+    softmax        ``[L, h, n, n]``/None  the softmax before ``attention_map``; only with one
+    attention_map  callable or None       ``A -> A′`` (AttnScale), batched over leading dims
+    =============  =====================  ================================================
     """
 
     hidden: Tensor
     attentions: Tensor
     ln_sigma: Tensor
+    softmax: Tensor | None = None
+    attention_map: Callable | None = None
 
 
 def run(model, inputs: dict, intervention: Intervention | None = None) -> Trace:
@@ -219,18 +247,22 @@ def run(model, inputs: dict, intervention: Intervention | None = None) -> Trace:
         _STATE.reset(token)
     hidden = torch.stack([h[0] for h in out.hidden_states]).float()
     attn = torch.stack([a[0] for a in out.attentions]).float()
-    if state.intervention.attention is not None:
-        attn = state.intervention.attention(attn)
-    return Trace(hidden, attn, _ln_table(state.ln_sigma, attn.shape[0]))
+    table = _ln_table(state.ln_sigma, attn.shape[0], attn.shape[-1])
+    mapping = state.intervention.attention
+    if mapping is None:
+        return Trace(hidden, attn, table)
+    return Trace(hidden, mapping(attn), table, softmax=attn, attention_map=mapping)
 
 
-def _ln_table(records: list, n_layers: int) -> Tensor:
-    per_layer: list[list[float]] = [[] for _ in range(n_layers)]
+def _ln_table(records: list, n_layers: int, n: int) -> Tensor:
+    """``(layer, std [n])`` records → ``[L, k, n]``, k the most LayerNorms any block called."""
+    per_layer: list[list[Tensor]] = [[] for _ in range(n_layers)]
     for layer, sigma in records:
         if 0 <= layer < n_layers:
-            per_layer[layer].append(sigma)
+            per_layer[layer].append(sigma.cpu())
     width = max((len(r) for r in per_layer), default=0)
-    table = np.full((n_layers, width), np.nan, dtype=np.float32)
+    table = torch.full((n_layers, width, n), float("nan"))
     for i, row in enumerate(per_layer):
-        table[i, : len(row)] = row
-    return torch.from_numpy(table)
+        if row:
+            table[i, : len(row)] = torch.stack(row)
+    return table

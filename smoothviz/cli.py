@@ -13,7 +13,7 @@ import sys
 from .options import DEVICES, PROJECTIONS, SYMMETRIZE
 
 METRIC_COLUMNS = ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank", "numerical_rank",
-                  "sv_skewness", "sv_median", "dirichlet", "spectral_gap")
+                  "sv_skewness", "sv_median", "dirichlet", "spectral_gap", "heads_smoothing")
 
 
 class _Parser(argparse.ArgumentParser):

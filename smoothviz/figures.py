@@ -155,7 +155,11 @@ def shi_bound(analysis) -> go.Figure:
                                  line=dict(color=colour), hovertemplate="layer %{x}: ratio = %{y:.3g}<extra></extra>"))
     fig.add_hline(y=1, line=dict(color="grey", dash="dash"), annotation_text="1: below it, d_M shrinks",
                   annotation_position="bottom right")
-    if undefined:
+    if getattr(analysis, "layernorm", "post") == "pre":
+        fig.add_annotation(text="v is not shown: Shi et al.'s bound is derived for post-LN blocks,<br>"
+                                "and this model is pre-LN", showarrow=False, align="left",
+                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
+    elif undefined:
         fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
                            xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
     shown = [y for trace in fig.data for y in trace.y]
@@ -232,6 +236,9 @@ def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int |
         G: from :func:`smoothviz.graph.to_networkx` (nodes carry ``label``; edges ``weight``).
         colour: ``[n]`` per-node values (the Fiedler vector); ``None`` colours by weighted degree.
         picked: a node index to enlarge and label.
+
+    A signed graph (``G.graph["signed"]``: AttnScale's negative weights) says so on the chart:
+    only its positive edges are drawn.
     """
     n = G.number_of_nodes()
     pos = _circle(n)
@@ -277,9 +284,19 @@ def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int |
         fig.add_trace(go.Scatter(x=[pos[picked, 0]], y=[pos[picked, 1]], mode="markers", showlegend=False,
                                  hoverinfo="skip", marker=dict(size=size + 10, color="rgba(0,0,0,0)",
                                                                line=dict(color="black", width=3))))
+    if G.graph.get("signed"):
+        fig.add_annotation(text=SIGNED_GRAPH, showarrow=False, xref="paper", yref="paper", x=0, y=1,
+                           xanchor="left", yanchor="top", align="left", font=dict(color="#a04000", size=11))
     fig.update_xaxes(visible=False, range=[-1.4, 1.4])
     fig.update_yaxes(visible=False, range=[-1.2, 1.2], scaleanchor="x")
     return _layout(fig, title, height=500, margin=dict(l=10, r=10, t=50, b=70))
+
+
+SIGNED_GRAPH = ("Signed graph (negative weights, AttnScale): only positive edges are drawn;<br>"
+                "the colour is the Fiedler vector of the signed Laplacian with absolute degrees")
+SIGNED_SPECTRUM = ("Signed graph: I − D̄^(−1/2)SD̄^(−1/2), D̄ = diag(|S|1) (Kunegis et al. 2010).<br>"
+                   "Eigenvalues stay in [0, 2]; the smallest is 0 only for a balanced graph,<br>"
+                   "so λ₂ is not a random walk's mixing gap here")
 
 
 def laplacian_spectrum(run, layer: int, title: str = "") -> go.Figure:
@@ -294,6 +311,11 @@ def laplacian_spectrum(run, layer: int, title: str = "") -> go.Figure:
         fig.add_annotation(x=2, y=gap, text=f"spectral gap λ₂ = {gap:.3f}", showarrow=True, arrowhead=2,
                            axref="x", ayref="y", ax=max(3.0, len(eigs) * 0.3), ay=min(gap + 0.6, 1.9),
                            font=dict(color="#d62728"), bgcolor="rgba(255,255,255,0.8)")
+    signed = getattr(run, "signed", None)
+    if signed is not None and bool(signed[layer - 1]):
+        fig.add_annotation(text=SIGNED_SPECTRUM, showarrow=False, xref="paper", yref="paper", x=0.99, y=0.02,
+                           xanchor="right", yanchor="bottom", align="right", font=dict(color="#a04000", size=11),
+                           bgcolor="rgba(255,255,255,0.8)")
     fig.update_yaxes(range=[-0.05, 2.05], title="eigenvalue of 𝓛")
     fig.update_xaxes(title="index (ascending)")
     return _layout(fig, title, height=340)

@@ -2,6 +2,15 @@
 
 All functions are batched over leading dimensions (layers, heads); none loops over matrices
 except :func:`rollout`, whose product over depth is sequential by definition.
+
+One Laplacian for every graph: the signed normalized Laplacian with absolute degrees (Kunegis
+et al. 2010), ``𝓛 = I − D̄^{-1/2} S D̄^{-1/2}`` with ``D̄ = diag(|S|·1)``. For the nonnegative
+graphs of softmax attention D̄ = D and it is RESEARCH.md §1's Laplacian exactly; AttnScale's
+A′ = A_DC + (1 + ω)(A − A_DC) has negative entries, and with absolute degrees its spectrum still
+lies in [0, 2] (D̄^{-1/2} S D̄^{-1/2} is similar to D̄^{-1} S, whose absolute row sums are 1).
+Eigenvalues are never clamped: a value outside [0, 2] would be a bug, not something to hide.
+For a signed graph the smallest eigenvalue is 0 only when the graph is balanced, so λ₂ is then
+not the mixing gap of a random walk.
 """
 from __future__ import annotations
 
@@ -67,14 +76,23 @@ def symmetrize(A: Tensor, mode: str) -> Tensor:
 
 
 def normalized_adjacency(S: Tensor) -> Tensor:
-    """D^{-1/2} S D^{-1/2}; a node of zero degree gets an all-zero row and column."""
-    deg = S.sum(-1)
+    """D̄^{-1/2} S D̄^{-1/2} with absolute degrees D̄ = diag(|S|·1) (D̄ = D when S ≥ 0).
+
+    A node of zero degree gets an all-zero row and column.
+    """
+    deg = S.abs().sum(-1)
     inv = torch.where(deg > 0, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
     return (S * inv.unsqueeze(-1)).mul_(inv.unsqueeze(-2))
 
 
+def has_negative(S: Tensor) -> Tensor:
+    """Per graph ``[..., n, n]`` → ``[...]``: some weight is negative (a signed graph, e.g. AttnScale's)."""
+    return S.amin(-1).amin(-1) < 0
+
+
 def normalized_laplacian(S: Tensor) -> Tensor:
-    """𝓛 = I − D^{-1/2} S D^{-1/2}."""
+    """𝓛 = I − D̄^{-1/2} S D̄^{-1/2}, D̄ = diag(|S|·1): the signed normalized Laplacian (Kunegis
+    et al. 2010), equal to I − D^{-1/2} S D^{-1/2} for a nonnegative S; eigenvalues in [0, 2]."""
     return torch.eye(S.shape[-1], dtype=S.dtype, device=S.device) - normalized_adjacency(S)
 
 
@@ -84,7 +102,7 @@ SUBSET_FROM = 160  # from about this many nodes, LAPACK's subset solver beats a 
 def spectral_gaps(S: Tensor) -> Tensor:
     """λ₂ of each graph's normalized Laplacian, ``[..., n, n]`` → ``[...]``; NaN for one node.
 
-    λ₂ = 1 − μ₂ with μ₂ the second-largest eigenvalue of D^{-1/2} S D^{-1/2}. Below
+    λ₂ = 1 − μ₂ with μ₂ the second-largest eigenvalue of D̄^{-1/2} S D̄^{-1/2} (never clamped). Below
     ``SUBSET_FROM`` nodes a batched eigvalsh computes every μ; from there scipy's ``evr`` driver
     computes only the top two, about twice as fast at 256 nodes (one call per matrix).
     """
@@ -98,13 +116,13 @@ def spectral_gaps(S: Tensor) -> Tensor:
         top_two = [scipy.linalg.eigh(m, eigvals_only=True, subset_by_index=[n - 2, n - 1], driver="evr",
                                      check_finite=False) for m in N.reshape(-1, n, n).cpu().numpy()]
         mu2 = torch.tensor(np.array(top_two)[:, 0], dtype=S.dtype).reshape(S.shape[:-2])
-    return (1 - mu2).clamp(0.0, 2.0)
+    return 1 - mu2
 
 
 def laplacian_spectrum(S: Tensor) -> tuple[Tensor, Tensor]:
-    """Eigenvalues (ascending, clamped into [0, 2]) and eigenvectors of the normalized Laplacian."""
-    vals, vecs = torch.linalg.eigh(normalized_laplacian(S.double()))
-    return vals.clamp(0.0, 2.0), vecs
+    """Eigenvalues (ascending, in [0, 2] up to rounding; never clamped) and eigenvectors of the
+    normalized Laplacian."""
+    return torch.linalg.eigh(normalized_laplacian(S.double()))
 
 
 def spectral_gap(vals: Tensor) -> Tensor:
@@ -253,10 +271,12 @@ def to_networkx(W: np.ndarray, labels: list[str], top_k: int | None = None,
     """A weighted graph of tokens; with ``top_k`` only each node's k strongest edges are kept.
 
     Node attributes: ``label`` (the token text) and ``position`` (its index). Edge: ``weight``.
-    Self-loops are dropped: they carry no message between tokens.
+    Self-loops are dropped: they carry no message between tokens. Only positive weights become
+    edges; ``G.graph["signed"]`` says whether ``W`` had negative ones (AttnScale's A′).
     """
     n = W.shape[0]
     G = nx.DiGraph() if directed else nx.Graph()
+    G.graph["signed"] = bool((np.asarray(W) < 0).any())
     for i, label in enumerate(labels):
         G.add_node(i, label=label, position=i)
     W = np.array(W, dtype=float)

@@ -47,6 +47,13 @@ class Handle:
     def causal(self) -> bool:
         return self.spec.causal
 
+    @property
+    def layernorm(self) -> str:
+        """Where the blocks' LayerNorms sit: ``post`` (after each residual sum), ``pre`` or ``none``."""
+        if self.lab is not None:
+            return self.lab["layernorm"]
+        return "post" if self.spec.post_ln else "pre"
+
     def encode(self, text: str, max_tokens: int | None, notes: list) -> tuple[dict, list, list]:
         """Tokenise (truncating with a note) and return ``(model inputs, tokens, special mask)``."""
         source = self.embedder or self
@@ -82,7 +89,9 @@ class Handle:
                 residual = True if self.lab is None else bool(self.lab["residual"])
                 self._cache["context"] = ModelContext(
                     n_layers=self.n_layers, heads=self.heads, causal=self.causal, residual=residual,
-                    w_v=w_v, w_o=w_o, b_o=torch.stack(biases), model_name=self.name)
+                    w_v=w_v, w_o=w_o, b_o=torch.stack(biases), model_name=self.name,
+                    layernorm=self.layernorm,
+                    ffn=self.spec.ffn_in is not None and (self.lab is None or bool(self.lab["mlp"])))
             return self._cache["context"]
 
     def value_eigs(self, w_o: torch.Tensor | None = None) -> torch.Tensor:

@@ -37,6 +37,12 @@ class ArchSpec:
         layernorms: the block's LayerNorms in forward order (for Shi et al.'s sigma_min).
         conv1d: weights stored as ``[in, out]`` (GPT-2's Conv1D) instead of ``[out, in]``.
         causal: rows of attention are lower-triangular.
+        post_ln: each sub-layer's LayerNorm follows its residual sum (BERT's post-LN); False for
+            pre-LN blocks (GPT-2), where Shi et al.'s bound does not apply. The lab reads its
+            own config instead.
+        ffn_in: the feed-forward sub-layer's first module; its input x is the FFN's input, and
+            in a post-LN block the last LayerNorm (``layernorms[-1]``) reads FFN(x) + x
+            (SoftDecay's ``where=official``). ``None``: no feed-forward sub-layer.
     """
 
     layers: str
@@ -46,10 +52,12 @@ class ArchSpec:
     value_part: int | None = None
     conv1d: bool = False
     causal: bool = False
+    post_ln: bool = True
+    ffn_in: str | None = None
 
 
 _BERT = ArchSpec("encoder.layer", "attention.self.value", "attention.output.dense",
-                 ("attention.output.LayerNorm", "output.LayerNorm"))
+                 ("attention.output.LayerNorm", "output.LayerNorm"), ffn_in="intermediate")
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "bert": _BERT,
@@ -57,14 +65,14 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "xlm-roberta": _BERT,
     "electra": _BERT,
     "distilbert": ArchSpec("transformer.layer", "attention.v_lin", "attention.out_lin",
-                           ("sa_layer_norm", "output_layer_norm")),
+                           ("sa_layer_norm", "output_layer_norm"), ffn_in="ffn"),
     "albert": ArchSpec("encoder.albert_layer_groups.0.albert_layers", "attention.value",
-                       "attention.dense", ("attention.LayerNorm", "full_layer_layer_norm")),
+                       "attention.dense", ("attention.LayerNorm", "full_layer_layer_norm"), ffn_in="ffn"),
     "mpnet": ArchSpec("encoder.layer", "attention.attn.v", "attention.attn.o",
-                      ("attention.LayerNorm", "output.LayerNorm")),
+                      ("attention.LayerNorm", "output.LayerNorm"), ffn_in="intermediate"),
     "gpt2": ArchSpec("h", "attn.c_attn", "attn.c_proj", ("ln_1", "ln_2"),
-                     value_part=2, conv1d=True, causal=True),
-    "lab": ArchSpec("layers", "attn.v", "attn.o", ("ln1", "ln2")),
+                     value_part=2, conv1d=True, causal=True, post_ln=False, ffn_in="mlp"),
+    "lab": ArchSpec("layers", "attn.v", "attn.o", ("ln1", "ln2"), ffn_in="mlp"),  # mlp is None without one
 }
 
 

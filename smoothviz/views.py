@@ -100,8 +100,9 @@ VIEWS: list[View] = [
          "become alike. Compare the two colours at the same layer.", "the-metrics",
          lambda a, k, at: figures.metric_curves(a)),
     View("shi", "depth", "",
-         "Below the dashed line a layer shrinks the distance to the collapsed subspace; v is Shi et al.'s "
-         "upper bound on that ratio (shown, not asserted: v ≥ 1 guarantees nothing).", "why-stacking-smooths",
+         "Below the dashed line a layer shrinks the distance to the smooth subspace (every token the same "
+         "vector); v is Shi et al.'s upper bound on that ratio, derived for post-LN blocks and shown only for "
+         "them (shown, not asserted: v ≥ 1 guarantees nothing).", "why-stacking-smooths",
          lambda a, k, at: figures.shi_bound(a), half=True),
     View("rollout", "depth", "",
          "σ₂/σ₁ of the product of attention matrices up to each layer: when it nears 0 every token draws "

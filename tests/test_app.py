@@ -13,6 +13,8 @@ from streamlit.testing.v1 import AppTest
 from smoothviz.data import examples
 from smoothviz.views import VIEWS, chart_count
 
+pytestmark = pytest.mark.slow  # AppTest runs of the whole page
+
 APP = Path(__file__).resolve().parent.parent / "app"
 TIMEOUT = 240
 

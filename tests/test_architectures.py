@@ -59,6 +59,10 @@ def test_analysis_matches_transformers(kind, model_dir, matches_transformers):
     if kind == "gpt2":
         assert np.allclose(np.triu(r.baseline.attentions, 1), 0)
         assert any("lower-triangular" in n for n in r.notes)
+    # Shi et al.'s bound is for post-LN blocks: GPT-2 is pre-LN, every encoder here post-LN
+    assert (r.layernorm == "pre") == (kind == "gpt2")
+    assert all((v is None) == (kind == "gpt2") for v in r.baseline.metric("shi_v")[1:])
+    assert any("post-LN" in n for n in r.notes) == (kind == "gpt2")
 
 
 ACTIVE = {"neutreno": {"lambda": 0.5}, "softdecay": {"where": "every"}, "spectral": {"mode": "flip"},
@@ -87,3 +91,41 @@ def test_causal_attnscale_keeps_rows_causal(model_dir):
     r = smoothviz.analyze(SENTENCE, model=model_dir("gpt2"), device="cpu", mitigation="attnscale")
     A = r.mitigated.attentions
     assert np.allclose(np.triu(A, 1), 0) and np.allclose(A.sum(-1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_softdecay_official_placement_on_each_architecture(kind, model_dir):
+    """ArchSpec.ffn_in and the last LayerNorm find LN(SVT(FFN(x) + x) + x) in every post-LN encoder;
+    pre-LN GPT-2 has no such place and says to use where=last."""
+    from smoothviz.mitigations import MitigationError
+    path = model_dir(kind)
+    params = {"where": "official"}
+    if kind == "gpt2":
+        with pytest.raises(MitigationError, match="pre-LN.*use where=last"):
+            smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation="softdecay", params=params, heads=False)
+        return
+    r = smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation="softdecay", params=params, heads=False)
+    assert np.array_equal(r.mitigated.hidden[:2], r.baseline.hidden[:2])
+    assert not np.allclose(r.mitigated.hidden[2], r.baseline.hidden[2], atol=1e-4)
+    # by hand: the baseline's FFN input x and last-LayerNorm input FFN(x) + x in the last block
+    from smoothviz.handles import get_handle
+    from smoothviz.mitigations.inference import soft_decay
+    from smoothviz.models import get_module
+    handle = get_handle(path, "cpu")
+    block = get_module(handle.model, handle.spec.layers)[-1]
+    ln = get_module(block, handle.spec.layernorms[-1])
+    seen = {}
+    hooks = [get_module(block, handle.spec.ffn_in).register_forward_pre_hook(lambda m, a: seen.setdefault("x", [])
+                                                                             .append(a[0])),
+             ln.register_forward_pre_hook(lambda m, a: seen.setdefault("s", []).append(a[0]))]
+    try:
+        inputs, _, _ = handle.encode(SENTENCE, None, [])
+        with torch.no_grad():
+            handle.model(**inputs)
+            x, s = seen["x"][-1], seen["s"][-1]  # ALBERT's shared block runs twice: the last call
+            assert torch.allclose(ln(s)[0], torch.tensor(r.baseline.hidden[2]), atol=1e-5)
+            expected = ln(soft_decay(s, -0.6) + x)[0]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert np.allclose(r.mitigated.hidden[2], expected.numpy(), atol=1e-5)

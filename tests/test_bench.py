@@ -1,7 +1,11 @@
 """The benchmark runs end to end in its short mode and writes the documented JSON."""
 import json
 
+import pytest
+
 from smoothviz import bench
+
+pytestmark = pytest.mark.slow  # the benchmark's short mode (UMAP's cold compile in a fresh process)
 
 
 def test_quick_benchmark_writes_results(tmp_path, capsys):

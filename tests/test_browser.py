@@ -26,7 +26,7 @@ SHOTS = Path(os.environ.get("SMOOTHVIZ_SCREENSHOTS") or tempfile.mkdtemp(prefix=
 CHROMIUM = shutil.which("chromium")
 # No skip when chromium is missing: the README's test command installs it, so a missing browser is
 # a broken set-up to report, not a test to pass over. Deselect with -m "not browser" on purpose.
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 SERVER_LOG = {}  # the running server's log file

@@ -9,11 +9,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
 import smoothviz
 from smoothviz import handles
+
+pytestmark = pytest.mark.slow  # many analyses at once
 
 APP = Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"
 

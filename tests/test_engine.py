@@ -26,7 +26,8 @@ def test_shapes_and_attention_rows(base):
     assert r.similarity.shape == (7, n, n) and r.sv.shape == (7, n)
     assert r.head_gap.shape == (6, 12)
     assert r.value_eigs.shape == (6, 12, 32) and r.smooths.shape == (6, 12)
-    assert ((r.layer_eigs >= 0) & (r.layer_eigs <= 2)).all()
+    assert ((r.layer_eigs >= -1e-6) & (r.layer_eigs <= 2 + 1e-6)).all()  # never clamped: in [0, 2] up to rounding
+    assert not r.signed.any() and not r.heads_signed
     assert base.device == "cpu" and base.model == "default"
 
 
@@ -165,13 +166,17 @@ def test_cli_json_contract(reference):
     layers = data["baseline"]["layers"]
     assert [row["layer"] for row in layers] == list(range(7))
     assert set(METRIC_NAMES) <= set(layers[0]) and layers[0]["spectral_gap"] is None
+    assert layers[0]["heads_smoothing"] is None and all(0 <= row["heads_smoothing"] <= 1 for row in layers[1:])
+    assert all(row["heads_smoothing"] is not None for row in data["mitigated"]["layers"][1:-1])
     assert data["mitigated"]["layers"][-1]["layer"] == "fused"
+    assert data["mitigated"]["layers"][-1]["heads_smoothing"] is None
     assert data["mitigation"] == {"name": "fusion-mean", "params": {"layers": "4-6", "weights": ""}}
 
 
 def test_cli_readable_table_and_errors():
     out = _cli("analyze", "A short sentence.")
     assert out.returncode == 0 and "cosine_mean" in out.stdout and "spectral_gap" in out.stdout
+    assert "heads_smoothing" in out.stdout
     for args, message in [(("analyze", ""), "empty"),
                           (("analyze", "hi", "--model", "nobody/nothing"), "cannot load model"),
                           (("analyze", "hi", "--mitigation", "magic"), "unknown mitigation"),
@@ -181,3 +186,85 @@ def test_cli_readable_table_and_errors():
         out = _cli(*args)
         assert out.returncode == 2, (args, out.stdout)
         assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
+
+
+def test_excluded_special_tokens_leave_the_head_mean_graph_after_the_mean(reference):
+    """RESEARCH §1's order: mean over heads of the full attention, then restrict and renormalise
+    (not each head renormalised first, which lets a head that sent 95% of its attention to [SEP]
+    count as much as one that attends to words)."""
+    r = smoothviz.analyze(reference, exclude_special=True, device="cpu")
+    keep = r.keep
+    A = r.baseline.attentions.astype(np.float64)               # [L, h, N, N], every token
+    mean_first = A.mean(1)[:, keep][:, :, keep]
+    mean_first /= mean_first.sum(-1, keepdims=True)
+    S = (mean_first + np.swapaxes(mean_first, -1, -2)) / 2
+    assert np.allclose(r.baseline.layer_graph, S, atol=1e-6)
+    d = S.sum(-1)
+    gaps = np.linalg.eigvalsh(np.eye(len(keep)) - S / np.sqrt(d[..., :, None] * d[..., None, :]))[:, 1]
+    assert [row["spectral_gap"] for row in r.baseline.rows[1:]] == pytest.approx(gaps, abs=1e-6)
+    heads_first = A[:, :, keep][..., keep]
+    heads_first = (heads_first / heads_first.sum(-1, keepdims=True)).mean(1)
+    old = (heads_first + np.swapaxes(heads_first, -1, -2)) / 2
+    assert np.abs(old - S).max() > 0.05                        # the two orders really differ here
+    d = old.sum(-1)
+    old_gaps = np.linalg.eigvalsh(np.eye(len(keep)) - old / np.sqrt(d[..., :, None] * d[..., None, :]))[:, 1]
+    assert np.abs(old_gaps - gaps).max() > 0.05                # λ₂ moves by up to 0.065 (layer 5)
+    # the networkx view and one head's graph (restricted on its own) agree with it
+    G = r.graph(5, top_k=None)
+    assert G[0][1]["weight"] == pytest.approx(S[4, 0, 1], abs=1e-6)
+    one = A[4, 3][keep][:, keep]
+    one /= one.sum(-1, keepdims=True)
+    assert r.graph(5, head=3, directed=True)[0][1]["weight"] == pytest.approx(one[0, 1], abs=1e-6)
+    # per-head views still restrict each head on its own
+    per_head = A[:, :, keep][..., keep]
+    per_head /= per_head.sum(-1, keepdims=True)
+    entropy = -(per_head * np.log(per_head)).sum(-1).mean(-1)
+    assert np.allclose(r.baseline.head_entropy, entropy, atol=1e-5)
+
+
+def test_shi_sigma_min_uses_the_kept_tokens(reference):
+    """σ_min of each LayerNorm's input is the minimum over the same kept tokens as Shi's λ."""
+    from smoothviz.handles import get_handle
+    handle = get_handle("default", "cpu")
+    seen, hooks = [], []
+    for block in handle.model.encoder.layer:
+        for ln in (block.attention.output.LayerNorm, block.output.LayerNorm):
+            hooks.append(ln.register_forward_pre_hook(lambda m, args: seen.append(args[0][0].double().std(-1, unbiased=False))))
+    try:
+        inputs, _, _ = handle.encode(reference, None, [])
+        with torch.no_grad():
+            handle.model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    std = torch.stack(seen).view(6, 2, -1).numpy()               # [L, 2 LayerNorms, N tokens]
+    for exclude in (False, True):
+        r = smoothviz.analyze(reference, exclude_special=exclude, device="cpu")
+        expected = std[..., r.keep].min(-1)
+        assert r.baseline.ln_sigma == pytest.approx(expected, rel=1e-5)
+        A = r.baseline.attentions.astype(np.float64)[:, :, r.keep][..., r.keep]
+        A /= A.sum(-1, keepdims=True)
+        n = len(r.keep)
+        P = np.eye(n) - 1 / n
+        lam = np.linalg.eigvalsh(np.swapaxes(A, -1, -2) @ P @ A)[..., -1].max(-1)
+        s = handle.weight_norm().numpy()
+        v = (1 + s ** 2) * (1 + np.sqrt(lam) * 12 * s) / (expected[:, 0] * expected[:, 1])
+        assert [row["shi_v"] for row in r.baseline.rows[1:]] == pytest.approx(v, rel=1e-4)
+    assert not np.allclose(std[..., r.keep].min(-1), std.min(-1))  # [CLS]/[SEP] hold the minimum somewhere
+
+
+def test_attnscale_with_special_tokens_excluded_maps_the_restricted_softmax(reference):
+    """AttnScale's A′ can leave a row whose kept weights sum to ≤ 0 once [SEP] is removed; the
+    special tokens leave the softmax instead, and A′ = A_DC + (1 + ω)(A − A_DC) acts over the rest."""
+    r = smoothviz.analyze(reference, exclude_special=True, device="cpu", mitigation="attnscale", params={"omega": 2},
+                          heads=False)
+    keep, n = r.keep, len(r.keep)
+    used = r.mitigated.attentions.astype(np.float64)[:, :, keep][..., keep]
+    assert (used.sum(-1) <= 0).any()                            # why A′ itself cannot be restricted
+    soft = r.mitigated.softmax.astype(np.float64).mean(1)[:, keep][:, :, keep]
+    soft /= soft.sum(-1, keepdims=True)
+    directed = 1 / n + 3 * (soft - 1 / n)
+    assert np.allclose(r.mitigated.layer_graph, (directed + np.swapaxes(directed, -1, -2)) / 2, atol=1e-6)
+    assert np.abs(r.mitigated.layer_graph).max() <= 3            # |A′| ≤ 1 + ω: nothing divided by ~0
+    full = smoothviz.analyze(reference, device="cpu", mitigation="attnscale", params={"omega": 2}, heads=False)
+    assert np.array_equal(full.mitigated.attentions, r.mitigated.attentions)

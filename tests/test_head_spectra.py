@@ -128,7 +128,40 @@ def test_spectral_gaps_match_the_full_laplacian_spectrum(minilm):
     sizes = (2, 5, graph.SUBSET_FROM - 1, graph.SUBSET_FROM, 200)  # both solvers
     cases += [graph.symmetrize(stochastic(6, n, 2.0), mode) for n in sizes for mode in ("sym", "ata")]
     for S in cases:
-        L = graph.normalized_laplacian(S.double()).numpy()
-        expected = np.clip(np.linalg.eigvalsh(L)[..., 1], 0, 2)
+        expected = np.linalg.eigvalsh(laplacian_by_hand(S.double().numpy()))[..., 1]
         assert graph.spectral_gaps(S).numpy() == pytest.approx(expected, abs=2e-5)
     assert np.isnan(graph.spectral_gaps(torch.ones(3, 1, 1)).numpy()).all()  # one node: undefined
+
+
+def laplacian_by_hand(S: np.ndarray) -> np.ndarray:
+    """The signed normalized Laplacian I − D̄^{-1/2} S D̄^{-1/2}, D̄ = diag(|S|·1); RESEARCH §1's for S ≥ 0."""
+    d = np.abs(S).sum(-1)
+    inv = np.where(d > 0, 1 / np.sqrt(np.where(d > 0, d, 1)), 0)
+    return np.eye(S.shape[-1]) - inv[..., :, None] * S * inv[..., None, :]
+
+
+def test_attnscale_gaps_are_the_signed_spectrum_never_clamped(reference):
+    """AttnScale with a large ω on the default model: signed per-head graphs whose λ₂ is the signed
+    Laplacian's (dense numpy), not clamped to 0, and every eigenvalue inside [0, 2] up to rounding."""
+    from smoothviz import analyze
+    r = analyze(reference, device="cpu", mitigation="attnscale", params={"omega": 20})
+    A = r.mitigated.attentions.astype(np.float64)
+    S = (A + np.swapaxes(A, -1, -2)) / 2
+    assert (S < 0).any() and r.mitigated.heads_signed and r.mitigated.signed.any()
+    eigs = np.linalg.eigvalsh(laplacian_by_hand(S))
+    assert eigs.min() > -1e-9 and eigs.max() < 2 + 1e-9
+    assert r.mitigated.head_gap == pytest.approx(eigs[..., 1], abs=2e-5)
+    layer = np.linalg.eigvalsh(laplacian_by_hand((A.mean(1) + np.swapaxes(A.mean(1), -1, -2)) / 2))
+    assert r.mitigated.layer_eigs == pytest.approx(layer, abs=2e-5)
+    assert [row["spectral_gap"] for row in r.mitigated.rows[1:]] == pytest.approx(layer[:, 1], abs=1e-6)
+    assert any("signed" in note and "Kunegis" in note for note in r.notes)
+    assert not r.baseline.signed.any() and not r.baseline.heads_signed
+    # the graph views say so
+    from smoothviz import figures
+    layer = int(np.flatnonzero(r.mitigated.signed)[0]) + 1
+    notes = lambda fig: " ".join(a.text for a in fig.layout.annotations)  # noqa: E731
+    assert "Signed graph" in notes(figures.laplacian_spectrum(r.mitigated, layer))
+    assert "Signed graph" not in notes(figures.laplacian_spectrum(r.baseline, layer))
+    G = graph.to_networkx(r.mitigated.layer_graph[layer - 1], r.labels, top_k=3)
+    assert G.graph["signed"] and "Signed graph" in notes(figures.attention_graph(G, r.mitigated.fiedler[layer - 1]))
+    assert r.graph(layer, head=0, run="mitigated").graph["signed"]

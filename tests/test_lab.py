@@ -1,6 +1,7 @@
 """The lab model: config validation, structure, determinism, and RESEARCH.md §4's claims."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -240,6 +241,26 @@ def test_lab_claims_through_the_analysis(reference):
     assert spectral.mitigation["lab_value_spectrum"] == "negative"
     assert (spectral.mitigated.value_eigs.real < 0).all() and (spectral.baseline.value_eigs.real > 0).all()
     assert spectral.baseline.smooths.mean() > spectral.mitigated.smooths.mean()
+
+
+@pytest.mark.parametrize("layernorm", ["pre", "post"])
+def test_shi_bound_only_for_post_ln_blocks(reference, layernorm):
+    """Shi et al.'s v is derived for post-LN blocks: a pre-LN lab shows none, and says why."""
+    import smoothviz
+    from smoothviz import figures
+    from smoothviz.analysis import SHI_PRE_LN_NOTE
+    r = smoothviz.analyze(reference, model="lab", device="cpu", heads=False,
+                          lab={"depth": 4, "layernorm": layernorm, "mlp": "true"})
+    v = r.baseline.metric("shi_v")[1:]
+    note = " ".join(a.text for a in figures.shi_bound(r).layout.annotations)
+    assert r.layernorm == layernorm and r.baseline.ln_sigma.shape == (4, 2)
+    assert all(x is not None for x in r.baseline.metric("dm_ratio")[1:])  # the measured ratio stays
+    if layernorm == "pre":
+        assert v == [None] * 4 and np.isnan(r.baseline.shi_v).all()
+        assert SHI_PRE_LN_NOTE in r.notes and "post-LN" in SHI_PRE_LN_NOTE and "pre-LN" in note
+    else:
+        assert all(x is not None and x > 0 for x in v) and SHI_PRE_LN_NOTE not in r.notes
+        assert "pre-LN" not in note
 
 
 def test_lab_bad_settings_are_model_errors():

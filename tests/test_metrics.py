@@ -107,7 +107,44 @@ def test_disconnected_graph_has_zero_gap_and_eigenvalues_in_range():
     A = torch.softmax(torch.from_numpy(rng.normal(size=(4, 3, 8, 8))), -1)
     for mode in ("sym", "ata"):
         v, _ = graph.laplacian_spectrum(graph.symmetrize(A, mode))
-        assert (v >= 0).all() and (v <= 2).all()
+        assert (v >= -1e-12).all() and (v <= 2 + 1e-12).all()  # never clamped: in range up to rounding
+
+
+def signed_laplacian_by_hand(S: np.ndarray) -> np.ndarray:
+    """I − D̄^{-1/2} S D̄^{-1/2} with absolute degrees D̄ = diag(|S|·1) (Kunegis et al. 2010)."""
+    d = np.abs(S).sum(-1)
+    inv = np.where(d > 0, 1 / np.sqrt(np.where(d > 0, d, 1)), 0)
+    return np.eye(S.shape[-1]) - inv[..., :, None] * S * inv[..., None, :]
+
+
+def test_signed_graph_spectrum_is_the_signed_laplacian_unclamped():
+    """A hand-built signed graph: the spectrum is the signed Laplacian's, nothing clamped.
+
+    With the plain degrees D = S·1 (the old definition) node 0's degree is 0.5 − 0.4 + 0.3 and
+    the spectrum leaves [0, 2]; with absolute degrees it stays inside, and this unbalanced graph
+    has no zero eigenvalue.
+    """
+    S = np.array([[0.0, 0.5, -0.4, 0.3],
+                  [0.5, 0.0, 0.6, -0.2],
+                  [-0.4, 0.6, 0.0, 0.7],
+                  [0.3, -0.2, 0.7, 0.0]])
+    expected = np.linalg.eigvalsh(signed_laplacian_by_hand(S))
+    vals, vecs = graph.laplacian_spectrum(torch.from_numpy(S))
+    assert vals.numpy() == pytest.approx(expected, abs=1e-12)
+    assert expected[0] > 0.4 and expected[-1] <= 2 + 1e-12  # unbalanced: λ₁ > 0; inside [0, 2]
+    d = S.sum(-1)  # the plain degrees: a spectrum reaching 2.9, which clamping used to hide
+    assert np.linalg.eigvalsh(np.eye(4) - S / np.sqrt(np.outer(d, d)))[-1] > 2.5
+    assert graph.spectral_gaps(torch.from_numpy(S)).item() == pytest.approx(expected[1], abs=1e-12)
+    L = signed_laplacian_by_hand(S)
+    assert np.allclose(L @ vecs.numpy(), vecs.numpy() * vals.numpy())
+    assert bool(graph.has_negative(torch.from_numpy(S))) and not bool(graph.has_negative(torch.from_numpy(np.abs(S))))
+    # a balanced signed graph (two camps, negative edges only between them) has λ₁ = 0
+    B = np.array([[0, 1, -1], [1, 0, -1], [-1, -1, 0]], dtype=float)
+    assert graph.laplacian_spectrum(torch.from_numpy(B))[0][0].item() == pytest.approx(0, abs=1e-12)
+    # and a zero-degree node keeps its zero row and column (eigenvalue 1), as before
+    Z = np.zeros((3, 3))
+    Z[0, 1] = Z[1, 0] = -0.5
+    assert graph.laplacian_spectrum(torch.from_numpy(Z))[0].numpy() == pytest.approx([0, 1, 2])
 
 
 def test_fiedler_sign_convention_and_restriction():

@@ -123,6 +123,55 @@ def test_softdecay_last_and_every(reference):
     assert not np.allclose(every.mitigated.hidden[3], base.baseline.hidden[3])
 
 
+def test_softdecay_official_placement_matches_the_released_code(bert, reference):
+    """where=official: LN(SVT(FFN(x) + x) + x) inside the last block, x the FFN's input (tokenUni's
+    released code), checked against the last BertLayer run by hand."""
+    base = smoothviz.analyze(reference, device="cpu")
+    r = smoothviz.analyze(reference, mitigation="softdecay", params={"where": "official"}, device="cpu")
+    assert np.array_equal(r.mitigated.hidden[:6], base.baseline.hidden[:6])
+    layer = bert.encoder.layer[5]
+    with torch.no_grad():
+        h = torch.tensor(base.baseline.hidden[5]).unsqueeze(0)
+        x = layer.attention(h)[0]                                   # the FFN's input
+        y = layer.output.dense(layer.intermediate(x)) + x           # FFN(x) + x
+        expected = layer.output.LayerNorm(soft_decay(y, -0.6) + x)
+        assert torch.allclose(layer.output.LayerNorm(y), torch.tensor(base.baseline.hidden[6]), atol=1e-5)
+    assert np.allclose(r.mitigated.hidden[6], expected[0].numpy(), atol=1e-5)
+    last = smoothviz.analyze(reference, mitigation="softdecay", device="cpu")
+    assert not np.allclose(r.mitigated.hidden[6], last.mitigated.hidden[6], atol=1e-3)  # two placements
+    # no neutral setting: α = 0 still counts the residual twice, LN(FFN(x) + 2x)
+    zero = smoothviz.analyze(reference, mitigation="softdecay", params={"where": "official", "alpha": 0}, device="cpu")
+    with torch.no_grad():
+        assert np.allclose(zero.mitigated.hidden[6], layer.output.LayerNorm(y + x)[0].numpy(), atol=1e-5)
+    assert r.mitigation["params"] == {"alpha": -0.6, "where": "official"}
+
+
+@pytest.mark.parametrize("lab, missing", [({"layernorm": "pre", "mlp": "true"}, "pre-LN"),
+                                          ({"layernorm": "post", "mlp": "false"}, "no feed-forward"),
+                                          ({"layernorm": "none", "mlp": "true"}, "without LayerNorm"),
+                                          ({"layernorm": "post", "mlp": "true", "residual": "false"}, "no residual")])
+def test_softdecay_official_needs_a_post_ln_block_with_an_ffn(reference, lab, missing):
+    with pytest.raises(MitigationError, match=f"where=official.*{missing}.*use where=last"):
+        smoothviz.analyze(reference, model="lab", lab={"depth": 2, **lab}, mitigation="softdecay",
+                          params={"where": "official"}, device="cpu", heads=False)
+
+
+def test_softdecay_official_on_a_post_ln_lab(reference):
+    """The lab's post-LN block with an MLP: ln2 reads FFN(x) + x, so the placement exists there."""
+    lab = {"depth": 3, "layernorm": "post", "mlp": "true"}
+    base = smoothviz.analyze(reference, model="lab", lab=lab, device="cpu", heads=False)
+    r = smoothviz.analyze(reference, model="lab", lab=lab, mitigation="softdecay", params={"where": "official"},
+                          device="cpu", heads=False)
+    handle = get_handle("lab", "cpu", lab)
+    block = handle.model.layers[2]
+    with torch.no_grad():
+        h = torch.tensor(base.baseline.hidden[2]).unsqueeze(0)
+        x = block.ln1(h + block.attn(h)[0])
+        expected = block.ln2(soft_decay(block.mlp(x) + x, -0.6) + x)
+    assert np.array_equal(r.mitigated.hidden[:3], base.baseline.hidden[:3])
+    assert np.allclose(r.mitigated.hidden[3], expected[0].numpy(), atol=1e-5)
+
+
 def test_spectral_gives_each_head_the_mapped_spectrum(reference):
     ctx = get_handle("default", "cpu").context()
     for mode in ("clip-negative", "clip-positive", "flip"):
@@ -137,8 +186,42 @@ def test_spectral_gives_each_head_the_mapped_spectrum(reference):
                 exp = sorted(want[l, h].tolist(), key=lambda z: (round(z.real, 4), round(z.imag, 4)))
                 assert np.allclose(got, exp, atol=1e-3)
     r = smoothviz.analyze(reference, mitigation="spectral", device="cpu")
-    assert (r.mitigated.value_eigs.real <= 1e-4).all() and (r.baseline.value_eigs.real > 0).any()
     assert r.mitigation == {"name": "spectral", "params": {"mode": "clip-negative"}}
+
+
+def test_spectral_map_by_hand():
+    lam = torch.tensor([0.3 + 0.4j, 0.3 - 0.4j, -2.0 + 0j, 0.5 + 0j, 1e-3 - 3j], dtype=torch.complex128)
+    mags = [0.5, 0.5, 1.0, 0.5, 1.0]
+    assert torch.allclose(spectrum_map(lam, "clip-negative"), -torch.tensor(mags, dtype=torch.complex128))
+    assert torch.allclose(spectrum_map(lam, "clip-positive"), torch.tensor(mags, dtype=torch.complex128))
+    assert torch.allclose(spectrum_map(lam, "flip"), torch.complex(-lam.real, lam.imag))
+    assert torch.equal(spectrum_map(lam, "identity"), lam)
+
+
+@pytest.mark.parametrize("mode, interval, smooths", [("clip-negative", (-1, 0), 0.0), ("clip-positive", (0, 1), 1.0)])
+def test_spectral_clips_give_the_real_spectrum_they_name(reference, mode, interval, smooths):
+    """On the pretrained default model: after clip-negative no head smooths and after clip-positive
+    every head does, by the page's own Dovonon rule; the new eigenvalues are real and in range."""
+    r = smoothviz.analyze(reference, mitigation="spectral", params={"mode": mode}, device="cpu")
+    eigs = r.mitigated.value_eigs
+    assert np.abs(eigs.imag).max() < 1e-6
+    lo, hi = interval
+    assert (eigs.real >= lo - 1e-6).all() and (eigs.real <= hi + 1e-6).all() and (eigs.real != 0).all()
+    assert (r.mitigated.smooths == bool(smooths)).all()
+    assert [row["heads_smoothing"] for row in r.mitigated.rows] == [None] + [smooths] * 6
+    assert 0 < r.baseline.smooths.mean() < 1  # the baseline mixes both verdicts (64 of 72 smooth)
+
+
+def test_heads_smoothing_in_every_row(reference):
+    r = smoothviz.analyze(reference, mitigation="fusion-mean", device="cpu")
+    for run in (r.baseline, r.mitigated):
+        rows = [row for row in run.rows if row["layer"] != "fused"]
+        assert rows[0]["heads_smoothing"] is None
+        assert [row["heads_smoothing"] for row in rows[1:]] == pytest.approx(run.smooths.mean(1).tolist())
+    assert r.mitigated.rows[-1]["layer"] == "fused" and r.mitigated.rows[-1]["heads_smoothing"] is None
+    assert [row["heads_smoothing"] for row in r.baseline.rows] == [None, 1, 10 / 12, 11 / 12, 10 / 12, 10 / 12, 11 / 12]
+    quick = smoothviz.analyze(reference, device="cpu", heads=False)
+    assert all(row["heads_smoothing"] is None for row in quick.baseline.rows)
 
 
 def test_fusions_by_hand(reference):
@@ -200,7 +283,7 @@ def test_documented_effects_on_the_default_model(reference):
     ("neutreno", {"lambda": "nan"}, "lambda"),
     ("neutreno", {"lambda": "abc"}, "lambda"),
     ("softdecay", {"alpha": "0.5"}, "alpha"),
-    ("softdecay", {"where": "middle"}, "one of last, every"),
+    ("softdecay", {"where": "middle"}, "one of last, every, official"),
     ("spectral", {"mode": "sideways"}, "one of clip-negative"),
     ("attnscale", {"omega": "-1"}, "omega"),
     ("contranorm", {"s": "0.5"}, "s must be"),

@@ -7,6 +7,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # builds a wheel, imports in fresh processes
 ROOT = Path(__file__).resolve().parent.parent
 
 

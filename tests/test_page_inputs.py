@@ -8,6 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from smoothviz.models import default_model_path
 
+pytestmark = pytest.mark.slow  # AppTest runs of the whole page
+
 APP = Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"
 
 TEXTS = {

@@ -13,11 +13,21 @@ st.header("Attention is a graph", anchor="attention-is-a-graph")
 st.markdown("Each attention matrix is the normalised adjacency matrix of a weighted graph whose nodes are "
             "the tokens (Shi et al. 2022). One attention step is one round of message passing: every token "
             "becomes a weighted average of the tokens it attends to.")
-st.latex(r"S = \tfrac12 (A + A^\top), \qquad \mathcal{L} = I - D^{-1/2} S D^{-1/2}, \quad D = \operatorname{diag}(S\mathbf 1)")
-st.markdown("The eigenvalues of 𝓛 lie in [0, 2]. The second smallest, the **spectral gap** λ₂, measures how fast "
-            "the graph mixes; its eigenvector (the **Fiedler vector**) splits the tokens along the graph's "
-            "weakest cut. The **rollout** R_l = Â_l ⋯ Â_1 with Â = ½(A + I) follows the mixing through depth: "
+st.latex(r"S = \tfrac12 (A + A^\top), \qquad \mathcal{L} = I - \bar D^{-1/2} S \bar D^{-1/2}, "
+         r"\quad \bar D = \operatorname{diag}(|S|\,\mathbf 1)")
+st.markdown("Softmax attention has no negative weight, so D̄ is the usual degree matrix D = diag(S𝟙) and 𝓛 is "
+            "the normalized Laplacian; its eigenvalues lie in [0, 2] and the smallest is 0. The second smallest, "
+            "the **spectral gap** λ₂, measures how fast the graph mixes; its eigenvector (the **Fiedler "
+            "vector**) splits the tokens along the graph's weakest cut, and λ₂ measures how weak that cut is. "
+            "The **rollout** R_l = Â_l ⋯ Â_1 with Â = ½(A + I) follows the mixing through depth: "
             "σ₂/σ₁ → 0 means every token draws on the same mix of inputs.")
+st.markdown("**Signed graphs.** AttnScale's A′ = A_DC + (1 + ω)(A − A_DC) has negative entries. SmoothViz then "
+            "uses the same formula with absolute degrees D̄ = diag(|S|𝟙), the *signed normalized Laplacian* "
+            "(Kunegis et al. 2010): its eigenvalues still lie in [0, 2], and nothing is clamped. But the "
+            "smallest eigenvalue is 0 only when the signed graph is balanced (its nodes split into two camps "
+            "with negative edges only between them), so λ₂ is no longer a random walk's mixing gap and reads "
+            "differently from the baseline's. The page notes it whenever a run's graph is signed, and the "
+            "graph views draw only the positive edges.")
 
 st.header("Why stacking smooths", anchor="why-stacking-smooths")
 st.markdown("Averaging neighbours is a low-pass filter: it keeps the constant signal (every token the same "
@@ -27,7 +37,8 @@ st.latex(r"d_M(H_{l+1}) \le v \, d_M(H_l), \qquad v = \frac{(1 + s^2)(1 + \sqrt{
 st.markdown("with s the largest singular value of the block's weights, λ the largest eigenvalue of AᵀPA and "
             "σ₁, σ₂ the LayerNorms' smallest input deviations. Only v < 1 guarantees collapse; for trained "
             "models v is usually far above 1, which is why the dashboard shows v beside the measured ratio "
-            "and never asserts it. Without residual connections pure attention loses rank doubly "
+            "and never asserts it. The bound is derived for post-LN blocks (each LayerNorm after its residual "
+            "sum, as in BERT); for pre-LN blocks (GPT-2, the lab with layernorm=pre) v is not shown. Without residual connections pure attention loses rank doubly "
             "exponentially (Dong et al. 2021): try the lab preset *Pure attention in a 32-layer lab model*.")
 
 st.header("The metrics", anchor="the-metrics")
@@ -54,8 +65,16 @@ st.latex(r"H_{\text{fused}} = \textstyle\sum_l w_l H_l")
 st.markdown("**NeuTRENO** (Nguyen et al.) pulls each layer's attention output back towards the first layer's "
             "values, the fidelity term of a regularised functional:")
 st.latex(r"U_l = \operatorname{softmax}\!\big(Q_l K_l^\top/\sqrt{d_k}\big) V_l + \lambda\,(V_0 - V_l)")
-st.markdown("**SoftDecay** (Yan et al.) flattens the singular-value spectrum of a token matrix H = UΣVᵀ:")
+st.markdown("**SoftDecay** (Yan et al.) flattens the singular-value spectrum of a token matrix H = UΣVᵀ, "
+            "rescaled so the largest singular value is unchanged:")
 st.latex(r"f(\sigma) = -\ln\!\big(1 - \alpha(\sigma + \alpha) + \varepsilon\big)/\alpha, \quad \alpha < 0")
+st.markdown("Where it acts is a choice. *where=last* (the default) transforms the final hidden states, as the "
+            "paper describes; *where=every* transforms each layer's output before the next layer reads it. "
+            "*where=official* follows the authors' released code (tokenUni): inside the last block, before its "
+            "final LayerNorm, on the feed-forward output plus its residual, with the residual added again — so "
+            "x counts twice, and even α = 0 differs from the baseline. It exists only in post-LN blocks with a "
+            "feed-forward sub-layer (not GPT-2, not a lab without post-LN and an MLP).")
+st.latex(r"H_L = \mathrm{LN}\big(\mathrm{SVT}(\mathrm{FFN}(x) + x) + x\big), \quad x = \text{the FFN's input}")
 st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of attention, "
             "A' = A_DC + (1 + ω)(A − A_DC) with A_DC = 𝟙𝟙ᵀ/n. **ContraNorm** (Guo et al.) pushes tokens apart "
             "after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. **No residual** (Dong et al.) removes the skip "
@@ -68,9 +87,19 @@ st.header("The Dovonon diagnostic", anchor="the-dovonon-diagnostic")
 st.markdown("A layer's update X ← X + AXH with H = W_V W_O has eigenvalues 1 + λᴬλᴴ (Dovonon, Bronstein & "
             "Kusner 2024). If the dominant one pairs λᴴ with A's eigenvalue 1 — the constant eigenvector — the "
             "layer is a low-pass filter and **smooths**; otherwise it **sharpens**. A negative value spectrum "
-            "(Λ = −ψ², clipped to [−1, 0)) avoids smoothing; a positive one guarantees it. *Spectral control* "
-            "replaces each head's W_O W_V spectrum accordingly (a what-if on pretrained models).")
+            "(Λ = −ψ², clipped to [−1, 0)) avoids smoothing; a positive one (Λ = +ψ², clipped to (0, 1]) "
+            "guarantees it.")
 st.latex(r"\operatorname{eig}(I + A \otimes H) = \{\, 1 + \lambda^A_i \lambda^H_j \,\}")
+st.markdown("*Spectral control* is a what-if on a pretrained model: each head's M = W_O W_V = PΛP⁻¹ gets a new "
+            "spectrum f(Λ) on the same eigenbasis, W_O′ = P f(Λ) Λ⁻¹ P⁻¹ W_O. **clip-negative** sets "
+            "f(λ) = −min(|λ|, 1), a real spectrum in [−1, 0), so by the rule above no head smooths; "
+            "**clip-positive** sets f(λ) = +min(|λ|, 1), in (0, 1], so every head does; **flip** negates the real "
+            "parts and keeps the imaginary ones. Keeping the eigenbasis and each eigenvalue's modulus is "
+            "SmoothViz's choice (a pretrained head's eigenvalues are mostly complex: clipping only their real "
+            "parts would leave them mostly imaginary). The verdict is about the heads, not the whole network: "
+            "the frozen model's later layers see states they never saw, so its tokens can still become more "
+            "alike — on the reference sentence the default model's last-layer cosine_mean rises under every "
+            "mode. The dashboard states the measured change beside the curves.")
 
 st.header("Projections", anchor="projections")
 st.markdown("Trajectories come from one joint 2-D projection (PCA, or UMAP with a fixed seed) of every layer "

@@ -68,6 +68,8 @@ class ModelContext:
         w_v, w_o: ``[L, h*d_h, d]`` and ``[L, d, h*d_h]`` value and output weights (nn.Linear layout).
         b_o: ``[L, d]`` output projection biases (zeros where the model has none).
         model_name: the name the user chose (for fitted gates).
+        layernorm: where the blocks' LayerNorms sit: ``post``, ``pre`` or ``none``.
+        ffn: the blocks have a feed-forward sub-layer (``ArchSpec.ffn_in``; the lab's ``mlp``).
         derived: results that depend on the weights alone (a spectral what-if's new weights),
             computed once per model; recomputing one by two threads at once is harmless.
     """
@@ -80,6 +82,8 @@ class ModelContext:
     w_o: torch.Tensor
     b_o: torch.Tensor
     model_name: str = "default"
+    layernorm: str = "post"
+    ffn: bool = True
     derived: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # weight-only results
 
 

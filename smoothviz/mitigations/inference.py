@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import Intervention
-from .base import Mitigation, Param
+from .base import Mitigation, MitigationError, Param
 
 
 def uniform_average(V: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -59,15 +59,43 @@ def soft_decay(H: torch.Tensor, alpha: float, eps: float = 1e-6) -> torch.Tensor
 
 @dataclass(frozen=True)
 class SoftDecay(Mitigation):
+    """Yan et al.'s SoftDecay at one of three places.
+
+    ``last`` (default): the transform of the final hidden states, as the paper describes it;
+    ``every``: each block's output, before the next block reads it; ``official``: where the
+    authors' released code (tokenUni) puts it, inside the last block before its final LayerNorm,
+    on the feed-forward output plus its residual, with the residual added again:
+    ``LN(SVT(FFN(x) + x) + x)``, x the FFN's input. That placement exists only in post-LN blocks
+    with a feed-forward sub-layer, and it has no neutral setting: even at α = 0 (SVT the
+    identity) it computes LN(FFN(x) + 2x).
+    """
+
     name = "softdecay"
     in_forward = True
     NEUTRAL = {"alpha": 0.0}
-    summary = "Map each singular value of a layer's output by f(σ) = −ln(1 − α(σ+α) + ε)/α (Yan et al. 2022)."
-    PARAMS = {"alpha": Param("float", -0.6, -1.0, 0.0, help="α < 0; 0 switches it off"),
-              "where": Param("choice", "last", choices=("last", "every"))}
+    summary = ("Map each singular value of a token matrix by f(σ) = −ln(1 − α(σ+α) + ε)/α (Yan et al. 2022). "
+               "where=last: the final hidden states (the paper); every: each layer's output; official: inside "
+               "the last block as the authors' released code does, LN(SVT(FFN(x) + x) + x) — the residual x "
+               "counted twice, so it differs from the baseline even at α = 0.")
+    PARAMS = {"alpha": Param("float", -0.6, -1.0, 0.0, help="α < 0; 0 switches it off (official: see its note)"),
+              "where": Param("choice", "last", choices=("last", "every", "official"))}
 
     def intervention(self, ctx):
         alpha, last = self["alpha"], ctx.n_layers - 1
+        if self["where"] == "official":
+            missing = [why for why, bad in (("pre-LN blocks", ctx.layernorm == "pre"),
+                                             ("blocks without LayerNorm", ctx.layernorm == "none"),
+                                             ("no feed-forward sub-layer", not ctx.ffn),
+                                             ("no residual connections", not ctx.residual)) if bad]
+            if missing:
+                raise MitigationError(f"softdecay: where=official (inside the last block, before its final "
+                                      f"LayerNorm, on FFN(x) + x) needs post-LN blocks with a feed-forward "
+                                      f"sub-layer and residuals; this model has {' and '.join(missing)}: "
+                                      f"use where=last")
+
+            def final_ln(layer, s, x):
+                return soft_decay(s, alpha) + x if layer == last else s
+            return Intervention(final_ln=final_ln)
         every = self["where"] == "every"
 
         def block(layer, h):

@@ -1,8 +1,21 @@
 """Spectral control (Dovonon, Bronstein & Kusner 2024) as a what-if on a pretrained model.
 
-Each head's ``M = W_O^h W_V^h = P Λ P⁻¹`` gets a new spectrum ``f(Λ)`` through
-``W_O'^h = P f(Λ) Λ⁻¹ P⁻¹ W_O^h``; f acts on real parts and keeps imaginary parts, so
-conjugate pairs map alike and the weights stay real. The model computes something else
+Each head's ``M = W_O^h W_V^h = P Λ P⁻¹`` gets a new spectrum ``f(Λ)`` on the same eigenbasis
+through ``W_O'^h = P f(Λ) Λ⁻¹ P⁻¹ W_O^h``, so that ``W_O'^h W_V^h = P f(Λ) P⁻¹``:
+
+- ``clip-negative``: ``f(λ) = −min(|λ|, 1)``, a real spectrum in [−1, 0), the paper's Λ = −ψ²
+  clipped, which avoids smoothing;
+- ``clip-positive``: ``f(λ) = +min(|λ|, 1)``, real in (0, 1], Λ = +ψ² clipped, which guarantees it;
+- ``flip``: ``f(λ) = −Re λ + i Im λ`` (real parts negated, imaginary parts kept);
+- ``identity``: the model's own weights.
+
+The clip modes keep each eigenvalue's modulus (capped at 1) and drop its phase: a pretrained
+head's eigenvalues are mostly complex, and acting on real parts alone would leave them mostly
+imaginary, so the head would not have the spectrum the mode names (on MiniLM 28 of 72 heads
+still smoothed after such a clip-negative). SmoothViz's own choice of a real spectrum on the same
+eigenbasis; the paper's ``H = V Λ Vᵀ`` would also replace the eigenvectors by orthogonal ones.
+Every f maps a conjugate pair to a conjugate pair (the clips to one real value twice), so
+``P f(Λ) Λ⁻¹ P⁻¹`` is real and so are the new weights. The model computes something else
 afterwards: the UI says so.
 """
 from __future__ import annotations
@@ -18,15 +31,13 @@ MODES = ("clip-negative", "clip-positive", "flip", "identity")
 
 
 def spectrum_map(eig: torch.Tensor, mode: str) -> torch.Tensor:
-    """f on complex eigenvalues: acts on the real part, keeps the imaginary part."""
-    re, im = eig.real, eig.imag
+    """f on complex eigenvalues ``[...]``: the real ∓min(|λ|, 1) of the clips, flip's −Re λ + i Im λ."""
     if mode == "flip":
-        re = -re
-    elif mode == "clip-negative":
-        re = re.clamp(-1.0, 0.0)
-    elif mode == "clip-positive":
-        re = re.clamp(0.0, 1.0)
-    return torch.complex(re, im)
+        return torch.complex(-eig.real, eig.imag)
+    if mode in ("clip-negative", "clip-positive"):
+        magnitude = eig.abs().clamp_max(1.0)
+        return torch.complex(-magnitude if mode == "clip-negative" else magnitude, torch.zeros_like(magnitude))
+    return eig
 
 
 def respectrum_out_weights(w_v: torch.Tensor, w_o: torch.Tensor, heads: int, mode: str) -> torch.Tensor:
@@ -54,7 +65,10 @@ class Spectral(Mitigation):
     name = "spectral"
     in_forward = True
     NEUTRAL = {"mode": "identity"}
-    summary = "Replace each head's W_O W_V spectrum by a clipped or flipped one (Dovonon et al. 2024)."
+    summary = ("A what-if after Dovonon et al. 2024: give each head's W_O W_V a new spectrum on its own eigenbasis. "
+               "clip-negative: the real −min(|λ|, 1), in [−1, 0), so no head smooths; clip-positive: +min(|λ|, 1), "
+               "in (0, 1], so every head smooths; flip: real parts negated. Keeping the eigenbasis and the moduli "
+               "is SmoothViz's choice; the model then computes something else.")
     PARAMS = {"mode": Param("choice", "clip-negative", choices=MODES)}
 
     def intervention(self, ctx):
