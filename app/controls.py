@@ -11,7 +11,7 @@ from dataclasses import fields
 import streamlit as st
 
 from smoothviz.lab import CHOICES, LIMITS, LabConfig
-from smoothviz.mitigations import NAMES, REGISTRY
+from smoothviz.mitigations import REGISTRY
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
 from smoothviz.settings import SETTINGS
 
@@ -135,7 +135,8 @@ def sidebar() -> tuple[dict, str]:
         text = st.text_area("Text (Ctrl+Enter to apply)", value=default_text(), key="text", bind=URL, height=110)
 
         st.subheader("Mitigation")
-        mitigation = st.selectbox("Mitigation", ["none", *NAMES], index=1 + NAMES.index(DEFAULT_MITIGATION),
+        names = list(REGISTRY)  # every registered mitigation, in registry order
+        mitigation = st.selectbox("Mitigation", ["none", *names], index=1 + names.index(DEFAULT_MITIGATION),
                                   key="mit", bind=URL, label_visibility="collapsed")
         if mitigation != "none":
             st.caption(REGISTRY[mitigation].summary)

@@ -5,7 +5,7 @@ analyses (graphs, metrics and the projection together) are cached here with ``st
 keyed on every setting, so a second visit to the same settings is instant and moving the layer
 slider only re-slices arrays that are already in memory. An analysis is immutable (its arrays
 refuse writes), so every session reads the same object: ``st.cache_data`` would pickle it on
-every rerun (190 MB and 90 ms at 512 tokens). :class:`_Ledger` bounds that cache by bytes as well
+every rerun (the README's Performance section has the numbers). :class:`Ledger` bounds that cache by bytes as well
 as by entries.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ CACHE_BYTES = int(float(os.environ.get("SMOOTHVIZ_CACHE_MB", "2048")) * 2**20)
 CACHE_TTL = 3600  # seconds
 
 
-# Bounded by _Ledger: one entry is ~1 MB at 27 tokens, ~14 MB at 128 and ~190 MB at 512 (MiniLM).
+# Bounded by Ledger: an entry's size grows with the square of the sentence's length (Analysis.nbytes).
 @st.cache_resource(ttl=CACHE_TTL, show_spinner=False)
 def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab: dict | None = None,
                  mitigation: str | None = "neutreno", params: dict | None = None, head: int | None = None,
@@ -103,7 +103,7 @@ def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab
                              max_tokens=SETTINGS.max_tokens)
 
 
-class _Ledger:
+class Ledger:
     """What :func:`run_analysis` holds, least recently used first: at most ``CACHE_ENTRIES``
     analyses and ``CACHE_BYTES`` bytes (``SMOOTHVIZ_CACHE_MB``).
 
@@ -138,7 +138,7 @@ class _Ledger:
         return len(self._entries)
 
 
-ledger = _Ledger()
+ledger = Ledger()
 
 
 def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
@@ -164,7 +164,7 @@ class FrozenFigure(go.Figure):
     """A figure that is never changed once built: its ``to_dict()`` is computed once.
 
     ``st.plotly_chart`` calls ``to_dict()`` on every draw (a deep copy and a walk over every
-    value, about 1 ms a chart); a cached figure gives the same dict to every draw instead.
+    value); a cached figure gives the same dict to every draw instead.
     """
 
     def to_dict(self):
@@ -178,7 +178,7 @@ def figure(_build, key: tuple) -> FrozenFigure:
     """A built plotly figure, shared by every session (read-only: Streamlit only reads its dict).
 
     ``key`` holds everything the figure depends on (the settings, the view, the layer, …);
-    ``_build`` is not hashed. A few kB each; 2,048 of them stay within ~50 MB.
+    ``_build`` is not hashed.
     """
     fig = _build()
     fig.__class__, fig._frozen = FrozenFigure, None  # the built figure itself, no copy

@@ -5,14 +5,13 @@ sentence → tokens → Trace (baseline, and mitigated when asked) → graphs an
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
-from . import capture, graph, metrics
+from . import capture, diagnostics, graph, metrics
 from .graph import GraphOptions
 from .handles import Handle, get_handle
 from .mitigations import Mitigation, make
@@ -44,10 +43,10 @@ class Run:
     Shapes (L layers, h heads, n tokens kept by the graph options, d width, k = min(n, d)):
 
     ================  ================  =====================================================
-    rows              list of dicts     per layer 0…L (and ``"fused"``): the §2 metrics, and
-                                        ``heads_smoothing``, the share of heads whose Dovonon
-                                        verdict is "smooths" (None at layer 0, for the fused
-                                        row and with heads=False)
+    rows              list of dicts     per layer 0…L: ``{"layer": l, name: value}`` for every
+                                        metric of ``smoothviz.metrics.METRICS`` (None where
+                                        undefined; layer metrics are None at layer 0)
+    fused_row         dict or None      the state metrics of a fusion's fused output
     hidden            [L+1, N, d]       every token's state (all N tokens, special ones too)
     attentions        [L, h, N, N]      the attention the model used
     similarity        [L+1, n, n]       token cosine similarity (kept tokens)
@@ -74,6 +73,7 @@ class Run:
     """
 
     rows: list
+    fused_row: dict | None
     hidden: np.ndarray
     attentions: np.ndarray
     similarity: np.ndarray
@@ -97,8 +97,13 @@ class Run:
     attention_map: Callable | None = None
 
     def metric(self, name: str, include_fused: bool = False) -> list:
-        """One metric over depth (``None`` where undefined)."""
-        return [r[name] for r in self.rows if include_fused or r["layer"] != "fused"]
+        """One metric over depth 0…L (``None`` where undefined), then the fused output's if asked."""
+        fused = [self.fused_row.get(name)] if include_fused and self.fused_row is not None else []
+        return [r[name] for r in self.rows] + fused
+
+    def table(self) -> list[dict]:
+        """The rows of ``analyze --json``: layers 0…L, then ``{"layer": "fused", …}`` for a fusion."""
+        return self.rows + ([{"layer": "fused", **self.fused_row}] if self.fused_row is not None else [])
 
     def layer_verdicts(self) -> list[str]:
         """Per layer: "smooths" when most heads are low-pass, else "sharpens"."""
@@ -137,10 +142,12 @@ class Analysis:
 
     @property
     def n_layers(self) -> int:
+        """L, the number of layers (attention tensors)."""
         return self.baseline.attentions.shape[0]
 
     @property
     def heads(self) -> int:
+        """h, the number of heads per layer."""
         return self.baseline.attentions.shape[1]
 
     @property
@@ -155,6 +162,7 @@ class Analysis:
         return sum(a.nbytes for a in arrays) + (0 if self.projection is None else self.projection.nbytes)
 
     def runs(self) -> dict[str, Run]:
+        """``{"baseline": Run}``, plus ``"mitigated"`` when a mitigation was applied."""
         return {"baseline": self.baseline, **({"mitigated": self.mitigated} if self.mitigated else {})}
 
     def graph(self, layer: int, head: int | None = None, run: str = "baseline", top_k: int | None = None,
@@ -177,12 +185,12 @@ class Analysis:
                "graph": {"head": self.options.head if self.options.head is not None else "mean",
                          "symmetrize": self.options.symmetrize,
                          "exclude_special": self.options.exclude_special},
-               "baseline": {"layers": self.baseline.rows}}
+               "baseline": {"layers": self.baseline.table()}}
         if self.lab is not None:
             out["lab"] = self.lab
         if self.mitigated is not None:
             out["mitigation"] = self.mitigation
-            out["mitigated"] = {"layers": self.mitigated.rows}
+            out["mitigated"] = {"layers": self.mitigated.table()}
         return out
 
 
@@ -304,53 +312,43 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
                value_eigs: torch.Tensor, heads: bool, fused: torch.Tensor | None = None) -> Run:
     """Graphs and metrics of one trace, batched over layers and heads.
 
-    Per-state metrics and the per-layer graph are computed in float64 (small); per-head work
-    on ``[L, h, n, n]`` stays in float32, where it is memory- and time-bound.
+    Builds the graphs and the per-head diagnostics, then evaluates every metric of
+    :data:`smoothviz.metrics.METRICS` on them. Per-state metrics and the per-layer graph are
+    computed in float64 (small); per-head work on ``[L, h, n, n]`` stays in float32, where it is
+    memory- and time-bound.
     """
     idx = torch.tensor(keep)
     H = trace.hidden[:, idx].double().cpu()                 # [L+1, n, d]
     A = _kept_heads(trace.attentions, trace.softmax, trace.attention_map, idx)  # [L, h, n, n]
-    L, h = A.shape[0], A.shape[1]
-
-    hm = metrics.hidden_metrics(H)
+    L = A.shape[0]
     directed = _kept_graph(trace.attentions, trace.softmax, trace.attention_map, idx, options.head)  # [L, n, n]
     S = graph.symmetrize(directed, options.symmetrize)
     eigs, vecs = graph.laplacian_spectrum(S)
-    gap = graph.spectral_gap(eigs)
-    dirichlet = metrics.dirichlet(H, torch.cat([S[:1], S]), hm["gram"])  # H_0 uses layer 1's graph
-    rollout = graph.rollout_ratio(directed)
-    dm = metrics.dm_abs(H)
-    dm_ratio = dm[1:] / dm[:-1].clamp_min(1e-300)
-    ln_sigma = trace.ln_sigma[..., idx].double().amin(-1)   # [L, k]: σ_min over the kept tokens, as λ uses
-    shi_v = _shi_v(A, ln_sigma, handle.weight_norm(), h, handle.layernorm == "post")
-
     head_gap = smooths = None
     heads_signed = bool(graph.has_negative(A).any())
     if heads:
-        head_gap = _by_layer(lambda a: graph.spectral_gaps(graph.symmetrize(a, options.symmetrize)), A)
-        smooths = _dovonon(A, value_eigs.to(torch.complex64))
-
-    rows = [_row(layer, hm, layer, dirichlet) for layer in range(L + 1)]
-    for layer in range(1, L + 1):
-        rows[layer].update(spectral_gap=_num(gap[layer - 1]), rollout_ratio=_num(rollout[layer - 1]),
-                           shi_v=_num(shi_v[layer - 1]), dm_ratio=_num(dm_ratio[layer - 1]))
-        if smooths is not None:  # the share of heads whose Dovonon verdict is "smooths"
-            rows[layer]["heads_smoothing"] = float(smooths[layer - 1].double().mean())
-    fused_np = None
-    if fused is not None:
-        F = fused[idx].double().cpu().unsqueeze(0)
-        hf = metrics.hidden_metrics(F)
-        rows.append(_row("fused", hf, 0, metrics.dirichlet(F, S[-1:], hf["gram"])))  # last layer's graph
+        head_gap = graph.by_layer(lambda a: graph.spectral_gaps(graph.symmetrize(a, options.symmetrize)), A)
+        smooths = diagnostics.dovonon(A, value_eigs.to(torch.complex64))
+    x = metrics.Inputs(H=H, graphs=torch.cat([S[:1], S]), directed=directed, eigs=eigs, heads=A, smooths=smooths,
+                       ln_sigma=trace.ln_sigma[..., idx].double().amin(-1),  # σ_min over the kept tokens, as λ uses
+                       weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post")
+    values = metrics.evaluate(x)
+    fused_row = fused_np = None
+    if fused is not None:  # a state of its own, measured on the last layer's graph; no layer metrics
+        fx = metrics.Inputs(H=fused[idx].double().cpu().unsqueeze(0), graphs=S[-1:])
+        fused_row = {k: v for k, v in metrics.rows(metrics.evaluate(fx, states_only=True), 1)[0].items() if k != "layer"}
         fused_np = _frozen(fused.float())
     f32 = lambda t: None if t is None else _frozen(t.float())  # noqa: E731
-    return Run(rows=rows, hidden=f32(trace.hidden), attentions=f32(trace.attentions),
-               similarity=f32(hm["similarity"]), sv=f32(hm["sv"]), layer_graph=f32(S),
+    return Run(rows=metrics.rows(values, L + 1), fused_row=fused_row, hidden=f32(trace.hidden),
+               attentions=f32(trace.attentions), similarity=f32(metrics.similarity(H, x.gram)),
+               sv=f32(x.sv / x.sv[..., :1].clamp_min(1e-30)), layer_graph=f32(S),
                layer_eigs=f32(eigs), fiedler=f32(graph.fiedler(vecs)), head_gap=f32(head_gap),
-               head_entropy=f32(_by_layer(graph.row_entropy, A)),
-               head_uniform=f32(_by_layer(graph.distance_from_uniform, A)), rollout=f32(rollout),
-               shi_v=f32(shi_v), dm_ratio=f32(dm_ratio), value_eigs=_frozen(value_eigs),
+               head_entropy=f32(graph.by_layer(graph.row_entropy, A)),
+               head_uniform=f32(graph.by_layer(graph.distance_from_uniform, A)),
+               rollout=f32(values["rollout_ratio"]), shi_v=f32(values["shi_v"]), dm_ratio=f32(values["dm_ratio"]),
+               value_eigs=_frozen(value_eigs),
                smooths=None if smooths is None else _frozen(smooths), fused=fused_np,
-               signed=_frozen(graph.has_negative(S)), heads_signed=heads_signed, ln_sigma=f32(ln_sigma),
+               signed=_frozen(graph.has_negative(S)), heads_signed=heads_signed, ln_sigma=f32(x.ln_sigma),
                softmax=None if trace.softmax is None else f32(trace.softmax), attention_map=trace.attention_map)
 
 
@@ -382,16 +380,6 @@ def _kept_graph(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping,
     return mapping(graph.restrict(graph.aggregate(softmax.float().cpu(), head).double(), idx))
 
 
-def _by_layer(fn, A: torch.Tensor) -> torch.Tensor:
-    """``fn`` on each layer's heads ``A[l]`` in turn, results stacked: the same numbers as ``fn(A)``.
-
-    An elementwise temporary of every head at once is fresh memory (150 MB for BERT-base at
-    512 tokens) whose page faults cost more than its arithmetic; one layer's (12 MB) reuses
-    freed memory and stays in cache, 2–8× faster for a pass over every entry.
-    """
-    return torch.stack([fn(a) for a in A])
-
-
 def _frozen(t: torch.Tensor) -> np.ndarray:
     """A numpy view that refuses writes: an analysis is shared as is by every session of the app."""
     array = t.cpu().numpy()
@@ -399,108 +387,3 @@ def _frozen(t: torch.Tensor) -> np.ndarray:
     return array
 
 
-_STATE_METRICS = ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank",
-                  "numerical_rank", "sv_skewness", "sv_median")
-
-
-def _row(layer, hm: dict, i: int, dirichlet: torch.Tensor) -> dict:
-    """One table row; graph-based entries are None until a layer's graph fills them."""
-    row = {"layer": layer, **{name: _num(hm[name][i]) for name in _STATE_METRICS}}
-    row["numerical_rank"] = int(row["numerical_rank"])
-    row.update(dirichlet=_num(dirichlet[i]), spectral_gap=None, rollout_ratio=None, shi_v=None, dm_ratio=None,
-               heads_smoothing=None)
-    return row
-
-
-def _num(x) -> float | None:
-    value = float(x)
-    return None if math.isnan(value) else (value if math.isfinite(value) else None)
-
-
-def _shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, heads: int,
-           post_ln: bool) -> torch.Tensor:
-    """v = (1 + s²)(1 + √λ·h·s)/(σ₁σ₂) per layer.
-
-    NaN where the block has fewer than two LayerNorms, and for pre-LN blocks: Shi et al. derive
-    the bound for post-LN blocks (each LayerNorm after its residual sum), where σ₁, σ₂ divide
-    the states that carry on; in a pre-LN block the LayerNorms sit on the branches only.
-    """
-    if ln_sigma.shape[1] < 2 or not post_ln:
-        return torch.full((A.shape[0],), float("nan"), dtype=torch.float64)
-    lam = graph.attention_contraction_lambda(A).double().clamp_min(0)
-    s = weight_norm.double()
-    s1, s2 = ln_sigma[:, 0], ln_sigma[:, 1]
-    return (1 + s ** 2) * (1 + lam.sqrt() * heads * s) / (s1 * s2)
-
-
-def _dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
-    """True where the dominant eigenvalue 1 + λ^A λ^H pairs λ^H with A's eigenvalue 1 (low-pass).
-
-    A non-Perron pairing reaches at most 1 + r·max_j |λ^H_j| when every eigenvalue of A but its
-    Perron 1 has modulus ≤ r; a head whose Perron pairing max_j |1 + λ^H_j| is at least that
-    smooths whatever those eigenvalues are. :func:`graph.subdominant_bound` gives such an r in
-    O(n²) (r ≤ 1 for a stochastic A), which settles most heads, and
-    :func:`graph.deflated_radius` a sharper one for the rest (on MiniLM at 128 tokens: 36, then
-    11 more of 72 heads). Only the heads left need A's spectrum (its diagonal when A is
-    triangular, i.e. causal; otherwise one general eigendecomposition each, the costly part:
-    bounds from A², A⁴… settle a few more heads, but their float64 products cost about what the
-    eigendecompositions they save would). No modulus bound can settle a head that sharpens.
-
-    Args:
-        A: ``[L, h, n, n]``, rows summing to 1; value_eigs: ``[L, h, d_h]`` complex.
-    """
-    L, h = A.shape[:2]
-    lam_h = value_eigs.to(torch.complex64).flatten(0, 1)                 # [L·h, d_h]
-    perron_best = (1 + lam_h).abs().amax(-1).double()
-    reach = lam_h.abs().amax(-1).double()
-    flat = A.flatten(0, 1)
-    # Every |λ^A| ≤ 1 for a stochastic head: a Perron pairing that reaches 1 + max|λ^H| wins (ties too).
-    def settled(radius: torch.Tensor, heads) -> torch.Tensor:  # every non-Perron |λ^A| ≤ radius
-        return 1 + radius.double() * reach[heads] <= perron_best[heads] * (1 - 1e-6)
-
-    smooths = graph.is_stochastic(flat) & ((1 + reach - perron_best) <= 1e-6 * (1 + reach))
-    smooths |= settled(_by_layer(graph.subdominant_bound, A).flatten(), slice(None))
-    todo = (~smooths).nonzero().squeeze(-1)
-    triangular = torch.zeros_like(smooths)
-    triangular[todo] = _triangular(flat[todo])
-    general = todo[~triangular[todo]]  # a triangular head's spectrum is its diagonal: cheaper than any bound
-    if general.numel():
-        smooths[general] = settled(graph.deflated_radius(flat[general]), general)
-        todo = (~smooths).nonzero().squeeze(-1)
-    if todo.numel():
-        attn_eigs = _eigenvalues(flat[todo], triangular[todo])            # [k, n]
-        lam = lam_h[todo]
-        update = (1 + attn_eigs.unsqueeze(-1) * lam.unsqueeze(-2)).abs()  # [k, n, d_h]
-        best = update.flatten(-2).argmax(-1) // lam.shape[-1]             # index into A's eigenvalues
-        chosen = torch.gather(attn_eigs, -1, best.unsqueeze(-1)).squeeze(-1)
-        perron = (attn_eigs - 1).abs().argmin(-1)
-        smooths[todo] = (best == perron) | ((chosen - 1).abs() < 1e-5)
-    return smooths.view(L, h)
-
-
-def _eigenvalues(X: torch.Tensor, triangular: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues of each matrix of ``X [k, n, n]`` (complex64): the diagonal where ``triangular``,
-    LAPACK's general solver otherwise; from n = 128 in chunks over the CPU's threads (about 1.2×
-    faster on two cores; below that, starting threads costs more than it saves)."""
-    out = torch.diagonal(X, dim1=-2, dim2=-1).to(torch.complex64)
-    full = (~triangular).nonzero().squeeze(-1)
-    if full.numel():
-        workers = torch.get_num_threads() if X.shape[-1] >= 128 else 1
-        chunks = full.tensor_split(min(workers, full.numel()))
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            out[full] = torch.cat(list(pool.map(lambda idx: _eigvals(X[idx]), chunks)))
-    return out
-
-
-def _triangular(X: torch.Tensor) -> torch.Tensor:
-    """Per matrix of ``X [k, n, n]``: no entry above the diagonal (a causal head), by 16 at a time."""
-    if not X.shape[0]:
-        return torch.zeros(0, dtype=torch.bool)
-    return torch.cat([~x.triu(1).ne(0).flatten(1).any(-1) for x in X.split(16)])
-
-
-def _eigvals(X: torch.Tensor) -> torch.Tensor:
-    try:
-        return torch.linalg.eigvals(X).to(torch.complex64)
-    except torch.linalg.LinAlgError:  # rare non-convergence in float32: retry in float64
-        return torch.linalg.eigvals(X.double()).to(torch.complex64)

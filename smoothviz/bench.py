@@ -121,6 +121,7 @@ def text_of(n: int) -> str:
 
 
 def bench_one(model: str, label: str, n: int, device: str, reps: int, mitigations: bool) -> dict:
+    """Time one model at one sentence length; one row of the results table."""
     handle = get_handle(model, device)
     text = text_of(n)
     inputs, _, _ = handle.encode(text, n, [])
@@ -164,6 +165,7 @@ def _ratio(a, b) -> str:
 
 
 def table(rows: list[dict]) -> str:
+    """The main results table, as aligned text."""
     head = ["model", "n", "fwd ms", "core×fwd", "full×fwd", "PCA×fwd", "UMAP s", "peak MB",
             "page MB", "time/BertViz", "bytes/BertViz"]
     lines = [head]
@@ -179,6 +181,7 @@ def table(rows: list[dict]) -> str:
 
 
 def mitigation_table(rows: list[dict]) -> str:
+    """Each mitigation's analysis time over the forward pass, as aligned text."""
     names = [n for n in NAMES if any(n in r["mitigations_s"] for r in rows)]
     lines = [["model", "n", *names]]
     for r in rows:
@@ -188,6 +191,7 @@ def mitigation_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    """``python -m smoothviz.bench``: run, print the tables, write the JSON; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m smoothviz.bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition (CI)")
     p.add_argument("--sizes", help="comma-separated token counts (default 16,64,128,256,512)")

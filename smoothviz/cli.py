@@ -12,9 +12,6 @@ import sys
 
 from .options import DEVICES, PROJECTIONS, SYMMETRIZE
 
-METRIC_COLUMNS = ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank", "numerical_rank",
-                  "sv_skewness", "sv_median", "dirichlet", "spectral_gap", "heads_smoothing")
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's own code)
@@ -45,6 +42,7 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
     parser = _Parser(prog="smoothviz", description="See over-smoothing in Transformers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     a = sub.add_parser("analyze", help="per-layer over-smoothing metrics of one sentence")
@@ -93,8 +91,10 @@ def _fmt(value) -> str:
 
 def table(rows: list[dict]) -> str:
     """A readable fixed-width table of per-layer metrics."""
-    head = ["layer", *METRIC_COLUMNS]
-    lines = [[str(r["layer"]), *(_fmt(r.get(k)) for k in METRIC_COLUMNS)] for r in rows]
+    from .metrics import names
+    columns = names()
+    head = ["layer", *columns]
+    lines = [[str(r["layer"]), *(_fmt(r.get(k)) for k in columns)] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([fmt(head), *map(fmt, lines)])
@@ -105,11 +105,11 @@ def _print_readable(result) -> None:
     for note in result.notes:
         print(f"note: {note}")
     print("\nbaseline")
-    print(table(result.baseline.rows))
+    print(table(result.baseline.table()))
     if result.mitigated is not None:
         params = ", ".join(f"{k}={v}" for k, v in result.mitigation["params"].items())
         print(f"\nmitigated: {result.mitigation['name']} ({params})")
-        print(table(result.mitigated.rows))
+        print(table(result.mitigated.table()))
 
 
 def _list_mitigations() -> None:
@@ -120,6 +120,7 @@ def _list_mitigations() -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    """Run one command line; user errors raise ValueError (``main`` prints them). Returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "mitigations":
         _list_mitigations()
@@ -145,6 +146,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``smoothviz`` entry point: one line on stderr and exit code 2 on a user error."""
     from .models import quiet_hub_logging
     quiet_hub_logging()
     try:

@@ -16,14 +16,8 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-# RESEARCH.md §2, with the direction in which each moves as tokens become alike.
-METRICS = {
-    "cosine_mean": "cosine_mean ↑", "cls_cosine": "cls_cosine ↑", "dm_rel": "dm_rel ↓",
-    "hfc_lfc": "hfc_lfc ↓", "effective_rank": "effective_rank ↓", "numerical_rank": "numerical_rank ↓",
-    "sv_skewness": "sv_skewness ↑", "sv_median": "sv_median ↓", "dirichlet": "dirichlet ↓",
-    "spectral_gap": "spectral_gap (λ₂)",
-}
-LOG_WHEN_SPREAD = {"dm_rel", "hfc_lfc", "dirichlet"}  # drawn on a log axis when they span 2+ decades
+from .metrics import by_name as registered
+
 RUN_COLOURS = {"baseline": "#1f77b4", "mitigated": "#d95f02"}
 MAX_TICKS = 30        # more tick labels than this overlap at any sensible width
 MAX_HEATMAP = 256     # heatmap cells per side sent to the browser (pooled above this)
@@ -56,7 +50,7 @@ def _thin(count: int, limit: int = MAX_TICKS) -> int:
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def _log_ticks(values) -> dict:
+def log_ticks(values) -> dict:
     """Axis settings for a log axis over ``values``: ticks at 1, 2, 5 × 10ᵏ when they span at most
     three decades (plotly's own minor-digit labels crowd into each other there), else powers of ten."""
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
@@ -91,26 +85,28 @@ def run_name(analysis, key: str) -> str:
 
 
 def _values(run, name: str) -> list:
-    return [r.get(name) for r in run.rows if r["layer"] != "fused"]
+    return [r.get(name) for r in run.rows]
 
 
 # --------------------------------------------------------------------------- 1. curves over depth
 
 def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> go.Figure:
-    """Small multiples of the §2 metrics over depth, baseline and mitigated on shared axes.
+    """Small multiples of the registered metrics over depth (those with ``curve=True``, or the
+    ``metrics`` named), baseline and mitigated on shared axes.
 
     A fused output (fusion mitigations) is an extra point at x = L + 1, labelled "fused".
     """
-    metrics = list(metrics or METRICS)
+    registry = registered()
+    metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[METRICS.get(m, m) for m in metrics],
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registry[m].label if m in registry else m for m in metrics],
                         horizontal_spacing=0.055, vertical_spacing=0.2 if rows > 1 else 0.1)
     L = analysis.n_layers
-    has_fused = any(r["layer"] == "fused" for run in _runs(analysis).values() for r in run.rows)
+    has_fused = any(run.fused_row is not None for run in _runs(analysis).values())
     traces, where = [], []  # added in one batch: per-trace add_trace is slow with many subplots
     for key, run in _runs(analysis).items():
         colour, name = RUN_COLOURS[key], run_name(analysis, key)
-        fused = next((r for r in run.rows if r["layer"] == "fused"), None)
+        fused = run.fused_row
         for i, m in enumerate(metrics):
             traces.append(go.Scatter(
                 x=list(range(L + 1)), y=_values(run, m), mode="lines+markers", name=escape(name),
@@ -126,8 +122,8 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
     fig.add_traces(traces, rows=[r + 1 for r, _ in where], cols=[c + 1 for _, c in where])
     for i, m in enumerate(metrics):  # a collapse to 1e-6 is invisible on a linear axis
         values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
-        if m in LOG_WHEN_SPREAD and values and max(values) / min(values) > 100:
-            fig.update_yaxes(type="log", dtick=None, **_log_ticks(values), row=i // cols + 1, col=i % cols + 1)
+        if m in registry and registry[m].log and values and max(values) / min(values) > 100:
+            fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
     step = _thin(L + 1, 8)
     ticks = list(range(0, L + 1, step)) + ([L + 1] if has_fused else [])
     fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= L else "fused" for t in ticks], tickfont_size=11)
@@ -163,7 +159,7 @@ def shi_bound(analysis) -> go.Figure:
         fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
                            xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
     shown = [y for trace in fig.data for y in trace.y]
-    fig.update_yaxes(type="log", title="ratio (log)", **_log_ticks(shown + [1.0]))
+    fig.update_yaxes(type="log", title="ratio (log)", **log_ticks(shown + [1.0]))
     fig.update_xaxes(title="layer", dtick=_thin(L, 16))
     return _layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
                    legend=dict(orientation="h", y=-0.22, x=0))
@@ -446,7 +442,7 @@ def sv_spectra(run, title: str = "") -> go.Figure:
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                              marker=dict(colorscale="Viridis", cmin=0, cmax=layers - 1, color=[0], showscale=True,
                                          colorbar=dict(title="layer", thickness=12))))
-    fig.update_yaxes(type="log", title="σᵢ / σ₁ (log)", **_log_ticks(np.round(sv.ravel(), 5)))
+    fig.update_yaxes(type="log", title="σᵢ / σ₁ (log)", **log_ticks(np.round(sv.ravel(), 5)))
     fig.update_xaxes(title="index i")
     return _layout(fig, title, height=380)
 
@@ -461,7 +457,7 @@ def rollout(analysis) -> go.Figure:
                                  line=dict(color=RUN_COLOURS[key]),
                                  hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))
     shown = [y for trace in fig.data for y in trace.y]
-    fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", **_log_ticks(shown))
+    fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", **log_ticks(shown))
     fig.update_xaxes(title="layer", dtick=_thin(L, 16))
     return _layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
 

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from .metrics import singular_values
+from .linalg import singular_values
 from .options import SYMMETRIZE, check
 
 Tensor = torch.Tensor
@@ -46,6 +46,16 @@ class GraphOptions:
         check("symmetrisation", self.symmetrize, SYMMETRIZE)
         if self.head is not None and (not isinstance(self.head, int) or self.head < 0):
             raise ValueError(f"head must be a non-negative integer or None (mean over heads), got {self.head!r}")
+
+
+def by_layer(fn, A: Tensor) -> Tensor:
+    """``fn`` on each layer's heads ``A[l]`` in turn, results stacked: the same numbers as ``fn(A)``.
+
+    An elementwise temporary of every head at once is fresh memory whose page faults cost more
+    than its arithmetic on long sentences; one layer's temporary reuses freed memory and stays in
+    cache.
+    """
+    return torch.stack([fn(a) for a in A])
 
 
 def restrict(A: Tensor, keep: Tensor) -> Tensor:
@@ -217,7 +227,7 @@ def attention_contraction_lambda(A: Tensor, steps: int = 24, rtol: float = 1e-6)
 
     Batched Lanczos with full reorthogonalisation on the operator v ↦ Aᵀ P A v (each step reads A
     twice; a dense eigendecomposition of every head would cost more than the forward pass). The
-    vectors are rows, ``[..., 1, n]``: a batched row-times-matrix product runs 3–6× faster than
+    vectors are rows, ``[..., 1, n]``: a batched row-times-matrix product runs several times faster than
     the matrix-times-column one in torch on CPU. The top Ritz value only grows towards λ, fast
     once it converges: from step 4, each step compares each layer's maximum over heads with the
     step before and stops when none moved by more than ``rtol`` (relative); it is exact once

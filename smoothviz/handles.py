@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import capture
+from . import capture, weights
 from .mitigations import ModelContext
 from .models import ARCHITECTURES, DEFAULT_MODEL, LAB_MODEL, ArchSpec, ModelError, get_module, load, pick_device
 
@@ -45,6 +45,7 @@ class Handle:
 
     @property
     def causal(self) -> bool:
+        """Attention rows are lower-triangular (a decoder)."""
         return self.spec.causal
 
     @property
@@ -79,7 +80,7 @@ class Handle:
         """Weights and facts a mitigation may read (computed once)."""
         with self._lock:
             if "context" not in self._cache:
-                w_v, w_o = capture.value_output_weights(self.model, self.spec, self.n_layers)
+                w_v, w_o = weights.value_output_weights(self.model, self.spec, self.n_layers)
                 blocks = get_module(self.model, self.spec.layers)
                 biases = []
                 for layer in range(self.n_layers):
@@ -108,14 +109,14 @@ class Handle:
                 with self._lock:
                     self._cache["value_eigs"] = cached
             return cached
-        product = capture.value_output_product(self.context().w_v.double(), w_o.double(), self.heads)
+        product = weights.value_output_product(self.context().w_v.double(), w_o.double(), self.heads)
         return torch.linalg.eigvals(product).cpu()
 
     def weight_norm(self) -> torch.Tensor:
         """Shi et al.'s s per layer (computed once)."""
         with self._lock:
             if "weight_norm" not in self._cache:
-                self._cache["weight_norm"] = capture.block_weight_norm(self.model, self.spec, self.n_layers).double().cpu()
+                self._cache["weight_norm"] = weights.block_weight_norm(self.model, self.spec, self.n_layers).double().cpu()
             return self._cache["weight_norm"]
 
     def for_mitigation(self, mitigation) -> "Handle":

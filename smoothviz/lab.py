@@ -258,22 +258,3 @@ def _init_block(block: LabBlock, config: LabConfig, gen: torch.Generator) -> Non
             fan_in = lin.weight.shape[1]
             lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * (MLP_GAIN / math.sqrt(fan_in)))
             lin.bias.zero_()
-
-
-def value_output_product(model: LabModel) -> torch.Tensor:
-    """Per layer and head, ``M = W_O^h W_V^h`` (RESEARCH.md §3.4's convention).
-
-    With ``W_V^h = v.weight[head rows].T`` (width x d_h) and ``W_O^h = o.weight[:, head cols].T``
-    (d_h x width), M's eigenvalues are the nonzero ones of ``H_h = W_V^h W_O^h``.
-
-    Returns:
-        ``[depth, heads, d_h, d_h]``.
-    """
-    heads = model.config.num_attention_heads
-    v = torch.stack([blk.attn.v.weight for blk in model.layers])  # [L, width(out), width(in)]
-    o = torch.stack([blk.attn.o.weight for blk in model.layers])  # [L, width(out), width(in)]
-    L, w, _ = v.shape
-    d_h = w // heads
-    w_v = v.view(L, heads, d_h, w).transpose(-1, -2)          # [L, h, width, d_h]
-    w_o = o.view(L, w, heads, d_h).permute(0, 2, 3, 1)        # [L, h, d_h, width]
-    return w_o @ w_v

@@ -6,23 +6,23 @@ the analysis turns NaN into ``None`` with a note, never into a fake number.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
 import torch
+
+from . import diagnostics, graph
+from .linalg import gram, singular_values
 
 Tensor = torch.Tensor
 
 NUMERICAL_RANK_TOL = 1e-3
-METRIC_NAMES = ("cosine_mean", "cls_cosine", "dm_rel", "hfc_lfc", "effective_rank",
-                "numerical_rank", "sv_skewness", "sv_median", "dirichlet", "spectral_gap")
 
 
 def _unit_rows(H: Tensor) -> Tensor:
     return H / H.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-
-
-def gram(H: Tensor) -> Tensor:
-    """Inner products of every token pair, ``H Hᵀ`` ``[..., n, n]``: similarity, the Dirichlet
-    energy and (for n ≤ d) the singular values all read it, so the analysis computes it once."""
-    return H @ H.transpose(-1, -2)
 
 
 def similarity(H: Tensor, G: Tensor | None = None) -> Tensor:
@@ -71,21 +71,6 @@ def hfc_lfc(H: Tensor) -> Tensor:
     return torch.where(low > 0, high / low.clamp_min(1e-300), torch.full_like(high, float("inf")))
 
 
-def singular_values(H: Tensor, G: Tensor | None = None) -> Tensor:
-    """σ_1 ≥ … ≥ σ_k of each matrix, ``[..., k]`` with k = min(n, d).
-
-    From the eigenvalues of the smaller Gram matrix (float64: σ down to ~1e-7·σ₁ stay exact,
-    far below the 1e-3 rank threshold); several times faster than an SVD. ``G = gram(H)`` is
-    used when given and n ≤ d.
-    """
-    n, d = H.shape[-2:]
-    if n <= d:
-        small = gram(H) if G is None else G
-    else:
-        small = H.transpose(-1, -2) @ H
-    return torch.linalg.eigvalsh(small).flip(-1).clamp_min(0).sqrt()
-
-
 def spectrum_metrics(sv: Tensor) -> dict[str, Tensor]:
     """Effective rank, numerical rank, skewness and median of σ/σ₁ from singular values ``[..., k]``."""
     top = sv[..., :1]
@@ -122,7 +107,7 @@ def dirichlet(H: Tensor, S: Tensor, G: Tensor | None = None) -> Tensor:
     return 0.5 * (S * dist.clamp_min(0)).sum((-1, -2)) / sq.sum(-1).clamp_min(1e-30)
 
 
-def hidden_metrics(H: Tensor) -> dict[str, Tensor]:
+def hidden_metrics(H: Tensor) -> dict[str, Tensor]:  # noqa: D401 - kept for notebooks and tests
     """Every per-state metric of §2 except the graph ones, for ``H [..., n, d]`` (float64).
 
     Besides the metrics: ``sv`` (σ/σ₁), ``similarity`` and ``gram`` (for :func:`dirichlet`).
@@ -139,3 +124,169 @@ def hidden_metrics(H: Tensor) -> dict[str, Tensor]:
     }
     out.update(sv=sv / sv[..., :1].clamp_min(1e-30), similarity=similarity(H, G), gram=G)
     return out
+
+
+# --------------------------------------------------------------------------- the registry
+
+@dataclass
+class Inputs:
+    """What the metrics of one run read. State metrics use ``H`` and ``graphs``; the others are
+    per layer (``None`` for a fused output, which is a state without layers).
+
+    ==============  ===================  ===================================================
+    H               ``[S, n, d]`` f64    token states: S = L + 1 (H_0 … H_L), or 1 (fused)
+    graphs          ``[S, n, n]``        the graph each state is measured on: layer l's S for
+                                         H_l, layer 1's for H_0, the last layer's for a fusion
+    directed        ``[L, n, n]``        each layer's aggregated directed graph (kept tokens)
+    eigs            ``[L, n]``           its normalized-Laplacian eigenvalues, ascending
+    heads           ``[L, h, n, n]`` f32 each head's attention over the kept tokens
+    smooths         ``[L, h]`` or None   Dovonon verdicts (None when per-head work is skipped)
+    ln_sigma        ``[L, k]``           σ_min of each LayerNorm's input over the kept tokens
+    weight_norm     ``[L]``              Shi et al.'s s, the largest singular value of a block
+    post_ln         bool                 the blocks are post-LN (Shi et al.'s bound applies)
+    ==============  ===================  ===================================================
+
+    ``gram``, ``sv`` and ``spectrum`` are computed once, on first use, for every metric.
+    """
+
+    H: Tensor
+    graphs: Tensor
+    directed: Tensor | None = None
+    eigs: Tensor | None = None
+    heads: Tensor | None = None
+    smooths: Tensor | None = None
+    ln_sigma: Tensor | None = None
+    weight_norm: Tensor | None = None
+    post_ln: bool = False
+
+    @cached_property
+    def gram(self) -> Tensor:
+        """``H Hᵀ`` ``[S, n, n]``."""
+        return gram(self.H)
+
+    @cached_property
+    def sv(self) -> Tensor:
+        """Singular values ``[S, k]``, largest first."""
+        return singular_values(self.H, self.gram)
+
+    @cached_property
+    def spectrum(self) -> dict[str, Tensor]:
+        """Effective and numerical rank, skewness and median of σ/σ₁ (see :func:`spectrum_metrics`)."""
+        return spectrum_metrics(self.sv)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One column of ``analyze --json``: how it is computed, drawn and explained.
+
+    Attributes:
+        name: the JSON key and CLI column.
+        compute: ``Inputs -> [S]`` for a state metric, ``Inputs -> [L]`` for a layer metric;
+            NaN where undefined (the row then holds ``None``).
+        formula, collapse: the Theory table's cells (the formula; what collapse does to it).
+        direction: ``"↑"`` or ``"↓"``, the way it moves as tokens become alike; ``""`` if neither.
+        per_layer: defined between states, for layers 1…L (``None`` at layer 0 and for a fusion).
+        log: drawn on a log axis when its values span two decades or more.
+        integer: a count (``int`` in the JSON).
+        curve: drawn among the over-depth curves (the others have a chart of their own).
+        source: where the definition comes from (RESEARCH.md's citation).
+    """
+
+    name: str
+    compute: Callable[[Inputs], Tensor]
+    formula: str
+    collapse: str
+    direction: str = ""
+    per_layer: bool = False
+    log: bool = False
+    integer: bool = False
+    curve: bool = True
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        """Chart title: the name with its direction."""
+        return f"{self.name} {self.direction}".strip()
+
+
+def _dm_ratio(x: Inputs) -> Tensor:
+    dm = dm_abs(x.H)
+    return dm[1:] / dm[:-1].clamp_min(1e-300)
+
+
+def _heads_smoothing(x: Inputs) -> Tensor:
+    if x.smooths is None:
+        return torch.full((x.H.shape[0] - 1,), float("nan"), dtype=torch.float64)
+    return x.smooths.double().mean(-1)
+
+
+# RESEARCH.md §2 and §1, in the order of the JSON and the CLI table.
+METRICS: list[Metric] = [
+    Metric("cosine_mean", lambda x: cosine_mean(x.H), "mean cos(h_i, h_j), i ≠ j", "→ 1", "↑",
+           source="TokenUni, Shi et al. 2022"),
+    Metric("cls_cosine", lambda x: cls_cosine(x.H), "mean_j cos(h_0, h_j)", "→ 1", "↑", source="CLSUni, Yan et al. 2022"),
+    Metric("dm_rel", lambda x: dm_rel(x.H), "‖PH‖_F / ‖H‖_F, P = I − 𝟙𝟙ᵀ/n", "→ 0", "↓", log=True,
+           source="Shi et al.'s d_M, Dong et al.'s res(X), normalised"),
+    Metric("hfc_lfc", lambda x: hfc_lfc(x.H), "‖PH‖_F / ‖(𝟙𝟙ᵀ/n)H‖_F", "→ 0", "↓", log=True, source="Wang et al. 2022"),
+    Metric("effective_rank", lambda x: x.spectrum["effective_rank"], "exp(−Σ p_i ln p_i), p_i = σ_i/Σσ", "→ 1", "↓",
+           source="Roy & Vetterli 2007"),
+    Metric("numerical_rank", lambda x: x.spectrum["numerical_rank"], "#{σ_i > 10⁻³ σ₁}", "→ 1", "↓", integer=True),
+    Metric("sv_skewness", lambda x: x.spectrum["sv_skewness"], "skewness of σ_i/σ₁", "↑", "↑", source="Yan et al. 2022"),
+    Metric("sv_median", lambda x: x.spectrum["sv_median"], "median of σ_i/σ₁", "↓", "↓", source="Yan et al. 2022"),
+    Metric("dirichlet", lambda x: dirichlet(x.H, x.graphs, x.gram), "½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖²", "→ 0", "↓",
+           log=True, source="NeuTRENO's J(u), Nguyen et al. 2023"),
+    Metric("spectral_gap", lambda x: graph.spectral_gap(x.eigs), "λ₂ of 𝓛", "large: strong mixing per layer",
+           per_layer=True, source="Shi et al. 2022"),
+    Metric("rollout_ratio", lambda x: graph.rollout_ratio(x.directed), "σ₂/σ₁ of Â_l ⋯ Â_1, Â = ½(A + I)",
+           "→ 0", "↓", per_layer=True, curve=False, source="Abnar & Zuidema 2020"),
+    Metric("shi_v", lambda x: diagnostics.shi_v(x.heads, x.ln_sigma, x.weight_norm, x.post_ln),
+           "(1 + s²)(1 + √λ·h·s)/(σ₁σ₂), post-LN blocks only", "v < 1 guarantees it", per_layer=True,
+           curve=False, source="Shi et al. 2022"),
+    Metric("dm_ratio", _dm_ratio, "d_M(H_l) / d_M(H_{l−1})", "< 1 at every layer", "↓", per_layer=True,
+           curve=False, source="Shi et al. 2022"),
+    Metric("heads_smoothing", _heads_smoothing, "share of heads whose Dovonon verdict is 'smooths'", "→ 1", "↑",
+           per_layer=True, curve=False, source="Dovonon, Bronstein & Kusner 2024"),
+]
+
+
+def by_name() -> dict[str, Metric]:
+    """The registry as ``{name: Metric}``."""
+    return {m.name: m for m in METRICS}
+
+
+def evaluate(x: Inputs, *, states_only: bool = False) -> dict[str, Tensor]:
+    """Every registered metric of ``x``: ``name → [S]`` (state metrics) or ``[L]`` (layer metrics).
+
+    Args:
+        states_only: skip the layer metrics (a fused output has no layers).
+    """
+    return {m.name: m.compute(x) for m in METRICS if not (states_only and m.per_layer)}
+
+
+def rows(values: dict[str, Tensor], n_states: int) -> list[dict]:
+    """Per-state rows ``[{"layer": l, name: value, …}]`` for l = 0 … n_states − 1, in registry order.
+
+    A layer metric's value ``i`` belongs to state ``i + 1``; undefined values (NaN, ±inf) and
+    metrics without a value are ``None``; counts are ``int``.
+    """
+    out = []
+    for state in range(n_states):
+        row = {"layer": state}
+        for m in METRICS:
+            i = state - 1 if m.per_layer else state
+            value = values.get(m.name)
+            row[m.name] = None if value is None or i < 0 else _number(value[i], m.integer)
+        out.append(row)
+    return out
+
+
+def _number(x, integer: bool) -> float | int | None:
+    value = float(x)
+    if not math.isfinite(value):
+        return None
+    return int(value) if integer else value
+
+
+def names() -> list[str]:
+    """The registered metrics' names, in JSON and table order."""
+    return [m.name for m in METRICS]

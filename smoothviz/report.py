@@ -21,7 +21,7 @@ TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
 
 def metrics_csv(analysis) -> str:
     """One row per run and layer (the fused output too): every metric of RESEARCH.md §2."""
-    rows = [{"run": key, **row} for key, run in analysis.runs().items() for row in run.rows]
+    rows = [{"run": key, **row} for key, run in analysis.runs().items() for row in run.table()]
     columns = ["run", "layer"] + [c for c in rows[0] if c not in ("run", "layer")]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -50,7 +50,7 @@ def _table(analysis) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in ["run", "layer", *keys])
     body = []
     for run_key, run in analysis.runs().items():
-        for row in run.rows:
+        for row in run.table():
             cells = [run_key, str(row["layer"])] + ["" if row[k] is None else f"{row[k]:.4g}" for k in keys]
             body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

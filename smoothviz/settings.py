@@ -29,6 +29,8 @@ def _int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
+    """The server's limits, read once from the environment by :func:`load`."""
+
     public: bool
     models: tuple[str, ...]
     max_tokens: int | None

@@ -73,6 +73,7 @@ class View:
     half: bool = False
 
     def heading(self, at: At) -> str:
+        """The title with ``at``'s values filled in (``""`` for none)."""
         return self.title.format(**vars(at))
 
     def figures(self, analysis, at: At) -> list[tuple[str, go.Figure]]:

@@ -150,15 +150,16 @@ def test_every_view_stays_light_at_512_tokens():
 
     from smoothviz import figures
     from smoothviz.graph import to_networkx
+    from smoothviz.metrics import names
 
     n, L, h, k = 512, 12, 12, 384
     rng = np.random.default_rng(0)
-    rows = [{"layer": i, **{m: float(rng.uniform()) for m in figures.METRICS}} for i in range(L + 1)]
+    rows = [{"layer": i, **{m: float(rng.uniform()) for m in names()}} for i in range(L + 1)]
 
     def run():
         S = rng.uniform(size=(L, n, n)).astype(np.float32)
         return SimpleNamespace(
-            rows=rows, similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32), layer_graph=S,
+            rows=rows, fused_row=None, similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32), layer_graph=S,
             layer_eigs=np.sort(rng.uniform(0, 2, size=(L, n)), axis=1), fiedler=rng.normal(size=(L, n)),
             sv=np.sort(rng.uniform(size=(L + 1, k)), axis=1)[:, ::-1], head_gap=rng.uniform(size=(L, h)),
             value_eigs=rng.normal(size=(L, h, 32)) + 1j * rng.normal(size=(L, h, 32)),
@@ -276,7 +277,7 @@ def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
     import sys
     sys.path.insert(0, str(APP))
     import state
-    monkeypatch.setattr(state, "ledger", state._Ledger())
+    monkeypatch.setattr(state, "ledger", state.Ledger())
     settings = [dict(text=t, mitigation="none", projection="none") for t in
                 ("A first sentence that is somewhat longer than the others here.", "A second one.", "Third.")]
     first, second = (state.analysis_or_error(s) for s in settings[:2])
@@ -292,10 +293,10 @@ def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
 
 def test_log_axes_label_one_two_five_within_three_decades():
     """Short log ranges get readable 1-2-5 labels; wide ones keep plotly's powers of ten."""
-    from smoothviz.figures import _log_ticks
-    short = _log_ticks([0.028, 0.15, 0.67, None, float("nan")])
+    from smoothviz.figures import log_ticks
+    short = log_ticks([0.028, 0.15, 0.67, None, float("nan")])
     assert short["tickvals"] == pytest.approx([0.05, 0.1, 0.2, 0.5])
     assert short["ticktext"] == ["0.05", "0.1", "0.2", "0.5"]
-    assert _log_ticks([2e-6, 9e-5])["ticktext"] == ["2×10⁻⁶", "5×10⁻⁶", "10⁻⁵", "2×10⁻⁵", "5×10⁻⁵", "10⁻⁴"]
-    assert "tickvals" not in _log_ticks([1e-6, 0.5])  # seven decades
-    assert "tickvals" not in _log_ticks([0.31, 0.33])  # inside one 1-2-5 step
+    assert log_ticks([2e-6, 9e-5])["ticktext"] == ["2×10⁻⁶", "5×10⁻⁶", "10⁻⁵", "2×10⁻⁵", "5×10⁻⁵", "10⁻⁴"]
+    assert "tickvals" not in log_ticks([1e-6, 0.5])  # seven decades
+    assert "tickvals" not in log_ticks([0.31, 0.33])  # inside one 1-2-5 step

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz.metrics import METRIC_NAMES
+from smoothviz.metrics import names as metric_names
 
 
 def test_reference_sentence_smooths_with_depth(base):
@@ -34,7 +34,7 @@ def test_shapes_and_attention_rows(base):
 def test_rows_carry_every_metric(base):
     rows = base.baseline.rows
     for row in rows:
-        assert set(METRIC_NAMES) <= set(row)
+        assert set(metric_names()) <= set(row)
     assert rows[0]["spectral_gap"] is None and all(r["spectral_gap"] is not None for r in rows[1:])
     assert all(isinstance(r["numerical_rank"], int) for r in rows)
 
@@ -165,7 +165,7 @@ def test_cli_json_contract(reference):
     assert data["model"] == "default" and len(data["tokens"]) == 27
     layers = data["baseline"]["layers"]
     assert [row["layer"] for row in layers] == list(range(7))
-    assert set(METRIC_NAMES) <= set(layers[0]) and layers[0]["spectral_gap"] is None
+    assert set(metric_names()) <= set(layers[0]) and layers[0]["spectral_gap"] is None
     assert layers[0]["heads_smoothing"] is None and all(0 <= row["heads_smoothing"] <= 1 for row in layers[1:])
     assert all(row["heads_smoothing"] is not None for row in data["mitigated"]["layers"][1:-1])
     assert data["mitigated"]["layers"][-1]["layer"] == "fused"

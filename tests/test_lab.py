@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from smoothviz.lab import CHOICES, LIMITS, LabConfig, LabModel, value_output_product
+from smoothviz.lab import CHOICES, LIMITS, LabConfig, LabModel
+from smoothviz.models import ARCHITECTURES
+from smoothviz.weights import value_output_product, value_output_weights
 from smoothviz.models import ARCHITECTURES, get_module
 
 D_IN, N = 384, 20  # all-MiniLM-L6-v2's hidden size; a 20-token sentence
@@ -172,7 +174,7 @@ def test_ln_sign_negative_sets_weight():
 @pytest.mark.parametrize("spectrum, sign", [("positive", 1.0), ("negative", -1.0)])
 def test_value_output_spectrum_has_the_chosen_sign(spectrum, sign):
     model = LabModel(LabConfig(depth=3, width=32, heads=4, value_spectrum=spectrum), D_IN)
-    m = value_output_product(model)
+    m = value_output_product(*value_output_weights(model, ARCHITECTURES["lab"], 3), heads=4)
     assert m.shape == (3, 4, 8, 8)
     eig = torch.linalg.eigvals(m.double())
     assert eig.imag.abs().max() < 1e-6

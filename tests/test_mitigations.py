@@ -176,7 +176,7 @@ def test_spectral_gives_each_head_the_mapped_spectrum(reference):
     ctx = get_handle("default", "cpu").context()
     for mode in ("clip-negative", "clip-positive", "flip"):
         new = respectrum_out_weights(ctx.w_v, ctx.w_o, ctx.heads, mode)
-        from smoothviz.capture import value_output_product
+        from smoothviz.weights import value_output_product
         before = torch.linalg.eigvals(value_output_product(ctx.w_v.double(), ctx.w_o.double(), 12))
         after = torch.linalg.eigvals(value_output_product(ctx.w_v.double(), new.double(), 12))
         want = spectrum_map(before, mode)
@@ -215,10 +215,11 @@ def test_spectral_clips_give_the_real_spectrum_they_name(reference, mode, interv
 def test_heads_smoothing_in_every_row(reference):
     r = smoothviz.analyze(reference, mitigation="fusion-mean", device="cpu")
     for run in (r.baseline, r.mitigated):
-        rows = [row for row in run.rows if row["layer"] != "fused"]
+        rows = run.rows
+        assert [row["layer"] for row in rows] == list(range(7))  # integer layers only; the fused point apart
         assert rows[0]["heads_smoothing"] is None
         assert [row["heads_smoothing"] for row in rows[1:]] == pytest.approx(run.smooths.mean(1).tolist())
-    assert r.mitigated.rows[-1]["layer"] == "fused" and r.mitigated.rows[-1]["heads_smoothing"] is None
+    assert r.mitigated.table()[-1]["layer"] == "fused" and r.mitigated.fused_row["heads_smoothing"] is None
     assert [row["heads_smoothing"] for row in r.baseline.rows] == [None, 1, 10 / 12, 11 / 12, 10 / 12, 10 / 12, 11 / 12]
     quick = smoothviz.analyze(reference, device="cpu", heads=False)
     assert all(row["heads_smoothing"] is None for row in quick.baseline.rows)
@@ -235,7 +236,8 @@ def test_fusions_by_hand(reference):
         params = {"layers": layers, **({"weights": weights} if weights is not None else {})}
         r = smoothviz.analyze(reference, mitigation=name, params=params, device="cpu")
         assert np.allclose(r.mitigated.fused, expected, atol=1e-5)
-        assert r.mitigated.rows[-1]["layer"] == "fused" and len(r.mitigated.rows) == 8
+        assert r.mitigated.fused_row is not None and len(r.mitigated.rows) == 7
+        assert r.mitigated.table()[-1]["layer"] == "fused" and len(r.mitigated.table()) == 8
 
 
 def test_fusion_gate_uses_the_learned_gate(reference):
@@ -263,10 +265,9 @@ def test_neutral_setting_reproduces_the_baseline(name, reference):
     assert neutral, f"{name} declares no neutral setting"
     r = smoothviz.analyze(reference, mitigation=name, params=neutral, device="cpu")
     assert np.abs(r.mitigated.hidden - r.baseline.hidden).max() <= 1e-6
-    rows = r.mitigated.rows
-    if rows[-1]["layer"] == "fused":
+    if r.mitigated.fused_row is not None:
         for key in ("cosine_mean", "dm_rel", "effective_rank", "sv_skewness", "dirichlet"):
-            assert rows[-1][key] == pytest.approx(r.baseline.rows[-1][key], abs=1e-6)
+            assert r.mitigated.fused_row[key] == pytest.approx(r.baseline.rows[-1][key], abs=1e-6)
 
 
 def test_documented_effects_on_the_default_model(reference):
@@ -274,7 +275,7 @@ def test_documented_effects_on_the_default_model(reference):
     for lam in (0.2, 0.4, 0.8):
         r = smoothviz.analyze(reference, mitigation="neutreno", params={"lambda": lam}, device="cpu")
         assert r.mitigated.rows[-1]["cosine_mean"] < base["cosine_mean"]
-    fused = smoothviz.analyze(reference, mitigation="fusion-mean", device="cpu").mitigated.rows[-1]
+    fused = smoothviz.analyze(reference, mitigation="fusion-mean", device="cpu").mitigated.fused_row
     assert fused["cosine_mean"] < base["cosine_mean"] and fused["dm_rel"] > base["dm_rel"]
 
 

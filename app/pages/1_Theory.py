@@ -5,6 +5,27 @@ shared/RESEARCH.md; this page only explains, it computes nothing.
 """
 import streamlit as st
 
+from smoothviz.metrics import METRICS
+from smoothviz.mitigations import REGISTRY
+
+
+def metric_table() -> str:
+    """Every registered metric (smoothviz.metrics.METRICS): the table grows with the registry."""
+    rows = [f"| `{m.name}` {m.direction} | {m.formula} | {m.collapse} | {m.source} |" for m in METRICS]
+    return "| metric | formula | collapse means | source |\n|---|---|---|---|\n" + "\n".join(rows)
+
+
+def mitigation_table() -> str:
+    """Every registered mitigation (smoothviz.mitigations.REGISTRY), its parameters and neutral setting."""
+    rows = []
+    for name, cls in REGISTRY.items():
+        params = ", ".join(f"`{k}`={p.default!r}" for k, p in cls.PARAMS.items()) or "—"
+        neutral = ", ".join(f"`{k}`={v}" for k, v in cls.NEUTRAL.items()).replace("{L}", "L") or "—"
+        inside = "inside the forward pass" if cls.in_forward else "after it"
+        rows.append(f"| `{name}` | {cls.summary} | {params} | {neutral} | {inside} |")
+    return ("| mitigation | what it does | parameters (defaults) | neutral setting | acts |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows))
+
 st.set_page_config(page_title="SmoothViz · Theory", page_icon="🫧", layout="wide")
 st.title("Why tokens become alike")
 st.caption("Notation: n tokens, hidden states H_l (n × d) after layer l, attention A_l (rows sum to 1).")
@@ -42,23 +63,12 @@ st.markdown("with s the largest singular value of the block's weights, λ the la
             "exponentially (Dong et al. 2021): try the lab preset *Pure attention in a 32-layer lab model*.")
 
 st.header("The metrics", anchor="the-metrics")
-st.markdown("""
-| metric | formula | collapse means |
-|---|---|---|
-| cosine_mean | mean cos(h_i, h_j), i ≠ j | → 1 |
-| cls_cosine | mean_j cos(h_0, h_j) | → 1 |
-| dm_rel | ‖PH‖_F / ‖H‖_F, P = I − 𝟙𝟙ᵀ/n | → 0 |
-| hfc_lfc | ‖PH‖_F / ‖(𝟙𝟙ᵀ/n)H‖_F | → 0 |
-| effective_rank | exp(−Σ p_i ln p_i), p_i = σ_i/Σσ | → 1 |
-| numerical_rank | #{σ_i > 10⁻³ σ₁} | → 1 |
-| sv_skewness, sv_median | skewness and median of σ_i/σ₁ | skew ↑, median ↓ |
-| dirichlet | ½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖² | → 0 |
-| spectral_gap | λ₂ of 𝓛 | large: strong mixing per layer |
-""")
+st.markdown(metric_table())
 
 st.header("What each mitigation changes", anchor="what-each-mitigation-changes")
 st.markdown("Every mitigation runs at inference on the same sentence, beside the baseline; each has a neutral "
             "setting that reproduces the baseline exactly.")
+st.markdown(mitigation_table())
 st.markdown("**Hierarchical fusion** (Shi et al.) leaves the layers alone and combines their outputs — "
             "mean, max, concatenation or a learned gate — drawn as an extra *fused* point.")
 st.latex(r"H_{\text{fused}} = \textstyle\sum_l w_l H_l")

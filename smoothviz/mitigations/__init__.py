@@ -24,7 +24,7 @@ def make(name: str, params: dict | None = None) -> Mitigation:
     """
     cls = REGISTRY.get((name or "").strip().lower())
     if cls is None:
-        raise MitigationError(f"unknown mitigation '{name}' (choose from: {', '.join(NAMES)})")
+        raise MitigationError(f"unknown mitigation '{name}' (choose from: {', '.join(REGISTRY)})")
     return cls(values=validate(cls, params))
 
 

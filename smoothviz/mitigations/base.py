@@ -29,6 +29,7 @@ class Param:
     help: str = ""
 
     def allowed(self) -> str:
+        """What values are allowed, in words (for error messages and the CLI's list)."""
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
         if self.kind in ("float", "int"):
@@ -36,6 +37,7 @@ class Param:
         return self.help or "text"
 
     def parse(self, method: str, key: str, raw: Any) -> Any:
+        """``raw`` (text or number) as this parameter's type; MitigationError naming what is allowed."""
         bad = MitigationError(f"{method}: {key} must be {self.allowed()}, got {raw!r}")
         if self.kind == "choice":
             value = str(raw).strip().lower()
@@ -124,6 +126,7 @@ class Mitigation:
         return dict(self.values)
 
     def intervention(self, ctx: ModelContext) -> Intervention | None:
+        """What changes inside the forward pass (``None``: nothing, the baseline's pass is reused)."""
         return None
 
     def out_weights(self, ctx: ModelContext) -> torch.Tensor | None:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..capture import Intervention, value_output_product
+from ..capture import Intervention
+from ..weights import value_output_product
 from .base import Mitigation, ModelContext, Param
 
 MODES = ("clip-negative", "clip-positive", "flip", "identity")
