@@ -59,9 +59,18 @@ st.markdown("""
 st.header("What each mitigation changes", anchor="what-each-mitigation-changes")
 st.markdown("Every mitigation runs at inference on the same sentence, beside the baseline; each has a neutral "
             "setting that reproduces the baseline exactly.")
-st.markdown("**Hierarchical fusion** (Shi et al.) leaves the layers alone and combines their outputs — "
-            "mean, max, concatenation or a learned gate — drawn as an extra *fused* point.")
-st.latex(r"H_{\text{fused}} = \textstyle\sum_l w_l H_l")
+st.markdown("**Hierarchical fusion** leaves the layers alone and combines the outputs of the chosen layers "
+            "l = a … b into one, drawn as an extra *fused* point. Shi et al. propose concatenation, the maximum "
+            "and a token-wise gate; the weighted mean is SmoothViz's own baseline beside them.")
+st.latex(r"\textbf{concat: } H_{\text{fused}} = [\,H_a \,\|\, \cdots \,\|\, H_b\,] \qquad "
+         r"\textbf{max: } (H_{\text{fused}})_{ij} = \max_l\, (H_l)_{ij}")
+st.latex(r"\textbf{gate: } h_i = \textstyle\sum_l \alpha_{i,l}\, h_{i,l}, \quad "
+         r"\alpha_{i,l} = \operatorname{softmax}_l\big(w_l^\top h_{i,l} + b_l\big) \qquad "
+         r"\textbf{mean (SmoothViz): } H_{\text{fused}} = \textstyle\sum_l w_l H_l")
+st.markdown("The gate has one w_l and b_l per fused layer (a bias shared by every layer would cancel in the "
+            "softmax). In the paper they are learned during fine-tuning; here `smoothviz fit-gate` learns them on "
+            "a labelled CSV with the encoder frozen, and a gate fuses exactly the layers it was fitted on. The "
+            "shipped gate comes from a toy sentiment set: illustrative, not a result.")
 st.markdown("**NeuTRENO** (Nguyen et al.) pulls each layer's attention output back towards the first layer's "
             "values, the fidelity term of a regularised functional:")
 st.latex(r"U_l = \operatorname{softmax}\!\big(Q_l K_l^\top/\sqrt{d_k}\big) V_l + \lambda\,(V_0 - V_l)")
