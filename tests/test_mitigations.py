@@ -347,6 +347,17 @@ def test_documented_effects_on_the_default_model(reference):
     assert fused["cosine_mean"] < base["cosine_mean"] and fused["dm_rel"] > base["dm_rel"]
 
 
+def test_attnscale_raises_smoothing_on_the_frozen_default_model(reference):
+    """What its summary and the Theory page say: 0.325 → 0.362 at the default ω = 0.5."""
+    from smoothviz.mitigations import REGISTRY
+    r = smoothviz.analyze(reference, mitigation="attnscale", device="cpu", heads=False)
+    assert r.mitigation["params"] == {"omega": 0.5}
+    assert r.baseline.rows[-1]["cosine_mean"] == pytest.approx(0.325, abs=5e-4)
+    assert r.mitigated.rows[-1]["cosine_mean"] == pytest.approx(0.362, abs=5e-4)
+    summary = REGISTRY["attnscale"].summary
+    assert "0.325 → 0.362" in summary and "starts at 0" in summary and "raises smoothing" in summary
+
+
 @pytest.mark.parametrize("name, params, message", [
     ("neutreno", {"lambda": "-0.1"}, "lambda must be a number in \\[0.0, 1.0\\]"),
     ("neutreno", {"lambda": "nan"}, "lambda"),
