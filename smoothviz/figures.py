@@ -39,8 +39,11 @@ CAPTIONS = {
            "them (shown, not asserted: v ≥ 1 guarantees nothing).",
     "similarity": "Cosine similarity between every pair of tokens at this layer: a uniformly red square "
                   "means the tokens have become alike.",
-    "graph": "Attention as a graph: edges are each token's strongest links, colour is the Fiedler vector; "
-             "two colour groups mean the graph still has a cut, one colour means it mixes everything.",
+    "graph": "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "
+             "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. For attention's "
+             "nonnegative graph it is orthogonal to D^½𝟙, so it always has both signs and both colours always "
+             "appear: the colours show where the cut runs, not whether the graph mixes — λ₂ in the spectrum "
+             "chart below measures how weak that cut is (near 0: two groups that barely exchange messages).",
     "spectrum": "Normalized-Laplacian eigenvalues; a large spectral gap λ₂ means one attention step mixes "
                 "the tokens strongly.",
     "dovonon": "Eigenvalues of each head's W_O·W_V: a head whose dominant mode pairs with the constant "

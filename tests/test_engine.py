@@ -268,3 +268,15 @@ def test_attnscale_with_special_tokens_excluded_maps_the_restricted_softmax(refe
     assert np.abs(r.mitigated.layer_graph).max() <= 3            # |A′| ≤ 1 + ω: nothing divided by ~0
     full = smoothviz.analyze(reference, device="cpu", mitigation="attnscale", params={"omega": 2}, heads=False)
     assert np.array_equal(full.mitigated.attentions, r.mitigated.attentions)
+
+
+def test_fiedler_caption_says_what_the_vector_can_show(base):
+    """The Fiedler vector is orthogonal to D^½1: on a nonnegative graph it always has both signs, so a
+    caption may not read "one colour" as "mixes everything"; λ₂ measures the cut."""
+    from smoothviz.figures import CAPTIONS
+    caption = CAPTIONS["graph"]
+    assert "one colour" not in caption and "both signs" in caption and "λ₂" in caption and "weakest cut" in caption
+    f = base.baseline.fiedler.astype(np.float64)                   # [L, n]
+    assert ((f > 0).any(1) & (f < 0).any(1)).all()
+    S = base.baseline.layer_graph.astype(np.float64)
+    assert np.abs(np.einsum("ln,ln->l", f, np.sqrt(S.sum(-1)))).max() < 1e-4
