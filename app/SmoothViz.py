@@ -14,7 +14,7 @@ import streamlit as st
 
 import controls
 import state
-from smoothviz import figures, report
+from smoothviz import figures, report, trends
 from smoothviz.graph import to_networkx
 
 PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
@@ -79,16 +79,20 @@ st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens a
            f"{analysis.heads} heads · baseline beside **{beside}**")
 for note in analysis.notes:
     st.info(note, icon=":material/info:")
+NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}
 if mitigation in IN_FORWARD and analysis.lab is None:
     extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""
+    measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
     st.warning(f"{mitigation} was never part of this pretrained model's training: applied to the frozen weights, "
                f"later layers see states out of distribution, so the mitigated curves show what the intervention "
-               f"does, not what a model trained with it would do.{extra}", icon=":material/science:")
+               f"does, not what a model trained with it would do.{extra}" + (f" {measured}" if measured else ""),
+               icon=":material/science:")
 
 # --------------------------------------------------------------------------- 1 · over depth
 st.header("1 · Over-smoothing over depth", anchor="curves")
 caption("curves", "the-metrics")
 chart(lambda: figures.metric_curves(analysis), "curves")
+st.caption("  \n".join(trends.trend_lines(analysis, NAMES)))  # what these curves show, layer by layer
 left, right = st.columns(2)
 with left:
     caption("shi", "why-stacking-smooths")

@@ -33,7 +33,8 @@ FONT = dict(family="Inter, 'Segoe UI', Arial, sans-serif", size=13)
 # One line per view: what to look for. The app adds a link to the theory page after each.
 CAPTIONS = {
     "curves": "Each panel is one over-smoothing metric over depth; arrows give the direction in which "
-              "tokens become alike. Compare the two colours at the same layer.",
+              "tokens become alike. Compare the two colours at the same layer; the lines below name every "
+              "layer where a metric moves against that direction.",
     "shi": "Below the dashed line a layer shrinks the distance to the smooth subspace (every token the same "
            "vector); v is Shi et al.'s upper bound on that ratio, derived for post-LN blocks and shown only for "
            "them (shown, not asserted: v ≥ 1 guarantees nothing).",

@@ -13,7 +13,7 @@ import json
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import figures
+from . import figures, trends
 from .graph import to_networkx
 
 TOP_K = 3
@@ -118,7 +118,11 @@ def build_report(analysis, layer: int | None = None) -> str:
     parts.append("<p class='note'>Projections distort distances; the metrics are the ground truth.</p>")
     index = 0
     for title, caption, figs in _views(analysis, layer):
-        parts.append(f"<h2>{esc(title)}</h2><p class='cap'>{esc(figures.CAPTIONS[caption])}</p><div class='row'>")
+        parts.append(f"<h2>{esc(title)}</h2><p class='cap'>{esc(figures.CAPTIONS[caption])}</p>")
+        if caption == "curves":  # what these curves show, from the numbers
+            names = {key: figures._run_name(analysis, key) for key in analysis.runs()}
+            parts += [f"<p class='cap'>{esc(line)}</p>" for line in trends.trend_lines(analysis, names)]
+        parts.append("<div class='row'>")
         for name, fig in figs:
             parts.append(_figure_div(fig, name, index))
             index += 1

@@ -405,3 +405,12 @@ def test_parallel_threads_give_the_sequential_results(reference):
             assert r.mitigated.rows == s.mitigated.rows
     # and nothing was left on the shared model: a plain run is still the baseline
     assert np.array_equal(run((None, None)).baseline.hidden, sequential[-1].baseline.hidden)
+
+
+def test_the_page_says_flip_makes_the_default_model_smooth_more(reference):
+    """The warning beside a spectral what-if states the measured change, from the data on screen."""
+    from smoothviz import trends
+    r = smoothviz.analyze(reference, mitigation="spectral", params={"mode": "flip"}, device="cpu", heads=False)
+    said = trends.effect(r, "spectral (mode=flip)")
+    assert said.startswith("At layer 6, spectral (mode=flip) raises cosine_mean from 0.325 to 0.836 (tokens more "
+                           "alike: more smoothing than the baseline)")

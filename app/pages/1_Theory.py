@@ -31,15 +31,25 @@ st.markdown("**Signed graphs.** AttnScale's A′ = A_DC + (1 + ω)(A − A_DC) h
 
 st.header("Why stacking smooths", anchor="why-stacking-smooths")
 st.markdown("Averaging neighbours is a low-pass filter: it keeps the constant signal (every token the same "
-            "vector) and damps everything else. Stack enough layers and only the constant survives. Shi et al. "
-            "measure the distance to that collapsed subspace M = {𝟙cᵀ} and bound its shrinkage per layer:")
+            "vector) and damps everything else. **Pure attention** — no residual connection, no MLP, no LayerNorm "
+            "— is nothing but that averaging, and stacked it collapses toward one vector: its rank falls doubly "
+            "exponentially with depth (Dong et al. 2021). Try the lab preset *Pure attention in a 32-layer lab "
+            "model*: dm_rel falls below 10⁻³ within a few layers.")
+st.markdown("**A trained model is not pure attention**: residual connections, MLPs and LayerNorms counteract the "
+            "averaging. On the default model (all-MiniLM-L6-v2, six layers) and the reference sentence, "
+            "cosine_mean rises from 0.045 to 0.33, but dm_rel only falls from 0.96 to 0.86, the numerical rank "
+            "stays full (27 of 27 tokens) and d_M grows at layers 1 and 4: mild, uneven smoothing, not a "
+            "collapse. For any sentence, the lines under the over-depth curves name each layer where a metric "
+            "moves against the smoothing direction.")
+st.markdown("Shi et al. measure the distance d_M to the smooth subspace M = {𝟙cᵀ} and bound its change per layer:")
 st.latex(r"d_M(H_{l+1}) \le v \, d_M(H_l), \qquad v = \frac{(1 + s^2)(1 + \sqrt{\lambda}\, h\, s)}{\sigma_1 \sigma_2}")
 st.markdown("with s the largest singular value of the block's weights, λ the largest eigenvalue of AᵀPA and "
-            "σ₁, σ₂ the LayerNorms' smallest input deviations. Only v < 1 guarantees collapse; for trained "
-            "models v is usually far above 1, which is why the dashboard shows v beside the measured ratio "
-            "and never asserts it. The bound is derived for post-LN blocks (each LayerNorm after its residual "
-            "sum, as in BERT); for pre-LN blocks (GPT-2, the lab with layernorm=pre) v is not shown. Without residual connections pure attention loses rank doubly "
-            "exponentially (Dong et al. 2021): try the lab preset *Pure attention in a 32-layer lab model*.")
+            "σ₁, σ₂ the LayerNorms' smallest input deviations over the tokens analysed. Only v < 1 guarantees "
+            "collapse; for trained models v is far above 1 (on the default model and the reference sentence "
+            "between 3×10⁴ and 2×10⁵ at every layer, while the measured ratio stays between 0.68 and 1.16), which "
+            "is why the dashboard shows v beside the measured ratio and never asserts it. The bound is derived "
+            "for post-LN blocks (each LayerNorm after its residual sum, as in BERT); for pre-LN blocks (GPT-2, the "
+            "lab with layernorm=pre) v is not shown.")
 
 st.header("The metrics", anchor="the-metrics")
 st.markdown("""
@@ -110,8 +120,9 @@ st.markdown("*Spectral control* is a what-if on a pretrained model: each head's 
             "SmoothViz's choice (a pretrained head's eigenvalues are mostly complex: clipping only their real "
             "parts would leave them mostly imaginary). The verdict is about the heads, not the whole network: "
             "the frozen model's later layers see states they never saw, so its tokens can still become more "
-            "alike — on the reference sentence the default model's last-layer cosine_mean rises under every "
-            "mode. The dashboard states the measured change beside the curves.")
+            "alike — on the reference sentence the default model's last-layer cosine_mean rises under each "
+            "of the three modes (0.325 → 0.548 clip-negative, 0.826 clip-positive, 0.836 flip). The dashboard "
+            "states the measured change beside the curves for any sentence.")
 
 st.header("Projections", anchor="projections")
 st.markdown("Trajectories come from one joint 2-D projection (PCA, or UMAP with a fixed seed) of every layer "
