@@ -20,7 +20,10 @@ st.markdown("Softmax attention has no negative weight, so D̄ is the usual degre
             "the **spectral gap** λ₂, measures how fast the graph mixes; its eigenvector (the **Fiedler "
             "vector**) splits the tokens along the graph's weakest cut, and λ₂ measures how weak that cut is. "
             "The **rollout** R_l = Â_l ⋯ Â_1 with Â = ½(A + I) follows the mixing through depth: "
-            "σ₂/σ₁ → 0 means every token draws on the same mix of inputs.")
+            "σ₂/σ₁ → 0 means every token draws on the same mix of inputs. With special tokens excluded, the "
+            "head-mean graph is the mean over heads first, then [CLS]/[SEP] rows and columns are removed and rows "
+            "renormalised, so a head that sends most of its attention to [SEP] weighs little among the words; "
+            "per-head views restrict each head on its own.")
 st.markdown("**Signed graphs.** AttnScale's A′ = A_DC + (1 + ω)(A − A_DC) has negative entries. SmoothViz then "
             "uses the same formula with absolute degrees D̄ = diag(|S|𝟙), the *signed normalized Laplacian* "
             "(Kunegis et al. 2010): its eigenvalues still lie in [0, 2], and nothing is clamped. But the "
