@@ -71,7 +71,7 @@ st.markdown("""
 
 st.header("What each mitigation changes", anchor="what-each-mitigation-changes")
 st.markdown("Every mitigation runs at inference on the same sentence, beside the baseline; each has a neutral "
-            "setting that reproduces the baseline exactly.")
+            "setting that reproduces the baseline exactly, except SoftDecay's *where=official* placement (below).")
 st.markdown("**Hierarchical fusion** leaves the layers alone and combines the outputs of the chosen layers "
             "l = a … b into one, drawn as an extra *fused* point. Shi et al. propose concatenation, the maximum "
             "and a token-wise gate; the weighted mean is SmoothViz's own baseline beside them.")
@@ -101,9 +101,9 @@ st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of at
             "A′ = A_DC + (1 + ω)(A − A_DC) with A_DC = 𝟙𝟙ᵀ/n. In the paper ω is a learned per-head scale that "
             "starts at 0 in training; here one fixed ω stands in for it. On the frozen default model it *raises* "
             "smoothing: on the reference sentence the last layer's cosine_mean goes from 0.325 to 0.362 at "
-            "ω = 0.5. A′ has negative entries, so its attention graphs are signed (see above). **ContraNorm** (Guo et al.) pushes tokens apart "
-            "after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. **No residual** (Dong et al.) removes the skip "
-            "connection to show pure attention collapsing.")
+            "ω = 0.5. A′ has negative entries, so its attention graphs are signed (see above). "
+            "**ContraNorm** (Guo et al.) pushes tokens apart after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. "
+            "**No residual** (Dong et al.) removes the skip connection to show pure attention collapsing.")
 st.info("Applied to a frozen pretrained model, NeuTRENO, AttnScale, ContraNorm, no-residual and spectral "
         "control feed states the model never saw in training into its later layers: the curves show what "
         "the intervention does, not what a model trained with it would do.")
