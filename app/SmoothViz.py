@@ -14,7 +14,7 @@ import streamlit as st
 
 import controls
 import state
-from smoothviz import figures, report, views
+from smoothviz import figures, report, trends, views
 from smoothviz.mitigations import REGISTRY
 
 PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
@@ -33,6 +33,8 @@ def draw(view: views.View, at: views.At) -> None:
     if title := view.heading(at):
         st.subheader(title)
     st.caption(f"{view.caption} [Theory →]({THEORY}#{view.anchor})")
+    if lines := view.lines(analysis, NAMES):  # sentences computed from the numbers on screen
+        st.caption("  \n".join(lines))
     parts = tuple(getattr(at, name) for name in view.depends)
     for name, col in zip(figure_names(view), st.columns(view.count(analysis))):
         key = name.removeprefix(f"{view.key}-") if view.per_run else None
@@ -96,11 +98,14 @@ st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens a
            f"{analysis.heads} heads · baseline beside **{beside}**")
 for note in analysis.notes:
     st.info(note, icon=":material/info:")
+NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
 if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
     extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""
+    measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
     st.warning(f"{mitigation} was never part of this pretrained model's training: applied to the frozen weights, "
                f"later layers see states out of distribution, so the mitigated curves show what the intervention "
-               f"does, not what a model trained with it would do.{extra}", icon=":material/science:")
+               f"does, not what a model trained with it would do.{extra}" + (f" {measured}" if measured else ""),
+               icon=":material/science:")
 
 # --------------------------------------------------------------------------- the views
 # Sections and views come from smoothviz.views.VIEWS, the list the HTML report draws too; the

@@ -54,21 +54,23 @@ class Run:
     layer_graph       [L, n, n]         the symmetrised, aggregated graph S of each layer
     layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending; the signed
                                         Laplacian with absolute degrees, see smoothviz.graph)
-    signed            [L]               S has a negative weight (AttnScale's A′): a signed graph
-    heads_signed      bool              some head's graph has a negative weight
-    ln_sigma          [L, k]            σ_min of each LayerNorm's input over the kept tokens
-    softmax           [L, h, N, N]      the softmax before ``attention_map`` (AttnScale only)
-    attention_map     callable or None  ``A -> A′`` (AttnScale); see ``_kept_heads``
     fiedler           [L, n]            its Fiedler vector (largest entry positive)
     head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False)
     head_entropy      [L, h]            mean row entropy of attention (nats)
     head_uniform      [L, h]            ‖A − 11ᵀ/n‖_F
     rollout           [L]               σ₂/σ₁ of the attention rollout up to each layer
-    shi_v             [L]               Shi et al.'s bound v (NaN without two LayerNorms)
+    shi_v             [L]               Shi et al.'s bound v (NaN without two LayerNorms, and
+                                        for pre-LN blocks)
     dm_ratio          [L]               measured d_M(H_l)/d_M(H_{l−1})
     value_eigs        [L, h, d_h]       eigenvalues of W_O^h W_V^h (complex)
     smooths           [L, h]            Dovonon verdict: True = low-pass (None if heads=False)
     fused             [n, d'] or None   the fused output of a fusion mitigation
+    signed            [L]               S has a negative weight (AttnScale's A′): a signed graph
+    heads_signed      bool              some head's graph has a negative weight
+    ln_sigma          [L, m]            σ_min of the input of each of a block's m LayerNorms,
+                                        over the kept tokens (what Shi's v uses)
+    softmax           [L, h, N, N]      the softmax before ``attention_map`` (AttnScale only)
+    attention_map     callable or None  ``A -> A′`` (AttnScale); see ``_kept_heads``
     ================  ================  =====================================================
     """
 

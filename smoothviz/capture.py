@@ -163,9 +163,9 @@ class Trace:
     hidden         ``[L+1, n, d]``        H_0 (embedding output) … H_L
     attentions     ``[L, h, n, n]``       as the model used them; rows sum to 1 (AttnScale's
                                           A′ has negative entries)
-    ln_sigma       ``[L, k, n]``          each token's std of the input of each of a block's k
+    ln_sigma       ``[L, m, n]``          each token's std of the input of each of a block's m
                                           LayerNorms, in forward order (NaN where a block has
-                                          fewer; k = 0 without LayerNorms)
+                                          fewer; m = 0 without LayerNorms)
     softmax        ``[L, h, n, n]``/None  the softmax before ``attention_map``; only with one
     attention_map  callable or None       ``A -> A′`` (AttnScale), batched over leading dims
     =============  =====================  ================================================
@@ -201,7 +201,7 @@ def run(model, inputs: dict, intervention: Intervention | None = None) -> Trace:
 
 
 def _ln_table(records: list, n_layers: int, n: int) -> Tensor:
-    """``(layer, std [n])`` records → ``[L, k, n]``, k the most LayerNorms any block called."""
+    """``(layer, std [n])`` records → ``[L, m, n]``, m the most LayerNorms any block called."""
     per_layer: list[list[Tensor]] = [[] for _ in range(n_layers)]
     for layer, sigma in records:
         if 0 <= layer < n_layers:

@@ -1,8 +1,10 @@
 """``smoothviz fit-gate``: learn Shi et al.'s fusion gate on a small labelled CSV.
 
-The encoder stays frozen. A token-wise gate α_{i,l} = softmax_l(wᵀh_{i,l} + b) and a linear
+The encoder stays frozen. A token-wise gate α_{i,l} = softmax_l(w_lᵀh_{i,l} + b_l), one w_l and
+b_l per fused layer (a single bias would cancel in the softmax over layers), and a linear
 classifier on the mean of the fused tokens are trained together on the CPU; a linear classifier
-on the last layer alone is the reference. A gate from a toy set is illustrative, not a result.
+on the last layer alone is the reference. The file records the layers the gate was fitted on:
+it fuses exactly those. A gate from a toy set is illustrative, not a result.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .handles import get_handle
-from .mitigations.fusion import gate_fuse, select_layers
+from .mitigations.fusion import GATE_FORMAT, gate_fuse, select_layers
 
 MAX_ROWS = 5000
 
@@ -54,31 +56,36 @@ def _features(handle, texts: list[str], layers: list[int], batch: int = 32) -> t
     return torch.cat(chunks), enc["attention_mask"].float()
 
 
-def _pool(x: torch.Tensor, mask: torch.Tensor, w: torch.Tensor | None, b) -> torch.Tensor:
-    """Mean over real tokens of the gated fusion (or of the last layer when ``w`` is None)."""
+def _pool(x: torch.Tensor, mask: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
+    """Mean over real tokens of the gated fusion (or of the last layer when ``w`` is None).
+
+    Args:
+        x: ``[N, k, n, d]``; mask: ``[N, n]``; w: ``[k, d]``; b: ``[k]``.
+    """
     tokens = x[:, -1] if w is None else gate_fuse(x.transpose(0, 1), w, b)  # [N, n, d]
     return (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
 
 
 def _train(x, mask, y, n_classes, gate: bool, epochs: int, seed: int):
+    """Train the classifier (and the gate's ``w [k, d]``, ``b [k]`` when ``gate``) with Adam."""
     torch.manual_seed(seed)
-    d = x.shape[-1]
-    w = torch.zeros(d, requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
+    k, d = x.shape[1], x.shape[-1]
+    w = torch.zeros(k, d, requires_grad=True)  # zeros: the gate starts as the uniform mean
+    b = torch.zeros(k, requires_grad=True)
     clf = torch.nn.Linear(d, n_classes)
     params = list(clf.parameters()) + ([w, b] if gate else [])
     opt = torch.optim.Adam(params, lr=3e-2, weight_decay=1e-4)
     for _ in range(epochs):
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(clf(_pool(x, mask, w if gate else None, b[0])), y)
+        loss = torch.nn.functional.cross_entropy(clf(_pool(x, mask, w if gate else None, b)), y)
         loss.backward()
         opt.step()
-    return w.detach(), float(b.detach()[0]), clf
+    return w.detach(), b.detach(), clf
 
 
-def _accuracy(clf, x, mask, y, w) -> float:
+def _accuracy(clf, x, mask, y, w, b) -> float:
     with torch.no_grad():
-        return float((clf(_pool(x, mask, w, 0.0)).argmax(-1) == y).float().mean())
+        return float((clf(_pool(x, mask, w, b)).argmax(-1) == y).float().mean())
 
 
 def fit_gate(data: str, *, model: str = "default", out: str, layers: str = "all", epochs: int = 100,
@@ -98,12 +105,12 @@ def fit_gate(data: str, *, model: str = "default", out: str, layers: str = "all"
     w, b, clf_gate = _train(x[train], mask[train], y[train], len(classes), True, epochs, seed)
     _, _, clf_last = _train(x[train], mask[train], y[train], len(classes), False, epochs, seed)
     summary = {
-        "model": model, "width": int(x.shape[-1]), "layers": layers, "classes": classes,
+        "format": GATE_FORMAT, "model": model, "width": int(x.shape[-1]), "layers": chosen, "classes": classes,
         "n_train": len(train), "n_test": len(test),
-        "held_out_accuracy": {"last_layer": _accuracy(clf_last, x[test], mask[test], y[test], None),
-                              "fused": _accuracy(clf_gate, x[test], mask[test], y[test], w)},
+        "held_out_accuracy": {"last_layer": _accuracy(clf_last, x[test], mask[test], y[test], None, None),
+                              "fused": _accuracy(clf_gate, x[test], mask[test], y[test], w, b)},
         "note": "Illustrative: a gate learned on a small toy set with the encoder frozen.",
-        "w": w.tolist(), "b": b,
+        "w": w.tolist(), "b": b.tolist(),
     }
     Path(out).expanduser().write_text(json.dumps(summary))
     return {k: v for k, v in summary.items() if k != "w"}

@@ -90,12 +90,14 @@ def build_report(analysis, layer: int | None = None) -> str:
     parts.append("<p class='note'>Projections distort distances; the metrics are the ground truth.</p>")
     index = 0
     at = At(layer=layer, top_k=TOP_K, head_layer=layer)
+    names = {key: figures.run_name(analysis, key) for key in analysis.runs()}
     for section, heading in SECTIONS.items():
         parts.append(f"<h2>{esc(heading)}</h2>")
         for view in in_section(section):
             title = view.heading(at)
-            parts.append((f"<h3>{esc(title)}</h3>" if title else "")
-                         + f"<p class='cap'>{esc(view.caption)}</p><div class='row'>")
+            parts.append((f"<h3>{esc(title)}</h3>" if title else "") + f"<p class='cap'>{esc(view.caption)}</p>")
+            parts += [f"<p class='cap'>{esc(line)}</p>" for line in view.lines(analysis, names)]
+            parts.append("<div class='row'>")
             for name, fig in view.figures(analysis, at):
                 parts.append(_figure_div(fig, name, index))
                 index += 1

@@ -12,7 +12,7 @@ from typing import Callable
 
 import plotly.graph_objects as go
 
-from . import figures
+from . import figures, trends
 from .graph import to_networkx
 
 # Page and report sections, in order: key → heading.
@@ -60,6 +60,8 @@ class View:
         per_run: one figure per run (baseline, mitigated), side by side.
         depends: the fields of :class:`At` the figure depends on (its cache key).
         half: drawn at half width, beside the next half-width view of its section.
+        notes: ``(analysis, names) -> [line]``: sentences computed from the numbers, drawn under the
+            caption (``names`` maps a run key to its display name, escaped for where it is shown).
     """
 
     key: str
@@ -71,6 +73,7 @@ class View:
     per_run: bool = False
     depends: tuple[str, ...] = field(default=())
     half: bool = False
+    notes: Callable[..., list[str]] | None = None
 
     def heading(self, at: At) -> str:
         """The title with ``at``'s values filled in (``""`` for none)."""
@@ -81,6 +84,10 @@ class View:
         if not self.per_run:
             return [(self.key, self.build(analysis, None, at))]
         return [(f"{self.key}-{key}", self.build(analysis, key, at)) for key in analysis.runs()]
+
+    def lines(self, analysis, names: dict[str, str]) -> list[str]:
+        """The view's data-driven sentences (none for most views)."""
+        return [] if self.notes is None else self.notes(analysis, names)
 
     def count(self, analysis) -> int:
         """How many charts the view draws for ``analysis``."""
@@ -98,8 +105,9 @@ def _title(analysis, key) -> str:
 VIEWS: list[View] = [
     View("curves", "depth", "",
          "Each panel is one over-smoothing metric over depth; arrows give the direction in which tokens "
-         "become alike. Compare the two colours at the same layer.", "the-metrics",
-         lambda a, k, at: figures.metric_curves(a)),
+         "become alike. Compare the two colours at the same layer; the lines below name every layer where a "
+         "metric moves against that direction.", "the-metrics",
+         lambda a, k, at: figures.metric_curves(a), notes=trends.trend_lines),
     View("shi", "depth", "",
          "Below the dashed line a layer shrinks the distance to the smooth subspace (every token the same "
          "vector); v is Shi et al.'s upper bound on that ratio, derived for post-LN blocks and shown only for "
@@ -115,8 +123,10 @@ VIEWS: list[View] = [
          lambda a, k, at: figures.similarity_heatmap(_run(a, k), a.labels, at.layer, at.picked, title=_title(a, k)),
          per_run=True, depends=("layer", "picked")),
     View("graph", "layer", "Attention graph of layer {layer} (top {top_k} edges per token)",
-         "Attention as a graph: edges are each token's strongest links, colour is the Fiedler vector; "
-         "two colour groups mean the graph still has a cut, one colour means it mixes everything.",
+         "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "
+         "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. It always has both signs "
+         "(it is orthogonal to D^½𝟙), so both colours always appear: they show where the cut runs; λ₂ in the "
+         "spectrum below measures how weak it is (near 0: two groups that barely exchange messages).",
          "attention-is-a-graph",
          lambda a, k, at: figures.attention_graph(
              to_networkx(_run(a, k).layer_graph[at.layer - 1], a.labels, top_k=at.top_k),

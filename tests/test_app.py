@@ -50,6 +50,9 @@ def test_opens_on_the_worked_example(at):
     cos = metric(at, "cosine_mean · layer 6")
     assert "→" in cos.value  # baseline → mitigated
     assert any("out of distribution" in w.value for w in at.warning)
+    # the measured effect, computed from the numbers on screen
+    assert any("lowers cosine_mean from 0.325 to" in w.value for w in at.warning)
+    assert any("Against the smoothing trend" in c.value for c in at.caption)
 
 
 def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
@@ -133,6 +136,44 @@ def test_preset_loads_its_settings(at):
     at.selectbox(key="preset").set_value("Fusion vs no fusion").run()
     ok(at)
     assert at.selectbox(key="mit").value == "fusion-mean"
+    assert any("SmoothViz's own baseline" in c.value for c in at.sidebar.caption)
+
+
+def test_the_reference_preset_says_what_the_data_show(at):
+    """No preset promises a collapse the default model does not show; the lines under the curves
+    name the layers where a metric moves against the trend."""
+    presets = json.loads((APP.parent / "assets" / "examples.json").read_text())["presets"]
+    assert "Watch a sentence collapse" not in presets
+    at.selectbox(key="preset").set_value("How a trained model smooths: mildly and unevenly").run()
+    ok(at)
+    assert at.selectbox(key="mit").value == "none"
+    assert any("dm_rel only falls from 0.96 to 0.86" in c.value for c in at.sidebar.caption)
+    lines = next(c.value for c in at.caption if c.value.startswith("baseline: cosine_mean"))
+    assert "Against the smoothing trend" in lines and "d_M grows at layers 1 and 4" in lines
+
+
+def test_theory_page_quotes_only_what_the_numbers_say(base, reference):
+    """Every number the Theory page states about the default model is what the analysis gives."""
+    import smoothviz
+    theory = " ".join((APP / "pages" / "1_Theory.py").read_text().split())
+    theory = theory.replace('" "', "")                      # join the source's string pieces
+    rows = base.baseline.rows
+    assert "cosine_mean rises from 0.045 to 0.33" in theory
+    assert round(rows[0]["cosine_mean"], 3) == 0.045 and round(rows[-1]["cosine_mean"], 2) == 0.33
+    assert "dm_rel only falls from 0.96 to 0.86" in theory
+    assert round(rows[0]["dm_rel"], 2) == 0.96 and round(rows[-1]["dm_rel"], 2) == 0.86
+    assert "stays full (27 of 27 tokens)" in theory and {r["numerical_rank"] for r in rows} == {27}
+    assert "d_M grows at layers 1 and 4" in theory
+    assert [r["layer"] for r in rows[1:] if r["dm_ratio"] > 1] == [1, 4]
+    assert "between 3×10⁴ and 2×10⁵ at every layer" in theory and all(3e4 <= r["shi_v"] <= 2e5 for r in rows[1:])
+    assert "between 0.68 and 1.16" in theory and all(0.68 <= r["dm_ratio"] <= 1.16 for r in rows[1:])
+    assert "goes from 0.325 to 0.362 at ω = 0.5" in theory
+    assert "(0.325 → 0.548 clip-negative, 0.826 clip-positive, 0.836 flip)" in theory
+    for mode, value in (("clip-negative", 0.548), ("clip-positive", 0.826), ("flip", 0.836)):
+        r = smoothviz.analyze(reference, mitigation="spectral", params={"mode": mode}, device="cpu", heads=False)
+        assert r.mitigated.rows[-1]["cosine_mean"] == pytest.approx(value, abs=5e-4), mode
+    for stale in ("only the constant survives", "one colour", "Watch a sentence collapse"):
+        assert stale not in theory
 
 
 def test_theory_page_opens(at):

@@ -11,11 +11,58 @@ import smoothviz
 from smoothviz.metrics import names as metric_names
 
 
-def test_reference_sentence_smooths_with_depth(base):
+def test_reference_sentence_smooths_mildly_and_unevenly(base):
+    """RESEARCH §2's reference behaviour, as the Theory page, the README and the preset quote it."""
     cos = base.baseline.metric("cosine_mean")
     assert len(cos) == 7 and base.n_layers == 6 and base.heads == 12
-    assert cos[0] < 0.12 and 0.25 < cos[-1] < 0.45      # RESEARCH §2: ≈0.08 → ≈0.35
+    assert cos[0] == pytest.approx(0.04526, abs=1e-4) and cos[-1] == pytest.approx(0.325, abs=5e-4)
     assert all(b > a for a, b in zip(cos, cos[1:]))        # rises at every layer
+    dm = base.baseline.metric("dm_rel")
+    assert dm[0] == pytest.approx(0.964, abs=5e-4) and dm[-1] == pytest.approx(0.861, abs=5e-4)
+    assert base.baseline.metric("numerical_rank") == [27] * 7  # full rank at every layer: no collapse
+    ratio = base.baseline.metric("dm_ratio")[1:]
+    assert [l for l, r in enumerate(ratio, 1) if r > 1] == [1, 4]  # d_M grows at two of six layers
+
+
+def test_trend_lines_name_every_move_against_the_trend(base):
+    from smoothviz import trends
+    moves = trends.against_trend(base.baseline)
+    assert moves == {"sv_skewness": [3, 5], "sv_median": [5], "dirichlet": [3, 5, 6], "d_M": [1, 4]}
+    lines = trends.trend_lines(base, {"baseline": "baseline"})
+    assert lines == ["baseline: cosine_mean 0.0453 → 0.325, dm_rel 0.964 → 0.861, numerical_rank 27 → 27 "
+                     "(of at most 27). Against the smoothing trend: sv_skewness falls at layers 3 and 5; sv_median "
+                     "rises at layer 5; dirichlet rises at layers 3, 5 and 6; d_M grows at layers 1 and 4."]
+
+
+def test_trend_lines_for_a_mitigation_and_a_collapse():
+    from types import SimpleNamespace
+    from smoothviz import trends
+
+    def run(cos, dm, ratio=None, fused=None):
+        rows = [{"layer": l, "cosine_mean": c, "dm_rel": d, "numerical_rank": 3, "dm_ratio": None if l == 0 else
+                 (ratio[l - 1] if ratio else 0.9)} for l, (c, d) in enumerate(zip(cos, dm))]
+        rows += [{"layer": "fused", **fused}] if fused else []
+        return SimpleNamespace(rows=rows, hidden=np.zeros((len(cos), 3, 8)))
+
+    base = run([0.1, 0.3, 0.2, 0.5], [0.9, 0.8, 0.85, 0.7], ratio=[0.9, 1.2, 0.8])
+    assert trends.against_trend(base) == {"cosine_mean": [2], "dm_rel": [2], "d_M": [2]}
+    assert trends.against_trend(run([0.1, 0.1 + 1e-5, 0.2], [0.9, 0.9, 0.8])) == {}  # rounding is no move
+    smooth = run([0.1, 0.2, 0.3, 0.9], [0.9, 0.5, 0.2, 0.1])
+    analysis = SimpleNamespace(baseline=base, mitigated=smooth, keep=[0, 1, 2], n_layers=3,
+                               runs=lambda: {"baseline": base, "mitigated": smooth})
+    lines = trends.trend_lines(analysis, {"baseline": "baseline", "mitigated": "flip"})
+    assert lines[1].endswith("Every metric moves in the smoothing direction at every layer.")
+    assert lines[2] == ("At layer 3, flip raises cosine_mean from 0.5 to 0.9 (tokens more alike: more smoothing "
+                        "than the baseline), and dm_rel goes from 0.7 to 0.1.")
+    fused = run([0.1, 0.3, 0.2, 0.5], [0.9, 0.8, 0.85, 0.7], ratio=[0.9, 1.2, 0.8], fused={"cosine_mean": 0.2, "dm_rel": 0.9})
+    analysis = SimpleNamespace(baseline=base, mitigated=fused, keep=[0, 1, 2], n_layers=3,
+                               runs=lambda: {"baseline": base, "mitigated": fused})
+    lines = trends.trend_lines(analysis, {"baseline": "baseline", "mitigated": "fusion-max"})
+    assert lines[1] == "fusion-max leaves every layer as it is (it only fuses their outputs)."
+    assert lines[2].startswith("At its fused output, fusion-max lowers cosine_mean from 0.5 to 0.2 (tokens less alike")
+    collapse = run([0.1, 0.9, 1.0, 1.0, 1.0], [0.9, 0.1, 5e-6, 0.0, 3e-7], ratio=[0.1, 1e-4, 0.0, 2.0])
+    assert trends.collapsed_from(collapse) == 2 and trends.against_trend(collapse) == {}  # noise after it
+    assert "From layer 2 on dm_rel stays below 1e-5" in trends.run_summary(collapse, "lab", 3)
 
 
 def test_shapes_and_attention_rows(base):
@@ -268,3 +315,15 @@ def test_attnscale_with_special_tokens_excluded_maps_the_restricted_softmax(refe
     assert np.abs(r.mitigated.layer_graph).max() <= 3            # |A′| ≤ 1 + ω: nothing divided by ~0
     full = smoothviz.analyze(reference, device="cpu", mitigation="attnscale", params={"omega": 2}, heads=False)
     assert np.array_equal(full.mitigated.attentions, r.mitigated.attentions)
+
+
+def test_fiedler_caption_says_what_the_vector_can_show(base):
+    """The Fiedler vector is orthogonal to D^½1: on a nonnegative graph it always has both signs, so a
+    caption may not read "one colour" as "mixes everything"; λ₂ measures the cut."""
+    from smoothviz.views import BY_KEY
+    caption = BY_KEY["graph"].caption
+    assert "one colour" not in caption and "both signs" in caption and "λ₂" in caption and "weakest cut" in caption
+    f = base.baseline.fiedler.astype(np.float64)                   # [L, n]
+    assert ((f > 0).any(1) & (f < 0).any(1)).all()
+    S = base.baseline.layer_graph.astype(np.float64)
+    assert np.abs(np.einsum("ln,ln->l", f, np.sqrt(S.sum(-1)))).max() < 1e-4

@@ -2,6 +2,7 @@
 setting against the baseline, its documented effect, and thread safety on the shared model."""
 import math
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,14 +242,83 @@ def test_fusions_by_hand(reference):
 
 
 def test_fusion_gate_uses_the_learned_gate(reference):
+    """α_{i,l} = softmax_l(w_lᵀh_{i,l} + b_l): each layer with its own w_l and b_l (Shi et al.)."""
     import json
     from smoothviz.data import DEFAULT_GATE
     gate = json.loads(DEFAULT_GATE.read_text())
+    assert gate["format"] == 2 and gate["layers"] == [1, 2, 3, 4, 5, 6]
+    w, b = np.array(gate["w"]), np.array(gate["b"])
+    assert w.shape == (6, 384) and b.shape == (6,) and np.ptp(b) > 1e-3  # the per-layer biases differ
     r = smoothviz.analyze(reference, mitigation="fusion-gate", device="cpu")
-    H = r.mitigated.hidden[1:].astype(np.float64)
-    logits = H @ np.array(gate["w"]) + gate["b"]
+    H = r.mitigated.hidden[1:].astype(np.float64)                # [6, n, d]
+    logits = np.einsum("lnd,ld->ln", H, w) + b[:, None]
     alpha = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
     assert np.allclose(r.mitigated.fused, (alpha[..., None] * H).sum(0), atol=1e-4)
+
+
+def test_gate_bias_matters_and_the_limits_hold():
+    """A single bias shared by every layer cancels in the softmax over layers; one per layer does not."""
+    from smoothviz.mitigations.fusion import gate_fuse
+    g = torch.Generator().manual_seed(0)
+    H = torch.randn(4, 5, 8, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 8, generator=g, dtype=torch.float64) * 0.3
+    b = torch.zeros(4, dtype=torch.float64)
+    fused = gate_fuse(H, w, b)
+    assert torch.allclose(gate_fuse(H, w, b + 2.5), fused)                       # a shared shift cancels
+    assert not torch.allclose(gate_fuse(H, w, torch.tensor([0, 0, 1.5, 0], dtype=torch.float64)), fused)
+    assert torch.allclose(gate_fuse(H, torch.zeros_like(w), b), H.mean(0))      # w = 0, equal b: the mean
+    assert torch.allclose(gate_fuse(H, w, torch.tensor([0, 0, 80.0, 0], dtype=torch.float64)), H[2])  # one layer wins
+    assert torch.equal(gate_fuse(H[2:3], w[2:3], b[2:3]), H[2])                  # one layer: itself
+    batched = gate_fuse(torch.stack([H, 2 * H], 1), w, b)                        # [k, N, n, d], as fit-gate calls it
+    assert torch.allclose(batched[0], fused) and torch.allclose(batched[1], gate_fuse(2 * H, w, b))
+
+
+def _gate_file(path, layers, width=384, **extra):
+    import json
+    g = torch.Generator().manual_seed(1)
+    gate = {"format": 2, "model": "default", "width": width, "layers": layers,
+            "w": (torch.randn(len(layers), width, generator=g) * 0.1).tolist(),
+            "b": torch.linspace(-1, 1, len(layers)).tolist(), **extra}
+    path.write_text(json.dumps(gate))
+    return str(path)
+
+
+def test_fusion_gate_fuses_exactly_its_fitted_layers(reference, tmp_path):
+    gate = _gate_file(tmp_path / "late.json", [4, 5, 6])
+    r = smoothviz.analyze(reference, mitigation="fusion-gate", params={"layers": "4-6", "gate": gate}, device="cpu")
+    assert r.mitigated.fused_row is not None
+    for layers in ("all", "5-6", "1-3"):
+        with pytest.raises(MitigationError, match="fitted on layers 4-6 \\(3 layers.*choose layers=4-6"):
+            smoothviz.analyze(reference, mitigation="fusion-gate", params={"layers": layers, "gate": gate})
+
+
+def test_old_format_gate_says_refit(reference, tmp_path):
+    import json
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"model": "default", "width": 384, "layers": "all", "w": [0.1] * 384, "b": 0.3}))
+    with pytest.raises(MitigationError, match="old format.*cancels in the softmax.*refit.*smoothviz fit-gate"):
+        smoothviz.analyze(reference, mitigation="fusion-gate", params={"gate": str(old)})
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    with pytest.raises(MitigationError, match="not a gate file"):
+        smoothviz.analyze(reference, mitigation="fusion-gate", params={"gate": str(broken)})
+
+
+def test_fit_gate_learns_one_w_and_b_per_layer(tmp_path):
+    import json
+    from smoothviz.gate import fit_gate
+    rows = (Path(__file__).resolve().parent.parent / "assets" / "gate_example.csv").read_text().splitlines()
+    data = tmp_path / "small.csv"
+    data.write_text("\n".join(rows[:41]) + "\n")
+    out = tmp_path / "gate.json"
+    summary = fit_gate(str(data), out=str(out), layers="5-6", epochs=30, device="cpu")
+    gate = json.loads(out.read_text())
+    assert gate["format"] == 2 and gate["layers"] == [5, 6] == summary["layers"]
+    assert np.array(gate["w"]).shape == (2, 384) and len(gate["b"]) == 2
+    assert gate["b"][0] != gate["b"][1]                          # both biases were trained
+    r = smoothviz.analyze("A gate on two layers.", mitigation="fusion-gate", params={"layers": "5-6", "gate": str(out)},
+                          device="cpu", heads=False)
+    assert r.mitigated.fused.shape == (r.mitigated.hidden.shape[1], 384)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -277,6 +347,17 @@ def test_documented_effects_on_the_default_model(reference):
         assert r.mitigated.rows[-1]["cosine_mean"] < base["cosine_mean"]
     fused = smoothviz.analyze(reference, mitigation="fusion-mean", device="cpu").mitigated.fused_row
     assert fused["cosine_mean"] < base["cosine_mean"] and fused["dm_rel"] > base["dm_rel"]
+
+
+def test_attnscale_raises_smoothing_on_the_frozen_default_model(reference):
+    """What its summary and the Theory page say: 0.325 → 0.362 at the default ω = 0.5."""
+    from smoothviz.mitigations import REGISTRY
+    r = smoothviz.analyze(reference, mitigation="attnscale", device="cpu", heads=False)
+    assert r.mitigation["params"] == {"omega": 0.5}
+    assert r.baseline.rows[-1]["cosine_mean"] == pytest.approx(0.325, abs=5e-4)
+    assert r.mitigated.rows[-1]["cosine_mean"] == pytest.approx(0.362, abs=5e-4)
+    summary = REGISTRY["attnscale"].summary
+    assert "0.325 → 0.362" in summary and "starts at 0" in summary and "raises smoothing" in summary
 
 
 @pytest.mark.parametrize("name, params, message", [
@@ -326,3 +407,12 @@ def test_parallel_threads_give_the_sequential_results(reference):
             assert r.mitigated.rows == s.mitigated.rows
     # and nothing was left on the shared model: a plain run is still the baseline
     assert np.array_equal(run((None, None)).baseline.hidden, sequential[-1].baseline.hidden)
+
+
+def test_the_page_says_flip_makes_the_default_model_smooth_more(reference):
+    """The warning beside a spectral what-if states the measured change, from the data on screen."""
+    from smoothviz import trends
+    r = smoothviz.analyze(reference, mitigation="spectral", params={"mode": "flip"}, device="cpu", heads=False)
+    said = trends.effect(r, "spectral (mode=flip)")
+    assert said.startswith("At layer 6, spectral (mode=flip) raises cosine_mean from 0.325 to 0.836 (tokens more "
+                           "alike: more smoothing than the baseline)")

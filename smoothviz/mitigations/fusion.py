@@ -1,7 +1,8 @@
-"""Hierarchical fusion (Shi et al. 2022): combine the layers' outputs into one output.
+"""Hierarchical fusion: combine the layers' outputs into one output.
 
-Fusion changes the output, not the layers: the fused matrix is reported as an extra
-"layer" after the last one.
+Shi et al. (2022) propose concatenation, the element-wise maximum and a token-wise gate;
+``fusion-mean`` (a weighted average) is SmoothViz's own baseline beside them. Fusion changes the
+output, not the layers: the fused matrix is reported as an extra "layer" after the last one.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def select_layers(spec: str, n_layers: int, method: str) -> list[int]:
 class FusionMean(Mitigation):
     name = "fusion-mean"
     NEUTRAL = {"layers": "{L}"}
-    summary = "Σ_l w_l H_l over the chosen layers (uniform weights unless given)."
+    summary = ("Σ_l w_l H_l over the chosen layers (uniform weights unless given): SmoothViz's own baseline, "
+               "not one of Shi et al.'s fusions.")
     PARAMS = {"layers": LAYERS,
               "weights": Param("text", "", help="comma-separated non-negative weights, one per chosen layer")}
 
@@ -64,7 +66,7 @@ def _weights(text: str, count: int, method: str) -> torch.Tensor:
 class FusionMax(Mitigation):
     name = "fusion-max"
     NEUTRAL = {"layers": "{L}"}
-    summary = "Element-wise maximum over the chosen layers."
+    summary = "Element-wise maximum over the chosen layers (Shi et al. 2022)."
     PARAMS = {"layers": LAYERS}
 
     def fuse(self, hidden, ctx):
@@ -75,7 +77,7 @@ class FusionMax(Mitigation):
 class FusionConcat(Mitigation):
     name = "fusion-concat"
     NEUTRAL = {"layers": "{L}"}
-    summary = "[H_a ‖ … ‖ H_b]: metrics on the n × (k·d) matrix."
+    summary = "[H_a ‖ … ‖ H_b] (Shi et al. 2022): metrics on the n × (k·d) matrix."
     PARAMS = {"layers": LAYERS}
 
     def fuse(self, hidden, ctx):
@@ -89,32 +91,76 @@ class FusionConcat(Mitigation):
 class FusionGate(Mitigation):
     name = "fusion-gate"
     NEUTRAL = {"layers": "{L}"}
-    summary = "Token-wise gate α_{i,l} = softmax_l(wᵀh_{i,l} + b), learned by `smoothviz fit-gate`."
+    summary = ("Token-wise gate (Shi et al. 2022) α_{i,l} = softmax_l(w_lᵀh_{i,l} + b_l), each fused layer with its own "
+               "w_l and b_l, learned by `smoothviz fit-gate` on a labelled CSV with the encoder frozen; it fuses "
+               "exactly the layers it was fitted on.")
     PARAMS = {"layers": LAYERS,
               "gate": Param("text", "default", help="'default' (the shipped toy sentiment gate for the default "
                             "model) or the path of a gate file written by `smoothviz fit-gate`")}
 
     def fuse(self, hidden, ctx):
-        gate = load_gate(str(DEFAULT_GATE) if self["gate"] in ("", "default") else self["gate"])
+        path = str(DEFAULT_GATE) if self["gate"] in ("", "default") else self["gate"]
+        gate = load_gate(path)
         layers = select_layers(self["layers"], ctx.n_layers, self.name)
+        if len(layers) == 1:  # softmax over one layer is 1: any gate fuses one layer into itself (the neutral setting)
+            return hidden[layers[0]]
+        if layers != gate["layers"]:
+            raise MitigationError(
+                f"fusion-gate: the gate was fitted on layers {span(gate['layers'])} ({len(gate['layers'])} layers, "
+                f"each with its own w_l and b_l); it cannot fuse layers {span(layers)} ({len(layers)} layers): "
+                f"choose layers={span(gate['layers'])}, or fit a gate for these with `smoothviz fit-gate --layers "
+                f"{span(layers)}`")
         w = torch.tensor(gate["w"], dtype=hidden.dtype)
-        if w.shape[0] != hidden.shape[-1]:
-            raise MitigationError(f"fusion-gate: the gate was fitted for width {w.shape[0]} "
+        if w.shape[1] != hidden.shape[-1]:
+            raise MitigationError(f"fusion-gate: the gate was fitted for width {w.shape[1]} "
                                   f"(model '{gate.get('model')}'), this model has width {hidden.shape[-1]}")
-        return gate_fuse(hidden[layers], w, float(gate["b"]))
+        return gate_fuse(hidden[layers], w, torch.tensor(gate["b"], dtype=hidden.dtype))
 
 
-def gate_fuse(hidden: torch.Tensor, w: torch.Tensor, b: float) -> torch.Tensor:
-    """``hidden [k, n, d]`` → ``Σ_l α_{i,l} h_{i,l}`` with α = softmax over layers of wᵀh + b."""
-    alpha = torch.softmax(hidden @ w + b, dim=0)  # [k, n]
+def span(layers: list[int]) -> str:
+    """``[4, 5, 6]`` → ``"4-6"`` (the ``layers`` syntax); ``"3"`` for one layer."""
+    return str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+
+
+def gate_fuse(hidden: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``Σ_l α_{i,l} h_{i,l}`` with ``α_{i,l} = softmax_l(w_lᵀ h_{i,l} + b_l)``.
+
+    One w_l and b_l per fused layer: a single bias shared by every layer would cancel in the
+    softmax over layers.
+
+    Args:
+        hidden: ``[k, ..., n, d]``, the k fused layers first (any batch dimensions between).
+        w: ``[k, d]``; b: ``[k]``.
+    Returns:
+        ``[..., n, d]``.
+    """
+    lift = (-1,) + (1,) * (hidden.dim() - 2)
+    alpha = torch.softmax(torch.einsum("l...d,ld->l...", hidden, w) + b.view(lift), dim=0)  # [k, ..., n]
     return (alpha.unsqueeze(-1) * hidden).sum(0)
 
 
+GATE_FORMAT = 2  # per-layer w [k, d] and b [k]; format 1 had one w [d] and one b for every layer
+
+
 def load_gate(path: str) -> dict:
-    """Read a gate file (JSON: never a pickle)."""
+    """Read and check a gate file (JSON: never a pickle).
+
+    Raises:
+        MitigationError: not a gate file, or one in the old format (one w and b for every layer,
+            whose b cancelled in the softmax): the message says to refit it.
+    """
     try:
         gate = json.loads(Path(path).expanduser().read_text())
-        _ = gate["w"], gate["b"]
+        w, b = gate["w"], gate["b"]
     except (OSError, ValueError, KeyError, TypeError):
         raise MitigationError(f"fusion-gate: '{path}' is not a gate file written by `smoothviz fit-gate`") from None
+    if gate.get("format") != GATE_FORMAT or not isinstance(b, list) or not all(isinstance(r, list) for r in w):
+        raise MitigationError(f"fusion-gate: '{path}' is a gate in the old format (one w and one bias b shared by "
+                              "every layer, and that b cancels in the softmax over layers): refit it with "
+                              "`smoothviz fit-gate`, which now learns one w_l and b_l per layer")
+    layers = gate.get("layers")
+    if (not isinstance(layers, list) or not layers or len(layers) != len(w) or len(b) != len(w)
+            or len({len(r) for r in w}) != 1):
+        raise MitigationError(f"fusion-gate: '{path}' is not a consistent gate file: it needs one row of w and "
+                              "one b per fitted layer; refit it with `smoothviz fit-gate`")
     return gate

@@ -108,7 +108,10 @@ class AttnScale(Mitigation):
     name = "attnscale"
     in_forward = True
     NEUTRAL = {"omega": 0.0}
-    summary = "A' = A_DC + (1 + ω)(A − A_DC): amplify attention's high-frequency part (Wang et al. 2022)."
+    summary = ("A′ = A_DC + (1 + ω)(A − A_DC): amplify attention's high-frequency part (Wang et al. 2022). "
+               "A fixed ω stands in for the paper's learned per-head scale, which starts at 0 in training. On the "
+               "frozen default model it raises smoothing instead (reference sentence, ω = 0.5: last-layer "
+               "cosine_mean 0.325 → 0.362); A′ has negative entries, so its graphs are signed.")
     PARAMS = {"omega": Param("float", 0.5, 0.0, 100.0, help="ω ≥ 0")}
 
     def intervention(self, ctx):
