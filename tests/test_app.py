@@ -142,7 +142,7 @@ def test_preset_loads_its_settings(at):
 def test_the_reference_preset_says_what_the_data_show(at):
     """No preset promises a collapse the default model does not show; the lines under the curves
     name the layers where a metric moves against the trend."""
-    presets = json.loads((APP.parent / "assets" / "examples.json").read_text())["presets"]
+    presets = examples()["presets"]
     assert "Watch a sentence collapse" not in presets
     at.selectbox(key="preset").set_value("How a trained model smooths: mildly and unevenly").run()
     ok(at)

@@ -41,8 +41,7 @@ def test_trend_lines_for_a_mitigation_and_a_collapse():
     def run(cos, dm, ratio=None, fused=None):
         rows = [{"layer": l, "cosine_mean": c, "dm_rel": d, "numerical_rank": 3, "dm_ratio": None if l == 0 else
                  (ratio[l - 1] if ratio else 0.9)} for l, (c, d) in enumerate(zip(cos, dm))]
-        rows += [{"layer": "fused", **fused}] if fused else []
-        return SimpleNamespace(rows=rows, hidden=np.zeros((len(cos), 3, 8)))
+        return SimpleNamespace(rows=rows, fused_row=fused, hidden=np.zeros((len(cos), 3, 8)))
 
     base = run([0.1, 0.3, 0.2, 0.5], [0.9, 0.8, 0.85, 0.7], ratio=[0.9, 1.2, 0.8])
     assert trends.against_trend(base) == {"cosine_mean": [2], "dm_rel": [2], "d_M": [2]}
