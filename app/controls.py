@@ -29,8 +29,8 @@ def default_text() -> str:
     return next(iter(state.examples()["examples"].values()))
 
 
-def _param_key(mitigation: str, name: str) -> str:
-    return f"{mitigation}_{name}".replace("-", "_")
+def _param_key(mitigation: str, name: str, prefix: str = "") -> str:
+    return f"{prefix}{mitigation}_{name}".replace("-", "_")
 
 
 def apply_preset() -> None:
@@ -89,11 +89,11 @@ def _lab_settings(active: bool) -> dict:
     return lab
 
 
-def _mitigation_params(name: str) -> dict:
-    """One widget per ``Param`` of the chosen mitigation, at its default."""
+def _mitigation_params(name: str, prefix: str = "") -> dict:
+    """One widget per ``Param`` of the chosen mitigation, at its default (keys start with ``prefix``)."""
     params = {}
     for pname, spec in REGISTRY[name].PARAMS.items():
-        key, label = _param_key(name, pname), f"{pname} — {spec.help}" if spec.help else pname
+        key, label = _param_key(name, pname, prefix), f"{pname} — {spec.help}" if spec.help else pname
         if spec.kind == "choice":
             params[pname] = st.selectbox(label, list(spec.choices), index=list(spec.choices).index(spec.default),
                                          key=key, bind=URL)

@@ -71,6 +71,8 @@ class Run:
                                         over the kept tokens (what Shi's v uses)
     softmax           [L, h, N, N]      the softmax before ``attention_map`` (AttnScale only)
     attention_map     callable or None  ``A -> A′`` (AttnScale); see ``_kept_heads``
+    kept_heads        [L, h] or None    heads the model used (False: ablated by ``heads``);
+                                        the head-mean graph averages the kept ones only
     ================  ================  =====================================================
     """
 
@@ -97,6 +99,7 @@ class Run:
     ln_sigma: np.ndarray | None = None
     softmax: np.ndarray | None = None
     attention_map: Callable | None = None
+    kept_heads: np.ndarray | None = None
 
     def metric(self, name: str, include_fused: bool = False) -> list:
         """One metric over depth 0…L (``None`` where undefined), then the fused output's if asked."""
@@ -175,7 +178,7 @@ class Analysis:
             raise AnalysisError(f"layer must be in 1..{self.n_layers}, got {layer}")
         at = lambda x: None if x is None else torch.tensor(x[layer - 1:layer])  # noqa: E731
         A = _kept_graph(at(r.attentions), at(r.softmax), r.attention_map, torch.tensor(self.keep),
-                        head if head is not None else self.options.head)[0]
+                        head if head is not None else self.options.head, at(r.kept_heads))[0]
         W = A if directed else graph.symmetrize(A, self.options.symmetrize)
         return graph.to_networkx(W.numpy(), self.labels, top_k=top_k, directed=directed)
 
@@ -280,10 +283,20 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
-            trace = _finite(capture.run(handle.model, inputs, iv), mitigation.name) if iv is not None else base_trace
+            if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
+                raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's first "
+                                    "token sees only itself, so its attention cannot leave the special tokens")
+            trace = (_finite(capture.run(handle.model, inputs, iv, special), mitigation.name) if iv is not None
+                     else base_trace)
             value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
         fused = mitigation.fuse(trace.hidden.double(), ctx)
         mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)
+        if mitigated.kept_heads is not None and options.head is None:
+            empty = [i + 1 for i, row in enumerate(mitigated.kept_heads) if not row.any()]
+            if empty:
+                notes.append(f"Every head of layer{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} is "
+                             "ablated: that layer has no head-mean graph, so its graph metrics (dirichlet, "
+                             "spectral_gap, rollout_ratio from it on) are null.")
     for name, run in (("baseline", baseline), ("mitigated", mitigated)):
         if run is not None and (run.signed.any() or run.heads_signed):
             notes.append(SIGNED_NOTE.format(run=name))
@@ -323,7 +336,8 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
     H = trace.hidden[:, idx].double().cpu()                 # [L+1, n, d]
     A = _kept_heads(trace.attentions, trace.softmax, trace.attention_map, idx)  # [L, h, n, n]
     L = A.shape[0]
-    directed = _kept_graph(trace.attentions, trace.softmax, trace.attention_map, idx, options.head)  # [L, n, n]
+    kept = trace.kept_heads if options.head is None else None
+    directed = _kept_graph(trace.attentions, trace.softmax, trace.attention_map, idx, options.head, kept)  # [L, n, n]
     S = graph.symmetrize(directed, options.symmetrize)
     eigs, vecs = graph.laplacian_spectrum(S)
     head_gap = smooths = None
@@ -335,6 +349,8 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
                        ln_sigma=trace.ln_sigma[..., idx].double().amin(-1),  # σ_min over the kept tokens, as λ uses
                        weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post")
     values = metrics.evaluate(x)
+    if kept is not None:
+        _null_headless(values, ~kept.any(1))
     fused_row = fused_np = None
     if fused is not None:  # a state of its own, measured on the last layer's graph; no layer metrics
         fx = metrics.Inputs(H=fused[idx].double().cpu().unsqueeze(0), graphs=S[-1:])
@@ -351,7 +367,23 @@ def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, han
                value_eigs=_frozen(value_eigs),
                smooths=None if smooths is None else _frozen(smooths), fused=fused_np,
                signed=_frozen(graph.has_negative(S)), heads_signed=heads_signed, ln_sigma=f32(x.ln_sigma),
-               softmax=None if trace.softmax is None else f32(trace.softmax), attention_map=trace.attention_map)
+               softmax=None if trace.softmax is None else f32(trace.softmax), attention_map=trace.attention_map,
+               kept_heads=None if trace.kept_heads is None else _frozen(trace.kept_heads))
+
+
+def _null_headless(values: dict, empty: torch.Tensor) -> None:
+    """NaN (null in the rows) for the graph metrics of the layers ``empty [L]`` that keep no head."""
+    if not empty.any():
+        return
+    for m in metrics.METRICS:
+        if not m.graph or values.get(m.name) is None:
+            continue
+        mask = empty.cummax(0).values if m.graph == "from" else empty
+        if not m.per_layer:  # state l reads layer l's graph; state 0 reads layer 1's
+            mask = torch.cat([mask[:1], mask])
+        value = values[m.name].clone()
+        value[mask.to(value.device)] = float("nan")
+        values[m.name] = value
 
 
 def _kept_heads(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping, idx: torch.Tensor) -> torch.Tensor:
@@ -369,17 +401,19 @@ def _kept_heads(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping,
 
 
 def _kept_graph(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping, idx: torch.Tensor,
-                head: int | None) -> torch.Tensor:
+                head: int | None, kept=None) -> torch.Tensor:
     """The directed graph of each layer over the kept tokens ``[L, n, n]`` (float64).
 
     RESEARCH §1's order: the mean over heads first, then the special tokens' rows and columns
     removed and rows renormalised, so a head that sends 95% of its attention to [SEP] weighs
     little among the words; one head's graph is restricted on its own (the same thing for one
-    head). An attention map acts after the restriction, as in :func:`_kept_heads`.
+    head). An attention map acts after the restriction, as in :func:`_kept_heads`. ``kept [L, h]``:
+    the mean takes the kept heads only (ablated ones are left out).
     """
+    kept = None if kept is None else torch.as_tensor(kept)
     if mapping is None:
-        return graph.restrict(graph.aggregate(attentions.float().cpu(), head).double(), idx)
-    return mapping(graph.restrict(graph.aggregate(softmax.float().cpu(), head).double(), idx))
+        return graph.restrict(graph.aggregate(attentions.float().cpu(), head, kept).double(), idx)
+    return mapping(graph.restrict(graph.aggregate(softmax.float().cpu(), head, kept).double(), idx))
 
 
 def _frozen(t: torch.Tensor) -> np.ndarray:

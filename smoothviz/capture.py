@@ -34,6 +34,11 @@ class Intervention:
             ``s = FFN(x) + x``).
         attention: ``A -> A'`` applied to the recorded attention ``[L, h, n, n]`` when the
             change is made through ``context`` (the probabilities the model used).
+        kept_heads: ``[L, h]`` bool, the heads whose output the model used (False: ablated);
+            the head-mean graph of a layer averages the kept heads only.
+        keys: ``special [n] bool -> [n] bool``, the tokens that may be attended to; applied as
+            the model's attention mask, so the softmax renormalises over them at every layer
+            (needs ``run(..., special=...)``).
     """
 
     context: Callable | None = None
@@ -42,6 +47,8 @@ class Intervention:
     block: Callable | None = None
     final_ln: Callable | None = None
     attention: Callable | None = None
+    kept_heads: Tensor | None = None
+    keys: Callable | None = None
 
 
 @dataclass
@@ -176,15 +183,23 @@ class Trace:
     ln_sigma: Tensor
     softmax: Tensor | None = None
     attention_map: Callable | None = None
+    kept_heads: Tensor | None = None
 
 
-def run(model, inputs: dict, intervention: Intervention | None = None) -> Trace:
+def run(model, inputs: dict, intervention: Intervention | None = None, special: list | None = None) -> Trace:
     """Forward one tokenised sentence (batch 1) under ``intervention`` and capture a Trace.
 
     Args:
         inputs: keyword arguments for ``model`` (``input_ids`` … or ``inputs_embeds``).
+        special: the special-token mask, for an intervention with ``keys``.
     """
     state = _Pass(intervention or Intervention())
+    if state.intervention.keys is not None:
+        if special is None:
+            raise ValueError("this intervention masks keys: pass the special-token mask")
+        first = next(iter(inputs.values()))
+        allowed = state.intervention.keys(torch.tensor(special, dtype=torch.bool))
+        inputs = {**inputs, "attention_mask": allowed.to(torch.long).unsqueeze(0).to(first.device)}
     token = _STATE.set(state)
     try:
         with torch.inference_mode():
@@ -194,10 +209,10 @@ def run(model, inputs: dict, intervention: Intervention | None = None) -> Trace:
     hidden = torch.stack([h[0] for h in out.hidden_states]).float()
     attn = torch.stack([a[0] for a in out.attentions]).float()
     table = _ln_table(state.ln_sigma, attn.shape[0], attn.shape[-1])
-    mapping = state.intervention.attention
+    mapping, kept = state.intervention.attention, state.intervention.kept_heads
     if mapping is None:
-        return Trace(hidden, attn, table)
-    return Trace(hidden, mapping(attn), table, softmax=attn, attention_map=mapping)
+        return Trace(hidden, attn, table, kept_heads=kept)
+    return Trace(hidden, mapping(attn), table, softmax=attn, attention_map=mapping, kept_heads=kept)
 
 
 def _ln_table(records: list, n_layers: int, n: int) -> Tensor:

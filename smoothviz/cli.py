@@ -1,4 +1,4 @@
-"""The ``smoothviz`` command line: ``analyze``, ``report`` and ``fit-gate``.
+"""The ``smoothviz`` command line: ``analyze``, ``compare``, ``report`` and ``fit-gate``.
 
 A contract other tools rely on: ``--json`` prints exactly one JSON object on stdout; any
 error prints one line on stderr and exits with code 2.
@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="per-layer over-smoothing metrics of one sentence")
     _add_analysis_options(a)
     a.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("compare", help="per-layer metrics of one sentence under several runs (model + mitigation)")
+    c.add_argument("text", help="the sentence to analyse")
+    c.add_argument("--run", action="append", required=True, metavar="SPEC",
+                   help="a run, comma-separated key=value: model=..., lab.<key>=..., mitigation=..., its "
+                        "parameters by name, label=... (repeatable; e.g. model=default,mitigation=neutreno,lambda=0.4)")
+    c.add_argument("--head", default="mean", help="'mean' over heads (default) or one head index")
+    c.add_argument("--symmetrize", default="sym", choices=tuple(SYMMETRIZE), help=" or ".join(SYMMETRIZE.values()))
+    c.add_argument("--exclude-special", action="store_true", help="drop [CLS]/[SEP]-like tokens")
+    c.add_argument("--device", default="auto", choices=tuple(DEVICES))
+    c.add_argument("--json", action="store_true", help="print one JSON object")
     r = sub.add_parser("report", help="a self-contained offline HTML report with every view")
     _add_analysis_options(r)
     r.add_argument("--out", required=True, help="the HTML file to write")
@@ -63,13 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _head(text: str) -> int | None:
+    if text == "mean":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--head must be 'mean' or a head index, got '{text}'") from None
+
+
 def _analysis_kwargs(args) -> dict:
-    head = None if args.head == "mean" else args.head
-    if head is not None:
-        try:
-            head = int(head)
-        except ValueError:
-            raise ValueError(f"--head must be 'mean' or a head index, got '{args.head}'") from None
+    head = _head(args.head)
     lab = _pairs(args.lab, "--lab")
     if lab and args.model != "lab":
         raise ValueError("--lab settings need --model lab")
@@ -119,6 +133,23 @@ def _list_mitigations() -> None:
         print(f"{name}: {cls.summary}\n    {params or 'no parameters'}")
 
 
+def _compare(args) -> int:
+    from .compare import RunSpec, compare
+    specs = [RunSpec.parse(spec) for spec in args.run]  # every SPEC read before any model loads
+    result = compare(args.text, specs, device=args.device, head=_head(args.head), symmetrize=args.symmetrize,
+                     exclude_special=args.exclude_special)
+    if args.json:
+        print(json.dumps(result.to_json(), allow_nan=False, ensure_ascii=False))
+        return 0
+    for r in result.runs:
+        a = r.analysis
+        print(f"{r.label}\n  model: {a.model}   device: {a.device}   tokens: {len(a.tokens)}")
+        for note in a.notes:
+            print(f"  note: {note}")
+        print(table(r.run.table()) + "\n")
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run one command line; user errors raise ValueError (``main`` prints them). Returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -132,6 +163,8 @@ def run(argv: list[str] | None = None) -> int:
                            epochs=args.epochs, seed=args.seed, device=args.device)
         print(json.dumps(summary, indent=2))
         return 0
+    if args.command == "compare":
+        return _compare(args)
     result = analyze(args.text, **_analysis_kwargs(args))
     if args.command == "report":
         from .report import build_report

@@ -19,6 +19,14 @@ from plotly.subplots import make_subplots
 from .metrics import by_name as registered
 
 RUN_COLOURS = {"baseline": "#1f77b4", "mitigated": "#d95f02"}
+# Compared runs, in order (Okabe & Ito's colour-blind-safe palette): run i has RUN_PALETTE[i]
+# in every view of the Compare page and report.
+RUN_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+
+
+def run_colour(i: int) -> str:
+    """The colour of compared run ``i`` (0-based) in every view."""
+    return RUN_PALETTE[i % len(RUN_PALETTE)]
 MAX_TICKS = 30        # more tick labels than this overlap at any sensible width
 MAX_HEATMAP = 256     # heatmap cells per side sent to the browser (pooled above this)
 MAX_NODE_LABELS = 40  # more nodes than this: every k-th node labelled (and the picked one)
@@ -185,6 +193,43 @@ def _short(label: str, limit: int = 16) -> str:
     """Clip a tick label (whole escape sequences only, so "&lt;" is never cut in half)."""
     text = html.unescape(label)
     return label if len(text) <= limit else escape(text[:limit - 1]) + "…"
+
+
+def compare_curves(runs, metrics: list[str] | None = None, relative: bool = False, cols: int = 5) -> go.Figure:
+    """Small multiples of the registered metrics over depth for N runs (``runs``: ``(label, Run)``
+    pairs, e.g. :class:`smoothviz.compare.CompareRun`'s ``label`` and ``run``), run i in
+    :func:`run_colour` (i). ``relative``: x = layer / L, so models of different depths share an axis.
+    """
+    registry = registered()
+    metrics = list(metrics or [m.name for m in registry.values() if m.curve])
+    rows = math.ceil(len(metrics) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registry[m].label if m in registry else m for m in metrics],
+                        horizontal_spacing=0.055, vertical_spacing=0.2 if rows > 1 else 0.1)
+    traces, where = [], []
+    for k, (label, run) in enumerate(runs):
+        L = len(run.rows) - 1
+        x = [l / L for l in range(L + 1)] if relative else list(range(L + 1))
+        name, colour = escape(label), run_colour(k)
+        axis = "layer / L" if relative else "layer"
+        for i, m in enumerate(metrics):
+            traces.append(go.Scatter(
+                x=x, y=_values(run, m), mode="lines+markers", name=name, legendgroup=str(k), showlegend=i == 0,
+                line=dict(color=colour, width=2), marker=dict(size=4), customdata=list(range(L + 1)),
+                hovertemplate=f"{m}<br>{axis} %{{x:.3g}} (layer %{{customdata}}): %{{y:.4g}}<extra>{name}</extra>"))
+            where.append(divmod(i, cols))
+    fig.add_traces(traces, rows=[r + 1 for r, _ in where], cols=[c + 1 for _, c in where])
+    for i, m in enumerate(metrics):
+        values = [v for _, run in runs for v in _values(run, m) if v is not None and v > 0]
+        if m in registry and registry[m].log and values and max(values) / min(values) > 100:
+            fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
+    if relative:
+        fig.update_xaxes(tickvals=[0, 0.25, 0.5, 0.75, 1], ticktext=["0", "¼", "½", "¾", "1"], tickfont_size=11)
+    else:
+        fig.update_xaxes(tickfont_size=11, nticks=8)
+    fig.update_yaxes(tickfont_size=11, nticks=5)
+    fig.update_annotations(font_size=13)
+    return _layout(fig, height=250 * rows + 60,
+                   legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13))
 
 
 def similarity_heatmap(run, labels: list[str], layer: int, picked: int | None = None, title: str = "") -> go.Figure:

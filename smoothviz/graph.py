@@ -70,8 +70,15 @@ def restrict(A: Tensor, keep: Tensor) -> Tensor:
     return A / A.sum(-1, keepdim=True).clamp_min(1e-30)
 
 
-def aggregate(A: Tensor, head: int | None) -> Tensor:
-    """``[L, h, n, n]`` → ``[L, n, n]``: mean over heads or one head."""
+def aggregate(A: Tensor, head: int | None, kept: Tensor | None = None) -> Tensor:
+    """``[L, h, n, n]`` → ``[L, n, n]``: mean over heads or one head.
+
+    ``kept [L, h]`` (bool): the mean takes only the kept heads of each layer; a layer that
+    keeps none gets an all-zero graph (the caller nulls its graph metrics).
+    """
+    if head is None and kept is not None:
+        w = kept.to(A.dtype).to(A.device)
+        return (A * w[:, :, None, None]).sum(1) / w.sum(1).clamp_min(1)[:, None, None]
     if head is None:
         return A.mean(1)
     if head >= A.shape[1]:

@@ -149,8 +149,9 @@ class LabAttention(nn.Module):
         self.heads, self.temperature = heads, temperature
         self.q, self.k, self.v, self.o = (nn.utils.skip_init(nn.Linear, width, width) for _ in range(4))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [b, n, width] -> (out [b, n, width], attn [b, heads, n, n])``."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [b, n, width] -> (out [b, n, width], attn [b, heads, n, n])``; ``mask [b, n]``: keys
+        that may be attended to (the others get no weight, rows renormalised)."""
         b, n, width = x.shape
         d_h = width // self.heads
 
@@ -158,7 +159,10 @@ class LabAttention(nn.Module):
             return t.view(b, n, self.heads, d_h).transpose(1, 2)
 
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        attn = (q @ k.transpose(-1, -2) / (math.sqrt(d_h) * self.temperature)).softmax(dim=-1)
+        logits = q @ k.transpose(-1, -2) / (math.sqrt(d_h) * self.temperature)
+        if mask is not None:
+            logits = logits.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+        attn = logits.softmax(dim=-1)
         ctx = (attn @ v).transpose(1, 2).reshape(b, n, width)
         return self.o(ctx), attn
 
@@ -176,16 +180,16 @@ class LabBlock(nn.Module):
         self.mlp = nn.Sequential(nn.utils.skip_init(nn.Linear, w, 4 * w), nn.GELU(),
                                  nn.utils.skip_init(nn.Linear, 4 * w, w)) if config.mlp else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [b, n, width] -> (x_out [b, n, width], attn [b, heads, n, n])``."""
         if self.pre:
-            a, attn = self.attn(self.ln1(x))
+            a, attn = self.attn(self.ln1(x), mask)
             h = x + a if self.residual else a
             if self.mlp is not None:
                 m = self.mlp(self.ln2(h))
                 h = h + m if self.residual else m
             return h, attn
-        a, attn = self.attn(x)  # post-LN; "none" is post-LN with identities
+        a, attn = self.attn(x, mask)  # post-LN; "none" is post-LN with identities
         h = self.ln1(x + a if self.residual else a)
         if self.mlp is not None:
             m = self.mlp(h)
@@ -217,7 +221,7 @@ class LabModel(nn.Module):
         self.eval()
 
     def forward(self, inputs_embeds: torch.Tensor, output_hidden_states: bool = True,
-                output_attentions: bool = True) -> LabOutput:
+                output_attentions: bool = True, attention_mask: torch.Tensor | None = None) -> LabOutput:
         """``inputs_embeds [1, n, d_in]`` -> :class:`LabOutput` of all hidden states and attentions.
 
         The ``output_*`` flags are accepted for Hugging Face-style callers; both are always returned.
@@ -225,7 +229,7 @@ class LabModel(nn.Module):
         h = self.proj(inputs_embeds.to(torch.float32))
         hidden, attentions = [h], []
         for block in self.layers:  # depth is sequential; each block is batched over heads
-            h, attn = block(h)
+            h, attn = block(h, attention_mask)
             hidden.append(h)
             attentions.append(attn)
         return LabOutput(tuple(hidden), tuple(attentions))

@@ -190,6 +190,8 @@ class Metric:
         integer: a count (``int`` in the JSON).
         curve: drawn among the over-depth curves (the others have a chart of their own).
         source: where the definition comes from (RESEARCH.md's citation).
+        graph: reads the layer's head-mean graph: ``"layer"`` (that layer's), ``"from"`` (every
+            layer up to it, a product); null where a layer keeps no head (heads' ablate).
     """
 
     name: str
@@ -202,6 +204,7 @@ class Metric:
     integer: bool = False
     curve: bool = True
     source: str = ""
+    graph: str = ""
 
     @property
     def label(self) -> str:
@@ -234,11 +237,11 @@ METRICS: list[Metric] = [
     Metric("sv_skewness", lambda x: x.spectrum["sv_skewness"], "skewness of σ_i/σ₁", "↑", "↑", source="Yan et al. 2022"),
     Metric("sv_median", lambda x: x.spectrum["sv_median"], "median of σ_i/σ₁", "↓", "↓", source="Yan et al. 2022"),
     Metric("dirichlet", lambda x: dirichlet(x.H, x.graphs, x.gram), "½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖²", "→ 0", "↓",
-           log=True, source="NeuTRENO's J(u), Nguyen et al. 2023"),
+           log=True, source="NeuTRENO's J(u), Nguyen et al. 2023", graph="layer"),
     Metric("spectral_gap", lambda x: graph.spectral_gap(x.eigs), "λ₂ of 𝓛", "large: strong mixing per layer",
-           per_layer=True, source="Shi et al. 2022"),
+           per_layer=True, source="Shi et al. 2022", graph="layer"),
     Metric("rollout_ratio", lambda x: graph.rollout_ratio(x.directed), "σ₂/σ₁ of Â_l ⋯ Â_1, Â = ½(A + I)",
-           "→ 0", "↓", per_layer=True, curve=False, source="Abnar & Zuidema 2020"),
+           "→ 0", "↓", per_layer=True, curve=False, source="Abnar & Zuidema 2020", graph="from"),
     Metric("shi_v", lambda x: diagnostics.shi_v(x.heads, x.ln_sigma, x.weight_norm, x.post_ln),
            "(1 + s²)(1 + √λ·h·s)/(σ₁σ₂), post-LN blocks only", "v < 1 guarantees it", per_layer=True,
            curve=False, source="Shi et al. 2022"),

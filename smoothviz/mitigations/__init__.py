@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from .base import MitigationError, Mitigation, ModelContext, Param, validate
 from .fusion import FusionConcat, FusionGate, FusionMax, FusionMean
+from .heads import Heads
 from .inference import AttnScale, ContraNorm, NeuTRENO, NoResidual, SoftDecay
 from .spectral import Spectral
 
 REGISTRY: dict[str, type[Mitigation]] = {cls.name: cls for cls in (
     FusionMean, FusionMax, FusionConcat, FusionGate, NeuTRENO, SoftDecay, Spectral,
-    AttnScale, ContraNorm, NoResidual)}
+    AttnScale, ContraNorm, NoResidual, Heads)}
 
 NAMES = tuple(REGISTRY)
 

@@ -1,0 +1,119 @@
+"""Compare runs side by side: each run a model plus an optional mitigation (issue 13).
+
+Run A, B (and optionally C) are chosen with the same controls as the main page, every widget
+bound to the URL with the run's prefix (``a_``, ``b_``, ``c_``). Each run is one cached
+analysis (``state.run_analysis``); the over-depth curves share an axis, absolute or relative
+(layer / L) depth, and each run keeps its colour (``figures.RUN_PALETTE``) in every view.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
+import controls  # noqa: E402
+import state  # noqa: E402
+from smoothviz import figures  # noqa: E402
+from smoothviz.graph import to_networkx  # noqa: E402
+from smoothviz.lab import LabConfig  # noqa: E402
+from smoothviz.mitigations import REGISTRY  # noqa: E402
+
+URL = controls.URL
+DEFAULTS = {"a": ("default", "none"), "b": ("default", "neutreno"), "c": ("default", "heads")}
+
+st.set_page_config(page_title="SmoothViz · Compare", page_icon="🫧", layout="wide")
+st.title("Compare runs")
+st.caption("Each run is a model plus an optional mitigation, on the same sentence and graph options. "
+           "Models of different depths share an axis with relative depth (layer / L).")
+
+
+def run_controls(letter: str, column) -> dict | None:
+    """One run's model, lab settings and mitigation; ``None`` when its settings cannot be read."""
+    p = f"{letter}_"
+    model0, mit0 = DEFAULTS[letter]
+    with column:
+        colour = figures.run_colour("abc".index(letter))
+        st.markdown(f"<span style='color:{colour};font-size:1.3em'>■</span> **Run {letter.upper()}**",
+                    unsafe_allow_html=True)
+        models = list(controls.MODELS)
+        model = st.selectbox("Model", models, index=models.index(model0) if model0 in models else 0,
+                             key=p + "model", bind=URL)
+        if model == "custom":
+            model = st.text_input("Hugging Face id or local directory", key=p + "model_id", bind=URL).strip()
+        lab = None
+        if model == "lab":
+            raw = st.text_input("Lab settings (key=value, …)", value="depth=12", key=p + "lab", bind=URL,
+                                help="e.g. depth=24, residual=false, layernorm=pre")
+            try:
+                lab = {k.strip(): v.strip() for k, _, v in (x.partition("=") for x in raw.split(",") if x.strip())}
+                lab = LabConfig.from_strings(lab).to_dict()
+            except ValueError as err:
+                st.error(f"Run {letter.upper()}: {err}", icon=":material/error:")  # st.error escapes text
+                return None
+        names = ["none", *REGISTRY]
+        mitigation = st.selectbox("Mitigation", names, index=names.index(mit0), key=p + "mit", bind=URL)
+        params = controls._mitigation_params(mitigation, prefix=p) if mitigation != "none" else {}
+    return dict(model=model, lab=lab, mitigation=mitigation, params=params)
+
+
+def label(run: dict) -> str:
+    text = run["model"]
+    if run["mitigation"] != "none":
+        shown = ", ".join(f"{k}={v}" for k, v in run["params"].items() if v != "")
+        text += f" + {run['mitigation']}" + (f" ({shown})" if shown else "")
+    return text
+
+
+text = st.text_area("Text", value=controls.default_text(), key="text", bind=URL, height=80)
+with st.expander("Graph options and runs", expanded=True):
+    opt = st.columns(4)
+    third = opt[0].toggle("Third run (C)", key="third", bind=URL)
+    relative = opt[1].toggle("Relative depth (layer / L)", key="relative", bind=URL)
+    sym = opt[2].radio("Symmetrisation", ["sym", "ata"], key="sym", bind=URL, horizontal=True)
+    exclude = opt[3].checkbox("Exclude special tokens", key="nospecial", bind=URL)
+    letters = "abc" if third else "ab"
+    cols = st.columns(len(letters))
+    specs = {x: run_controls(x, c) for x, c in zip(letters, cols)}
+
+runs = []
+for letter, spec in specs.items():
+    if spec is None:
+        continue
+    settings = dict(text=text or "", model=spec["model"], device="auto", lab=spec["lab"],
+                    mitigation=spec["mitigation"], params=spec["params"], head=None, symmetrize=sym,
+                    exclude_special=exclude, projection="none")
+    analysis = state.analysis_or_error(settings)
+    if analysis is None:
+        continue
+    run = analysis.mitigated if spec["mitigation"] != "none" else analysis.baseline
+    runs.append((letter, f"{letter.upper()}: {label(spec)}", analysis, run))
+
+if runs:
+    st.subheader("Over-smoothing over depth")
+    st.caption("Each metric over " + ("relative depth layer / L" if relative else "layers") +
+               "; the same colour is the same run in every chart.")
+    st.plotly_chart(figures.compare_curves([(name, run) for _, name, _, run in runs], relative=relative),
+                    key="curves")
+    for letter, name, analysis, run in runs:
+        for note in analysis.notes:
+            st.caption(f"{letter.upper()}: {note}")
+
+    st.subheader("Similarity and attention graph, side by side")
+    depth = st.select_slider("Depth (fraction of each run's layers)", [0.25, 0.5, 0.75, 1.0], value=1.0,
+                             key="depth", bind=URL,
+                             help="Each run shows its layer nearest this fraction of its depth.")
+    cols = st.columns(len(runs))
+    for col, (letter, name, analysis, run) in zip(cols, runs):
+        L = analysis.n_layers
+        layer = max(1, round(depth * L))
+        with col:
+            st.markdown(f"<span style='color:{figures.run_colour('abc'.index(letter))}'>■</span> "
+                        f"**Run {letter.upper()}**, layer {layer} of {L}, {len(analysis.keep)} tokens",
+                        unsafe_allow_html=True)
+            st.plotly_chart(figures.similarity_heatmap(run, analysis.labels, layer, title="token similarity"),
+                            key=f"sim_{letter}")
+            G = to_networkx(run.layer_graph[layer - 1], analysis.labels, top_k=3)
+            st.plotly_chart(figures.attention_graph(G, run.fiedler[layer - 1], title="attention graph (top 3)"),
+                            key=f"graph_{letter}")
