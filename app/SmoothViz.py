@@ -16,6 +16,7 @@ import controls
 import state
 from smoothviz import figures, report, trends, views
 from smoothviz.mitigations import REGISTRY
+from smoothviz.mitigations.heads import format_ablate, parse_ablate
 
 PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
 st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
@@ -158,13 +159,37 @@ st.caption(f"Joint {analysis.projection_method.upper()} of every layer of both r
 draw_section("trajectories", views.At(layer=L, picked=picked))
 
 
+def ablated() -> list[tuple[int, int]]:
+    """The heads the ``heads`` mitigation ablates now (none unless it is the chosen mitigation)."""
+    if st.session_state.get("mit") != "heads":
+        return []
+    try:
+        return parse_ablate(st.session_state.get("heads_ablate", ""))
+    except ValueError:  # a bad value typed in the sidebar: the analysis says what is wrong
+        return []
+
+
+def toggle_ablation(layer: int, head: int) -> None:
+    """Ablate the atlas's chosen cell, or restore it (an on_click callback: runs before the rerun)."""
+    cells = set(ablated())
+    cells ^= {(layer, head)}
+    st.session_state.update(mit="heads", heads_ablate=format_ablate(cells), heads_sink="none",
+                            _ablation_changed=True)
+
+
 def atlas(analysis, picked) -> None:
     """Head × layer heatmaps; the chosen cell's graph below. Reruns alone."""
-    c1, c2, c3 = st.columns([3, 1, 1])
+    c1, c2, c3, c4 = st.columns([3, 1, 1, 1.3], vertical_alignment="bottom")
     quantity = c1.radio("Quantity", list(figures.HEAD_QUANTITIES), key="atlas_q", bind=URL, horizontal=True,
                         captions=list(figures.HEAD_QUANTITIES.values()))
     layer = c2.selectbox("Layer", list(range(1, L + 1)), index=L - 1, key="atlas_layer", bind=URL)
     head = c3.selectbox("Head", list(range(analysis.heads)), key="atlas_head", bind=URL)
+    cut = (layer, head) in ablated()
+    c4.button("Restore this head" if cut else "Ablate this head", key="ablate", on_click=toggle_ablation,
+              args=(layer, head), help="Zero this head's output before the output projection and leave it out of "
+                                       "its layer's head-mean graph (the heads mitigation); press again to restore.")
+    if st.session_state.pop("_ablation_changed", False):
+        st.rerun()  # the mitigation changed: the whole page, not only this fragment
     draw_section("atlas", views.At(layer=L, picked=picked, top_k=st.session_state.get("topk", 3),
                                    quantity=quantity, head_layer=layer, head=head))
 

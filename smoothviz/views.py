@@ -152,8 +152,9 @@ VIEWS: list[View] = [
          "one spot are over-smoothing. Projections distort: trust the metrics.", "projections",
          lambda a, k, at: figures.trajectories(a, at.picked), depends=("picked",)),
     View("atlas", "atlas", "",
-         "One cell per head and layer; pick a cell to draw that head's graph. Heads with a large gap mix "
-         "strongly, low-entropy heads attend to few tokens.", "attention-is-a-graph",
+         "One cell per head and layer; pick a cell to draw that head's graph, or ablate it to see every view "
+         "without it. Heads with a large gap mix strongly, low-entropy heads attend to few tokens.",
+         "attention-is-a-graph",
          lambda a, k, at: figures.head_atlas(_run(a, k), at.quantity, title=_title(a, k),
                                              picked=(at.head_layer, at.head)),
          per_run=True, depends=("quantity", "head_layer", "head")),

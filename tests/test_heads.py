@@ -129,3 +129,23 @@ def test_bad_syntax_fails_before_any_model():
         make("heads", {"ablate": "3;1"})
     with pytest.raises(MitigationError):
         make("heads", {"sink": "keep"})
+
+
+def test_the_atlas_ablates_the_chosen_head_and_restores_it():
+    """On the page: pick a cell of the head × layer atlas, press Ablate: every view is redrawn with
+    the heads mitigation zeroing that head; press again to restore it."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+    app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"), default_timeout=300)
+    app.run()
+    app.selectbox(key="atlas_layer").set_value(3).run()
+    app.selectbox(key="atlas_head").set_value(5).run()
+    app.button(key="ablate").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.selectbox(key="mit").value == "heads" and app.text_input(key="heads_ablate").value == "3.5"
+    assert app.selectbox(key="heads_sink").value == "none"
+    assert any("heads (ablate=3.5" in c.value.replace("\\", "") for c in app.caption)  # the mitigated run, named
+    assert app.button(key="ablate").label == "Restore this head"
+    app.button(key="ablate").click().run()
+    assert app.text_input(key="heads_ablate").value == ""
