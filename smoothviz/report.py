@@ -14,6 +14,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from . import figures
+from .graph import to_networkx
 from .views import SECTIONS, At, in_section
 
 TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
@@ -103,4 +104,60 @@ def build_report(analysis, layer: int | None = None) -> str:
                 index += 1
             parts.append("</div>")
     parts += ["<h2>Metrics</h2>", _table(analysis), "</body></html>"]
+    return "\n".join(parts)
+
+
+COMPARE_CAPTIONS = {
+    "curves": "Each metric over depth for every run; the same colour is the same run in every chart.",
+    "similarity": "Cosine similarity between every pair of the run's own tokens at the layer nearest the chosen "
+                  "fraction of its depth: a uniformly red square means the tokens have become alike.",
+    "graph": "The run's attention graph at that layer (each token's strongest links; colour: the Fiedler vector, "
+             "which splits the tokens along the graph's weakest cut).",
+}
+
+
+def build_compare_report(text: str, runs: list, *, relative: bool = False, depth: float = 1.0) -> str:
+    """One self-contained HTML page holding every run of a comparison.
+
+    Args:
+        text: the sentence.
+        runs: ``(label, analysis, run)`` per run (``run`` is the analysis's baseline or mitigated Run).
+        relative: curves over layer / L rather than layers.
+        depth: the per-run views show each run's layer nearest this fraction of its depth.
+    """
+    esc = html.escape
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>SmoothViz comparison</title>",
+             f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>",
+             "<h1>SmoothViz comparison</h1>", f"<p><b>text</b>: {esc(text)}</p>"]
+    for i, (label, analysis, _) in enumerate(runs):
+        parts.append(f"<p><span style='color:{figures.run_colour(i)}'>■</span> <b>{esc(label)}</b>: "
+                     f"model {esc(analysis.model)} on {esc(analysis.device)}, {len(analysis.keep)} tokens, "
+                     f"{analysis.n_layers} layers</p>")
+        parts += [f"<div class='note'>{esc(label)}: {esc(n)}</div>" for n in analysis.notes]
+    curves = figures.compare_curves([(label, run) for label, _, run in runs], relative=relative)
+    parts += ["<h2>Over-smoothing over depth</h2>", f"<p class='cap'>{esc(COMPARE_CAPTIONS['curves'])}</p>",
+              _figure_div(curves, "compare-curves", 0)]
+    index = 1
+    for key in ("similarity", "graph"):
+        parts.append(f"<h2>{'Token similarity' if key == 'similarity' else 'Attention graph'}, side by side</h2>"
+                     f"<p class='cap'>{esc(COMPARE_CAPTIONS[key])}</p><div class='row'>")
+        for label, analysis, run in runs:
+            layer = max(1, round(depth * analysis.n_layers))
+            title = f"{label} — layer {layer} of {analysis.n_layers}"
+            if key == "similarity":
+                fig = figures.similarity_heatmap(run, analysis.labels, layer, title=title)
+            else:
+                fig = figures.attention_graph(to_networkx(run.layer_graph[layer - 1], analysis.labels, top_k=TOP_K),
+                                              run.fiedler[layer - 1], title=title)
+            parts.append(_figure_div(fig, f"{key}-{index}", index))
+            index += 1
+        parts.append("</div>")
+    parts.append("<h2>Metrics</h2>")
+    for label, analysis, run in runs:
+        keys = [k for k in run.rows[0] if k != "layer"]
+        head = "".join(f"<th>{esc(k)}</th>" for k in ["layer", *keys])
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in [str(r["layer"])] + [
+            "" if r[k] is None else f"{r[k]:.4g}" for k in keys]) + "</tr>" for r in run.table())
+        parts.append(f"<h3>{esc(label)}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    parts.append("</body></html>")
     return "\n".join(parts)

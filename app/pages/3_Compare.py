@@ -15,7 +15,7 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
 import controls  # noqa: E402
 import state  # noqa: E402
-from smoothviz import figures  # noqa: E402
+from smoothviz import figures, report  # noqa: E402
 from smoothviz.graph import to_networkx  # noqa: E402
 from smoothviz.lab import LabConfig  # noqa: E402
 from smoothviz.mitigations import REGISTRY  # noqa: E402
@@ -92,8 +92,8 @@ for letter, spec in specs.items():
 
 if runs:
     st.subheader("Over-smoothing over depth")
-    st.caption("Each metric over " + ("relative depth layer / L" if relative else "layers") +
-               "; the same colour is the same run in every chart.")
+    st.caption(report.COMPARE_CAPTIONS["curves"] + (" x = layer / L, so runs of different depths share an axis."
+                                                     if relative else ""))
     st.plotly_chart(figures.compare_curves([(name, run) for _, name, _, run in runs], relative=relative),
                     key="curves")
     for letter, name, analysis, run in runs:
@@ -101,6 +101,7 @@ if runs:
             st.caption(f"{letter.upper()}: {note}")
 
     st.subheader("Similarity and attention graph, side by side")
+    st.caption(report.COMPARE_CAPTIONS["similarity"] + " " + report.COMPARE_CAPTIONS["graph"])
     depth = st.select_slider("Depth (fraction of each run's layers)", [0.25, 0.5, 0.75, 1.0], value=1.0,
                              key="depth", bind=URL,
                              help="Each run shows its layer nearest this fraction of its depth.")
@@ -117,3 +118,8 @@ if runs:
             G = to_networkx(run.layer_graph[layer - 1], analysis.labels, top_k=3)
             st.plotly_chart(figures.attention_graph(G, run.fiedler[layer - 1], title="attention graph (top 3)"),
                             key=f"graph_{letter}")
+
+    st.download_button("Report of every run (one HTML file, works offline)",
+                       lambda: report.build_compare_report(text, [(name, a, r) for _, name, a, r in runs],
+                                                           relative=relative, depth=depth),
+                       "smoothviz-comparison.html", "text/html", on_click="ignore", key="compare_report")
