@@ -7,13 +7,13 @@ moving them re-slices the cached analysis without rerunning the page.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import streamlit as st
 
 import controls
 import state
+from markup import md
 from smoothviz import figures, report
 from smoothviz.graph import to_networkx
 
@@ -47,11 +47,6 @@ def run_title(analysis, key: str) -> str:
     return figures._run_name(analysis, key)
 
 
-def md(text: str) -> str:
-    """User text (a model path, a parameter) shown literally inside markdown."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
-
-
 st.title("SmoothViz")
 st.markdown("Watch the tokens of a sentence become alike, layer by layer — a transformer's baseline beside a "
             f"mitigation. New here? Start with a preset in the sidebar, or read the [theory]({THEORY}).")
@@ -78,7 +73,7 @@ beside = md(run_title(analysis, "mitigated")) if mitigation else "no mitigation"
 st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens analysed · {L} layers × "
            f"{analysis.heads} heads · baseline beside **{beside}**")
 for note in analysis.notes:
-    st.info(note, icon=":material/info:")
+    st.info(md(note), icon=":material/info:")
 if mitigation in IN_FORWARD and analysis.lab is None:
     extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""
     st.warning(f"{mitigation} was never part of this pretrained model's training: applied to the frozen weights, "

@@ -26,6 +26,8 @@ import smoothviz
 from smoothviz import projection
 from smoothviz.settings import SETTINGS
 
+from markup import md
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 log = logging.getLogger("smoothviz.app")
 TIMINGS = os.environ.get("SMOOTHVIZ_TIMINGS") == "1"  # one stderr line per page run, fragment run, warm-up
@@ -143,10 +145,10 @@ def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
         ledger.use(settings, analysis)
         return analysis
     except ValueError as err:  # AnalysisError, ModelError, MitigationError: messages meant for users
-        st.error(str(err), icon=":material/error:")
+        st.error(md(err), icon=":material/error:")
     except Exception as err:  # never a traceback in the page; the log keeps it
         log.exception("analysis failed")
-        st.error(f"The analysis failed unexpectedly ({type(err).__name__}: {err}). "
+        st.error(f"The analysis failed unexpectedly ({md(type(err).__name__)}: {md(err)}). "
                  "Try other settings; the details are in the server log.", icon=":material/error:")
     return None
 

@@ -73,3 +73,31 @@ def test_out_of_range_parameters_never_crash(params, words):
     assert not app.exception, [e.value for e in app.exception]
     if words:
         _expect_message(app, words)
+
+
+@pytest.mark.parametrize("params, raw, escaped", [
+    ({"mit": "fusion-mean", "fusion_mean_layers": "[click me](https://example.com)"},
+     "[click me](https://example.com)", r"\[click me\]\(https\:\/\/example\.com\)"),
+    ({"mit": "fusion-mean", "fusion_mean_weights": "![t](http://127.0.0.1:9/track.png)"},
+     "![t](", r"\!\[t\]\(http\:\/\/127\.0\.0\.1\:9\/track\.png\)"),
+    ({"mit": "fusion-max", "fusion_max_layers": r"$$\textcolor{red}{\huge big}$$"},
+     "$$", r"\$\$\\textcolor\{red\}\{\\huge big\}\$\$"),
+    ({"model": "custom", "model_id": "/x/<img src=x onerror=alert(1)>/**b**"},
+     "src=x onerror", r"\<img src\=x onerror\=alert\(1\)\>\/\*\*b\*\*"),
+])
+def test_values_echoed_in_messages_are_escaped(params, raw, escaped):
+    """Issue 16: a link, an image, LaTeX or HTML in a parameter is shown as text, never rendered."""
+    app = _session(**params)
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.error, "the value is refused with a message"
+    body = app.error[0].value
+    assert escaped in body and raw not in body, body
+
+
+def test_markdown_escaper_leaves_no_construct():
+    import sys
+    sys.path.insert(0, str(APP.parent))
+    from markup import md
+    assert md("a_b *c* `d` <b> [l](u) ![i](u) $x$ :red[y] https://e.com www.e.com a@b.c") == (
+        r"a\_b \*c\* \`d\` \<b\> \[l\]\(u\) \!\[i\]\(u\) \$x\$ \:red\[y\] https\:\/\/e\.com www\.e\.com a\@b\.c")
+    assert md("plain words 123 é ü 注意") == "plain words 123 é ü 注意"
