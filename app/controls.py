@@ -10,6 +10,7 @@ from dataclasses import fields
 
 import streamlit as st
 
+from smoothviz.handles import MAX_CHARS
 from smoothviz.lab import CHOICES, LIMITS, LabConfig
 from smoothviz.mitigations import NAMES, REGISTRY
 from smoothviz.settings import SETTINGS
@@ -22,6 +23,7 @@ URL = "query-params"
 MODELS = SETTINGS.models if SETTINGS.public else ("default", "lab", "custom")
 LAB_DEFAULTS = {f.name: f.default for f in fields(LabConfig)}
 DEFAULT_MITIGATION = "neutreno"
+TEXT_CHARS = SETTINGS.max_chars or MAX_CHARS  # the text box holds no more than the analysis reads
 
 
 def default_text() -> str:
@@ -131,7 +133,10 @@ def sidebar() -> tuple[dict, str]:
 
         st.subheader("Sentence")
         st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)
-        text = st.text_area("Text (Ctrl+Enter to apply)", value=default_text(), key="text", bind=URL, height=110)
+        text = st.text_area("Text (Ctrl+Enter to apply)", value=default_text(), key="text", bind=URL, height=110,
+                            max_chars=TEXT_CHARS)
+        if text and len(text) >= TEXT_CHARS:
+            st.caption(f"The text box holds at most {TEXT_CHARS:,} characters: longer text is cut there.")
 
         st.subheader("Mitigation")
         mitigation = st.selectbox("Mitigation", ["none", *NAMES], index=1 + NAMES.index(DEFAULT_MITIGATION),

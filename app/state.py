@@ -93,7 +93,7 @@ def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab
                              mitigation=None if mitigation in (None, "none") else mitigation,
                              params=params or None, head=head, symmetrize=symmetrize,
                              exclude_special=exclude_special, projection=projection,
-                             max_tokens=SETTINGS.max_tokens)
+                             max_tokens=SETTINGS.max_tokens, max_chars=SETTINGS.max_chars)
 
 
 class _Ledger:

@@ -166,7 +166,7 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
             mitigation: str | Mitigation | None = None, params: dict | None = None,
             head: int | None = None, symmetrize: str = "sym", exclude_special: bool = False,
             projection: str = "none", normalize_projection: bool = True,
-            max_tokens: int | None = None, heads: bool = True) -> Analysis:
+            max_tokens: int | None = None, heads: bool = True, max_chars: int | None = None) -> Analysis:
     """Analyse one sentence: baseline, and beside it ``mitigation`` when given.
 
     Args:
@@ -178,6 +178,8 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
         head, symmetrize, exclude_special: graph options (RESEARCH §1).
         projection: ``none``, ``pca`` or ``umap``.
         max_tokens: a cap below the model's own maximum (public-demo mode).
+        max_chars: characters kept before tokenizing (default ``handles.MAX_CHARS``, 200,000),
+            with a note saying how many were dropped.
         heads: also compute every head's Laplacian spectrum and Dovonon verdict (the costly
             part for long sentences: one eigendecomposition per head).
 
@@ -197,25 +199,26 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
     notes: list[str] = []
     with compute_slots:  # at most SMOOTHVIZ_MAX_CONCURRENT analyses at once; the rest queue
         return _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection,
-                        max_tokens, heads, notes, head)
+                        (max_tokens, max_chars), heads, notes, head)
 
 
-def _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection, max_tokens,
+def _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection, caps,
              heads, notes, head):
     handle = get_handle(model, device, lab)
     if head is not None and head >= handle.heads:
         raise AnalysisError(f"head {head} does not exist: this model has heads 0..{handle.heads - 1}")
     try:
-        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes)
+        return _analyze(handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         notes.append("The GPU ran out of memory; this result was computed on the CPU.")
         handle = get_handle(model, "cpu", lab)
-        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes)
+        return _analyze(handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes)
 
 
-def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes):
-    inputs, tokens, special = handle.encode(text, max_tokens, notes)
+def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes):
+    max_tokens, max_chars = caps
+    inputs, tokens, special = handle.encode(text, max_tokens, notes, max_chars)
     if all(special):
         raise AnalysisError("the text gives no tokens for this model (only special tokens): type some words")
     keep = [i for i, s in enumerate(special) if not (options.exclude_special and s)]

@@ -80,3 +80,17 @@ def test_out_of_memory_on_the_gpu_retries_on_the_cpu(tmp_path):
         hook.remove()
     assert fired and r.device == "cpu"
     assert any("ran out of memory" in n for n in r.notes)
+
+
+def test_twenty_megabytes_are_cut_to_characters_before_tokenizing():
+    """Issue 16: 20 MB over the websocket took 70 s and 3 GB while tokenized whole."""
+    from smoothviz.handles import MAX_CHARS
+    text = "Over-smoothing makes every token alike. " * 500_000  # 20,000,000 characters
+    r = smoothviz.analyze(text, device="cpu", heads=False, max_tokens=16)
+    assert any(n == f"The text was cut to its first {MAX_CHARS:,} characters: "
+                    f"{len(text) - MAX_CHARS:,} characters were dropped." for n in r.notes), r.notes
+    assert len(r.tokens) == 16 and any("tokens were dropped" in n for n in r.notes)
+    r = smoothviz.analyze(text[:5000], device="cpu", heads=False, max_tokens=16, max_chars=1000)
+    assert "The text was cut to its first 1,000 characters: 4,000 characters were dropped." in r.notes
+    short = smoothviz.analyze("Short text.", device="cpu", heads=False, max_chars=1000)
+    assert not any("characters" in n for n in short.notes)

@@ -75,3 +75,13 @@ def test_public_page_offers_only_the_allow_list_and_caps_tokens():
     assert not page["errors"] and not page["exceptions"]
     assert any("truncated to 64 tokens" in n for n in page["notes"])
     assert any("64 tokens analysed" in c for c in page["captions"])
+
+
+def test_public_mode_caps_characters(public, monkeypatch):
+    assert public.max_chars == 20_000
+    monkeypatch.setenv("SMOOTHVIZ_MAX_CHARS", "5000")
+    assert settings.load().max_chars == 5000
+    monkeypatch.delenv("SMOOTHVIZ_PUBLIC")
+    assert settings.load().max_chars == 5000
+    monkeypatch.delenv("SMOOTHVIZ_MAX_CHARS")
+    assert settings.load().max_chars is None  # the library's own default
