@@ -229,7 +229,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     if handle.causal:
         notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
 
-    base_trace = _finite(capture.run(handle.model, inputs), "baseline")
+    base_trace = _finite(capture.run(handle.model, inputs), "baseline", handle)
     ctx = handle.context()
     baseline = _summarise(base_trace, keep, options, handle, handle.value_eigs(), heads)
     mitigated, described = None, None
@@ -237,11 +237,11 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
         described = {"name": mitigation.name, "params": mitigation.params()}
         alt = handle.for_mitigation(mitigation)
         if alt is not handle:  # the lab's value-spectrum switch
-            trace, value_eigs = _finite(capture.run(alt.model, inputs), mitigation.name), alt.value_eigs()
+            trace, value_eigs = _finite(capture.run(alt.model, inputs), mitigation.name, alt), alt.value_eigs()
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
-            trace = _finite(capture.run(handle.model, inputs, iv), mitigation.name) if iv is not None else base_trace
+            trace = _finite(capture.run(handle.model, inputs, iv), mitigation.name, handle) if iv is not None else base_trace
             value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
         fused = mitigation.fuse(trace.hidden.double(), ctx)
         mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)
@@ -258,11 +258,18 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
                     lab=handle.lab)
 
 
-def _finite(trace: capture.Trace, run: str) -> capture.Trace:
-    """Refuse states that overflowed (a deep lab without LayerNorm, an extreme parameter)."""
+def _finite(trace: capture.Trace, run: str, handle: Handle) -> capture.Trace:
+    """Refuse states that overflowed (a deep lab without LayerNorm, an extreme parameter), or that
+    a broken checkpoint made NaN whatever the settings."""
     bad = ~torch.isfinite(trace.hidden).flatten(1).all(1)
     if bad.any():
         layer = int(bad.nonzero()[0])
+        broken = handle.nonfinite_weights()
+        if broken:
+            kinds = " and ".join(sorted({kind for _, kind in broken}))
+            raise AnalysisError(f"the model's weights contain {kinds} values ({len(broken)} tensor"
+                                f"{'s' if len(broken) > 1 else ''}, first {broken[0][0]}): the checkpoint is "
+                                "broken, so no setting can help; try another model")
         raise AnalysisError(f"the {run} run overflowed (inf/NaN) at layer {layer}: try fewer layers, "
                             "a LayerNorm, a lower temperature or a milder parameter")
     return trace

@@ -122,6 +122,19 @@ class Handle:
                 self._cache["weight_norm"] = capture.block_weight_norm(self.model, self.spec, self.n_layers).double().cpu()
             return self._cache["weight_norm"]
 
+    def nonfinite_weights(self) -> list[tuple[str, str]]:
+        """``(parameter name, "NaN" or "infinite")`` for every weight that is not finite, the
+        embedder's included (checked once, only when a run has overflowed)."""
+        with self._lock:
+            if "nonfinite" not in self._cache:
+                found = []
+                for name, p in self.model.named_parameters():
+                    if not torch.isfinite(p).all():
+                        found.append((name, "NaN" if torch.isnan(p).any() else "infinite"))
+                self._cache["nonfinite"] = found
+            found = self._cache["nonfinite"]
+        return found + (self.embedder.nonfinite_weights() if self.embedder is not None else [])
+
     def for_mitigation(self, mitigation) -> "Handle":
         """The lab's spectral control is its value-spectrum switch (RESEARCH §4): another lab."""
         if self.lab is None or mitigation.name != "spectral" or mitigation["mode"] not in ("clip-negative", "clip-positive"):
