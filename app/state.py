@@ -6,7 +6,8 @@ keyed on every setting, so a second visit to the same settings is instant and mo
 slider only re-slices arrays that are already in memory. An analysis is immutable (its arrays
 refuse writes), so every session reads the same object: ``st.cache_data`` would pickle it on
 every rerun (190 MB and 90 ms at 512 tokens). :class:`_Ledger` bounds that cache by bytes as well
-as by entries.
+as by entries, and :class:`_FigureCache` holds the built figures within a byte budget too, so the
+server's memory levels off however many sentences it sees.
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import os
 import sys
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -75,6 +78,7 @@ _serialise_ast_parse()
 CACHE_ENTRIES = int(os.environ.get("SMOOTHVIZ_CACHE_ENTRIES", "32"))
 CACHE_BYTES = int(float(os.environ.get("SMOOTHVIZ_CACHE_MB", "2048")) * 2**20)
 CACHE_TTL = 3600  # seconds
+FIGURE_BYTES = int(float(os.environ.get("SMOOTHVIZ_FIGURE_CACHE_MB", "256")) * 2**20)
 
 
 # Bounded by _Ledger: one entry is ~1 MB at 27 tokens, ~14 MB at 128 and ~190 MB at 512 (MiniLM).
@@ -154,28 +158,91 @@ def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
 
 
 class FrozenFigure(go.Figure):
-    """A figure that is never changed once built: its ``to_dict()`` is computed once.
+    """A built figure reduced to the dict ``st.plotly_chart`` reads, never changed again.
 
-    ``st.plotly_chart`` calls ``to_dict()`` on every draw (a deep copy and a walk over every
-    value, about 1 ms a chart); a cached figure gives the same dict to every draw instead.
+    ``st.plotly_chart`` only calls ``to_dict()`` (a deep copy and a walk over every value, about
+    1 ms a chart) and serialises the result. Keeping only that dict, not the figure's validated
+    object tree, holds a figure in ~15–50 kB instead of ~150 kB. ``go.Figure.__init__`` is
+    deliberately not called: nothing but :meth:`to_dict` is ever used.
     """
 
+    def __init__(self, spec: dict):  # noqa: D107 - see the class docstring
+        self._frozen = spec
+
     def to_dict(self):
-        if self._frozen is None:
-            self._frozen = super().to_dict()
         return self._frozen
 
 
-@st.cache_resource(max_entries=2048, show_spinner=False)
-def figure(_build, key: tuple) -> FrozenFigure:
-    """A built plotly figure, shared by every session (read-only: Streamlit only reads its dict).
+def _size(obj) -> int:
+    """Bytes held by a figure's dict: containers, strings and numbers as CPython sizes them,
+    numpy arrays by their buffers (shared templates are counted once, elsewhere)."""
+    if isinstance(obj, dict):
+        return sys.getsizeof(obj) + sum(sys.getsizeof(k) + _size(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return sys.getsizeof(obj) + sum(_size(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return sys.getsizeof(obj) + (obj.nbytes if obj.base is None else 0)
+    return sys.getsizeof(obj)
 
-    ``key`` holds everything the figure depends on (the settings, the view, the layer, …);
-    ``_build`` is not hashed. A few kB each; 2,048 of them stay within ~50 MB.
+
+class _FigureCache:
+    """Built figures shared by every session, least recently used out first, within
+    ``FIGURE_BYTES`` (``SMOOTHVIZ_FIGURE_CACHE_MB``, 256).
+
+    Every figure of every layer and setting anyone viewed lands here, so a count alone (the
+    2,048 entries this replaced) let memory grow with the number of sentences seen. Each entry
+    is weighed once, when built: its dict (:func:`_size`) and its key. The plotly template that
+    every figure carries is stored once and shared. The newest entry always stays.
     """
-    fig = _build()
-    fig.__class__, fig._frozen = FrozenFigure, None  # the built figure itself, no copy
-    return fig
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[FrozenFigure, int]] = OrderedDict()
+        self._bytes = 0
+        self._templates: dict[str, dict] = {}
+
+    def get(self, build, key: tuple) -> FrozenFigure:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+        spec = build().to_dict()  # outside the lock: sessions build different figures at once
+        layout = spec.get("layout", {})
+        if "template" in layout:
+            text = json.dumps(layout["template"], sort_keys=True, default=str)
+            with self._lock:
+                layout["template"] = self._templates.setdefault(text, layout["template"])
+                if len(self._templates) > 16:  # figures.py uses one; never let this grow either
+                    self._templates.clear()
+        fig = FrozenFigure(spec)
+        size = _size({k: v for k, v in spec.items() if k != "layout"}) + _size(
+            {k: v for k, v in layout.items() if k != "template"}) + sum(_size(part) for part in key)
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = (fig, size)
+                self._bytes += size
+            self._entries.move_to_end(key)
+            while len(self._entries) > 1 and self._bytes > FIGURE_BYTES:
+                _, (_, old) = self._entries.popitem(last=False)
+                self._bytes -= old
+            return self._entries[key][0]
+
+    def bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+figure_cache = _FigureCache()
+
+
+def figure(build, key: tuple) -> FrozenFigure:
+    """The figure ``build()`` makes, shared by every session (read-only: Streamlit only reads its dict).
+
+    ``key`` holds everything the figure depends on (the settings, the view, the layer, …).
+    """
+    return figure_cache.get(build, key)
 
 
 @st.cache_data(show_spinner=False)
