@@ -85,3 +85,16 @@ def test_public_mode_caps_characters(public, monkeypatch):
     assert settings.load().max_chars == 5000
     monkeypatch.delenv("SMOOTHVIZ_MAX_CHARS")
     assert settings.load().max_chars is None  # the library's own default
+
+
+def test_threads_per_analysis_fill_the_cores_without_oversubscribing(monkeypatch):
+    import os
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("SMOOTHVIZ_THREADS", raising=False)
+    monkeypatch.delenv("SMOOTHVIZ_MAX_CONCURRENT", raising=False)
+    s = settings.load()
+    assert s.max_concurrent == cores and s.threads == 1
+    monkeypatch.setenv("SMOOTHVIZ_MAX_CONCURRENT", "1")
+    assert settings.load().threads == cores
+    monkeypatch.setenv("SMOOTHVIZ_THREADS", "3")
+    assert settings.load().threads == 3
