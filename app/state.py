@@ -12,6 +12,7 @@ server's memory levels off however many sentences it sees.
 from __future__ import annotations
 
 import ast
+import atexit
 import json
 import logging
 import os
@@ -89,9 +90,33 @@ def _use_the_cores() -> None:
     threadpool_limits(limits=SETTINGS.threads, user_api="blas")
 
 
+def _in_a_server() -> bool:
+    """True under ``streamlit run`` (not AppTest, whose runtime is a mock, nor a plain import)."""
+    from streamlit.runtime import Runtime
+    return Runtime.exists() and type(Runtime.instance()) is Runtime
+
+
+def _exit_at_once_when_threads_are_busy() -> None:
+    """At interpreter exit, after Streamlit's own stop (SIGTERM, Ctrl+C): end the process now if
+    a daemon thread (an analysis, the UMAP warm-up) is still running.
+
+    Python ≤ 3.12 finalises with daemon threads still inside torch's C++ code; when they next
+    take the GIL they are unwound, which C++ turns into "terminate called without an active
+    exception" and exit −6 (134 in Docker). Nothing is left to save at this point: Streamlit
+    has stopped, and caches live in memory only.
+    """
+    if any(t.daemon and t.is_alive() for t in threading.enumerate() if t is not threading.current_thread()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def _set_up_the_process() -> None:
     """Once per process, at the first page run (the app's entry point imports this module)."""
     _use_the_cores()
+    if _in_a_server():
+        atexit.register(_exit_at_once_when_threads_are_busy)
 
 
 _set_up_the_process()

@@ -49,6 +49,39 @@ def _start_server(log_path: Path, **env) -> tuple[subprocess.Popen, str]:
         time.sleep(0.5)
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH")
+def test_sigterm_during_a_lab_analysis_stops_cleanly_and_quickly(tmp_path):
+    """Issue 16: SIGTERM while a deep lab ran in torch aborted the process ("terminate called
+    without an active exception", exit −6 / 134 in Docker)."""
+    from playwright.sync_api import sync_playwright
+
+    log = tmp_path / "server.log"
+    proc, url = _start_server(log)
+    query = urllib.parse.urlencode({"model": "lab", "lab_depth": "64", "lab_width": "1024", "mit": "none",
+                                    "text": "Every token of a long text becomes alike. " * 80})
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+            page.goto(f"{url}/?{query}")
+            page.get_by_text("Loading the model and analysing the sentence").wait_for(timeout=120_000)
+            time.sleep(8)  # well inside the lab's forward pass and per-head spectra (minutes in all)
+            assert not page.query_selector('[data-testid="stPlotlyChart"]'), "the analysis should still run"
+            start = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=30)
+            finally:
+                browser.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    elapsed, output = time.monotonic() - start, log.read_text()
+    assert "terminate called" not in output, output[-2000:]
+    assert code in (0, -signal.SIGTERM), (code, output[-2000:])
+    assert elapsed < 10, f"{elapsed:.1f} s to stop (Docker's grace period is 10 s)"
+
+
 def test_analyses_use_one_thread_each_when_slots_fill_the_cores():
     """Issue 16: two slots × two torch threads on two cores doubled the CPU time of an analysis."""
     import torch
