@@ -82,6 +82,25 @@ def test_sigterm_during_a_lab_analysis_stops_cleanly_and_quickly(tmp_path):
     assert elapsed < 10, f"{elapsed:.1f} s to stop (Docker's grace period is 10 s)"
 
 
+def test_the_umap_warm_up_thread_runs_at_low_priority(monkeypatch):
+    """Issue 16: the warm-up's 30–80 s of compiling competed with the first visitors."""
+    import state
+    from smoothviz import projection
+
+    seen = {}
+
+    def fake_warm_up():
+        tid = threading.get_native_id()
+        seen["thread"] = os.getpriority(os.PRIO_PROCESS, tid)
+        seen["stat"] = int(Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    monkeypatch.setattr(projection, "warm_up", fake_warm_up)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    state._start_warm_up().join(timeout=60)
+    assert seen["thread"] == seen["stat"] == max(state.WARM_UP_NICE, before)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # this thread only
+
+
 def test_analyses_use_one_thread_each_when_slots_fill_the_cores():
     """Issue 16: two slots × two torch threads on two cores doubled the CPU time of an analysis."""
     import torch
