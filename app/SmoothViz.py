@@ -25,7 +25,7 @@ THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 IN_FORWARD = {"neutreno", "attnscale", "contranorm", "no-residual", "spectral"}
 PLAY_SECONDS = 1.2
 
-settings, img = controls.sidebar()
+settings, img, refused = controls.sidebar()
 
 
 def chart(build, name: str, *parts) -> None:
@@ -50,6 +50,8 @@ def run_title(analysis, key: str) -> str:
 st.title("SmoothViz")
 st.markdown("Watch the tokens of a sentence become alike, layer by layer — a transformer's baseline beside a "
             f"mitigation. New here? Start with a preset in the sidebar, or read the [theory]({THEORY}).")
+for message in refused:  # a link's value the widgets cannot hold, reset to the default
+    st.warning(md(message), icon=":material/tune:")
 if not settings["model"]:
     st.error("Type a Hugging Face id or a local model directory, or choose the default model.", icon=":material/error:")
     st.stop()

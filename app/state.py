@@ -28,6 +28,7 @@ import streamlit as st
 
 import smoothviz
 from smoothviz import projection
+from smoothviz.handles import get_handle
 from smoothviz.settings import SETTINGS
 
 from markup import md
@@ -202,6 +203,18 @@ def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
         st.error(f"The analysis failed unexpectedly ({md(type(err).__name__)}: {md(err)}). "
                  "Try other settings; the details are in the server log.", icon=":material/error:")
     return None
+
+
+def head_count(model: str, device: str, lab: dict | None) -> int | None:
+    """The chosen model's heads, for the head box; ``None`` when it cannot load (the analysis,
+    about to load the same model from the same shared cache, then says why)."""
+    if model == "lab":
+        return int(lab["heads"]) if lab else None
+    try:
+        SETTINGS.check(model)  # a public server never loads what it does not allow
+        return get_handle(model, device).heads
+    except Exception:  # noqa: BLE001 - reported by the analysis
+        return None
 
 
 class FrozenFigure(go.Figure):
