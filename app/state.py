@@ -126,7 +126,7 @@ _set_up_the_process()
 CACHE_ENTRIES = int(os.environ.get("SMOOTHVIZ_CACHE_ENTRIES", "32"))
 CACHE_BYTES = int(float(os.environ.get("SMOOTHVIZ_CACHE_MB", "2048")) * 2**20)
 CACHE_TTL = 3600  # seconds
-FIGURE_BYTES = int(float(os.environ.get("SMOOTHVIZ_FIGURE_CACHE_MB", "256")) * 2**20)
+FIGURE_BYTES = int(float(os.environ.get("SMOOTHVIZ_FIGURE_CACHE_MB", "128")) * 2**20)
 
 
 # Bounded by _Ledger: one entry is ~1 MB at 27 tokens, ~14 MB at 128 and ~190 MB at 512 (MiniLM).
@@ -247,7 +247,7 @@ def _size(obj) -> int:
 
 class _FigureCache:
     """Built figures shared by every session, least recently used out first, within
-    ``FIGURE_BYTES`` (``SMOOTHVIZ_FIGURE_CACHE_MB``, 256).
+    ``FIGURE_BYTES`` (``SMOOTHVIZ_FIGURE_CACHE_MB``, 128: some 5,000 figures, the first views of ~250 sentences).
 
     Every figure of every layer and setting anyone viewed lands here, so a count alone (the
     2,048 entries this replaced) let memory grow with the number of sentences seen. Each entry
