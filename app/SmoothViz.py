@@ -7,13 +7,13 @@ moving them re-slices the cached analysis without rerunning the page.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import streamlit as st
 
 import controls
 import state
+from markup import md
 from smoothviz import figures, report, trends, views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
@@ -24,7 +24,7 @@ URL = controls.URL
 THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 PLAY_SECONDS = 1.2
 
-settings, img = controls.sidebar()
+settings, img, refused = controls.sidebar()
 
 
 def draw(view: views.View, at: views.At) -> None:
@@ -67,14 +67,11 @@ def run_title(analysis, key: str) -> str:
     return figures.run_name(analysis, key)
 
 
-def md(text: str) -> str:
-    """User text (a model path, a parameter) shown literally inside markdown."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
-
-
 st.title("SmoothViz")
 st.markdown("Watch the tokens of a sentence become alike, layer by layer — a transformer's baseline beside a "
             f"mitigation. New here? Start with a preset in the sidebar, or read the [theory]({THEORY}).")
+for message in refused:  # a link's value the widgets cannot hold, reset to the default
+    st.warning(md(message), icon=":material/tune:")
 if not settings["model"]:
     st.error("Type a Hugging Face id or a local model directory, or choose the default model.", icon=":material/error:")
     st.stop()
@@ -98,7 +95,7 @@ beside = md(run_title(analysis, "mitigated")) if mitigation else "no mitigation"
 st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens analysed · {L} layers × "
            f"{analysis.heads} heads · baseline beside **{beside}**")
 for note in analysis.notes:
-    st.info(note, icon=":material/info:")
+    st.info(md(note), icon=":material/info:")
 NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
 if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
     extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""

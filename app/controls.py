@@ -1,15 +1,21 @@
 """The sidebar: every control, bound to the URL, read into one ``settings`` dict.
 
 Each widget's key is its query parameter (``bind="query-params"``), so a copied link reopens
-the same view. Presets and example sentences only write widget keys into ``st.session_state``
-(in callbacks, before the widgets are drawn); they are never analysis inputs themselves.
+the same view; the text is the one exception (:func:`_text_box`): it goes into the URL by hand,
+cut to what a link can carry. Presets and example sentences only write widget keys into
+``st.session_state`` (in callbacks, before the widgets are drawn); they are never analysis inputs
+themselves. Widgets offer only what the server accepts; a value asked for that they cannot hold
+(from a link, a preset, another model) is reset to the default, and the page says so.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import fields
+from urllib.parse import quote
 
 import streamlit as st
 
+from smoothviz.handles import MAX_CHARS
 from smoothviz.lab import CHOICES, LIMITS, LabConfig
 from smoothviz.mitigations import REGISTRY
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
@@ -23,6 +29,15 @@ URL = "query-params"
 MODELS = SETTINGS.models if SETTINGS.public else ("default", "lab", "custom")
 LAB_DEFAULTS = {f.name: f.default for f in fields(LabConfig)}
 DEFAULT_MITIGATION = "neutreno"
+TEXT_CHARS = SETTINGS.max_chars or MAX_CHARS  # the text box holds no more than the analysis reads
+# A shared link holds at most this much of the text: servers refuse long addresses (HTTP 400 from
+# ~128 kB here; browsers and proxies often allow less), and one character can take 12 bytes once
+# percent-encoded.
+URL_TEXT_CHARS, URL_TEXT_BYTES = 8_000, 24_000
+# A public server's lab stays within its caps (smoothviz.settings), and its widgets say so.
+LAB_LIMITS = {**LIMITS, **({"depth": (LIMITS["depth"][0], min(LIMITS["depth"][1], SETTINGS.max_lab_depth)),
+                            "width": (LIMITS["width"][0], min(LIMITS["width"][1], SETTINGS.max_lab_width))}
+                           if SETTINGS.public else {})}
 
 
 def default_text() -> str:
@@ -57,7 +72,39 @@ def apply_example() -> None:
         st.session_state["text"] = text
 
 
-def _lab_settings(active: bool) -> dict:
+def _in_range(lo: float, hi: float, integer: bool = False):
+    """A test for a widget value (a number, or the URL's text of one) within ``lo..hi``."""
+    def ok(value) -> bool:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return False
+        return math.isfinite(x) and lo <= x <= hi and (not integer or x.is_integer())
+    return ok
+
+
+def _one_of(options):
+    allowed = {str(o) for o in options}
+    return lambda value: str(value) in allowed
+
+
+def _refuse(refused: list, key: str, ok, allowed: str, default) -> None:
+    """Before the widget ``key`` is drawn: drop a value it cannot hold, and say so in ``refused``.
+
+    The value asked for comes from the browser, a preset or another model's settings (in
+    ``st.session_state``) or, the first time the widget is drawn, from the link. Streamlit would
+    show the widget's default for it silently (or raise, for a preset's value); the analysis
+    would then refuse nothing, but the visitor would never learn that the link was not followed.
+    """
+    asked = st.session_state[key] if key in st.session_state else st.query_params.get(key)
+    if asked is None or ok(asked):
+        return
+    if key in st.session_state:
+        del st.session_state[key]
+    refused.append(f"{key}={asked} is not available here ({allowed}): reset to {default}.")
+
+
+def _lab_settings(active: bool, refused: list) -> dict:
     """Widgets for the lab model, built from ``smoothviz.lab.LIMITS`` and ``CHOICES``.
 
     Drawn even when another model is chosen (collapsed): a widget that first appears with a
@@ -65,17 +112,21 @@ def _lab_settings(active: bool) -> dict:
     """
     lab = {}
     with st.expander("Lab model settings" + ("" if active else " (used when the model is 'lab')"), expanded=active):
-        for name, (lo, hi) in LIMITS.items():
+        for name, (lo, hi) in LAB_LIMITS.items():
             key, default = f"lab_{name}", LAB_DEFAULTS[name]
-            if name == "width":  # powers of two keep width divisible by the usual head counts
-                options = [2 ** i for i in range(3, 11) if lo <= 2 ** i <= hi]
-                lab[name] = st.select_slider("width", options, value=default, key=key, bind=URL)
-            elif name == "heads":
-                options = [h for h in (1, 2, 4, 8, 16) if lo <= h <= hi]
-                lab[name] = st.select_slider("heads", options, value=default, key=key, bind=URL)
-            elif name == "depth":
-                lab[name] = st.slider("depth (layers)", int(lo), int(hi), default, key=key, bind=URL)
-            elif isinstance(default, float):
+            if name in ("width", "heads"):  # powers of two keep width divisible by the usual head counts
+                options = [2 ** i for i in range(0 if name == "heads" else 3, 5 if name == "heads" else 11)
+                           if lo <= 2 ** i <= hi]
+                default = min(default, options[-1])
+                _refuse(refused, key, _one_of(options), f"lab {name} {', '.join(map(str, options))}", default)
+                lab[name] = st.select_slider(name, options, value=default, key=key, bind=URL)
+                continue
+            default = min(max(default, lo), hi)
+            integer = not isinstance(default, float)
+            _refuse(refused, key, _in_range(lo, hi, integer), f"lab {name} {lo:g}–{hi:g}", default)
+            if name == "depth":
+                lab[name] = st.slider("depth (layers)", int(lo), int(hi), int(default), key=key, bind=URL)
+            elif not integer:
                 lab[name] = st.number_input(name, float(lo), float(hi), float(default), step=0.05, key=key, bind=URL)
             else:
                 lab[name] = st.number_input(name, int(lo), int(hi), int(default), step=1, key=key, bind=URL)
@@ -89,7 +140,7 @@ def _lab_settings(active: bool) -> dict:
     return lab
 
 
-def _mitigation_params(name: str, prefix: str = "") -> dict:
+def mitigation_params(name: str, refused: list, prefix: str = "") -> dict:
     """One widget per ``Param`` of the chosen mitigation, at its default (keys start with ``prefix``)."""
     params = {}
     for pname, spec in REGISTRY[name].PARAMS.items():
@@ -97,7 +148,11 @@ def _mitigation_params(name: str, prefix: str = "") -> dict:
         if spec.kind == "choice":
             params[pname] = st.selectbox(label, list(spec.choices), index=list(spec.choices).index(spec.default),
                                          key=key, bind=URL)
-        elif spec.kind == "float" and spec.hi - spec.lo <= 2:
+            continue
+        if spec.kind in ("float", "int"):
+            _refuse(refused, key, _in_range(spec.lo, spec.hi, spec.kind == "int"), f"{spec.lo:g}–{spec.hi:g}",
+                    spec.default)
+        if spec.kind == "float" and spec.hi - spec.lo <= 2:
             params[pname] = st.slider(label, float(spec.lo), float(spec.hi), float(spec.default),
                                       step=round((spec.hi - spec.lo) / 40, 4), key=key, bind=URL)
         elif spec.kind in ("float", "int"):
@@ -105,13 +160,56 @@ def _mitigation_params(name: str, prefix: str = "") -> dict:
             params[pname] = st.number_input(label, cast(spec.lo), cast(spec.hi), cast(spec.default),
                                             step=0.1 if spec.kind == "float" else 1, key=key, bind=URL)
         else:
-            params[pname] = st.text_input(label, value=str(spec.default), key=key, bind=URL)
+            params[pname] = st.text_input(label, value=str(spec.default), key=key, bind=URL, max_chars=500)
     return params
 
 
-def sidebar() -> tuple[dict, str]:
-    """Draw the sidebar; return the settings for :func:`state.run_analysis` and the image format."""
+def _url_text(text: str) -> str:
+    """The longest start of ``text`` a shared link carries (``URL_TEXT_CHARS``, ``URL_TEXT_BYTES``)."""
+    short = text[:URL_TEXT_CHARS]
+    while len(quote(short, safe="")) > URL_TEXT_BYTES:
+        short = short[: len(short) * URL_TEXT_BYTES // len(quote(short, safe=""))]
+    return short
+
+
+def _text_box() -> str:
+    """The text area, and the start of its text in the URL.
+
+    The text is not bound to the URL like the other widgets: a bound widget puts all of its value
+    in the address, and a link over ~128 kB fails with HTTP 400. A session's first run takes the
+    link's text; afterwards the URL gets the text's first ``URL_TEXT_CHARS`` characters at most.
+    """
+    if "text" not in st.session_state:  # this session's first run: the link decides
+        st.session_state["text"] = st.query_params.get("text", default_text())[:TEXT_CHARS]
+    text = st.text_area("Text (Ctrl+Enter to apply)", key="text", height=110, max_chars=TEXT_CHARS) or ""
+    if len(text) >= TEXT_CHARS:
+        st.caption(f"The text box holds at most {TEXT_CHARS:,} characters: longer text is cut there.")
+    short = _url_text(text)
+    if text == default_text():
+        if "text" in st.query_params:
+            del st.query_params["text"]
+    elif st.query_params.get("text") != short:
+        st.query_params["text"] = short
+    if len(short) < len(text):
+        st.caption(f"A copied link holds only the first {len(short):,} of the text's {len(text):,} characters "
+                   "(longer addresses are refused).")
+    return text
+
+
+def _head_box(model: str, device: str, lab: dict | None, refused: list) -> int:
+    """The head index, offered only within the chosen model's heads (the model is loaded for it)."""
+    heads = state.head_count(model, device, lab)  # None if it cannot load: the analysis will say why
+    top = (heads or 64) - 1
+    _refuse(refused, "head", _in_range(0, top, integer=True),
+            f"this model has heads 0–{top}" if heads else f"heads 0–{top}", 0)
+    return st.number_input("Head index", 0, top, 0, key="head", bind=URL, help=f"0–{top}")
+
+
+def sidebar() -> tuple[dict, str, list[str]]:
+    """Draw the sidebar; return the settings for :func:`state.run_analysis`, the image format, and
+    what was asked for but reset (plain text: escape before showing)."""
     data = state.examples()
+    refused: list[str] = []
     sb = st.sidebar
     sb.selectbox("Ready-made preset", ["—", *data["presets"]], key="preset", on_change=apply_preset,
                  help="Loads a model, sentence and mitigation that show one effect clearly.")
@@ -124,15 +222,15 @@ def sidebar() -> tuple[dict, str]:
                              help="default: the embedded all-MiniLM-L6-v2 (offline). lab: a deep, untrained "
                                   "transformer to configure. custom: a Hugging Face id or a local directory.")
         if model == "custom":
-            model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL,
+            model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL, max_chars=500,
                                   placeholder="bert-base-uncased or /path/to/model").strip()
-        lab = _lab_settings(model == "lab")
+        lab = _lab_settings(model == "lab", refused)
         lab = lab if model == "lab" else None
         device = st.selectbox("Device", list(DEVICES), key="device", bind=URL, help=", ".join(DEVICES.values()))
 
         st.subheader("Sentence")
         st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)
-        text = st.text_area("Text (Ctrl+Enter to apply)", value=default_text(), key="text", bind=URL, height=110)
+        text = _text_box()
 
         st.subheader("Mitigation")
         names = list(REGISTRY)  # every registered mitigation, in registry order
@@ -140,11 +238,11 @@ def sidebar() -> tuple[dict, str]:
                                   key="mit", bind=URL, label_visibility="collapsed")
         if mitigation != "none":
             st.caption(REGISTRY[mitigation].summary)
-        params = _mitigation_params(mitigation) if mitigation != "none" else {}
+        params = mitigation_params(mitigation, refused) if mitigation != "none" else {}
 
         with st.expander("Graph options"):
             one = st.radio("Head aggregation", ["mean", "one head"], key="agg", bind=URL, horizontal=True)
-            head = st.number_input("Head index", 0, 63, 0, key="head", bind=URL) if one == "one head" else None
+            head = _head_box(model, device, lab, refused) if one == "one head" and model else None
             sym = st.radio("Symmetrisation", list(SYMMETRIZE), key="sym", bind=URL, horizontal=True,
                            captions=list(SYMMETRIZE.values()))
             exclude = st.checkbox("Exclude special tokens ([CLS], [SEP], …)", key="nospecial", bind=URL)
@@ -155,7 +253,7 @@ def sidebar() -> tuple[dict, str]:
                         help="PCA is fast and deterministic; UMAP (fixed seed) keeps neighbourhoods.")
         img = st.radio("Chart download format", ["png", "svg"], key="img", bind=URL, horizontal=True,
                        format_func=str.upper, help="What the camera button in every chart's toolbar saves.")
-    settings = dict(text=text or "", model=model, device=device, lab=lab, mitigation=mitigation, params=params,
+    settings = dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
                     head=int(head) if head is not None else None, symmetrize=sym, exclude_special=exclude,
                     projection=proj)
-    return settings, img
+    return settings, img, refused

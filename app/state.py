@@ -6,11 +6,13 @@ keyed on every setting, so a second visit to the same settings is instant and mo
 slider only re-slices arrays that are already in memory. An analysis is immutable (its arrays
 refuse writes), so every session reads the same object: ``st.cache_data`` would pickle it on
 every rerun (the README's Performance section has the numbers). :class:`Ledger` bounds that cache by bytes as well
-as by entries.
+as by entries, and :class:`FigureCache` holds the built figures within a byte budget too, so the
+server's memory levels off however many sentences it sees.
 """
 from __future__ import annotations
 
 import ast
+import atexit
 import json
 import logging
 import os
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 
 # Process-wide set-up belongs to the app's entry point, before the libraries read it: numba
 # (UMAP) caches compiled code beside its sources unless told otherwise, and a public server writes
@@ -26,13 +29,17 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "sm
 if os.environ.get("SMOOTHVIZ_PUBLIC", "").strip().lower() in ("1", "true", "yes", "on"):
     os.environ.setdefault("HF_HOME", os.path.join(tempfile.gettempdir(), "smoothviz-hf"))
 
+import numpy as np  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 
 import smoothviz
 from smoothviz import data, projection
+from smoothviz.handles import get_handle
 from smoothviz.models import quiet_hub_logging
 from smoothviz.settings import SETTINGS
+
+from markup import md  # noqa: E402
 
 quiet_hub_logging()
 
@@ -79,9 +86,56 @@ def _serialise_ast_parse() -> None:
 _serialise_ast_parse()
 
 
+def _use_the_cores() -> None:
+    """``SMOOTHVIZ_THREADS`` threads per analysis in torch and in numpy's BLAS, for the process.
+
+    With as many analysis slots as cores (the default), each analysis on one thread uses the
+    cores without oversubscribing them: torch's two threads per analysis took twice the CPU
+    time for the same 27-token analysis, and OpenBLAS's threads spinning on busy cores made
+    PCA's 384×384 eigendecomposition take 1–3 s instead of 30 ms.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(SETTINGS.threads)
+    threadpool_limits(limits=SETTINGS.threads, user_api="blas")
+
+
+def _in_a_server() -> bool:
+    """True under ``streamlit run`` (not AppTest, whose runtime is a mock, nor a plain import)."""
+    from streamlit.runtime import Runtime
+    return Runtime.exists() and type(Runtime.instance()) is Runtime
+
+
+def _exit_at_once_when_threads_are_busy() -> None:
+    """At interpreter exit, after Streamlit's own stop (SIGTERM, Ctrl+C): end the process now if
+    a daemon thread (an analysis, the UMAP warm-up) is still running.
+
+    Python ≤ 3.12 finalises with daemon threads still inside torch's C++ code; when they next
+    take the GIL they are unwound, which C++ turns into "terminate called without an active
+    exception" and exit −6 (134 in Docker). Nothing is left to save at this point: Streamlit
+    has stopped, and caches live in memory only.
+    """
+    if any(t.daemon and t.is_alive() for t in threading.enumerate() if t is not threading.current_thread()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _set_up_the_process() -> None:
+    """Once per process, at the first page run (the app's entry point imports this module)."""
+    _use_the_cores()
+    if _in_a_server():
+        atexit.register(_exit_at_once_when_threads_are_busy)
+
+
+_set_up_the_process()
+
+
 CACHE_ENTRIES = int(os.environ.get("SMOOTHVIZ_CACHE_ENTRIES", "32"))
 CACHE_BYTES = int(float(os.environ.get("SMOOTHVIZ_CACHE_MB", "2048")) * 2**20)
 CACHE_TTL = 3600  # seconds
+FIGURE_BYTES = int(float(os.environ.get("SMOOTHVIZ_FIGURE_CACHE_MB", "128")) * 2**20)
 
 
 # Bounded by Ledger: an entry's size grows with the square of the sentence's length (Analysis.nbytes).
@@ -100,7 +154,7 @@ def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab
                              mitigation=None if mitigation in (None, "none") else mitigation,
                              params=params or None, head=head, symmetrize=symmetrize,
                              exclude_special=exclude_special, projection=projection,
-                             max_tokens=SETTINGS.max_tokens)
+                             max_tokens=SETTINGS.max_tokens, max_chars=SETTINGS.max_chars)
 
 
 class Ledger:
@@ -152,37 +206,112 @@ def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
         ledger.use(settings, analysis)
         return analysis
     except ValueError as err:  # AnalysisError, ModelError, MitigationError: messages meant for users
-        st.error(str(err), icon=":material/error:")
+        st.error(md(err), icon=":material/error:")
     except Exception as err:  # never a traceback in the page; the log keeps it
         log.exception("analysis failed")
-        st.error(f"The analysis failed unexpectedly ({type(err).__name__}: {err}). "
+        st.error(f"The analysis failed unexpectedly ({md(type(err).__name__)}: {md(err)}). "
                  "Try other settings; the details are in the server log.", icon=":material/error:")
     return None
 
 
-class FrozenFigure(go.Figure):
-    """A figure that is never changed once built: its ``to_dict()`` is computed once.
+def head_count(model: str, device: str, lab: dict | None) -> int | None:
+    """The chosen model's heads, for the head box; ``None`` when it cannot load (the analysis,
+    about to load the same model from the same shared cache, then says why)."""
+    if model == "lab":
+        return int(lab["heads"]) if lab else None
+    try:
+        SETTINGS.check(model)  # a public server never loads what it does not allow
+        return get_handle(model, device).heads
+    except Exception:  # noqa: BLE001 - reported by the analysis
+        return None
 
-    ``st.plotly_chart`` calls ``to_dict()`` on every draw (a deep copy and a walk over every
-    value); a cached figure gives the same dict to every draw instead.
+
+class FrozenFigure(go.Figure):
+    """A built figure reduced to the dict ``st.plotly_chart`` reads, never changed again.
+
+    ``st.plotly_chart`` only calls ``to_dict()`` (a deep copy and a walk over every value, about
+    1 ms a chart) and serialises the result. Keeping only that dict, not the figure's validated
+    object tree, holds a figure in ~15–50 kB instead of ~150 kB. ``go.Figure.__init__`` is
+    deliberately not called: nothing but :meth:`to_dict` is ever used.
     """
 
+    def __init__(self, spec: dict):  # noqa: D107 - see the class docstring
+        self._frozen = spec
+
     def to_dict(self):
-        if self._frozen is None:
-            self._frozen = super().to_dict()
         return self._frozen
 
 
-@st.cache_resource(max_entries=2048, show_spinner=False)
-def figure(_build, key: tuple) -> FrozenFigure:
-    """A built plotly figure, shared by every session (read-only: Streamlit only reads its dict).
+def _size(obj) -> int:
+    """Bytes held by a figure's dict: containers, strings and numbers as CPython sizes them,
+    numpy arrays by their buffers (shared templates are counted once, elsewhere)."""
+    if isinstance(obj, dict):
+        return sys.getsizeof(obj) + sum(sys.getsizeof(k) + _size(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return sys.getsizeof(obj) + sum(_size(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return sys.getsizeof(obj) + (obj.nbytes if obj.base is None else 0)
+    return sys.getsizeof(obj)
 
-    ``key`` holds everything the figure depends on (the settings, the view, the layer, …);
-    ``_build`` is not hashed.
+
+class FigureCache:
+    """Built figures shared by every session, least recently used out first, within
+    ``FIGURE_BYTES`` (``SMOOTHVIZ_FIGURE_CACHE_MB``, 128: some 5,000 figures, the first views of ~250 sentences).
+
+    Every figure of every layer and setting anyone viewed lands here, so a count alone (the
+    2,048 entries this replaced) let memory grow with the number of sentences seen. Each entry
+    is weighed once, when built: its dict (:func:`_size`) and its key. The plotly template that
+    every figure carries is stored once and shared. The newest entry always stays.
     """
-    fig = _build()
-    fig.__class__, fig._frozen = FrozenFigure, None  # the built figure itself, no copy
-    return fig
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[FrozenFigure, int]] = OrderedDict()
+        self._bytes = 0
+        self._templates: dict[str, dict] = {}
+
+    def get(self, build, key: tuple) -> FrozenFigure:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+        spec = build().to_dict()  # outside the lock: sessions build different figures at once
+        layout = spec.get("layout", {})
+        if "template" in layout:
+            text = json.dumps(layout["template"], sort_keys=True, default=str)
+            with self._lock:
+                layout["template"] = self._templates.setdefault(text, layout["template"])
+                if len(self._templates) > 16:  # figures.py uses one; never let this grow either
+                    self._templates.clear()
+        fig = FrozenFigure(spec)
+        size = _size({k: v for k, v in spec.items() if k != "layout"}) + _size(
+            {k: v for k, v in layout.items() if k != "template"}) + sum(_size(part) for part in key)
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = (fig, size)
+                self._bytes += size
+            self._entries.move_to_end(key)
+            while len(self._entries) > 1 and self._bytes > FIGURE_BYTES:
+                _, (_, old) = self._entries.popitem(last=False)
+                self._bytes -= old
+            return self._entries[key][0]
+
+    def bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+figure_cache = FigureCache()
+
+
+def figure(build, key: tuple) -> FrozenFigure:
+    """The figure ``build()`` makes, shared by every session (read-only: Streamlit only reads its dict).
+
+    ``key`` holds everything the figure depends on (the settings, the view, the layer, …).
+    """
+    return figure_cache.get(build, key)
 
 
 @st.cache_data(show_spinner=False)
@@ -191,14 +320,22 @@ def examples() -> dict:
     return data.examples()
 
 
-@st.cache_resource
-def warm_up() -> threading.Thread:
-    """Compile UMAP's numba code once per process, in the background, off the first page view."""
+WARM_UP_NICE = 10  # the UMAP compile yields the CPU to page runs (Linux: per thread)
+
+
+def _start_warm_up() -> threading.Thread:
+    """Compile UMAP's numba code in a background thread at low priority; return the thread."""
     # plotly peeks at sys.modules for pandas; had the thread's `import umap` half-imported it
     # at that moment, figure building would fail. Import it here, in the page's thread, first.
     import pandas  # noqa: F401
 
     def work():
+        try:  # on Linux a thread has its own nice value; elsewhere this is the process's: skip
+            tid = threading.get_native_id()
+            if sys.platform.startswith("linux"):
+                os.setpriority(os.PRIO_PROCESS, tid, max(WARM_UP_NICE, os.getpriority(os.PRIO_PROCESS, tid)))
+        except OSError:
+            pass
         try:
             projection.warm_up()
         except Exception:  # a failed warm-up only costs time later
@@ -207,3 +344,13 @@ def warm_up() -> threading.Thread:
     thread = threading.Thread(target=timed("umap-warm-up", work), name="smoothviz-umap-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+@st.cache_resource
+def warm_up() -> threading.Thread:
+    """Compile UMAP's numba code once per process, in the background, off the first page view.
+
+    It takes 30–80 s of CPU; at nice 10 it only takes what page runs leave. (It still shares
+    the GIL with them, so the Docker image also compiles what numba caches at build time.)
+    """
+    return _start_warm_up()

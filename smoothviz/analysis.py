@@ -209,7 +209,7 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
             mitigation: str | Mitigation | None = None, params: dict | None = None,
             head: int | None = None, symmetrize: str = "sym", exclude_special: bool = False,
             projection: str = "none", normalize_projection: bool = True,
-            max_tokens: int | None = None, heads: bool = True) -> Analysis:
+            max_tokens: int | None = None, heads: bool = True, max_chars: int | None = None) -> Analysis:
     """Analyse one sentence: baseline, and beside it ``mitigation`` when given.
 
     Args:
@@ -221,6 +221,8 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
         head, symmetrize, exclude_special: graph options (RESEARCH §1).
         projection: ``none``, ``pca`` or ``umap``.
         max_tokens: a cap below the model's own maximum (public-demo mode).
+        max_chars: characters kept before tokenizing (default ``handles.MAX_CHARS``, 200,000),
+            with a note saying how many were dropped.
         heads: also compute every head's Laplacian spectrum and Dovonon verdict (the costly
             part for long sentences: one eigendecomposition per head).
 
@@ -240,25 +242,26 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
     notes: list[str] = []
     with compute_slots:  # at most SMOOTHVIZ_MAX_CONCURRENT analyses at once; the rest queue
         return _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection,
-                        max_tokens, heads, notes, head)
+                        (max_tokens, max_chars), heads, notes, head)
 
 
-def _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection, max_tokens,
+def _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection, caps,
              heads, notes, head):
     handle = get_handle(model, device, lab)
     if head is not None and head >= handle.heads:
         raise AnalysisError(f"head {head} does not exist: this model has heads 0..{handle.heads - 1}")
     try:
-        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes)
+        return _analyze(handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         notes.append("The GPU ran out of memory; this result was computed on the CPU.")
         handle = get_handle(model, "cpu", lab)
-        return _analyze(handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes)
+        return _analyze(handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes)
 
 
-def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes):
-    inputs, tokens, special = handle.encode(text, max_tokens, notes)
+def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes):
+    max_tokens, max_chars = caps
+    inputs, tokens, special = handle.encode(text, max_tokens, notes, max_chars)
     if all(special):
         raise AnalysisError("the text gives no tokens for this model (only special tokens): type some words")
     keep = [i for i, s in enumerate(special) if not (options.exclude_special and s)]
@@ -271,7 +274,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     if handle.layernorm == "pre":
         notes.append(SHI_PRE_LN_NOTE)
 
-    base_trace = _finite(capture.run(handle.model, inputs), "baseline")
+    base_trace = _finite(capture.run(handle.model, inputs), "baseline", handle)
     ctx = handle.context()
     baseline = _summarise(base_trace, keep, options, handle, handle.value_eigs(), heads)
     mitigated, described = None, None
@@ -279,14 +282,14 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
         described = {"name": mitigation.name, "params": mitigation.params()}
         alt = handle.for_mitigation(mitigation)
         if alt is not handle:  # the lab's value-spectrum switch
-            trace, value_eigs = _finite(capture.run(alt.model, inputs), mitigation.name), alt.value_eigs()
+            trace, value_eigs = _finite(capture.run(alt.model, inputs), mitigation.name, alt), alt.value_eigs()
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
             if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
                 raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's first "
                                     "token sees only itself, so its attention cannot leave the special tokens")
-            trace = (_finite(capture.run(handle.model, inputs, iv, special), mitigation.name) if iv is not None
+            trace = (_finite(capture.run(handle.model, inputs, iv, special), mitigation.name, handle) if iv is not None
                      else base_trace)
             value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
         fused = mitigation.fuse(trace.hidden.double(), ctx)
@@ -313,11 +316,18 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
                     lab=handle.lab, layernorm=handle.layernorm)
 
 
-def _finite(trace: capture.Trace, run: str) -> capture.Trace:
-    """Refuse states that overflowed (a deep lab without LayerNorm, an extreme parameter)."""
+def _finite(trace: capture.Trace, run: str, handle: Handle) -> capture.Trace:
+    """Refuse states that overflowed (a deep lab without LayerNorm, an extreme parameter), or that
+    a broken checkpoint made NaN whatever the settings."""
     bad = ~torch.isfinite(trace.hidden).flatten(1).all(1)
     if bad.any():
         layer = int(bad.nonzero()[0])
+        broken = handle.nonfinite_weights()
+        if broken:
+            kinds = " and ".join(sorted({kind for _, kind in broken}))
+            raise AnalysisError(f"the model's weights contain {kinds} values ({len(broken)} tensor"
+                                f"{'s' if len(broken) > 1 else ''}, first {broken[0][0]}): the checkpoint is "
+                                "broken, so no setting can help; try another model")
         raise AnalysisError(f"the {run} run overflowed (inf/NaN) at layer {layer}: try fewer layers, "
                             "a LayerNorm, a lower temperature or a milder parameter")
     return trace

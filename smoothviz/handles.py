@@ -17,7 +17,15 @@ from .mitigations import ModelContext
 from .models import ARCHITECTURES, DEFAULT_MODEL, LAB_MODEL, ArchSpec, ModelError, get_module, load, pick_device
 
 MAX_MODELS = int(os.environ.get("SMOOTHVIZ_MAX_MODELS", "4"))  # loaded checkpoints kept in memory
-MAX_LABS = int(os.environ.get("SMOOTHVIZ_MAX_LABS", "8"))      # built lab models (cheap, small)
+MAX_LABS = int(os.environ.get("SMOOTHVIZ_MAX_LABS", "8"))      # built lab models
+# …and the bytes their weights may hold together, per kind (a 32×256 lab with MLPs is 100 MB,
+# a 64×1024 one 3.2 GB): the least recently used go first; the newest always stays.
+MAX_MODEL_BYTES = int(float(os.environ.get("SMOOTHVIZ_MODEL_CACHE_MB", "4096")) * 2**20)
+MAX_LAB_BYTES = int(float(os.environ.get("SMOOTHVIZ_LAB_CACHE_MB", "1024")) * 2**20)
+# Characters kept before tokenizing: tokenizing costs time and memory in the text's length, not
+# in the tokens kept (20 MB took 70 s and 3 GB). 200,000 characters are ~40,000 English tokens,
+# far beyond any model's maximum; a public server keeps fewer (smoothviz.settings).
+MAX_CHARS = 200_000
 
 
 @dataclass(eq=False)
@@ -40,6 +48,7 @@ class Handle:
     max_length: int
     lab: dict | None = None
     embedder: "Handle | None" = None
+    nbytes: int = 0  # the weights' own bytes (a lab's embedder not included)
     _cache: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,8 +64,17 @@ class Handle:
             return self.lab["layernorm"]
         return "post" if self.spec.post_ln else "pre"
 
-    def encode(self, text: str, max_tokens: int | None, notes: list) -> tuple[dict, list, list]:
-        """Tokenise (truncating with a note) and return ``(model inputs, tokens, special mask)``."""
+    def encode(self, text: str, max_tokens: int | None, notes: list,
+               max_chars: int | None = None) -> tuple[dict, list, list]:
+        """Tokenise (truncating with a note) and return ``(model inputs, tokens, special mask)``.
+
+        The text is first cut to ``max_chars`` characters (default :data:`MAX_CHARS`), with a note.
+        """
+        limit = MAX_CHARS if max_chars is None else max(1, int(max_chars))
+        if len(text) > limit:
+            notes.append(f"The text was cut to its first {limit:,} characters: "
+                         f"{len(text) - limit:,} characters were dropped.")
+            text = text[:limit]
         source = self.embedder or self
         cap = source.max_length if max_tokens is None else min(max_tokens, source.max_length)
         total = len(source.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
@@ -119,6 +137,19 @@ class Handle:
                 self._cache["weight_norm"] = weights.block_weight_norm(self.model, self.spec, self.n_layers).double().cpu()
             return self._cache["weight_norm"]
 
+    def nonfinite_weights(self) -> list[tuple[str, str]]:
+        """``(parameter name, "NaN" or "infinite")`` for every weight that is not finite, the
+        embedder's included (checked once, only when a run has overflowed)."""
+        with self._lock:
+            if "nonfinite" not in self._cache:
+                found = []
+                for name, p in self.model.named_parameters():
+                    if not torch.isfinite(p).all():
+                        found.append((name, "NaN" if torch.isnan(p).any() else "infinite"))
+                self._cache["nonfinite"] = found
+            found = self._cache["nonfinite"]
+        return found + (self.embedder.nonfinite_weights() if self.embedder is not None else [])
+
     def for_mitigation(self, mitigation) -> "Handle":
         """The model the mitigated run uses: this one, or on the lab the lab that the mitigation's
         :meth:`~smoothviz.mitigations.Mitigation.lab_settings` stands for (another lab)."""
@@ -157,10 +188,12 @@ def get_handle(name: str, device: str = "auto", lab: dict | None = None) -> Hand
 
 
 def _evict(lab: bool) -> None:
-    """Drop the least recently used handles of one kind beyond its limit (labs and checkpoints apart)."""
+    """Drop the least recently used handles of one kind (labs and checkpoints apart) while there
+    are more than its count or their weights weigh more than its bytes; never the newest."""
+    count, budget = (MAX_LABS, MAX_LAB_BYTES) if lab else (MAX_MODELS, MAX_MODEL_BYTES)
     same = [k for k in _handles if (k[0] == LAB_MODEL) == lab]
-    for key in same[: max(0, len(same) - (MAX_LABS if lab else MAX_MODELS))]:
-        del _handles[key]
+    while len(same) > 1 and (len(same) > count or sum(_handles[k].nbytes for k in same) > budget):
+        del _handles[same.pop(0)]
 
 
 def cached_handles() -> int:
@@ -187,7 +220,8 @@ def _build(name: str, device: str) -> Handle:
               getattr(tokenizer, "model_max_length", None)]
     max_length = min([x for x in limits if isinstance(x, int) and 0 < x < 100_000] or [512])
     return Handle(name=name, device=device, tokenizer=tokenizer, model=model, spec=spec,
-                  n_layers=config.num_hidden_layers, heads=config.num_attention_heads, max_length=max_length)
+                  n_layers=config.num_hidden_layers, heads=config.num_attention_heads, max_length=max_length,
+                  nbytes=_weight_bytes(model))
 
 
 def _build_lab(config, device: str) -> Handle:
@@ -199,4 +233,8 @@ def _build_lab(config, device: str) -> Handle:
     capture.install(model, spec)
     return Handle(name=LAB_MODEL, device=device, tokenizer=base.tokenizer, model=model, spec=spec,
                   n_layers=config.depth, heads=config.heads, max_length=base.max_length,
-                  lab=config.to_dict(), embedder=base)
+                  lab=config.to_dict(), embedder=base, nbytes=_weight_bytes(model))
+
+
+def _weight_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))

@@ -2,10 +2,13 @@
 
 ``SMOOTHVIZ_PUBLIC=1`` turns on the public-demo mode for a classroom server: only the models in
 ``SMOOTHVIZ_MODELS`` (default ``default,lab``; never local paths), at most
-``SMOOTHVIZ_MAX_TOKENS`` tokens (default 128), and a lab model of at most
+``SMOOTHVIZ_MAX_TOKENS`` tokens (default 128) from at most ``SMOOTHVIZ_MAX_CHARS`` characters
+(default 20,000; elsewhere the library's 200,000), and a lab model of at most
 ``SMOOTHVIZ_MAX_LAB_DEPTH`` layers (32) and ``SMOOTHVIZ_MAX_LAB_WIDTH`` width (256).
 ``SMOOTHVIZ_MAX_CONCURRENT`` analyses run at once (default: the CPU count); others wait their turn,
-so one long sentence cannot starve everybody else.
+so one long sentence cannot starve everybody else. ``SMOOTHVIZ_THREADS`` is how many threads one
+analysis uses (default: CPUs ÷ concurrent analyses, at least 1), so that slots × threads ≈ cores;
+the app applies it to torch and BLAS for its whole process (the library never does).
 """
 from __future__ import annotations
 
@@ -34,9 +37,11 @@ class Settings:
     public: bool
     models: tuple[str, ...]
     max_tokens: int | None
+    max_chars: int | None  # None: the library's default (smoothviz.handles.MAX_CHARS)
     max_lab_depth: int
     max_lab_width: int
     max_concurrent: int
+    threads: int  # per analysis: slots × threads ≈ cores
 
     def check(self, model: str, lab: dict | None = None, params: dict | None = None) -> None:
         """Refuse what the public-demo mode does not allow, with a message that says what is."""
@@ -61,11 +66,15 @@ def load() -> Settings:
     """Read the settings from the environment (see the module docstring)."""
     public = _flag("SMOOTHVIZ_PUBLIC")
     models = tuple(m.strip() for m in os.environ.get("SMOOTHVIZ_MODELS", "default,lab").split(",") if m.strip())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    slots = _int("SMOOTHVIZ_MAX_CONCURRENT", cores)
     return Settings(public=public, models=models,
                     max_tokens=_int("SMOOTHVIZ_MAX_TOKENS", 128) if public else None,
+                    max_chars=_int("SMOOTHVIZ_MAX_CHARS", 20_000) if public or os.environ.get("SMOOTHVIZ_MAX_CHARS")
+                    else None,
                     max_lab_depth=_int("SMOOTHVIZ_MAX_LAB_DEPTH", 32),
                     max_lab_width=_int("SMOOTHVIZ_MAX_LAB_WIDTH", 256),
-                    max_concurrent=_int("SMOOTHVIZ_MAX_CONCURRENT", os.cpu_count() or 2))
+                    max_concurrent=slots, threads=_int("SMOOTHVIZ_THREADS", max(1, cores // slots)))
 
 
 SETTINGS = load()

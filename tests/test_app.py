@@ -103,11 +103,13 @@ def test_bad_input_shows_an_error_and_the_app_recovers(at, setting, value):
     assert charts(at)
 
 
-def test_out_of_range_head_is_reported(at):
+def test_the_head_box_offers_only_the_models_heads(at):
+    """A head beyond the model's is never accepted, so never an error (a link's: test_page_inputs)."""
     at.radio(key="agg").set_value("one head").run()
+    assert at.number_input(key="head").max == 11  # all-MiniLM-L6-v2: 12 heads
     at.number_input(key="head").set_value(40).run()
-    assert not at.exception
-    assert "head 40 does not exist" in at.error[0].value
+    ok(at)
+    assert at.number_input(key="head").value == 0 and charts(at)
 
 
 def test_token_labels_are_escaped(at):
@@ -341,3 +343,32 @@ def test_log_axes_label_one_two_five_within_three_decades():
     assert log_ticks([2e-6, 9e-5])["ticktext"] == ["2×10⁻⁶", "5×10⁻⁶", "10⁻⁵", "2×10⁻⁵", "5×10⁻⁵", "10⁻⁴"]
     assert "tickvals" not in log_ticks([1e-6, 0.5])  # seven decades
     assert "tickvals" not in log_ticks([0.31, 0.33])  # inside one 1-2-5 step
+
+
+def test_the_figure_cache_keeps_to_its_byte_budget(monkeypatch):
+    """Issue 16: figures were bounded by count only, so memory grew with every sentence seen."""
+    import sys
+
+    import numpy as np
+    import plotly.graph_objects as go
+    sys.path.insert(0, str(APP))
+    import state
+    cache = state.FigureCache()
+    monkeypatch.setattr(state, "FIGURE_BYTES", 2_000_000)
+    rng = np.random.default_rng(0)
+
+    def build(n):
+        return go.Figure(go.Heatmap(z=rng.uniform(size=(n, n)).round(3).tolist())).update_layout(template="plotly_white")
+
+    first = cache.get(lambda: build(40), ("settings 0", "similarity", 1))
+    assert cache.get(lambda: 1 / 0, ("settings 0", "similarity", 1)) is first  # a hit builds nothing
+    sizes = []
+    for i in range(1, 300):  # distinct settings, as 300 sentences would give
+        cache.get(lambda: build(20 + i % 30), (f"settings {i}", "similarity", 1))
+        sizes.append(cache.bytes())
+        assert cache.bytes() <= state.FIGURE_BYTES
+    assert len(cache) < 299 and max(sizes) > 0.8 * state.FIGURE_BYTES  # it filled up, then held
+    assert cache.get(lambda: build(40), ("settings 0", "similarity", 1)) is not first  # the oldest went
+    specs = [fig.to_dict() for fig, _ in cache._entries.values()]
+    assert all(s["layout"]["template"] is specs[0]["layout"]["template"] for s in specs)  # stored once
+    assert json.loads(go.Figure(specs[0]).to_json())["data"][0]["type"] == "heatmap"

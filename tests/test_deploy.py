@@ -52,3 +52,12 @@ def test_streamlit_config_keeps_xsrf_protection_on():
     config = (ROOT / ".streamlit" / "config.toml").read_text()
     assert "enableXsrfProtection = true" in config
     assert "enableCORS = false" not in config
+
+
+def test_file_watcher_is_off_in_the_shipped_config_and_the_image():
+    """Issue 16: the watcher walks every loaded module's path after each run and froze the server."""
+    import tomllib
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none"
+    assert "STREAMLIT_SERVER_FILE_WATCHER_TYPE=none" in (ROOT / "Dockerfile").read_text()
+    assert "--server.fileWatcherType auto" in (ROOT / "README.md").read_text()  # how to turn it on to develop

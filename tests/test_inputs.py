@@ -80,3 +80,38 @@ def test_out_of_memory_on_the_gpu_retries_on_the_cpu(tmp_path):
         hook.remove()
     assert fired and r.device == "cpu"
     assert any("ran out of memory" in n for n in r.notes)
+
+
+def test_twenty_megabytes_are_cut_to_characters_before_tokenizing():
+    """Issue 16: 20 MB over the websocket took 70 s and 3 GB while tokenized whole."""
+    from smoothviz.handles import MAX_CHARS
+    text = "Over-smoothing makes every token alike. " * 500_000  # 20,000,000 characters
+    r = smoothviz.analyze(text, device="cpu", heads=False, max_tokens=16)
+    assert any(n == f"The text was cut to its first {MAX_CHARS:,} characters: "
+                    f"{len(text) - MAX_CHARS:,} characters were dropped." for n in r.notes), r.notes
+    assert len(r.tokens) == 16 and any("tokens were dropped" in n for n in r.notes)
+    r = smoothviz.analyze(text[:5000], device="cpu", heads=False, max_tokens=16, max_chars=1000)
+    assert "The text was cut to its first 1,000 characters: 4,000 characters were dropped." in r.notes
+    short = smoothviz.analyze("Short text.", device="cpu", heads=False, max_chars=1000)
+    assert not any("characters" in n for n in short.notes)
+
+
+def test_a_checkpoint_with_nan_weights_says_so(tmp_path):
+    """Issue 16: NaN weights were reported as an overflow to cure with fewer layers."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from smoothviz.models import default_model_path
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(tmp_path, safe_serialization=True)
+    weights = load_file(tmp_path / "model.safetensors")
+    name = next(k for k in weights if "layer.1.attention.self.query.weight" in k)
+    weights[name][0, 0] = float("nan")
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+
+    with pytest.raises(smoothviz.AnalysisError, match=r"weights contain NaN values \(1 tensor, first .*layer\.1\.") as err:
+        smoothviz.analyze("A sentence for a broken model.", model=str(tmp_path), device="cpu")
+    assert "fewer layers" not in str(err.value)

@@ -271,3 +271,22 @@ def test_lab_bad_settings_are_model_errors():
         smoothviz.analyze("hello", model="lab", lab={"depth": "65"})
     with pytest.raises(smoothviz.ModelError, match="unknown lab key"):
         smoothviz.analyze("hello", model="lab", lab={"layers": "3"})
+
+
+def test_lab_models_are_kept_within_a_byte_budget(monkeypatch):
+    """Issue 16: every cache is bounded by bytes; a 64×1024 lab alone holds 3.2 GB of weights."""
+    from smoothviz import handles
+
+    def labs():
+        return [h for k, h in handles._handles.items() if k[0] == "lab"]
+
+    one = handles.get_handle("lab", "cpu", {"depth": 2, "width": 64, "seed": 0}).nbytes
+    assert one >= 2 * 4 * 64 * 64 * 4  # q, k, v, o of two layers in float32
+    monkeypatch.setattr(handles, "MAX_LAB_BYTES", 2 * one)  # room for two
+    for seed in (1, 2, 3):
+        newest = handles.get_handle("lab", "cpu", {"depth": 2, "width": 64, "seed": seed})
+        assert sum(h.nbytes for h in labs()) <= 2 * one and newest in labs()
+    assert len(labs()) == 2
+    monkeypatch.setattr(handles, "MAX_LAB_BYTES", 1)  # the newest always stays
+    newest = handles.get_handle("lab", "cpu", {"depth": 2, "width": 64, "seed": 4})
+    assert labs() == [newest]

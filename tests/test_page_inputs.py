@@ -41,6 +41,8 @@ def test_odd_text_is_drawn(name):
     _fine(app)
     if name == "100k characters":
         assert any("tokens were dropped" in i.value for i in app.info)
+        # The text box holds what the analysis reads; Streamlit cuts longer values on the server.
+        assert app.text_area(key="text").proto.max_chars == 200_000
     if name == "one token":  # hello alone is [CLS] hello [SEP]; without specials one token is left
         app = _session(text="hello", nospecial="true", mit="none")
         assert not app.exception and any("undefined" in i.value for i in app.info)
@@ -83,3 +85,112 @@ def test_out_of_range_parameters_never_crash(params, words):
         assert 0 <= app.slider(key="neutreno_lambda").value <= 1
     else:
         assert 1 <= app.slider(key="lab_depth").value <= 64
+
+
+@pytest.mark.parametrize("params, raw, escaped", [
+    ({"mit": "fusion-mean", "fusion_mean_layers": "[click me](https://example.com)"},
+     "[click me](https://example.com)", r"\[click me\]\(https\:\/\/example\.com\)"),
+    ({"mit": "fusion-mean", "fusion_mean_weights": "![t](http://127.0.0.1:9/track.png)"},
+     "![t](", r"\!\[t\]\(http\:\/\/127\.0\.0\.1\:9\/track\.png\)"),
+    ({"mit": "fusion-max", "fusion_max_layers": r"$$\textcolor{red}{\huge big}$$"},
+     "$$", r"\$\$\\textcolor\{red\}\{\\huge big\}\$\$"),
+    ({"model": "custom", "model_id": "/x/<img src=x onerror=alert(1)>/**b**"},
+     "src=x onerror", r"\<img src\=x onerror\=alert\(1\)\>\/\*\*b\*\*"),
+])
+def test_values_echoed_in_messages_are_escaped(params, raw, escaped):
+    """Issue 16: a link, an image, LaTeX or HTML in a parameter is shown as text, never rendered."""
+    app = _session(**params)
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.error, "the value is refused with a message"
+    body = app.error[0].value
+    assert escaped in body and raw not in body, body
+
+
+def test_markdown_escaper_leaves_no_construct():
+    import sys
+    sys.path.insert(0, str(APP.parent))
+    from markup import md
+    assert md("a_b *c* `d` <b> [l](u) ![i](u) $x$ :red[y] https://e.com www.e.com a@b.c") == (
+        r"a\_b \*c\* \`d\` \<b\> \[l\]\(u\) \!\[i\]\(u\) \$x\$ \:red\[y\] https\:\/\/e\.com www\.e\.com a\@b\.c")
+    assert md("plain words 123 é ü 注意") == "plain words 123 é ü 注意"
+
+
+def _plain(messages) -> list[str]:
+    """Message bodies without the markdown escapes."""
+    return [m.value.replace("\\", "") for m in messages]
+
+
+def test_a_rejected_head_in_a_link_is_reset_and_the_session_goes_on():
+    """Issue 16 (issue 15's dead end): ?head=40 on a 12-head model left the error up for good."""
+    app = _session(agg="one head", head="40", mit="none")
+    assert any("head=40 is not available here (this model has heads 0–11): reset to 0." in w
+               for w in _plain(app.warning)), _plain(app.warning)
+    _fine(app)
+    assert app.number_input(key="head").value == 0 and app.number_input(key="head").max == 11
+    app.text_area(key="text").input("Another sentence after the reset.").run()
+    _fine(app)
+    assert not app.warning  # said once, not on every run
+
+    app.number_input(key="head").set_value(9).run()  # a head the lab below does not have
+    app.selectbox(key="model").set_value("lab").run()
+    assert any("head=9 is not available here (this model has heads 0–3): reset to 0." in w
+               for w in _plain(app.warning)), _plain(app.warning)
+    _fine(app)
+
+
+def test_a_long_text_keeps_the_link_short():
+    """Issue 16: the text went into the URL whole, and links over ~128 kB fail with HTTP 400."""
+    long = "Every token becomes alike over many layers of attention. " * 400  # 22,800 characters
+    app = _session(mit="none")
+    app.text_area(key="text").input(long).run()
+    _fine(app)
+    link = app.query_params["text"]
+    link = link[0] if isinstance(link, list) else link
+    assert link == long[:8000] and app.text_area(key="text").value == long
+    assert any("first 8,000 of the text's 22,800 characters" in c for c in _plain(app.caption))
+    reopened = _session(mit="none", text=link)  # the copied link opens on what it holds
+    _fine(reopened)
+    assert reopened.text_area(key="text").value == long[:8000]
+    assert not any("A copied link holds" in c for c in _plain(reopened.caption))
+    wide = "注意力" * 3000  # 9 bytes each once percent-encoded: cut by bytes, not characters
+    app.text_area(key="text").input(wide).run()
+    link = app.query_params["text"]
+    link = link[0] if isinstance(link, list) else link
+    assert wide.startswith(link) and 2000 < len(link) < 8000
+
+
+PUBLIC_LAB = r'''
+import json
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app/SmoothViz.py", default_timeout=600)
+at.query_params.update({"model": "lab", "lab_depth": "64", "lab_width": "1024", "mit": "none"})
+at.run()
+first = {"warnings": [w.value.replace("\\", "") for w in at.warning], "errors": [e.value for e in at.error],
+         "exceptions": [e.value for e in at.exception], "charts": len(at.get("plotly_chart")),
+         "depth": [at.slider(key="lab_depth").value, at.slider(key="lab_depth").max],
+         "width": [at.select_slider(key="lab_width").value, at.select_slider(key="lab_width").options]}
+at.text_area(key="text").input("A new sentence after the reset.").run()
+then = {"warnings": [w.value for w in at.warning], "errors": [e.value for e in at.error],
+        "exceptions": [e.value for e in at.exception], "charts": len(at.get("plotly_chart"))}
+print(json.dumps({"first": first, "then": then}))
+'''
+
+
+def test_a_public_server_offers_only_its_lab_caps_and_resets_beyond_them():
+    """Issue 16: the lab sliders offered depth 64 and width 1024 where only 32 and 256 run."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "SMOOTHVIZ_PUBLIC": "1", "SMOOTHVIZ_MAX_LAB_DEPTH": "16", "SMOOTHVIZ_MAX_LAB_WIDTH": "128"}
+    out = subprocess.run([sys.executable, "-c", PUBLIC_LAB], cwd=APP.parent.parent, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = json.loads(out.stdout.strip().splitlines()[-1])
+    first, then = page["first"], page["then"]
+    assert not first["errors"] and not first["exceptions"] and first["charts"]
+    assert first["depth"] == [16, 16] and first["width"][0] == 64 and first["width"][1][-1] == "128"
+    assert any("lab_depth=64 is not available here (lab depth 1–16): reset to 16." in w for w in first["warnings"])
+    assert any("lab_width=1024 is not available here (lab width 8, 16, 32, 64, 128): reset to 64." in w
+               for w in first["warnings"])
+    assert not then["errors"] and not then["exceptions"] and then["charts"] and not then["warnings"]

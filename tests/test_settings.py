@@ -75,3 +75,26 @@ def test_public_page_offers_only_the_allow_list_and_caps_tokens():
     assert not page["errors"] and not page["exceptions"]
     assert any("truncated to 64 tokens" in n for n in page["notes"])
     assert any("64 tokens analysed" in c for c in page["captions"])
+
+
+def test_public_mode_caps_characters(public, monkeypatch):
+    assert public.max_chars == 20_000
+    monkeypatch.setenv("SMOOTHVIZ_MAX_CHARS", "5000")
+    assert settings.load().max_chars == 5000
+    monkeypatch.delenv("SMOOTHVIZ_PUBLIC")
+    assert settings.load().max_chars == 5000
+    monkeypatch.delenv("SMOOTHVIZ_MAX_CHARS")
+    assert settings.load().max_chars is None  # the library's own default
+
+
+def test_threads_per_analysis_fill_the_cores_without_oversubscribing(monkeypatch):
+    import os
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("SMOOTHVIZ_THREADS", raising=False)
+    monkeypatch.delenv("SMOOTHVIZ_MAX_CONCURRENT", raising=False)
+    s = settings.load()
+    assert s.max_concurrent == cores and s.threads == 1
+    monkeypatch.setenv("SMOOTHVIZ_MAX_CONCURRENT", "1")
+    assert settings.load().threads == cores
+    monkeypatch.setenv("SMOOTHVIZ_THREADS", "3")
+    assert settings.load().threads == 3

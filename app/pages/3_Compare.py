@@ -14,6 +14,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
 import controls  # noqa: E402
+from markup import md  # noqa: E402
 import state  # noqa: E402
 from smoothviz import figures, report  # noqa: E402
 from smoothviz.graph import to_networkx  # noqa: E402
@@ -50,11 +51,14 @@ def run_controls(letter: str, column) -> dict | None:
                 lab = {k.strip(): v.strip() for k, _, v in (x.partition("=") for x in raw.split(",") if x.strip())}
                 lab = LabConfig.from_strings(lab).to_dict()
             except ValueError as err:
-                st.error(f"Run {letter.upper()}: {err}", icon=":material/error:")  # st.error escapes text
+                st.error(md(f"Run {letter.upper()}: {err}"), icon=":material/error:")
                 return None
         names = ["none", *REGISTRY]
         mitigation = st.selectbox("Mitigation", names, index=names.index(mit0), key=p + "mit", bind=URL)
-        params = controls._mitigation_params(mitigation, prefix=p) if mitigation != "none" else {}
+        refused: list = []  # a link's value the widget cannot hold, reset to its default
+        params = controls.mitigation_params(mitigation, refused, prefix=p) if mitigation != "none" else {}
+        for message in refused:
+            column.warning(md(message), icon=":material/tune:")
     return dict(model=model, lab=lab, mitigation=mitigation, params=params)
 
 
@@ -98,7 +102,7 @@ if runs:
                     key="curves")
     for letter, name, analysis, run in runs:
         for note in analysis.notes:
-            st.caption(f"{letter.upper()}: {note}")
+            st.caption(md(f"{letter.upper()}: {note}"))
 
     st.subheader("Similarity and attention graph, side by side")
     st.caption(report.COMPARE_CAPTIONS["similarity"] + " " + report.COMPARE_CAPTIONS["graph"])
