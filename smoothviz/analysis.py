@@ -216,6 +216,23 @@ def _guarded(text, model, device, lab, mitigation, options, projection, normaliz
 
 def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, max_tokens, heads, notes):
     inputs, tokens, special = handle.encode(text, max_tokens, notes)
+    return analyze_encoded(handle, inputs, tokens, special, mitigation, options, projection=projection,
+                           normalize_projection=normalize_projection, heads=heads, notes=notes)
+
+
+def analyze_encoded(handle: Handle, inputs: dict, tokens: list, special: list, mitigation: Mitigation | None,
+                    options: GraphOptions, *, projection: str = "none", normalize_projection: bool = True,
+                    heads: bool = True, notes: list | None = None, forward=capture.run) -> Analysis:
+    """Everything :func:`analyze` does once :meth:`Handle.encode` has tokenised the sentence.
+
+    Args:
+        inputs, tokens, special: what :meth:`Handle.encode` returned.
+        forward: ``(model, inputs, intervention=None) -> Trace``, how the model is run (on the
+            baseline model, or the mitigated one with its intervention). :mod:`smoothviz.corpus`
+            passes one that hands back this sentence's slice of a padded batch, so a corpus row
+            and ``analyze`` share every step after the forward pass.
+    """
+    notes = [] if notes is None else notes
     if all(special):
         raise AnalysisError("the text gives no tokens for this model (only special tokens): type some words")
     keep = [i for i, s in enumerate(special) if not (options.exclude_special and s)]
@@ -226,7 +243,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     if handle.causal:
         notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
 
-    base_trace = _finite(capture.run(handle.model, inputs), "baseline")
+    base_trace = _finite(forward(handle.model, inputs), "baseline")
     ctx = handle.context()
     baseline = _summarise(base_trace, keep, options, handle, handle.value_eigs(), heads)
     mitigated, described = None, None
@@ -234,11 +251,11 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
         described = {"name": mitigation.name, "params": mitigation.params()}
         alt = handle.for_mitigation(mitigation)
         if alt is not handle:  # the lab's value-spectrum switch
-            trace, value_eigs = _finite(capture.run(alt.model, inputs), mitigation.name), alt.value_eigs()
+            trace, value_eigs = _finite(forward(alt.model, inputs), mitigation.name), alt.value_eigs()
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
-            trace = _finite(capture.run(handle.model, inputs, iv), mitigation.name) if iv is not None else base_trace
+            trace = _finite(forward(handle.model, inputs, iv), mitigation.name) if iv is not None else base_trace
             value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
         fused = mitigation.fuse(trace.hidden.double(), ctx)
         mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)

@@ -11,7 +11,6 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .metrics import singular_values
@@ -49,7 +48,8 @@ class _Pass:
     x: Tensor | None = None
     v: Tensor | None = None
     v0: Tensor | None = None
-    ln_sigma: list = field(default_factory=list)  # (layer, sigma_min) per LayerNorm call
+    real: Tensor | None = None  # [B, n] bool, False on padding (None: no padding)
+    ln_sigma: list = field(default_factory=list)  # (layer, sigma_min [B]) per LayerNorm call
 
 
 _STATE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("smoothviz_pass", default=None)
@@ -127,8 +127,10 @@ def _out_hook(spec: ArchSpec):
 def _ln_hook(module, args):
     state = _STATE.get()
     if state is not None and isinstance(module, torch.nn.LayerNorm):
-        x = args[0]
-        state.ln_sigma.append((state.layer, x.float().std(dim=-1, unbiased=False).min().item()))
+        std = args[0].detach().float().std(dim=-1, unbiased=False)  # [B, n]
+        if state.real is not None:  # a padded row is no token of its sentence
+            std = std.masked_fill(~state.real, float("inf"))
+        state.ln_sigma.append((state.layer, std.amin(-1)))
 
 
 # --------------------------------------------------------------------------- weights
@@ -210,27 +212,51 @@ def run(model, inputs: dict, intervention: Intervention | None = None) -> Trace:
     Args:
         inputs: keyword arguments for ``model`` (``input_ids`` … or ``inputs_embeds``).
     """
-    state = _Pass(intervention or Intervention())
+    return run_batch(model, inputs, intervention)[0]
+
+
+def run_batch(model, inputs: dict, intervention: Intervention | None = None) -> list[Trace]:
+    """Forward a batch of right-padded sentences; one Trace per sentence, cut to its real tokens.
+
+    Padding never reaches a Trace: the model masks padded keys (their attention is exactly 0
+    after the softmax), real tokens come first, so each sentence's states and attention are the
+    leading ``m`` rows (and columns), and the LayerNorm statistics skip padded rows.
+
+    Args:
+        inputs: keyword arguments for ``model``, batched ``[B, n, …]``; ``attention_mask``
+            ``[B, n]`` (1 on real tokens) marks the padding, and without it every row is real.
+    """
+    mask = inputs.get("attention_mask")
+    real = None if mask is None else mask.bool()
+    state = _Pass(intervention or Intervention(), real=real)
     token = _STATE.set(state)
     try:
         with torch.inference_mode():
             out = model(**inputs, output_hidden_states=True, output_attentions=True)
     finally:
         _STATE.reset(token)
-    hidden = torch.stack([h[0] for h in out.hidden_states]).float()
-    attn = torch.stack([a[0] for a in out.attentions]).float()
-    if state.intervention.attention is not None:
-        attn = state.intervention.attention(attn)
-    return Trace(hidden, attn, _ln_table(state.ln_sigma, attn.shape[0]))
+    hidden = torch.stack(out.hidden_states, 1).float()   # [B, L+1, n, d]
+    attn = torch.stack(out.attentions, 1).float()        # [B, L, h, n, n]
+    lengths = [hidden.shape[2]] * hidden.shape[0] if real is None else real.sum(-1).tolist()
+    ln = _ln_table(state.ln_sigma, attn.shape[1], hidden.shape[0])
+    traces = []
+    for b, m in enumerate(lengths):
+        a = attn[b, :, :, :m, :m]
+        if state.intervention.attention is not None:
+            a = state.intervention.attention(a)
+        traces.append(Trace(hidden[b, :, :m], a, ln[b]))
+    return traces
 
 
-def _ln_table(records: list, n_layers: int) -> Tensor:
-    per_layer: list[list[float]] = [[] for _ in range(n_layers)]
+def _ln_table(records: list, n_layers: int, batch: int) -> Tensor:
+    """``[B, L, k]``: per sentence and layer, the σ_min of each LayerNorm call (NaN where fewer)."""
+    per_layer: list[list[Tensor]] = [[] for _ in range(n_layers)]
     for layer, sigma in records:
         if 0 <= layer < n_layers:
-            per_layer[layer].append(sigma)
+            per_layer[layer].append(sigma.cpu())
     width = max((len(r) for r in per_layer), default=0)
-    table = np.full((n_layers, width), np.nan, dtype=np.float32)
+    table = torch.full((batch, n_layers, width), float("nan"), dtype=torch.float32)
     for i, row in enumerate(per_layer):
-        table[i, : len(row)] = row
-    return torch.from_numpy(table)
+        if row:
+            table[:, i, : len(row)] = torch.stack(row, -1)
+    return table
