@@ -108,6 +108,58 @@ def _mitigation_params(name: str) -> dict:
     return params
 
 
+def model_controls() -> tuple[str, dict | None, str]:
+    """The model (with the lab's settings) and the device: ``(model, lab or None, device)``."""
+    st.subheader("Model")
+    model = st.selectbox("Model", MODELS, key="model", bind=URL, label_visibility="collapsed",
+                         help="default: the embedded all-MiniLM-L6-v2 (offline). lab: a deep, untrained "
+                              "transformer to configure. custom: a Hugging Face id or a local directory.")
+    if model == "custom":
+        model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL,
+                              placeholder="bert-base-uncased or /path/to/model").strip()
+    lab = _lab_settings(model == "lab")
+    lab = lab if model == "lab" else None
+    device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="device", bind=URL)
+    return model, lab, device
+
+
+def mitigation_controls() -> tuple[str, dict]:
+    """The mitigation and its parameters: ``(name or "none", params)``."""
+    st.subheader("Mitigation")
+    mitigation = st.selectbox("Mitigation", ["none", *NAMES], index=1 + NAMES.index(DEFAULT_MITIGATION),
+                              key="mit", bind=URL, label_visibility="collapsed")
+    if mitigation != "none":
+        st.caption(REGISTRY[mitigation].summary)
+    return mitigation, _mitigation_params(mitigation) if mitigation != "none" else {}
+
+
+def graph_controls() -> dict:
+    """The graph options, as ``analyze``'s keyword arguments ``head``, ``symmetrize``, ``exclude_special``."""
+    with st.expander("Graph options"):
+        one = st.radio("Head aggregation", ["mean", "one head"], key="agg", bind=URL, horizontal=True)
+        head = st.number_input("Head index", 0, 63, 0, key="head", bind=URL) if one == "one head" else None
+        sym = st.radio("Symmetrisation", ["sym", "ata"], key="sym", bind=URL, horizontal=True,
+                       captions=["(A + Aᵀ)/2", "AᵀA"])
+        exclude = st.checkbox("Exclude special tokens ([CLS], [SEP], …)", key="nospecial", bind=URL)
+    return dict(head=int(head) if head is not None else None, symmetrize=sym, exclude_special=exclude)
+
+
+def url_state() -> dict:
+    """The URL parameters of the model, mitigation and graph widgets as they stand (a link to the
+    main page with the same settings)."""
+    ss = st.session_state
+    keys = ["model", "device", "mit", "agg", "sym", "nospecial"]
+    if ss.get("model") == "custom":
+        keys.append("model_id")
+    if ss.get("model") == "lab":
+        keys += [f"lab_{name}" for name in LAB_DEFAULTS]
+    if ss.get("mit") in REGISTRY:
+        keys += [_param_key(ss["mit"], name) for name in REGISTRY[ss["mit"]].PARAMS]
+    if ss.get("agg") == "one head":
+        keys.append("head")
+    return {k: ("true" if ss[k] else "false") if isinstance(ss[k], bool) else str(ss[k]) for k in keys if k in ss}
+
+
 def sidebar() -> tuple[dict, str]:
     """Draw the sidebar; return the settings for :func:`state.run_analysis` and the image format."""
     data = state.examples()
@@ -118,34 +170,14 @@ def sidebar() -> tuple[dict, str]:
         sb.caption(chosen["description"])
 
     with sb:
-        st.subheader("Model")
-        model = st.selectbox("Model", MODELS, key="model", bind=URL, label_visibility="collapsed",
-                             help="default: the embedded all-MiniLM-L6-v2 (offline). lab: a deep, untrained "
-                                  "transformer to configure. custom: a Hugging Face id or a local directory.")
-        if model == "custom":
-            model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL,
-                                  placeholder="bert-base-uncased or /path/to/model").strip()
-        lab = _lab_settings(model == "lab")
-        lab = lab if model == "lab" else None
-        device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="device", bind=URL)
+        model, lab, device = model_controls()
 
         st.subheader("Sentence")
         st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)
         text = st.text_area("Text (Ctrl+Enter to apply)", value=default_text(), key="text", bind=URL, height=110)
 
-        st.subheader("Mitigation")
-        mitigation = st.selectbox("Mitigation", ["none", *NAMES], index=1 + NAMES.index(DEFAULT_MITIGATION),
-                                  key="mit", bind=URL, label_visibility="collapsed")
-        if mitigation != "none":
-            st.caption(REGISTRY[mitigation].summary)
-        params = _mitigation_params(mitigation) if mitigation != "none" else {}
-
-        with st.expander("Graph options"):
-            one = st.radio("Head aggregation", ["mean", "one head"], key="agg", bind=URL, horizontal=True)
-            head = st.number_input("Head index", 0, 63, 0, key="head", bind=URL) if one == "one head" else None
-            sym = st.radio("Symmetrisation", ["sym", "ata"], key="sym", bind=URL, horizontal=True,
-                           captions=["(A + Aᵀ)/2", "AᵀA"])
-            exclude = st.checkbox("Exclude special tokens ([CLS], [SEP], …)", key="nospecial", bind=URL)
+        mitigation, params = mitigation_controls()
+        graph = graph_controls()
 
         st.subheader("Projection")
         proj = st.radio("Projection", ["pca", "umap"], key="proj", bind=URL, horizontal=True,
@@ -154,6 +186,5 @@ def sidebar() -> tuple[dict, str]:
         img = st.radio("Chart download format", ["png", "svg"], key="img", bind=URL, horizontal=True,
                        format_func=str.upper, help="What the camera button in every chart's toolbar saves.")
     settings = dict(text=text or "", model=model, device=device, lab=lab, mitigation=mitigation, params=params,
-                    head=int(head) if head is not None else None, symmetrize=sym, exclude_special=exclude,
-                    projection=proj)
+                    **graph, projection=proj)
     return settings, img

@@ -68,7 +68,12 @@ def read_corpus(source: str | os.PathLike) -> list[Line]:
         CorpusError: no line with text, or a CSV without a ``text`` column.
     """
     name = str(source)
-    raw = sys.stdin.read() if name == "-" else Path(source).read_text(encoding="utf-8-sig")
+    return parse_corpus(sys.stdin.read() if name == "-" else Path(source).read_text(encoding="utf-8-sig"),
+                        "standard input" if name == "-" else name)
+
+
+def parse_corpus(raw: str, name: str) -> list[Line]:
+    """:func:`read_corpus` on text already read; ``name``'s suffix says the format (an upload's name)."""
     suffix = Path(name).suffix.lower()
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(raw))
@@ -81,7 +86,7 @@ def read_corpus(source: str | os.PathLike) -> list[Line]:
         items = raw.splitlines()
     lines = lines_of(items)
     if not lines:
-        raise CorpusError(f"{'standard input' if name == '-' else name} has no text: give one sentence per line")
+        raise CorpusError(f"{name} has no text: give one sentence per line")
     return lines
 
 

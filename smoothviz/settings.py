@@ -5,7 +5,8 @@
 ``SMOOTHVIZ_MAX_TOKENS`` tokens (default 128), and a lab model of at most
 ``SMOOTHVIZ_MAX_LAB_DEPTH`` layers (32) and ``SMOOTHVIZ_MAX_LAB_WIDTH`` width (256).
 ``SMOOTHVIZ_MAX_CONCURRENT`` analyses run at once (default: the CPU count); others wait their turn,
-so one long sentence cannot starve everybody else.
+so one long sentence cannot starve everybody else. The Corpus page of a public server analyses at
+most ``SMOOTHVIZ_MAX_CORPUS_LINES`` lines (default 200) of a corpus.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Settings:
     max_lab_depth: int
     max_lab_width: int
     max_concurrent: int
+    max_corpus_lines: int | None = None
 
     def check(self, model: str, lab: dict | None = None, params: dict | None = None) -> None:
         """Refuse what the public-demo mode does not allow, with a message that says what is."""
@@ -64,7 +66,8 @@ def load() -> Settings:
                     max_tokens=_int("SMOOTHVIZ_MAX_TOKENS", 128) if public else None,
                     max_lab_depth=_int("SMOOTHVIZ_MAX_LAB_DEPTH", 32),
                     max_lab_width=_int("SMOOTHVIZ_MAX_LAB_WIDTH", 256),
-                    max_concurrent=_int("SMOOTHVIZ_MAX_CONCURRENT", os.cpu_count() or 2))
+                    max_concurrent=_int("SMOOTHVIZ_MAX_CONCURRENT", os.cpu_count() or 2),
+                    max_corpus_lines=_int("SMOOTHVIZ_MAX_CORPUS_LINES", 200) if public else None)
 
 
 SETTINGS = load()

@@ -240,3 +240,40 @@ def test_ray_engine_gives_the_rows_of_the_local_engine(tmp_path):
     assert remote.computed == local.computed == 5 and remote.errors == local.errors
     a, b = pq.read_table(tmp_path / "ray.parquet"), pq.read_table(tmp_path / "local.parquet")
     assert a.schema.equals(b.schema) and same_rows(a.drop(["cosine_hist"]).to_pylist(), b.drop(["cosine_hist"]).to_pylist())
+
+
+def test_corpus_page_runs_a_shipped_corpus(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.syspath_prepend(str(ROOT / "app"))  # as `streamlit run app/SmoothViz.py` does for its pages
+    at = AppTest.from_file(str(ROOT / "app" / "pages" / "2_Corpus.py"), default_timeout=900).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="corpus").value == "everyday" and at.selectbox(key="mit").value == "neutreno"
+    assert any("30 sentences" in c.value for c in at.caption)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 3  # the bands, and the cosine histograms of both runs
+    bands = charts[0]["data"]
+    assert {t.get("fill") for t in bands} >= {"toself"} and len({t["line"].get("color") for t in bands if "line" in t
+                                                                 and t["line"].get("color")}) == 2
+    assert all(c["data"][0]["type"] == "heatmap" for c in charts[1:])
+    tables = at.dataframe
+    assert len(tables) == 2
+    links = [cell for t in tables for cell in t.value["open"]]
+    assert len(links) == 12 and all(link.startswith("./?") and "text=" in link for link in links)
+    assert len(at.get("download_button")) == 2
+
+    at.selectbox(key="mit").set_value("fusion-mean").run()
+    assert not at.exception and not at.error
+    bands = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert any(t.get("marker", {}).get("symbol") == "star" for t in bands)  # the fused point
+    link = at.dataframe[0].value["open"][0]
+    assert "mit=fusion-mean" in link
+
+    # The link opens that sentence on the main page, with the same settings.
+    import urllib.parse
+    params = dict(urllib.parse.parse_qsl(link.removeprefix("./?")))
+    main = AppTest.from_file(str(ROOT / "app" / "SmoothViz.py"), default_timeout=900)
+    main.query_params.update(params)
+    main.run()
+    assert not main.exception and not main.error
+    assert main.text_area(key="text").value == params["text"] and main.selectbox(key="mit").value == "fusion-mean"
