@@ -391,14 +391,16 @@ def _meter(progress: Progress | None, total: int, start: float):
 
 
 def _run_local(todo: list[Line], settings: dict, batch_size: int, workers, store: Store, tick) -> dict:
+    start = time.perf_counter()
     analyser = BatchAnalyser(settings, batch_size)
+    load = time.perf_counter() - start  # the model, once (nothing when it is already loaded)
     done = 0
     for k in range(0, len(todo), batch_size):
         chunk = todo[k:k + batch_size]
         store.add(analyser.rows(chunk))
         done += len(chunk)
         tick(done)
-    return dict(analyser.seconds)
+    return {"load": load, **analyser.seconds}
 
 
 def _run_ray(todo: list[Line], settings: dict, batch_size: int, workers, store: Store, tick) -> dict:
@@ -408,9 +410,10 @@ def _run_ray(todo: list[Line], settings: dict, batch_size: int, workers, store: 
     except ImportError:
         raise CorpusError("--engine ray needs Ray: pip install 'smoothviz[ray]'") from None
     started = not ray.is_initialized()
-    if started:  # RAY_ADDRESS (an existing cluster) or a local one; workers inherit our sys.path
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
-                 log_to_driver=False)
+    if started:  # RAY_ADDRESS's cluster, whose nodes have smoothviz installed; or a local one
+        local = {} if os.environ.get("RAY_ADDRESS") else {
+            "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}}
+        ray.init(log_to_driver=False, **local)  # a local Ray's workers import what this process imports
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if settings["device"] in ("auto", "cuda") else 0
@@ -424,11 +427,15 @@ def _run_ray(todo: list[Line], settings: dict, batch_size: int, workers, store: 
                             compute=ray.data.ActorPoolStrategy(size=size),
                             num_gpus=1 if gpus else 0, num_cpus=1 if gpus else max(1, min(2, cpus // size)))
         seen: set = set()
-        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            rows = [row for text in table.column("rows").to_pylist() for row in json.loads(text)]
-            store.add(rows)
-            seen.update(r["sentence"] for r in rows)
-            tick(len(seen))
+        try:
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                rows = [row for text in table.column("rows").to_pylist() for row in json.loads(text)]
+                store.add(rows)
+                seen.update(r["sentence"] for r in rows)
+                tick(len(seen))
+        except ray.exceptions.RayError as err:  # an actor's own error is the last line of Ray's report
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            raise CorpusError(f"the Ray run failed: {lines[-1] if lines else type(err).__name__}") from err
     finally:
         if started:
             ray.shutdown()
@@ -446,7 +453,8 @@ class CorpusResult:
             schema is the Parquet's (README, "Corpus mode").
         errors: ``{"sentence", "text", "error"}`` for each line that could not be analysed.
         computed: lines analysed by this call (the others were in ``out`` already).
-        seconds: wall time of this call's analysis; ``timings``: where it went (local engine).
+        seconds: wall time of this call's analysis; ``timings``: where it went (local engine: the
+            model's load, tokenising, the forward passes, the per-line analysis), in seconds.
     """
 
     table: pa.Table

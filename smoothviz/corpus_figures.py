@@ -46,7 +46,7 @@ def band_curves(summary: dict, metrics: list[str], names: dict[str, str] | None 
     runs = [r for r in ("baseline", "mitigated") if r in summary]
     rows = max(1, math.ceil(len(metrics) / cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[METRICS.get(m, m) for m in metrics],
-                        horizontal_spacing=0.06, vertical_spacing=0.22 if rows > 1 else 0.1)
+                        horizontal_spacing=0.06, vertical_spacing=0.14 if rows > 1 else 0.1)
     depth = max((e["layer"] for r in runs for e in summary[r]["layers"] if e["layer"] != "fused"), default=0)
     has_fused = any(e["layer"] == "fused" for r in runs for e in summary[r]["layers"])
     traces, where = [], []
@@ -58,8 +58,9 @@ def band_curves(summary: dict, metrics: list[str], names: dict[str, str] | None 
         for i, m in enumerate(metrics):
             med, lo, hi = ([e[m][q] if m in e else None for e in layers] for q in ("median", "q25", "q75"))
             cell = divmod(i, cols)
-            traces += [go.Scatter(x=x + x[::-1], y=hi + lo[::-1], fill="toself", fillcolor=_hex_rgba(colour, 0.18),
-                                  line=dict(width=0), hoverinfo="skip", legendgroup=key, showlegend=False),
+            traces += [go.Scatter(x=x + x[::-1], y=hi + lo[::-1], mode="lines", fill="toself",
+                                  fillcolor=_hex_rgba(colour, 0.18), line=dict(width=0), hoverinfo="skip",
+                                  legendgroup=key, showlegend=False),
                        go.Scatter(x=x, y=med, mode="lines+markers", name=name, legendgroup=key, showlegend=i == 0,
                                   line=dict(color=colour, width=2), marker=dict(size=4),
                                   customdata=np.array([lo, hi], dtype=object).T,
@@ -86,7 +87,7 @@ def band_curves(summary: dict, metrics: list[str], names: dict[str, str] | None 
     fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= depth else "fused" for t in ticks], tickfont_size=11)
     fig.update_yaxes(tickfont_size=11, nticks=5)
     fig.update_annotations(font_size=13)
-    return _layout(fig, height=240 * rows + 70, legend=dict(orientation="h", yanchor="bottom", y=1.08, x=0))
+    return _layout(fig, height=230 * rows + 70, legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
 
 
 def cosine_histograms(labels: list, counts: np.ndarray, title: str = "") -> go.Figure:

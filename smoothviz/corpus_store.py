@@ -103,7 +103,10 @@ class Store:
             good.append({k: v for k, v in row.items() if k not in INTERNAL})
         if not good:
             return
-        table = pa.Table.from_pylist(good).replace_schema_metadata(self._meta())
+        table = pa.Table.from_pylist(good)
+        if HIST in table.column_names:  # counts fit in 32 bits: half the bytes of a row's largest column
+            table = table.set_column(table.column_names.index(HIST), HIST, table.column(HIST).cast(pa.list_(pa.int32())))
+        table = table.replace_schema_metadata(self._meta())
         self.tables.append(table)
         self._added = True
         if self.partial is not None:

@@ -233,6 +233,8 @@ def test_ray_engine_gives_the_rows_of_the_local_engine(tmp_path):
     try:
         remote = smoothviz.corpus(LINES + [BAD], device="cpu", mitigation="neutreno", engine="ray", workers=2,
                                   batch_size=2, out=tmp_path / "ray.parquet")
+        with pytest.raises(smoothviz.CorpusError, match="head 99 does not exist"):  # an actor's error, one line
+            smoothviz.corpus(LINES, device="cpu", head=99, engine="ray", workers=1)
     finally:
         ray.shutdown()
     local = smoothviz.corpus(LINES + [BAD], device="cpu", mitigation="neutreno", batch_size=2,

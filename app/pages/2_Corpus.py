@@ -140,8 +140,8 @@ link = controls.url_state()
 def table(rows: list[dict]) -> None:
     L = summary["baseline"]["layers"][-1]["layer"]
     data = [{"open": "./?" + urllib.parse.urlencode({**link, "text": r["text"]}), "line": r["sentence"],
-             "sentence": r["text"], "tokens": r["tokens"], "layer 0": r["first"], f"layer {L}": r["last"],
-             "change": r["change"]} for r in rows]
+             "change": r["change"], "layer 0": r["first"], f"layer {L}": r["last"], "tokens": r["tokens"],
+             "sentence": r["text"]} for r in rows]
     st.dataframe(data, hide_index=True, column_config={
         "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
                                             help="Open this sentence on the main page with these settings"),
