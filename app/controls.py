@@ -205,6 +205,59 @@ def _head_box(model: str, device: str, lab: dict | None, refused: list) -> int:
     return st.number_input("Head index", 0, top, 0, key="head", bind=URL, help=f"0–{top}")
 
 
+def model_controls(refused: list) -> tuple[str, dict | None, str]:
+    """The model (with the lab's settings) and the device: ``(model, lab or None, device)``."""
+    st.subheader("Model")
+    model = st.selectbox("Model", MODELS, key="model", bind=URL, label_visibility="collapsed",
+                         help="default: the embedded all-MiniLM-L6-v2 (offline). lab: a deep, untrained "
+                              "transformer to configure. custom: a Hugging Face id or a local directory.")
+    if model == "custom":
+        model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL, max_chars=500,
+                              placeholder="bert-base-uncased or /path/to/model").strip()
+    lab = _lab_settings(model == "lab", refused)
+    lab = lab if model == "lab" else None
+    device = st.selectbox("Device", list(DEVICES), key="device", bind=URL, help=", ".join(DEVICES.values()))
+    return model, lab, device
+
+
+def mitigation_controls(refused: list) -> tuple[str, dict]:
+    """The mitigation and its parameters: ``(name or "none", params)``."""
+    st.subheader("Mitigation")
+    names = list(REGISTRY)  # every registered mitigation, in registry order
+    mitigation = st.selectbox("Mitigation", ["none", *names], index=1 + names.index(DEFAULT_MITIGATION),
+                              key="mit", bind=URL, label_visibility="collapsed")
+    if mitigation != "none":
+        st.caption(REGISTRY[mitigation].summary)
+    return mitigation, mitigation_params(mitigation, refused) if mitigation != "none" else {}
+
+
+def graph_controls(model: str, device: str, lab: dict | None, refused: list) -> dict:
+    """The graph options, as ``analyze``'s keyword arguments ``head``, ``symmetrize``, ``exclude_special``."""
+    with st.expander("Graph options"):
+        one = st.radio("Head aggregation", ["mean", "one head"], key="agg", bind=URL, horizontal=True)
+        head = _head_box(model, device, lab, refused) if one == "one head" and model else None
+        sym = st.radio("Symmetrisation", list(SYMMETRIZE), key="sym", bind=URL, horizontal=True,
+                       captions=list(SYMMETRIZE.values()))
+        exclude = st.checkbox("Exclude special tokens ([CLS], [SEP], …)", key="nospecial", bind=URL)
+    return dict(head=int(head) if head is not None else None, symmetrize=sym, exclude_special=exclude)
+
+
+def url_state() -> dict:
+    """The URL parameters of the model, mitigation and graph widgets as they stand (a link to the
+    main page with the same settings)."""
+    ss = st.session_state
+    keys = ["model", "device", "mit", "agg", "sym", "nospecial"]
+    if ss.get("model") == "custom":
+        keys.append("model_id")
+    if ss.get("model") == "lab":
+        keys += [f"lab_{name}" for name in LAB_DEFAULTS]
+    if ss.get("mit") in REGISTRY:
+        keys += [_param_key(ss["mit"], name) for name in REGISTRY[ss["mit"]].PARAMS]
+    if ss.get("agg") == "one head":
+        keys.append("head")
+    return {k: ("true" if ss[k] else "false") if isinstance(ss[k], bool) else str(ss[k]) for k in keys if k in ss}
+
+
 def sidebar() -> tuple[dict, str, list[str]]:
     """Draw the sidebar; return the settings for :func:`state.run_analysis`, the image format, and
     what was asked for but reset (plain text: escape before showing)."""
@@ -217,35 +270,14 @@ def sidebar() -> tuple[dict, str, list[str]]:
         sb.caption(chosen["description"])
 
     with sb:
-        st.subheader("Model")
-        model = st.selectbox("Model", MODELS, key="model", bind=URL, label_visibility="collapsed",
-                             help="default: the embedded all-MiniLM-L6-v2 (offline). lab: a deep, untrained "
-                                  "transformer to configure. custom: a Hugging Face id or a local directory.")
-        if model == "custom":
-            model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL, max_chars=500,
-                                  placeholder="bert-base-uncased or /path/to/model").strip()
-        lab = _lab_settings(model == "lab", refused)
-        lab = lab if model == "lab" else None
-        device = st.selectbox("Device", list(DEVICES), key="device", bind=URL, help=", ".join(DEVICES.values()))
+        model, lab, device = model_controls(refused)
 
         st.subheader("Sentence")
         st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)
         text = _text_box()
 
-        st.subheader("Mitigation")
-        names = list(REGISTRY)  # every registered mitigation, in registry order
-        mitigation = st.selectbox("Mitigation", ["none", *names], index=1 + names.index(DEFAULT_MITIGATION),
-                                  key="mit", bind=URL, label_visibility="collapsed")
-        if mitigation != "none":
-            st.caption(REGISTRY[mitigation].summary)
-        params = mitigation_params(mitigation, refused) if mitigation != "none" else {}
-
-        with st.expander("Graph options"):
-            one = st.radio("Head aggregation", ["mean", "one head"], key="agg", bind=URL, horizontal=True)
-            head = _head_box(model, device, lab, refused) if one == "one head" and model else None
-            sym = st.radio("Symmetrisation", list(SYMMETRIZE), key="sym", bind=URL, horizontal=True,
-                           captions=list(SYMMETRIZE.values()))
-            exclude = st.checkbox("Exclude special tokens ([CLS], [SEP], …)", key="nospecial", bind=URL)
+        mitigation, params = mitigation_controls(refused)
+        graph = graph_controls(model, device, lab, refused)
 
         st.subheader("Projection")
         proj = st.radio("Projection", [p for p in PROJECTIONS if p != "none"], key="proj", bind=URL,
@@ -254,6 +286,5 @@ def sidebar() -> tuple[dict, str, list[str]]:
         img = st.radio("Chart download format", ["png", "svg"], key="img", bind=URL, horizontal=True,
                        format_func=str.upper, help="What the camera button in every chart's toolbar saves.")
     settings = dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
-                    head=int(head) if head is not None else None, symmetrize=sym, exclude_special=exclude,
-                    projection=proj)
+                    **graph, projection=proj)
     return settings, img, refused

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 # Process-wide set-up belongs to the app's entry point, before the libraries read it: numba
 # (UMAP) caches compiled code beside its sources unless told otherwise, and a public server writes
@@ -224,6 +226,61 @@ def head_count(model: str, device: str, lab: dict | None) -> int | None:
         return get_handle(model, device).heads
     except Exception:  # noqa: BLE001 - reported by the analysis
         return None
+CORPUS_ENTRIES = int(os.environ.get("SMOOTHVIZ_CORPUS_ENTRIES", "8"))  # corpus results kept (~1 MB per 100 lines)
+
+
+@st.cache_resource(show_spinner=False)
+def _corpora() -> tuple[OrderedDict, threading.Lock]:
+    """Corpus results shared by every session, least recently used first, and their lock.
+
+    Not a cached function of its own: a corpus run reports progress to the page while it runs,
+    and Streamlit would replay those progress messages on every later hit.
+    """
+    return OrderedDict(), threading.Lock()
+
+
+def corpus_key(texts: list[str], settings: dict) -> str:
+    """What a corpus result depends on: every line and every setting."""
+    return hashlib.sha256(json.dumps([texts, settings], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_corpus(texts: list[str], settings: dict):
+    """The corpus result for these lines and settings if one is cached, else ``None``."""
+    store, lock = _corpora()
+    key = corpus_key(texts, settings)
+    with lock:
+        if key in store:
+            store.move_to_end(key)
+        return store.get(key)
+
+
+def run_corpus(texts: list[str], settings: dict, progress=None):
+    """The Corpus page's entry point to :func:`smoothviz.corpus`, cached (public-demo limits here).
+
+    Args:
+        settings: ``model``, ``device``, ``lab``, ``mitigation``, ``params`` and the graph options.
+        progress: ``(done, total, lines per second)``, called while a new corpus runs.
+    Raises:
+        ValueError (CorpusError, AnalysisError, ModelError, MitigationError): a message for the user.
+    """
+    hit = cached_corpus(texts, settings)
+    if hit is not None:
+        return hit
+    SETTINGS.check(settings["model"], settings.get("lab"), settings.get("params"))
+    s = dict(settings)
+    mitigation = s.pop("mitigation")
+    result = smoothviz.corpus(texts, mitigation=None if mitigation in (None, "none") else mitigation,
+                              params=s.pop("params") or None, max_tokens=SETTINGS.max_tokens, progress=progress, **s)
+    store, lock = _corpora()
+    with lock:
+        store[corpus_key(texts, settings)] = result
+        while len(store) > CORPUS_ENTRIES:
+            store.popitem(last=False)
+    return result
+
+
+class FrozenFigure(go.Figure):
+    """A figure that is never changed once built: its ``to_dict()`` is computed once.
 
 
 class FrozenFigure(go.Figure):

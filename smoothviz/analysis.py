@@ -262,6 +262,23 @@ def _guarded(text, model, device, lab, mitigation, options, projection, normaliz
 def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes):
     max_tokens, max_chars = caps
     inputs, tokens, special = handle.encode(text, max_tokens, notes, max_chars)
+    return analyze_encoded(handle, inputs, tokens, special, mitigation, options, projection=projection,
+                           normalize_projection=normalize_projection, heads=heads, notes=notes)
+
+
+def analyze_encoded(handle: Handle, inputs: dict, tokens: list, special: list, mitigation: Mitigation | None,
+                    options: GraphOptions, *, projection: str = "none", normalize_projection: bool = True,
+                    heads: bool = True, notes: list | None = None, forward=capture.run) -> Analysis:
+    """Everything :func:`analyze` does once :meth:`Handle.encode` has tokenised the sentence.
+
+    Args:
+        inputs, tokens, special: what :meth:`Handle.encode` returned.
+        forward: ``(model, inputs, intervention=None, special=None) -> Trace``, how the model is run (on the
+            baseline model, or the mitigated one with its intervention). :mod:`smoothviz.corpus`
+            passes one that hands back this sentence's slice of a padded batch, so a corpus row
+            and ``analyze`` share every step after the forward pass.
+    """
+    notes = [] if notes is None else notes
     if all(special):
         raise AnalysisError("the text gives no tokens for this model (only special tokens): type some words")
     keep = [i for i, s in enumerate(special) if not (options.exclude_special and s)]
@@ -274,7 +291,7 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     if handle.layernorm == "pre":
         notes.append(SHI_PRE_LN_NOTE)
 
-    base_trace = _finite(capture.run(handle.model, inputs), "baseline", handle)
+    base_trace = _finite(forward(handle.model, inputs), "baseline", handle)
     ctx = handle.context()
     baseline = _summarise(base_trace, keep, options, handle, handle.value_eigs(), heads)
     mitigated, described = None, None
@@ -282,14 +299,14 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
         described = {"name": mitigation.name, "params": mitigation.params()}
         alt = handle.for_mitigation(mitigation)
         if alt is not handle:  # the lab's value-spectrum switch
-            trace, value_eigs = _finite(capture.run(alt.model, inputs), mitigation.name, alt), alt.value_eigs()
+            trace, value_eigs = _finite(forward(alt.model, inputs), mitigation.name, alt), alt.value_eigs()
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
             if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
                 raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's first "
                                     "token sees only itself, so its attention cannot leave the special tokens")
-            trace = (_finite(capture.run(handle.model, inputs, iv, special), mitigation.name, handle) if iv is not None
+            trace = (_finite(forward(handle.model, inputs, iv, special), mitigation.name, handle) if iv is not None
                      else base_trace)
             value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
         fused = mitigation.fuse(trace.hidden.double(), ctx)

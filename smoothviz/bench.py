@@ -8,6 +8,10 @@ head view on the same attention (time and page size). The forward pass, the anal
 mitigations are timed in interleaved rounds, each the best of its rounds (the least disturbed
 by other work on a shared, noisy machine), and the table reports ratios against references
 measured in the same rounds.
+
+Corpus mode (``--corpus N``): N lines of 4–40 words end to end (model load included) against
+the bare floor (the same load, then one forward pass per line, one line at a time), in
+interleaved rounds, with where the corpus run's time went.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from . import analyze
+from . import analyze, handles
 from .handles import get_handle
 from .mitigations import NAMES
 from .models import default_model_path
@@ -190,6 +194,81 @@ def mitigation_table(rows: list[dict]) -> str:
     return "\n".join("| " + " | ".join(c.rjust(w) for c, w in zip(line, widths)) + " |" for line in lines)
 
 
+def corpus_lines(count: int, seed: int = 0) -> list[str]:
+    """``count`` lines of 4–40 words from TEXT (a fixed draw): sentences of mixed lengths."""
+    import numpy as np
+    words, rng = TEXT.split(), np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        n, start = int(rng.integers(4, 41)), int(rng.integers(0, 200))
+        out.append(" ".join(words[start:start + n]))
+    return out
+
+
+def _forget_models() -> None:
+    """Drop every loaded model, so that the next use loads it again (end-to-end timing)."""
+    with handles._guard:
+        handles._handles.clear()
+
+
+def bench_corpus(count: int, device: str, reps: int, batch_size: int = 32) -> dict:
+    """Corpus mode end to end against the bare floor, both loading the model, in interleaved rounds."""
+    from .corpus import corpus
+    lines = corpus_lines(count)
+    runs: dict = {}
+
+    def floor():
+        handle = get_handle("default", device)
+        for text in lines:
+            inputs, _, _ = handle.encode(text, None, [])
+            with torch.inference_mode():
+                handle.model(**inputs, output_hidden_states=True, output_attentions=True)
+        _sync(device)
+
+    def end_to_end(mitigation):
+        def run():  # keeps the result of its fastest round, whose split the report shows
+            result = corpus(lines, device=device, mitigation=mitigation, batch_size=batch_size)
+            if mitigation not in runs or result.seconds < runs[mitigation].seconds:
+                runs[mitigation] = result
+        return run
+
+    def fresh(fn):  # each timed call loads the model itself
+        def run():
+            _forget_models()
+            fn()
+        return run
+
+    t = timed({"floor": fresh(floor), "corpus": fresh(end_to_end(None)),
+               "corpus_neutreno": fresh(end_to_end("neutreno"))}, reps, device)
+    _forget_models()
+    start = time.perf_counter()
+    get_handle("default", device)
+    load = time.perf_counter() - start
+    base = runs[None]
+    tokens = base.summary()["tokens"]
+    with tempfile.TemporaryDirectory() as tmp:  # what the Parquet of a corpus weighs on disk
+        import pyarrow.parquet as pq
+        pq.write_table(runs["neutreno"].table, Path(tmp) / "c.parquet")
+        parquet = (Path(tmp) / "c.parquet").stat().st_size
+    return {"lines": count, "tokens": tokens, "device": base.device, "batch_size": batch_size, "load_s": load,
+            "floor_s": t["floor"], "corpus_s": t["corpus"], "corpus_neutreno_s": t["corpus_neutreno"],
+            "ratio": t["corpus"] / t["floor"], "ratio_neutreno": t["corpus_neutreno"] / t["floor"],
+            "sentences_per_s": count / t["corpus"], "split_s": base.timings,
+            "split_neutreno_s": runs["neutreno"].timings, "parquet_bytes_per_line_neutreno": parquet / count,
+            "threads": torch.get_num_threads()}
+
+
+def corpus_report(c: dict) -> str:
+    split = ", ".join(f"{k} {v:.2f} s" for k, v in c["split_s"].items())
+    return (f"Corpus mode, {c['lines']} lines ({c['tokens']} tokens), default model, {c['device']} "
+            f"({c['threads']} threads), batch "
+            f"{c['batch_size']}: end to end {c['corpus_s']:.2f} s vs floor {c['floor_s']:.2f} s (load "
+            f"{c['load_s']:.2f} s + one forward pass per line): ratio {c['ratio']:.2f}× "
+            f"({c['sentences_per_s']:.1f} sentences/s); with NeuTRENO (two passes) {c['ratio_neutreno']:.2f}×.\n"
+            f"  where the corpus run went (its fastest round): {split}; Parquet with "
+            f"NeuTRENO: {c['parquet_bytes_per_line_neutreno'] / 1e3:.1f} kB per line")
+
+
 def main(argv=None) -> int:
     """``python -m smoothviz.bench``: run, print the tables, write the JSON; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m smoothviz.bench", description=__doc__.splitlines()[0])
@@ -198,9 +277,19 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="default,bert-base", help="default and/or bert-base")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--out", default="bench/results/latest.json")
+    p.add_argument("--corpus", type=int, help="lines for the corpus-mode benchmark (default 300, 40 with --quick; 0 skips it)")
+    p.add_argument("--only-corpus", action="store_true", help="run only the corpus-mode benchmark")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(QUICK_SIZES if args.quick else FULL_SIZES)
     reps = 1 if args.quick else 5
+    lines = args.corpus if args.corpus is not None else (40 if args.quick else 300)
+    if args.only_corpus:
+        c = bench_corpus(lines, args.device, 1 if args.quick else 3)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"quick": args.quick, "threads": torch.get_num_threads(), "corpus": c}, indent=2))
+        print(corpus_report(c))
+        print(f"wrote {args.out}")
+        return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         models = {"default": "default", "bert-base": None}
@@ -211,7 +300,8 @@ def main(argv=None) -> int:
                                       mitigations=True))
                 print(f"  {label} n={n}: done", file=sys.stderr)
     cold = umap_cold_seconds()
-    summary = {"machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
+    c = bench_corpus(lines, args.device, 1 if args.quick else 3) if lines else None
+    summary = {"corpus": c, "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
                            "device": rows[0]["device"],
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
                "quick": args.quick, "umap_cold_s": cold, "rows": rows}
@@ -222,6 +312,8 @@ def main(argv=None) -> int:
     print("Mitigated analysis (core) time ÷ forward pass:")
     print(mitigation_table(rows))
     print(f"\nUMAP cold start (fresh process, import + numba compile): {cold:.1f} s")
+    if c is not None:
+        print(corpus_report(c))
     print(f"wrote {args.out}")
     return 0
 

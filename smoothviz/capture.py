@@ -59,7 +59,7 @@ class _Pass:
     v: Tensor | None = None
     v0: Tensor | None = None
     ffn_x: Tensor | None = None
-    ln_sigma: list = field(default_factory=list)  # (layer, per-token std [n]) per LayerNorm call
+    ln_sigma: list = field(default_factory=list)  # (layer, per-token std [B, n]) per LayerNorm call
 
 
 _STATE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("smoothviz_pass", default=None)
@@ -153,7 +153,7 @@ def _ln_hook(final: bool):
             x = changed = state.intervention.final_ln(state.layer, x, state.ffn_x)
         # Every token's std, not only the smallest: the analysis takes the minimum over the tokens
         # it keeps (special ones excluded or not). Left on the device: no sync per LayerNorm.
-        state.ln_sigma.append((state.layer, x[0].detach().float().std(dim=-1, unbiased=False)))
+        state.ln_sigma.append((state.layer, x.detach().float().std(dim=-1, unbiased=False)))  # [B, n]
         return None if changed is None else (changed,) + tuple(args[1:])
     return hook
 
@@ -193,37 +193,68 @@ def run(model, inputs: dict, intervention: Intervention | None = None, special: 
         inputs: keyword arguments for ``model`` (``input_ids`` … or ``inputs_embeds``).
         special: the special-token mask, for an intervention with ``keys``.
     """
-    state = _Pass(intervention or Intervention())
-    if state.intervention.keys is not None:
+    iv = intervention or Intervention()
+    if iv.keys is not None:  # keys masked for every row: an attention mask that is not padding
         if special is None:
             raise ValueError("this intervention masks keys: pass the special-token mask")
         first = next(iter(inputs.values()))
-        allowed = state.intervention.keys(torch.tensor(special, dtype=torch.bool))
+        allowed = iv.keys(torch.tensor(special, dtype=torch.bool))
         inputs = {**inputs, "attention_mask": allowed.to(torch.long).unsqueeze(0).to(first.device)}
+    return _forward(model, inputs, iv, real=None)[0]
+
+
+def run_batch(model, inputs: dict, intervention: Intervention | None = None) -> list[Trace]:
+    """Forward a batch of right-padded sentences; one Trace per sentence, cut to its real tokens.
+
+    Padding never reaches a Trace: the model masks padded keys (their attention is exactly 0
+    after the softmax), real tokens come first, so each sentence's states and attention are the
+    leading ``m`` rows (and columns), and the LayerNorm statistics are cut to them too.
+
+    Args:
+        inputs: keyword arguments for ``model``, batched ``[B, n, …]``; ``attention_mask``
+            ``[B, n]`` (1 on real tokens) marks the padding, and without it every row is real.
+    """
+    iv = intervention or Intervention()
+    if iv.keys is not None:
+        raise ValueError("an intervention that masks keys runs one sentence at a time (capture.run)")
+    mask = inputs.get("attention_mask")
+    return _forward(model, inputs, iv, real=None if mask is None else mask.bool())
+
+
+def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None) -> list[Trace]:
+    """One forward pass of a batch under ``iv``; a Trace per sentence (its first ``real`` tokens)."""
+    state = _Pass(iv)
     token = _STATE.set(state)
     try:
         with torch.inference_mode():
             out = model(**inputs, output_hidden_states=True, output_attentions=True)
     finally:
         _STATE.reset(token)
-    hidden = torch.stack([h[0] for h in out.hidden_states]).float()
-    attn = torch.stack([a[0] for a in out.attentions]).float()
-    table = _ln_table(state.ln_sigma, attn.shape[0], attn.shape[-1])
-    mapping, kept = state.intervention.attention, state.intervention.kept_heads
-    if mapping is None:
-        return Trace(hidden, attn, table, kept_heads=kept)
-    return Trace(hidden, mapping(attn), table, softmax=attn, attention_map=mapping, kept_heads=kept)
+    hidden = torch.stack(out.hidden_states, 1).float()   # [B, L+1, n, d]
+    attn = torch.stack(out.attentions, 1).float()        # [B, L, h, n, n]
+    lengths = [hidden.shape[2]] * hidden.shape[0] if real is None else real.sum(-1).tolist()
+    ln = _ln_table(state.ln_sigma, attn.shape[1], hidden.shape[0], hidden.shape[2])  # [B, L, m, n]
+    mapping, kept = iv.attention, iv.kept_heads
+    traces = []
+    for b, m in enumerate(lengths):
+        a = attn[b, :, :, :m, :m]
+        if mapping is None:
+            traces.append(Trace(hidden[b, :, :m], a, ln[b, ..., :m], kept_heads=kept))
+        else:
+            traces.append(Trace(hidden[b, :, :m], mapping(a), ln[b, ..., :m], softmax=a, attention_map=mapping,
+                                kept_heads=kept))
+    return traces
 
 
-def _ln_table(records: list, n_layers: int, n: int) -> Tensor:
-    """``(layer, std [n])`` records → ``[L, m, n]``, m the most LayerNorms any block called."""
+def _ln_table(records: list, n_layers: int, batch: int, n: int) -> Tensor:
+    """``(layer, std [B, n])`` records → ``[B, L, m, n]``, m the most LayerNorms any block called."""
     per_layer: list[list[Tensor]] = [[] for _ in range(n_layers)]
     for layer, sigma in records:
         if 0 <= layer < n_layers:
             per_layer[layer].append(sigma.cpu())
     width = max((len(r) for r in per_layer), default=0)
-    table = torch.full((n_layers, width, n), float("nan"))
+    table = torch.full((batch, n_layers, width, n), float("nan"))
     for i, row in enumerate(per_layer):
         if row:
-            table[i, : len(row)] = torch.stack(row)
+            table[:, i, : len(row)] = torch.stack(row, 1)
     return table

@@ -1,4 +1,4 @@
-"""The ``smoothviz`` command line: ``analyze``, ``compare``, ``report`` and ``fit-gate``.
+"""The ``smoothviz`` command line: ``analyze``, ``compare``, ``corpus``, ``report`` and ``fit-gate``.
 
 A contract other tools rely on: ``--json`` prints exactly one JSON object on stdout; any
 error prints one line on stderr and exits with code 2.
@@ -28,8 +28,8 @@ def _pairs(values: list[str], what: str) -> dict:
     return out
 
 
-def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("text", help="the sentence to analyse")
+def _add_analysis_options(p: argparse.ArgumentParser, what: str = "text", help: str = "the sentence to analyse") -> None:
+    p.add_argument(what, help=help)
     p.add_argument("--model", default="default", help="default | lab | a Hugging Face id | a local directory")
     p.add_argument("--lab", action="append", metavar="KEY=VALUE", help="lab model setting (repeatable)")
     p.add_argument("--mitigation", help="a mitigation name (see `smoothviz mitigations`)")
@@ -37,7 +37,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", default="mean", help="'mean' over heads (default) or one head index")
     p.add_argument("--symmetrize", default="sym", choices=tuple(SYMMETRIZE), help=" or ".join(SYMMETRIZE.values()))
     p.add_argument("--exclude-special", action="store_true", help="drop [CLS]/[SEP]-like tokens")
-    p.add_argument("--projection", default="none", choices=tuple(PROJECTIONS))
+    if what == "text":
+        p.add_argument("--projection", default="none", choices=tuple(PROJECTIONS))
     p.add_argument("--device", default="auto", choices=tuple(DEVICES))
 
 
@@ -58,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--exclude-special", action="store_true", help="drop [CLS]/[SEP]-like tokens")
     c.add_argument("--device", default="auto", choices=tuple(DEVICES))
     c.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("corpus", help="the metrics of many sentences: Parquet rows and a summary with quartiles")
+    _add_analysis_options(c, "file", "UTF-8 text, one sentence per line ('-': standard input), or .csv/.jsonl "
+                                     "with a 'text' column")
+    c.add_argument("--batch-size", type=int, default=32, help="lines per forward pass (default 32)")
+    c.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local, or a Ray Data actor pool on the cluster of RAY_ADDRESS (else a local one)")
+    c.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per 2 CPUs)")
+    c.add_argument("--out", help="Parquet file of every row; rerunning with it resumes")
+    c.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     r = sub.add_parser("report", help="a self-contained offline HTML report with every view")
     _add_analysis_options(r)
     r.add_argument("--out", required=True, help="the HTML file to write")
@@ -92,7 +102,7 @@ def _analysis_kwargs(args) -> dict:
         raise ValueError("--param needs --mitigation")
     return dict(model=args.model, device=args.device, lab=lab if args.model == "lab" else None,
                 mitigation=args.mitigation, params=params, head=head, symmetrize=args.symmetrize,
-                exclude_special=args.exclude_special, projection=args.projection)
+                exclude_special=args.exclude_special, **({"projection": args.projection} if "projection" in args else {}))
 
 
 def _fmt(value) -> str:
@@ -165,6 +175,8 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "compare":
         return _compare(args)
+    if args.command == "corpus":
+        return _corpus(args)
     result = analyze(args.text, **_analysis_kwargs(args))
     if args.command == "report":
         from .report import build_report
@@ -175,6 +187,49 @@ def run(argv: list[str] | None = None) -> int:
         print(json.dumps(result.to_json(), allow_nan=False, ensure_ascii=False))
     else:
         _print_readable(result)
+    return 0
+
+
+def _corpus(args) -> int:
+    """``smoothviz corpus``: a tqdm bar on stderr; the summary on stdout; bad lines on stderr."""
+    from tqdm import tqdm
+    from .corpus import corpus, read_corpus
+    lines = read_corpus(args.file)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    bar = tqdm(total=len(lines), unit="line", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
+
+    def progress(done: int, total: int, rate: float) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"{rate:.1f} sentences/s", refresh=False)
+    try:
+        result = corpus(lines, batch_size=args.batch_size, engine=args.engine, workers=args.workers, out=args.out,
+                        progress=progress, **_analysis_kwargs(args))
+    finally:
+        bar.close()
+    for err in result.errors[:20]:
+        print(f"smoothviz: line {err['sentence']}: {err['error']}", file=sys.stderr)
+    if len(result.errors) > 20:
+        print(f"smoothviz: … and {len(result.errors) - 20} more bad lines", file=sys.stderr)
+    print(f"smoothviz: {result.computed} lines analysed in {result.seconds:.1f} s"
+          + (f" ({result.rate:.1f} sentences/s)" if result.computed else "")
+          + (f", {result.sentences - result.computed} resumed from {args.out}" if result.sentences > result.computed else "")
+          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, allow_nan=False, ensure_ascii=False))
+        return 0
+    print(f"model: {summary['model']}   device: {summary['device']}   sentences: {summary['sentences']}   "
+          f"tokens: {summary['tokens']}")
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    for run in ("baseline", "mitigated"):
+        if run in summary:
+            title = run if run == "baseline" else f"mitigated: {summary['mitigation']['name']}"
+            print(f"\n{title} (median over sentences)")
+            print(table([{"layer": e["layer"], **{k: v["median"] for k, v in e.items() if k != "layer"}}
+                         for e in summary[run]["layers"]]))
     return 0
 
 

@@ -9,6 +9,8 @@
 so one long sentence cannot starve everybody else. ``SMOOTHVIZ_THREADS`` is how many threads one
 analysis uses (default: CPUs ÷ concurrent analyses, at least 1), so that slots × threads ≈ cores;
 the app applies it to torch and BLAS for its whole process (the library never does).
+The Corpus page of a public server analyses at most ``SMOOTHVIZ_MAX_CORPUS_LINES`` lines (default
+200) of a corpus.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class Settings:
     max_lab_width: int
     max_concurrent: int
     threads: int  # per analysis: slots × threads ≈ cores
+    max_corpus_lines: int | None = None
 
     def check(self, model: str, lab: dict | None = None, params: dict | None = None) -> None:
         """Refuse what the public-demo mode does not allow, with a message that says what is."""
@@ -74,7 +77,8 @@ def load() -> Settings:
                     else None,
                     max_lab_depth=_int("SMOOTHVIZ_MAX_LAB_DEPTH", 32),
                     max_lab_width=_int("SMOOTHVIZ_MAX_LAB_WIDTH", 256),
-                    max_concurrent=slots, threads=_int("SMOOTHVIZ_THREADS", max(1, cores // slots)))
+                    max_concurrent=slots, threads=_int("SMOOTHVIZ_THREADS", max(1, cores // slots)),
+                    max_corpus_lines=_int("SMOOTHVIZ_MAX_CORPUS_LINES", 200) if public else None)
 
 
 SETTINGS = load()

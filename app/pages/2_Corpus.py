@@ -1,0 +1,184 @@
+"""The Corpus page: the collapse over many sentences, median lines with quartile bands.
+
+Thin like the main page: the sidebar gives the corpus and the settings (controls.py), state.py
+runs or fetches the result (a progress bar while it runs), smoothviz.corpus_figures draws.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import urllib.parse
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import streamlit as st
+
+import controls
+import state
+from markup import md
+from smoothviz import corpus_figures, figures
+from smoothviz.corpus import parse_corpus, read_corpus
+from smoothviz.corpus_store import HIST, changes, histograms, metric_columns
+from smoothviz.settings import SETTINGS
+
+st.set_page_config(page_title="SmoothViz · Corpus", page_icon="🫧", layout="wide")
+log = logging.getLogger("smoothviz.app")
+URL = controls.URL
+CORPORA = Path(__file__).resolve().parents[2] / "assets" / "corpora"
+SHIPPED = {p.stem: p for p in sorted(CORPORA.glob("*.txt"))}
+UPLOAD = "upload"
+DEFAULT = "everyday"
+SHOWN = 6  # sentences in each of the "most" and "least" tables
+
+with st.sidebar:
+    st.subheader("Corpus")
+    source = st.selectbox("Corpus", [*SHIPPED, UPLOAD], index=list(SHIPPED).index(DEFAULT), key="corpus", bind=URL,
+                          label_visibility="collapsed",
+                          format_func=lambda s: "upload a file…" if s == UPLOAD else s.replace("-", " "),
+                          help="A shipped teaching corpus, or your own file: one sentence per line (.txt), or "
+                               "a .csv / .jsonl with a 'text' column.")
+    upload = st.file_uploader("Corpus file", type=["txt", "csv", "jsonl"]) if source == UPLOAD else None
+    refused: list = []  # a link's value the widgets cannot hold, reset to its default
+    model, lab, device = controls.model_controls(refused)
+    mitigation, params = controls.mitigation_controls(refused)
+    graph = controls.graph_controls(model, device, lab, refused)
+    for message in refused:
+        st.warning(md(message), icon=":material/tune:")
+
+st.title("Corpus: the collapse over many sentences")
+st.markdown("One sentence's curve is noisy; what the papers claim is a statistic over many sentences. Here every "
+            "line of a corpus goes through the same analysis as on the main page, and each metric is drawn as "
+            "the median over the sentences with the band between their quartiles.")
+
+
+def lines_or_stop():
+    """The chosen corpus as numbered lines (capped on a public server), or stop with a message."""
+    try:
+        if source == UPLOAD:
+            if upload is None:
+                st.info("Choose a file in the sidebar: one sentence per line, UTF-8.", icon=":material/upload:")
+                st.stop()
+            lines = parse_corpus(upload.getvalue().decode("utf-8-sig"), upload.name)
+        else:
+            lines = read_corpus(SHIPPED[source])
+    except ValueError as err:  # CorpusError, a file that is not UTF-8
+        st.error(md(f"This file cannot be used: {str(err).splitlines()[0]}"), icon=":material/error:")
+        st.stop()
+    cap = SETTINGS.max_corpus_lines
+    if cap and len(lines) > cap:
+        st.info(f"This public server analyses the first {cap} of the {len(lines)} lines.", icon=":material/info:")
+        lines = lines[:cap]
+    return lines
+
+
+if not model:
+    st.error("Type a Hugging Face id or a local model directory, or choose the default model.", icon=":material/error:")
+    st.stop()
+lines = lines_or_stop()
+settings = dict(model=model, device=device, lab=lab, mitigation=mitigation, params=params, **graph)
+result = state.cached_corpus(lines, settings)
+if result is None:
+    bar = st.progress(0.0, text=f"Loading the model and analysing {len(lines)} sentences…")
+
+    def progress(done: int, total: int, rate: float) -> None:
+        bar.progress(done / total, text=f"{done} of {total} sentences · {rate:.1f} sentences/s")
+    try:
+        result = state.run_corpus(lines, settings, progress)
+    except ValueError as err:  # messages meant for users
+        st.error(md(str(err)), icon=":material/error:")
+        st.stop()
+    except Exception as err:  # never a traceback in the page; the log keeps it
+        log.exception("corpus failed")
+        st.error(f"The corpus run failed unexpectedly ({type(err).__name__}). Try other settings; the details are "
+                 "in the server log.", icon=":material/error:")
+        st.stop()
+    finally:
+        bar.empty()
+
+KEY = state.corpus_key(lines, settings)
+summary = result.summary()
+names = {"baseline": "baseline"}
+if "mitigation" in summary:
+    shown = ", ".join(f"{k}={v}" for k, v in summary["mitigation"]["params"].items() if v != "")
+    names["mitigated"] = summary["mitigation"]["name"] + (f" ({shown})" if shown else "")
+speed = f" · {result.rate:.1f} sentences/s" if result.computed else ""
+st.caption(f"Model **{summary['model']}** on {summary['device']} · {summary['sentences']} sentences · "
+           f"{summary['tokens']} tokens · baseline beside **{names.get('mitigated', 'no mitigation')}**{speed}")
+for note in summary["notes"]:
+    st.info(md(note), icon=":material/info:")
+if result.errors:
+    with st.expander(f"{len(result.errors)} line(s) could not be analysed"):
+        st.dataframe([{"line": e["sentence"], "text": e["text"], "error": e["error"]} for e in result.errors],
+                     hide_index=True)
+
+
+def chart(build, name: str, *parts) -> None:
+    fig = state.figure(build, (KEY, name, *parts))
+    st.plotly_chart(fig, theme=None, config=figures.image_config(f"corpus-{name}"))
+
+
+# --------------------------------------------------------------------------- 1 · bands
+st.header("1 · Metrics over depth: median and quartiles", anchor="bands")
+st.caption(corpus_figures.CAPTIONS["bands"])
+available = metric_columns(result.table)
+picked = st.multiselect("Metrics", available, default=[m for m in figures.METRICS if m in available],
+                        key="corpus_metrics")
+if picked:
+    chart(lambda: corpus_figures.band_curves(summary, picked, names), "bands", tuple(picked))
+
+# --------------------------------------------------------------------------- 2 · cosines
+st.header("2 · Pairwise token cosines, layer by layer", anchor="cosines")
+st.caption(corpus_figures.CAPTIONS["cosines"])
+runs = [r for r in ("baseline", "mitigated") if r in summary]
+for run, col in zip(runs, st.columns(len(runs))):
+    with col:
+        chart(lambda: corpus_figures.cosine_histograms(*histograms(result.table, run), title=names[run]), "cosines", run)
+
+# --------------------------------------------------------------------------- 3 · ranking
+st.header("3 · The sentences that smooth most and least", anchor="ranking")
+st.caption(corpus_figures.CAPTIONS["ranking"])
+ranked = [m for m in corpus_figures.COLLAPSE if m in available]
+metric = st.selectbox("Ranked by the change of", ranked, key="corpus_rank", bind=URL)
+link = controls.url_state()
+
+
+def table(rows: list[dict]) -> None:
+    L = summary["baseline"]["layers"][-1]["layer"]
+    data = [{"open": "./?" + urllib.parse.urlencode({**link, "text": r["text"]}), "line": r["sentence"],
+             "change": r["change"], "layer 0": r["first"], f"layer {L}": r["last"], "tokens": r["tokens"],
+             "sentence": r["text"]} for r in rows]
+    st.dataframe(data, hide_index=True, column_config={
+        "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
+                                            help="Open this sentence on the main page with these settings"),
+        "sentence": st.column_config.TextColumn(width="large"),
+        "layer 0": st.column_config.NumberColumn(format="%.3g"), f"layer {L}": st.column_config.NumberColumn(format="%.3g"),
+        "change": st.column_config.NumberColumn(format="%+.3g")})
+
+
+scored = [r for r in changes(result.table, metric) if r["change"] == r["change"]]  # NaN: undefined (one token)
+scored.sort(key=lambda r: corpus_figures.COLLAPSE[metric] * r["change"], reverse=True)
+most, least = st.columns(2)
+with most:
+    st.subheader("Smooth most")
+    table(scored[:SHOWN])
+with least:
+    st.subheader("Smooth least")
+    table(scored[::-1][:SHOWN])
+
+# --------------------------------------------------------------------------- export
+st.header("Download", anchor="download")
+st.caption("One row per (sentence, run, layer), every metric of the main page: the table `smoothviz corpus --out` "
+           "writes (the Parquet also holds each row's cosine histogram).")
+
+
+def parquet() -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(result.table, buffer)
+    return buffer.getvalue()
+
+
+c1, c2 = st.columns(2)
+c1.download_button("Rows (CSV)", lambda: result.table.drop([HIST]).to_pandas().to_csv(index=False),
+                   "smoothviz-corpus.csv", "text/csv", on_click="ignore", width="stretch")
+c2.download_button("Rows (Parquet)", parquet, "smoothviz-corpus.parquet", "application/vnd.apache.parquet",
+                   on_click="ignore", width="stretch")
