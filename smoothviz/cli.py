@@ -170,6 +170,11 @@ def _corpus(args) -> int:
     try:
         result = corpus(lines, batch_size=args.batch_size, engine=args.engine, workers=args.workers, out=args.out,
                         progress=progress, **_analysis_kwargs(args))
+    except KeyboardInterrupt:
+        if args.out:
+            print(f"smoothviz: stopped; the lines done are in {args.out}.partial/: rerun the same command to go on",
+                  file=sys.stderr)
+        raise
     finally:
         bar.close()
     for err in result.errors[:20]:
