@@ -184,7 +184,7 @@ def _corpus(args) -> int:
     print(f"smoothviz: {result.computed} lines analysed in {result.seconds:.1f} s"
           + (f" ({result.rate:.1f} sentences/s)" if result.computed else "")
           + (f", {result.sentences - result.computed} resumed from {args.out}" if result.sentences > result.computed else "")
-          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+          + (f"; rows in {args.out}" if args.out else ""), file=sys.stderr)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, allow_nan=False, ensure_ascii=False))
