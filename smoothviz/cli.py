@@ -206,6 +206,11 @@ def _corpus(args) -> int:
     try:
         result = corpus(lines, batch_size=args.batch_size, engine=args.engine, workers=args.workers, out=args.out,
                         progress=progress, **_analysis_kwargs(args))
+    except KeyboardInterrupt:
+        if args.out:
+            print(f"smoothviz: stopped; the lines done are in {args.out}.partial/: rerun the same command to go on",
+                  file=sys.stderr)
+        raise
     finally:
         bar.close()
     for err in result.errors[:20]:
@@ -215,7 +220,7 @@ def _corpus(args) -> int:
     print(f"smoothviz: {result.computed} lines analysed in {result.seconds:.1f} s"
           + (f" ({result.rate:.1f} sentences/s)" if result.computed else "")
           + (f", {result.sentences - result.computed} resumed from {args.out}" if result.sentences > result.computed else "")
-          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+          + (f"; rows in {args.out}" if args.out else ""), file=sys.stderr)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, allow_nan=False, ensure_ascii=False))

@@ -214,9 +214,9 @@ class BatchAnalyser:
                                                                None if mitigated is None else mitigated[i])
             try:
                 analysis = analyze_encoded(self.handle, it.inputs, it.tokens, it.special, self.mitigation,
-                                           self.options, heads=False, notes=it.notes, forward=forward)
+                                           self.options, notes=it.notes, forward=forward)
                 out.extend(rows_of(analysis, it.sentence, it.text))
-            except ValueError as err:  # AnalysisError, MitigationError: this line only
+            except (ValueError, RuntimeError) as err:  # AnalysisError, a numerical failure: this line only
                 out.append(_error_row(Line(it.sentence, it.text), err))
         self.seconds["analysis"] += time.perf_counter() - start
         return out

@@ -205,3 +205,18 @@ def test_dashboard_in_browser(server, browser):
     (SHOTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     print("timings:", timings)
     assert not errors, errors
+
+
+def test_corpus_page_in_browser(server, browser):
+    """The Corpus page runs the default shipped corpus, draws its three charts and both tables."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    _load(page, server + "/Corpus", min_charts=3, timeout=600)
+    page.get_by_text("Smooth least").wait_for()
+    page.wait_for_timeout(1000)  # the tables' canvas
+    page.screenshot(path=str(SHOTS / "corpus-1366x768.png"))
+    _full_page(page, SHOTS / "corpus-1366-full.png")
+    page.close()
+    assert not errors, errors

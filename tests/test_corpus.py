@@ -54,9 +54,9 @@ def assert_rows_match(result, text: str, sentence: int, **kwargs) -> None:
     rows = [r for r in result.table.to_pylist() if r["sentence"] == sentence]
     for run, analysed in alone.runs().items():
         mine = [r for r in rows if r["run"] == run]
-        assert len(mine) == len(analysed.rows), (run, len(mine), len(analysed.rows))
+        assert len(mine) == len(analysed.table()), (run, len(mine), len(analysed.table()))
         L = alone.n_layers
-        for got, want in zip(mine, analysed.rows):
+        for got, want in zip(mine, analysed.table()):
             assert got["layer"] == (L + 1 if want["layer"] == "fused" else want["layer"])
             assert got["fused"] == (want["layer"] == "fused") and got["tokens"] == len(alone.tokens)
             for key, value in want.items():
