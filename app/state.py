@@ -280,10 +280,6 @@ def run_corpus(texts: list[str], settings: dict, progress=None):
 
 
 class FrozenFigure(go.Figure):
-    """A figure that is never changed once built: its ``to_dict()`` is computed once.
-
-
-class FrozenFigure(go.Figure):
     """A built figure reduced to the dict ``st.plotly_chart`` reads, never changed again.
 
     ``st.plotly_chart`` only calls ``to_dict()`` (a deep copy and a walk over every value, about
