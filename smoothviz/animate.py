@@ -145,7 +145,7 @@ def _skeleton(analysis, views: tuple[str, ...]):
     """The empty subplot grid every frame shares, with fixed axes."""
     keys = list(analysis.runs())
     fig = make_subplots(rows=len(views), cols=len(keys), horizontal_spacing=0.08,
-                        vertical_spacing=0.06 if len(views) > 1 else 0.0,
+                        vertical_spacing=0.09 if len(views) > 1 else 0.0,
                         subplot_titles=[f"{escape(figures.run_name(analysis, k))} — {v}" for v in views for k in keys])
     n = len(analysis.labels)
     for row, view in enumerate(views, start=1):
@@ -232,7 +232,7 @@ def animated_figure(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> 
                                                     transition=dict(duration=0))]),
                               dict(label="❚❚ pause", method="animate",
                                    args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-        sliders=[dict(active=0, x=0.12, y=-0.02, len=0.88, yanchor="top", currentvalue=dict(prefix="layer "),
+        sliders=[dict(active=0, x=0.22, y=-0.02, len=0.78, yanchor="top", currentvalue=dict(prefix="layer "),
                       steps=[dict(label=f.name(), method="animate",
                                   args=[[f.name()], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                          transition=dict(duration=0))]) for f in frames])])

@@ -48,6 +48,21 @@ def test_report_figure_has_frames_and_a_play_button(neutreno):
     assert len(fig.layout.sliders[0].steps) == neutreno.n_layers + 1
 
 
+def test_the_report_plays_the_same_frames(fusion):
+    import json
+    import re
+
+    from smoothviz.report import build_report
+    page = build_report(fusion)
+    specs = [json.loads(m) for m in re.findall(r"var f=(\{.*?\});var c=", page)]
+    animated = [s for s in specs if s.get("frames")]
+    assert len(animated) == 1
+    spec = animated[0]
+    assert [f["name"] for f in spec["frames"]] == [str(l) for l in range(fusion.n_layers + 1)] + ["fused"]
+    assert spec["layout"]["updatemenus"][0]["buttons"][0]["label"] == "▶ play"
+    assert "frames:f.frames" in page  # the frames reach Plotly.newPlot
+
+
 def test_gif_opens_with_pillow(neutreno, tmp_path):
     from PIL import Image
     out = tmp_path / "a.gif"
