@@ -64,7 +64,9 @@ def _row(run, layer: int | None) -> dict:
 
 
 def _fmt(value) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.3f}"
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"  # a collapse reads 1e-9, not 0.000
 
 
 def frame_title(analysis, frame: Frame) -> str:
