@@ -41,6 +41,9 @@ def draw(view: views.View, at: views.At) -> None:
         key = name.removeprefix(f"{view.key}-") if view.per_run else None
         fig = state.figure(lambda: view.build(analysis, key, at), (SETTINGS_KEY, name, *parts))
         col.plotly_chart(fig, theme=None, config=figures.image_config(name, img))
+    if view.table is not None:  # the numbers behind the chart (accessibility, copying into a report)
+        with st.expander("Show as table"):
+            st.dataframe(view.rows(analysis, at), hide_index=True)
 
 
 def figure_names(view: views.View) -> list[str]:

@@ -1,4 +1,4 @@
-"""The ``smoothviz`` command line: ``analyze``, ``compare``, ``corpus``, ``report`` and ``fit-gate``.
+"""The ``smoothviz`` command line: ``analyze``, ``compare``, ``corpus``, ``report``, ``animate`` and ``fit-gate``.
 
 A contract other tools rely on: ``--json`` prints exactly one JSON object on stdout; any
 error prints one line on stderr and exits with code 2.
@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="a self-contained offline HTML report with every view")
     _add_analysis_options(r)
     r.add_argument("--out", required=True, help="the HTML file to write")
+    m = sub.add_parser("animate", help="the collapse as a GIF or MP4: one frame per layer, baseline beside mitigated")
+    _add_analysis_options(m)
+    m.add_argument("--views", default="heatmap,graph", help="comma-separated: heatmap, graph, trajectory")
+    m.add_argument("--out", required=True, help="the .gif or .mp4 file to write")
     g = sub.add_parser("fit-gate", help="learn a fusion gate on a labelled CSV (text,label)")
     g.add_argument("data", help="CSV file with columns text,label")
     g.add_argument("--model", default="default")
@@ -160,6 +164,21 @@ def _compare(args) -> int:
     return 0
 
 
+def _animate(args) -> int:
+    from . import analyze
+    from .animate import FORMATS, animate, parse_views
+    views = parse_views(args.views)
+    if not args.out.lower().endswith(FORMATS):  # before the model loads
+        raise ValueError(f"--out must end in {' or '.join(FORMATS)}, got '{args.out}'")
+    kwargs = _analysis_kwargs(args)
+    if "trajectory" in views and kwargs["projection"] == "none":
+        kwargs["projection"] = "pca"
+    info = animate(analyze(args.text, **kwargs), args.out, views)
+    print(f"wrote {info['path']}: {info['frames']} frames, {info['width']}×{info['height']} px, "
+          f"{info['bytes'] / 1024:.0f} KiB in {info['seconds']} s")
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run one command line; user errors raise ValueError (``main`` prints them). Returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -177,6 +196,8 @@ def run(argv: list[str] | None = None) -> int:
         return _compare(args)
     if args.command == "corpus":
         return _corpus(args)
+    if args.command == "animate":
+        return _animate(args)
     result = analyze(args.text, **_analysis_kwargs(args))
     if args.command == "report":
         from .report import build_report

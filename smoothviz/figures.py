@@ -19,10 +19,10 @@ from plotly.subplots import make_subplots
 
 from .metrics import by_name as registered
 
-RUN_COLOURS = {"baseline": "#1f77b4", "mitigated": "#d95f02"}
-# Compared runs, in order (Okabe & Ito's colour-blind-safe palette): run i has RUN_PALETTE[i]
-# in every view of the Compare page and report.
+# Runs, in order (Okabe & Ito's colour-blind-safe palette): compared run i has RUN_PALETTE[i] in every
+# view of the Compare page and report; the main page's baseline and mitigated runs are the first two.
 RUN_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+RUN_COLOURS = {"baseline": RUN_PALETTE[0], "mitigated": RUN_PALETTE[1]}
 
 
 def run_colour(i: int) -> str:

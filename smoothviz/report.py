@@ -14,10 +14,15 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from . import figures
+from .animate import animated_figure
 from .graph import to_networkx
 from .views import SECTIONS, At, in_section
 
 TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
+ANIMATION_VIEWS = ("heatmap", "graph")
+ANIMATION_CAPTION = ("Press play (or drag the slider) to step through the layers, the fused output last for a "
+                     "fusion: every frame keeps the same axes and colours, and its title gives each run's "
+                     "cosine_mean and dm_rel at that layer.")
 
 
 def metrics_csv(analysis) -> str:
@@ -43,7 +48,7 @@ def _figure_div(fig, name: str, index: int) -> str:
     div_id = f"fig{index}"
     return (f'<div class="fig" id="{div_id}" data-name="smoothviz-{html.escape(name)}"></div>\n'
             f"<script>(function(){{var f={spec};var c={config};c.modeBarButtonsToAdd=[{_SVG_BUTTON}];"
-            f"Plotly.newPlot('{div_id}',f.data,f.layout,c);}})();</script>")
+            f"Plotly.newPlot('{div_id}',{{data:f.data,layout:f.layout,frames:f.frames||[],config:c}});}})();</script>")
 
 
 def _table(analysis) -> str:
@@ -94,6 +99,10 @@ def build_report(analysis, layer: int | None = None) -> str:
     names = {key: figures.run_name(analysis, key) for key in analysis.runs()}
     for section, heading in SECTIONS.items():
         parts.append(f"<h2>{esc(heading)}</h2>")
+        if section == "layer":  # the same frames as `smoothviz animate`, played in the page
+            parts += ["<h3>Layer by layer</h3>", f"<p class='cap'>{esc(ANIMATION_CAPTION)}</p>",
+                      _figure_div(animated_figure(analysis, ANIMATION_VIEWS), "animation", index)]
+            index += 1
         for view in in_section(section):
             title = view.heading(at)
             parts.append((f"<h3>{esc(title)}</h3>" if title else "") + f"<p class='cap'>{esc(view.caption)}</p>")

@@ -12,7 +12,7 @@ from typing import Callable
 
 import plotly.graph_objects as go
 
-from . import figures, trends
+from . import figures, tables, trends
 from .graph import to_networkx
 
 # Page and report sections, in order: key → heading.
@@ -62,6 +62,8 @@ class View:
         half: drawn at half width, beside the next half-width view of its section.
         notes: ``(analysis, names) -> [line]``: sentences computed from the numbers, drawn under the
             caption (``names`` maps a run key to its display name, escaped for where it is shown).
+        table: ``(analysis, at) -> [row]``: the chart's numbers as rows (``{column: value}``), for
+            "show as table" (functions in :mod:`smoothviz.tables`).
     """
 
     key: str
@@ -74,6 +76,7 @@ class View:
     depends: tuple[str, ...] = field(default=())
     half: bool = False
     notes: Callable[..., list[str]] | None = None
+    table: Callable[..., list[dict]] | None = None
 
     def heading(self, at: At) -> str:
         """The title with ``at``'s values filled in (``""`` for none)."""
@@ -88,6 +91,10 @@ class View:
     def lines(self, analysis, names: dict[str, str]) -> list[str]:
         """The view's data-driven sentences (none for most views)."""
         return [] if self.notes is None else self.notes(analysis, names)
+
+    def rows(self, analysis, at: At) -> list[dict]:
+        """The chart's numbers as table rows (empty when the view has no table)."""
+        return [] if self.table is None else self.table(analysis, at)
 
     def count(self, analysis) -> int:
         """How many charts the view draws for ``analysis``."""
@@ -107,21 +114,25 @@ VIEWS: list[View] = [
          "Each panel is one over-smoothing metric over depth; arrows give the direction in which tokens "
          "become alike. Compare the two colours at the same layer; the lines below name every layer where a "
          "metric moves against that direction.", "the-metrics",
-         lambda a, k, at: figures.metric_curves(a), notes=trends.trend_lines),
+         lambda a, k, at: figures.metric_curves(a), notes=trends.trend_lines,
+         table=tables.metrics),
     View("shi", "depth", "",
          "Below the dashed line a layer shrinks the distance to the smooth subspace (every token the same "
          "vector); v is Shi et al.'s upper bound on that ratio, derived for post-LN blocks and shown only for "
          "them (shown, not asserted: v ≥ 1 guarantees nothing).", "why-stacking-smooths",
-         lambda a, k, at: figures.shi_bound(a), half=True),
+         lambda a, k, at: figures.shi_bound(a), half=True,
+         table=tables.shi),
     View("rollout", "depth", "",
          "σ₂/σ₁ of the product of attention matrices up to each layer: when it nears 0 every token draws "
          "on the same mix of inputs.", "attention-is-a-graph",
-         lambda a, k, at: figures.rollout(a), half=True),
+         lambda a, k, at: figures.rollout(a), half=True,
+         table=tables.rollout),
     View("similarity", "layer", "Token similarity at layer {layer}",
          "Cosine similarity between every pair of tokens at this layer: a uniformly red square means the "
          "tokens have become alike.", "the-metrics",
          lambda a, k, at: figures.similarity_heatmap(_run(a, k), a.labels, at.layer, at.picked, title=_title(a, k)),
-         per_run=True, depends=("layer", "picked")),
+         per_run=True, depends=("layer", "picked"),
+         table=tables.similarity),
     View("graph", "layer", "Attention graph of layer {layer} (top {top_k} edges per token)",
          "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "
          "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. It always has both signs "
@@ -131,44 +142,52 @@ VIEWS: list[View] = [
          lambda a, k, at: figures.attention_graph(
              to_networkx(_run(a, k).layer_graph[at.layer - 1], a.labels, top_k=at.top_k),
              _run(a, k).fiedler[at.layer - 1], at.picked, title=_title(a, k)),
-         per_run=True, depends=("layer", "picked", "top_k")),
+         per_run=True, depends=("layer", "picked", "top_k"),
+         table=tables.graph),
     View("spectrum", "layer", "",
          "Normalized-Laplacian eigenvalues; a large spectral gap λ₂ means one attention step mixes the "
          "tokens strongly.", "attention-is-a-graph",
          lambda a, k, at: figures.laplacian_spectrum(_run(a, k), at.layer,
                                                      title=f"Laplacian spectrum — {_title(a, k)}"),
-         per_run=True, depends=("layer",)),
+         per_run=True, depends=("layer",),
+         table=tables.spectrum),
     View("dovonon", "layer", "Value spectrum of layer {layer} (Dovonon et al.)",
          "Eigenvalues of each head's W_O·W_V: a head whose dominant mode pairs with the constant attention "
          "eigenvector smooths (circle), otherwise it sharpens (cross).", "the-dovonon-diagnostic",
          lambda a, k, at: figures.dovonon(_run(a, k), at.layer, title=_title(a, k)),
-         per_run=True, depends=("layer",)),
+         per_run=True, depends=("layer",),
+         table=tables.dovonon),
     View("verdicts", "layer", "",
          "Dovonon's verdict for every layer at once: the share of heads that are low-pass.",
          "the-dovonon-diagnostic",
-         lambda a, k, at: figures.verdicts(a)),
+         lambda a, k, at: figures.verdicts(a),
+         table=tables.verdicts),
     View("trajectories", "trajectories", "",
          "Each token's path from the embeddings to the last layer (dark → bright); paths converging to "
          "one spot are over-smoothing. Projections distort: trust the metrics.", "projections",
-         lambda a, k, at: figures.trajectories(a, at.picked), depends=("picked",)),
+         lambda a, k, at: figures.trajectories(a, at.picked), depends=("picked",),
+         table=tables.trajectories),
     View("atlas", "atlas", "",
          "One cell per head and layer; pick a cell to draw that head's graph, or ablate it to see every view "
          "without it. Heads with a large gap mix strongly, low-entropy heads attend to few tokens.",
          "attention-is-a-graph",
          lambda a, k, at: figures.head_atlas(_run(a, k), at.quantity, title=_title(a, k),
                                              picked=(at.head_layer, at.head)),
-         per_run=True, depends=("quantity", "head_layer", "head")),
+         per_run=True, depends=("quantity", "head_layer", "head"),
+         table=tables.atlas),
     View("head-graph", "atlas", "Layer {head_layer}, head {head}: its own graph",
          "The chosen head's attention as a graph, coloured by weighted degree: a head that sends most of "
          "its attention to one token (often [SEP]) draws a star around it.", "attention-is-a-graph",
          lambda a, k, at: figures.attention_graph(
              a.graph(at.head_layer, head=at.head, run=k, top_k=at.top_k), None, at.picked,
              title=f"layer {at.head_layer}, head {at.head} — {_title(a, k)}"),
-         per_run=True, depends=("head_layer", "head", "top_k", "picked")),
+         per_run=True, depends=("head_layer", "head", "top_k", "picked"),
+         table=tables.head_graph),
     View("sv", "sv", "",
          "Singular values of the token matrix, normalised by the largest: a fast-dropping, skewed spectrum "
          "is Yan et al.'s token uniformity.", "the-metrics",
-         lambda a, k, at: figures.sv_spectra(_run(a, k), title=_title(a, k)), per_run=True),
+         lambda a, k, at: figures.sv_spectra(_run(a, k), title=_title(a, k)), per_run=True,
+         table=tables.sv),
 ]
 
 BY_KEY = {view.key: view for view in VIEWS}

@@ -1,0 +1,316 @@
+"""The collapse as an animation: one frame per layer 0…L (and the fused output of a fusion),
+baseline beside mitigated, for slides (GIF, MP4) and for the report (plotly frames).
+
+Every frame has the same traces in the same order, the same axes and the same colour ranges, so
+nothing jumps between frames: only the data changes. Frames are plotly figures rendered by
+kaleido with a system Chrome/Chromium, encoded by Pillow (GIF) or imageio-ffmpeg (MP4).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import figures
+from .figures import RUN_COLOURS, escape
+from .graph import to_networkx
+
+VIEWS = ("heatmap", "graph", "trajectory")       # what a frame can show, one row each
+FORMATS = (".gif", ".mp4")
+WIDTH = 1280                                      # px; heights and width are multiples of 16 (H.264 blocks)
+ROW_HEIGHT, TITLE_HEIGHT = 432, 112
+MAX_BYTES = 10 * 1024 * 1024
+TOP_K = 3
+FRAME_MS, LAST_MS = 1000, 2500                    # GIF frame durations (the last frame is held)
+HEADLINE = ("cosine_mean", "dm_rel")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One step of the animation: ``layer`` is 0…L, or ``None`` for the fused output."""
+
+    layer: int | None
+
+    def name(self) -> str:
+        return "fused" if self.layer is None else str(self.layer)
+
+
+def parse_views(text: str) -> tuple[str, ...]:
+    """``"heatmap,graph"`` → ``("heatmap", "graph")``; ValueError listing the allowed views."""
+    views = tuple(v.strip() for v in str(text).split(",") if v.strip())
+    bad = [v for v in views if v not in VIEWS]
+    if not views or bad:
+        raise ValueError(f"--views must be a comma-separated subset of {','.join(VIEWS)}, got '{text}'")
+    return tuple(dict.fromkeys(views))
+
+
+def frames_of(analysis) -> list[Frame]:
+    """Layers 0…L, then the fused output when a run has one."""
+    fused = any(run.fused is not None for run in analysis.runs().values())
+    return [Frame(l) for l in range(analysis.n_layers + 1)] + ([Frame(None)] if fused else [])
+
+
+def _row(run, layer: int | None) -> dict:
+    if layer is None:
+        return run.fused_row if run.fused_row is not None else run.rows[-1]
+    return run.rows[layer]
+
+
+def _fmt(value) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"  # a collapse reads 1e-9, not 0.000
+
+
+def frame_title(analysis, frame: Frame) -> str:
+    """``layer l of L`` (or ``fused output``) and each run's headline metrics (escaped plotly text)."""
+    L = analysis.n_layers
+    where = "fused output (baseline: layer {L})".format(L=L) if frame.layer is None else f"layer {frame.layer} of {L}"
+    runs = " · ".join(
+        f"<span style='color:{RUN_COLOURS[k]}'>{escape(figures.run_name(analysis, k))}</span>: "
+        + ", ".join(f"{m} {_fmt(_row(run, frame.layer).get(m))}" for m in HEADLINE)
+        for k, run in analysis.runs().items())
+    return f"<b>{where}</b><br>{runs}"
+
+
+def _cosine(H: np.ndarray) -> np.ndarray:
+    H = np.asarray(H, dtype=np.float64)
+    U = H / np.maximum(np.linalg.norm(H, axis=1, keepdims=True), 1e-12)
+    return U @ U.T
+
+
+def _similarity(analysis, run, layer: int | None) -> np.ndarray:
+    if layer is None and run.fused is not None:
+        return _cosine(run.fused[analysis.keep])
+    return np.asarray(run.similarity[analysis.n_layers if layer is None else layer], dtype=np.float64)
+
+
+def _heatmap(analysis, run, layer, first: bool) -> list:
+    z = np.round(_similarity(analysis, run, layer), 3)
+    return [go.Heatmap(z=z, zmin=-1, zmax=1, colorscale="RdBu_r", showscale=first,
+                       colorbar=dict(title="cos", thickness=12, len=0.25, y=1, yanchor="top"),
+                       hovertemplate="%{y} · %{x}: cos %{z:.3f}<extra></extra>")]
+
+
+def _circle(n: int) -> np.ndarray:
+    angle = math.pi / 2 - 2 * math.pi * np.arange(n) / max(n, 1)
+    return np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+def _graph(analysis, run, layer, colour_range: float) -> list:
+    """Edges (top-k per token) and nodes on a fixed circle; the embeddings (layer 0) have no attention."""
+    labels = analysis.labels
+    pos = _circle(len(labels))
+    L = analysis.n_layers
+    g = L if layer is None else layer           # the fused output is measured on the last layer's graph
+    xs, ys, colour = [], [], np.zeros(len(labels))
+    if g >= 1:
+        G = to_networkx(run.layer_graph[g - 1], labels, top_k=TOP_K)
+        for i, j in G.edges():
+            xs += [pos[i, 0], pos[j, 0], None]
+            ys += [pos[i, 1], pos[j, 1], None]
+        colour = np.asarray(run.fiedler[g - 1], dtype=np.float64)
+    note = "" if g >= 1 else "embeddings: no attention yet"
+    return [go.Scatter(x=xs or [None], y=ys or [None], mode="lines", hoverinfo="skip", showlegend=False,
+                       line=dict(color="rgba(90,90,90,0.45)", width=1.2)),
+            go.Scatter(x=pos[:, 0], y=pos[:, 1], mode="markers+text", showlegend=False,
+                       text=[escape(t) for t in labels] if len(labels) <= 40 else None,
+                       textposition="top center", textfont=dict(size=10),
+                       marker=dict(size=11, color=np.round(colour, 4), colorscale="PuOr", cmin=-colour_range,
+                                   cmax=colour_range, line=dict(color="black", width=0.5)),
+                       hovertemplate="%{text}<extra></extra>"),
+            go.Scatter(x=[0], y=[0], mode="text", text=[note], showlegend=False, hoverinfo="skip")]
+
+
+def _trajectory(analysis, r: int, key: str, layer) -> list:
+    """Every token's path up to this layer (grey) and where it is now (the run's colour)."""
+    coords = analysis.projection[r]                          # [L+1, n, 2]
+    l = analysis.n_layers if layer is None else layer
+    path = np.concatenate([coords[: l + 1].transpose(1, 0, 2), np.full((coords.shape[1], 1, 2), np.nan)], axis=1)
+    path = np.round(path.reshape(-1, 2), 3)
+    now = np.round(coords[l], 3)
+    return [go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", hoverinfo="skip", showlegend=False,
+                       line=dict(color="rgba(120,120,120,0.35)", width=1)),
+            go.Scatter(x=now[:, 0], y=now[:, 1], mode="markers", showlegend=False,
+                       text=[escape(t) for t in analysis.labels], hovertemplate="%{text}<extra></extra>",
+                       marker=dict(size=8, color=RUN_COLOURS[key], line=dict(color="white", width=0.5)))]
+
+
+def _skeleton(analysis, views: tuple[str, ...]):
+    """The empty subplot grid every frame shares, with fixed axes."""
+    keys = list(analysis.runs())
+    fig = make_subplots(rows=len(views), cols=len(keys), horizontal_spacing=0.08,
+                        vertical_spacing=0.09 if len(views) > 1 else 0.0,
+                        subplot_titles=[f"{escape(figures.run_name(analysis, k))} — {v}" for v in views for k in keys])
+    n = len(analysis.labels)
+    for row, view in enumerate(views, start=1):
+        for col in range(1, len(keys) + 1):
+            if view == "heatmap":
+                step = max(1, math.ceil(n / 24))
+                ticks = list(range(0, n, step))
+                text = [escape(analysis.labels[i])[:12] for i in ticks]
+                fig.update_xaxes(range=[-0.5, n - 0.5], tickvals=ticks, ticktext=text, tickangle=-90,
+                                 tickfont_size=9, showgrid=False, row=row, col=col)
+                fig.update_yaxes(range=[n - 0.5, -0.5], tickvals=ticks, ticktext=text, tickfont_size=9,
+                                 showgrid=False, row=row, col=col)
+            elif view == "graph":
+                fig.update_xaxes(range=[-1.35, 1.35], visible=False, row=row, col=col)
+                fig.update_yaxes(range=[-1.3, 1.35], visible=False, row=row, col=col)
+            else:
+                xy = analysis.projection.reshape(-1, 2)
+                lo, hi = np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)
+                pad = 0.06 * (hi - lo + 1e-9)
+                fig.update_xaxes(range=[lo[0] - pad[0], hi[0] + pad[0]], showticklabels=False, row=row, col=col)
+                fig.update_yaxes(range=[lo[1] - pad[1], hi[1] + pad[1]], showticklabels=False, row=row, col=col)
+    fig.update_layout(template="plotly_white", font=figures.FONT, width=WIDTH,
+                      height=TITLE_HEIGHT + ROW_HEIGHT * len(views), margin=dict(l=70, r=40, t=TITLE_HEIGHT, b=30))
+    fig.update_annotations(font_size=13)
+    return fig
+
+
+def _traces(analysis, views, frame: Frame) -> tuple[list, list, list]:
+    """Every trace of one frame with its (row, col); the same structure for every frame."""
+    runs = analysis.runs()
+    fied = [np.abs(np.asarray(r.fiedler, dtype=np.float64)).max() for r in runs.values()]
+    colour_range = float(max(fied + [1e-9]))
+    traces, rows, cols = [], [], []
+    for row, view in enumerate(views, start=1):
+        for col, (key, run) in enumerate(runs.items(), start=1):
+            if view == "heatmap":
+                out = _heatmap(analysis, run, frame.layer, first=(row, col) == (views.index("heatmap") + 1, 1))
+            elif view == "graph":
+                out = _graph(analysis, run, frame.layer, colour_range)
+            else:
+                out = _trajectory(analysis, col - 1, key, frame.layer)
+            traces += out
+            rows += [row] * len(out)
+            cols += [col] * len(out)
+    return traces, rows, cols
+
+
+def _check(analysis, views) -> None:
+    if "trajectory" in views and analysis.projection is None:
+        raise ValueError("the trajectory view needs a projection: analyse with projection='pca' or 'umap'")
+
+
+def frame_figures(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> list[go.Figure]:
+    """One complete figure per frame (:func:`frames_of`), for rendering to images."""
+    _check(analysis, views)
+    out = []
+    for frame in frames_of(analysis):
+        fig = _skeleton(analysis, views)
+        traces, rows, cols = _traces(analysis, views, frame)
+        fig.add_traces(traces, rows=rows, cols=cols)
+        fig.update_layout(title=dict(text=frame_title(analysis, frame), x=0.01, font=dict(size=17)))
+        out.append(fig)
+    return out
+
+
+def animated_figure(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> go.Figure:
+    """One plotly figure holding every frame, with a play button and a layer slider (for the report)."""
+    _check(analysis, views)
+    frames = frames_of(analysis)
+    fig = _skeleton(analysis, views)
+    traces, rows, cols = _traces(analysis, views, frames[0])
+    fig.add_traces(traces, rows=rows, cols=cols)
+    fig.frames = [go.Frame(data=_traces(analysis, views, f)[0], name=f.name(),
+                           layout=dict(title=dict(text=frame_title(analysis, f))))
+                  for f in frames]
+    fig.update_layout(
+        title=dict(text=frame_title(analysis, frames[0]), x=0.01, font=dict(size=16)), width=None,
+        margin=dict(l=70, r=40, t=TITLE_HEIGHT, b=90),
+        height=TITLE_HEIGHT + ROW_HEIGHT * len(views) + 60,
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.02, xanchor="left", yanchor="top",
+                          showactive=False, buttons=[
+                              dict(label="▶ play", method="animate",
+                                   args=[None, dict(frame=dict(duration=FRAME_MS, redraw=True), fromcurrent=True,
+                                                    transition=dict(duration=0))]),
+                              dict(label="❚❚ pause", method="animate",
+                                   args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+        sliders=[dict(active=0, x=0.22, y=-0.02, len=0.78, yanchor="top", currentvalue=dict(prefix="layer "),
+                      steps=[dict(label=f.name(), method="animate",
+                                  args=[[f.name()], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                                         transition=dict(duration=0))]) for f in frames])])
+    return fig
+
+
+def _browser() -> None:
+    """Point kaleido at a system Chrome/Chromium (it would otherwise try to download one)."""
+    if os.environ.get("BROWSER_PATH"):
+        return
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
+        path = shutil.which(name)
+        if path:
+            os.environ["BROWSER_PATH"] = path
+            return
+    raise ValueError("animate renders frames with Chrome or Chromium: install one or set BROWSER_PATH to it")
+
+
+def render_png(figs: list[go.Figure]) -> list[bytes]:
+    """Each figure as PNG bytes at its own width and height, in one browser session."""
+    import kaleido
+    _browser()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [os.path.join(tmp, f"{i:03d}.png") for i in range(len(figs))]
+        kaleido.write_fig_from_object_sync([
+            dict(fig=fig, path=path, opts=dict(format="png", width=fig.layout.width, height=fig.layout.height))
+            for fig, path in zip(figs, paths)])
+        out = []
+        for path in paths:
+            with open(path, "rb") as fh:
+                out.append(fh.read())
+    return out
+
+
+def _encode_gif(images, out: str) -> None:
+    frames = [im.convert("RGB").quantize(colors=255, method=2, dither=0) for im in images]  # 2: fast octree
+    durations = [FRAME_MS] * (len(frames) - 1) + [LAST_MS]
+    frames[0].save(out, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True)
+
+
+def _encode_mp4(images, out: str) -> None:
+    import imageio_ffmpeg
+    w, h = images[0].size
+    writer = imageio_ffmpeg.write_frames(out, (w, h), fps=1, codec="libx264", pix_fmt_in="rgb24",
+                                         pix_fmt_out="yuv420p", quality=8, macro_block_size=16,
+                                         ffmpeg_log_level="error")
+    writer.send(None)
+    try:
+        for im in images:
+            writer.send(np.ascontiguousarray(np.asarray(im.convert("RGB"))))
+    finally:
+        writer.close()
+
+
+def animate(analysis, out: str, views: tuple[str, ...] = ("heatmap", "graph")) -> dict:
+    """Write the animation of ``analysis`` to ``out`` (``.gif`` or ``.mp4``).
+
+    Returns:
+        ``{"path", "frames", "width", "height", "bytes", "seconds"}``.
+
+    Raises:
+        ValueError: an unknown extension or view, no browser, or a file over 10 MB.
+    """
+    from PIL import Image
+    import io
+
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in FORMATS:
+        raise ValueError(f"--out must end in {' or '.join(FORMATS)}, got '{out}'")
+    start = time.perf_counter()
+    pngs = render_png(frame_figures(analysis, views))
+    images = [Image.open(io.BytesIO(b)) for b in pngs]
+    (_encode_gif if ext == ".gif" else _encode_mp4)(images, out)
+    size = os.path.getsize(out)
+    if size > MAX_BYTES:
+        os.remove(out)
+        raise ValueError(f"the animation is {size / 2**20:.1f} MB, over 10 MB: show fewer views or a shorter sentence")
+    return {"path": out, "frames": len(images), "width": images[0].size[0], "height": images[0].size[1],
+            "bytes": size, "seconds": round(time.perf_counter() - start, 1)}

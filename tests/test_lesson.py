@@ -1,0 +1,61 @@
+"""The Lesson page: every step predicts before it reveals, and answers with the measured numbers."""
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import smoothviz
+from smoothviz.lesson import STEPS
+
+PAGE = Path(__file__).resolve().parent.parent / "app" / "pages" / "4_Lesson.py"
+
+
+def test_five_to_seven_steps_each_a_preset_a_question_and_a_theory_link():
+    assert 5 <= len(STEPS) <= 7
+    for step in STEPS:
+        q = parse_qs(step.query())
+        assert q["text"] == [step.settings["text"]] and q["mit"] == [step.settings.get("mitigation", "none")]
+        assert len(step.options) >= 2 and step.anchor
+    assert parse_qs(STEPS[3].query())["lab_residual"] == ["false"]
+
+
+@pytest.mark.parametrize("index", range(len(STEPS)))
+def test_answers_are_computed_from_the_analysis(index):
+    step = STEPS[index]
+    s = dict(step.settings)
+    text, mit = s.pop("text"), s.pop("mitigation")
+    a = smoothviz.analyze(text, device="cpu", mitigation=None if mit == "none" else mit, **s)
+    right, lines = step.answer(a)
+    assert right in step.options and lines
+    if index == 5:  # NeuTRENO at layer 6: the numbers quoted are the analysis's
+        assert f"{a.baseline.rows[6]['cosine_mean']:.3f}" in lines[0]
+        assert f"{a.mitigated.rows[6]['cosine_mean']:.3f}" in lines[0]
+        assert right == ("down" if a.mitigated.rows[6]["cosine_mean"] < a.baseline.rows[6]["cosine_mean"] else "up")
+
+
+@pytest.mark.slow
+def test_the_page_reveals_only_after_a_prediction():
+    at = AppTest.from_file(str(PAGE), default_timeout=240).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.radio) == len(STEPS) and not at.expander
+    assert sum("Open this step in the main view" in m.value for m in at.markdown) == len(STEPS)
+    at.radio(key="lesson_5").set_value("up").run()
+    assert not at.exception
+    assert len(at.expander) == 1
+    shown = " ".join(m.value for m in at.markdown) + " ".join(e.value for e in [*at.info, *at.success])
+    assert "cosine_mean at layer 6: baseline" in shown and "the answer is **down**" in shown
+
+
+@pytest.mark.slow
+def test_a_step_link_opens_its_preset_in_the_main_view():
+    step = STEPS[5]  # NeuTRENO, λ = 0.4, layer 6
+    at = AppTest.from_file(str(PAGE.parent.parent / "SmoothViz.py"), default_timeout=240)
+    for key, values in parse_qs(step.query()).items():
+        at.query_params[key] = values[0]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="mit").value == "neutreno"
+    assert at.slider(key="neutreno_lambda").value == pytest.approx(0.4)
+    assert at.slider(key="layer").value == 6
+    assert at.text_area(key="text").value == step.settings["text"]

@@ -1,0 +1,30 @@
+"""Presentation mode: one view per screen, its run from the URL, buttons (and so arrow keys) step."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from smoothviz import views
+
+PAGE = Path(__file__).resolve().parent.parent / "app" / "pages" / "5_Present.py"
+pytestmark = pytest.mark.slow
+
+
+def test_one_view_per_screen_stepped_by_the_buttons_the_keys_press():
+    at = AppTest.from_file(str(PAGE), default_timeout=240)
+    at.query_params["mit"] = "neutreno"
+    at.query_params["neutreno_lambda"] = "0.6"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 1                      # the first view: the curves
+    assert "layer 6 of 6" in at.markdown[1].value
+    labels = {b.label for b in at.button}
+    assert {"◀ layer", "layer ▶", "◀ view", "view ▶"} <= labels
+    next(b for b in at.button if b.label == "layer ▶").click().run()
+    assert "layer 1 of 6" in at.markdown[1].value                # wraps around
+    for _ in range(3):                                           # shi, rollout, similarity
+        next(b for b in at.button if b.label == "view ▶").click().run()
+    assert not at.exception
+    assert at.session_state["present_view"] == 3 and views.VIEWS[3].key == "similarity"
+    assert len(at.get("plotly_chart")) == 2                      # baseline beside NeuTRENO
+    assert "Token similarity at layer 1" in " ".join(m.value for m in at.markdown)
