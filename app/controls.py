@@ -83,6 +83,10 @@ def _in_range(lo: float, hi: float, integer: bool = False):
     return ok
 
 
+def _span(lo: float, hi: float) -> str:
+    return "–".join(str(int(x)) if float(x).is_integer() else f"{x:g}" for x in (lo, hi))
+
+
 def _one_of(options):
     allowed = {str(o) for o in options}
     return lambda value: str(value) in allowed
@@ -123,7 +127,7 @@ def _lab_settings(active: bool, refused: list) -> dict:
                 continue
             default = min(max(default, lo), hi)
             integer = not isinstance(default, float)
-            _refuse(refused, key, _in_range(lo, hi, integer), f"lab {name} {lo:g}–{hi:g}", default)
+            _refuse(refused, key, _in_range(lo, hi, integer), f"lab {name} {_span(lo, hi)}", default)
             if name == "depth":
                 lab[name] = st.slider("depth (layers)", int(lo), int(hi), int(default), key=key, bind=URL)
             elif not integer:
@@ -150,7 +154,7 @@ def mitigation_params(name: str, refused: list, prefix: str = "") -> dict:
                                          key=key, bind=URL)
             continue
         if spec.kind in ("float", "int"):
-            _refuse(refused, key, _in_range(spec.lo, spec.hi, spec.kind == "int"), f"{spec.lo:g}–{spec.hi:g}",
+            _refuse(refused, key, _in_range(spec.lo, spec.hi, spec.kind == "int"), _span(spec.lo, spec.hi),
                     spec.default)
         if spec.kind == "float" and spec.hi - spec.lo <= 2:
             params[pname] = st.slider(label, float(spec.lo), float(spec.hi), float(spec.default),

@@ -112,7 +112,7 @@ def _exit_at_once_when_threads_are_busy() -> None:
     """At interpreter exit, after Streamlit's own stop (SIGTERM, Ctrl+C): end the process now if
     a daemon thread (an analysis, the UMAP warm-up) is still running.
 
-    Python ≤ 3.12 finalises with daemon threads still inside torch's C++ code; when they next
+    Python (3.11 here) finalises with daemon threads still inside torch's C++ code; when they next
     take the GIL they are unwound, which C++ turns into "terminate called without an active
     exception" and exit −6 (134 in Docker). Nothing is left to save at this point: Streamlit
     has stopped, and caches live in memory only.
