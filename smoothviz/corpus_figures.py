@@ -12,11 +12,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .corpus_store import BINS
-from .figures import LOG_WHEN_SPREAD, METRICS, RUN_COLOURS, _layout, _log_ticks, _thin, escape
+from .figures import RUN_COLOURS, escape, layout, log_ticks, thin
+from .metrics import by_name as registered
+from .trends import smoothing_direction
 
-# The direction in which each metric moves as tokens become alike (+1: up), for "smooths most".
-COLLAPSE = {"cosine_mean": 1, "cls_cosine": 1, "dm_rel": -1, "hfc_lfc": -1, "effective_rank": -1,
-            "numerical_rank": -1, "sv_skewness": 1, "sv_median": -1, "dirichlet": -1}
+# +1 where a metric rises as tokens become alike, −1 where it falls: the registry's arrows.
+COLLAPSE = smoothing_direction()
 
 CAPTIONS = {
     "bands": "Each line is the median over the sentences at that layer and the band spans their 25th to "
@@ -45,7 +46,7 @@ def band_curves(summary: dict, metrics: list[str], names: dict[str, str] | None 
     """
     runs = [r for r in ("baseline", "mitigated") if r in summary]
     rows = max(1, math.ceil(len(metrics) / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[METRICS.get(m, m) for m in metrics],
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registered()[m].label if m in registered() else m for m in metrics],
                         horizontal_spacing=0.06, vertical_spacing=0.14 if rows > 1 else 0.1)
     depth = max((e["layer"] for r in runs for e in summary[r]["layers"] if e["layer"] != "fused"), default=0)
     has_fused = any(e["layer"] == "fused" for r in runs for e in summary[r]["layers"])
@@ -80,14 +81,14 @@ def band_curves(summary: dict, metrics: list[str], names: dict[str, str] | None 
     for i, m in enumerate(metrics):  # a collapse to 1e-6 is invisible on a linear axis
         shown = [e[m][q] for r in runs for e in summary[r]["layers"] if m in e for q in ("q25", "q75")]
         shown = [v for v in shown if v is not None and v > 0]
-        if m in LOG_WHEN_SPREAD and shown and max(shown) / min(shown) > 100:
-            fig.update_yaxes(type="log", dtick=None, **_log_ticks(shown), row=i // cols + 1, col=i % cols + 1)
-    step = _thin(depth + 1, 8)
+        if m in registered() and registered()[m].log and shown and max(shown) / min(shown) > 100:
+            fig.update_yaxes(type="log", dtick=None, **log_ticks(shown), row=i // cols + 1, col=i % cols + 1)
+    step = thin(depth + 1, 8)
     ticks = list(range(0, depth + 1, step)) + ([depth + 1] if has_fused else [])
     fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= depth else "fused" for t in ticks], tickfont_size=11)
     fig.update_yaxes(tickfont_size=11, nticks=5)
     fig.update_annotations(font_size=13)
-    return _layout(fig, height=230 * rows + 70, legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
+    return layout(fig, height=230 * rows + 70, legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
 
 
 def cosine_histograms(labels: list, counts: np.ndarray, title: str = "") -> go.Figure:
@@ -108,5 +109,5 @@ def cosine_histograms(labels: list, counts: np.ndarray, title: str = "") -> go.F
                                                                          line=dict(width=2, color="white")),
                              name="mean cosine", hovertemplate="layer %{y}: mean cosine %{x:.3f}<extra></extra>"))
     fig.update_xaxes(title="cosine similarity of a token pair", range=[-1, 1], dtick=0.25)
-    fig.update_yaxes(title="layer", type="category", dtick=_thin(len(rows), 16))
-    return _layout(fig, title, height=max(300, 26 * len(rows) + 140), showlegend=False)
+    fig.update_yaxes(title="layer", type="category", dtick=thin(len(rows), 16))
+    return layout(fig, title, height=max(300, 26 * len(rows) + 140), showlegend=False)

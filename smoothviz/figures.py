@@ -49,7 +49,7 @@ def token_labels(labels: list[str]) -> list[str]:
     return [f"{i} · {escape(t)}" for i, t in enumerate(labels)]
 
 
-def _layout(fig: go.Figure, title: str = "", height: int = 380, **kw) -> go.Figure:
+def layout(fig: go.Figure, title: str = "", height: int = 380, **kw) -> go.Figure:
     kw.setdefault("margin", dict(l=55, r=20, t=60 if title else 30, b=45))
     fig.update_layout(template=TEMPLATE, font=FONT, height=height,
                       title=dict(text=escape(title), x=0.01, font=dict(size=15)) if title else None,
@@ -57,7 +57,7 @@ def _layout(fig: go.Figure, title: str = "", height: int = 380, **kw) -> go.Figu
     return fig
 
 
-def _thin(count: int, limit: int = MAX_TICKS) -> int:
+def thin(count: int, limit: int = MAX_TICKS) -> int:
     """Step between tick labels so that at most ``limit`` show."""
     return max(1, math.ceil(count / limit))
 
@@ -139,12 +139,12 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
         values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
         if m in registry and registry[m].log and values and max(values) / min(values) > 100:
             fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
-    step = _thin(L + 1, 8)
+    step = thin(L + 1, 8)
     ticks = list(range(0, L + 1, step)) + ([L + 1] if has_fused else [])
     fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= L else "fused" for t in ticks], tickfont_size=11)
     fig.update_yaxes(tickfont_size=11, nticks=5)
     fig.update_annotations(font_size=13)
-    return _layout(fig, height=250 * rows + 60,
+    return layout(fig, height=250 * rows + 60,
                    legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13))
 
 
@@ -175,8 +175,8 @@ def shi_bound(analysis) -> go.Figure:
                            xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
     shown = [y for trace in fig.data for y in trace.y]
     fig.update_yaxes(type="log", title="ratio (log)", **log_ticks(shown + [1.0]))
-    fig.update_xaxes(title="layer", dtick=_thin(L, 16))
-    return _layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
+    fig.update_xaxes(title="layer", dtick=thin(L, 16))
+    return layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
                    legend=dict(orientation="h", y=-0.22, x=0))
 
 
@@ -235,7 +235,7 @@ def compare_curves(runs, metrics: list[str] | None = None, relative: bool = Fals
         fig.update_xaxes(tickfont_size=11, nticks=8)
     fig.update_yaxes(tickfont_size=11, nticks=5)
     fig.update_annotations(font_size=13)
-    return _layout(fig, height=250 * rows + 60,
+    return layout(fig, height=250 * rows + 60,
                    legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13))
 
 
@@ -248,7 +248,7 @@ def similarity_heatmap(run, labels: list[str], layer: int, picked: int | None = 
                                hovertemplate="%{y}<br>%{x}<br>cos = %{z:.3f}<extra></extra>"))
     # Columns are narrower than rows are tall: fewer labels across than down.
     for axis, limit in ((fig.update_xaxes, 24), (fig.update_yaxes, 36)):
-        ticks = names[::_thin(len(names), limit)]
+        ticks = names[::thin(len(names), limit)]
         axis(tickvals=ticks, ticktext=[_short(t) for t in ticks], tickfont_size=10, showgrid=False)
     fig.update_xaxes(tickangle=-90)
     fig.update_yaxes(autorange="reversed")
@@ -257,7 +257,7 @@ def similarity_heatmap(run, labels: list[str], layer: int, picked: int | None = 
         for x0, x1, y0, y1 in ((p - 0.5, p + 0.5, -0.5, len(names) - 0.5), (-0.5, len(names) - 0.5, p - 0.5, p + 0.5)):
             fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, line=dict(color="black", width=2))
     note = f" (pooled {f}×{f})" if f > 1 else ""
-    return _layout(fig, title + note, height=500, margin=dict(l=100, r=10, t=50, b=100))
+    return layout(fig, title + note, height=500, margin=dict(l=100, r=10, t=50, b=100))
 
 
 def _circle(n: int) -> np.ndarray:
@@ -322,7 +322,7 @@ def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int |
         hovertemplate=f"%{{text}}<br>{colour_name} = %{{marker.color:.3f}}<extra></extra>"))
     # Long sentences: every k-th label (like thinned ticks) keeps the reading order visible.
     extra = {picked} if picked is not None and 0 <= picked < n else set()
-    idx = sorted(set(range(0, n, _thin(n, MAX_NODE_LABELS))) | extra)
+    idx = sorted(set(range(0, n, thin(n, MAX_NODE_LABELS))) | extra)
     if idx:
         fig.add_trace(go.Scatter(x=pos[idx, 0] * 1.07, y=pos[idx, 1] * 1.07, mode="text", hoverinfo="skip",
                                  text=[labels[i] if n <= MAX_NODE_LABELS else f"{i}·{labels[i]}" for i in idx],
@@ -337,7 +337,7 @@ def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int |
                            xanchor="left", yanchor="top", align="left", font=dict(color="#a04000", size=11))
     fig.update_xaxes(visible=False, range=[-1.4, 1.4])
     fig.update_yaxes(visible=False, range=[-1.2, 1.2], scaleanchor="x")
-    return _layout(fig, title, height=500, margin=dict(l=10, r=10, t=50, b=70))
+    return layout(fig, title, height=500, margin=dict(l=10, r=10, t=50, b=70))
 
 
 SIGNED_GRAPH = ("Signed graph (negative weights, AttnScale): only positive edges are drawn;<br>"
@@ -366,7 +366,7 @@ def laplacian_spectrum(run, layer: int, title: str = "") -> go.Figure:
                            bgcolor="rgba(255,255,255,0.8)")
     fig.update_yaxes(range=[-0.05, 2.05], title="eigenvalue of 𝓛")
     fig.update_xaxes(title="index (ascending)")
-    return _layout(fig, title, height=340)
+    return layout(fig, title, height=340)
 
 
 def dovonon(run, layer: int, title: str = "") -> go.Figure:
@@ -391,7 +391,7 @@ def dovonon(run, layer: int, title: str = "") -> go.Figure:
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     fig.update_xaxes(title="real part")
     fig.update_yaxes(title="imaginary part", scaleanchor="x")
-    return _layout(fig, f"{title} — layer {layer} {verdict} ({share}/{h} heads low-pass)", height=420,
+    return layout(fig, f"{title} — layer {layer} {verdict} ({share}/{h} heads low-pass)", height=420,
                    legend=dict(font_size=11, itemsizing="constant"))
 
 
@@ -407,9 +407,9 @@ def verdicts(analysis) -> go.Figure:
                                text=text, texttemplate="%{text}" if L <= 12 else None,
                                showscale=False,
                                hovertemplate="layer %{x}: %{text} (%{z:.0%} of heads low-pass)<extra>%{y}</extra>"))
-    fig.update_xaxes(title="layer", dtick=_thin(L, 32))
+    fig.update_xaxes(title="layer", dtick=thin(L, 32))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, "Verdict per layer: purple smooths, orange sharpens", height=150 + 40 * len(z),
+    return layout(fig, "Verdict per layer: purple smooths, orange sharpens", height=150 + 40 * len(z),
                    margin=dict(l=160, r=20, t=50, b=45))
 
 
@@ -421,7 +421,7 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
     if coords is None:
         fig = go.Figure()
         fig.add_annotation(text="No projection was computed", showarrow=False)
-        return _layout(fig, height=200)
+        return layout(fig, height=200)
     runs = list(_runs(analysis))
     labels = [escape(t) for t in analysis.labels]
     R, layers, n = coords.shape[0], coords.shape[1], coords.shape[2]
@@ -452,7 +452,7 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
                                showarrow=True, arrowhead=2, font=dict(color="#d62728"))
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    return _layout(fig, height=480)
+    return layout(fig, height=480)
 
 
 # --------------------------------------------------------------------------- 4-6. atlas, spectra, rollout
@@ -475,8 +475,8 @@ def head_atlas(run, quantity: str = "head_gap", title: str = "", picked: tuple[i
         fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
                       line=dict(color="#d62728", width=3))
     fig.update_xaxes(title="head", dtick=1 if h <= 16 else None)
-    fig.update_yaxes(title="layer", autorange="reversed", dtick=_thin(L, 24))
-    return _layout(fig, f"{title} — {HEAD_QUANTITIES.get(quantity, quantity)}", height=min(700, 180 + 22 * L))
+    fig.update_yaxes(title="layer", autorange="reversed", dtick=thin(L, 24))
+    return layout(fig, f"{title} — {HEAD_QUANTITIES.get(quantity, quantity)}", height=min(700, 180 + 22 * L))
 
 
 def sv_spectra(run, title: str = "") -> go.Figure:
@@ -496,7 +496,7 @@ def sv_spectra(run, title: str = "") -> go.Figure:
                                          colorbar=dict(title="layer", thickness=12))))
     fig.update_yaxes(type="log", title="σᵢ / σ₁ (log)", **log_ticks(np.round(sv.ravel(), 5)))
     fig.update_xaxes(title="index i")
-    return _layout(fig, title, height=380)
+    return layout(fig, title, height=380)
 
 
 def rollout(analysis) -> go.Figure:
@@ -510,8 +510,8 @@ def rollout(analysis) -> go.Figure:
                                  hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))
     shown = [y for trace in fig.data for y in trace.y]
     fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", **log_ticks(shown))
-    fig.update_xaxes(title="layer", dtick=_thin(L, 16))
-    return _layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
+    fig.update_xaxes(title="layer", dtick=thin(L, 16))
+    return layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
 
 
 def image_config(name: str, fmt: str = "png") -> dict:

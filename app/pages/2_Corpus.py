@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import urllib.parse
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import streamlit as st
 
-import controls
-import state
-from markup import md
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
+import controls  # noqa: E402
+import state  # noqa: E402
+from markup import md  # noqa: E402
 from smoothviz import corpus_figures, figures
 from smoothviz.corpus import parse_corpus, read_corpus
 from smoothviz.corpus_store import HIST, changes, histograms, metric_columns
+from smoothviz.metrics import METRICS
 from smoothviz.settings import SETTINGS
 
 st.set_page_config(page_title="SmoothViz · Corpus", page_icon="🫧", layout="wide")
@@ -121,7 +124,7 @@ def chart(build, name: str, *parts) -> None:
 st.header("1 · Metrics over depth: median and quartiles", anchor="bands")
 st.caption(corpus_figures.CAPTIONS["bands"])
 available = metric_columns(result.table)
-picked = st.multiselect("Metrics", available, default=[m for m in figures.METRICS if m in available],
+picked = st.multiselect("Metrics", available, default=[m.name for m in METRICS if m.curve and m.name in available],
                         key="corpus_metrics")
 if picked:
     chart(lambda: corpus_figures.band_curves(summary, picked, names), "bands", tuple(picked))
