@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz.mitigations import NAMES
+from smoothviz.mitigations import REGISTRY
 from smoothviz.models import default_model_path
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -66,7 +66,7 @@ def test_analysis_matches_transformers(kind, model_dir, matches_transformers):
 
 
 ACTIVE = {"neutreno": {"lambda": 0.5}, "softdecay": {"where": "every"}, "spectral": {"mode": "flip"},
-          "attnscale": {"omega": 1.0}, "contranorm": {"s": 0.2}, "no-residual": {}}
+          "attnscale": {"omega": 1.0}, "contranorm": {"s": 0.2}, "no-residual": {}, "heads": {"ablate": "1.0", "sink": "none"}}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -77,13 +77,11 @@ def test_every_mitigation_acts_and_leaves_no_state(kind, model_dir):
         r = smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation=name, params=params, heads=False)
         assert not np.allclose(r.mitigated.hidden[-1], base.baseline.hidden[-1], atol=1e-4), name
         assert np.array_equal(r.baseline.hidden, base.baseline.hidden), name
-    for name in NAMES:
-        if name.startswith("fusion"):
+    for name, cls in REGISTRY.items():  # every method that acts in the pass, at its declared neutral setting
+        if not cls.in_forward:
             continue
         r = smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation=name, heads=False,
-                              params={"neutreno": {"lambda": 0}, "softdecay": {"alpha": 0},
-                                      "spectral": {"mode": "identity"}, "attnscale": {"omega": 0},
-                                      "contranorm": {"s": 0}, "no-residual": {"residual": 1}}[name])
+                              params=cls.neutral(base.n_layers))
         assert np.abs(r.mitigated.hidden - base.baseline.hidden).max() <= 1e-6, name
 
 
