@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .corpus_store import BINS
-from .figures import RUN_COLOURS, escape, layout, log_ticks, thin
+from .figures import RUN_COLOURS, depth_axes, escape, layout, log_ticks, thin
 from .metrics import by_name as registered
 from .trends import smoothing_direction
 
@@ -45,8 +45,9 @@ def band_curves(summary: dict, metrics: list[str], names: dict[str, str] | None 
     A fused output is an extra point at L + 1 with its quartiles as an error bar.
     """
     runs = [r for r in ("baseline", "mitigated") if r in summary]
+    registry = registered()
     rows = max(1, math.ceil(len(metrics) / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registered()[m].label if m in registered() else m for m in metrics],
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registry[m].label if m in registry else m for m in metrics],
                         horizontal_spacing=0.06, vertical_spacing=0.14 if rows > 1 else 0.1)
     depth = max((e["layer"] for r in runs for e in summary[r]["layers"] if e["layer"] != "fused"), default=0)
     has_fused = any(e["layer"] == "fused" for r in runs for e in summary[r]["layers"])
@@ -81,13 +82,9 @@ def band_curves(summary: dict, metrics: list[str], names: dict[str, str] | None 
     for i, m in enumerate(metrics):  # a collapse to 1e-6 is invisible on a linear axis
         shown = [e[m][q] for r in runs for e in summary[r]["layers"] if m in e for q in ("q25", "q75")]
         shown = [v for v in shown if v is not None and v > 0]
-        if m in registered() and registered()[m].log and shown and max(shown) / min(shown) > 100:
+        if m in registry and registry[m].log and shown and max(shown) / min(shown) > 100:
             fig.update_yaxes(type="log", dtick=None, **log_ticks(shown), row=i // cols + 1, col=i % cols + 1)
-    step = thin(depth + 1, 8)
-    ticks = list(range(0, depth + 1, step)) + ([depth + 1] if has_fused else [])
-    fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= depth else "fused" for t in ticks], tickfont_size=11)
-    fig.update_yaxes(tickfont_size=11, nticks=5)
-    fig.update_annotations(font_size=13)
+    depth_axes(fig, depth, has_fused)
     return layout(fig, height=230 * rows + 70, legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
 
 

@@ -91,6 +91,15 @@ def _runs(analysis) -> dict:
     return analysis.runs()
 
 
+def depth_axes(fig: go.Figure, depth: int, has_fused: bool) -> None:
+    """Small multiples over layers 0…``depth``: at most 8 layer ticks, then "fused" at depth + 1
+    when a fused output is drawn; small tick and panel-title fonts."""
+    ticks = list(range(0, depth + 1, thin(depth + 1, 8))) + ([depth + 1] if has_fused else [])
+    fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= depth else "fused" for t in ticks], tickfont_size=11)
+    fig.update_yaxes(tickfont_size=11, nticks=5)
+    fig.update_annotations(font_size=13)
+
+
 def run_name(analysis, key: str) -> str:
     """A run's display name: ``baseline`` or the mitigation with its parameters (raw text: escape before plotting)."""
     if key == "baseline" or not analysis.mitigation:
@@ -139,11 +148,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
         values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
         if m in registry and registry[m].log and values and max(values) / min(values) > 100:
             fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
-    step = thin(L + 1, 8)
-    ticks = list(range(0, L + 1, step)) + ([L + 1] if has_fused else [])
-    fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= L else "fused" for t in ticks], tickfont_size=11)
-    fig.update_yaxes(tickfont_size=11, nticks=5)
-    fig.update_annotations(font_size=13)
+    depth_axes(fig, L, has_fused)
     return layout(fig, height=250 * rows + 60,
                    legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13))
 
