@@ -27,31 +27,33 @@ PLAY_SECONDS = 1.2
 settings, img, refused = controls.sidebar()
 
 
-def draw(view: views.View, at: views.At) -> None:
-    """One view: its heading, its caption (with a link to the Theory page) and its figures, a run
-    per column. Built figures are shared from ``state.figure``, keyed on the settings and the
+def draw(view: views.View, at: views.At, shown) -> None:
+    """One view of the analysis ``shown``: its heading, its caption (with a link to the Theory
+    page) and its figures, a run per column. Built figures are shared from ``state.figure``, keyed on the settings and the
     parts of ``at`` the view depends on (building one is most of a slider move's cost)."""
     if title := view.heading(at):
         st.subheader(title)
     st.caption(f"{view.caption} [Theory →]({THEORY}#{view.anchor})")
-    if lines := view.lines(analysis, NAMES):  # sentences computed from the numbers on screen
+    if lines := view.lines(shown, NAMES):  # sentences computed from the numbers on screen
         st.caption("  \n".join(lines))
     parts = tuple(getattr(at, name) for name in view.depends)
-    for name, col in zip(figure_names(view), st.columns(view.count(analysis))):
+    for name, col in zip(figure_names(view), st.columns(view.count(shown))):
         key = name.removeprefix(f"{view.key}-") if view.per_run else None
-        fig = state.figure(lambda: view.build(analysis, key, at), (SETTINGS_KEY, name, *parts))
+        fig = state.figure(lambda: view.build(shown, key, at), (SETTINGS_KEY, name, *parts))
         col.plotly_chart(fig, theme=None, config=figures.image_config(name, img))
     if view.table is not None:  # the numbers behind the chart (accessibility, copying into a report)
         with st.expander("Show as table"):
-            st.dataframe(view.rows(analysis, at), hide_index=True)
+            st.dataframe(view.rows(shown, at), hide_index=True)
 
 
 def figure_names(view: views.View) -> list[str]:
     return [f"{view.key}-{key}" for key in analysis.runs()] if view.per_run else [view.key]
 
 
-def draw_section(section: str, at: views.At) -> None:
-    """Every view of ``section`` in list order; consecutive half-width views share a row."""
+def draw_section(section: str, at: views.At, shown=None) -> None:
+    """Every view of ``section`` in list order, of ``shown`` (the page's analysis unless given);
+    consecutive half-width views share a row."""
+    shown = analysis if shown is None else shown
     pending: list = []
     for view in views.in_section(section) + [None]:
         if view is not None and view.half:
@@ -60,10 +62,10 @@ def draw_section(section: str, at: views.At) -> None:
                 continue
         for half, col in zip(pending, st.columns(2) if pending else []):
             with col:
-                draw(half, at)
+                draw(half, at, shown)
         pending = []
         if view is not None and not view.half:
-            draw(view, at)
+            draw(view, at, shown)
 
 
 def run_title(analysis, key: str) -> str:
@@ -109,10 +111,29 @@ if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
                icon=":material/science:")
 
 # --------------------------------------------------------------------------- the views
-# Sections and views come from smoothviz.views.VIEWS, the list the HTML report draws too; the
-# layer and atlas sections are fragments, so moving their controls reruns only them.
-st.header(views.SECTIONS["depth"], anchor="curves")
-draw_section("depth", views.At(layer=L))
+# Sections and views come from smoothviz.views.VIEWS, the list the HTML report draws too. Each
+# section is a tab, and only the open tab runs: a new visitor's page builds the depth curves
+# (three charts), not all nineteen, and the projection is computed only when its tab is opened.
+# The layer and atlas sections are fragments, so moving their controls reruns only them.
+def remember(key: str, default, valid) -> None:
+    """Keep a tab's control at its value while the tab is closed (Streamlit forgets the state of
+    a widget that a run does not draw), start it at ``default``, and reset a value the current
+    analysis cannot hold. A valid value in the URL still wins when the page opens."""
+    value = st.session_state.get(key, default)
+    st.session_state[key] = value if valid(value) else default
+
+
+new_depth = st.session_state.get("_depth", L) != L  # another model: its layer controls start at its last layer
+st.session_state["_depth"] = L
+remember("layer", L, lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L)
+remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10)
+remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES)
+remember("atlas_layer", L, lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L)
+remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.heads)
+
+
+def depth_tab() -> None:
+    draw_section("depth", views.At(layer=L))
 
 
 def step(delta: int) -> None:
@@ -130,7 +151,9 @@ def layer_views(analysis, picked) -> None:
     back.button("◀", on_click=step, args=(-1,), help="previous layer", disabled=L == 1)
     fwd.button("▶", on_click=step, args=(1,), help="next layer", disabled=L == 1)
     with slider:
-        layer = st.slider("Layer", 1, L, L, key="layer", bind=URL) if L > 1 else 1
+        layer = st.slider("Layer", 1, L, key="layer", bind=URL,
+                          help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).") \
+            if L > 1 else 1
     runs = analysis.runs()
     metric_names = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")
     if "mitigated" in runs:
@@ -144,19 +167,25 @@ def layer_views(analysis, picked) -> None:
                        delta=None if None in (b, m) else f"{m - b:+.3g}", delta_color="off")
         else:
             col.metric(f"{name} · layer {layer}", text)
-    top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
+    top_k = st.slider("Edges drawn per token (top-k)", 1, 10, key="topk", bind=URL, width=320)
     draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k))
 
 
-st.header(views.SECTIONS["layer"], anchor="layer")
-playing = st.toggle("▶ Play through the layers", key="play", disabled=L == 1,
-                    help="Steps the layer slider every second; switch off to stop.")
-st.fragment(state.timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(analysis, picked)
+def layer_tab() -> None:
+    playing = st.toggle("▶ Play through the layers", key="play", disabled=L == 1,
+                        help="Steps the layer slider every second; switch off to stop.")
+    st.fragment(state.timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(analysis, picked)
 
-st.header(views.SECTIONS["trajectories"], anchor="trajectories")
-st.caption(f"Joint {analysis.projection_method.upper()} of every layer of both runs (same coordinates). "
-           "**Projections distort distances: the metrics above are the ground truth.**")
-draw_section("trajectories", views.At(layer=L, picked=picked))
+
+def trajectories_tab() -> None:
+    projected = state.projected(settings, analysis)
+    if projected is None:
+        return
+    for note in projected.notes[len(analysis.notes):]:  # e.g. why UMAP fell back to PCA
+        st.info(md(note), icon=":material/info:")
+    st.caption(f"Joint {projected.projection_method.upper()} of every layer of both runs (same coordinates). "
+               "**Projections distort distances: the metrics are the ground truth.**")
+    draw_section("trajectories", views.At(layer=L, picked=picked), projected)
 
 
 def ablated() -> list[tuple[int, int]]:
@@ -182,7 +211,7 @@ def atlas(analysis, picked) -> None:
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1.3], vertical_alignment="bottom")
     quantity = c1.radio("Quantity", list(figures.HEAD_QUANTITIES), key="atlas_q", bind=URL, horizontal=True,
                         captions=list(figures.HEAD_QUANTITIES.values()))
-    layer = c2.selectbox("Layer", list(range(1, L + 1)), index=L - 1, key="atlas_layer", bind=URL)
+    layer = c2.selectbox("Layer", list(range(1, L + 1)), key="atlas_layer", bind=URL)
     head = c3.selectbox("Head", list(range(analysis.heads)), key="atlas_head", bind=URL)
     cut = (layer, head) in ablated()
     c4.button("Restore this head" if cut else "Ablate this head", key="ablate", on_click=toggle_ablation,
@@ -194,11 +223,22 @@ def atlas(analysis, picked) -> None:
                                    quantity=quantity, head_layer=layer, head=head))
 
 
-st.header(views.SECTIONS["atlas"], anchor="atlas")
-st.fragment(state.timed("atlas", atlas))(analysis, picked)
+def atlas_tab() -> None:
+    st.fragment(state.timed("atlas", atlas))(analysis, picked)
 
-st.header(views.SECTIONS["sv"], anchor="sv")
-draw_section("sv", views.At(layer=L, picked=picked))
+
+def sv_tab() -> None:
+    draw_section("sv", views.At(layer=L, picked=picked))
+
+
+TABS = {"depth": depth_tab, "layer": layer_tab, "trajectories": trajectories_tab, "atlas": atlas_tab, "sv": sv_tab}
+assert TABS.keys() == views.SECTIONS.keys(), "a section of smoothviz.views without a tab here"
+st.caption("Each tab is one way to look at the run; only the open tab is computed and drawn.")
+for tab, (section, draw_tab) in zip(st.tabs(list(views.SECTIONS.values()), key="section", bind=URL,
+                                            on_change="rerun"), TABS.items()):
+    with tab:
+        if tab.open:
+            draw_tab()
 
 # --------------------------------------------------------------------------- export
 st.header("Share and export", anchor="export")
@@ -210,6 +250,13 @@ c1.download_button("Metrics (CSV)", report.metrics_csv(analysis), "smoothviz-met
 c2.download_button("Metrics (JSON)", json.dumps(analysis.to_json(), indent=1), "smoothviz-metrics.json",
                    "application/json", on_click="ignore", width="stretch")
 report_layer = st.session_state.get("layer", L)
-c3.download_button("Report (one HTML file, works offline)", lambda: report.build_report(analysis, report_layer),
+
+
+def full_report() -> str:
+    """The HTML report, trajectories included (built when the button is pressed)."""
+    return report.build_report(state.projected(settings, analysis) or analysis, report_layer)
+
+
+c3.download_button("Report (one HTML file, works offline)", full_report,
                    "smoothviz-report.html", "text/html", on_click="ignore", width="stretch")
 state.log_time("page", PAGE_START)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ import smoothviz
 from smoothviz import data, projection
 from smoothviz.handles import get_handle
 from smoothviz.models import quiet_hub_logging
-from smoothviz.settings import SETTINGS
+from smoothviz.settings import SETTINGS, compute_slots
 
 from markup import md  # noqa: E402
 
@@ -190,6 +191,10 @@ class Ledger:
     def bytes(self) -> int:
         return sum(size for _, size, _ in self._entries.values())
 
+    def __contains__(self, settings: dict) -> bool:
+        """Whether the analysis of ``settings`` is (most likely) cached: a hint for skipping the line."""
+        return json.dumps(settings, sort_keys=True, default=str) in self._entries
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -198,15 +203,67 @@ ledger = Ledger()
 
 
 def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
-    """Run (or fetch) the analysis; show progress on a miss and ``st.error`` on bad input."""
-    what = "Loading the model and analysing the sentence"
-    if settings.get("projection") == "umap":
-        what += ", then projecting every layer with UMAP"
+    """Run (or fetch) the analysis, without its projection (:func:`projected` adds it when the
+    trajectories are opened); wait in the server's line and show progress on a miss, ``st.error``
+    on bad input."""
+    settings = {**settings, "projection": "none"}
+    return _or_error(lambda: _analysis(settings), "Loading the model and analysing the sentence",
+                     cached=settings in ledger)
+
+
+def _analysis(settings: dict) -> smoothviz.Analysis:
+    analysis = run_analysis(**settings)
+    ledger.use(settings, analysis)
+    return analysis
+
+
+def projected(settings: dict, analysis: smoothviz.Analysis) -> smoothviz.Analysis | None:
+    """``analysis`` with its tokens projected as ``settings["projection"]`` says (cached: only the
+    coordinates are kept, the arrays stay the analysis's own)."""
+    method = settings["projection"]
+    key = json.dumps({**settings, "projection": method}, sort_keys=True, default=str)
+    what = "Projecting every layer with " + method.upper()
+    extra = _or_error(lambda: _projection(key, method, analysis), what, cached=(key, method) in _projected_keys)
+    if extra is None:
+        return None
+    _projected_keys.add((key, method))
+    coords, used, notes = extra
+    return dataclasses.replace(analysis, projection=coords, projection_method=used, notes=analysis.notes + notes)
+
+
+_projected_keys: set = set()  # a hint only (a forgotten entry is computed again): which projections are cached
+
+
+@st.cache_resource(ttl=CACHE_TTL, max_entries=4 * CACHE_ENTRIES, show_spinner=False)
+def _projection(key: str, method: str, _analysis: smoothviz.Analysis) -> tuple:
+    """(coordinates, method used, new notes) of ``_analysis.projected(method)``; ``key`` is its settings."""
+    done = _analysis.projected(method)
+    return done.projection, done.projection_method, done.notes[len(_analysis.notes):]
+
+
+def _or_error(compute, what: str, cached: bool):
+    """``compute()``, after waiting for the server's turn unless ``cached``; ``None`` and a message
+    on the page when it fails.
+
+    While other analyses run, the page shows how many are ahead (first come, first served) and
+    a bar that fills as they finish, instead of a frozen page; the spinner that follows appears
+    only after 0.5 s, so a cache hit stays silent.
+    """
+    line = st.empty()
+    first: list[int] = []
+
+    def show(ahead: int) -> None:
+        first.append(ahead)
+        done = (first[0] - ahead) / max(first[0], 1)
+        line.progress(done, text=f"The server is busy: {ahead} {'analysis' if ahead == 1 else 'analyses'} ahead of "
+                                 "yours (first come, first served). Yours starts as soon as a slot frees up.")
     try:
-        with st.spinner(what + "…", show_time=True):  # the spinner only appears after 0.5 s: hits stay silent
-            analysis = run_analysis(**settings)
-        ledger.use(settings, analysis)
-        return analysis
+        if cached:
+            return compute()
+        with compute_slots.turn(on_wait=show):
+            line.empty()
+            with st.spinner(what + "…", show_time=True):
+                return compute()
     except ValueError as err:  # AnalysisError, ModelError, MitigationError: messages meant for users
         st.error(md(err), icon=":material/error:")
     except Exception as err:  # never a traceback in the page; the log keeps it

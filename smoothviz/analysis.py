@@ -5,7 +5,7 @@ sentence → tokens → Trace (baseline, and mitigated when asked) → graphs an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -182,6 +182,21 @@ class Analysis:
         W = A if directed else graph.symmetrize(A, self.options.symmetrize)
         return graph.to_networkx(W.numpy(), self.labels, top_k=top_k, directed=directed)
 
+    def projected(self, method: str, normalize: bool = True) -> Analysis:
+        """This analysis with the tokens' joint 2-D projection over every layer of both runs.
+
+        A new object that shares every array with this one (only the coordinates are new), so an
+        app can draw the metrics first and project only when the trajectories are looked at.
+
+        Args:
+            method: ``pca`` or ``umap`` (UMAP falls back to PCA on too few points, with a note).
+            normalize: centre and scale each layer's states before projecting.
+        """
+        runs = [run.hidden[:, self.keep] for run in self.runs().values()]
+        coords, used, note = project(runs, method, normalize)
+        coords.setflags(write=False)
+        return replace(self, projection=coords, projection_method=used, notes=self.notes + ([note] if note else []))
+
     def to_json(self) -> dict:
         """The CLI's ``--json`` object."""
         out = {"model": self.model, "device": self.device, "tokens": self.tokens,
@@ -320,17 +335,10 @@ def analyze_encoded(handle: Handle, inputs: dict, tokens: list, special: list, m
     for name, run in (("baseline", baseline), ("mitigated", mitigated)):
         if run is not None and (run.signed.any() or run.heads_signed):
             notes.append(SIGNED_NOTE.format(run=name))
-    coords, method = None, "none"
-    if projection != "none":
-        runs = [baseline.hidden[:, keep]] + ([mitigated.hidden[:, keep]] if mitigated else [])
-        coords, method, note = project(runs, projection, normalize_projection)
-        coords.setflags(write=False)
-        if note:
-            notes.append(note)
-    return Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
-                    causal=handle.causal, options=options, baseline=baseline, mitigated=mitigated,
-                    mitigation=described, projection=coords, projection_method=method, notes=notes,
-                    lab=handle.lab, layernorm=handle.layernorm)
+    result = Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
+                      causal=handle.causal, options=options, baseline=baseline, mitigated=mitigated,
+                      mitigation=described, notes=notes, lab=handle.lab, layernorm=handle.layernorm)
+    return result.projected(projection, normalize_projection) if projection != "none" else result
 
 
 def _finite(trace: capture.Trace, run: str, handle: Handle) -> capture.Trace:

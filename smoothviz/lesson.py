@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlencode
 
+from .views import SECTIONS
+
 REFERENCE = ("The quick brown fox jumps over the lazy dog because it wanted to see what over-smoothing "
              "looks like in a transformer.")
 PURE_LAB = {"depth": 32, "residual": False, "mlp": False, "layernorm": "none", "value_spectrum": "random"}
@@ -23,6 +25,7 @@ class Step:
         title, intro: what the step is about (no numbers: those come from ``answer``).
         settings: keyword arguments of ``analyze`` (``text``, ``model``, ``lab``, ``mitigation``, ``params``).
         layer: the layer the main view opens at (``None``: the last).
+        section: the main view's tab it opens (a key of :data:`smoothviz.views.SECTIONS`).
         question, options: the prediction asked before anything is revealed.
         answer: ``analysis -> (the right option, [sentences with the measured numbers])``.
         anchor: the Theory page's section.
@@ -36,6 +39,7 @@ class Step:
     answer: Callable
     anchor: str
     layer: int | None = None
+    section: str = "depth"
     extra: dict = field(default_factory=dict)
 
     def query(self) -> str:
@@ -47,6 +51,7 @@ class Step:
         q.update({f"lab_{k}": str(v).lower() if isinstance(v, bool) else v for k, v in (s.get("lab") or {}).items()})
         if self.layer is not None:
             q["layer"] = self.layer
+        q["section"] = SECTIONS[self.section]
         return urlencode(q)
 
 
@@ -118,13 +123,14 @@ STEPS: list[Step] = [
          "The model never sees words: it sees tokens, and adds special ones of its own.",
          {"text": REFERENCE, "model": "default", "mitigation": "none"},
          f"This sentence has {len(REFERENCE.split())} words. Will the model see more tokens, fewer, or the same number?",
-         ("more", "fewer", "the same"), _tokens, "attention-is-a-graph", layer=1),
+         ("more", "fewer", "the same"), _tokens, "attention-is-a-graph", layer=1,
+         section="layer"),
     Step("2 · Attention as a graph",
          "Each layer's attention is a weighted graph between tokens; its spectral gap λ₂ says how strongly "
          "one step mixes them.",
          {"text": REFERENCE, "model": "default", "mitigation": "none"},
          "Will the spectral gap λ₂ be larger or smaller at the last layer than at layer 1?",
-         ("larger", "smaller"), _gap, "attention-is-a-graph"),
+         ("larger", "smaller"), _gap, "attention-is-a-graph", section="layer"),
     Step("3 · Smoothing over depth, in a trained model",
          "Over-smoothing: token representations become alike layer after layer. Here is what a trained "
          "model really does.",
@@ -142,12 +148,13 @@ STEPS: list[Step] = [
          {"text": REFERENCE, "model": "lab", "lab": POSITIVE_LAB, "mitigation": "spectral",
           "params": {"mode": "clip-negative"}},
          "With a negative value spectrum, will dm_rel at the last layer be higher or lower than with the positive one?",
-         ("higher", "lower"), _spectrum, "the-dovonon-diagnostic"),
+         ("higher", "lower"), _spectrum, "the-dovonon-diagnostic", section="layer"),
     Step("6 · A mitigation against the baseline",
          "NeuTRENO adds λ(V₀ − V_l) to each attention output: a pull back towards the first layer's values.",
          {"text": REFERENCE, "model": "default", "mitigation": "neutreno", "params": {"lambda": 0.4}},
          "Will cosine similarity at layer 6 go up or down under NeuTRENO?",
-         ("up", "down"), _neutreno, "what-each-mitigation-changes", layer=6),
+         ("up", "down"), _neutreno, "what-each-mitigation-changes", layer=6,
+         section="layer"),
     Step("7 · Fusion vs no fusion",
          "A fusion reads out a mix of every layer instead of the last one alone.",
          {"text": REFERENCE, "model": "default", "mitigation": "fusion-mean", "params": {"layers": "all"}},

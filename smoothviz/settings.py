@@ -5,8 +5,8 @@
 ``SMOOTHVIZ_MAX_TOKENS`` tokens (default 128) from at most ``SMOOTHVIZ_MAX_CHARS`` characters
 (default 20,000; elsewhere the library's 200,000), and a lab model of at most
 ``SMOOTHVIZ_MAX_LAB_DEPTH`` layers (32) and ``SMOOTHVIZ_MAX_LAB_WIDTH`` width (256).
-``SMOOTHVIZ_MAX_CONCURRENT`` analyses run at once (default: the CPU count); others wait their turn,
-so one long sentence cannot starve everybody else. ``SMOOTHVIZ_THREADS`` is how many threads one
+``SMOOTHVIZ_MAX_CONCURRENT`` analyses run at once (default: the CPU count); others wait their turn
+in arrival order (:class:`FairQueue`), so one long sentence cannot starve everybody else. ``SMOOTHVIZ_THREADS`` is how many threads one
 analysis uses (default: CPUs ÷ concurrent analyses, at least 1), so that slots × threads ≈ cores;
 the app applies it to torch and BLAS for its whole process (the library never does).
 The Corpus page of a public server analyses at most ``SMOOTHVIZ_MAX_CORPUS_LINES`` lines (default
@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from .models import LAB_MODEL, ModelError
 
@@ -81,5 +84,79 @@ def load() -> Settings:
                     max_corpus_lines=_int("SMOOTHVIZ_MAX_CORPUS_LINES", 200) if public else None)
 
 
+class FairQueue:
+    """At most ``slots`` holders at once; the others wait in arrival order (first come, first served).
+
+    A plain semaphore lets a newcomer take a freed slot before a thread that has waited longer,
+    and cannot say how long the line is. Here every caller takes a ticket; the first ``slots``
+    tickets of the line hold a slot, and a waiting caller can be told how many are ahead of it
+    (the page shows it). Re-entrant per thread: a page that waits for its turn and then runs
+    :func:`smoothviz.analyze`, which takes a turn too, holds one slot, not two.
+    """
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self._cond = threading.Condition()
+        self._line: deque = deque()  # tickets in arrival order; the first ``slots`` hold a slot
+        self._held = threading.local()
+
+    @contextmanager
+    def turn(self, on_wait: Callable[[int], None] | None = None, poll: float = 0.5) -> Iterator[None]:
+        """Wait for a slot, then hold it for the ``with`` block.
+
+        Args:
+            on_wait: called with the number of callers ahead (running or waiting) every ``poll``
+                seconds while this one waits, outside the queue's lock (it may draw on a page, or
+                raise to give up: the ticket is returned either way).
+        """
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        ticket = object()
+        with self._cond:
+            self._line.append(ticket)
+        try:
+            while True:
+                with self._cond:
+                    ahead = self._line.index(ticket)
+                    if ahead >= self.slots:
+                        self._cond.wait(poll)
+                        ahead = self._line.index(ticket)
+                if ahead < self.slots:
+                    break
+                if on_wait is not None:
+                    on_wait(ahead)
+            self._held.depth = 1
+            yield
+        finally:
+            self._held.depth = 0
+            with self._cond:
+                self._line.remove(ticket)
+                self._cond.notify_all()
+
+    def waiting(self) -> int:
+        """How many callers wait for a slot now (not counting those that hold one)."""
+        with self._cond:
+            return max(0, len(self._line) - self.slots)
+
+    def __enter__(self) -> None:  # ``with compute_slots:`` = a turn without a waiting callback
+        cm = self.turn()
+        cm.__enter__()
+        self._open().append(cm)
+
+    def __exit__(self, *exc):
+        return self._open().pop().__exit__(*exc)
+
+    def _open(self) -> list:
+        """The calling thread's open ``with queue:`` blocks, innermost last."""
+        if not hasattr(self._held, "open"):
+            self._held.open = []
+        return self._held.open
+
+
 SETTINGS = load()
-compute_slots = threading.BoundedSemaphore(SETTINGS.max_concurrent)
+compute_slots = FairQueue(SETTINGS.max_concurrent)

@@ -15,13 +15,14 @@ import plotly.graph_objects as go
 from . import figures, tables, trends
 from .graph import to_networkx
 
-# Page and report sections, in order: key → heading.
+# Page and report sections, in order: key → heading (the page's tab labels, and its URL's
+# ``section=`` values).
 SECTIONS = {
-    "depth": "1 · Over-smoothing over depth",
-    "layer": "2 · One layer, side by side",
-    "trajectories": "3 · Token trajectories",
-    "atlas": "4 · Head × layer atlas",
-    "sv": "5 · Singular-value spectra",
+    "depth": "Over-smoothing over depth",
+    "layer": "One layer, side by side",
+    "trajectories": "Token trajectories",
+    "atlas": "Head × layer atlas",
+    "sv": "Singular-value spectra",
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from smoothviz.data import examples
-from smoothviz.views import VIEWS, chart_count
+from smoothviz.views import SECTIONS, VIEWS, chart_count, in_section
 
 pytestmark = pytest.mark.slow  # AppTest runs of the whole page
 
@@ -34,16 +34,29 @@ def charts(app) -> list[dict]:
     return [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
 
 
+def open_tab(app, section: str):
+    """Open the page's tab for ``section`` (a key of views.SECTIONS) and rerun, as a click would."""
+    app.session_state["section"] = SECTIONS[section]
+    return app.run()
+
+
 def metric(app, name: str):
     return next(m for m in app.metric if m.label.startswith(name))
 
 
 def test_opens_on_the_worked_example(at):
     ok(at)
-    figs = charts(at)
+    figs = charts(at)  # only the open tab is drawn: the depth curves, light for a classroom's first load
+    assert len(figs) == sum(2 if view.per_run else 1 for view in in_section("depth")) == 3
+    assert any("Against the smoothing trend" in c.value for c in at.caption)
+    for section in SECTIONS:
+        if section != "depth":
+            figs += charts(open_tab(at, section))
+            ok(at)
     two_runs = sum(2 if view.per_run else 1 for view in VIEWS)
     assert len(figs) == two_runs  # every view of the list, a run per column where it is per run
     assert all(f["data"] for f in figs)
+    open_tab(at, "layer")
     assert at.text_area(key="text").value.startswith("The quick brown fox")
     assert at.selectbox(key="mit").value == "neutreno"
     assert any("27 tokens analysed" in c.value for c in at.caption)
@@ -52,10 +65,10 @@ def test_opens_on_the_worked_example(at):
     assert any("out of distribution" in w.value for w in at.warning)
     # the measured effect, computed from the numbers on screen
     assert any("lowers cosine_mean from 0.325 to" in w.value for w in at.warning)
-    assert any("Against the smoothing trend" in c.value for c in at.caption)
 
 
 def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
+    open_tab(at, "layer")
     before = metric(at, "cosine_mean").value
     at.slider(key="neutreno_lambda").set_value(0.8).run()
     ok(at)
@@ -65,9 +78,10 @@ def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
 
     at.selectbox(key="mit").set_value("fusion-mean").run()
     ok(at)
-    curves = charts(at)[0]
+    curves = charts(open_tab(at, "depth"))[0]
     assert any(t.get("marker", {}).get("symbol") == "star" for t in curves["data"])  # the fused point
     assert not at.warning  # fusion does not touch the forward pass
+    open_tab(at, "layer")
 
     at.slider(key="layer").set_value(2).run()
     ok(at)
@@ -80,6 +94,7 @@ def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
 
 
 def test_no_mitigation_draws_the_baseline_alone(at):
+    open_tab(at, "layer")
     at.selectbox(key="mit").set_value("none").run()
     ok(at)
     assert "→" not in metric(at, "cosine_mean").value
@@ -115,7 +130,7 @@ def test_the_head_box_offers_only_the_models_heads(at):
 def test_token_labels_are_escaped(at):
     at.text_area(key="text").input("<script>alert(1)</script> & <b>bold</b>").run()
     ok(at)
-    text = json.dumps(charts(at))
+    text = json.dumps(charts(open_tab(at, "layer")))
     assert "<script>" not in text and "<b>" not in text
     assert "&lt;" in text
 
@@ -123,7 +138,7 @@ def test_token_labels_are_escaped(at):
 def test_query_params_reopen_the_same_view():
     app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
     app.query_params.update({"mit": "softdecay", "softdecay_alpha": "-0.3", "layer": "3", "sym": "ata",
-                             "text": "Links keep every setting."})
+                             "section": SECTIONS["layer"], "text": "Links keep every setting."})
     app.run()
     ok(app)
     assert app.selectbox(key="mit").value == "softdecay"
@@ -246,7 +261,14 @@ def test_chart_toolbar_saves_svg_when_asked(at):
 def test_umap_projection(at):
     at.radio(key="proj").set_value("umap").run()
     ok(at)
+    assert not any("Joint" in c.value for c in at.caption)  # nothing is projected until the tab opens
+    open_tab(at, "trajectories")
+    ok(at)
     assert any("Joint UMAP" in c.value for c in at.caption)
+    [fig] = charts(at)
+    assert len(fig["data"]) > 2  # every token's path, both runs'
+    at.radio(key="proj").set_value("pca").run()
+    assert any("Joint PCA" in c.value for c in at.caption)
 
 
 def test_report_is_one_offline_file_with_escaped_tokens():
@@ -312,7 +334,7 @@ def test_lab_presets(at, preset):
     assert at.slider(key="lab_depth").value == 32
     assert at.toggle(key="lab_residual").value is settings["lab"]["residual"]
     assert any("32 layers" in c.value for c in at.caption)
-    assert metric(at, "cosine_mean").label == "cosine_mean · layer 32"
+    assert metric(open_tab(at, "layer"), "cosine_mean").label == "cosine_mean · layer 32"
 
 
 def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):

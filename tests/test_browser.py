@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from smoothviz.data import examples
+from smoothviz.views import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots and timings go to a temporary folder, so a test run leaves the work tree clean;
@@ -33,9 +34,10 @@ SERVER_LOG = {}  # the running server's log file
 EXAMPLES = examples()["examples"]
 LONG = EXAMPLES["A long paragraph (60+ tokens)"]
 
-# JS: are all Streamlit plotly charts drawn (and at least `min` of them)?
+# JS: are all visible Streamlit plotly charts drawn (and at least `min` of them)? A closed tab's
+# charts may stay in the document, hidden.
 ALL_DRAWN = """min => {
-  const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
+  const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].filter(c => c.checkVisibility());
   const running = document.querySelector('[data-testid="stStatusWidget"]')?.innerText.includes('Running');
   return !running && charts.length >= min && charts.every(c => c.querySelector('.js-plotly-plot .main-svg'));
 }"""
@@ -97,7 +99,7 @@ def browser():
             b.close()
 
 
-def _load(page, url: str, min_charts: int = 15, timeout: float = 240) -> float:
+def _load(page, url: str, min_charts: int = 3, timeout: float = 240) -> float:
     """Open ``url``; return the seconds until every chart is drawn."""
     t0 = time.perf_counter()
     page.goto(url)
@@ -144,12 +146,29 @@ def _server_ms(name: str, seen: int) -> float:
     pytest.fail(f"no new timing line for {name} in the server log")
 
 
+def _open_tab(page, section: str, charts: int) -> None:
+    """Click the tab of ``section`` (a key of views.SECTIONS) and wait for its ``charts`` to draw."""
+    page.get_by_role("tab", name=SECTIONS[section]).click()
+    page.wait_for_function(f"() => ({ALL_DRAWN})({charts}) && ({VISIBLE_CHARTS})() === {charts}",
+                           timeout=240_000, polling=100)
+
+
+VISIBLE_CHARTS = """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+  .filter(c => c.checkVisibility()).length"""
+
+
+def _count_charts(page) -> int:
+    return page.evaluate(VISIBLE_CHARTS)
+
+
 def test_dashboard_in_browser(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     errors = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     timings = {"cold_load_s": round(_load(page, server), 2)}  # includes loading the model
+    # The first page is light: the depth tab's three charts, nothing of the other tabs.
+    assert _count_charts(page) == 3
     # Server times are measured once UMAP's one-time numba compile (a background thread that
     # competes for the interpreter) is over, as on a server that has been up for a minute.
     timings["umap_warm_up_s"] = round(_server_ms("umap-warm-up", 0) / 1000, 1)
@@ -157,8 +176,16 @@ def test_dashboard_in_browser(server, browser):
     timings["warm_load_s"] = round(_load(page, server), 2)    # same settings: the cache answers
     timings["warm_page_server_ms"] = _server_ms("page", seen)
     page.screenshot(path=str(SHOTS / "dashboard-1366x768.png"))
+    page.set_viewport_size({"width": 1280, "height": 720})   # a classroom projector
+    page.wait_for_timeout(1500)  # plotly redraws on resize
+    page.screenshot(path=str(SHOTS / "dashboard-1280x720.png"))
+    page.set_viewport_size({"width": 1366, "height": 768})
 
-    # The layer slider: keyboard on its thumb; the similarity heatmap must change.
+    # The layer tab; its slider driven by the keyboard alone: the similarity heatmap must change.
+    t0 = time.perf_counter()
+    _open_tab(page, "layer", 9)
+    timings["layer_tab_s"] = round(time.perf_counter() - t0, 2)
+    assert "section=" in page.url  # the open tab is part of the link
     before = page.evaluate(HEATMAP_SUM)
     thumb = page.get_by_role("slider", name="Layer")
     thumb.focus()
@@ -169,27 +196,40 @@ def test_dashboard_in_browser(server, browser):
     timings["slider_server_ms_new_layer"] = _server_ms("layer-views", seen)
     for layer, key in ((6, "ArrowRight"), (5, "ArrowLeft")):  # layers already drawn: figures from the cache
         page.get_by_role("heading", name=f"Token similarity at layer {11 - layer}").wait_for()
-        page.wait_for_function(ALL_DRAWN, arg=15)
+        page.wait_for_function(ALL_DRAWN, arg=9)
         seen = len(_timings("layer-views"))
         thumb.press(key)
         page.get_by_role("heading", name=f"Token similarity at layer {layer}").wait_for()
         timings[f"slider_server_ms_seen_layer_{layer}"] = _server_ms("layer-views", seen)
+    thumb.press("Home")  # the first layer from the keyboard, too
+    page.get_by_role("heading", name="Token similarity at layer 1").wait_for()
+    thumb.press("ArrowRight")
+    thumb.press("ArrowRight")
+    thumb.press("ArrowRight")
+    thumb.press("ArrowRight")
     page.get_by_role("heading", name="Token similarity at layer 5").wait_for()
-    assert "layer=5" in page.url  # the setting went into the link
-    page.wait_for_function(ALL_DRAWN, arg=15)
+    page.wait_for_function("() => location.search.includes('layer=5')", timeout=30_000)  # the setting is in the link
+    page.wait_for_function(ALL_DRAWN, arg=9)
     _full_page(page, SHOTS / "dashboard-1366-full.png")
+
+    # The other tabs draw when opened, and the layer is kept when coming back.
+    for section, charts in (("trajectories", 1), ("atlas", 4), ("sv", 2)):
+        _open_tab(page, section, charts)
+        assert _count_charts(page) == charts
+    _open_tab(page, "layer", 9)
+    page.get_by_role("heading", name="Token similarity at layer 5").wait_for()
 
     # A new sentence: the analysis reruns and the charts follow.
     before, t0 = page.evaluate(HEATMAP_SUM), time.perf_counter()
     _set_text(page, "Graphs of attention smooth every token towards the same vector.")
     timings["sentence_to_chart_s"] = round(_wait_changed(page, before, t0), 2)
-    page.wait_for_function(ALL_DRAWN, arg=15)
+    page.wait_for_function(ALL_DRAWN, arg=9)
 
     # A long sentence (60+ tokens) must stay legible.
     before, t0 = page.evaluate(HEATMAP_SUM), time.perf_counter()
     _set_text(page, LONG)
     timings["long_sentence_to_chart_s"] = round(_wait_changed(page, before, t0), 2)
-    page.wait_for_function(ALL_DRAWN, arg=15)
+    page.wait_for_function(ALL_DRAWN, arg=9)
     tokens = page.get_by_text("tokens analysed").first.inner_text()
     assert int(tokens.split(" tokens analysed")[0].split("·")[-1]) >= 60
     _full_page(page, SHOTS / "long-sentence-1366-full.png")
@@ -199,7 +239,6 @@ def test_dashboard_in_browser(server, browser):
     wide.on("pageerror", lambda err: errors.append(str(err)))
     timings["warm_load_1920_s"] = round(_load(wide, server), 2)
     wide.screenshot(path=str(SHOTS / "dashboard-1920x1080.png"))
-    _full_page(wide, SHOTS / "dashboard-1920-full.png")
     wide.close()
 
     (SHOTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")

@@ -191,6 +191,19 @@ def test_projection_pca_and_umap(reference):
     assert tiny.projection_method == "pca" and any("UMAP" in n for n in tiny.notes)
 
 
+def test_projected_later_equals_projected_at_once(reference):
+    """The page projects only when the trajectories tab opens: the same coordinates, no array copied."""
+    at_once = smoothviz.analyze(reference, mitigation="neutreno", projection="pca", device="cpu")
+    plain = smoothviz.analyze(reference, mitigation="neutreno", device="cpu")
+    later = plain.projected("pca")
+    assert plain.projection is None and plain.projection_method == "none"
+    assert np.array_equal(later.projection, at_once.projection) and later.projection_method == "pca"
+    assert later.baseline is plain.baseline and later.mitigated is plain.mitigated
+    assert not later.projection.flags.writeable
+    tiny = smoothviz.analyze("hi", exclude_special=True, device="cpu").projected("umap")
+    assert tiny.projection_method == "pca" and sum("UMAP" in n for n in tiny.notes) == 1
+
+
 def test_device_auto_says_which_ran():
     r = smoothviz.analyze("Which device ran?", device="auto")
     assert r.device == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -57,5 +57,6 @@ def test_a_step_link_opens_its_preset_in_the_main_view():
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="mit").value == "neutreno"
     assert at.slider(key="neutreno_lambda").value == pytest.approx(0.4)
-    assert at.slider(key="layer").value == 6
+    assert at.slider(key="layer").value == 6  # the step's tab is open, at its layer
+    assert any(sub.value == "Token similarity at layer 6" for sub in at.subheader)
     assert at.text_area(key="text").value == step.settings["text"]

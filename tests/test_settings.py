@@ -98,3 +98,52 @@ def test_threads_per_analysis_fill_the_cores_without_oversubscribing(monkeypatch
     assert settings.load().threads == cores
     monkeypatch.setenv("SMOOTHVIZ_THREADS", "3")
     assert settings.load().threads == 3
+
+
+def test_the_compute_queue_serves_in_arrival_order_and_says_how_many_are_ahead():
+    """One slot, five callers arriving in turn: served first come, first served; each waiting
+    caller is told how many are ahead of it, a count that only falls; a nested turn (the page's
+    wait, then analyze's own) holds one slot; a caller that gives up while waiting frees its place."""
+    import threading
+    import time
+
+    queue = settings.FairQueue(1)
+    order, told = [], {}
+
+    def caller(i):
+        with queue.turn(on_wait=lambda ahead: told.setdefault(i, []).append(ahead), poll=0.02):
+            with queue:  # re-entrant: would deadlock if it took a second slot
+                order.append(i)
+                time.sleep(0.3)
+
+    threads = []
+    for i in range(5):
+        threads.append(threading.Thread(target=caller, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.02)  # arrive in this order
+    assert queue.waiting() >= 1
+    for t in threads:
+        t.join(10)
+    assert order == [0, 1, 2, 3, 4]
+    assert 0 not in told and told[4][0] == 4 and told[4][-1] == 1
+    assert all(a >= b for seen in told.values() for a, b in zip(seen, seen[1:]))
+    assert queue.waiting() == 0
+
+    class GaveUp(Exception):
+        pass
+
+    def give_up(ahead):
+        raise GaveUp
+
+    def leaver(out):
+        try:
+            with queue.turn(on_wait=give_up, poll=0.01):
+                out.append("served")
+        except GaveUp:
+            out.append("gave up")
+    out = []
+    with queue:  # this thread holds the only slot
+        t = threading.Thread(target=leaver, args=(out,))
+        t.start()
+        t.join(10)
+        assert out == ["gave up"] and queue.waiting() == 0  # the one who left is no longer in the line
