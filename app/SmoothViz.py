@@ -14,7 +14,7 @@ import streamlit as st
 import controls
 import state
 from markup import md
-from smoothviz import figures, report, trends, views
+from smoothviz import animate, figures, report, trends, views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
 
@@ -253,10 +253,37 @@ report_layer = st.session_state.get("layer", L)
 
 
 def full_report() -> str:
-    """The HTML report, trajectories included (built when the button is pressed)."""
-    return report.build_report(state.projected(settings, analysis) or analysis, report_layer)
+    """The HTML report, trajectories included (built when the button is pressed, outside the page's
+    run: so it projects here itself rather than through the page's cache)."""
+    return report.build_report(analysis.projected(settings["projection"]), report_layer)
 
 
 c3.download_button("Report (one HTML file, works offline)", full_report,
                    "smoothviz-report.html", "text/html", on_click="ignore", width="stretch")
+
+
+def animation_controls() -> None:
+    """Make the collapse a GIF or MP4 for slides, on request (rendering takes seconds)."""
+    st.subheader("The collapse as an animation, for slides")
+    st.caption("One frame per layer (and the fused output of a fusion), baseline beside mitigated, with the same "
+               "axes and colours in every frame and each frame titled with its layer and headline metrics. Rendered "
+               "in a headless Chromium on the server: a few seconds for the default sentence.")
+    c1, c2, c3 = st.columns([3, 1.2, 1.5], vertical_alignment="bottom")
+    chosen = tuple(c1.multiselect("Views in each frame", animate.VIEWS, default=["heatmap", "graph"],
+                                  key="anim_views", help="trajectory: every token's path in the joint projection"))
+    fmt = c2.radio("Format", animate.FORMATS, key="anim_fmt", horizontal=True, format_func=lambda f: f[1:].upper())
+    request = (SETTINGS_KEY, chosen, fmt)
+    if c3.button("Make the animation", disabled=not chosen, width="stretch"):
+        st.session_state["_animation"] = request
+    if st.session_state.get("_animation") != request:  # nothing asked yet for these settings
+        return
+    data = state.animation_or_error(settings, analysis, chosen, fmt)
+    if data is None:
+        return
+    st.download_button(f"Download the animation ({fmt[1:].upper()}, {len(data) / 2**20:.1f} MB)", data,
+                       f"smoothviz-collapse{fmt}", "image/gif" if fmt == ".gif" else "video/mp4", on_click="ignore")
+    (st.image if fmt == ".gif" else st.video)(data)
+
+
+animation_controls()
 state.log_time("page", PAGE_START)

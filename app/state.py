@@ -241,6 +241,33 @@ def _projection(key: str, method: str, _analysis: smoothviz.Analysis) -> tuple:
     return done.projection, done.projection_method, done.notes[len(_analysis.notes):]
 
 
+def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tuple[str, ...],
+                       fmt: str) -> bytes | None:
+    """The collapse as a GIF or MP4 (``fmt``: ``.gif`` / ``.mp4``) of ``views``, one frame per
+    layer (``smoothviz.animate``); rendered in the server's line, then cached for everyone."""
+    shown = projected(settings, analysis) if "trajectory" in views else analysis
+    if shown is None:
+        return None
+    key = (json.dumps(settings, sort_keys=True, default=str), views, fmt)
+    data = _or_error(lambda: _animation(*key, shown), f"Rendering {analysis.n_layers + 1} frames and encoding them",
+                     cached=key in _animated_keys)
+    if data is not None:
+        _animated_keys.add(key)
+    return data
+
+
+_animated_keys: set = set()  # a hint only, as _projected_keys
+
+
+@st.cache_resource(ttl=CACHE_TTL, max_entries=8, show_spinner=False)  # ≤ 10 MB each (animate refuses more)
+def _animation(settings_key: str, views: tuple[str, ...], fmt: str, _analysis: smoothviz.Analysis) -> bytes:
+    from smoothviz import animate
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "collapse" + fmt)
+        animate.animate(_analysis, out, views)
+        return Path(out).read_bytes()
+
+
 def _or_error(compute, what: str, cached: bool):
     """``compute()``, after waiting for the server's turn unless ``cached``; ``None`` and a message
     on the page when it fails.

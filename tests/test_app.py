@@ -394,3 +394,21 @@ def test_the_figure_cache_keeps_to_its_byte_budget(monkeypatch):
     specs = [fig.to_dict() for fig, _ in cache._entries.values()]
     assert all(s["layout"]["template"] is specs[0]["layout"]["template"] for s in specs)  # stored once
     assert json.loads(go.Figure(specs[0]).to_json())["data"][0]["type"] == "heatmap"
+
+
+def test_the_page_makes_the_collapse_as_a_gif_and_an_mp4_on_request(at):
+    """Nothing is rendered until asked; then a download of the real file (sizes from its bytes)."""
+    labels = lambda: [b.label for b in at.get("download_button")]  # noqa: E731
+    assert not any("animation" in label for label in labels())
+    make = next(b for b in at.button if b.label == "Make the animation")
+    make.click().run()
+    ok(at)
+    [gif] = [label for label in labels() if label.startswith("Download the animation (GIF, ")]
+    assert 0.05 < float(gif.split(", ")[1].split(" MB")[0]) <= 10
+    at.radio(key="anim_fmt").set_value(".mp4").run()
+    assert not any("animation" in label for label in labels())  # another format: asked again
+    next(b for b in at.button if b.label == "Make the animation").click().run()
+    ok(at)
+    assert any(label.startswith("Download the animation (MP4, ") for label in labels())
+    at.multiselect(key="anim_views").set_value([]).run()
+    assert next(b for b in at.button if b.label == "Make the animation").disabled
