@@ -171,9 +171,11 @@ def unworkable(mitigation: str, asked: dict, shape: tuple[int, int] | None) -> d
     def problem(values: dict, on_model: bool = True) -> str | None:
         try:
             config = make(mitigation, values)
-            if on_model and shape:
-                config.check(*shape)
-        except MitigationError as err:  # "name: key must be …, got 'x'": the key=value is shown already
+            if on_model:
+                SETTINGS.check_params(values)  # a public server's own limits
+                if shape:
+                    config.check(*shape)
+        except ValueError as err:  # "name: key must be …, got 'x'": the key=value is shown already
             return str(err).removeprefix(f"{mitigation}: ").rsplit(", got ", 1)[0]
         return None
 

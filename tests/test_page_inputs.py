@@ -239,3 +239,20 @@ def test_a_public_server_offers_only_its_lab_caps_and_resets_beyond_them():
     assert any("lab_width=1024 is not available here (lab width 8, 16, 32, 64, 128): reset to 64." in w
                for w in first["warnings"])
     assert not then["errors"] and not then["exceptions"] and then["charts"] and not then["warnings"]
+
+
+def test_unworkable_blames_each_setting_in_turn_and_heeds_the_public_server(monkeypatch):
+    """Which of a link's values to reset: the one whose default makes the rest apply, then the next;
+    a public server's own limit (no gate file of one's own) is a reason too."""
+    import dataclasses
+    import sys
+    sys.path.insert(0, str(APP.parent))
+    import controls
+    from smoothviz.data import DEFAULT_GATE
+    reasons = controls.unworkable("fusion-mean", {"layers": "9-12", "weights": "1,2,3,4"}, (6, 12))
+    assert "layers must lie within 0..6" in reasons["layers"] and "6 weights needed" in reasons["weights"]
+    assert controls.unworkable("fusion-mean", {"layers": "2-3", "weights": "1,2"}, (6, 12)) == {}
+    assert controls.unworkable("heads", {"ablate": "9.0"}, None) == {}  # the model unknown: syntax only
+    assert controls.unworkable("fusion-gate", {"gate": str(DEFAULT_GATE)}, (6, 12)) == {}
+    monkeypatch.setattr(controls, "SETTINGS", dataclasses.replace(controls.SETTINGS, public=True))
+    assert "only the shipped fusion gate" in controls.unworkable("fusion-gate", {"gate": str(DEFAULT_GATE)}, (6, 12))["gate"]
