@@ -12,7 +12,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TRANSFORMERS_OFFLINE=1 \
     NUMBA_CACHE_DIR=/tmp/smoothviz-numba \
     SMOOTHVIZ_PUBLIC=1 \
-    STREAMLIT_SERVER_FILE_WATCHER_TYPE=none
+    STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
+    BROWSER_PATH=/usr/bin/chromium
+
+# `smoothviz animate` renders its frames with kaleido, which drives a Chromium (BROWSER_PATH: it
+# never downloads one). Debian's package is not pinned: the archive keeps only its current,
+# security-patched version, so a pinned one would stop building at the next update.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends chromium \
+ && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 smoothviz
 WORKDIR /app

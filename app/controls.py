@@ -4,8 +4,9 @@ Each widget's key is its query parameter (``bind="query-params"``), so a copied 
 the same view; the text is the one exception (:func:`_text_box`): it goes into the URL by hand,
 cut to what a link can carry. Presets and example sentences only write widget keys into
 ``st.session_state`` (in callbacks, before the widgets are drawn); they are never analysis inputs
-themselves. Widgets offer only what the server accepts; a value asked for that they cannot hold
-(from a link, a preset, another model) is reset to the default, and the page says so.
+themselves. Widgets offer only what the server accepts; a value asked for that they cannot hold,
+or that the mitigation cannot use on the chosen model (a head it lacks, an unreadable gate), from a
+link, a preset or another model, is reset to the default, and the page says so.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import streamlit as st
 
 from smoothviz.handles import MAX_CHARS
 from smoothviz.lab import CHOICES, LIMITS, LabConfig
-from smoothviz.mitigations import REGISTRY
+from smoothviz.mitigations import REGISTRY, Mitigation, MitigationError, make
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
 from smoothviz.settings import SETTINGS
 
@@ -92,6 +93,11 @@ def _one_of(options):
     return lambda value: str(value) in allowed
 
 
+def _asked(key: str):
+    """The value asked for the widget ``key``: its state, or before it is first drawn, the link's."""
+    return st.session_state[key] if key in st.session_state else st.query_params.get(key)
+
+
 def _refuse(refused: list, key: str, ok, allowed: str, default) -> None:
     """Before the widget ``key`` is drawn: drop a value it cannot hold, and say so in ``refused``.
 
@@ -100,7 +106,7 @@ def _refuse(refused: list, key: str, ok, allowed: str, default) -> None:
     show the widget's default for it silently (or raise, for a preset's value); the analysis
     would then refuse nothing, but the visitor would never learn that the link was not followed.
     """
-    asked = st.session_state[key] if key in st.session_state else st.query_params.get(key)
+    asked = _asked(key)
     if asked is None or ok(asked):
         return
     if key in st.session_state:
@@ -144,19 +150,92 @@ def _lab_settings(active: bool, refused: list) -> dict:
     return lab
 
 
-def mitigation_params(name: str, refused: list, prefix: str = "") -> dict:
-    """One widget per ``Param`` of the chosen mitigation, at its default (keys start with ``prefix``)."""
+def _shown(value) -> str:
+    return "the default (empty)" if value == "" else str(value)
+
+
+def refusal(key: str, asked, why: str, default) -> str:
+    """The message for a value reset to its default (plain text: escape before showing)."""
+    return f"{key}={asked} is not available here ({why}): reset to {_shown(default)}."
+
+
+def unworkable(mitigation: str, asked: dict, shape: tuple[int, int] | None) -> dict[str, str]:
+    """The parameters among ``asked`` (name → value, as typed or linked) to reset, and why.
+
+    A value is reset when it does not parse; then, on a model of ``shape`` ``(layers, heads)``
+    (``None``: unknown, syntax only), when the values together cannot apply
+    (:meth:`~smoothviz.mitigations.Mitigation.check`) and putting this one back to its default,
+    the first in the parameters' order that does, makes them apply; if none does, every value asked
+    for. If even the defaults cannot apply, nothing is reset: the analysis says why.
+    """
+    def problem(values: dict, on_model: bool = True) -> str | None:
+        try:
+            config = make(mitigation, values)
+            if on_model:
+                SETTINGS.check_params(values)  # a public server's own limits
+                if shape:
+                    config.check(*shape)
+        except ValueError as err:  # "name: key must be …, got 'x'": the key=value is shown already
+            return str(err).removeprefix(f"{mitigation}: ").rsplit(", got ", 1)[0]
+        return None
+
+    if problem({}):
+        return {}
+    reasons = {name: why for name, raw in asked.items() if (why := problem({name: raw}, on_model=False))}
+    values = {name: raw for name, raw in asked.items() if name not in reasons}
+    while values and (why := problem(values)):
+        blame = next((name for name in values if not problem({k: v for k, v in values.items() if k != name})),
+                     next(iter(values)))
+        reasons[blame] = why
+        del values[blame]
+    return reasons
+
+
+def linked_mitigation(query, shape: tuple[int, int] | None) -> tuple[str, dict, list[str]]:
+    """The mitigation and parameters a link asks for, for a page without widgets (Present):
+    ``(name or "none", params, what was reset)``, with the sidebar's checks and messages."""
+    names, refused = ["none", *REGISTRY], []
+    mitigation = query.get("mit", DEFAULT_MITIGATION)
+    if mitigation not in names:
+        refused.append(refusal("mit", mitigation, "one of " + ", ".join(names), DEFAULT_MITIGATION))
+        mitigation = DEFAULT_MITIGATION
+    if mitigation == "none":
+        return mitigation, {}, refused
+    specs = REGISTRY[mitigation].PARAMS
+    asked = {name: query[key] for name in specs if (key := _param_key(mitigation, name)) in query}
+    reasons = unworkable(mitigation, asked, shape)
+    refused += [refusal(_param_key(mitigation, name), asked[name], why, specs[name].default)
+                for name, why in reasons.items()]
+    return mitigation, {k: v for k, v in asked.items() if k not in reasons}, refused
+
+
+def mitigation_params(name: str, refused: list, prefix: str = "", shape=None) -> dict:
+    """One widget per ``Param`` of the chosen mitigation, at its default (keys start with ``prefix``).
+
+    A value asked for (typed, linked, kept from another model) that the mitigation cannot use is
+    reset first (:func:`unworkable`); ``shape()`` gives the model's ``(layers, heads)`` for that,
+    or ``None`` (syntax alone).
+    """
+    specs = REGISTRY[name].PARAMS
+    keys = {pname: _param_key(name, pname, prefix) for pname in specs}
+    asked = {pname: _asked(key) for pname, key in keys.items() if _asked(key) is not None}
+    on_model = shape and asked and REGISTRY[name].check is not Mitigation.check  # else no need to load it
+    reasons = unworkable(name, asked, shape() if on_model else None)
+    # A bound text box takes the value of the link the page was opened with on its first draw,
+    # whatever the state says: draw it once, then rerun with the state set (found refused again).
+    linked = any(specs[pname].kind == "text" and keys[pname] not in st.session_state for pname in reasons)
+    for pname, why in reasons.items():
+        refused.append(refusal(keys[pname], asked[pname], why, specs[pname].default))
+        st.session_state[keys[pname]] = specs[pname].default
+        if keys[pname] in st.query_params:  # a copied link would carry it again
+            del st.query_params[keys[pname]]
     params = {}
-    for pname, spec in REGISTRY[name].PARAMS.items():
-        key, label = _param_key(name, pname, prefix), f"{pname} — {spec.help}" if spec.help else pname
+    for pname, spec in specs.items():
+        key, label = keys[pname], f"{pname} — {spec.help}" if spec.help else pname
         if spec.kind == "choice":
             params[pname] = st.selectbox(label, list(spec.choices), index=list(spec.choices).index(spec.default),
                                          key=key, bind=URL)
-            continue
-        if spec.kind in ("float", "int"):
-            _refuse(refused, key, _in_range(spec.lo, spec.hi, spec.kind == "int"), _span(spec.lo, spec.hi),
-                    spec.default)
-        if spec.kind == "float" and spec.hi - spec.lo <= 2:
+        elif spec.kind == "float" and spec.hi - spec.lo <= 2:
             params[pname] = st.slider(label, float(spec.lo), float(spec.hi), float(spec.default),
                                       step=round((spec.hi - spec.lo) / 40, 4), key=key, bind=URL)
         elif spec.kind in ("float", "int"):
@@ -165,6 +244,10 @@ def mitigation_params(name: str, refused: list, prefix: str = "") -> dict:
                                             step=0.1 if spec.kind == "float" else 1, key=key, bind=URL)
         else:
             params[pname] = st.text_input(label, value=str(spec.default), key=key, bind=URL, max_chars=500)
+    if linked and not st.session_state.get("_relinked"):  # once: never a loop of reruns
+        st.session_state["_relinked"] = True
+        st.rerun()
+    st.session_state.pop("_relinked", None)
     return params
 
 
@@ -224,15 +307,17 @@ def model_controls(refused: list) -> tuple[str, dict | None, str]:
     return model, lab, device
 
 
-def mitigation_controls(refused: list) -> tuple[str, dict]:
-    """The mitigation and its parameters: ``(name or "none", params)``."""
+def mitigation_controls(refused: list, shape=None) -> tuple[str, dict]:
+    """The mitigation and its parameters: ``(name or "none", params)``; ``shape()`` is the model's
+    ``(layers, heads)`` the parameters must fit (:func:`mitigation_params`)."""
     st.subheader("Mitigation")
-    names = list(REGISTRY)  # every registered mitigation, in registry order
-    mitigation = st.selectbox("Mitigation", ["none", *names], index=1 + names.index(DEFAULT_MITIGATION),
+    names = ["none", *REGISTRY]  # every registered mitigation, in registry order
+    _refuse(refused, "mit", _one_of(names), "one of " + ", ".join(names), DEFAULT_MITIGATION)
+    mitigation = st.selectbox("Mitigation", names, index=names.index(DEFAULT_MITIGATION),
                               key="mit", bind=URL, label_visibility="collapsed")
     if mitigation != "none":
         st.caption(REGISTRY[mitigation].summary)
-    return mitigation, mitigation_params(mitigation, refused) if mitigation != "none" else {}
+    return mitigation, mitigation_params(mitigation, refused, shape=shape) if mitigation != "none" else {}
 
 
 def graph_controls(model: str, device: str, lab: dict | None, refused: list) -> dict:
@@ -280,7 +365,7 @@ def sidebar() -> tuple[dict, str, list[str]]:
         st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)
         text = _text_box()
 
-        mitigation, params = mitigation_controls(refused)
+        mitigation, params = mitigation_controls(refused, lambda: state.model_shape(model, device, lab))
         graph = graph_controls(model, device, lab, refused)
 
         st.subheader("Projection")

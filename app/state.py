@@ -300,16 +300,26 @@ def _or_error(compute, what: str, cached: bool):
     return None
 
 
-def head_count(model: str, device: str, lab: dict | None) -> int | None:
-    """The chosen model's heads, for the head box; ``None`` when it cannot load (the analysis,
-    about to load the same model from the same shared cache, then says why)."""
+def model_shape(model: str, device: str, lab: dict | None) -> tuple[int, int] | None:
+    """The chosen model's ``(layers, heads)``, for the head box and the mitigation's parameters;
+    ``None`` when it cannot load (the analysis, about to load the same model from the same shared
+    cache, then says why)."""
     if model == "lab":
-        return int(lab["heads"]) if lab else None
+        return (int(lab["depth"]), int(lab["heads"])) if lab else None
     try:
         SETTINGS.check(model)  # a public server never loads what it does not allow
-        return get_handle(model, device).heads
+        handle = get_handle(model, device)
+        return handle.n_layers, handle.heads
     except Exception:  # noqa: BLE001 - reported by the analysis
         return None
+
+
+def head_count(model: str, device: str, lab: dict | None) -> int | None:
+    """The chosen model's heads (:func:`model_shape`), ``None`` when it cannot load."""
+    shape = model_shape(model, device, lab)
+    return shape[1] if shape else None
+
+
 CORPUS_ENTRIES = int(os.environ.get("SMOOTHVIZ_CORPUS_ENTRIES", "8"))  # corpus results kept (~1 MB per 100 lines)
 
 

@@ -519,6 +519,22 @@ def rollout(analysis) -> go.Figure:
     return layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
 
 
+def enlarged(fig: go.Figure, factor: float, height: int) -> go.Figure:
+    """A copy of ``fig`` for a projector: every font ``factor`` times larger (the base font and the
+    ticks, panel titles, legends and cell texts set their own sizes), ``height`` pixels tall."""
+    def grow(node):
+        if isinstance(node, dict):
+            return {k: {**grow(v), "size": v["size"] * factor}
+                    if "font" in k and isinstance(v, dict) and isinstance(v.get("size"), (int, float))
+                    else grow(v) for k, v in node.items()}
+        return [grow(v) for v in node] if isinstance(node, (list, tuple)) else node
+    spec = fig.to_dict()
+    spec["layout"].setdefault("font", {}).setdefault("size", 12)  # plotly's default, made explicit to scale
+    spec = grow(spec)
+    spec["layout"]["height"] = height
+    return go.Figure(spec)
+
+
 def image_config(name: str, fmt: str = "png") -> dict:
     """plotly's toolbar config: download as ``fmt`` (png or svg) under ``name``, offline."""
     fmt = fmt if fmt in ("png", "svg") else "png"

@@ -49,13 +49,17 @@ class Settings:
     threads: int  # per analysis: slots × threads ≈ cores
     max_corpus_lines: int | None = None
 
+    def check_params(self, params: dict | None) -> None:
+        """Refuse mitigation parameters the public-demo mode does not allow (a gate file of one's own)."""
+        gate = str((params or {}).get("gate", "default")).strip()
+        if self.public and gate not in ("", "default"):
+            raise ModelError("this public server uses only the shipped fusion gate (gate=default)")
+
     def check(self, model: str, lab: dict | None = None, params: dict | None = None) -> None:
         """Refuse what the public-demo mode does not allow, with a message that says what is."""
         if not self.public:
             return
-        gate = str((params or {}).get("gate", "default")).strip()
-        if gate not in ("", "default"):
-            raise ModelError("this public server uses only the shipped fusion gate (gate=default)")
+        self.check_params(params)
         if model not in self.models:
             raise ModelError(f"this public server allows only these models: {', '.join(self.models)}")
         if model == LAB_MODEL and lab:

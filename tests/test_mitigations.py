@@ -389,6 +389,22 @@ def test_fusion_layer_ranges_are_checked(layers):
         smoothviz.analyze("hello there", mitigation="fusion-max", params={"layers": layers})
 
 
+@pytest.mark.parametrize("name, params, message", [
+    ("heads", {"ablate": "7.0"}, "layer 7 does not exist"),
+    ("heads", {"ablate": "3.12"}, "head 12 does not exist"),
+    ("fusion-max", {"layers": "2-9"}, "layers must lie within 0..6"),
+    ("fusion-concat", {"layers": "x"}, "layers must be 'all'"),
+    ("fusion-mean", {"weights": "1,2"}, "6 weights needed"),
+    ("fusion-gate", {"gate": "/no/such/gate.json"}, "not a gate file"),
+    ("fusion-gate", {"layers": "2-4"}, "fitted on layers 1-6"),
+])
+def test_check_refuses_what_the_model_lacks_before_any_sentence(name, params, message):
+    """check(n_layers, heads) raises what the analysis would, without a model or a sentence."""
+    make(name).check(6, 12)  # the defaults fit the default model's shape
+    with pytest.raises(MitigationError, match=message):
+        make(name, params).check(6, 12)
+
+
 def test_parallel_threads_give_the_sequential_results(reference):
     jobs = [("neutreno", {"lambda": 0.6}), ("attnscale", {}), ("softdecay", {"where": "every"}),
             ("spectral", {"mode": "flip"}), ("contranorm", {}), ("no-residual", {}), (None, None)]

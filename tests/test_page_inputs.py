@@ -66,18 +66,13 @@ def test_models_that_cannot_load_say_why(tmp_path):
         _fine(app)
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"mit": "neutreno", "neutreno_lambda": "3"}, None),        # the widget clamps or refuses it
-    ({"model": "lab", "lab_depth": "200"}, None),
-    ({"mit": "fusion-mean", "fusion_mean_weights": "1,2"}, "weights needed"),
-    ({"mit": "fusion-max", "fusion_max_layers": "9-12"}, "layers must lie within"),
+@pytest.mark.parametrize("params", [
+    {"mit": "neutreno", "neutreno_lambda": "3"},        # the widget clamps or refuses it
+    {"model": "lab", "lab_depth": "200"},
 ])
-def test_out_of_range_parameters_never_crash(params, words):
+def test_out_of_range_parameters_never_crash(params):
     app = _session(**params)
     assert not app.exception, [e.value for e in app.exception]
-    if words:
-        _expect_message(app, words)
-        return
     # A value outside a widget's range never reaches the analysis: the widget shows an allowed value
     # and the page draws with it.
     _fine(app)
@@ -85,6 +80,55 @@ def test_out_of_range_parameters_never_crash(params, words):
         assert 0 <= app.slider(key="neutreno_lambda").value <= 1
     else:
         assert 1 <= app.slider(key="lab_depth").value <= 64
+
+
+PRESENT = APP.parent / "pages" / "5_Present.py"
+# A link's mitigation setting the mitigation cannot use on this model: (URL, the key reset, why).
+BAD_LINKS = [
+    ({"mit": "neutreno", "neutreno_lambda": "abc"}, "neutreno_lambda", "lambda must be a number in [0.0, 1.0]"),
+    ({"mit": "heads", "heads_ablate": "zzz"}, "heads_ablate", "ablate must be a list like 3.0,5.11"),
+    ({"mit": "heads", "heads_ablate": "9.0,3.1"}, "heads_ablate", "layer 9 does not exist: this model has layers 1..6"),
+    ({"mit": "heads", "heads_sink": "maybe"}, "heads_sink", "sink must be one of none, drop"),
+    ({"mit": "fusion-gate", "fusion_gate_gate": "/no/such/gate.json"}, "fusion_gate_gate", "is not a gate file"),
+    ({"mit": "fusion-gate", "fusion_gate_layers": "2-4"}, "fusion_gate_layers", "the gate was fitted on layers 1-6"),
+    ({"mit": "fusion-mean", "fusion_mean_weights": "1,2"}, "fusion_mean_weights", "6 weights needed"),
+    ({"mit": "fusion-max", "fusion_max_layers": "9-12"}, "fusion_max_layers", "layers must lie within 0..6"),
+    ({"mit": "gate"}, "mit", "one of none, fusion-mean"),
+]
+
+
+def _reset(app, params: dict, key: str, why: str) -> None:
+    """One warning names the key, the value asked for and why it was reset; no other is left."""
+    said = [w for w in _plain(app.warning) if "is not available here" in w]
+    assert len(said) == 1 and said[0].startswith(f"{key}={params[key]} is not available here (") and why in said[0], said
+
+
+@pytest.mark.parametrize("params, key, why", BAD_LINKS, ids=[k for _, k, _ in BAD_LINKS])
+def test_a_bad_mitigation_setting_in_a_link_is_reset_and_the_page_draws(params, key, why):
+    """A link's value the mitigation cannot use left the page on an error for good: now it is reset
+    to its default, with a warning, and the page draws; a new sentence draws too, warned no more."""
+    from smoothviz.mitigations import REGISTRY
+    app = _session(**params)
+    _reset(app, params, key, why)
+    _fine(app)
+    mit = app.session_state["mit"]
+    default = "neutreno" if key == "mit" else REGISTRY[mit].PARAMS[key.removeprefix(mit.replace("-", "_") + "_")].default
+    assert app.session_state[key] == default
+    assert app.query_params.get(key) in (None, default, [default])  # a copied link no longer carries it
+    app.text_area(key="text").input("Another sentence after the reset.").run()
+    _fine(app)
+    assert not any("is not available here" in w for w in _plain(app.warning))
+
+
+@pytest.mark.parametrize("params, key, why", BAD_LINKS[:3] + BAD_LINKS[-1:], ids=[k for _, k, _ in BAD_LINKS[:3] + BAD_LINKS[-1:]])
+def test_the_present_page_resets_a_bad_link_setting_too(params, key, why):
+    app = AppTest.from_file(str(PRESENT), default_timeout=600)
+    app.query_params.update(params)
+    app.run()
+    _reset(app, params, key, why)
+    _fine(app)
+    next(b for b in app.button if b.label == "layer ▶").click().run()  # the session goes on
+    _fine(app)
 
 
 @pytest.mark.parametrize("params, raw, escaped", [
@@ -101,8 +145,9 @@ def test_values_echoed_in_messages_are_escaped(params, raw, escaped):
     """Issue 16: a link, an image, LaTeX or HTML in a parameter is shown as text, never rendered."""
     app = _session(**params)
     assert not app.exception, [e.value for e in app.exception]
-    assert app.error, "the value is refused with a message"
-    body = app.error[0].value
+    said = app.error or [w for w in app.warning if "is not available here" in w.value]
+    assert said, "the value is refused with a message"
+    body = said[0].value
     assert escaped in body and raw not in body, body
 
 
@@ -194,3 +239,20 @@ def test_a_public_server_offers_only_its_lab_caps_and_resets_beyond_them():
     assert any("lab_width=1024 is not available here (lab width 8, 16, 32, 64, 128): reset to 64." in w
                for w in first["warnings"])
     assert not then["errors"] and not then["exceptions"] and then["charts"] and not then["warnings"]
+
+
+def test_unworkable_blames_each_setting_in_turn_and_heeds_the_public_server(monkeypatch):
+    """Which of a link's values to reset: the one whose default makes the rest apply, then the next;
+    a public server's own limit (no gate file of one's own) is a reason too."""
+    import dataclasses
+    import sys
+    sys.path.insert(0, str(APP.parent))
+    import controls
+    from smoothviz.data import DEFAULT_GATE
+    reasons = controls.unworkable("fusion-mean", {"layers": "9-12", "weights": "1,2,3,4"}, (6, 12))
+    assert "layers must lie within 0..6" in reasons["layers"] and "6 weights needed" in reasons["weights"]
+    assert controls.unworkable("fusion-mean", {"layers": "2-3", "weights": "1,2"}, (6, 12)) == {}
+    assert controls.unworkable("heads", {"ablate": "9.0"}, None) == {}  # the model unknown: syntax only
+    assert controls.unworkable("fusion-gate", {"gate": str(DEFAULT_GATE)}, (6, 12)) == {}
+    monkeypatch.setattr(controls, "SETTINGS", dataclasses.replace(controls.SETTINGS, public=True))
+    assert "only the shipped fusion gate" in controls.unworkable("fusion-gate", {"gate": str(DEFAULT_GATE)}, (6, 12))["gate"]

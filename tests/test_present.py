@@ -28,3 +28,16 @@ def test_one_view_per_screen_stepped_by_the_buttons_the_keys_press():
     assert at.session_state["present_view"] == 3 and views.VIEWS[3].key == "similarity"
     assert len(at.get("plotly_chart")) == 2                      # baseline beside NeuTRENO
     assert "Token similarity at layer 1" in " ".join(m.value for m in at.markdown)
+
+
+def test_enlarged_scales_every_font_and_leaves_the_original_alone():
+    import plotly.graph_objects as go
+
+    from smoothviz import figures
+    fig = go.Figure(go.Scatter(y=[1, 2], marker_size=7, textfont_size=10))
+    fig.update_layout(font_size=13, legend_font_size=11).update_xaxes(tickfont_size=11)
+    big = figures.enlarged(fig, 1.5, 400)
+    assert big.layout.font.size == 19.5 and big.layout.legend.font.size == 16.5
+    assert big.layout.xaxis.tickfont.size == 16.5 and big.data[0].textfont.size == 15
+    assert big.data[0].marker.size == 7 and big.layout.height == 400  # sizes of marks are not fonts
+    assert fig.layout.font.size == 13 and fig.layout.height is None

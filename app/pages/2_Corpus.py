@@ -43,7 +43,7 @@ with st.sidebar:
     upload = st.file_uploader("Corpus file", type=["txt", "csv", "jsonl"]) if source == UPLOAD else None
     refused: list = []  # a link's value the widgets cannot hold, reset to its default
     model, lab, device = controls.model_controls(refused)
-    mitigation, params = controls.mitigation_controls(refused)
+    mitigation, params = controls.mitigation_controls(refused, lambda: state.model_shape(model, device, lab))
     graph = controls.graph_controls(model, device, lab, refused)
     for message in refused:
         st.warning(md(message), icon=":material/tune:")

@@ -125,6 +125,11 @@ class Mitigation:
         """The parameters actually used, defaults filled in."""
         return dict(self.values)
 
+    def check(self, n_layers: int, heads: int) -> None:
+        """Raise MitigationError if these parameters cannot apply to a model of ``n_layers`` layers
+        and ``heads`` heads (a layer or head it lacks, an unreadable gate): before any sentence runs,
+        so a page can reset a setting instead of failing the analysis. Syntax is checked at make()."""
+
     def intervention(self, ctx: ModelContext) -> Intervention | None:
         """What changes inside the forward pass (``None``: nothing, the baseline's pass is reused)."""
         return None

@@ -42,6 +42,9 @@ class FusionMean(Mitigation):
     PARAMS = {"layers": LAYERS,
               "weights": Param("text", "", help="comma-separated non-negative weights, one per chosen layer")}
 
+    def check(self, n_layers, heads):
+        _weights(self["weights"], len(select_layers(self["layers"], n_layers, self.name)), self.name)
+
     def fuse(self, hidden, ctx):
         layers = select_layers(self["layers"], ctx.n_layers, self.name)
         w = _weights(self["weights"], len(layers), self.name).to(hidden)
@@ -69,6 +72,9 @@ class FusionMax(Mitigation):
     summary = "Element-wise maximum over the chosen layers (Shi et al. 2022)."
     PARAMS = {"layers": LAYERS}
 
+    def check(self, n_layers, heads):
+        select_layers(self["layers"], n_layers, self.name)
+
     def fuse(self, hidden, ctx):
         return hidden[select_layers(self["layers"], ctx.n_layers, self.name)].amax(0)
 
@@ -79,6 +85,9 @@ class FusionConcat(Mitigation):
     NEUTRAL = {"layers": "{L}"}
     summary = "[H_a ‖ … ‖ H_b] (Shi et al. 2022): metrics on the n × (k·d) matrix."
     PARAMS = {"layers": LAYERS}
+
+    def check(self, n_layers, heads):
+        select_layers(self["layers"], n_layers, self.name)
 
     def fuse(self, hidden, ctx):
         chosen = hidden[select_layers(self["layers"], ctx.n_layers, self.name)]
@@ -98,18 +107,26 @@ class FusionGate(Mitigation):
               "gate": Param("text", "default", help="'default' (the shipped toy sentiment gate for the default "
                             "model) or the path of a gate file written by `smoothviz fit-gate`")}
 
-    def fuse(self, hidden, ctx):
+    def fitted(self, n_layers: int) -> tuple[dict, list[int]]:
+        """The gate file and the layers it fuses; MitigationError if it cannot fuse them."""
         path = str(DEFAULT_GATE) if self["gate"] in ("", "default") else self["gate"]
         gate = load_gate(path)
-        layers = select_layers(self["layers"], ctx.n_layers, self.name)
-        if len(layers) == 1:  # softmax over one layer is 1: any gate fuses one layer into itself (the neutral setting)
-            return hidden[layers[0]]
-        if layers != gate["layers"]:
+        layers = select_layers(self["layers"], n_layers, self.name)
+        if len(layers) > 1 and layers != gate["layers"]:
             raise MitigationError(
                 f"fusion-gate: the gate was fitted on layers {span(gate['layers'])} ({len(gate['layers'])} layers, "
                 f"each with its own w_l and b_l); it cannot fuse layers {span(layers)} ({len(layers)} layers): "
                 f"choose layers={span(gate['layers'])}, or fit a gate for these with `smoothviz fit-gate --layers "
                 f"{span(layers)}`")
+        return gate, layers
+
+    def check(self, n_layers, heads):
+        self.fitted(n_layers)
+
+    def fuse(self, hidden, ctx):
+        gate, layers = self.fitted(ctx.n_layers)
+        if len(layers) == 1:  # softmax over one layer is 1: any gate fuses one layer into itself (the neutral setting)
+            return hidden[layers[0]]
         w = torch.tensor(gate["w"], dtype=hidden.dtype)
         if w.shape[1] != hidden.shape[-1]:
             raise MitigationError(f"fusion-gate: the gate was fitted for width {w.shape[1]} "

@@ -71,6 +71,9 @@ class Heads(Mitigation):
                 raise MitigationError(f"heads: head {head} does not exist: this model has heads 0..{heads - 1}")
         return pairs
 
+    def check(self, n_layers, heads):
+        self.ablated(n_layers, heads)
+
     def intervention(self, ctx):
         pairs = self.ablated(ctx.n_layers, ctx.heads)
         drop = self["sink"] == "drop"
