@@ -150,7 +150,7 @@ STEPS: list[Step] = [
          "With a negative value spectrum, will dm_rel at the last layer be higher or lower than with the positive one?",
          ("higher", "lower"), _spectrum, "the-dovonon-diagnostic", section="layer"),
     Step("6 · A mitigation against the baseline",
-         "NeuTRENO adds λ(V₀ − V_l) to each attention output: a pull back towards the first layer's values.",
+         "NeuTRENO adds λ(V₀ − Vₗ) to each attention output: a pull back towards the first layer's values.",
          {"text": REFERENCE, "model": "default", "mitigation": "neutreno", "params": {"lambda": 0.4}},
          "Will cosine similarity at layer 6 go up or down under NeuTRENO?",
          ("up", "down"), _neutreno, "what-each-mitigation-changes", layer=6,
