@@ -84,13 +84,19 @@ def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     return smooths.view(heads)
 
 
+PARALLEL_WORK = 2_000_000  # Σ n³ of the matrices (about 8 ms of LAPACK) from which threads pay
+
+
 def eigenvalues(X: torch.Tensor, triangular: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of each matrix of ``X [k, n, n]`` (complex64): the diagonal where ``triangular``,
-    LAPACK's general solver otherwise; from n = 128 in chunks over the CPU's threads (below that,
-    starting threads costs more than it saves; see ``smoothviz.bench`` for the measurement)."""
+    LAPACK's general solver otherwise (single-threaded per matrix). From :data:`PARALLEL_WORK`
+    (one matrix from n = 128, or corpus mode's dozens of heads of 30–50 tokens) in chunks over
+    the CPU's threads: about twice as fast on 2 cores; below that, starting threads costs more
+    than it saves (see ``smoothviz.bench`` for the measurement)."""
     out = torch.diagonal(X, dim1=-2, dim2=-1).to(torch.complex64)
     full = (~triangular).nonzero().squeeze(-1)
-    workers = min(torch.get_num_threads() if X.shape[-1] >= 128 else 1, full.numel())
+    parallel = full.numel() * X.shape[-1] ** 3 >= PARALLEL_WORK
+    workers = min(torch.get_num_threads() if parallel else 1, full.numel())
     if workers == 1:  # no pool: its start and hand-over cost more than small matrices' eigenvalues
         out[full] = eigvals(X[full])
     elif workers > 1:
