@@ -1,8 +1,9 @@
 """Corpus mode: the over-smoothing metrics of many sentences, as one table and a summary with bands.
 
 lines → batches of similar length → one padded forward pass per batch and run
-(:func:`capture.run_batch`) → each sentence's own tokens → the per-sentence analysis of
-``analyze`` itself (:func:`analysis.analyze_encoded`) → rows (sentence, run, layer) → Parquet
+(:func:`capture.run_batch`) → each sentence's own tokens → the analysis of ``analyze`` itself,
+batched over the sentences of one length (:func:`analysis.analyze_batch`) → rows (sentence, run,
+layer) → Parquet
 (:mod:`smoothviz.corpus_store`) and a summary: median, quartiles and mean per layer.
 
 The per-line function is :class:`BatchAnalyser` (a batch of lines in, their rows out, one model
