@@ -55,7 +55,8 @@ class Run:
     layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending; the signed
                                         Laplacian with absolute degrees, see smoothviz.graph)
     fiedler           [L, n]            its Fiedler vector (largest entry positive)
-    head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False)
+    head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False, or
+                                        head_gaps=False in :func:`analyze_batch`)
     head_entropy      [L, h]            mean row entropy of attention (nats)
     head_uniform      [L, h]            ‖A − 11ᵀ/n‖_F
     rollout           [L]               σ₂/σ₁ of the attention rollout up to each layer
@@ -294,6 +295,88 @@ def analyze_encoded(handle: Handle, inputs: dict, tokens: list, special: list, m
             and ``analyze`` share every step after the forward pass.
     """
     notes = [] if notes is None else notes
+    [analysis] = analyze_batch(handle, [(inputs, tokens, special, notes)], mitigation, options, heads=heads,
+                               runs_together=False, forwards=[forward])
+    return analysis if projection == "none" else analysis.projected(projection, normalize_projection)
+
+
+def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None, options: GraphOptions, *,
+                  heads: bool = True, head_gaps: bool = True, runs_together: bool = True,
+                  forwards: list | None = None) -> list[Analysis]:
+    """:func:`analyze_encoded` (without projection) for several sentences, batched where it pays.
+
+    Each sentence is traced on its own (``forwards[i]``, :func:`capture.run` by default); then the
+    sentences that keep the same number of tokens have their graphs and metrics computed together,
+    as one more leading dimension besides layers and heads. Every operation still acts on each
+    sentence's own matrices, so the numbers are those of the sentence alone (up to float
+    rounding); but a short sentence's analysis is thousands of tiny tensor operations whose cost is
+    mostly their overhead, and one operation on several sentences costs about what it does on one
+    (corpus mode: several times faster).
+
+    Args:
+        sentences: ``(inputs, tokens, special, notes)`` per sentence, from :meth:`Handle.encode`;
+            each one's notes are appended to its ``notes`` list.
+        forwards: per sentence, its ``forward`` (see :func:`analyze_encoded`).
+        head_gaps: with ``heads``, also every head's spectral gap (``Run.head_gap``: the page's
+            per-head chart, one eigendecomposition per head). Corpus rows hold only the metrics,
+            whose per-head part is the Dovonon verdicts, so corpus mode skips them (a third of
+            its analysis time on sentences of 50 tokens).
+        runs_together: the baseline and mitigated traces share those batched calls where they can
+            (half the calls for NeuTRENO). Batching changes nothing but float rounding, which at a
+            collapsed state's rounding floor moves σ/σ₁ noise by a few 0.1%; :func:`analyze_encoded`
+            (the page) keeps each run on its own, so its numbers stay exactly those of one run.
+
+    Raises:
+        AnalysisError: the first sentence that cannot be analysed (then none is returned: a caller
+            that wants the others analyses them one by one).
+    """
+    if not sentences:
+        return []
+    forwards = forwards or [capture.run] * len(sentences)
+    keeps = [_kept_tokens(handle, special, options, notes) for _, _, special, notes in sentences]
+    base = [_finite(fw(handle.model, inputs), "baseline", handle) for (inputs, *_), fw in zip(sentences, forwards)]
+    n = len(sentences)
+    traces, value_eigs, fused, described = list(base), [handle.value_eigs()] * n, [None] * n, None
+    if mitigation is not None:
+        described = {"name": mitigation.name, "params": mitigation.params()}
+        ctx = handle.context()
+        alt = handle.for_mitigation(mitigation)
+        if alt is not handle:  # the lab's value-spectrum switch
+            traces += [_finite(fw(alt.model, inputs), mitigation.name, alt) for (inputs, *_), fw in zip(sentences, forwards)]
+            value_eigs += [alt.value_eigs()] * n
+            described["lab_value_spectrum"] = alt.lab["value_spectrum"]
+        else:
+            iv = mitigation.intervention(ctx)
+            for (inputs, _, special, _), fw, trace in zip(sentences, forwards, base):
+                if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
+                    raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's first "
+                                        "token sees only itself, so its attention cannot leave the special tokens")
+                traces.append(_finite(fw(handle.model, inputs, iv, special), mitigation.name, handle)
+                              if iv is not None else trace)
+            value_eigs += [handle.value_eigs(mitigation.out_weights(ctx))] * n
+        fused += [mitigation.fuse(t.hidden.double(), ctx) for t in traces[n:]]
+    run_of = [i // n if not runs_together else 0 for i in range(len(traces))]
+    runs = _summarise_by_length(traces, keeps * (len(traces) // n), value_eigs, fused, run_of, options, handle,
+                                heads, head_gaps)
+    out = []
+    for (_, tokens, special, notes), keep, baseline, run in zip(sentences, keeps, runs[:n], runs[n:] or [None] * n):
+        if run is not None and run.kept_heads is not None and options.head is None:
+            empty = [i + 1 for i, row in enumerate(run.kept_heads) if not row.any()]
+            if empty:
+                notes.append(f"Every head of layer{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} is "
+                             "ablated: that layer has no head-mean graph, so its graph metrics (dirichlet, "
+                             "spectral_gap, rollout_ratio from it on) are null.")
+        for name, r in (("baseline", baseline), ("mitigated", run)):
+            if r is not None and (r.signed.any() or r.heads_signed):
+                notes.append(SIGNED_NOTE.format(run=name))
+        out.append(Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
+                            causal=handle.causal, options=options, baseline=baseline, mitigated=run,
+                            mitigation=described, notes=notes, lab=handle.lab, layernorm=handle.layernorm))
+    return out
+
+
+def _kept_tokens(handle: Handle, special: list, options: GraphOptions, notes: list) -> list[int]:
+    """The indices of the tokens the graphs and metrics use, and the notes the tokens alone call for."""
     if all(special):
         raise AnalysisError("the text gives no tokens for this model (only special tokens): type some words")
     keep = [i for i, s in enumerate(special) if not (options.exclude_special and s)]
@@ -305,40 +388,27 @@ def analyze_encoded(handle: Handle, inputs: dict, tokens: list, special: list, m
         notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
     if handle.layernorm == "pre":
         notes.append(SHI_PRE_LN_NOTE)
+    return keep
 
-    base_trace = _finite(forward(handle.model, inputs), "baseline", handle)
-    ctx = handle.context()
-    baseline = _summarise(base_trace, keep, options, handle, handle.value_eigs(), heads)
-    mitigated, described = None, None
-    if mitigation is not None:
-        described = {"name": mitigation.name, "params": mitigation.params()}
-        alt = handle.for_mitigation(mitigation)
-        if alt is not handle:  # the lab's value-spectrum switch
-            trace, value_eigs = _finite(forward(alt.model, inputs), mitigation.name, alt), alt.value_eigs()
-            described["lab_value_spectrum"] = alt.lab["value_spectrum"]
-        else:
-            iv = mitigation.intervention(ctx)
-            if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
-                raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's first "
-                                    "token sees only itself, so its attention cannot leave the special tokens")
-            trace = (_finite(forward(handle.model, inputs, iv, special), mitigation.name, handle) if iv is not None
-                     else base_trace)
-            value_eigs = handle.value_eigs(mitigation.out_weights(ctx))
-        fused = mitigation.fuse(trace.hidden.double(), ctx)
-        mitigated = _summarise(trace, keep, options, handle, value_eigs, heads, fused)
-        if mitigated.kept_heads is not None and options.head is None:
-            empty = [i + 1 for i, row in enumerate(mitigated.kept_heads) if not row.any()]
-            if empty:
-                notes.append(f"Every head of layer{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} is "
-                             "ablated: that layer has no head-mean graph, so its graph metrics (dirichlet, "
-                             "spectral_gap, rollout_ratio from it on) are null.")
-    for name, run in (("baseline", baseline), ("mitigated", mitigated)):
-        if run is not None and (run.signed.any() or run.heads_signed):
-            notes.append(SIGNED_NOTE.format(run=name))
-    result = Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
-                      causal=handle.causal, options=options, baseline=baseline, mitigated=mitigated,
-                      mitigation=described, notes=notes, lab=handle.lab, layernorm=handle.layernorm)
-    return result.projected(projection, normalize_projection) if projection != "none" else result
+
+def _summarise_by_length(traces: list, keeps: list, value_eigs: list, fused: list, apart: list,
+                         options: GraphOptions, handle: Handle, heads: bool, head_gaps: bool) -> list[Run]:
+    """:func:`_summarise` on traces together where it can take them in one call: the same kept
+    tokens, the same value spectra, attention map and kept heads, all fused or none (so a
+    baseline and a NeuTRENO run can share one call, an AttnScale run has its own), and the same
+    ``apart`` label (traces labelled differently never share a call). One Run per trace, in order."""
+    same: dict = {}
+    for i, (trace, keep) in enumerate(zip(traces, keeps)):
+        key = (trace.hidden.shape[1], tuple(keep), fused[i] is None, id(value_eigs[i]), id(trace.attention_map),
+               id(trace.kept_heads), apart[i])
+        same.setdefault(key, []).append(i)
+    runs: list = [None] * len(traces)
+    for (_, keep, no_fusion, *_), group in same.items():
+        summaries = _summarise([traces[i] for i in group], list(keep), options, handle, value_eigs[group[0]], heads,
+                               None if no_fusion else torch.stack([fused[i] for i in group]), head_gaps=head_gaps)
+        for i, run in zip(group, summaries):
+            runs[i] = run
+    return runs
 
 
 def _finite(trace: capture.Trace, run: str, handle: Handle) -> capture.Trace:
@@ -358,52 +428,69 @@ def _finite(trace: capture.Trace, run: str, handle: Handle) -> capture.Trace:
     return trace
 
 
-def _summarise(trace: capture.Trace, keep: list[int], options: GraphOptions, handle: Handle,
-               value_eigs: torch.Tensor, heads: bool, fused: torch.Tensor | None = None) -> Run:
-    """Graphs and metrics of one trace, batched over layers and heads.
+def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Handle,
+               value_eigs: torch.Tensor, heads: bool, fused: torch.Tensor | None = None, *,
+               head_gaps: bool = True) -> list[Run]:
+    """Graphs and metrics of traces of one length, batched over them, their layers and heads.
 
     Builds the graphs and the per-head diagnostics, then evaluates every metric of
     :data:`smoothviz.metrics.METRICS` on them. Per-state metrics and the per-layer graph are
-    computed in float64 (small); per-head work on ``[L, h, n, n]`` stays in float32, where it is
-    memory- and time-bound.
+    computed in float64 (small); per-head work on ``[B, L, h, n, n]`` stays in float32, where it is
+    memory- and time-bound. The traces come from one model and one mitigation (one attention
+    map, one set of kept heads); ``fused [B, N, d']``: a fusion's fused outputs.
     """
     idx = torch.tensor(keep)
-    H = trace.hidden[:, idx].double().cpu()                 # [L+1, n, d]
-    A = _kept_heads(trace.attentions, trace.softmax, trace.attention_map, idx)  # [L, h, n, n]
-    L = A.shape[0]
-    kept = trace.kept_heads if options.head is None else None
-    directed = _kept_graph(trace.attentions, trace.softmax, trace.attention_map, idx, options.head, kept)  # [L, n, n]
+    first = traces[0]
+    stacked = lambda name: torch.stack([getattr(t, name) for t in traces])  # noqa: E731  [B, …]
+    attentions = stacked("attentions")
+    softmax = None if first.softmax is None else stacked("softmax")
+    H = stacked("hidden")[:, :, idx].double().cpu()             # [B, L+1, n, d]
+    A = _kept_heads(attentions, softmax, first.attention_map, idx)  # [B, L, h, n, n]
+    L = A.shape[1]
+    kept = first.kept_heads if options.head is None else None
+    directed = _kept_graph(attentions, softmax, first.attention_map, idx, options.head, kept)  # [B, L, n, n]
     S = graph.symmetrize(directed, options.symmetrize)
     eigs, vecs = graph.laplacian_spectrum(S)
     head_gap = smooths = None
-    heads_signed = bool(graph.has_negative(A).any())
-    if heads:
+    heads_signed = graph.has_negative(A).flatten(1).any(1)   # [B]
+    if heads and head_gaps:
         head_gap = graph.by_layer(lambda a: graph.spectral_gaps(graph.symmetrize(a, options.symmetrize)), A)
+    if heads:
         smooths = diagnostics.dovonon(A, value_eigs.to(torch.complex64))
-    x = metrics.Inputs(H=H, graphs=torch.cat([S[:1], S]), directed=directed, eigs=eigs, heads=A, smooths=smooths,
-                       ln_sigma=trace.ln_sigma[..., idx].double().amin(-1),  # σ_min over the kept tokens, as λ uses
+    x = metrics.Inputs(H=H, graphs=torch.cat([S[:, :1], S], 1), directed=directed, eigs=eigs, heads=A,
+                       smooths=smooths,  # σ_min over the kept tokens, as λ uses
+                       ln_sigma=stacked("ln_sigma")[..., idx].double().amin(-1),
                        weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post")
     values = metrics.evaluate(x)
     if kept is not None:
         _null_headless(values, ~kept.any(1))
-    fused_row = fused_np = None
+    fused_values = None
     if fused is not None:  # a state of its own, measured on the last layer's graph; no layer metrics
-        fx = metrics.Inputs(H=fused[idx].double().cpu().unsqueeze(0), graphs=S[-1:])
-        fused_row = {k: v for k, v in metrics.rows(metrics.evaluate(fx, states_only=True), 1)[0].items() if k != "layer"}
-        fused_np = _frozen(fused.float())
+        fx = metrics.Inputs(H=fused[:, idx].double().cpu().unsqueeze(1), graphs=S[:, -1:])
+        fused_values = metrics.evaluate(fx, states_only=True)
     f32 = lambda t: None if t is None else _frozen(t.float())  # noqa: E731
-    return Run(rows=metrics.rows(values, L + 1), fused_row=fused_row, hidden=f32(trace.hidden),
-               attentions=f32(trace.attentions), similarity=f32(metrics.similarity(H, x.gram)),
-               sv=f32(x.sv / x.sv[..., :1].clamp_min(1e-30)), layer_graph=f32(S),
-               layer_eigs=f32(eigs), fiedler=f32(graph.fiedler(vecs)), head_gap=f32(head_gap),
-               head_entropy=f32(graph.by_layer(graph.row_entropy, A)),
-               head_uniform=f32(graph.by_layer(graph.distance_from_uniform, A)),
-               rollout=f32(values["rollout_ratio"]), shi_v=f32(values["shi_v"]), dm_ratio=f32(values["dm_ratio"]),
-               value_eigs=_frozen(value_eigs),
-               smooths=None if smooths is None else _frozen(smooths), fused=fused_np,
-               signed=_frozen(graph.has_negative(S)), heads_signed=heads_signed, ln_sigma=f32(x.ln_sigma),
-               softmax=None if trace.softmax is None else f32(trace.softmax), attention_map=trace.attention_map,
-               kept_heads=None if trace.kept_heads is None else _frozen(trace.kept_heads))
+    per = {"similarity": f32(metrics.similarity(H, x.gram)), "sv": f32(x.sv / x.sv[..., :1].clamp_min(1e-30)),
+           "layer_graph": f32(S), "layer_eigs": f32(eigs), "fiedler": f32(graph.fiedler(vecs)),
+           "head_gap": f32(head_gap), "head_entropy": f32(graph.by_layer(graph.row_entropy, A)),
+           "head_uniform": f32(graph.by_layer(graph.distance_from_uniform, A)),
+           "rollout": f32(values["rollout_ratio"]), "shi_v": f32(values["shi_v"]), "dm_ratio": f32(values["dm_ratio"]),
+           "smooths": None if smooths is None else _frozen(smooths), "signed": _frozen(graph.has_negative(S)),
+           "ln_sigma": f32(x.ln_sigma)}
+    runs = []
+    for b, trace in enumerate(traces):
+        fused_row = None
+        if fused_values is not None:
+            row = metrics.rows({k: v[b] for k, v in fused_values.items()}, 1)[0]
+            fused_row = {k: v for k, v in row.items() if k != "layer"}
+        runs.append(Run(rows=metrics.rows({k: v[b] for k, v in values.items()}, L + 1), fused_row=fused_row,
+                        hidden=f32(trace.hidden), attentions=f32(trace.attentions),
+                        **{k: None if v is None else v[b] for k, v in per.items()},
+                        value_eigs=_frozen(value_eigs), fused=None if fused is None else f32(fused[b]),
+                        heads_signed=bool(heads_signed[b]),
+                        softmax=None if trace.softmax is None else f32(trace.softmax),
+                        attention_map=trace.attention_map, kept_heads=None if trace.kept_heads is None
+                        else _frozen(trace.kept_heads)))
+    return runs
 
 
 def _null_headless(values: dict, empty: torch.Tensor) -> None:
@@ -417,7 +504,7 @@ def _null_headless(values: dict, empty: torch.Tensor) -> None:
         if not m.per_layer:  # state l reads layer l's graph; state 0 reads layer 1's
             mask = torch.cat([mask[:1], mask])
         value = values[m.name].clone()
-        value[mask.to(value.device)] = float("nan")
+        value[..., mask.to(value.device)] = float("nan")
         values[m.name] = value
 
 

@@ -1,8 +1,9 @@
 """Corpus mode: the over-smoothing metrics of many sentences, as one table and a summary with bands.
 
 lines → batches of similar length → one padded forward pass per batch and run
-(:func:`capture.run_batch`) → each sentence's own tokens → the per-sentence analysis of
-``analyze`` itself (:func:`analysis.analyze_encoded`) → rows (sentence, run, layer) → Parquet
+(:func:`capture.run_batch`) → each sentence's own tokens → the analysis of ``analyze`` itself,
+batched over the sentences of one length (:func:`analysis.analyze_batch`) → rows (sentence, run,
+layer) → Parquet
 (:mod:`smoothviz.corpus_store`) and a summary: median, quartiles and mean per layer.
 
 The per-line function is :class:`BatchAnalyser` (a batch of lines in, their rows out, one model
@@ -27,7 +28,7 @@ import pyarrow as pa
 import torch
 
 from . import capture
-from .analysis import AnalysisError, analyze_encoded
+from .analysis import AnalysisError, analyze_batch, analyze_encoded
 from .graph import GraphOptions
 from .handles import get_handle
 from .metrics import similarity
@@ -208,16 +209,24 @@ class BatchAnalyser:
             base = mitigated = None
         self.seconds["forward"] += time.perf_counter() - start
         start = time.perf_counter()
+        forwards = [capture.run if base is None else _replay(self.handle.model, base[i],
+                                                             None if mitigated is None else mitigated[i])
+                    for i in range(len(items))]
         out = []
-        for i, it in enumerate(items):
-            forward = capture.run if base is None else _replay(self.handle.model, base[i],
-                                                               None if mitigated is None else mitigated[i])
-            try:
-                analysis = analyze_encoded(self.handle, it.inputs, it.tokens, it.special, self.mitigation,
-                                           self.options, notes=it.notes, forward=forward)
+        try:  # the whole group at once: its lines of one length share every tensor operation
+            analyses = analyze_batch(self.handle, [(it.inputs, it.tokens, it.special, list(it.notes)) for it in items],
+                                     self.mitigation, self.options, head_gaps=False, forwards=forwards)
+            for it, analysis in zip(items, analyses):
                 out.extend(rows_of(analysis, it.sentence, it.text))
-            except (ValueError, RuntimeError) as err:  # AnalysisError, a numerical failure: this line only
-                out.append(_error_row(Line(it.sentence, it.text), err))
+        except (ValueError, RuntimeError):  # some line failed: each on its own, so that only it fails
+            out = []
+            for it, forward in zip(items, forwards):
+                try:
+                    analysis = analyze_encoded(self.handle, it.inputs, it.tokens, it.special, self.mitigation,
+                                               self.options, notes=list(it.notes), forward=forward)
+                    out.extend(rows_of(analysis, it.sentence, it.text))
+                except (ValueError, RuntimeError) as err:  # AnalysisError, a numerical failure: this line only
+                    out.append(_error_row(Line(it.sentence, it.text), err))
         self.seconds["analysis"] += time.perf_counter() - start
         return out
 

@@ -21,20 +21,21 @@ def shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, po
     the states that carry on; in a pre-LN block the LayerNorms sit on the branches only.
 
     Args:
-        A: ``[L, h, n, n]`` each head's attention over the kept tokens.
-        ln_sigma: ``[L, k]`` σ_min of the block's k LayerNorms' inputs (over the same tokens).
+        A: ``[..., L, h, n, n]`` each head's attention over the kept tokens (leading dimensions:
+            several sentences of one length).
+        ln_sigma: ``[..., L, k]`` σ_min of the block's k LayerNorms' inputs (over the same tokens).
         weight_norm: ``[L]`` s, the largest singular value of the block's weight matrices.
         post_ln: the blocks are post-LN.
 
     Returns:
-        ``[L]`` float64.
+        ``[..., L]`` float64.
     """
-    if ln_sigma.shape[1] < 2 or not post_ln:
-        return torch.full((A.shape[0],), float("nan"), dtype=torch.float64)
+    if ln_sigma.shape[-1] < 2 or not post_ln:
+        return torch.full(A.shape[:-3], float("nan"), dtype=torch.float64)
     lam = graph.attention_contraction_lambda(A).double().clamp_min(0)
     s = weight_norm.double()
-    s1, s2 = ln_sigma[:, 0], ln_sigma[:, 1]
-    return (1 + s ** 2) * (1 + lam.sqrt() * A.shape[1] * s) / (s1 * s2)
+    s1, s2 = ln_sigma[..., 0], ln_sigma[..., 1]
+    return (1 + s ** 2) * (1 + lam.sqrt() * A.shape[-3] * s) / (s1 * s2)
 
 
 def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
@@ -51,13 +52,14 @@ def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     eigendecompositions they save would). No modulus bound can settle a head that sharpens.
 
     Args:
-        A: ``[L, h, n, n]``, rows summing to 1; value_eigs: ``[L, h, d_h]`` complex.
+        A: ``[..., L, h, n, n]``, rows summing to 1 (leading dimensions: several sentences of one
+            length); value_eigs: ``[L, h, d_h]`` complex. Returns ``[..., L, h]``.
     """
-    L, h = A.shape[:2]
-    lam_h = value_eigs.to(torch.complex64).flatten(0, 1)                 # [L·h, d_h]
-    perron_best = (1 + lam_h).abs().amax(-1).double()
+    heads, n = A.shape[:-2], A.shape[-1]
+    lam_h = value_eigs.to(torch.complex64).expand(*heads, value_eigs.shape[-1]).reshape(-1, value_eigs.shape[-1])
+    perron_best = (1 + lam_h).abs().amax(-1).double()                    # [heads, d_h] → [heads]
     reach = lam_h.abs().amax(-1).double()
-    flat = A.flatten(0, 1)
+    flat = A.reshape(-1, n, n)
     # Every |λ^A| ≤ 1 for a stochastic head: a Perron pairing that reaches 1 + max|λ^H| wins (ties too).
     def settled(radius: torch.Tensor, heads) -> torch.Tensor:  # every non-Perron |λ^A| ≤ radius
         return 1 + radius.double() * reach[heads] <= perron_best[heads] * (1 - 1e-6)
@@ -79,18 +81,26 @@ def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
         chosen = torch.gather(attn_eigs, -1, best.unsqueeze(-1)).squeeze(-1)
         perron = (attn_eigs - 1).abs().argmin(-1)
         smooths[todo] = (best == perron) | ((chosen - 1).abs() < 1e-5)
-    return smooths.view(L, h)
+    return smooths.view(heads)
+
+
+PARALLEL_WORK = 2_000_000  # Σ n³ of the matrices (about 8 ms of LAPACK) from which threads pay
 
 
 def eigenvalues(X: torch.Tensor, triangular: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of each matrix of ``X [k, n, n]`` (complex64): the diagonal where ``triangular``,
-    LAPACK's general solver otherwise; from n = 128 in chunks over the CPU's threads (below that,
-    starting threads costs more than it saves; see ``smoothviz.bench`` for the measurement)."""
+    LAPACK's general solver otherwise (single-threaded per matrix). From :data:`PARALLEL_WORK`
+    (one matrix from n = 128, or corpus mode's dozens of heads of 30–50 tokens) in chunks over
+    the CPU's threads: about twice as fast on 2 cores; below that, starting threads costs more
+    than it saves (see ``smoothviz.bench`` for the measurement)."""
     out = torch.diagonal(X, dim1=-2, dim2=-1).to(torch.complex64)
     full = (~triangular).nonzero().squeeze(-1)
-    if full.numel():
-        workers = torch.get_num_threads() if X.shape[-1] >= 128 else 1
-        chunks = full.tensor_split(min(workers, full.numel()))
+    parallel = full.numel() * X.shape[-1] ** 3 >= PARALLEL_WORK
+    workers = min(torch.get_num_threads() if parallel else 1, full.numel())
+    if workers == 1:  # no pool: its start and hand-over cost more than small matrices' eigenvalues
+        out[full] = eigvals(X[full])
+    elif workers > 1:
+        chunks = full.tensor_split(workers)
         with ThreadPoolExecutor(len(chunks)) as pool:
             out[full] = torch.cat(list(pool.map(lambda idx: eigvals(X[idx]), chunks)))
     return out

@@ -48,14 +48,22 @@ class GraphOptions:
             raise ValueError(f"head must be a non-negative integer or None (mean over heads), got {self.head!r}")
 
 
+BY_LAYER_BYTES = 4 * 2**20  # elementwise temporaries of about this size (one long layer, many short ones)
+
+
 def by_layer(fn, A: Tensor) -> Tensor:
-    """``fn`` on each layer's heads ``A[l]`` in turn, results stacked: the same numbers as ``fn(A)``.
+    """``fn`` on the heads ``[h, n, n]`` of each layer of ``A [..., L, h, n, n]``, a few layers at a
+    time; results stacked to ``[..., L, …]``: the same numbers as ``fn`` on every layer at once.
 
     An elementwise temporary of every head at once is fresh memory whose page faults cost more
     than its arithmetic on long sentences; one layer's temporary reuses freed memory and stays in
-    cache.
+    cache. Short sentences (corpus mode) take as many layers per call as fit
+    :data:`BY_LAYER_BYTES`, so that their calls are not mostly overhead.
     """
-    return torch.stack([fn(a) for a in A])
+    layers = A.reshape(-1, *A.shape[-3:])
+    step = max(1, BY_LAYER_BYTES // max(1, layers[0].numel() * layers.element_size()))
+    out = torch.cat([fn(chunk) for chunk in layers.split(step)])  # fn is batched over leading dims
+    return out.reshape(*A.shape[:-3], *out.shape[1:])
 
 
 def restrict(A: Tensor, keep: Tensor) -> Tensor:
@@ -71,19 +79,19 @@ def restrict(A: Tensor, keep: Tensor) -> Tensor:
 
 
 def aggregate(A: Tensor, head: int | None, kept: Tensor | None = None) -> Tensor:
-    """``[L, h, n, n]`` → ``[L, n, n]``: mean over heads or one head.
+    """``[..., L, h, n, n]`` → ``[..., L, n, n]``: mean over heads or one head.
 
     ``kept [L, h]`` (bool): the mean takes only the kept heads of each layer; a layer that
     keeps none gets an all-zero graph (the caller nulls its graph metrics).
     """
     if head is None and kept is not None:
         w = kept.to(A.dtype).to(A.device)
-        return (A * w[:, :, None, None]).sum(1) / w.sum(1).clamp_min(1)[:, None, None]
+        return (A * w[..., None, None]).sum(-3) / w.sum(-1).clamp_min(1)[..., None, None]
     if head is None:
-        return A.mean(1)
-    if head >= A.shape[1]:
-        raise ValueError(f"head {head} does not exist: this model has heads 0..{A.shape[1] - 1}")
-    return A[:, head]
+        return A.mean(-3)
+    if head >= A.shape[-3]:
+        raise ValueError(f"head {head} does not exist: this model has heads 0..{A.shape[-3] - 1}")
+    return A[..., head, :, :]
 
 
 def symmetrize(A: Tensor, mode: str) -> Tensor:
@@ -216,17 +224,17 @@ def _raised(bound: Tensor) -> Tensor:
 
 
 def rollout_ratio(A: Tensor) -> Tensor:
-    """σ₂/σ₁ of R_l = Â_l … Â_1 with Â = ½(A + I), for directed graphs ``[L, n, n]`` → ``[L]``."""
-    L, n = A.shape[0], A.shape[-1]
+    """σ₂/σ₁ of R_l = Â_l … Â_1 with Â = ½(A + I), for directed graphs ``[..., L, n, n]`` → ``[..., L]``."""
+    L, n = A.shape[-3], A.shape[-1]
     eye = torch.eye(n, dtype=A.dtype, device=A.device)
     R, products = eye, []
     for layer in range(L):  # sequential by definition
-        R = (0.5 * (A[layer] + eye)) @ R
+        R = (0.5 * (A[..., layer, :, :] + eye)) @ R
         products.append(R)
     if n < 2:
-        return torch.full((L,), float("nan"), dtype=A.dtype)
-    sv = singular_values(torch.stack(products))
-    return sv[:, 1] / sv[:, 0].clamp_min(1e-300)
+        return torch.full(A.shape[:-2], float("nan"), dtype=A.dtype)
+    sv = singular_values(torch.stack(products, -3))
+    return sv[..., 1] / sv[..., 0].clamp_min(1e-300)
 
 
 def attention_contraction_lambda(A: Tensor, steps: int = 24, rtol: float = 1e-6) -> Tensor:

@@ -146,6 +146,8 @@ class Inputs:
     post_ln         bool                 the blocks are post-LN (Shi et al.'s bound applies)
     ==============  ===================  ===================================================
 
+    Every field but ``weight_norm`` may have leading dimensions before these (several sentences
+    of one length, as corpus mode batches them); the values then have them too.
     ``gram``, ``sv`` and ``spectrum`` are computed once, on first use, for every metric.
     """
 
@@ -214,12 +216,12 @@ class Metric:
 
 def _dm_ratio(x: Inputs) -> Tensor:
     dm = dm_abs(x.H)
-    return dm[1:] / dm[:-1].clamp_min(1e-300)
+    return dm[..., 1:] / dm[..., :-1].clamp_min(1e-300)
 
 
 def _heads_smoothing(x: Inputs) -> Tensor:
     if x.smooths is None:
-        return torch.full((x.H.shape[0] - 1,), float("nan"), dtype=torch.float64)
+        return torch.full((*x.H.shape[:-3], x.H.shape[-3] - 1), float("nan"), dtype=torch.float64)
     return x.smooths.double().mean(-1)
 
 

@@ -139,6 +139,9 @@ def test_the_atlas_ablates_the_chosen_head_and_restores_it():
     from streamlit.testing.v1 import AppTest
     app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"), default_timeout=300)
     app.run()
+    from smoothviz.views import SECTIONS
+    app.session_state["section"] = SECTIONS["atlas"]  # open the atlas's tab
+    app.run()
     app.selectbox(key="atlas_layer").set_value(3).run()
     app.selectbox(key="atlas_head").set_value(5).run()
     app.button(key="ablate").click().run()
