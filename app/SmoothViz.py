@@ -24,7 +24,7 @@ URL = controls.URL
 THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 PLAY_SECONDS = 1.2
 
-settings, img, refused = controls.sidebar()
+settings, img, refused = state.timed("sidebar", controls.sidebar)()
 
 
 def draw(view: views.View, at: views.At, shown) -> None:
