@@ -63,7 +63,7 @@ def _fits(page) -> None:
     for chart in page.locator('[data-testid="stPlotlyChart"]').all():
         box = chart.bounding_box()
         assert box["y"] >= 0 and box["y"] + box["height"] <= bottom, box
-    caption = page.locator('[data-testid="stCaptionContainer"]').last.bounding_box()
+    caption = page.locator('[data-testid="stCaptionContainer"]:not([data-testid="stExpander"] *)').last.bounding_box()
     assert caption["y"] + caption["height"] <= bottom, caption
 
 

@@ -72,7 +72,8 @@ for (name, fig), col in zip(shown, st.columns(len(shown))):
     col.plotly_chart(fig, theme=None, config=figures.image_config(name))
 st.caption(view.caption)
 if lines := view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()}):
-    st.caption("  \n".join(lines))  # the sentences the caption refers to, computed from the numbers
+    with st.expander("The lines the caption refers to"):  # computed from the numbers; folded to fit the screen
+        st.caption("  \n".join(lines))
 
 # Arrow keys press the buttons above. st.html runs the script in the page itself (no iframe,
 # unlike components.v1.html, deprecated in Streamlit 1.67 in favour of st.iframe); the listener is
