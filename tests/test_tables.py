@@ -45,9 +45,15 @@ def test_the_page_offers_every_chart_as_a_table():
     from streamlit.testing.v1 import AppTest
     app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=240).run()
     assert not app.exception, [e.value for e in app.exception]
-    tables = [e for e in app.expander if e.label == "Show as table"]
+    tables, frames = [], []
+    for section, heading in views.SECTIONS.items():  # every tab, as a reader would open them
+        app.session_state["section"] = heading
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        tables += [e for e in app.expander if e.label == "Show as table"]
+        assert len(app.dataframe) == sum(view.table is not None for view in views.in_section(section))
+        frames += list(app.dataframe)
     assert len(tables) == len(views.VIEWS)
-    frames = app.dataframe
     assert len(frames) >= len(views.VIEWS)
     curves = frames[0].value
     assert {"run", "layer", "cosine_mean", "dm_rel"} <= set(curves.columns)
