@@ -34,13 +34,13 @@ def draw(view: views.View, at: views.At, shown) -> None:
     if title := view.heading(at):
         st.subheader(title)
     st.caption(f"{view.caption} [Theory →]({THEORY}#{view.anchor})")
-    if lines := view.lines(shown, NAMES):  # sentences computed from the numbers on screen
-        st.caption("  \n".join(lines))
     parts = tuple(getattr(at, name) for name in view.depends)
     for name, col in zip(figure_names(view), st.columns(view.count(shown))):
         key = name.removeprefix(f"{view.key}-") if view.per_run else None
         fig = state.figure(lambda: view.build(shown, key, at), (SETTINGS_KEY, name, *parts))
         col.plotly_chart(fig, theme=None, config=figures.image_config(name, img))
+    if lines := view.lines(shown, NAMES):  # sentences computed from the numbers on screen, under the chart
+        st.caption("  \n".join(lines))
     if view.table is not None:  # the numbers behind the chart (accessibility, copying into a report)
         with st.expander("Show as table"):
             st.dataframe(view.rows(shown, at), hide_index=True)

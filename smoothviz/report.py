@@ -106,12 +106,12 @@ def build_report(analysis, layer: int | None = None) -> str:
         for view in in_section(section):
             title = view.heading(at)
             parts.append((f"<h3>{esc(title)}</h3>" if title else "") + f"<p class='cap'>{esc(view.caption)}</p>")
-            parts += [f"<p class='cap'>{esc(line)}</p>" for line in view.lines(analysis, names)]
             parts.append("<div class='row'>")
             for name, fig in view.figures(analysis, at):
                 parts.append(_figure_div(fig, name, index))
                 index += 1
             parts.append("</div>")
+            parts += [f"<p class='cap'>{esc(line)}</p>" for line in view.lines(analysis, names)]  # under the chart
     parts += ["<h2>Metrics</h2>", _table(analysis), "</body></html>"]
     return "\n".join(parts)
 
