@@ -256,7 +256,7 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
     if isinstance(mitigation, str):
         mitigation = make(mitigation, params)
     notes: list[str] = []
-    with compute_slots:  # at most SMOOTHVIZ_MAX_CONCURRENT analyses at once; the rest queue
+    with compute_slots.turn():  # at most SMOOTHVIZ_MAX_CONCURRENT analyses at once; the rest queue
         return _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection,
                         (max_tokens, max_chars), heads, notes, head)
 

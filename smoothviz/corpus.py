@@ -191,7 +191,7 @@ class BatchAnalyser:
                 out.append(_error_row(line, err))
         self.seconds["encode"] += time.perf_counter() - start
         for group in groups([e.length for e in encoded], self.batch_size, self.padded, self._cell_bytes()):
-            with compute_slots:  # shares the server's analysis slots with single-sentence analyses
+            with compute_slots.turn():  # shares the server's analysis slots with single-sentence analyses
                 out.extend(self._group([encoded[i] for i in group]))
         return out
 

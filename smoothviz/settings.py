@@ -95,7 +95,8 @@ class FairQueue:
     and cannot say how long the line is. Here every caller takes a ticket; the first ``slots``
     tickets of the line hold a slot, and a waiting caller can be told how many are ahead of it
     (the page shows it). Re-entrant per thread: a page that waits for its turn and then runs
-    :func:`smoothviz.analyze`, which takes a turn too, holds one slot, not two.
+    :func:`smoothviz.analyze`, which takes a turn too, holds one slot, not two. Use it as
+    ``with queue.turn():``.
     """
 
     def __init__(self, slots: int):
@@ -124,14 +125,7 @@ class FairQueue:
         with self._cond:
             self._line.append(ticket)
         try:
-            while True:
-                with self._cond:
-                    ahead = self._line.index(ticket)
-                    if ahead >= self.slots:
-                        self._cond.wait(poll)
-                        ahead = self._line.index(ticket)
-                if ahead < self.slots:
-                    break
+            while (ahead := self._place(ticket, poll)) >= self.slots:
                 if on_wait is not None:
                     on_wait(ahead)
             self._held.depth = 1
@@ -142,24 +136,17 @@ class FairQueue:
                 self._line.remove(ticket)
                 self._cond.notify_all()
 
+    def _place(self, ticket, poll: float) -> int:
+        """How many tickets are ahead of ``ticket``, after waiting up to ``poll`` seconds for a slot."""
+        with self._cond:
+            if self._line.index(ticket) >= self.slots:
+                self._cond.wait(poll)
+            return self._line.index(ticket)
+
     def waiting(self) -> int:
         """How many callers wait for a slot now (not counting those that hold one)."""
         with self._cond:
             return max(0, len(self._line) - self.slots)
-
-    def __enter__(self) -> None:  # ``with compute_slots:`` = a turn without a waiting callback
-        cm = self.turn()
-        cm.__enter__()
-        self._open().append(cm)
-
-    def __exit__(self, *exc):
-        return self._open().pop().__exit__(*exc)
-
-    def _open(self) -> list:
-        """The calling thread's open ``with queue:`` blocks, innermost last."""
-        if not hasattr(self._held, "open"):
-            self._held.open = []
-        return self._held.open
 
 
 SETTINGS = load()

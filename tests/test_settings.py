@@ -112,7 +112,7 @@ def test_the_compute_queue_serves_in_arrival_order_and_says_how_many_are_ahead()
 
     def caller(i):
         with queue.turn(on_wait=lambda ahead: told.setdefault(i, []).append(ahead), poll=0.02):
-            with queue:  # re-entrant: would deadlock if it took a second slot
+            with queue.turn():  # re-entrant: would deadlock if it took a second slot
                 order.append(i)
                 time.sleep(0.3)
 
@@ -142,7 +142,7 @@ def test_the_compute_queue_serves_in_arrival_order_and_says_how_many_are_ahead()
         except GaveUp:
             out.append("gave up")
     out = []
-    with queue:  # this thread holds the only slot
+    with queue.turn():  # this thread holds the only slot
         t = threading.Thread(target=leaver, args=(out,))
         t.start()
         t.join(10)
