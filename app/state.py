@@ -217,24 +217,60 @@ def _analysis(settings: dict) -> smoothviz.Analysis:
     return analysis
 
 
+class Recent:
+    """The newest ``size`` keys (their digests) whose results a cache bounded to ``size`` entries
+    most likely still holds: a hint that lets a page skip the server's line. Bounded like the
+    cache it stands for; a key it has forgotten only waits in line once more."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[bytes, None] = OrderedDict()
+
+    @staticmethod
+    def _digest(key) -> bytes:
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).digest()
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return self._digest(key) in self._keys
+
+    def add(self, key) -> None:
+        digest = self._digest(key)
+        with self._lock:
+            self._keys[digest] = None
+            self._keys.move_to_end(digest)
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+
+def _in_line_once(recent: Recent, key, compute, what: str):
+    """:func:`_or_error` for a cached computation: in the server's line unless ``recent`` says
+    ``key`` was computed lately."""
+    result = _or_error(compute, what, cached=key in recent)
+    if result is not None:
+        recent.add(key)
+    return result
+
+
+PROJECTION_ENTRIES = 4 * CACHE_ENTRIES
+ANIMATION_ENTRIES = 8  # ≤ 10 MB each (animate refuses more)
+_projected, _animated = Recent(PROJECTION_ENTRIES), Recent(ANIMATION_ENTRIES)
+
+
 def projected(settings: dict, analysis: smoothviz.Analysis) -> smoothviz.Analysis | None:
     """``analysis`` with its tokens projected as ``settings["projection"]`` says (cached: only the
     coordinates are kept, the arrays stay the analysis's own)."""
-    method = settings["projection"]
-    key = json.dumps({**settings, "projection": method}, sort_keys=True, default=str)
-    what = "Projecting every layer with " + method.upper()
-    extra = _or_error(lambda: _projection(key, method, analysis), what, cached=(key, method) in _projected_keys)
+    key, method = json.dumps(settings, sort_keys=True, default=str), settings["projection"]
+    extra = _in_line_once(_projected, key, lambda: _projection(key, method, analysis),
+                          "Projecting every layer with " + method.upper())
     if extra is None:
         return None
-    _projected_keys.add((key, method))
     coords, used, notes = extra
     return dataclasses.replace(analysis, projection=coords, projection_method=used, notes=analysis.notes + notes)
 
 
-_projected_keys: set = set()  # a hint only (a forgotten entry is computed again): which projections are cached
-
-
-@st.cache_resource(ttl=CACHE_TTL, max_entries=4 * CACHE_ENTRIES, show_spinner=False)
+@st.cache_resource(ttl=CACHE_TTL, max_entries=PROJECTION_ENTRIES, show_spinner=False)
 def _projection(key: str, method: str, _analysis: smoothviz.Analysis) -> tuple:
     """(coordinates, method used, new notes) of ``_analysis.projected(method)``; ``key`` is its settings."""
     done = _analysis.projected(method)
@@ -249,17 +285,11 @@ def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tupl
     if shown is None:
         return None
     key = (json.dumps(settings, sort_keys=True, default=str), views, fmt)
-    data = _or_error(lambda: _animation(*key, shown), f"Rendering {analysis.n_layers + 1} frames and encoding them",
-                     cached=key in _animated_keys)
-    if data is not None:
-        _animated_keys.add(key)
-    return data
+    return _in_line_once(_animated, key, lambda: _animation(*key, shown),
+                         f"Rendering {analysis.n_layers + 1} frames and encoding them")
 
 
-_animated_keys: set = set()  # a hint only, as _projected_keys
-
-
-@st.cache_resource(ttl=CACHE_TTL, max_entries=8, show_spinner=False)  # ≤ 10 MB each (animate refuses more)
+@st.cache_resource(ttl=CACHE_TTL, max_entries=ANIMATION_ENTRIES, show_spinner=False)
 def _animation(settings_key: str, views: tuple[str, ...], fmt: str, _analysis: smoothviz.Analysis) -> bytes:
     from smoothviz import animate
     with tempfile.TemporaryDirectory() as tmp:

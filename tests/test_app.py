@@ -356,6 +356,22 @@ def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
     assert state.run_analysis(**settings[1]) is not second  # the least recently used: computed anew
 
 
+def test_the_hints_that_skip_the_queue_stay_as_small_as_their_caches():
+    """A page skips the server's line for a projection or animation it computed lately; that
+    memory of keys (settings with the whole text) keeps only the newest, as many as the cache."""
+    import sys
+    sys.path.insert(0, str(APP))
+    import state
+    recent = state.Recent(2)
+    keys = [("x" * 20_000, "umap"), ("y", ("heatmap",), ".gif"), {"text": "z", "projection": "pca"}]
+    for key in keys:
+        recent.add(key)
+    assert keys[0] not in recent and keys[1] in recent and keys[2] in recent
+    recent.add(keys[1])  # used again: now the newest
+    recent.add(keys[0])
+    assert keys[2] not in recent and keys[1] in recent and keys[0] in recent
+
+
 def test_log_axes_label_one_two_five_within_three_decades():
     """Short log ranges get readable 1-2-5 labels; wide ones keep plotly's powers of ten."""
     from smoothviz.figures import log_ticks
