@@ -29,8 +29,9 @@ settings, img, refused = state.timed("sidebar", controls.sidebar)()
 
 def draw(view: views.View, at: views.At, shown) -> None:
     """One view of the analysis ``shown``: its heading, its caption (with a link to the Theory
-    page) and its figures, a run per column. Built figures are shared from ``state.figure``, keyed on the settings and the
-    parts of ``at`` the view depends on (building one is most of a slider move's cost)."""
+    page) and its figures, a run per column. Built figures are shared from ``state.figure``, keyed
+    on the settings and the parts of ``at`` the view depends on (building one is most of a slider
+    move's cost)."""
     if title := view.heading(at):
         st.subheader(title)
     st.caption(f"{view.caption} [Theory →]({THEORY}#{view.anchor})")
@@ -125,10 +126,11 @@ def remember(key: str, default, valid) -> None:
 
 new_depth = st.session_state.get("_depth", L) != L  # another model: its layer controls start at its last layer
 st.session_state["_depth"] = L
-remember("layer", L, lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L)
+a_layer = lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L  # noqa: E731
+remember("layer", L, a_layer)
 remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10)
 remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES)
-remember("atlas_layer", L, lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L)
+remember("atlas_layer", L, a_layer)
 remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.heads)
 
 
@@ -234,8 +236,8 @@ def sv_tab() -> None:
 TABS = {"depth": depth_tab, "layer": layer_tab, "trajectories": trajectories_tab, "atlas": atlas_tab, "sv": sv_tab}
 assert TABS.keys() == views.SECTIONS.keys(), "a section of smoothviz.views without a tab here"
 st.caption("Each tab is one way to look at the run; only the open tab is computed and drawn.")
-for tab, (section, draw_tab) in zip(st.tabs(list(views.SECTIONS.values()), key="section", bind=URL,
-                                            on_change="rerun"), TABS.items()):
+for tab, draw_tab in zip(st.tabs(list(views.SECTIONS.values()), key="section", bind=URL, on_change="rerun"),
+                         TABS.values()):
     with tab:
         if tab.open:
             draw_tab()

@@ -111,7 +111,7 @@ def _refuse(refused: list, key: str, ok, allowed: str, default) -> None:
         return
     if key in st.session_state:
         del st.session_state[key]
-    refused.append(f"{key}={asked} is not available here ({allowed}): reset to {default}.")
+    refused.append(refusal(key, asked, allowed, default))
 
 
 def _lab_settings(active: bool, refused: list) -> dict:
@@ -218,7 +218,7 @@ def mitigation_params(name: str, refused: list, prefix: str = "", shape=None) ->
     """
     specs = REGISTRY[name].PARAMS
     keys = {pname: _param_key(name, pname, prefix) for pname in specs}
-    asked = {pname: _asked(key) for pname, key in keys.items() if _asked(key) is not None}
+    asked = {pname: value for pname, key in keys.items() if (value := _asked(key)) is not None}
     on_model = shape and asked and REGISTRY[name].check is not Mitigation.check  # else no need to load it
     reasons = unworkable(name, asked, shape() if on_model else None)
     # A bound text box takes the value of the link the page was opened with on its first draw,
