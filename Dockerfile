@@ -13,6 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NUMBA_CACHE_DIR=/tmp/smoothviz-numba \
     SMOOTHVIZ_PUBLIC=1 \
     STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
+    STREAMLIT_RUNNER_POST_SCRIPT_GC=false \
     BROWSER_PATH=/usr/bin/chromium
 
 # `smoothviz animate` renders its frames with kaleido, which drives a Chromium (BROWSER_PATH: it
