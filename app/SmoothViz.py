@@ -43,8 +43,9 @@ def draw(view: views.View, at: views.At, shown) -> None:
     if lines := view.lines(shown, NAMES):  # sentences computed from the numbers on screen, under the chart
         st.caption("  \n".join(lines))
     if view.table is not None:  # the numbers behind the chart (accessibility, copying into a report)
-        with st.expander("Show as table"):
-            st.dataframe(view.rows(shown, at), hide_index=True)
+        with st.expander("Show as table", key=f"table-{view.key}", on_change="rerun") as box:
+            if box.open:  # built and sent only when opened: a closed table cost every page ~0.1 s of browser CPU
+                st.dataframe(view.rows(shown, at), hide_index=True)
 
 
 def figure_names(view: views.View) -> list[str]:
@@ -266,7 +267,6 @@ c3.download_button("Report (one HTML file, works offline)", full_report,
 
 def animation_controls() -> None:
     """Make the collapse a GIF or MP4 for slides, on request (rendering takes seconds)."""
-    st.subheader("The collapse as an animation, for slides")
     st.caption("One frame per layer (and the fused output of a fusion), baseline beside mitigated, with the same "
                "axes and colours in every frame and each frame titled with its layer and headline metrics. Rendered "
                "in a headless Chromium on the server: 6–9 s for the default sentence with two views on a 2-core "
@@ -288,5 +288,7 @@ def animation_controls() -> None:
     (st.image if fmt == ".gif" else st.video)(data)
 
 
-animation_controls()
+with st.expander("The collapse as an animation, for slides (GIF or MP4)", key="animation", on_change="rerun") as box:
+    if box.open:  # its controls are drawn only when asked for: the first page stays light
+        animation_controls()
 state.log_time("page", PAGE_START)

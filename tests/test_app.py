@@ -416,6 +416,9 @@ def test_the_page_makes_the_collapse_as_a_gif_and_an_mp4_on_request(at):
     """Nothing is rendered until asked; then a download of the real file (sizes from its bytes)."""
     labels = lambda: [b.label for b in at.get("download_button")]  # noqa: E731
     assert not any("animation" in label for label in labels())
+    assert not any(b.label == "Make the animation" for b in at.button)  # its controls wait in a closed expander
+    at.session_state["animation"] = True  # the reader opens it
+    at.run()
     make = next(b for b in at.button if b.label == "Make the animation")
     make.click().run()
     ok(at)

@@ -46,12 +46,18 @@ def test_the_page_offers_every_chart_as_a_table():
     app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=240).run()
     assert not app.exception, [e.value for e in app.exception]
     tables, frames = [], []
-    for section, heading in views.SECTIONS.items():  # every tab, as a reader would open them
+    for section, heading in views.SECTIONS.items():  # every tab and every table, as a reader would open them
         app.session_state["section"] = heading
         app.run()
         assert not app.exception, [e.value for e in app.exception]
+        shown = [view for view in views.in_section(section) if view.table is not None]
+        assert len(app.dataframe) == 0  # a closed table is not even sent to the browser
         tables += [e for e in app.expander if e.label == "Show as table"]
-        assert len(app.dataframe) == sum(view.table is not None for view in views.in_section(section))
+        for view in shown:
+            app.session_state[f"table-{view.key}"] = True
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        assert len(app.dataframe) == len(shown)
         frames += list(app.dataframe)
     assert len(tables) == len(views.VIEWS)
     assert len(frames) >= len(views.VIEWS)
