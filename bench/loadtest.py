@@ -3,17 +3,24 @@
     python bench/loadtest.py --sessions 8                 # starts a public server on a free port
     python bench/loadtest.py --sessions 8 --url http://127.0.0.1:8501 --pid 1234
     python bench/loadtest.py --sessions 40 --client protocol   # no browsers: the server's side alone
+    python bench/loadtest.py --sessions 10 --client protocol --rounds 50   # RSS over 500 sentences
 
-With browsers on the same machine as the server, their rendering takes much of the CPU (the
-first view is the depth tab's 3 plotly charts; before the page had tabs it drew 19 at once); ``--client protocol`` speaks Streamlit's websocket protocol instead (one
-``rerun_script`` message per session, then every message until ``script_finished``), so the
-times are the server's: each session's time to its last chart sent.
+Each session is a student's own browser: a Chromium process of its own, started and idle on a
+blank page before the burst, then sent to the page with its sentence (the first view is the depth
+tab's 3 plotly charts; before the page had tabs it drew 19 at once). With the browsers on the same
+machine as the server, their rendering takes most of the CPU. ``--client protocol`` speaks
+Streamlit's websocket protocol instead (one ``rerun_script`` message per session, then every
+message until ``script_finished``), so the times are the server's: each session's time to its
+last chart sent. ``--client playwright`` opens every session as a Playwright page of one shared
+Chromium, as the browser tests do: Playwright instruments each page, and the pages share one
+browser process, so it costs the machine more than the students' own browsers would.
 
 Reports, per burst: time to the first chart and to every chart of the first view (median, max),
-errors, the server's CPU seconds per new sentence and its cores in use, its RSS (start, peak,
-end) and the latency of ``/_stcore/health`` polled every 0.5 s during the burst. Writes JSON to
-``bench/results/loadtest-N.json`` (``--out`` to change). Loopback only; every wait is bounded.
-Needs ``playwright`` (requirements-dev.txt) and Chromium on PATH.
+errors, the server's CPU seconds per new sentence and its cores in use, the whole machine's busy
+and idle CPU seconds, the server's RSS (start, peak, end) and the latency of ``/_stcore/health``
+polled every 0.5 s during the burst. Writes JSON to ``bench/results/loadtest-CLIENT-N.json``
+(``--out`` to change). Loopback only; every wait is bounded. Needs Chromium on PATH (and
+``playwright``, from requirements-dev.txt, for ``--client playwright``).
 """
 from __future__ import annotations
 
@@ -42,10 +49,10 @@ WORDS = ("attention", "graph", "token", "layer", "smooth", "signal", "spectrum",
 PROBE = """() => {
   const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
   return {drawn: charts.filter(c => c.querySelector('.js-plotly-plot .main-svg')).length, total: charts.length,
-          running: !!document.querySelector('[data-testid="stStatusWidget"]')?.innerText.includes('Running'),
-          ahead: (document.body.innerText.match(/(\\d+) analys[ie]s ahead of yours/) || [null, null])[1],
+          running: !!document.querySelector('[data-testid="stStatusWidget"]')?.textContent.includes('Running'),
+          ahead: (document.body.textContent.match(/(\\d+) analys[ie]s ahead of yours/) || [null, null])[1],
           error: [...document.querySelectorAll('[data-testid="stException"], [data-testid="stAlertContentError"]')]
-                 .map(e => e.innerText).join(' | ')};
+                 .map(e => e.textContent).join(' | ')};
 }"""
 
 
@@ -86,15 +93,91 @@ class Monitor(threading.Thread):
             self.stopped.wait(max(0.0, 0.5 - (time.perf_counter() - start)))
 
 
-async def session(browser, url: str, i: int, timeout: float, min_charts: int) -> dict:
+class Student:
+    """One student's browser: its own Chromium process (as on a student's own machine), open on a
+    blank page before the burst. Driven over the DevTools protocol with two commands only,
+    ``Page.navigate`` and a ``Runtime.evaluate`` poll every 0.5 s, so the page does what it does
+    for a student, nothing more: no protocol domain is enabled (a Playwright page enables several,
+    including network events that copy every websocket frame to the driver, and that measured
+    about 1 s of extra Chromium CPU per page here)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="smoothviz-student-")
+        self.proc = subprocess.Popen(
+            [shutil.which("chromium") or "chromium", *ARGS, "--window-size=1366,768", "--no-first-run",
+             "--remote-debugging-port=0", f"--user-data-dir={self.dir}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ws, self.calls = None, 0
+
+    async def open(self, timeout: float = 60) -> None:
+        """Wait for the browser's DevTools port, then connect to its blank page."""
+        import websockets
+        active, deadline = Path(self.dir) / "DevToolsActivePort", time.monotonic() + timeout
+        while not active.exists() or not active.read_text().strip():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("Chromium did not start")
+            await asyncio.sleep(0.1)
+        port = active.read_text().split()[0]
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = await websockets.connect(page["webSocketDebuggerUrl"], max_size=2**24, open_timeout=timeout)
+
+    async def call(self, method: str, **params):
+        self.calls += 1
+        await self.ws.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:  # no domain is enabled, so the only messages are replies
+            reply = json.loads(await self.ws.recv())
+            if reply.get("id") == self.calls:
+                if "error" in reply:
+                    raise RuntimeError(reply["error"].get("message", "DevTools error"))
+                return reply["result"]
+
+    async def probe(self) -> dict:
+        result = await self.call("Runtime.evaluate", expression=f"({PROBE})()", returnByValue=True)
+        return result["result"].get("value") or {"drawn": 0, "total": 0, "running": True, "ahead": None, "error": ""}
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PlaywrightPage:
+    """A page of one shared Chromium driven by Playwright (``--client playwright``): Playwright
+    instruments every page (network events, its own scripts), which costs the browser more CPU
+    than a student's page, and all pages share one browser process. For comparison."""
+
+    def __init__(self, browser):
+        self.browser, self.page = browser, None
+
+    async def open(self) -> None:
+        self.page = await self.browser.new_page(viewport={"width": 1366, "height": 768})
+
+    async def call(self, method: str, **params):
+        assert method == "Page.navigate", method
+        await self.page.goto(params["url"])
+
+    async def probe(self) -> dict:
+        return await self.page.evaluate(PROBE)
+
+    async def close(self) -> None:
+        if self.page is not None:
+            await self.page.close()
+
+
+async def session(student, url: str, i: int, timeout: float, min_charts: int) -> dict:
     """Open the page with sentence ``i``; time the first chart and every chart of the first view."""
-    page = await browser.new_page(viewport={"width": 1366, "height": 768})
     result = {"session": i, "first_chart_s": None, "all_charts_s": None, "error": None, "most_ahead": None}
     start = time.perf_counter()
     try:
-        await page.goto(f"{url}/?{urllib.parse.urlencode({'text': sentence(i)})}", timeout=timeout * 1000)
+        await student.call("Page.navigate", url=f"{url}/?{urllib.parse.urlencode({'text': sentence(i)})}")
         while time.perf_counter() - start < timeout:
-            state = await page.evaluate(PROBE)
+            state = await student.probe()
             elapsed = time.perf_counter() - start
             if state["error"]:
                 result["error"] = state["error"][:300]
@@ -106,13 +189,11 @@ async def session(browser, url: str, i: int, timeout: float, min_charts: int) ->
             if state["drawn"] >= min_charts and state["drawn"] == state["total"] and not state["running"]:
                 result["all_charts_s"] = round(elapsed, 2)
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
         else:
             result["error"] = f"timeout after {timeout:.0f} s"
     except Exception as err:  # noqa: BLE001 - a failed session is a result, not a crash
         result["error"] = f"{type(err).__name__}: {err}"[:300]
-    finally:
-        await page.close()
     return result
 
 
@@ -154,17 +235,43 @@ async def protocol_session(url: str, i: int, timeout: float, min_charts: int) ->
     return result
 
 
-async def burst(url: str, sessions, timeout: float, min_charts: int, client: str = "chromium") -> list[dict]:
-    """Sessions ``sessions`` (sentence numbers) opened at the same moment (in one browser)."""
+async def burst(url: str, sessions, timeout: float, min_charts: int, client: str = "chromium",
+                begin=lambda: None, end=lambda: None) -> list[dict]:
+    """Sessions ``sessions`` (sentence numbers) opened at the same moment: over the protocol, each
+    in its own Chromium (started and idle on a blank page before the burst begins), or each in a
+    Playwright page of one shared Chromium. ``begin`` and ``end`` are called when the sessions
+    start and when the last one is done."""
     if client == "protocol":
-        return await asyncio.gather(*(protocol_session(url, i, timeout, min_charts) for i in sessions))
-    from playwright.async_api import async_playwright
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
-        try:
-            return await asyncio.gather(*(session(browser, url, i, timeout, min_charts) for i in sessions))
-        finally:
-            await browser.close()
+        begin()
+        results = await asyncio.gather(*(protocol_session(url, i, timeout, min_charts) for i in sessions))
+        end()
+        return results
+    if client == "playwright":
+        from playwright.async_api import async_playwright
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+            pages = [PlaywrightPage(browser) for _ in sessions]
+            try:
+                await asyncio.gather(*(page.open() for page in pages))
+                return await _sessions(pages, url, sessions, timeout, min_charts, begin, end)
+            finally:
+                await asyncio.gather(*(page.close() for page in pages))
+                await browser.close()
+    students = [Student() for _ in sessions]
+    try:
+        await asyncio.gather(*(student.open() for student in students))
+        await asyncio.sleep(3)  # the browsers' own start-up work ends before the burst
+        return await _sessions(students, url, sessions, timeout, min_charts, begin, end)
+    finally:
+        await asyncio.gather(*(student.close() for student in students))
+
+
+async def _sessions(clients, url: str, sessions, timeout: float, min_charts: int, begin, end) -> list[dict]:
+    begin()
+    results = await asyncio.gather(*(session(client, url, i, timeout, min_charts)
+                                     for client, i in zip(clients, sessions)))
+    end()
+    return results
 
 
 def start_server(env: dict, log) -> tuple[subprocess.Popen, str]:
@@ -194,6 +301,14 @@ def _page_times(path: str) -> list[float]:
             if line.startswith("smoothviz-timing page ")]
 
 
+def _machine_cpu() -> tuple[float, float, float]:
+    """(busy, idle, stolen) CPU seconds of the whole machine so far, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, (idle + iowait) / hz, steal / hz
+
+
 def summary(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 2), "max": round(max(values), 2)} if values else {}
 
@@ -202,8 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--url", help="a running server (default: start one, public mode)")
-    ap.add_argument("--client", choices=("chromium", "protocol"), default="chromium",
-                    help="real browsers, or Streamlit's websocket protocol without a browser")
+    ap.add_argument("--client", choices=("chromium", "playwright", "protocol"), default="chromium",
+                    help="a Chromium per student; one Chromium with a Playwright page per student; or "
+                         "Streamlit's websocket protocol without a browser")
     ap.add_argument("--pid", type=int, help="the running server's process id, for its CPU time and RSS")
     ap.add_argument("--timeout", type=float, default=600, help="seconds a session may take")
     ap.add_argument("--min-charts", type=int, default=3, help="charts of the first view (the depth tab's 3)")
@@ -213,6 +329,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "(a started server logs it); 0: the burst meets the warm-up, as in a class's first minute")
     ap.add_argument("--start-at", type=float, default=0,
                     help="Unix time to start the burst at (several replicas' bursts at once)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="after the measured burst, more bursts of new sentences, one after another; the "
+                         "server's RSS after each shows whether its memory levels off")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -232,14 +351,29 @@ def main(argv: list[str] | None = None) -> dict:
         time.sleep(max(0.0, args.start_at - time.time()))
         seen = len(_page_times(log.name))
         monitor = Monitor(url, pid)
-        cpu0, rss0 = _proc_stat(pid) if pid else (None, None)
-        monitor.start()
-        start = time.perf_counter()
-        results = asyncio.run(burst(url, range(args.sessions), args.timeout, args.min_charts, args.client))
-        wall = time.perf_counter() - start
-        monitor.stopped.set()
+        at = {}
+
+        def begin():  # the sessions start now: so do the counters
+            at.update(cpu=_proc_stat(pid) if pid else (None, None), machine=_machine_cpu(), start=time.perf_counter())
+            monitor.start()
+
+        def end():
+            at.update(wall=time.perf_counter() - at["start"], cpu1=_proc_stat(pid) if pid else (None, None),
+                      machine1=_machine_cpu())
+            monitor.stopped.set()
+
+        results = asyncio.run(burst(url, range(args.sessions), args.timeout, args.min_charts, args.client,
+                                    begin, end))
         monitor.join()
-        cpu1, rss1 = _proc_stat(pid) if pid else (None, None)
+        wall, (cpu0, rss0), (cpu1, rss1) = at["wall"], at["cpu"], at["cpu1"]
+        busy, idle, stolen = (round(b - a, 1) for a, b in zip(at["machine"], at["machine1"]))
+        rounds = []
+        for r in range(1, args.rounds):
+            more = asyncio.run(burst(url, range(r * args.sessions, (r + 1) * args.sessions), args.timeout,
+                                     args.min_charts, args.client))
+            rounds.append({"sentences": (r + 1) * args.sessions, "errors": sum(m["error"] is not None for m in more),
+                           "rss_mb": round(_proc_stat(pid)[1]) if pid else None})
+            print(json.dumps(rounds[-1]), flush=True)
     finally:
         if proc is not None:
             proc.terminate()
@@ -260,11 +394,16 @@ def main(argv: list[str] | None = None) -> dict:
         "sessions_shown_their_place_in_the_queue": sum(r.get("most_ahead") is not None for r in results),
         "health_s": {**summary(monitor.health), "failures": monitor.health_failures},
         "server_page_run_s": summary(page_s),  # the server's own wall time per page run (a started server)
+        # the whole machine during the burst: busy is the server plus the browsers (with --client
+        # chromium); idle cores mean something waited; stolen is time the hypervisor took
+        "machine_cpu_s": {"busy": busy, "idle": idle, "stolen": stolen},
     }
     if pid:
         report.update(server_cpu_s_per_sentence=round((cpu1 - cpu0) / args.sessions, 2),
                       server_cores_used=round((cpu1 - cpu0) / wall, 2),
                       server_rss_mb={"start": round(rss0), "peak": round(max(monitor.rss + [rss1])), "end": round(rss1)})
+    if rounds:
+        report["rounds"] = rounds
     report["per_session"] = results
     out = args.out or ROOT / "bench" / "results" / f"loadtest-{args.client}-{args.sessions}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
