@@ -104,7 +104,7 @@ class Student:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="smoothviz-student-")
         self.proc = subprocess.Popen(
-            [shutil.which("chromium") or "chromium", *ARGS, "--window-size=1366,768", "--no-first-run",
+            [shutil.which("chromium"), *ARGS, "--window-size=1366,768", "--no-first-run",
              "--remote-debugging-port=0", f"--user-data-dir={self.dir}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.ws, self.calls = None, 0
@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
+    if args.client != "protocol" and not shutil.which("chromium"):
+        raise SystemExit("chromium is not on PATH (apt-get install -y chromium), or use --client protocol")
     proc, log = None, tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="smoothviz-loadtest-")
     if args.url:
         url, pid = args.url.rstrip("/"), args.pid
