@@ -122,6 +122,9 @@ class Student:
         page = next(t for t in targets if t["type"] == "page")
         self.ws = await websockets.connect(page["webSocketDebuggerUrl"], max_size=2**24, open_timeout=timeout)
 
+    async def navigate(self, url: str) -> None:
+        await self.call("Page.navigate", url=url)
+
     async def call(self, method: str, **params):
         self.calls += 1
         await self.ws.send(json.dumps({"id": self.calls, "method": method, "params": params}))
@@ -158,9 +161,8 @@ class PlaywrightPage:
     async def open(self) -> None:
         self.page = await self.browser.new_page(viewport={"width": 1366, "height": 768})
 
-    async def call(self, method: str, **params):
-        assert method == "Page.navigate", method
-        await self.page.goto(params["url"])
+    async def navigate(self, url: str) -> None:
+        await self.page.goto(url)
 
     async def probe(self) -> dict:
         return await self.page.evaluate(PROBE)
@@ -175,7 +177,7 @@ async def session(student, url: str, i: int, timeout: float, min_charts: int) ->
     result = {"session": i, "first_chart_s": None, "all_charts_s": None, "error": None, "most_ahead": None}
     start = time.perf_counter()
     try:
-        await student.call("Page.navigate", url=f"{url}/?{urllib.parse.urlencode({'text': sentence(i)})}")
+        await student.navigate(f"{url}/?{urllib.parse.urlencode({'text': sentence(i)})}")
         while time.perf_counter() - start < timeout:
             state = await student.probe()
             elapsed = time.perf_counter() - start
@@ -242,10 +244,7 @@ async def burst(url: str, sessions, timeout: float, min_charts: int, client: str
     Playwright page of one shared Chromium. ``begin`` and ``end`` are called when the sessions
     start and when the last one is done."""
     if client == "protocol":
-        begin()
-        results = await asyncio.gather(*(protocol_session(url, i, timeout, min_charts) for i in sessions))
-        end()
-        return results
+        return await _timed([protocol_session(url, i, timeout, min_charts) for i in sessions], begin, end)
     if client == "playwright":
         from playwright.async_api import async_playwright
         async with async_playwright() as p:
@@ -253,7 +252,8 @@ async def burst(url: str, sessions, timeout: float, min_charts: int, client: str
             pages = [PlaywrightPage(browser) for _ in sessions]
             try:
                 await asyncio.gather(*(page.open() for page in pages))
-                return await _sessions(pages, url, sessions, timeout, min_charts, begin, end)
+                return await _timed([session(page, url, i, timeout, min_charts) for page, i in zip(pages, sessions)],
+                                    begin, end)
             finally:
                 await asyncio.gather(*(page.close() for page in pages))
                 await browser.close()
@@ -261,15 +261,16 @@ async def burst(url: str, sessions, timeout: float, min_charts: int, client: str
     try:
         await asyncio.gather(*(student.open() for student in students))
         await asyncio.sleep(3)  # the browsers' own start-up work ends before the burst
-        return await _sessions(students, url, sessions, timeout, min_charts, begin, end)
+        return await _timed([session(student, url, i, timeout, min_charts) for student, i in zip(students, sessions)],
+                            begin, end)
     finally:
         await asyncio.gather(*(student.close() for student in students))
 
 
-async def _sessions(clients, url: str, sessions, timeout: float, min_charts: int, begin, end) -> list[dict]:
+async def _timed(sessions: list, begin, end) -> list[dict]:
+    """Run the session coroutines together, between ``begin()`` and ``end()``."""
     begin()
-    results = await asyncio.gather(*(session(client, url, i, timeout, min_charts)
-                                     for client, i in zip(clients, sessions)))
+    results = await asyncio.gather(*sessions)
     end()
     return results
 
