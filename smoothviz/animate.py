@@ -28,6 +28,7 @@ WIDTH = 1280                                      # px; heights and width are mu
 ROW_HEIGHT, TITLE_HEIGHT = 432, 112
 MAX_BYTES = 10 * 1024 * 1024
 TOP_K = 3
+MAX_FRAME_HEATMAP = 96                            # cells per side of a frame's heatmap: pooled above this
 FRAME_MS, LAST_MS = 1000, 2500                    # GIF frame durations (the last frame is held)
 HEADLINE = ("cosine_mean", "dm_rel")
 
@@ -93,15 +94,19 @@ def _similarity(analysis, run, layer: int | None) -> np.ndarray:
 
 
 def _heatmap(analysis, run, layer, first: bool) -> list:
-    z = np.round(_similarity(analysis, run, layer), 3)
+    # Pooled like the page's heatmaps, but smaller: a frame's heatmap is ~560 px wide, so cells past 96 a
+    # side are under 6 px, and every frame of the report carries its own copy (512 tokens: 34 MB -> 1 MB).
+    z, _, f = figures._pool(_similarity(analysis, run, layer), analysis.labels, MAX_FRAME_HEATMAP)
+    z = np.round(z, 3)
+    where = "tokens %{y} · %{x}" if f == 1 else f"blocks of {f} tokens %{{y}} · %{{x}}"
     return [go.Heatmap(z=z, zmin=-1, zmax=1, colorscale="RdBu_r", showscale=first,
                        colorbar=dict(title="cos", thickness=12, len=0.25, y=1, yanchor="top"),
-                       hovertemplate="%{y} · %{x}: cos %{z:.3f}<extra></extra>")]
+                       hovertemplate=where + ": cos %{z:.3f}<extra></extra>")]
 
 
 def _circle(n: int) -> np.ndarray:
     angle = math.pi / 2 - 2 * math.pi * np.arange(n) / max(n, 1)
-    return np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return np.round(np.stack([np.cos(angle), np.sin(angle)], axis=1), 3)  # sub-pixel; a third of the bytes
 
 
 def _graph(analysis, run, layer, colour_range: float) -> list:
@@ -143,19 +148,31 @@ def _trajectory(analysis, r: int, key: str, layer) -> list:
                        marker=dict(size=8, color=RUN_COLOURS[key], line=dict(color="white", width=0.5)))]
 
 
+def _block(analysis) -> int:
+    """Tokens per heatmap cell in a frame (1 up to MAX_FRAME_HEATMAP tokens), as figures._pool pools."""
+    return math.ceil(len(analysis.labels) / MAX_FRAME_HEATMAP)
+
+
+def _view_title(view: str, analysis) -> str:
+    f = _block(analysis)
+    return f"heatmap (mean over blocks of {f} tokens)" if view == "heatmap" and f > 1 else view
+
+
 def _skeleton(analysis, views: tuple[str, ...]):
     """The empty subplot grid every frame shares, with fixed axes."""
     keys = list(analysis.runs())
     fig = make_subplots(rows=len(views), cols=len(keys), horizontal_spacing=0.08,
                         vertical_spacing=0.09 if len(views) > 1 else 0.0,
-                        subplot_titles=[f"{escape(figures.run_name(analysis, k))} — {v}" for v in views for k in keys])
-    n = len(analysis.labels)
+                        subplot_titles=[f"{escape(figures.run_name(analysis, k))} — {_view_title(v, analysis)}"
+                                        for v in views for k in keys])
+    f = _block(analysis)
+    n = math.ceil(len(analysis.labels) / f)                    # the heatmaps' cells per side
     for row, view in enumerate(views, start=1):
         for col in range(1, len(keys) + 1):
             if view == "heatmap":
                 step = max(1, math.ceil(n / 24))
                 ticks = list(range(0, n, step))
-                text = [escape(analysis.labels[i])[:12] for i in ticks]
+                text = [escape(analysis.labels[i * f])[:12] + ("…" if f > 1 else "") for i in ticks]
                 fig.update_xaxes(range=[-0.5, n - 0.5], tickvals=ticks, ticktext=text, tickangle=-90,
                                  tickfont_size=9, showgrid=False, row=row, col=col)
                 fig.update_yaxes(range=[n - 0.5, -0.5], tickvals=ticks, ticktext=text, tickfont_size=9,
