@@ -14,7 +14,7 @@ import streamlit as st
 import controls
 import state
 from markup import md
-from smoothviz import animate, figures, report, trends, views
+from smoothviz import animate, claims, figures, report, trends, views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
 
@@ -107,9 +107,7 @@ NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # displa
 if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
     extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""
     measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
-    st.warning(f"{mitigation} was never part of this pretrained model's training: applied to the frozen weights, "
-               f"later layers see states out of distribution, so the mitigated curves show what the intervention "
-               f"does, not what a model trained with it would do.{extra}" + (f" {measured}" if measured else ""),
+    st.warning(claims.frozen_caveat(mitigation) + extra + (f" {measured}" if measured else ""),  # the one caveat
                icon=":material/science:")
 
 # --------------------------------------------------------------------------- the views

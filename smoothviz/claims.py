@@ -19,19 +19,44 @@ RTOL = 1e-3       # a relative move at most this is "unchanged" (and said so), n
 COLLAPSED = 1e-5  # dm_rel below this: one vector up to float32 rounding (SmoothViz's own threshold)
 HEADLINE = ("cosine_mean", "dm_rel")  # the metrics a mitigation's effect is stated with
 
-FROZEN_CAVEAT = ("{name} was never part of this pretrained model's training: it was trained with in its paper, "
-                 "but here it changes what a frozen network computes, so later layers see states out of "
-                 "distribution and the mitigated numbers show what the intervention does, not what a model "
-                 "trained with it would do.")
+FROZEN_CAVEAT = ("{name} was not part of this pretrained model's training (its paper trains or fine-tunes a model "
+                 "with it, or uses it as an ablation): applied to the frozen weights, it changes what the network "
+                 "computes, and whatever comes after it sees states out of distribution (never seen in training), so the "
+                 "mitigated numbers show what the intervention does to this network, not what a model trained with "
+                 "it would do.")
+FROZEN_CAVEAT_ALL = ("None of {names} was part of a pretrained model's training (their papers train or fine-tune a "
+                     "model with them, or use them as ablations): applied to the frozen weights, each changes what "
+                     "the network computes, and whatever comes after it sees states out of distribution (never "
+                     "seen in training), so the mitigated numbers show what the intervention does to this network, not what "
+                     "a model trained with it would do. SmoothViz's fusions only read the finished layers.")
 
 
-def frozen_caveat(name: str = "This mitigation") -> str:
-    """The one sentence every page and export that shows a mitigation on a pretrained model carries.
+def in_forward_mitigations() -> list[str]:
+    """The registered mitigations that act inside the forward pass (the ones the caveat is about)."""
+    from .mitigations import REGISTRY
+    return [name for name, cls in REGISTRY.items() if cls.in_forward]
+
+
+def frozen_caveat(mitigation: str | None = None, lab=None) -> str | None:
+    """The one caveat every page and export that shows a mitigation on a pretrained model carries.
 
     Args:
-        name: the mitigation as the page calls it.
+        mitigation: the mitigation's registry name (``None`` or ``"none"``: no caveat); without
+            it the sentence about every in-forward mitigation (the Theory page's).
+        lab: the lab settings when the model is the lab (trained by no one: no caveat).
+
+    Returns:
+        The sentence, or ``None`` where it does not apply: no mitigation, the lab, or a method
+        that only reads the finished forward pass (a fusion).
     """
-    return FROZEN_CAVEAT.format(name=name)
+    if lab:
+        return None
+    if mitigation is None:
+        names = in_forward_mitigations()
+        return FROZEN_CAVEAT_ALL.format(names=", ".join(names[:-1]) + f" or {names[-1]}")
+    if mitigation == "none" or mitigation not in in_forward_mitigations():
+        return None
+    return FROZEN_CAVEAT.format(name=mitigation)
 
 
 def smoothing_direction() -> dict[str, int]:

@@ -5,6 +5,7 @@ shared/RESEARCH.md; this page only explains, it computes nothing.
 """
 import streamlit as st
 
+from smoothviz.claims import frozen_caveat
 from smoothviz.metrics import METRICS
 from smoothviz.mitigations import REGISTRY
 
@@ -114,9 +115,7 @@ st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of at
             "ω = 0.5. A′ has negative entries, so its attention graphs are signed (see above). "
             "**ContraNorm** (Guo et al.) pushes tokens apart after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. "
             "**No residual** (Dong et al.) removes the skip connection to show pure attention collapsing.")
-st.info("Applied to a frozen pretrained model, NeuTRENO, AttnScale, ContraNorm, no-residual and spectral "
-        "control feed states the model never saw in training into its later layers: the curves show what "
-        "the intervention does, not what a model trained with it would do.")
+st.info(frozen_caveat())  # the one caveat every page and export shares (smoothviz.claims)
 
 st.header("The Dovonon diagnostic", anchor="the-dovonon-diagnostic")
 st.markdown("A layer's update X ← X + AXH with H = W_V W_O has eigenvalues 1 + λᴬλᴴ (Dovonon, Bronstein & "
