@@ -103,6 +103,7 @@ KINDS = {
     "effect": "(baseline, mitigated, verdict): the output's metric against the baseline's last layer",
     "agreement": "((metric, verdict), …): the effect claims' verdicts, and whether they agree",
     "value": "(value, digits): a metric at one layer of one run",
+    "constant": "(value,): a metric equal to value at each of these layers",
     "tokens": "(words, specials, splits): how the words of the text become the tokens",
     "sink_drop": "(dropped specials,): what sink=drop removed",
 }
@@ -227,7 +228,11 @@ def _agreement(c: Claim) -> str:
 
 def _value(c: Claim) -> str:
     value, digits = c.values
-    return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2e}"
+    return f"{value:.{digits}f}" if abs(value) >= 0.01 else fmt(value)
+
+
+def _constant(c: Claim) -> str:
+    return f"{c.metric} {fmt(c.values[0])} at {layer_list(c.layers, len(c.layers) if c.layers[0] == 1 else None)}"
 
 
 def _tokens(c: Claim) -> str:
@@ -250,7 +255,8 @@ def _sink_drop(c: Claim) -> str:
 
 _RENDER = {"span": _span, "one_token": _one_token, "collapse": _collapse, "against": _against, "flat": _flat,
            "undefined": _undefined, "toward": _toward, "identical": _identical, "effect": _effect,
-           "agreement": _agreement, "value": _value, "tokens": _tokens, "sink_drop": _sink_drop}
+           "agreement": _agreement, "value": _value, "constant": _constant, "tokens": _tokens,
+           "sink_drop": _sink_drop}
 
 
 # --------------------------------------------------------------------------- checking
@@ -404,6 +410,10 @@ def _c_value(c, a):
     return [] if _close(c.values[0], real) else [f"{c.values[0]} ≠ {real}"]
 
 
+def _c_constant(c, a):
+    return [f"layer {l}: {_at(a, c.run, c.metric, l)}" for l in c.layers if not _close(c.values[0], _at(a, c.run, c.metric, l))]
+
+
 def _c_tokens(c, a):
     words, specials, splits = c.values
     out = []
@@ -428,5 +438,5 @@ def _c_sink_drop(c, a):
 
 _CHECK = {"span": _c_span, "one_token": _c_one_token, "collapse": _c_collapse, "against": _c_moves("against"),
           "flat": _c_moves("flat"), "undefined": _c_moves(None), "toward": _c_toward, "identical": _c_identical,
-          "effect": _c_effect, "agreement": _c_agreement, "value": _c_value, "tokens": _c_tokens,
+          "effect": _c_effect, "agreement": _c_agreement, "value": _c_value, "constant": _c_constant, "tokens": _c_tokens,
           "sink_drop": _c_sink_drop}

@@ -248,7 +248,8 @@ METRICS: list[Metric] = [
     Metric("hfc_lfc", lambda x: hfc_lfc(x.H), "‖PH‖_F / ‖(𝟙𝟙ᵀ/n)H‖_F", "→ 0", "↓", log=True, source="Wang et al. 2022"),
     Metric("effective_rank", lambda x: x.spectrum["effective_rank"], "exp(−Σ p_i ln p_i), p_i = σ_i/Σσ", "→ 1", "↓",
            source="Roy & Vetterli 2007"),
-    Metric("numerical_rank", lambda x: x.spectrum["numerical_rank"], "#{σ_i > 10⁻³ σ₁}", "→ 1", "↓", integer=True),
+    Metric("numerical_rank", lambda x: x.spectrum["numerical_rank"], "#{σ_i > 10⁻³ σ₁}", "→ 1", "↓", integer=True,
+           source="SmoothViz's own choice (the tolerance 10⁻³)"),
     Metric("sv_skewness", lambda x: x.spectrum["sv_skewness"], "skewness of σ_i/σ₁", "↑", "↑", source="Yan et al. 2022"),
     Metric("sv_median", lambda x: x.spectrum["sv_median"], "median of σ_i/σ₁", "↓", "↓", source="Yan et al. 2022"),
     Metric("dirichlet", lambda x: dirichlet(x.H, x.graphs, x.gram), "½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖²", "→ 0", "↓",
@@ -264,7 +265,8 @@ METRICS: list[Metric] = [
            curve=False, source="Shi et al. 2022"),
     Metric("heads_smoothing", _heads_smoothing, "share of the used (not ablated) heads whose Dovonon verdict is "
            "'smooths'", "not a collapse measure: a property of the weights W_O·W_V and the attention", "↑",
-           per_layer=True, curve=False, source="Dovonon, Bronstein & Kusner 2024"),
+           per_layer=True, curve=False,
+           source="Dovonon, Bronstein & Kusner 2024 per head; the share over heads is SmoothViz's own choice"),
 ]
 
 

@@ -7,12 +7,14 @@ import streamlit as st
 
 from smoothviz.claims import frozen_caveat
 from smoothviz.metrics import METRICS
+from smoothviz.theory import FACTS
 from smoothviz.mitigations import REGISTRY
 
 
 def metric_table() -> str:
     """Every registered metric (smoothviz.metrics.METRICS): the table grows with the registry."""
-    rows = [f"| `{m.name}` {m.direction} | {m.formula} | {m.collapse} | {m.source} |" for m in METRICS]
+    rows = [f"| `{m.name}` {m.direction} | {m.formula} | {m.collapse} | {m.source} |"
+            for m in METRICS]
     return "| metric | formula | collapse means | source |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
@@ -45,33 +47,35 @@ st.markdown("Softmax attention has no negative weight, so D̄ is the usual degre
             "σ₂/σ₁ → 0 means every token draws on the same mix of inputs. With special tokens excluded, the "
             "head-mean graph is the mean over heads first, then [CLS]/[SEP] rows and columns are removed and rows "
             "renormalised, so a head that sends most of its attention to [SEP] weighs little among the words; "
-            "per-head views restrict each head on its own.")
+            "per-head views restrict each head on its own (that order is SmoothViz's own choice).")
 st.markdown("**Signed graphs.** AttnScale's A′ = A_DC + (1 + ω)(A − A_DC) has negative entries. SmoothViz then "
             "uses the same formula with absolute degrees D̄ = diag(|S|𝟙), the *signed normalized Laplacian* "
             "(Kunegis et al. 2010): its eigenvalues still lie in [0, 2], and nothing is clamped. But the "
             "smallest eigenvalue is 0 only when the signed graph is balanced (its nodes split into two camps "
             "with negative edges only between them), so λ₂ is no longer a random walk's mixing gap and reads "
             "differently from the baseline's. The page notes it whenever a run's graph is signed, and the "
-            "graph views draw only the positive edges.")
+            "graph views draw only the positive edges (SmoothViz's own choice).")
 
 st.header("Why stacking smooths", anchor="why-stacking-smooths")
 st.markdown("Averaging neighbours is a low-pass filter: it keeps the constant signal (every token the same "
-            "vector) and damps everything else. **Pure attention** — no residual connection, no MLP, no LayerNorm "
-            "— is nothing but that averaging, and stacked it collapses toward one vector: its rank falls doubly "
-            "exponentially with depth (Dong et al. 2021). Try the lab preset *Pure attention in a 32-layer lab "
-            "model*: dm_rel falls below 10⁻³ within a few layers.")
-st.markdown("**A trained model is not pure attention**: residual connections, MLPs and LayerNorms counteract the "
-            "averaging. On the default model (all-MiniLM-L6-v2, six layers) and the reference sentence, "
-            "cosine_mean rises from 0.045 to 0.33, but dm_rel only falls from 0.96 to 0.86, the numerical rank "
-            "stays full (27 of 27 tokens) and d_M grows at layers 1 and 4: mild, uneven smoothing, not a "
-            "collapse. For any sentence, the lines under the over-depth curves name each layer where a metric "
-            "moves against the smoothing direction.")
+            "vector) and damps everything else (Shi et al. 2022). **Pure attention** — no residual connection, no "
+            "MLP, no LayerNorm — is nothing but that averaging, and stacked it collapses toward one vector: its "
+            "rank falls doubly exponentially with depth (Dong et al. 2021). Try the lab preset *Pure attention in a "
+            f"32-layer lab model*: on the reference sentence {FACTS['pure'].said} (measured by SmoothViz).")
+st.markdown("**A trained model is not pure attention.** Dong et al. (2021) show that skip connections and MLPs "
+            "counteract the rank collapse; they credit LayerNorm with nothing. Shi et al. (2022) find LayerNorm a "
+            "key *cause* of over-smoothing, and the lab agrees: in pure attention, "
+            f"{FACTS['post_ln'].said}, {FACTS['pre_ln'].said} (measured by SmoothViz). On the default model "
+            "(all-MiniLM-L6-v2, six layers) and the reference sentence, "
+            f"{FACTS['trained'].said}: mild, uneven smoothing, not a collapse (measured by SmoothViz). For any "
+            "sentence, the lines under the over-depth curves name each layer where a metric moves against the "
+            "smoothing direction or does not move.")
 st.markdown("Shi et al. measure the distance d_M to the smooth subspace M = {𝟙cᵀ} and bound its change per layer:")
 st.latex(r"d_M(H_{l+1}) \le v \, d_M(H_l), \qquad v = \frac{(1 + s^2)(1 + \sqrt{\lambda}\, h\, s)}{\sigma_1 \sigma_2}")
 st.markdown("with s the largest singular value of the block's weights, λ the largest eigenvalue of AᵀPA and "
             "σ₁, σ₂ the LayerNorms' smallest input deviations over the tokens analysed. Only v < 1 guarantees "
-            "collapse; for trained models v is far above 1 (on the default model and the reference sentence "
-            "between 3×10⁴ and 2×10⁵ at every layer, while the measured ratio stays between 0.68 and 1.16), which "
+            "collapse (Shi et al. 2022); for trained models v is far above 1 (on the default model and the reference "
+            f"sentence {FACTS['shi_v'].said}; measured by SmoothViz), which "
             "is why the dashboard shows v beside the measured ratio and never asserts it. The bound is derived "
             "for post-LN blocks (each LayerNorm after its residual sum, as in BERT); for pre-LN blocks (GPT-2, the "
             "lab with layernorm=pre) v is not shown.")
@@ -110,9 +114,9 @@ st.markdown("Where it acts is a choice. *where=last* (the default) transforms th
 st.latex(r"H_L = \mathrm{LN}\big(\mathrm{SVT}(\mathrm{FFN}(x) + x) + x\big), \quad x = \text{the FFN's input}")
 st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of attention, "
             "A′ = A_DC + (1 + ω)(A − A_DC) with A_DC = 𝟙𝟙ᵀ/n. In the paper ω is a learned per-head scale that "
-            "starts at 0 in training; here one fixed ω stands in for it. On the frozen default model it *raises* "
-            "smoothing: on the reference sentence the last layer's cosine_mean goes from 0.325 to 0.362 at "
-            "ω = 0.5. A′ has negative entries, so its attention graphs are signed (see above). "
+            "starts at 0 in training; here one fixed ω stands in for it (SmoothViz's own choice). On the frozen "
+            f"default model it *raises* smoothing: on the reference sentence {FACTS['attnscale'].said} (measured "
+            "by SmoothViz). A′ has negative entries, so its attention graphs are signed (see above). "
             "**ContraNorm** (Guo et al.) pushes tokens apart after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. "
             "**No residual** (Dong et al.) removes the skip connection to show pure attention collapsing.")
 st.info(frozen_caveat())  # the one caveat every page and export shares (smoothviz.claims)
@@ -133,11 +137,12 @@ st.markdown("*Spectral control* is a what-if on a pretrained model: each head's 
             "parts would leave them mostly imaginary). The verdict is about the heads, not the whole network: "
             "the frozen model's later layers see states they never saw, so its tokens can still become more "
             "alike — on the reference sentence the default model's last-layer cosine_mean rises under each "
-            "of the three modes (0.325 → 0.548 clip-negative, 0.826 clip-positive, 0.836 flip). The dashboard "
+            f"of the three modes ({FACTS['clip-negative'].said}, {FACTS['clip-positive'].said}, {FACTS['flip'].said}; "
+            "measured by SmoothViz). The dashboard "
             "states the measured change beside the curves for any sentence.")
 
 st.header("Projections", anchor="projections")
 st.markdown("Trajectories come from one joint 2-D projection (PCA, or UMAP with a fixed seed) of every layer "
-            "of both runs, after mean-centring and L2-normalising each layer. Projections distort distances "
+            "of both runs, after mean-centring and L2-normalising each layer (SmoothViz's own choices). Projections distort distances "
             "and can invent clusters: **the metrics are the ground truth**; the pictures only help to see them.")
 st.page_link("SmoothViz.py", label="← Back to the dashboard")
