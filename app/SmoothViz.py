@@ -264,7 +264,7 @@ c3.download_button("Report (one HTML file, works offline)", full_report,
 
 
 def animation_controls() -> None:
-    """Make the collapse a GIF or MP4 for slides, on request (rendering takes seconds)."""
+    """Make the layers a GIF or MP4 for slides, on request (rendering takes seconds)."""
     st.caption("One frame per layer (and the fused output of a fusion), baseline beside mitigated, with the same "
                "axes and colours in every frame and each frame titled with its layer and headline metrics. Rendered "
                "in a headless Chromium on the server: 6–9 s for the default sentence with two views on a 2-core "
@@ -282,11 +282,11 @@ def animation_controls() -> None:
     if data is None:
         return
     st.download_button(f"Download the animation ({fmt[1:].upper()}, {len(data) / 2**20:.1f} MB)", data,
-                       f"smoothviz-collapse{fmt}", "image/gif" if fmt == ".gif" else "video/mp4", on_click="ignore")
+                       f"smoothviz-layers{fmt}", "image/gif" if fmt == ".gif" else "video/mp4", on_click="ignore")
     (st.image if fmt == ".gif" else st.video)(data)
 
 
-with st.expander("The collapse as an animation, for slides (GIF or MP4)", key="animation", on_change="rerun") as box:
+with st.expander("Layer by layer as an animation, for slides (GIF or MP4)", key="animation", on_change="rerun") as box:
     if box.open:  # its controls are drawn only when asked for: the first page stays light
         animation_controls()
 state.log_time("page", PAGE_START)

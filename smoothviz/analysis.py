@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import capture, diagnostics, graph, metrics
+from .claims import render, sink_claim
 from .graph import GraphOptions
 from .handles import Handle, get_handle
 from .mitigations import Mitigation, make
@@ -393,9 +394,12 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
                 null = [row["layer"] for row in r.rows[1:] if row["dm_ratio"] is None]
                 if null:
                     notes.append(DM_RATIO_NOTE.format(run=name, layers=", ".join(map(str, null))))
-        out.append(Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
+        analysis = Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
                             causal=handle.causal, options=options, baseline=baseline, mitigated=run,
-                            mitigation=described, notes=notes, lab=handle.lab, layernorm=handle.layernorm))
+                            mitigation=described, notes=notes, lab=handle.lab, layernorm=handle.layernorm)
+        if described and described["params"].get("sink") == "drop":  # say what counted as special, and if nothing did
+            notes.append(render(sink_claim(analysis, handle.special_tokens())))
+        out.append(analysis)
     return out
 
 

@@ -105,7 +105,7 @@ KINDS = {
     "value": "(value, digits): a metric at one layer of one run",
     "constant": "(value,): a metric equal to value at each of these layers",
     "tokens": "(words, specials, splits): how the words of the text become the tokens",
-    "sink_drop": "(dropped specials,): what sink=drop removed",
+    "sink_drop": "(dropped, marked): the special tokens of this text sink=drop removed, and the model's special tokens",
 }
 
 
@@ -247,10 +247,17 @@ def _tokens(c: Claim) -> str:
 
 
 def _sink_drop(c: Claim) -> str:
-    if not c.values[0]:
-        return ("sink=drop dropped nothing: this text has no token that the model's tokenizer marks as special, "
-                "so the attention is unchanged by it.")
-    return f"sink=drop removed attention to {', '.join(c.values[0])} (the tokens the tokenizer marks as special)."
+    dropped, marked = c.values
+    said = f"sink=drop removes attention to the tokens this model's tokenizer marks as special ({', '.join(marked)})"
+    if not dropped:
+        return said + ": this text has none, so sink=drop dropped nothing and the attention is as without it."
+    return said + f": here {', '.join(dropped)}."
+
+
+def sink_claim(analysis, marked: list[str]) -> Claim:
+    """What ``sink=drop`` removed from ``analysis``'s attention, given the tokens the model marks as special."""
+    dropped = tuple(t for t, s in zip(analysis.tokens, analysis.special) if s)
+    return Claim("sink_drop", "mitigated", values=(dropped, tuple(marked)), rule="the special mask of the tokens")
 
 
 _RENDER = {"span": _span, "one_token": _one_token, "collapse": _collapse, "against": _against, "flat": _flat,
@@ -433,7 +440,8 @@ def _c_tokens(c, a):
 
 def _c_sink_drop(c, a):
     real = [t for t, s in zip(a.tokens, a.special) if s]
-    return [] if list(c.values[0]) == real else [f"dropped {c.values[0]}, the special tokens are {real}"]
+    out = [] if list(c.values[0]) == real else [f"dropped {c.values[0]}, the special tokens are {real}"]
+    return out + [f"{t} is not one of the model's special tokens" for t in real if t not in c.values[1]]
 
 
 _CHECK = {"span": _c_span, "one_token": _c_one_token, "collapse": _c_collapse, "against": _c_moves("against"),

@@ -1,4 +1,4 @@
-"""The Corpus page: the collapse over many sentences, median lines with quartile bands.
+"""The Corpus page: smoothing over many sentences, median lines with quartile bands.
 
 Thin like the main page: the sidebar gives the corpus and the settings (controls.py), state.py
 runs or fetches the result (a progress bar while it runs), smoothviz.corpus_figures draws.
@@ -49,7 +49,7 @@ with st.sidebar:
     for message in refused:
         st.warning(md(message), icon=":material/tune:")
 
-st.title("Corpus: the collapse over many sentences")
+st.title("Corpus: smoothing over many sentences")
 st.markdown("One sentence's curve is noisy; what the papers claim is a statistic over many sentences. Here every "
             "line of a corpus goes through the same analysis as on the main page, and each metric is drawn as "
             "the median over the sentences with the band between their quartiles.")
