@@ -91,7 +91,7 @@ def _cases(gpt2):
         s = dict(preset["settings"])
         s.pop("projection", None)
         mit = s.pop("mitigation")
-        out.append((f"preset {title}", dict(s, mitigation=None if mit == "none" else mit)))
+        out.append((f"preset {title}", dict({"text": REFERENCE, **s}, mitigation=None if mit == "none" else mit)))
     for name in REGISTRY:
         for setting, params in (("neutral", _neutral(name)), ("active", ACTIVE[name])):
             text = rng.choice([TEXTS["short"], REFERENCE, TEXTS["long"]])
@@ -130,6 +130,7 @@ def test_every_claim_holds_on_many_inputs(gpt2_dir):
             assert not cl.check(claim, a)
             assert ("dropped nothing" in note) == (not any(a.special)), note
         checked += 1
+    print(f"checked {checked} analyses; refused: {skipped}")
     assert checked >= 50, (checked, skipped)
     assert all(label.startswith("gpt2") or label.startswith("fusion-gate") for label, _ in skipped), skipped
 
