@@ -138,7 +138,7 @@ VIEWS: list[View] = [
          "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "
          "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. For softmax attention (no "
          "negative weight) it is orthogonal to D^½𝟙, so it has both signs and both colours show where the cut "
-         "runs; for a signed graph (AttnScale's A′) that need not hold, and one colour alone can appear. λ₂ in "
+         "runs; for a signed graph (AttnScale's A′) that need not hold: its vector can have a single sign. λ₂ in "
          "the spectrum below measures how weak the cut is (near 0: two groups that barely exchange messages).",
          "attention-is-a-graph",
          lambda a, k, at: figures.attention_graph(
