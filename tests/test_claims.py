@@ -319,7 +319,7 @@ def test_theory_facts_hold_and_layernorm_is_a_cause():
         assert fact.holds(a), key
     page = (ROOT / "app" / "pages" / "1_Theory.py").read_text()
     assert "LayerNorms counteract" not in page
-    assert "key *cause* of over-smoothing" in page and "Dong et al. (2021) show that skip connections and MLPs" in page
+    assert "LayerNorm plays a key role in *causing* over-smoothing" in page and "Dong et al. (2021) show that skip connections and MLPs" in page
     from smoothviz.metrics import by_name
     assert by_name()["heads_smoothing"].collapse != "→ 1"
     assert all(m.source for m in by_name().values())  # every metric cites its paper or says SmoothViz's own choice

@@ -63,8 +63,9 @@ st.markdown("Averaging neighbours is a low-pass filter: it keeps the constant si
             "rank falls doubly exponentially with depth (Dong et al. 2021). Try the lab preset *Pure attention in a "
             f"32-layer lab model*: on the reference sentence {FACTS['pure'].said} (measured by SmoothViz).")
 st.markdown("**A trained model is not pure attention.** Dong et al. (2021) show that skip connections and MLPs "
-            "counteract the rank collapse; they credit LayerNorm with nothing. Shi et al. (2022) find LayerNorm a "
-            "key *cause* of over-smoothing, and the lab agrees: in pure attention, "
+            "counteract the rank collapse; LayerNorm is not among what they credit. Shi et al. (2022) find that "
+            "LayerNorm plays a key role in *causing* over-smoothing (with a large enough standard deviation the "
+            "output converges to a low-rank subspace), and the lab agrees: in pure attention, "
             f"{FACTS['post_ln'].said}, {FACTS['pre_ln'].said} (measured by SmoothViz). On the default model "
             "(all-MiniLM-L6-v2, six layers) and the reference sentence, "
             f"{FACTS['trained'].said}: mild, uneven smoothing, not a collapse (measured by SmoothViz). For any "
