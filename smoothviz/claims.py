@@ -21,14 +21,15 @@ HEADLINE = ("cosine_mean", "dm_rel")  # the metrics a mitigation's effect is sta
 
 FROZEN_CAVEAT = ("{name} was not part of this pretrained model's training (its paper trains or fine-tunes a model "
                  "with it, or uses it as an ablation): applied to the frozen weights, it changes what the network "
-                 "computes, and whatever comes after it sees states out of distribution (never seen in training), so the "
-                 "mitigated numbers show what the intervention does to this network, not what a model trained with "
-                 "it would do.")
+                 "computes, and whatever comes after it sees states out of distribution (never seen in training), "
+                 "so the mitigated numbers show what the intervention does to this network, not what a model "
+                 "trained with it would do.")
 FROZEN_CAVEAT_ALL = ("None of {names} was part of a pretrained model's training (their papers train or fine-tune a "
                      "model with them, or use them as ablations): applied to the frozen weights, each changes what "
                      "the network computes, and whatever comes after it sees states out of distribution (never "
-                     "seen in training), so the mitigated numbers show what the intervention does to this network, not what "
-                     "a model trained with it would do. SmoothViz's fusions only read the finished layers.")
+                     "seen in training), so the mitigated numbers show what the intervention does to this "
+                     "network, not what a model trained with it would do. SmoothViz's fusions only read the "
+                     "finished layers.")
 
 
 def in_forward_mitigations() -> list[str]:

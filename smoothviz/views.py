@@ -114,7 +114,7 @@ VIEWS: list[View] = [
     View("curves", "depth", "",
          "Each panel is one over-smoothing metric over depth; arrows give the direction in which tokens "
          "become alike. Compare the two colours at the same layer; the lines below name every layer where a "
-         "metric moves against that direction.", "the-metrics",
+         "metric moves against that direction, does not move (under 0.1%) or has no value.", "the-metrics",
          lambda a, k, at: figures.metric_curves(a), notes=trends.trend_lines,
          table=tables.metrics),
     View("shi", "depth", "",

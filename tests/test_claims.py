@@ -362,3 +362,18 @@ def test_lesson_texts_add_up_and_give_reasons():
     pure = smoothviz.analyze(REFERENCE, model="lab", lab=PURE_LAB, device="cpu", heads=False)
     _, lines = STEPS[3].answer(pure)
     assert any("by layer 2: dm_rel 0.00448" in l for l in lines)
+
+
+@pytest.mark.slow
+def test_present_and_compare_pages_carry_the_caveat():
+    from streamlit.testing.v1 import AppTest
+    caveat = cl.frozen_caveat("neutreno")
+    at = AppTest.from_file(str(ROOT / "app" / "pages" / "5_Present.py"), default_timeout=240)
+    at.query_params["mit"] = "neutreno"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(caveat in c.value for c in at.caption)
+    at = AppTest.from_file(str(ROOT / "app" / "pages" / "3_Compare.py"), default_timeout=240).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("B: ") and caveat in c.value for c in at.caption)   # B is NeuTRENO by default
+    assert not any(c.value.startswith("A: ") and "never seen in training" in c.value for c in at.caption)
