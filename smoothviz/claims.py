@@ -38,26 +38,26 @@ def in_forward_mitigations() -> list[str]:
     return [name for name, cls in REGISTRY.items() if cls.in_forward]
 
 
-def frozen_caveat(mitigation: str | None = None, lab=None) -> str | None:
+def frozen_caveat(mitigation: str | None, lab=None) -> str | None:
     """The one caveat every page and export that shows a mitigation on a pretrained model carries.
 
     Args:
-        mitigation: the mitigation's registry name (``None`` or ``"none"``: no caveat); without
-            it the sentence about every in-forward mitigation (the Theory page's).
+        mitigation: the mitigation's registry name (``None`` or ``"none"``: no mitigation).
         lab: the lab settings when the model is the lab (trained by no one: no caveat).
 
     Returns:
         The sentence, or ``None`` where it does not apply: no mitigation, the lab, or a method
         that only reads the finished forward pass (a fusion).
     """
-    if lab:
-        return None
-    if mitigation is None:
-        names = in_forward_mitigations()
-        return FROZEN_CAVEAT_ALL.format(names=", ".join(names[:-1]) + f" or {names[-1]}")
-    if mitigation == "none" or mitigation not in in_forward_mitigations():
+    if lab or mitigation not in in_forward_mitigations():
         return None
     return FROZEN_CAVEAT.format(name=mitigation)
+
+
+def frozen_caveat_all() -> str:
+    """The same caveat about every in-forward mitigation at once (the Theory page's)."""
+    names = in_forward_mitigations()
+    return FROZEN_CAVEAT_ALL.format(names=", ".join(names[:-1]) + f" or {names[-1]}")
 
 
 def smoothing_direction() -> dict[str, int]:

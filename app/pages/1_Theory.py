@@ -5,7 +5,7 @@ shared/RESEARCH.md; this page only explains, it computes nothing.
 """
 import streamlit as st
 
-from smoothviz.claims import frozen_caveat
+from smoothviz.claims import frozen_caveat_all
 from smoothviz.metrics import METRICS
 from smoothviz.theory import FACTS
 from smoothviz.mitigations import REGISTRY
@@ -120,7 +120,7 @@ st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of at
             "by SmoothViz). A′ has negative entries, so its attention graphs are signed (see above). "
             "**ContraNorm** (Guo et al.) pushes tokens apart after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. "
             "**No residual** (Dong et al.) removes the skip connection to show pure attention collapsing.")
-st.info(frozen_caveat())  # the one caveat every page and export shares (smoothviz.claims)
+st.info(frozen_caveat_all())  # the one caveat every page and export shares (smoothviz.claims)
 
 st.header("The Dovonon diagnostic", anchor="the-dovonon-diagnostic")
 st.markdown("A layer's update X ← X + AXH with H = W_V W_O has eigenvalues 1 + λᴬλᴴ (Dovonon, Bronstein & "
