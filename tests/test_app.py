@@ -226,7 +226,8 @@ def test_every_view_stays_light_at_512_tokens():
             sv=np.sort(rng.uniform(size=(L + 1, k)), axis=1)[:, ::-1], head_gap=rng.uniform(size=(L, h)),
             value_eigs=rng.normal(size=(L, h, 32)) + 1j * rng.normal(size=(L, h, 32)),
             smooths=rng.uniform(size=(L, h)) > 0.5, rollout=rng.uniform(size=L), shi_v=rng.uniform(size=L),
-            dm_ratio=rng.uniform(size=L), layer_verdicts=lambda: ["smooths"] * L)
+            dm_ratio=rng.uniform(size=L), layer_verdicts=lambda: ["smooths"] * L,
+            used_heads=lambda: np.ones((L, h), bool), low_pass_share=lambda: np.full(L, 0.5))
 
     runs = {"baseline": run(), "mitigated": run()}
     analysis = SimpleNamespace(runs=lambda: runs, n_layers=L, mitigation={"name": "neutreno", "params": {}},
