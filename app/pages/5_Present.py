@@ -71,7 +71,7 @@ shown = view.figures(analysis, at)
 for (name, fig), col in zip(shown, st.columns(len(shown))):
     fig = figures.enlarged(fig, FONT_SCALE, CHART_HEIGHT)  # a copy: figures may be shared
     col.plotly_chart(fig, theme=None, config=figures.image_config(name))
-st.caption(view.caption + (f" {c}" if (c := frozen_caveat((analysis.mitigation or {}).get("name"), analysis.lab)) else ""))
+st.caption(view.caption, help=frozen_caveat((analysis.mitigation or {}).get("name"), analysis.lab))  # no room on screen
 if lines := view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()}):
     with st.expander("The lines the caption refers to"):  # computed from the numbers; folded to fit the screen
         st.caption("  \n".join(lines))
