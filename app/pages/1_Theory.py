@@ -86,7 +86,8 @@ st.markdown(metric_table())
 
 st.header("What each mitigation changes", anchor="what-each-mitigation-changes")
 st.markdown("Every mitigation runs at inference on the same sentence, beside the baseline; each has a neutral "
-            "setting that reproduces the baseline exactly, except SoftDecay's *where=official* placement (below).")
+            "setting that reproduces the baseline exactly, except SoftDecay's *where=official* placement (below) "
+            "(SmoothViz's own choice: the papers train with them).")
 st.markdown("**Hierarchical fusion** leaves the layers alone and combines the outputs of the chosen layers "
             "l = a … b into one, drawn as an extra *fused* point. Shi et al. propose concatenation, the maximum "
             "and a token-wise gate; the weighted mean is SmoothViz's own baseline beside them.")
@@ -97,7 +98,8 @@ st.latex(r"\textbf{gate: } h_i = \textstyle\sum_l \alpha_{i,l}\, h_{i,l}, \quad 
          r"\textbf{mean (SmoothViz): } H_{\text{fused}} = \textstyle\sum_l w_l H_l")
 st.markdown("The gate has one w_l and b_l per fused layer (a bias shared by every layer would cancel in the "
             "softmax). In the paper they are learned during fine-tuning; here `smoothviz fit-gate` learns them on "
-            "a labelled CSV with the encoder frozen, and a gate fuses exactly the layers it was fitted on. The "
+            "a labelled CSV with the encoder frozen, and a gate fuses exactly the layers it was fitted on "
+            "(SmoothViz's own choice). The "
             "shipped gate comes from a toy sentiment set: illustrative, not a result.")
 st.markdown(mitigation_table())
 st.markdown("**NeuTRENO** (Nguyen et al.) pulls each layer's attention output back towards the first layer's "
@@ -107,7 +109,8 @@ st.markdown("**SoftDecay** (Yan et al.) flattens the singular-value spectrum of 
             "rescaled so the largest singular value is unchanged:")
 st.latex(r"f(\sigma) = -\ln\!\big(1 - \alpha(\sigma + \alpha) + \varepsilon\big)/\alpha, \quad \alpha < 0")
 st.markdown("Where it acts is a choice. *where=last* (the default) transforms the final hidden states, as the "
-            "paper describes; *where=every* transforms each layer's output before the next layer reads it. "
+            "paper describes; *where=every* transforms each layer's output before the next layer reads it "
+            "(SmoothViz's own choice). "
             "*where=official* follows the authors' released code (tokenUni): inside the last block, before its "
             "final LayerNorm, on the feed-forward output plus its residual, with the residual added again — so "
             "x counts twice, and even α = 0 differs from the baseline. It exists only in post-LN blocks with a "
