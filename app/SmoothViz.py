@@ -14,7 +14,7 @@ import streamlit as st
 import controls
 import state
 from markup import md
-from smoothviz import animate, figures, report, trends, views
+from smoothviz import animate, claims, figures, report, trends, views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
 
@@ -107,9 +107,7 @@ NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # displa
 if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
     extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""
     measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
-    st.warning(f"{mitigation} was never part of this pretrained model's training: applied to the frozen weights, "
-               f"later layers see states out of distribution, so the mitigated curves show what the intervention "
-               f"does, not what a model trained with it would do.{extra}" + (f" {measured}" if measured else ""),
+    st.warning(claims.frozen_caveat(mitigation) + extra + (f" {measured}" if measured else ""),  # the one caveat
                icon=":material/science:")
 
 # --------------------------------------------------------------------------- the views
@@ -266,7 +264,7 @@ c3.download_button("Report (one HTML file, works offline)", full_report,
 
 
 def animation_controls() -> None:
-    """Make the collapse a GIF or MP4 for slides, on request (rendering takes seconds)."""
+    """Make the layers a GIF or MP4 for slides, on request (rendering takes seconds)."""
     st.caption("One frame per layer (and the fused output of a fusion), baseline beside mitigated, with the same "
                "axes and colours in every frame and each frame titled with its layer and headline metrics. Rendered "
                "in a headless Chromium on the server: 6–9 s for the default sentence with two views on a 2-core "
@@ -284,11 +282,11 @@ def animation_controls() -> None:
     if data is None:
         return
     st.download_button(f"Download the animation ({fmt[1:].upper()}, {len(data) / 2**20:.1f} MB)", data,
-                       f"smoothviz-collapse{fmt}", "image/gif" if fmt == ".gif" else "video/mp4", on_click="ignore")
+                       f"smoothviz-layers{fmt}", "image/gif" if fmt == ".gif" else "video/mp4", on_click="ignore")
     (st.image if fmt == ".gif" else st.video)(data)
 
 
-with st.expander("The collapse as an animation, for slides (GIF or MP4)", key="animation", on_change="rerun") as box:
+with st.expander("Layer by layer as an animation, for slides (GIF or MP4)", key="animation", on_change="rerun") as box:
     if box.open:  # its controls are drawn only when asked for: the first page stays light
         animation_controls()
 state.log_time("page", PAGE_START)

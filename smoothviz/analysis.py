@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import capture, diagnostics, graph, metrics
+from .claims import render, sink_claim
 from .graph import GraphOptions
 from .handles import Handle, get_handle
 from .mitigations import Mitigation, make
@@ -30,6 +31,10 @@ SIGNED_NOTE = ("The {run} run's attention has negative weights (AttnScale's A′
 
 SHI_PRE_LN_NOTE = ("Shi et al.'s bound v is derived for post-LN blocks; this model is pre-LN, so v is not shown "
                    "(the measured d_M ratio still is).")
+
+
+DM_RATIO_NOTE = ("The {run} run's dm_ratio is null at layer(s) {layers}: d_M is exactly 0 at the layer before "
+                 "(every token exactly the same vector), so the ratio is 0/0 and measures nothing.")
 
 
 class AnalysisError(ValueError):
@@ -111,11 +116,27 @@ class Run:
         """The rows of ``analyze --json``: layers 0…L, then ``{"layer": "fused", …}`` for a fusion."""
         return self.rows + ([{"layer": "fused", **self.fused_row}] if self.fused_row is not None else [])
 
+    def used_heads(self) -> np.ndarray | None:
+        """``[L, h]`` bool: the heads the model used (all but ablated ones); ``None`` without verdicts."""
+        if self.smooths is None:
+            return None
+        return np.ones(self.smooths.shape, bool) if self.kept_heads is None else np.asarray(self.kept_heads, bool)
+
+    def low_pass_share(self) -> np.ndarray | None:
+        """``[L]`` the share of the used heads whose Dovonon verdict is 'smooths' (NaN: no head used)."""
+        if self.smooths is None:
+            return None
+        used = self.used_heads()
+        count = used.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, (np.asarray(self.smooths) & used).sum(1) / np.maximum(count, 1), np.nan)
+
     def layer_verdicts(self) -> list[str]:
-        """Per layer: "smooths" when most heads are low-pass, else "sharpens"."""
+        """Per layer, SmoothViz's own majority summary of Dovonon's per-head verdicts: "smooths" when
+        at least half the used heads are low-pass, "sharpens" otherwise, "no head" when all are ablated."""
         if self.smooths is None:
             return []
-        return ["smooths" if row.mean() >= 0.5 else "sharpens" for row in self.smooths]
+        return ["no head" if np.isnan(s) else "smooths" if s >= 0.5 else "sharpens" for s in self.low_pass_share()]
 
 
 @dataclass(frozen=True)
@@ -369,9 +390,16 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
         for name, r in (("baseline", baseline), ("mitigated", run)):
             if r is not None and (r.signed.any() or r.heads_signed):
                 notes.append(SIGNED_NOTE.format(run=name))
-        out.append(Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
+            if r is not None and len(keep) > 1:
+                null = [row["layer"] for row in r.rows[1:] if row["dm_ratio"] is None]
+                if null:
+                    notes.append(DM_RATIO_NOTE.format(run=name, layers=", ".join(map(str, null))))
+        analysis = Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
                             causal=handle.causal, options=options, baseline=baseline, mitigated=run,
-                            mitigation=described, notes=notes, lab=handle.lab, layernorm=handle.layernorm))
+                            mitigation=described, notes=notes, lab=handle.lab, layernorm=handle.layernorm)
+        if described and described["params"].get("sink") == "drop":  # say what counted as special, and if nothing did
+            notes.append(render(sink_claim(analysis, handle.special_tokens())))
+        out.append(analysis)
     return out
 
 
@@ -383,7 +411,8 @@ def _kept_tokens(handle: Handle, special: list, options: GraphOptions, notes: li
     if not keep:
         raise AnalysisError("no tokens are left once special tokens are excluded: type some text")
     if len(keep) == 1:
-        notes.append("Only one token: pairwise metrics (cosine_mean, spectral gap, skewness) are undefined.")
+        notes.append("Only one token: pairwise metrics (cosine_mean, spectral gap, skewness) are undefined, "
+                     "dm_rel is 0 by definition (not a collapse) and dm_ratio is null (0/0).")
     if handle.causal:
         notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
     if handle.layernorm == "pre":
@@ -460,7 +489,8 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
     x = metrics.Inputs(H=H, graphs=torch.cat([S[:, :1], S], 1), directed=directed, eigs=eigs, heads=A,
                        smooths=smooths,  # σ_min over the kept tokens, as λ uses
                        ln_sigma=stacked("ln_sigma")[..., idx].double().amin(-1),
-                       weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post")
+                       weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post",
+                       kept=first.kept_heads)
     values = metrics.evaluate(x)
     if kept is not None:
         _null_headless(values, ~kept.any(1))

@@ -1,4 +1,4 @@
-"""The collapse as an animation: one frame per layer 0…L (and the fused output of a fusion),
+"""The layers as an animation: one frame per layer 0…L (and the fused output of a fusion),
 baseline beside mitigated, for slides (GIF, MP4) and for the report (plotly frames).
 
 Every frame has the same traces in the same order, the same axes and the same colour ranges, so

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="a self-contained offline HTML report with every view")
     _add_analysis_options(r)
     r.add_argument("--out", required=True, help="the HTML file to write")
-    m = sub.add_parser("animate", help="the collapse as a GIF or MP4: one frame per layer, baseline beside mitigated")
+    m = sub.add_parser("animate", help="the layers as a GIF or MP4: one frame per layer, baseline beside mitigated")
     _add_analysis_options(m)
     m.add_argument("--views", default="heatmap,graph", help="comma-separated: heatmap, graph, trajectory")
     m.add_argument("--out", required=True, help="the .gif or .mp4 file to write")

@@ -383,7 +383,10 @@ def dovonon(run, layer: int, title: str = "") -> go.Figure:
     t = np.linspace(0, 2 * math.pi, 121)
     fig.add_trace(go.Scatter(x=np.cos(t), y=np.sin(t), mode="lines", hoverinfo="skip", showlegend=False,
                              line=dict(color="lightgrey", dash="dot")))
+    used = run.used_heads()[layer - 1]
     for head in range(h):
+        if not used[head]:  # ablated: its output never reached the model, so it has no verdict here
+            continue
         low = bool(run.smooths[layer - 1, head])
         fig.add_trace(go.Scatter(
             x=np.round(eigs[head].real, 4), y=np.round(eigs[head].imag, 4), mode="markers",
@@ -391,22 +394,23 @@ def dovonon(run, layer: int, title: str = "") -> go.Figure:
             marker=dict(size=7, color=colours[head], symbol="circle" if low else "x"),
             hovertemplate=f"head {head}<br>λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
     verdict = run.layer_verdicts()[layer - 1]
-    share = int(run.smooths[layer - 1].sum())
+    share, count = int((run.smooths[layer - 1] & used).sum()), int(used.sum())
+    ablated = f", {h - count} ablated left out" if count < h else ""
     fig.add_vline(x=0, line=dict(color="grey", width=1))
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     fig.update_xaxes(title="real part")
     fig.update_yaxes(title="imaginary part", scaleanchor="x")
-    return layout(fig, f"{title} — layer {layer} {verdict} ({share}/{h} heads low-pass)", height=420,
-                   legend=dict(font_size=11, itemsizing="constant"))
+    return layout(fig, f"{title} — layer {layer}: {share}/{count} heads low-pass{ablated} (majority: {verdict})",
+                  height=420, legend=dict(font_size=11, itemsizing="constant"))
 
 
 def verdicts(analysis) -> go.Figure:
     """Dovonon's verdict per layer and run: the share of heads that are low-pass (smooth)."""
     runs = _runs(analysis)
-    z = [r.smooths.mean(1).round(3).tolist() for r in runs.values()]
+    z = [[None if np.isnan(v) else round(float(v), 3) for v in r.low_pass_share()] for r in runs.values()]
     names = [run_name(analysis, k) for k in runs]
     L = analysis.n_layers
-    text = [[("smooths" if v >= 0.5 else "sharpens") for v in row] for row in z]
+    text = [r.layer_verdicts() for r in runs.values()]  # SmoothViz's majority summary of the used heads
     fig = go.Figure(go.Heatmap(z=z, x=list(range(1, L + 1)), y=[escape(n) for n in names], zmin=0, zmax=1,
                                colorscale=[[0, "#e66101"], [0.5, "#f7f7f7"], [1, "#5e3c99"]],
                                text=text, texttemplate="%{text}" if L <= 12 else None,
@@ -414,7 +418,7 @@ def verdicts(analysis) -> go.Figure:
                                hovertemplate="layer %{x}: %{text} (%{z:.0%} of heads low-pass)<extra>%{y}</extra>"))
     fig.update_xaxes(title="layer", dtick=thin(L, 32))
     fig.update_yaxes(autorange="reversed")
-    return layout(fig, "Verdict per layer: purple smooths, orange sharpens", height=150 + 40 * len(z),
+    return layout(fig, "Share of heads low-pass per layer (majority word: SmoothViz's summary)", height=150 + 40 * len(z),
                    margin=dict(l=160, r=20, t=50, b=45))
 
 

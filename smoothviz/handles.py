@@ -28,6 +28,17 @@ MAX_LAB_BYTES = int(float(os.environ.get("SMOOTHVIZ_LAB_CACHE_MB", "1024")) * 2*
 MAX_CHARS = 200_000
 
 
+def special_ids(tokenizer) -> set[int]:
+    """The ids a tokenizer lists as special ([CLS], [SEP], <s>, </s>, GPT-2's <|endoftext|>, …), wherever
+    they occur in the text. Its unknown token is a word the vocabulary lacks, not a marker, so it is
+    left out, unless it is also the model's begin/end token (GPT-2: one id for all three)."""
+    ids = set(tokenizer.all_special_ids)
+    markers = {getattr(tokenizer, f"{k}_token_id", None) for k in ("bos", "eos", "cls", "sep")}
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id not in markers:
+        ids.discard(tokenizer.unk_token_id)
+    return ids
+
+
 @dataclass(eq=False)
 class Handle:
     """A loaded model with what the analysis needs to know about it.
@@ -85,7 +96,9 @@ class Handle:
             raise ModelError("the text gives no tokens for this model: type some words")
         if total > kept:
             notes.append(f"The text was truncated to {kept} tokens: {total - kept} tokens were dropped.")
-        special = [bool(s) for s in enc.pop("special_tokens_mask")[0].tolist()]
+        marked = special_ids(source.tokenizer)  # added by the tokenizer, or typed in the text ("[SEP]")
+        special = [bool(s) or i in marked for s, i in zip(enc.pop("special_tokens_mask")[0].tolist(),
+                                                          enc["input_ids"][0].tolist())]
         tokens = source.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
         inputs = {k: v.to(source.device) for k, v in enc.items()}
         if self.embedder is not None:
@@ -93,6 +106,11 @@ class Handle:
                 out = source.model(**inputs, output_hidden_states=True)
             inputs = {"inputs_embeds": out.hidden_states[0].to(self.device)}
         return inputs, tokens, special
+
+    def special_tokens(self) -> list[str]:
+        """The tokens this model's tokenizer marks as special (see :func:`special_ids`)."""
+        tokenizer = (self.embedder or self).tokenizer
+        return tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer)))
 
     def context(self) -> ModelContext:
         """Weights and facts a mitigation may read (computed once)."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlencode
 
+from .claims import Claim, frozen_caveat, layer_list, render
+from .trends import collapsed_from
 from .views import SECTIONS
 
 REFERENCE = ("The quick brown fox jumps over the lazy dog because it wanted to see what over-smoothing "
@@ -22,12 +24,14 @@ class Step:
     """One step of the lesson.
 
     Attributes:
-        title, intro: what the step is about (no numbers: those come from ``answer``).
+        title, intro: what the step is about (no numbers: those come from ``explain``).
         settings: keyword arguments of ``analyze`` (``text``, ``model``, ``lab``, ``mitigation``, ``params``).
         layer: the layer the main view opens at (``None``: the last).
         section: the main view's tab it opens (a key of :data:`smoothviz.views.SECTIONS`).
         question, options: the prediction asked before anything is revealed.
-        answer: ``analysis -> (the right option, [sentences with the measured numbers])``.
+        explain: ``analysis -> (the right option, lines)``; each line is ``(template, *claims)``, its
+            ``{}`` filled with the rendered claims (:mod:`smoothviz.claims`), so every number shown is a
+            claim a test checks against the analysis.
         anchor: the Theory page's section.
     """
 
@@ -36,11 +40,20 @@ class Step:
     settings: dict
     question: str
     options: tuple[str, ...]
-    answer: Callable
+    explain: Callable
     anchor: str
     layer: int | None = None
     section: str = "depth"
     extra: dict = field(default_factory=dict)
+
+    def answer(self, analysis) -> tuple[str, list[str]]:
+        """The right option and the answer's sentences, with the measured numbers."""
+        right, lines = self.explain(analysis)
+        return right, [template.format(*map(render, claims)) for template, *claims in lines]
+
+    def claims(self, analysis) -> list[Claim]:
+        """Every claim the answer's sentences quote."""
+        return [c for _, *claims in self.explain(analysis)[1] for c in claims]
 
     def query(self) -> str:
         """The main page's query string that opens this step's preset (the widgets' URL keys)."""
@@ -55,36 +68,67 @@ class Step:
         return urlencode(q)
 
 
-def _f(x: float) -> str:
-    return f"{x:.3f}"
+def _v(a, metric: str, layer: int, run: str = "baseline", digits: int = 3) -> Claim:
+    """The claim that ``metric`` of ``run`` at ``layer`` (−1: the fused output) is what is quoted."""
+    r = a.runs()[run]
+    value = r.fused_row[metric] if layer == -1 else r.rows[layer][metric]
+    return Claim("value", run, metric, (layer,), (value, digits), "read from the rows")
+
+
+def word_splits(text: str, tokens: list, special: list) -> list[tuple[str, tuple[str, ...]]] | None:
+    """Each space-separated word of ``text`` that became several tokens, with its tokens; ``None`` when
+    the tokens cannot be matched to the words by their characters (an unknown token, a cased vocabulary)."""
+    plain = [t for t, s in zip(tokens, special) if not s]
+    out, i = [], 0
+    for word in text.split():
+        taken, length = [], 0
+        while length < len(word) and i < len(plain):
+            piece = plain[i].removeprefix("##")
+            taken.append(plain[i])
+            length += len(piece)
+            i += 1
+        if length != len(word):
+            return None
+        if len(taken) > 1:
+            out.append((word, tuple(taken)))
+    return out if i == len(plain) else None
 
 
 def _tokens(a):
-    n, special = len(a.tokens), sum(a.special)
-    words = len(REFERENCE.split())
+    n, words = len(a.tokens), len(REFERENCE.split())
     right = "more" if n > words else "fewer" if n < words else "the same"
-    return right, [f"The sentence has {words} words separated by spaces; the model sees {n} tokens, {special} of "
-                   f"them special ({', '.join(t for t, s in zip(a.tokens, a.special) if s)}).",
-                   "Words the vocabulary lacks are split into pieces (marked ##): "
-                   + (", ".join(t for t in a.tokens if t.startswith("##")) or "none here") + "."]
+    specials = tuple(t for t, s in zip(a.tokens, a.special) if s)
+    splits = word_splits(REFERENCE, a.tokens, a.special) or []
+    return right, [("{}", Claim("tokens", "", values=(words, specials, tuple(splits)), rule="tokens matched to words"))]
 
 
 def _gap(a):
     gaps = a.baseline.layer_eigs[:, 1]
     L = a.n_layers
     right = "larger" if gaps[-1] > gaps[0] else "smaller"
-    return right, [f"Spectral gap λ₂ of the head-mean attention graph: layer 1 {_f(gaps[0])}, layer {L} {_f(gaps[-1])}.",
-                   "A larger λ₂ means one attention step mixes the tokens more strongly."]
+    return right, [("Spectral gap λ₂ of the head-mean attention graph: layer 1 {}, layer " + str(L) + " {}.",
+                    _v(a, "spectral_gap", 1), _v(a, "spectral_gap", L)),
+                   ("A larger λ₂ means one attention step mixes the tokens more strongly.",)]
 
 
 def _default_depth(a):
     cos = a.baseline.metric("cosine_mean")
-    L = a.n_layers
+    L, n = a.n_layers, len(a.keep)
     falls = [l for l in range(1, L + 1) if cos[l] < cos[l - 1]]
     right = "higher" if cos[-1] > cos[0] else "lower"
-    lines = [f"cosine_mean: layer 0 {_f(cos[0])}, layer {L} {_f(cos[-1])}."]
-    lines.append(f"It falls at layer{'s' if len(falls) > 1 else ''} {', '.join(map(str, falls))}: the rise is not "
-                 "steady." if falls else "It rises at every layer.")
+    rank = a.baseline.metric("numerical_rank")
+    full = set(rank) == {min(n, a.baseline.hidden.shape[-1])}
+    ranks = Claim("constant", "baseline", "numerical_rank", tuple(range(L + 1)), (rank[0],), "rank at each layer")
+    lines = [("cosine_mean: layer 0 {}, layer " + str(L) + " {}.", _v(a, "cosine_mean", 0), _v(a, "cosine_mean", L)),
+             ("It falls at " + layer_list(falls) + ": the rise is not steady." if falls else "It rises at every layer.",)]
+    said = ("But how much? dm_rel (the tokens' relative distance from all being one vector; 0 would be a collapse) "
+            "only falls from {} to {}")
+    if full:
+        lines.append((said + ", and the numerical rank stays full ({}): mild smoothing, "
+                      "not a collapse.", _v(a, "dm_rel", 0), _v(a, "dm_rel", L), ranks))
+    else:
+        lines.append((said + ", and the numerical rank goes from {} to {}.", _v(a, "dm_rel", 0), _v(a, "dm_rel", L),
+                      _v(a, "numerical_rank", 0, digits=0), _v(a, "numerical_rank", L, digits=0)))
     return right, lines
 
 
@@ -93,29 +137,57 @@ def _pure(a):
     L = a.n_layers
     last = dm[-1]
     right = "below 0.01" if last < 0.01 else "between 0.01 and 0.5" if last < 0.5 else "above 0.5"
-    return right, [f"dm_rel (distance to 'every token the same vector', relative): layer 0 {_f(dm[0])}, "
-                   f"layer {L} {last:.2e}.",
-                   "With no residual, MLP or LayerNorm, only attention acts, and its products converge."]
+    lines = [("dm_rel (distance to 'every token the same vector', relative): layer 0 {}, layer " + str(L) + " {}.",
+              _v(a, "dm_rel", 0), _v(a, "dm_rel", L))]
+    collapsed = collapsed_from(a.baseline, len(a.keep))
+    early = next((l for l in range(1, L + 1) if dm[l] < 0.01), None)
+    if early is not None:
+        lines.append((f"It has all but collapsed by layer {early}: dm_rel {{}} there, cosine_mean {{}}.",
+                      _v(a, "dm_rel", early), _v(a, "cosine_mean", early, digits=5)))
+    if collapsed is not None:
+        lines.append((f"From layer {collapsed} on dm_rel stays below 1e-5: every token is the same vector up to "
+                      "float32 rounding.", Claim("collapse", "baseline", "dm_rel", (collapsed,), (1e-5,), "dm_rel")))
+    lines.append(("With no residual, MLP or LayerNorm, only attention acts, and its products converge "
+                  "(Dong et al. 2021).",))
+    return right, lines
 
 
 def _spectrum(a):
+    L = a.n_layers
     base, mit = a.baseline.metric("dm_rel")[-1], a.mitigated.metric("dm_rel")[-1]
     right = "higher" if mit > base else "lower"
-    return right, [f"dm_rel at layer {a.n_layers}: positive value spectrum {base:.3g}, "
-                   f"clip-negative {mit:.3g}."]
+    share = lambda run: Claim("constant", run, "heads_smoothing", tuple(range(1, L + 1)),  # noqa: E731
+                              (a.runs()[run].rows[1]["heads_smoothing"],), "Dovonon verdicts")
+    return right, [("dm_rel at layer " + str(L) + ": positive value spectrum {}, clip-negative {}.",
+                    _v(a, "dm_rel", L), _v(a, "dm_rel", L, "mitigated")),
+                   ("Why: with the positive spectrum every head is low-pass ({}): each head's dominant "
+                    "eigenvalue pairs with attention's constant eigenvector, so each layer pulls the tokens towards "
+                    "one vector. With clip-negative no head is ({}), so depth no longer drives them "
+                    "together (Dovonon et al. 2024).", share("baseline"), share("mitigated"))]
 
 
 def _neutreno(a):
     layer = min(6, a.n_layers)
     base, mit = a.baseline.rows[layer]["cosine_mean"], a.mitigated.rows[layer]["cosine_mean"]
     right = "down" if mit < base else "up"
-    return right, [f"cosine_mean at layer {layer}: baseline {_f(base)}, NeuTRENO (λ = 0.4) {_f(mit)}."]
+    return right, [(f"cosine_mean at layer {layer}: baseline {{}}, NeuTRENO (λ = 0.4) {{}}.",
+                    _v(a, "cosine_mean", layer), _v(a, "cosine_mean", layer, "mitigated")),
+                   ("Why: each layer is pulled back towards the value vectors the first layer computes from the "
+                    "embeddings (layer 0), where the tokens are far less alike (cosine_mean {} at layer 0).",
+                    _v(a, "cosine_mean", 0))]
 
 
 def _fusion(a):
+    L = a.n_layers
     last, fused = a.baseline.rows[-1]["cosine_mean"], a.mitigated.fused_row["cosine_mean"]
     right = "lower" if fused < last else "higher"
-    return right, [f"cosine_mean: last layer {_f(last)}, fused output (mean of every layer) {_f(fused)}."]
+    layers = list(range(1, L + 1)) if a.mitigation["params"].get("layers") == "all" else None
+    lines = [("cosine_mean: last layer {}, fused output (the mean of layers 1–" + str(L) + ") {}.",
+              _v(a, "cosine_mean", L), _v(a, "cosine_mean", -1, "mitigated"))]
+    if layers:
+        lines.append(("Why: the fusion averages in the earlier layers, whose tokens are less alike (cosine_mean "
+                      + ", ".join(f"{{}} at layer {l}" for l in layers) + ").", *[_v(a, "cosine_mean", l) for l in layers]))
+    return right, lines
 
 
 STEPS: list[Step] = [
@@ -150,7 +222,8 @@ STEPS: list[Step] = [
          "With a negative value spectrum, will dm_rel at the last layer be higher or lower than with the positive one?",
          ("higher", "lower"), _spectrum, "the-dovonon-diagnostic", section="layer"),
     Step("6 · A mitigation against the baseline",
-         "NeuTRENO adds λ(V₀ − Vₗ) to each attention output: a pull back towards the first layer's values.",
+         "NeuTRENO adds λ(V₀ − Vₗ) to each attention output: a pull back towards the first layer's values. "
+         + frozen_caveat("neutreno"),
          {"text": REFERENCE, "model": "default", "mitigation": "neutreno", "params": {"lambda": 0.4}},
          "Will cosine similarity at layer 6 go up or down under NeuTRENO?",
          ("up", "down"), _neutreno, "what-each-mitigation-changes", layer=6,

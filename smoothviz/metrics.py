@@ -144,6 +144,8 @@ class Inputs:
     ln_sigma        ``[L, k]``           σ_min of each LayerNorm's input over the kept tokens
     weight_norm     ``[L]``              Shi et al.'s s, the largest singular value of a block
     post_ln         bool                 the blocks are post-LN (Shi et al.'s bound applies)
+    kept            ``[L, h]`` or None   heads the model used (False: ablated); verdicts of
+                                         ablated heads are left out of ``heads_smoothing``
     ==============  ===================  ===================================================
 
     Every field but ``weight_norm`` may have leading dimensions before these (several sentences
@@ -160,6 +162,7 @@ class Inputs:
     ln_sigma: Tensor | None = None
     weight_norm: Tensor | None = None
     post_ln: bool = False
+    kept: Tensor | None = None
 
     @cached_property
     def gram(self) -> Tensor:
@@ -215,14 +218,24 @@ class Metric:
 
 
 def _dm_ratio(x: Inputs) -> Tensor:
+    """d_M(H_l)/d_M(H_{l−1}); NaN (null, with a note) where d_M(H_{l−1}) = 0: one token, or every
+    token exactly one vector, where the ratio is 0/0 and no contraction can be measured."""
     dm = dm_abs(x.H)
-    return dm[..., 1:] / dm[..., :-1].clamp_min(1e-300)
+    prev = dm[..., :-1]
+    return torch.where(prev > 0, dm[..., 1:] / prev.clamp_min(1e-300), torch.full_like(prev, float("nan")))
 
 
 def _heads_smoothing(x: Inputs) -> Tensor:
+    """The share of the heads the model used (``kept``; ablated ones left out) whose verdict is
+    'smooths'; NaN for a layer that keeps no head."""
     if x.smooths is None:
         return torch.full((*x.H.shape[:-3], x.H.shape[-3] - 1), float("nan"), dtype=torch.float64)
-    return x.smooths.double().mean(-1)
+    smooths = x.smooths.double()
+    if x.kept is None:
+        return smooths.mean(-1)
+    kept = torch.as_tensor(x.kept, device=smooths.device).double()
+    count = kept.sum(-1)
+    return torch.where(count > 0, (smooths * kept).sum(-1) / count.clamp_min(1), torch.full_like(count, float("nan")))
 
 
 # RESEARCH.md §2 and §1, in the order of the JSON and the CLI table.
@@ -235,7 +248,8 @@ METRICS: list[Metric] = [
     Metric("hfc_lfc", lambda x: hfc_lfc(x.H), "‖PH‖_F / ‖(𝟙𝟙ᵀ/n)H‖_F", "→ 0", "↓", log=True, source="Wang et al. 2022"),
     Metric("effective_rank", lambda x: x.spectrum["effective_rank"], "exp(−Σ p_i ln p_i), p_i = σ_i/Σσ", "→ 1", "↓",
            source="Roy & Vetterli 2007"),
-    Metric("numerical_rank", lambda x: x.spectrum["numerical_rank"], "#{σ_i > 10⁻³ σ₁}", "→ 1", "↓", integer=True),
+    Metric("numerical_rank", lambda x: x.spectrum["numerical_rank"], "#{σ_i > 10⁻³ σ₁}", "→ 1", "↓", integer=True,
+           source="SmoothViz's own choice (the tolerance 10⁻³)"),
     Metric("sv_skewness", lambda x: x.spectrum["sv_skewness"], "skewness of σ_i/σ₁", "↑", "↑", source="Yan et al. 2022"),
     Metric("sv_median", lambda x: x.spectrum["sv_median"], "median of σ_i/σ₁", "↓", "↓", source="Yan et al. 2022"),
     Metric("dirichlet", lambda x: dirichlet(x.H, x.graphs, x.gram), "½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖²", "→ 0", "↓",
@@ -249,8 +263,10 @@ METRICS: list[Metric] = [
            curve=False, source="Shi et al. 2022"),
     Metric("dm_ratio", _dm_ratio, "d_M(H_l) / d_M(H_{l−1})", "< 1 at every layer", "↓", per_layer=True,
            curve=False, source="Shi et al. 2022"),
-    Metric("heads_smoothing", _heads_smoothing, "share of heads whose Dovonon verdict is 'smooths'", "→ 1", "↑",
-           per_layer=True, curve=False, source="Dovonon, Bronstein & Kusner 2024"),
+    Metric("heads_smoothing", _heads_smoothing, "share of the used (not ablated) heads whose Dovonon verdict is "
+           "'smooths'", "not a collapse measure: a property of the weights W_O·W_V and the attention", "↑",
+           per_layer=True, curve=False,
+           source="Dovonon, Bronstein & Kusner 2024 per head; the share over heads is SmoothViz's own choice"),
 ]
 
 

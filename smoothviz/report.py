@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from . import figures
 from .animate import animated_figure
+from .claims import frozen_caveat
 from .graph import to_networkx
 from .views import SECTIONS, At, in_section
 
@@ -92,7 +93,8 @@ def build_report(analysis, layer: int | None = None) -> str:
              "<h1>SmoothViz report</h1>",
              "<p>" + "<br>".join(f"<b>{esc(k)}</b>: {esc(str(v))}" for k, v in settings.items()) + "</p>",
              f"<p><b>tokens</b>:</p><p class='tokens'>{esc(' | '.join(analysis.tokens))}</p>"]
-    parts += [f"<div class='note'>{esc(n)}</div>" for n in analysis.notes]
+    caveat = frozen_caveat(analysis.mitigation["name"] if analysis.mitigation else None, analysis.lab)
+    parts += [f"<div class='note'>{esc(n)}</div>" for n in analysis.notes + ([caveat] if caveat else [])]
     parts.append("<p class='note'>Projections distort distances; the metrics are the ground truth.</p>")
     index = 0
     at = At(layer=layer, top_k=TOP_K, head_layer=layer)
@@ -142,7 +144,8 @@ def build_compare_report(text: str, runs: list, *, relative: bool = False, depth
         parts.append(f"<p><span style='color:{figures.run_colour(i)}'>■</span> <b>{esc(label)}</b>: "
                      f"model {esc(analysis.model)} on {esc(analysis.device)}, {len(analysis.keep)} tokens, "
                      f"{analysis.n_layers} layers</p>")
-        parts += [f"<div class='note'>{esc(label)}: {esc(n)}</div>" for n in analysis.notes]
+        caveat = frozen_caveat(analysis.mitigation["name"] if analysis.mitigation else None, analysis.lab)
+        parts += [f"<div class='note'>{esc(label)}: {esc(n)}</div>" for n in analysis.notes + ([caveat] if caveat else [])]
     curves = figures.compare_curves([(label, run) for label, _, run in runs], relative=relative)
     parts += ["<h2>Over-smoothing over depth</h2>", f"<p class='cap'>{esc(COMPARE_CAPTIONS['curves'])}</p>",
               _figure_div(curves, "compare-curves", 0)]

@@ -76,18 +76,22 @@ def dovonon(analysis, at) -> list[dict]:
         if run.smooths is None:
             continue
         eigs = np.asarray(run.value_eigs[at.layer - 1])
+        used = run.used_heads()[at.layer - 1]
         for h, e in enumerate(eigs):
             top = e[np.argmax(np.abs(e))]
-            out.append({"run": name, "head": h, "verdict": "smooths" if run.smooths[at.layer - 1, h] else "sharpens",
+            said = "smooths" if run.smooths[at.layer - 1, h] else "sharpens"
+            out.append({"run": name, "head": h, "verdict": said if used[h] else "ablated (not counted)",
                         "dominant eigenvalue": f"{top.real:.3f} {top.imag:+.3f}i"})
     return out
 
 
 def verdicts(analysis, at=None) -> list[dict]:
-    """Per run and layer: the share of heads that are low-pass."""
-    return [{"run": name, "layer": l + 1, "low-pass heads": _f(row.mean(), 3),
-             "verdict": "smooths" if row.mean() >= 0.5 else "sharpens"}
-            for name, run in _named(analysis) if run.smooths is not None for l, row in enumerate(run.smooths)]
+    """Per run and layer: the share of the used (not ablated) heads that are low-pass, and
+    SmoothViz's own majority summary of it."""
+    return [{"run": name, "layer": l + 1, "low-pass heads": None if np.isnan(share) else _f(share, 3),
+             "majority (SmoothViz's summary)": word}
+            for name, run in _named(analysis) if run.smooths is not None
+            for l, (share, word) in enumerate(zip(run.low_pass_share(), run.layer_verdicts()))]
 
 
 def trajectories(analysis, at=None) -> list[dict]:

@@ -114,7 +114,7 @@ VIEWS: list[View] = [
     View("curves", "depth", "",
          "Each panel is one over-smoothing metric over depth; arrows give the direction in which tokens "
          "become alike. Compare the two colours at the same layer; the lines below name every layer where a "
-         "metric moves against that direction.", "the-metrics",
+         "metric moves against that direction, does not move (under 0.1%) or has no value.", "the-metrics",
          lambda a, k, at: figures.metric_curves(a), notes=trends.trend_lines,
          table=tables.metrics),
     View("shi", "depth", "",
@@ -136,9 +136,10 @@ VIEWS: list[View] = [
          table=tables.similarity),
     View("graph", "layer", "Attention graph of layer {layer} (top {top_k} edges per token)",
          "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "
-         "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. It always has both signs "
-         "(it is orthogonal to D^½𝟙), so both colours always appear: they show where the cut runs; λ₂ in the "
-         "spectrum below measures how weak it is (near 0: two groups that barely exchange messages).",
+         "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. For softmax attention (no "
+         "negative weight) it is orthogonal to D^½𝟙, so it has both signs and both colours show where the cut "
+         "runs; for a signed graph (AttnScale's A′) that need not hold: its vector can have a single sign. λ₂ in "
+         "the spectrum below measures how weak the cut is (near 0: two groups that barely exchange messages).",
          "attention-is-a-graph",
          lambda a, k, at: figures.attention_graph(
              to_networkx(_run(a, k).layer_graph[at.layer - 1], a.labels, top_k=at.top_k),
@@ -154,12 +155,15 @@ VIEWS: list[View] = [
          table=tables.spectrum),
     View("dovonon", "layer", "Value spectrum of layer {layer} (Dovonon et al.)",
          "Eigenvalues of each head's W_O·W_V: a head whose dominant mode pairs with the constant attention "
-         "eigenvector smooths (circle), otherwise it sharpens (cross).", "the-dovonon-diagnostic",
+         "eigenvector smooths (circle), otherwise it sharpens (cross) (Dovonon et al. 2024); ablated heads are "
+         "left out.", "the-dovonon-diagnostic",
          lambda a, k, at: figures.dovonon(_run(a, k), at.layer, title=_title(a, k)),
          per_run=True, depends=("layer",),
          table=tables.dovonon),
     View("verdicts", "layer", "",
-         "Dovonon's verdict for every layer at once: the share of heads that are low-pass.",
+         "Dovonon et al.'s verdict is per head; each cell is the share of a layer's heads that are low-pass "
+         "(ablated heads left out), and its word is SmoothViz's own majority summary (smooths when at least "
+         "half are), not a verdict from the paper.",
          "the-dovonon-diagnostic",
          lambda a, k, at: figures.verdicts(a),
          table=tables.verdicts),

@@ -31,7 +31,9 @@ def test_trend_lines_name_every_move_against_the_trend(base):
     lines = trends.trend_lines(base, {"baseline": "baseline"})
     assert lines == ["baseline: cosine_mean 0.0453 → 0.325, dm_rel 0.964 → 0.861, numerical_rank 27 → 27 "
                      "(of at most 27). Against the smoothing trend: sv_skewness falls at layers 3 and 5; sv_median "
-                     "rises at layer 5; dirichlet rises at layers 3, 5 and 6; d_M grows at layers 1 and 4."]
+                     "rises at layer 5; dirichlet rises at layers 3 and 5–6; d_M grows at layers 1 and 4. "
+                     "Unchanged (a relative move of at most 0.1%): effective_rank at layer 1; numerical_rank at "
+                     "every layer. Every other metric and layer moves in the smoothing direction."]
 
 
 def test_trend_lines_for_a_mitigation_and_a_collapse():
@@ -50,15 +52,19 @@ def test_trend_lines_for_a_mitigation_and_a_collapse():
     analysis = SimpleNamespace(baseline=base, mitigated=smooth, keep=[0, 1, 2], n_layers=3,
                                runs=lambda: {"baseline": base, "mitigated": smooth})
     lines = trends.trend_lines(analysis, {"baseline": "baseline", "mitigated": "flip"})
-    assert lines[1].endswith("Every metric moves in the smoothing direction at every layer.")
-    assert lines[2] == ("At layer 3, flip raises cosine_mean from 0.5 to 0.9 (tokens more alike: more smoothing "
-                        "than the baseline), and dm_rel goes from 0.7 to 0.1.")
+    # the toy rows hold only cosine_mean and dm_rel: every other metric is undefined, and said so
+    assert "Undefined: cls_cosine at every layer" in lines[1]
+    assert lines[2] == ("At layer 3, flip raises cosine_mean from 0.5 to 0.9 (more smoothing by cosine_mean) and "
+                        "lowers dm_rel from 0.7 to 0.1 (more smoothing by dm_rel). By cosine_mean and dm_rel: more "
+                        "smoothing than the baseline.")
     fused = run([0.1, 0.3, 0.2, 0.5], [0.9, 0.8, 0.85, 0.7], ratio=[0.9, 1.2, 0.8], fused={"cosine_mean": 0.2, "dm_rel": 0.9})
     analysis = SimpleNamespace(baseline=base, mitigated=fused, keep=[0, 1, 2], n_layers=3,
                                runs=lambda: {"baseline": base, "mitigated": fused})
     lines = trends.trend_lines(analysis, {"baseline": "baseline", "mitigated": "fusion-max"})
-    assert lines[1] == "fusion-max leaves every layer as it is (it only fuses their outputs)."
-    assert lines[2].startswith("At its fused output, fusion-max lowers cosine_mean from 0.5 to 0.2 (tokens less alike")
+    assert lines[1] == ("fusion-max leaves every layer exactly as the baseline has it (a fusion only combines the "
+                        "layers' outputs).")
+    assert lines[2].startswith("At its fused output, fusion-max lowers cosine_mean from 0.5 to 0.2 (less smoothing "
+                               "by cosine_mean) and raises dm_rel from 0.7 to 0.9 (less smoothing by dm_rel).")
     collapse = run([0.1, 0.9, 1.0, 1.0, 1.0], [0.9, 0.1, 5e-6, 0.0, 3e-7], ratio=[0.1, 1e-4, 0.0, 2.0])
     assert trends.collapsed_from(collapse) == 2 and trends.against_trend(collapse) == {}  # noise after it
     assert "From layer 2 on dm_rel stays below 1e-5" in trends.run_summary(collapse, "lab", 3)

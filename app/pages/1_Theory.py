@@ -5,13 +5,16 @@ shared/RESEARCH.md; this page only explains, it computes nothing.
 """
 import streamlit as st
 
+from smoothviz.claims import frozen_caveat_all
 from smoothviz.metrics import METRICS
+from smoothviz.theory import FACTS
 from smoothviz.mitigations import REGISTRY
 
 
 def metric_table() -> str:
     """Every registered metric (smoothviz.metrics.METRICS): the table grows with the registry."""
-    rows = [f"| `{m.name}` {m.direction} | {m.formula} | {m.collapse} | {m.source} |" for m in METRICS]
+    rows = [f"| `{m.name}` {m.direction} | {m.formula} | {m.collapse} | {m.source} |"
+            for m in METRICS]
     return "| metric | formula | collapse means | source |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
@@ -44,33 +47,36 @@ st.markdown("Softmax attention has no negative weight, so D̄ is the usual degre
             "σ₂/σ₁ → 0 means every token draws on the same mix of inputs. With special tokens excluded, the "
             "head-mean graph is the mean over heads first, then [CLS]/[SEP] rows and columns are removed and rows "
             "renormalised, so a head that sends most of its attention to [SEP] weighs little among the words; "
-            "per-head views restrict each head on its own.")
+            "per-head views restrict each head on its own (that order is SmoothViz's own choice).")
 st.markdown("**Signed graphs.** AttnScale's A′ = A_DC + (1 + ω)(A − A_DC) has negative entries. SmoothViz then "
             "uses the same formula with absolute degrees D̄ = diag(|S|𝟙), the *signed normalized Laplacian* "
             "(Kunegis et al. 2010): its eigenvalues still lie in [0, 2], and nothing is clamped. But the "
             "smallest eigenvalue is 0 only when the signed graph is balanced (its nodes split into two camps "
             "with negative edges only between them), so λ₂ is no longer a random walk's mixing gap and reads "
             "differently from the baseline's. The page notes it whenever a run's graph is signed, and the "
-            "graph views draw only the positive edges.")
+            "graph views draw only the positive edges (SmoothViz's own choice).")
 
 st.header("Why stacking smooths", anchor="why-stacking-smooths")
 st.markdown("Averaging neighbours is a low-pass filter: it keeps the constant signal (every token the same "
-            "vector) and damps everything else. **Pure attention** — no residual connection, no MLP, no LayerNorm "
-            "— is nothing but that averaging, and stacked it collapses toward one vector: its rank falls doubly "
-            "exponentially with depth (Dong et al. 2021). Try the lab preset *Pure attention in a 32-layer lab "
-            "model*: dm_rel falls below 10⁻³ within a few layers.")
-st.markdown("**A trained model is not pure attention**: residual connections, MLPs and LayerNorms counteract the "
-            "averaging. On the default model (all-MiniLM-L6-v2, six layers) and the reference sentence, "
-            "cosine_mean rises from 0.045 to 0.33, but dm_rel only falls from 0.96 to 0.86, the numerical rank "
-            "stays full (27 of 27 tokens) and d_M grows at layers 1 and 4: mild, uneven smoothing, not a "
-            "collapse. For any sentence, the lines under the over-depth curves name each layer where a metric "
-            "moves against the smoothing direction.")
+            "vector) and damps everything else (Shi et al. 2022). **Pure attention** — no residual connection, no "
+            "MLP, no LayerNorm — is nothing but that averaging, and stacked it collapses toward one vector: its "
+            "rank falls doubly exponentially with depth (Dong et al. 2021). Try the lab preset *Pure attention in a "
+            f"32-layer lab model*: on the reference sentence {FACTS['pure'].said} (measured by SmoothViz).")
+st.markdown("**A trained model is not pure attention.** Dong et al. (2021) show that skip connections and MLPs "
+            "counteract the rank collapse; LayerNorm is not among what they credit. Shi et al. (2022) find that "
+            "LayerNorm plays a key role in *causing* over-smoothing (with a large enough standard deviation the "
+            "output converges to a low-rank subspace), and the lab agrees: in pure attention, "
+            f"{FACTS['post_ln'].said}, {FACTS['pre_ln'].said} (measured by SmoothViz). On the default model "
+            "(all-MiniLM-L6-v2, six layers) and the reference sentence, "
+            f"{FACTS['trained'].said}: mild, uneven smoothing, not a collapse (measured by SmoothViz). For any "
+            "sentence, the lines under the over-depth curves name each layer where a metric moves against the "
+            "smoothing direction or does not move.")
 st.markdown("Shi et al. measure the distance d_M to the smooth subspace M = {𝟙cᵀ} and bound its change per layer:")
 st.latex(r"d_M(H_{l+1}) \le v \, d_M(H_l), \qquad v = \frac{(1 + s^2)(1 + \sqrt{\lambda}\, h\, s)}{\sigma_1 \sigma_2}")
 st.markdown("with s the largest singular value of the block's weights, λ the largest eigenvalue of AᵀPA and "
             "σ₁, σ₂ the LayerNorms' smallest input deviations over the tokens analysed. Only v < 1 guarantees "
-            "collapse; for trained models v is far above 1 (on the default model and the reference sentence "
-            "between 3×10⁴ and 2×10⁵ at every layer, while the measured ratio stays between 0.68 and 1.16), which "
+            "collapse (Shi et al. 2022); for trained models v is far above 1 (on the default model and the reference "
+            f"sentence {FACTS['shi_v'].said}; measured by SmoothViz), which "
             "is why the dashboard shows v beside the measured ratio and never asserts it. The bound is derived "
             "for post-LN blocks (each LayerNorm after its residual sum, as in BERT); for pre-LN blocks (GPT-2, the "
             "lab with layernorm=pre) v is not shown.")
@@ -80,7 +86,8 @@ st.markdown(metric_table())
 
 st.header("What each mitigation changes", anchor="what-each-mitigation-changes")
 st.markdown("Every mitigation runs at inference on the same sentence, beside the baseline; each has a neutral "
-            "setting that reproduces the baseline exactly, except SoftDecay's *where=official* placement (below).")
+            "setting that reproduces the baseline exactly, except SoftDecay's *where=official* placement (below) "
+            "(SmoothViz's own choice: the papers train with them).")
 st.markdown("**Hierarchical fusion** leaves the layers alone and combines the outputs of the chosen layers "
             "l = a … b into one, drawn as an extra *fused* point. Shi et al. propose concatenation, the maximum "
             "and a token-wise gate; the weighted mean is SmoothViz's own baseline beside them.")
@@ -91,7 +98,8 @@ st.latex(r"\textbf{gate: } h_i = \textstyle\sum_l \alpha_{i,l}\, h_{i,l}, \quad 
          r"\textbf{mean (SmoothViz): } H_{\text{fused}} = \textstyle\sum_l w_l H_l")
 st.markdown("The gate has one w_l and b_l per fused layer (a bias shared by every layer would cancel in the "
             "softmax). In the paper they are learned during fine-tuning; here `smoothviz fit-gate` learns them on "
-            "a labelled CSV with the encoder frozen, and a gate fuses exactly the layers it was fitted on. The "
+            "a labelled CSV with the encoder frozen, and a gate fuses exactly the layers it was fitted on "
+            "(SmoothViz's own choice). The "
             "shipped gate comes from a toy sentiment set: illustrative, not a result.")
 st.markdown(mitigation_table())
 st.markdown("**NeuTRENO** (Nguyen et al.) pulls each layer's attention output back towards the first layer's "
@@ -101,7 +109,8 @@ st.markdown("**SoftDecay** (Yan et al.) flattens the singular-value spectrum of 
             "rescaled so the largest singular value is unchanged:")
 st.latex(r"f(\sigma) = -\ln\!\big(1 - \alpha(\sigma + \alpha) + \varepsilon\big)/\alpha, \quad \alpha < 0")
 st.markdown("Where it acts is a choice. *where=last* (the default) transforms the final hidden states, as the "
-            "paper describes; *where=every* transforms each layer's output before the next layer reads it. "
+            "paper describes; *where=every* transforms each layer's output before the next layer reads it "
+            "(SmoothViz's own choice). "
             "*where=official* follows the authors' released code (tokenUni): inside the last block, before its "
             "final LayerNorm, on the feed-forward output plus its residual, with the residual added again — so "
             "x counts twice, and even α = 0 differs from the baseline. It exists only in post-LN blocks with a "
@@ -109,14 +118,12 @@ st.markdown("Where it acts is a choice. *where=last* (the default) transforms th
 st.latex(r"H_L = \mathrm{LN}\big(\mathrm{SVT}(\mathrm{FFN}(x) + x) + x\big), \quad x = \text{the FFN's input}")
 st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of attention, "
             "A′ = A_DC + (1 + ω)(A − A_DC) with A_DC = 𝟙𝟙ᵀ/n. In the paper ω is a learned per-head scale that "
-            "starts at 0 in training; here one fixed ω stands in for it. On the frozen default model it *raises* "
-            "smoothing: on the reference sentence the last layer's cosine_mean goes from 0.325 to 0.362 at "
-            "ω = 0.5. A′ has negative entries, so its attention graphs are signed (see above). "
+            "starts at 0 in training; here one fixed ω stands in for it (SmoothViz's own choice). On the frozen "
+            f"default model it *raises* smoothing: on the reference sentence {FACTS['attnscale'].said} (measured "
+            "by SmoothViz). A′ has negative entries, so its attention graphs are signed (see above). "
             "**ContraNorm** (Guo et al.) pushes tokens apart after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. "
             "**No residual** (Dong et al.) removes the skip connection to show pure attention collapsing.")
-st.info("Applied to a frozen pretrained model, NeuTRENO, AttnScale, ContraNorm, no-residual and spectral "
-        "control feed states the model never saw in training into its later layers: the curves show what "
-        "the intervention does, not what a model trained with it would do.")
+st.info(frozen_caveat_all())  # the one caveat every page and export shares (smoothviz.claims)
 
 st.header("The Dovonon diagnostic", anchor="the-dovonon-diagnostic")
 st.markdown("A layer's update X ← X + AXH with H = W_V W_O has eigenvalues 1 + λᴬλᴴ (Dovonon, Bronstein & "
@@ -134,11 +141,12 @@ st.markdown("*Spectral control* is a what-if on a pretrained model: each head's 
             "parts would leave them mostly imaginary). The verdict is about the heads, not the whole network: "
             "the frozen model's later layers see states they never saw, so its tokens can still become more "
             "alike — on the reference sentence the default model's last-layer cosine_mean rises under each "
-            "of the three modes (0.325 → 0.548 clip-negative, 0.826 clip-positive, 0.836 flip). The dashboard "
+            f"of the three modes ({FACTS['clip-negative'].said}, {FACTS['clip-positive'].said}, {FACTS['flip'].said}; "
+            "measured by SmoothViz). The dashboard "
             "states the measured change beside the curves for any sentence.")
 
 st.header("Projections", anchor="projections")
 st.markdown("Trajectories come from one joint 2-D projection (PCA, or UMAP with a fixed seed) of every layer "
-            "of both runs, after mean-centring and L2-normalising each layer. Projections distort distances "
+            "of both runs, after mean-centring and L2-normalising each layer (SmoothViz's own choices). Projections distort distances "
             "and can invent clusters: **the metrics are the ground truth**; the pictures only help to see them.")
 st.page_link("SmoothViz.py", label="← Back to the dashboard")

@@ -1,4 +1,4 @@
-"""The Corpus page: the collapse over many sentences, median lines with quartile bands.
+"""The Corpus page: smoothing over many sentences, median lines with quartile bands.
 
 Thin like the main page: the sidebar gives the corpus and the settings (controls.py), state.py
 runs or fetches the result (a progress bar while it runs), smoothviz.corpus_figures draws.
@@ -19,6 +19,7 @@ import controls  # noqa: E402
 import state  # noqa: E402
 from markup import md  # noqa: E402
 from smoothviz import corpus_figures, figures
+from smoothviz.claims import frozen_caveat
 from smoothviz.corpus import parse_corpus, read_corpus
 from smoothviz.corpus_store import HIST, changes, histograms, metric_columns
 from smoothviz.metrics import METRICS
@@ -48,7 +49,7 @@ with st.sidebar:
     for message in refused:
         st.warning(md(message), icon=":material/tune:")
 
-st.title("Corpus: the collapse over many sentences")
+st.title("Corpus: smoothing over many sentences")
 st.markdown("One sentence's curve is noisy; what the papers claim is a statistic over many sentences. Here every "
             "line of a corpus goes through the same analysis as on the main page, and each metric is drawn as "
             "the median over the sentences with the band between their quartiles.")
@@ -107,7 +108,7 @@ if "mitigation" in summary:
 speed = f" · {result.rate:.1f} sentences/s" if result.computed else ""
 st.caption(f"Model **{summary['model']}** on {summary['device']} · {summary['sentences']} sentences · "
            f"{summary['tokens']} tokens · baseline beside **{names.get('mitigated', 'no mitigation')}**{speed}")
-for note in summary["notes"]:
+for note in summary["notes"] + [c for c in [frozen_caveat(summary.get("mitigation", {}).get("name"), lab)] if c]:
     st.info(md(note), icon=":material/info:")
 if result.errors:
     with st.expander(f"{len(result.errors)} line(s) could not be analysed"):

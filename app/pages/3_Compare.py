@@ -17,6 +17,7 @@ import controls  # noqa: E402
 from markup import md  # noqa: E402
 import state  # noqa: E402
 from smoothviz import figures, report  # noqa: E402
+from smoothviz.claims import frozen_caveat  # noqa: E402
 from smoothviz.graph import to_networkx  # noqa: E402
 from smoothviz.lab import LabConfig  # noqa: E402
 from smoothviz.mitigations import REGISTRY  # noqa: E402
@@ -101,7 +102,7 @@ if runs:
     st.plotly_chart(figures.compare_curves([(name, run) for _, name, _, run in runs], relative=relative),
                     key="curves")
     for letter, name, analysis, run in runs:
-        for note in analysis.notes:
+        for note in analysis.notes + [c for c in [frozen_caveat((analysis.mitigation or {}).get("name"), analysis.lab)] if c]:
             st.caption(md(f"{letter.upper()}: {note}"))
 
     st.subheader("Similarity and attention graph, side by side")

@@ -15,6 +15,7 @@ import controls  # noqa: E402
 import state  # noqa: E402
 from markup import md  # noqa: E402
 from smoothviz import figures, views  # noqa: E402
+from smoothviz.claims import frozen_caveat  # noqa: E402
 from smoothviz.lesson import REFERENCE  # noqa: E402
 
 st.set_page_config(page_title="SmoothViz · Present", page_icon="🫧", layout="wide",
@@ -70,7 +71,7 @@ shown = view.figures(analysis, at)
 for (name, fig), col in zip(shown, st.columns(len(shown))):
     fig = figures.enlarged(fig, FONT_SCALE, CHART_HEIGHT)  # a copy: figures may be shared
     col.plotly_chart(fig, theme=None, config=figures.image_config(name))
-st.caption(view.caption)
+st.caption(view.caption, help=frozen_caveat((analysis.mitigation or {}).get("name"), analysis.lab))  # no room on screen
 if lines := view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()}):
     with st.expander("The lines the caption refers to"):  # computed from the numbers; folded to fit the screen
         st.caption("  \n".join(lines))

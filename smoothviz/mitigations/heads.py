@@ -52,7 +52,8 @@ class Heads(Mitigation):
     NEUTRAL = {"ablate": "", "sink": "none"}
     summary = ("Cut the graph: ablate=L.H,… zeroes head H's output at layer L before the output projection "
                "(and leaves it out of the layer's head-mean graph); sink=drop removes attention to the special "
-               "tokens at every layer, rows renormalised, through the attention mask.")
+               "tokens at every layer, rows renormalised, through the attention mask (SmoothViz's own interventions; "
+               "attention sinks: Xiao et al. 2023).")
     # The default drops the sinks (a default that does something); NEUTRAL is nothing at all.
     PARAMS = {"ablate": Param("text", "", help="heads to zero, L.H,… (layer 1-based, head 0-based), e.g. 3.0,5.11"),
               "sink": Param("choice", "drop", choices=("none", "drop"),
