@@ -487,7 +487,7 @@ def run_corpus(texts: list[str], settings: dict, progress=None):
     mitigation = s.pop("mitigation")
     result = smoothviz.corpus(texts, mitigation=None if mitigation in (None, "none") else mitigation,
                               params=s.pop("params") or None, max_tokens=SETTINGS.max_tokens, progress=progress, **s)
-    return corpora.put(corpus_key(texts, settings), result, result.table.nbytes + sum(map(len, texts)))
+    return corpora.put(corpus_key(texts, settings), result, result.table.nbytes)  # the table holds the lines too
 
 
 def corpus_table(key: str, fmt: str) -> bytes:

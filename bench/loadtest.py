@@ -260,7 +260,7 @@ async def protocol_session(url: str, i: int, timeout: float, min_charts: int, pa
                             result["first_chart_s"] = round(time.perf_counter() - start, 2)
                     elif element == "exception" or (element == "alert" and msg.delta.new_element.alert.format == 1):
                         result["error"] = element
-                elif kind == "script_finished" and (charts or not min_charts):
+                elif kind == "script_finished" and msg.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                     if charts >= min_charts:
                         result["all_charts_s"] = round(time.perf_counter() - start, 2)
                     else:
