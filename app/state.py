@@ -118,7 +118,8 @@ def _exit_at_once_when_threads_are_busy() -> None:
     exception" and exit −6 (134 in Docker). Nothing is left to save at this point: Streamlit
     has stopped, and caches live in memory only.
     """
-    if any(t.daemon and t.is_alive() for t in threading.enumerate() if t is not threading.current_thread()):
+    busy = [t for t in threading.enumerate() if t is not threading.current_thread() and t.name != GC_THREAD]
+    if any(t.daemon and t.is_alive() for t in busy):  # the collector only sleeps or collects: no C++ to unwind
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -126,6 +127,7 @@ def _exit_at_once_when_threads_are_busy() -> None:
 
 
 GC_SECONDS = float(os.environ.get("SMOOTHVIZ_GC_SECONDS", "30"))
+GC_THREAD = "smoothviz-gc"
 
 
 def _collect_now_and_then() -> threading.Thread:
@@ -137,15 +139,23 @@ def _collect_now_and_then() -> threading.Thread:
     config). A session let go is part of reference cycles, so only a full collection frees it, and
     with Streamlit's collection after every run switched off (``runner.postScriptGC``, for speed)
     and 600,000 long-lived objects, Python's own came too rarely: 300 new 107-token links held
-    2.2 GB, growing (issue 27). One collection (about 0.3 s of one core) every 30 s bounds that.
+    2.2 GB, growing (issue 27). One collection (about 0.3 s of one core) every 30 s bounds that;
+    ``malloc_trim`` then returns the pages freed to the system, so RSS shows what is held.
     """
+    import ctypes
     import gc
+    try:  # glibc keeps freed memory in its per-thread arenas; give the free pages back to the system
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        trim = None
 
     def work():
         while True:
             time.sleep(GC_SECONDS)
             gc.collect()
-    thread = threading.Thread(target=work, name="smoothviz-gc", daemon=True)
+            if trim is not None:
+                trim(0)
+    thread = threading.Thread(target=work, name=GC_THREAD, daemon=True)
     thread.start()
     return thread
 
@@ -490,16 +500,15 @@ def run_corpus(texts: list[str], settings: dict, progress=None):
     return corpora.put(corpus_key(texts, settings), result, result.table.nbytes)  # the table holds the lines too
 
 
-def corpus_table(key: str, fmt: str) -> bytes:
-    """The cached corpus result ``key`` as CSV or Parquet (``fmt``): a download built when pressed,
-    holding only the key (:func:`report_html` says why); empty once the result has left the cache."""
+def corpus_table(texts: list, settings: dict, fmt: str) -> bytes:
+    """The corpus result of ``texts`` and ``settings`` as CSV or Parquet (``fmt``): a download built
+    when pressed, from the lines and settings alone (:func:`report_html` says why); computed again
+    if it has left the cache since."""
     import io
 
     import pyarrow.parquet as pq
     from smoothviz.corpus_store import HIST
-    result = corpora.get(key)
-    if result is None:
-        return b""
+    result = run_corpus(texts, settings)
     if fmt == "csv":
         return result.table.drop([HIST]).to_pandas().to_csv(index=False).encode()
     buffer = io.BytesIO()

@@ -5,7 +5,8 @@ The three bursts the README reports (issue 27's targets: 8 Chromium sessions all
 
     python bench/loadtest.py --sessions 8 --settle 120 --out bench/results/loadtest-chromium-8-settled-1.json
     python bench/loadtest.py --sessions 16 --settle 120 --out bench/results/loadtest-chromium-16-settled-1.json
-    python bench/loadtest.py --sessions 40 --client protocol --settle 120 --out bench/results/loadtest-protocol-40-settled-1.json
+    python bench/loadtest.py --sessions 40 --client protocol --settle 120 \
+        --out bench/results/loadtest-protocol-40-settled-1.json
 
 Other uses:
 
@@ -359,7 +360,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--timeout", type=float, default=600, help="seconds a session may take")
     ap.add_argument("--min-charts", type=int, help="charts of the first view (default: the page's, main: the depth "
                                                     "tab's 3, Lesson: 0, other pages: 1)")
-    ap.add_argument("--page", choices=PAGES, default="main", help="the page the links open (link() says how they differ)")
+    ap.add_argument("--page", choices=PAGES, default="main",
+                    help="the page the links open (link() says how they differ)")
     ap.add_argument("--words", type=int, default=12,
                     help="words per sentence, plus 0-8 (12: 19-27 tokens; 100: 107-115 tokens, issue 27's memory runs)")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for a started server")
@@ -436,8 +438,9 @@ def main(argv: list[str] | None = None) -> dict:
         "cores": len(os.sched_getaffinity(0)), "url": url,
         # the machine's load average (1, 5, 15 min) when the script started, and at the burst's start
         # and end: other work on the machine shows here, and a figure taken under it is no figure
-        "machine_load": {"at_start": [round(v, 2) for v in load_before], "burst_start": [round(v, 2) for v in at["load"]],
-                         "burst_end": [round(v, 2) for v in at["load1"]]},
+        "machine_load": {name: [round(v, 2) for v in load]
+                         for name, load in (("at_start", load_before), ("burst_start", at["load"]),
+                                            ("burst_end", at["load1"]))},
         "first_session_s": warm["all_charts_s"], "settled_s": settled, "burst_started": round(time.time() - wall, 1),
         "burst_wall_s": round(wall, 1),
         "first_chart_s": summary([r["first_chart_s"] for r in ok if r["first_chart_s"] is not None]),

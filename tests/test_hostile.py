@@ -160,8 +160,9 @@ def test_in_a_real_browser_no_hostile_link_or_image_is_rendered(tmp_path):
                     alert.first.wait_for(timeout=240_000)
                     shown = alert.first.inner_text()
                     assert "evil.example" in shown.replace("\u2060", "").lower(), shown
-                    links = page.eval_on_selector_all(
-                        "a[href], img[src]", "els => els.map(e => e.href || e.src).filter(h => /evil/i.test(new URL(h).hostname) || /^(mailto|xmpp):/i.test(h))")
+                    links = page.eval_on_selector_all("a[href], img[src]", "els => els.map(e => e.href || e.src)"
+                                                      ".filter(h => /evil/i.test(new URL(h).hostname)"
+                                                      " || /^(mailto|xmpp):/i.test(h))")
                     assert links == [], links
                 browser.close()
         finally:

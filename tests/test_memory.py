@@ -68,5 +68,24 @@ def test_present_and_lesson_enter_through_the_one_bounded_cache():
     lesson.radio(key="lesson_0").set_value(STEPS[0].options[0]).run()
     assert not lesson.exception and lesson.expander
     s = STEPS[0].settings
-    assert state._full(dict(text=s["text"], model=s.get("model", "default"), lab=s.get("lab"), mitigation=s.get("mitigation"),
-                params=s.get("params"), projection="none")) in state.ledger
+    asked = dict(text=s["text"], model=s.get("model", "default"), lab=s.get("lab"), mitigation=s.get("mitigation"),
+                 params=s.get("params"), projection="none")
+    assert state._full(asked) in state.ledger
+
+
+def test_downloads_hold_the_settings_not_the_result():
+    """A download's callable lives as long as its session: the Corpus page's hold the lines and
+    settings, and build the CSV and Parquet from the cached result when pressed (again if it left)."""
+    import io
+
+    import pyarrow.parquet as pq
+    state = _state()
+    lines = ["The cat sat on the mat.", "Tokens become alike with depth."]
+    settings = dict(model="default", device="cpu", lab=None, mitigation="none", params={}, head=None,
+                    symmetrize="sym", exclude_special=False)
+    rows = state.run_corpus(lines, settings).table.num_rows
+    csv = state.corpus_table(lines, settings, "csv").decode().splitlines()
+    assert len(csv) == 1 + rows and "cosine_mean" in csv[0]
+    assert pq.read_table(io.BytesIO(state.corpus_table(lines, settings, "parquet"))).num_rows == rows
+    state.corpora.clear()
+    assert len(state.corpus_table(lines, settings, "csv").decode().splitlines()) == 1 + rows  # computed again

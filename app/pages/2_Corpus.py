@@ -173,8 +173,8 @@ st.caption("One row per (sentence, run, layer), every metric of the main page: t
            "writes (the Parquet also holds each row's cosine histogram).")
 
 
-c1, c2 = st.columns(2)  # built when pressed, from the cache key alone (state.report_html says why)
-c1.download_button("Rows (CSV)", functools.partial(state.corpus_table, KEY, "csv"),
+c1, c2 = st.columns(2)  # built when pressed, from the lines and settings (state.report_html says why)
+c1.download_button("Rows (CSV)", functools.partial(state.corpus_table, lines, settings, "csv"),
                    "smoothviz-corpus.csv", "text/csv", on_click="ignore", width="stretch")
-c2.download_button("Rows (Parquet)", functools.partial(state.corpus_table, KEY, "parquet"),
+c2.download_button("Rows (Parquet)", functools.partial(state.corpus_table, lines, settings, "parquet"),
                    "smoothviz-corpus.parquet", "application/vnd.apache.parquet", on_click="ignore", width="stretch")
