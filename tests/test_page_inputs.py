@@ -212,7 +212,8 @@ from streamlit.testing.v1 import AppTest
 at = AppTest.from_file("app/SmoothViz.py", default_timeout=600)
 at.query_params.update({"model": "lab", "lab_depth": "64", "lab_width": "1024", "mit": "none"})
 at.run()
-first = {"warnings": [w.value.replace("\\", "") for w in at.warning], "errors": [e.value for e in at.error],
+first = {"warnings": [w.value.replace("\\", "").replace("\u2060", "") for w in at.warning],
+         "errors": [e.value for e in at.error],
          "exceptions": [e.value for e in at.exception], "charts": len(at.get("plotly_chart")),
          "depth": [at.slider(key="lab_depth").value, at.slider(key="lab_depth").max],
          "width": [at.select_slider(key="lab_width").value, at.select_slider(key="lab_width").options]}
