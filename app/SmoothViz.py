@@ -6,6 +6,7 @@ moving them re-slices the cached analysis without rerunning the page.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -250,16 +251,9 @@ c1.download_button("Metrics (CSV)", report.metrics_csv(analysis), "smoothviz-met
                    on_click="ignore", width="stretch")
 c2.download_button("Metrics (JSON)", json.dumps(analysis.to_json(), indent=1), "smoothviz-metrics.json",
                    "application/json", on_click="ignore", width="stretch")
-report_layer = st.session_state.get("layer", L)
-
-
-def full_report() -> str:
-    """The HTML report, trajectories included (built when the button is pressed, outside the page's
-    run: so it projects here itself rather than through the page's cache)."""
-    return report.build_report(analysis.projected(settings["projection"]), report_layer)
-
-
-c3.download_button("Report (one HTML file, works offline)", full_report,
+# built when pressed, from the settings alone (state.report_html says why not a closure over the page)
+c3.download_button("Report (one HTML file, works offline)",
+                   functools.partial(state.report_html, settings, st.session_state.get("layer", L)),
                    "smoothviz-report.html", "text/html", on_click="ignore", width="stretch")
 
 

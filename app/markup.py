@@ -11,13 +11,22 @@ import re
 
 # CommonMark lets a backslash escape every ASCII punctuation character, and only those.
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# Where GitHub-flavoured markdown finds a link in plain text: a scheme's ":" (https:, mailto:,
+# xmpp:), "www." and an e-mail's "@".
+_AUTOLINK = re.compile(r"(\\:|\\@|(?<![^\W_])www(?=\\\.))", re.IGNORECASE)
+JOINER = "\u2060"  # WORD JOINER: invisible, not a word character, breaks no line
 
 
 def md(text) -> str:
-    """``text`` shown literally inside markdown: every ASCII punctuation character escaped.
+    """``text`` shown literally inside markdown: nothing in it renders as a link, an image, HTML,
+    emphasis, a directive or LaTeX.
 
-    Escaping all of them (not a list of the "special" ones) also breaks the constructs that
-    are recognised from plain text: autolinks (``https\\://``, ``www\\.``), e-mail links and
-    ``$`` for LaTeX.
+    Every ASCII punctuation character is escaped with a backslash (not a list of the "special"
+    ones). That is not enough for the links GitHub-flavoured markdown finds in plain text
+    (``https://…``, ``www.…``, ``mailto:…``, ``name@host.org``): Streamlit's renderer (remark-gfm)
+    also finds them after the escapes are resolved, in the text itself. So an invisible word
+    joiner follows every ``:`` and ``@`` and every ``www`` before a dot: the text reads the same,
+    and no pattern of a link (``scheme:``, ``www.``, ``x@y``) is left whole in it.
     """
-    return _PUNCTUATION.sub(r"\\\1", str(text))
+    escaped = _PUNCTUATION.sub(r"\\\1", str(text))
+    return _AUTOLINK.sub(lambda m: m.group(1) + JOINER, escaped)

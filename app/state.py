@@ -1,13 +1,13 @@
-"""The one module that owns Streamlit's caches; every analysis goes through :func:`run_analysis`.
+"""The one module that owns the app's caches; every page enters through :func:`analysis_or_error`.
 
-Models live in the library's own thread-safe LRU (``smoothviz.handles``), shared by every session;
-analyses (graphs, metrics and the projection together) are cached here with ``st.cache_resource``,
-keyed on every setting, so a second visit to the same settings is instant and moving the layer
-slider only re-slices arrays that are already in memory. An analysis is immutable (its arrays
-refuse writes), so every session reads the same object: ``st.cache_data`` would pickle it on
-every rerun (the README's Performance section has the numbers). :class:`Ledger` bounds that cache by bytes as well
-as by entries, and :class:`FigureCache` holds the built figures within a byte budget too, so the
-server's memory levels off however many sentences it sees.
+Models live in the library's own thread-safe LRU (``smoothviz.handles``), shared by every session.
+Everything computed from them is kept in :class:`Bounded` caches shared by every session,
+bounded by entries and by bytes and counted: analyses (:data:`ledger`), projections, animations,
+corpus results and built figures. An analysis is immutable (its arrays refuse writes), so every
+session reads the same object, never a pickled copy. Nothing else may hold a result past its
+page run: a download's callable is a ``functools.partial`` of a function here with the settings,
+never a closure over the page (Streamlit keeps those as long as it keeps the session). So the
+server's memory levels off however many sentences and pages it sees (README, Deployment).
 """
 from __future__ import annotations
 
@@ -118,11 +118,46 @@ def _exit_at_once_when_threads_are_busy() -> None:
     exception" and exit −6 (134 in Docker). Nothing is left to save at this point: Streamlit
     has stopped, and caches live in memory only.
     """
-    if any(t.daemon and t.is_alive() for t in threading.enumerate() if t is not threading.current_thread()):
+    busy = [t for t in threading.enumerate() if t is not threading.current_thread() and t.name != GC_THREAD]
+    if any(t.daemon and t.is_alive() for t in busy):  # the collector only sleeps or collects: no C++ to unwind
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+GC_SECONDS = float(os.environ.get("SMOOTHVIZ_GC_SECONDS", "30"))
+GC_THREAD = "smoothviz-gc"
+
+
+def _collect_now_and_then() -> threading.Thread:
+    """Run Python's full garbage collection every ``GC_SECONDS`` (30) in a daemon thread.
+
+    Each Streamlit session keeps its last page run alive (a widget's callback or format function
+    holds the page's globals, the analysis among them), connected or not: a disconnected session
+    waits ``server.disconnectedSessionTTL`` for its visitor to come back (30 s in the shipped
+    config). A session let go is part of reference cycles, so only a full collection frees it, and
+    with Streamlit's collection after every run switched off (``runner.postScriptGC``, for speed)
+    and 600,000 long-lived objects, Python's own came too rarely: 300 new 107-token links held
+    2.2 GB, growing (issue 27). One collection (about 0.3 s of one core) every 30 s bounds that;
+    ``malloc_trim`` then returns the pages freed to the system, so RSS shows what is held.
+    """
+    import ctypes
+    import gc
+    try:  # glibc keeps freed memory in its per-thread arenas; give the free pages back to the system
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        trim = None
+
+    def work():
+        while True:
+            time.sleep(GC_SECONDS)
+            gc.collect()
+            if trim is not None:
+                trim(0)
+    thread = threading.Thread(target=work, name=GC_THREAD, daemon=True)
+    thread.start()
+    return thread
 
 
 def _set_up_the_process() -> None:
@@ -130,6 +165,7 @@ def _set_up_the_process() -> None:
     _use_the_cores()
     if _in_a_server():
         atexit.register(_exit_at_once_when_threads_are_busy)
+        _collect_now_and_then()
 
 
 _set_up_the_process()
@@ -139,142 +175,200 @@ CACHE_ENTRIES = int(os.environ.get("SMOOTHVIZ_CACHE_ENTRIES", "32"))
 CACHE_BYTES = int(float(os.environ.get("SMOOTHVIZ_CACHE_MB", "2048")) * 2**20)
 CACHE_TTL = 3600  # seconds
 FIGURE_BYTES = int(float(os.environ.get("SMOOTHVIZ_FIGURE_CACHE_MB", "128")) * 2**20)
+PROJECTION_ENTRIES = 4 * CACHE_ENTRIES
+PROJECTION_BYTES = 64 * 2**20  # coordinates only: 2·(L+1)·n·2 floats, 1.7 MB at 512 tokens on 12 layers
+ANIMATION_ENTRIES = 8  # ≤ 10 MB each (animate refuses more)
+ANIMATION_BYTES = 80 * 2**20
+CORPUS_ENTRIES = int(os.environ.get("SMOOTHVIZ_CORPUS_ENTRIES", "8"))  # corpus results kept (~1 MB per 100 lines)
+CORPUS_BYTES = int(float(os.environ.get("SMOOTHVIZ_CORPUS_CACHE_MB", "256")) * 2**20)
 
 
-# Bounded by Ledger: an entry's size grows with the square of the sentence's length (Analysis.nbytes).
-@st.cache_resource(ttl=CACHE_TTL, show_spinner=False)
-def run_analysis(*, text: str, model: str = "default", device: str = "auto", lab: dict | None = None,
-                 mitigation: str | None = "neutreno", params: dict | None = None, head: int | None = None,
-                 symmetrize: str = "sym", exclude_special: bool = False,
-                 projection: str = "pca") -> smoothviz.Analysis:
-    """The app's single entry point to :func:`smoothviz.analyze` (limits for a public demo go here).
-
-    Raises:
-        smoothviz.AnalysisError, ModelError, MitigationError: with a message for the user.
-    """
-    SETTINGS.check(model, lab if model == "lab" else None, params)  # the public-demo allow-list
-    return smoothviz.analyze(text, model=model, device=device, lab=lab if model == "lab" else None,
-                             mitigation=None if mitigation in (None, "none") else mitigation,
-                             params=params or None, head=head, symmetrize=symmetrize,
-                             exclude_special=exclude_special, projection=projection,
-                             max_tokens=SETTINGS.max_tokens, max_chars=SETTINGS.max_chars)
+def _key(obj) -> str:
+    """A cache key for settings (dicts, lists, strings): their canonical JSON."""
+    return obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True, default=str)
 
 
-class Ledger:
-    """What :func:`run_analysis` holds, least recently used first: at most ``CACHE_ENTRIES``
-    analyses and ``CACHE_BYTES`` bytes (``SMOOTHVIZ_CACHE_MB``).
+class Bounded:
+    """The one cache type of the app: results shared by every session, least recently used out
+    first, within ``entries()`` entries and ``budget()`` bytes (callables, so a test or the
+    environment can change them), each entry older than ``ttl`` seconds forgotten.
 
-    Streamlit bounds a cache by its number of entries only, and one 512-token analysis weighs
-    as much as a hundred short ones; so every use is recorded here, and the oldest entries are
-    cleared from Streamlit's cache by their settings until both bounds hold. The newest entry
-    always stays, whatever its size. Entries past the cache's TTL are forgotten (Streamlit
-    dropped them already).
+    Streamlit's caches bound by entries only, and one 512-token analysis weighs as much as a
+    hundred short ones, so each entry here is weighed once, when stored (its ``size`` plus its
+    key, which holds the whole text). The newest entry always stays, whatever its size. Two
+    sessions asking for the same missing key compute it once: the second waits for the first.
+    Counted (:meth:`stats`): hits, misses, evictions, entries and bytes held.
     """
 
-    def __init__(self):
+    def __init__(self, entries=lambda: None, budget=lambda: None, ttl: float | None = None):
+        self._limits, self._ttl = (entries, budget), ttl
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[dict, int, float]] = {}  # key → (settings, bytes, last use)
+        self._entries: OrderedDict[str, tuple[object, int]] = OrderedDict()  # key → (value, bytes)
+        self._stored: dict[str, float] = {}  # key → when stored (monotonic)
+        self._computing: dict[str, threading.Lock] = {}
+        self._bytes = 0
+        self.hits = self.misses = self.evictions = 0
 
-    def use(self, settings: dict, analysis: smoothviz.Analysis) -> None:
-        key = json.dumps(settings, sort_keys=True, default=str)
-        now = time.monotonic()
+    def get(self, key):
+        """The value stored under ``key`` (settings or a string), or ``None``; a hit makes it the newest."""
+        key = _key(key)
         with self._lock:
-            self._entries.pop(key, None)  # re-insert: dicts keep insertion order, oldest first
-            self._entries[key] = (settings, analysis.nbytes, now)
-            stale = [k for k, (_, _, used) in self._entries.items() if now - used > CACHE_TTL]
-            evict = [self._entries.pop(k)[0] for k in stale]
-            while len(self._entries) > 1 and (len(self._entries) > CACHE_ENTRIES or self.bytes() > CACHE_BYTES):
-                evict.append(self._entries.pop(next(iter(self._entries)))[0])
-        for old in evict:
-            run_analysis.clear(**old)
+            self._expire()
+            if key not in self._entries:
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return self._entries[key][0]
+
+    def put(self, key, value, size: int):
+        """Store ``value`` (``size`` bytes) as the newest entry, then evict the oldest past the bounds."""
+        key = _key(key)
+        with self._lock:
+            if key in self._entries:
+                self._bytes -= self._entries[key][1]
+            self._entries[key] = (value, size + sys.getsizeof(key))
+            self._entries.move_to_end(key)
+            self._stored[key] = time.monotonic()
+            self._bytes += self._entries[key][1]
+            entries, budget = (limit() for limit in self._limits)
+            while len(self._entries) > 1 and ((entries is not None and len(self._entries) > entries)
+                                              or (budget is not None and self._bytes > budget)):
+                self._drop(next(iter(self._entries)))
+            return value
+
+    def get_or_compute(self, key, compute, size):
+        """``get(key)``, else ``compute()`` stored with ``size(value)`` bytes (computed once at a time)."""
+        key = _key(key)
+        value = self.get(key)
+        if value is not None:
+            return value
+        with self._lock:
+            lock = self._computing.setdefault(key, threading.Lock())
+        with lock:  # another session computing the same key: wait for it, then read its result
+            try:
+                value = self.get(key)
+                if value is None:
+                    with self._lock:
+                        self.misses += 1
+                    value = compute()
+                    self.put(key, value, size(value))
+                return value
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
+
+    def _expire(self) -> None:
+        if self._ttl is None:
+            return
+        now = time.monotonic()
+        for key in [k for k, at in self._stored.items() if now - at > self._ttl]:
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        _, size = self._entries.pop(key)
+        del self._stored[key]
+        self._bytes -= size
+        self.evictions += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._stored.clear()
+            self._bytes = 0
 
     def bytes(self) -> int:
-        return sum(size for _, size, _ in self._entries.values())
+        return self._bytes
 
-    def __contains__(self, settings: dict) -> bool:
-        """Whether the analysis of ``settings`` is (most likely) cached: a hint for skipping the line."""
-        return json.dumps(settings, sort_keys=True, default=str) in self._entries
+    def stats(self) -> dict:
+        """What the cache holds and how it was used, for the log and the tests."""
+        with self._lock:
+            return {"entries": len(self._entries), "bytes": self._bytes, "hits": self.hits,
+                    "misses": self.misses, "evictions": self.evictions}
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return _key(key) in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
+class Ledger(Bounded):
+    """The analyses: at most ``CACHE_ENTRIES`` (``SMOOTHVIZ_CACHE_ENTRIES``, 32) and ``CACHE_BYTES``
+    bytes (``SMOOTHVIZ_CACHE_MB``, 2048), each kept at most ``CACHE_TTL`` (an hour). An entry's
+    size grows with the square of the sentence's length (``Analysis.nbytes``)."""
+
+    def __init__(self):
+        super().__init__(lambda: CACHE_ENTRIES, lambda: CACHE_BYTES, ttl=CACHE_TTL)
+
+
 ledger = Ledger()
+_SETTINGS = dict(model="default", device="auto", lab=None, mitigation="neutreno", params=None, head=None,
+                 symmetrize="sym", exclude_special=False, projection="pca")
 
 
-def analysis_or_error(settings: dict) -> smoothviz.Analysis | None:
-    """Run (or fetch) the analysis, without its projection (:func:`projected` adds it when the
-    trajectories are opened); wait in the server's line and show progress on a miss, ``st.error``
-    on bad input."""
-    settings = {**settings, "projection": "none"}
-    return _or_error(lambda: _analysis(settings), "Loading the model and analysing the sentence",
-                     cached=settings in ledger)
+def run_analysis(*, text: str, **options) -> smoothviz.Analysis:
+    """The analysis of ``text`` with ``options`` (see ``_SETTINGS`` for the defaults), from the
+    analysis cache (:data:`ledger`) or computed and stored there; no queue, no page output (pages
+    use :func:`analysis_or_error`).
+
+    Raises:
+        smoothviz.AnalysisError, ModelError, MitigationError: with a message for the user.
+    """
+    unknown = options.keys() - _SETTINGS.keys()
+    if unknown:
+        raise TypeError(f"unknown analysis settings: {', '.join(sorted(unknown))}")
+    settings = {**_SETTINGS, **options, "text": text}
+    return ledger.get_or_compute(settings, lambda: _compute(settings), lambda analysis: analysis.nbytes)
 
 
-def _analysis(settings: dict) -> smoothviz.Analysis:
-    analysis = run_analysis(**settings)
-    ledger.use(settings, analysis)
-    return analysis
+def _compute(s: dict) -> smoothviz.Analysis:
+    """:func:`smoothviz.analyze` with the public-demo limits."""
+    lab = s["lab"] if s["model"] == "lab" else None
+    SETTINGS.check(s["model"], lab, s["params"])  # the public-demo allow-list
+    return smoothviz.analyze(s["text"], model=s["model"], device=s["device"], lab=lab,
+                             mitigation=None if s["mitigation"] in (None, "none") else s["mitigation"],
+                             params=s["params"] or None, head=s["head"], symmetrize=s["symmetrize"],
+                             exclude_special=s["exclude_special"], projection=s["projection"],
+                             max_tokens=SETTINGS.max_tokens, max_chars=SETTINGS.max_chars)
 
 
-class Recent:
-    """The newest ``size`` keys (their digests) whose results a cache bounded to ``size`` entries
-    most likely still holds: a hint that lets a page skip the server's line. Bounded like the
-    cache it stands for; a key it has forgotten only waits in line once more."""
-
-    def __init__(self, size: int):
-        self._size = size
-        self._lock = threading.Lock()
-        self._keys: OrderedDict[bytes, None] = OrderedDict()
-
-    @staticmethod
-    def _digest(key) -> bytes:
-        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).digest()
-
-    def __contains__(self, key) -> bool:
-        with self._lock:
-            return self._digest(key) in self._keys
-
-    def add(self, key) -> None:
-        digest = self._digest(key)
-        with self._lock:
-            self._keys[digest] = None
-            self._keys.move_to_end(digest)
-            while len(self._keys) > self._size:
-                self._keys.popitem(last=False)
+def analysis_or_error(settings: dict, project: bool = False) -> smoothviz.Analysis | None:
+    """The one way in for every page: run (or fetch) the analysis of ``settings`` through the
+    analysis cache, waiting in the server's line with its place shown on a miss; ``None`` and a
+    message on the page when it fails. Without ``project`` the analysis has no projection
+    (:func:`projected` adds it when the trajectories are opened); with it, the projection of
+    ``settings["projection"]``."""
+    plain = {**settings, "projection": "none"}
+    analysis = _or_error(lambda: run_analysis(**plain), "Loading the model and analysing the sentence",
+                         cached=_full(plain) in ledger)
+    if analysis is None or not project or settings.get("projection", "none") == "none":
+        return analysis
+    return projected(settings, analysis)
 
 
-def _in_line_once(recent: Recent, key, compute, what: str):
-    """:func:`_or_error` for a cached computation: in the server's line unless ``recent`` says
-    ``key`` was computed lately."""
-    result = _or_error(compute, what, cached=key in recent)
-    if result is not None:
-        recent.add(key)
-    return result
+def _full(settings: dict) -> dict:
+    return {**_SETTINGS, **settings}
 
 
-PROJECTION_ENTRIES = 4 * CACHE_ENTRIES
-ANIMATION_ENTRIES = 8  # ≤ 10 MB each (animate refuses more)
-_projected, _animated = Recent(PROJECTION_ENTRIES), Recent(ANIMATION_ENTRIES)
+projections = Bounded(lambda: PROJECTION_ENTRIES, lambda: PROJECTION_BYTES, ttl=CACHE_TTL)
+animations = Bounded(lambda: ANIMATION_ENTRIES, lambda: ANIMATION_BYTES, ttl=CACHE_TTL)
 
 
 def projected(settings: dict, analysis: smoothviz.Analysis) -> smoothviz.Analysis | None:
     """``analysis`` with its tokens projected as ``settings["projection"]`` says (cached: only the
     coordinates are kept, the arrays stay the analysis's own)."""
-    key, method = json.dumps(settings, sort_keys=True, default=str), settings["projection"]
-    extra = _in_line_once(_projected, key, lambda: _projection(key, method, analysis),
-                          "Projecting every layer with " + method.upper())
+    key, method = _key(_full(settings)), settings["projection"]
+
+    def compute():
+        done = analysis.projected(method)
+        return done.projection, done.projection_method, done.notes[len(analysis.notes):]
+    extra = _or_error(lambda: projections.get_or_compute(key, compute, lambda v: v[0].nbytes),
+                      "Projecting every layer with " + method.upper(), cached=key in projections)
     if extra is None:
         return None
     coords, used, notes = extra
     return dataclasses.replace(analysis, projection=coords, projection_method=used, notes=analysis.notes + notes)
-
-
-@st.cache_resource(ttl=CACHE_TTL, max_entries=PROJECTION_ENTRIES, show_spinner=False)
-def _projection(key: str, method: str, _analysis: smoothviz.Analysis) -> tuple:
-    """(coordinates, method used, new notes) of ``_analysis.projected(method)``; ``key`` is its settings."""
-    done = _analysis.projected(method)
-    return done.projection, done.projection_method, done.notes[len(_analysis.notes):]
 
 
 def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tuple[str, ...],
@@ -284,18 +378,28 @@ def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tupl
     shown = projected(settings, analysis) if "trajectory" in views else analysis
     if shown is None:
         return None
-    key = (json.dumps(settings, sort_keys=True, default=str), views, fmt)
-    return _in_line_once(_animated, key, lambda: _animation(*key, shown),
-                         f"Rendering {analysis.n_layers + 1} frames and encoding them")
+    key = _key([_full(settings), views, fmt])
+    return _or_error(lambda: animations.get_or_compute(key, lambda: _animation(shown, views, fmt), len),
+                     f"Rendering {analysis.n_layers + 1} frames and encoding them", cached=key in animations)
 
 
-@st.cache_resource(ttl=CACHE_TTL, max_entries=ANIMATION_ENTRIES, show_spinner=False)
-def _animation(settings_key: str, views: tuple[str, ...], fmt: str, _analysis: smoothviz.Analysis) -> bytes:
+def _animation(analysis: smoothviz.Analysis, views: tuple[str, ...], fmt: str) -> bytes:
     from smoothviz import animate
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "collapse" + fmt)
-        animate.animate(_analysis, out, views)
+        animate.animate(analysis, out, views)
         return Path(out).read_bytes()
+
+
+def report_html(settings: dict, layer: int) -> str:
+    """The main page's HTML report of ``settings`` at ``layer``, trajectories included: a download
+    built when its button is pressed. Give the button ``functools.partial(report_html, settings,
+    layer)``, never a closure over the page: Streamlit keeps a download's callable for as long as
+    it keeps the session (disconnected ones too), and a closure would keep the page's analysis
+    alive with it, outside every cache bound."""
+    from smoothviz import report
+    analysis = run_analysis(**{**settings, "projection": "none"})
+    return report.build_report(analysis.projected(settings["projection"]), layer)
 
 
 def _or_error(compute, what: str, cached: bool):
@@ -350,17 +454,18 @@ def head_count(model: str, device: str, lab: dict | None) -> int | None:
     return shape[1] if shape else None
 
 
-CORPUS_ENTRIES = int(os.environ.get("SMOOTHVIZ_CORPUS_ENTRIES", "8"))  # corpus results kept (~1 MB per 100 lines)
+def compare_report_html(text: str, runs: list[tuple[str, dict]], *, relative: bool, depth: float) -> str:
+    """The Compare page's HTML report of ``runs`` (name, analysis settings): a download built when
+    pressed, from the settings alone (:func:`report_html` says why)."""
+    from smoothviz import report
+    shown = []
+    for name, settings in runs:
+        analysis = run_analysis(**settings)
+        shown.append((name, analysis, analysis.mitigated if analysis.mitigated is not None else analysis.baseline))
+    return report.build_compare_report(text, shown, relative=relative, depth=depth)
 
 
-@st.cache_resource(show_spinner=False)
-def _corpora() -> tuple[OrderedDict, threading.Lock]:
-    """Corpus results shared by every session, least recently used first, and their lock.
-
-    Not a cached function of its own: a corpus run reports progress to the page while it runs,
-    and Streamlit would replay those progress messages on every later hit.
-    """
-    return OrderedDict(), threading.Lock()
+corpora = Bounded(lambda: CORPUS_ENTRIES, lambda: CORPUS_BYTES, ttl=CACHE_TTL)
 
 
 def corpus_key(texts: list[str], settings: dict) -> str:
@@ -370,16 +475,13 @@ def corpus_key(texts: list[str], settings: dict) -> str:
 
 def cached_corpus(texts: list[str], settings: dict):
     """The corpus result for these lines and settings if one is cached, else ``None``."""
-    store, lock = _corpora()
-    key = corpus_key(texts, settings)
-    with lock:
-        if key in store:
-            store.move_to_end(key)
-        return store.get(key)
+    return corpora.get(corpus_key(texts, settings))
 
 
 def run_corpus(texts: list[str], settings: dict, progress=None):
     """The Corpus page's entry point to :func:`smoothviz.corpus`, cached (public-demo limits here).
+
+    Not through :meth:`Bounded.get_or_compute`'s wait: a corpus run reports progress to its own page.
 
     Args:
         settings: ``model``, ``device``, ``lab``, ``mitigation``, ``params`` and the graph options.
@@ -395,12 +497,23 @@ def run_corpus(texts: list[str], settings: dict, progress=None):
     mitigation = s.pop("mitigation")
     result = smoothviz.corpus(texts, mitigation=None if mitigation in (None, "none") else mitigation,
                               params=s.pop("params") or None, max_tokens=SETTINGS.max_tokens, progress=progress, **s)
-    store, lock = _corpora()
-    with lock:
-        store[corpus_key(texts, settings)] = result
-        while len(store) > CORPUS_ENTRIES:
-            store.popitem(last=False)
-    return result
+    return corpora.put(corpus_key(texts, settings), result, result.table.nbytes)  # the table holds the lines too
+
+
+def corpus_table(texts: list, settings: dict, fmt: str) -> bytes:
+    """The corpus result of ``texts`` and ``settings`` as CSV or Parquet (``fmt``): a download built
+    when pressed, from the lines and settings alone (:func:`report_html` says why); computed again
+    if it has left the cache since."""
+    import io
+
+    import pyarrow.parquet as pq
+    from smoothviz.corpus_store import HIST
+    result = run_corpus(texts, settings)
+    if fmt == "csv":
+        return result.table.drop([HIST]).to_pandas().to_csv(index=False).encode()
+    buffer = io.BytesIO()
+    pq.write_table(result.table, buffer)
+    return buffer.getvalue()
 
 
 class FrozenFigure(go.Figure):
@@ -431,7 +544,7 @@ def _size(obj) -> int:
     return sys.getsizeof(obj)
 
 
-class FigureCache:
+class FigureCache(Bounded):
     """Built figures shared by every session, least recently used out first, within
     ``FIGURE_BYTES`` (``SMOOTHVIZ_FIGURE_CACHE_MB``, 128: some 5,000 figures, the first views of ~250 sentences).
 
@@ -442,16 +555,14 @@ class FigureCache:
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple, tuple[FrozenFigure, int]] = OrderedDict()
-        self._bytes = 0
+        super().__init__(budget=lambda: FIGURE_BYTES)
         self._templates: dict[str, dict] = {}
 
-    def get(self, build, key: tuple) -> FrozenFigure:
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key][0]
+    def get(self, build, key: tuple) -> FrozenFigure:  # noqa: D102 - see the class docstring
+        name = _key(list(key))
+        fig = super().get(name)
+        if fig is not None:
+            return fig
         spec = build().to_dict()  # outside the lock: sessions build different figures at once
         layout = spec.get("layout", {})
         if "template" in layout:
@@ -460,24 +571,11 @@ class FigureCache:
                 layout["template"] = self._templates.setdefault(text, layout["template"])
                 if len(self._templates) > 16:  # figures.py uses one; never let this grow either
                     self._templates.clear()
-        fig = FrozenFigure(spec)
         size = _size({k: v for k, v in spec.items() if k != "layout"}) + _size(
-            {k: v for k, v in layout.items() if k != "template"}) + sum(_size(part) for part in key)
+            {k: v for k, v in layout.items() if k != "template"})
         with self._lock:
-            if key not in self._entries:
-                self._entries[key] = (fig, size)
-                self._bytes += size
-            self._entries.move_to_end(key)
-            while len(self._entries) > 1 and self._bytes > FIGURE_BYTES:
-                _, (_, old) = self._entries.popitem(last=False)
-                self._bytes -= old
-            return self._entries[key][0]
-
-    def bytes(self) -> int:
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._entries)
+            self.misses += 1
+        return self.put(name, FrozenFigure(spec), size)
 
 
 figure_cache = FigureCache()
@@ -531,3 +629,4 @@ def warm_up() -> threading.Thread:
     the GIL with them, so the Docker image also compiles what numba caches at build time.)
     """
     return _start_warm_up()
+

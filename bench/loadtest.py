@@ -1,9 +1,19 @@
 """A classroom burst against one server: N real Chromium sessions open N different sentences at once.
 
-    python bench/loadtest.py --sessions 8                 # starts a public server on a free port
-    python bench/loadtest.py --sessions 8 --url http://127.0.0.1:8501 --pid 1234
-    python bench/loadtest.py --sessions 40 --client protocol   # no browsers: the server's side alone
-    python bench/loadtest.py --sessions 10 --client protocol --rounds 50   # RSS over 500 sentences
+The three bursts the README reports (issue 27's targets: 8 Chromium sessions all drawn within 30 s,
+40 protocol sessions within 10 s), each 5 times on a quiet machine, each after UMAP's compile:
+
+    python bench/loadtest.py --sessions 8 --settle 120 --out bench/results/loadtest-chromium-8-settled-1.json
+    python bench/loadtest.py --sessions 16 --settle 120 --out bench/results/loadtest-chromium-16-settled-1.json
+    python bench/loadtest.py --sessions 40 --client protocol --settle 120 \
+        --out bench/results/loadtest-protocol-40-settled-1.json
+
+Other uses:
+
+    python bench/loadtest.py --sessions 8 --url http://127.0.0.1:8501 --pid 1234     # a running server
+    python bench/loadtest.py --sessions 10 --client protocol --rounds 50                # RSS over 500 sentences
+    python bench/loadtest.py --sessions 2 --client protocol --rounds 150 --page Present --words 100
+                                                  # RSS over 300 distinct 107-token Present links
 
 Each session is a student's own browser: a Chromium process of its own, started and idle on a
 blank page before the burst, then sent to the page with its sentence (the first view is the depth
@@ -14,10 +24,13 @@ message until ``script_finished``), so the times are the server's: each session'
 last chart sent. ``--client playwright`` opens every session as a Playwright page of one shared
 Chromium, as the browser tests do: Playwright instruments each page, and the pages share one
 browser process, so it costs the machine more than the students' own browsers would.
+``--page`` sends the sessions to another page that analyses (Present, Lesson, Compare, Corpus),
+each with a link of its own (:func:`link`); ``--words`` makes the sentences longer.
 
 Reports, per burst: time to the first chart and to every chart of the first view (median, max),
 errors, the server's CPU seconds per new sentence and its cores in use, the whole machine's busy
-and idle CPU seconds, the server's RSS (start, peak, end) and the latency of ``/_stcore/health``
+and idle CPU seconds and its load average before and after (a figure measured on a busy machine
+says so in its JSON), the server's RSS (start, peak, end) and the latency of ``/_stcore/health``
 polled every 0.5 s during the burst. Writes JSON to ``bench/results/loadtest-CLIENT-N.json``
 (``--out`` to change). Loopback only; every wait is bounded. Needs Chromium on PATH (and
 ``playwright``, from requirements-dev.txt, for ``--client playwright``).
@@ -56,10 +69,28 @@ PROBE = """() => {
 }"""
 
 
-def sentence(i: int) -> str:
-    """A different sentence of 12–20 words for session ``i`` (so every session misses the cache)."""
-    n = 12 + i % 9
+PAGES = ("main", "Present", "Lesson", "Compare", "Corpus")
+CORPORA = ("everyday", "code", "french", "repeated-words", "short-and-long")
+
+
+def sentence(i: int, words: int = 12) -> str:
+    """A different sentence of ``words`` to ``words + 8`` words for session ``i`` (so every session
+    misses the cache); ``words=100`` gives 107–115 tokens on the default model."""
+    n = words + i % 9
     return f"Student {i} asks: " + " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(n)) + "."
+
+
+def link(page: str, i: int, words: int = 12) -> dict:
+    """The query of session ``i``'s link to ``page``: a new analysis on every page that analyses
+    one from the link (the Lesson's are its own steps; the Corpus page's, a shipped corpus with
+    a NeuTRENO λ of its own)."""
+    if page == "Corpus":
+        return {"corpus": CORPORA[i % len(CORPORA)], "mit": "neutreno", "neutreno_lambda": f"{(i + 1) / 1000:.3f}"}
+    return {"text": sentence(i, words)}
+
+
+def _path(page: str) -> str:
+    return "" if page == "main" else page
 
 
 def _proc_stat(pid: int) -> tuple[float, float]:
@@ -172,12 +203,13 @@ class PlaywrightPage:
             await self.page.close()
 
 
-async def session(student, url: str, i: int, timeout: float, min_charts: int) -> dict:
-    """Open the page with sentence ``i``; time the first chart and every chart of the first view."""
+async def session(student, url: str, i: int, timeout: float, min_charts: int, page: str = "main",
+                  words: int = 12) -> dict:
+    """Open the page with link ``i``; time the first chart and every chart of the first view."""
     result = {"session": i, "first_chart_s": None, "all_charts_s": None, "error": None, "most_ahead": None}
     start = time.perf_counter()
     try:
-        await student.navigate(f"{url}/?{urllib.parse.urlencode({'text': sentence(i)})}")
+        await student.navigate(f"{url}/{_path(page)}?{urllib.parse.urlencode(link(page, i, words))}")
         while time.perf_counter() - start < timeout:
             state = await student.probe()
             elapsed = time.perf_counter() - start
@@ -188,7 +220,8 @@ async def session(student, url: str, i: int, timeout: float, min_charts: int) ->
                 result["most_ahead"] = max(result["most_ahead"] or 0, int(state["ahead"]))
             if state["drawn"] and result["first_chart_s"] is None:
                 result["first_chart_s"] = round(elapsed, 2)
-            if state["drawn"] >= min_charts and state["drawn"] == state["total"] and not state["running"]:
+            if state["drawn"] >= min_charts and state["drawn"] == state["total"] and not state["running"] \
+                    and (min_charts or elapsed > 2):  # a page without charts: once its script has run
                 result["all_charts_s"] = round(elapsed, 2)
                 break
             await asyncio.sleep(0.5)
@@ -199,8 +232,9 @@ async def session(student, url: str, i: int, timeout: float, min_charts: int) ->
     return result
 
 
-async def protocol_session(url: str, i: int, timeout: float, min_charts: int) -> dict:
-    """One session without a browser: ask for the page with sentence ``i`` over the websocket."""
+async def protocol_session(url: str, i: int, timeout: float, min_charts: int, page: str = "main",
+                           words: int = 12) -> dict:
+    """One session without a browser: ask for ``page`` with link ``i`` over the websocket."""
     import websockets
     from streamlit.proto.BackMsg_pb2 import BackMsg
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -211,7 +245,8 @@ async def protocol_session(url: str, i: int, timeout: float, min_charts: int) ->
         async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],
                                       max_size=2**28, open_timeout=timeout) as ws:
             back = BackMsg()
-            back.rerun_script.query_string = urllib.parse.urlencode({"text": sentence(i)})
+            back.rerun_script.query_string = urllib.parse.urlencode(link(page, i, words))
+            back.rerun_script.page_name = _path(page)
             await ws.send(back.SerializeToString())
             while True:
                 left = timeout - (time.perf_counter() - start)
@@ -226,7 +261,7 @@ async def protocol_session(url: str, i: int, timeout: float, min_charts: int) ->
                             result["first_chart_s"] = round(time.perf_counter() - start, 2)
                     elif element == "exception" or (element == "alert" and msg.delta.new_element.alert.format == 1):
                         result["error"] = element
-                elif kind == "script_finished" and charts:
+                elif kind == "script_finished" and msg.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                     if charts >= min_charts:
                         result["all_charts_s"] = round(time.perf_counter() - start, 2)
                     else:
@@ -238,13 +273,13 @@ async def protocol_session(url: str, i: int, timeout: float, min_charts: int) ->
 
 
 async def burst(url: str, sessions, timeout: float, min_charts: int, client: str = "chromium",
-                begin=lambda: None, end=lambda: None) -> list[dict]:
+                begin=lambda: None, end=lambda: None, page: str = "main", words: int = 12) -> list[dict]:
     """Sessions ``sessions`` (sentence numbers) opened at the same moment: over the protocol, each
     in its own Chromium (started and idle on a blank page before the burst begins), or each in a
     Playwright page of one shared Chromium. ``begin`` and ``end`` are called when the sessions
     start and when the last one is done."""
     if client == "protocol":
-        return await _timed([protocol_session(url, i, timeout, min_charts) for i in sessions], begin, end)
+        return await _timed([protocol_session(url, i, timeout, min_charts, page, words) for i in sessions], begin, end)
     if client == "playwright":
         from playwright.async_api import async_playwright
         async with async_playwright() as p:
@@ -252,8 +287,8 @@ async def burst(url: str, sessions, timeout: float, min_charts: int, client: str
             pages = [PlaywrightPage(browser) for _ in sessions]
             try:
                 await asyncio.gather(*(page.open() for page in pages))
-                return await _timed([session(page, url, i, timeout, min_charts) for page, i in zip(pages, sessions)],
-                                    begin, end)
+                return await _timed([session(tab, url, i, timeout, min_charts, page, words)
+                                     for tab, i in zip(pages, sessions)], begin, end)
             finally:
                 await asyncio.gather(*(page.close() for page in pages))
                 await browser.close()
@@ -261,8 +296,8 @@ async def burst(url: str, sessions, timeout: float, min_charts: int, client: str
     try:
         await asyncio.gather(*(student.open() for student in students))
         await asyncio.sleep(3)  # the browsers' own start-up work ends before the burst
-        return await _timed([session(student, url, i, timeout, min_charts) for student, i in zip(students, sessions)],
-                            begin, end)
+        return await _timed([session(student, url, i, timeout, min_charts, page, words)
+                             for student, i in zip(students, sessions)], begin, end)
     finally:
         await asyncio.gather(*(student.close() for student in students))
 
@@ -315,7 +350,7 @@ def summary(values: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--url", help="a running server (default: start one, public mode)")
     ap.add_argument("--client", choices=("chromium", "playwright", "protocol"), default="chromium",
@@ -323,7 +358,12 @@ def main(argv: list[str] | None = None) -> dict:
                          "Streamlit's websocket protocol without a browser")
     ap.add_argument("--pid", type=int, help="the running server's process id, for its CPU time and RSS")
     ap.add_argument("--timeout", type=float, default=600, help="seconds a session may take")
-    ap.add_argument("--min-charts", type=int, default=3, help="charts of the first view (the depth tab's 3)")
+    ap.add_argument("--min-charts", type=int, help="charts of the first view (default: the page's, main: the depth "
+                                                    "tab's 3, Lesson: 0, other pages: 1)")
+    ap.add_argument("--page", choices=PAGES, default="main",
+                    help="the page the links open (link() says how they differ)")
+    ap.add_argument("--words", type=int, default=12,
+                    help="words per sentence, plus 0-8 (12: 19-27 tokens; 100: 107-115 tokens, issue 27's memory runs)")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for a started server")
     ap.add_argument("--settle", type=float, default=0,
                     help="after the first session, wait up to this many seconds for the UMAP warm-up to end "
@@ -335,6 +375,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "server's RSS after each shows whether its memory levels off")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    if args.min_charts is None:
+        args.min_charts = {"main": 3, "Lesson": 0}.get(args.page, 1)
+    load_before = os.getloadavg()  # a figure measured on a busy machine says so
 
     if args.client != "protocol" and not shutil.which("chromium"):
         raise SystemExit("chromium is not on PATH (apt-get install -y chromium), or use --client protocol")
@@ -346,7 +389,8 @@ def main(argv: list[str] | None = None) -> dict:
         proc, url = start_server(env, log)
         pid = proc.pid
     try:
-        warm = asyncio.run(burst(url, [10_000], args.timeout, args.min_charts, args.client))[0]  # loads the model
+        warm = asyncio.run(burst(url, [10_000], args.timeout, args.min_charts, args.client, page=args.page,
+                                 words=args.words))[0]  # loads the model
         deadline = time.monotonic() + args.settle
         while time.monotonic() < deadline and "smoothviz-timing umap-warm-up" not in Path(log.name).read_text():
             time.sleep(1)
@@ -357,25 +401,27 @@ def main(argv: list[str] | None = None) -> dict:
         at = {}
 
         def begin():  # the sessions start now: so do the counters
-            at.update(cpu=_proc_stat(pid) if pid else (None, None), machine=_machine_cpu(), start=time.perf_counter())
+            at.update(cpu=_proc_stat(pid) if pid else (None, None), machine=_machine_cpu(), start=time.perf_counter(),
+                      load=os.getloadavg())
             monitor.start()
 
         def end():
             at.update(wall=time.perf_counter() - at["start"], cpu1=_proc_stat(pid) if pid else (None, None),
-                      machine1=_machine_cpu())
+                      machine1=_machine_cpu(), load1=os.getloadavg())
             monitor.stopped.set()
 
         results = asyncio.run(burst(url, range(args.sessions), args.timeout, args.min_charts, args.client,
-                                    begin, end))
+                                    begin, end, args.page, args.words))
         monitor.join()
         wall, (cpu0, rss0), (cpu1, rss1) = at["wall"], at["cpu"], at["cpu1"]
         busy, idle, stolen = (round(b - a, 1) for a, b in zip(at["machine"], at["machine1"]))
         rounds = []
         for r in range(1, args.rounds):
             more = asyncio.run(burst(url, range(r * args.sessions, (r + 1) * args.sessions), args.timeout,
-                                     args.min_charts, args.client))
+                                     args.min_charts, args.client, page=args.page, words=args.words))
             rounds.append({"sentences": (r + 1) * args.sessions, "errors": sum(m["error"] is not None for m in more),
-                           "rss_mb": round(_proc_stat(pid)[1]) if pid else None})
+                           "rss_mb": round(_proc_stat(pid)[1]) if pid else None,
+                           "load_1min": round(os.getloadavg()[0], 2)})
             print(json.dumps(rounds[-1]), flush=True)
     finally:
         if proc is not None:
@@ -388,7 +434,13 @@ def main(argv: list[str] | None = None) -> dict:
     ok = [r for r in results if r["error"] is None]
     page_s = [ms / 1000 for ms in _page_times(log.name)[seen:]]
     report = {
-        "sessions": args.sessions, "client": args.client, "cores": len(os.sched_getaffinity(0)), "url": url,
+        "sessions": args.sessions, "client": args.client, "page": args.page, "words": args.words,
+        "cores": len(os.sched_getaffinity(0)), "url": url,
+        # the machine's load average (1, 5, 15 min) when the script started, and at the burst's start
+        # and end: other work on the machine shows here, and a figure taken under it is no figure
+        "machine_load": {name: [round(v, 2) for v in load]
+                         for name, load in (("at_start", load_before), ("burst_start", at["load"]),
+                                            ("burst_end", at["load1"]))},
         "first_session_s": warm["all_charts_s"], "settled_s": settled, "burst_started": round(time.time() - wall, 1),
         "burst_wall_s": round(wall, 1),
         "first_chart_s": summary([r["first_chart_s"] for r in ok if r["first_chart_s"] is not None]),

@@ -343,7 +343,7 @@ def test_lab_presets(at, preset):
 
 
 def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
-    """The oldest analyses leave Streamlit's cache once the bytes they hold pass the budget."""
+    """The oldest analyses leave the cache once the bytes they hold pass the budget."""
     import sys
     sys.path.insert(0, str(APP))
     import state
@@ -355,26 +355,49 @@ def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
     assert state.run_analysis(**settings[0]) is first and len(state.ledger) == 2
     state.analysis_or_error(settings[0])                   # used again: now the newest
     third = state.analysis_or_error(settings[2])
-    assert len(state.ledger) == 2 and state.ledger.bytes() == first.nbytes + third.nbytes
+    held = state.ledger.bytes() - first.nbytes - third.nbytes  # plus the two keys, which hold the texts
+    assert len(state.ledger) == 2 and 2 * 100 < held < 2 * 1_000
     assert state.run_analysis(**settings[0]) is first      # kept
     assert state.run_analysis(**settings[2]) is third      # kept
     assert state.run_analysis(**settings[1]) is not second  # the least recently used: computed anew
 
 
-def test_the_hints_that_skip_the_queue_stay_as_small_as_their_caches():
-    """A page skips the server's line for a projection or animation it computed lately; that
-    memory of keys (settings with the whole text) keeps only the newest, as many as the cache."""
+def test_one_bounded_cache_type_keeps_to_its_entries_and_bytes_and_counts():
+    """Every cache of the app (analyses, projections, animations, corpus results, figures) is a
+    Bounded: least recently used out first, within its entries and its bytes (keys, which hold the
+    whole text, weighed too), counted; two sessions asking for one missing key compute it once."""
     import sys
+    import threading
     sys.path.insert(0, str(APP))
     import state
-    recent = state.Recent(2)
-    keys = [("x" * 20_000, "umap"), ("y", ("heatmap",), ".gif"), {"text": "z", "projection": "pca"}]
+    limits = {"entries": 3, "bytes": 10_000}
+    cache = state.Bounded(lambda: limits["entries"], lambda: limits["bytes"])
+    keys = [{"text": "x" * 2_000, "projection": "umap"}, ["y", ["heatmap"], ".gif"], "z"]
     for key in keys:
-        recent.add(key)
-    assert keys[0] not in recent and keys[1] in recent and keys[2] in recent
-    recent.add(keys[1])  # used again: now the newest
-    recent.add(keys[0])
-    assert keys[2] not in recent and keys[1] in recent and keys[0] in recent
+        cache.put(key, key, 100)
+    assert len(cache) == 3 and cache.bytes() > 2_000 + 300  # the 2,000-character key is counted
+    assert cache.get(keys[0]) is keys[0]                    # used again: now the newest
+    cache.put("w", "w", 100)                                # a fourth: the least recently used goes
+    assert keys[1] not in cache and keys[0] in cache and keys[2] in cache
+    cache.put("big", "big", 9_000)                          # past the bytes: the oldest go, the newest stays
+    assert cache.bytes() <= 10_000 and "big" in cache and keys[0] not in cache
+    cache.put("huge", "huge", 50_000)                       # bigger than the budget alone: kept, alone
+    assert len(cache) == 1 and "huge" in cache
+    calls, started = [], threading.Event()
+
+    def compute():
+        calls.append(1)
+        started.wait(5)
+        return "done"
+    threads = [threading.Thread(target=cache.get_or_compute, args=("k", compute, len)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.set()
+    for t in threads:
+        t.join(10)
+    assert calls == [1] and cache.get("k") == "done"
+    stats = cache.stats()
+    assert stats["misses"] == 1 and stats["hits"] >= 3 and stats["evictions"] == 6 and stats["entries"] == 1
 
 
 def test_log_axes_label_one_two_five_within_three_decades():

@@ -5,13 +5,12 @@ runs or fetches the result (a progress bar while it runs), smoothviz.corpus_figu
 """
 from __future__ import annotations
 
-import io
+import functools
 import logging
 import sys
 import urllib.parse
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
@@ -21,7 +20,7 @@ from markup import md  # noqa: E402
 from smoothviz import corpus_figures, figures
 from smoothviz.claims import frozen_caveat
 from smoothviz.corpus import parse_corpus, read_corpus
-from smoothviz.corpus_store import HIST, changes, histograms, metric_columns
+from smoothviz.corpus_store import changes, histograms, metric_columns
 from smoothviz.metrics import METRICS
 from smoothviz.settings import SETTINGS
 
@@ -106,8 +105,8 @@ if "mitigation" in summary:
     shown = ", ".join(f"{k}={v}" for k, v in summary["mitigation"]["params"].items() if v != "")
     names["mitigated"] = summary["mitigation"]["name"] + (f" ({shown})" if shown else "")
 speed = f" · {result.rate:.1f} sentences/s" if result.computed else ""
-st.caption(f"Model **{summary['model']}** on {summary['device']} · {summary['sentences']} sentences · "
-           f"{summary['tokens']} tokens · baseline beside **{names.get('mitigated', 'no mitigation')}**{speed}")
+st.caption(f"Model **{md(summary['model'])}** on {summary['device']} · {summary['sentences']} sentences · "
+           f"{summary['tokens']} tokens · baseline beside **{md(names.get('mitigated', 'no mitigation'))}**{speed}")
 for note in summary["notes"] + [c for c in [frozen_caveat(summary.get("mitigation", {}).get("name"), lab)] if c]:
     st.info(md(note), icon=":material/info:")
 if result.errors:
@@ -175,14 +174,8 @@ st.caption("One row per (sentence, run, layer), every metric of the main page: t
            "writes (the Parquet also holds each row's cosine histogram).")
 
 
-def parquet() -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(result.table, buffer)
-    return buffer.getvalue()
-
-
-c1, c2 = st.columns(2)
-c1.download_button("Rows (CSV)", lambda: result.table.drop([HIST]).to_pandas().to_csv(index=False),
+c1, c2 = st.columns(2)  # built when pressed, from the lines and settings (state.report_html says why)
+c1.download_button("Rows (CSV)", functools.partial(state.corpus_table, lines, settings, "csv"),
                    "smoothviz-corpus.csv", "text/csv", on_click="ignore", width="stretch")
-c2.download_button("Rows (Parquet)", parquet, "smoothviz-corpus.parquet", "application/vnd.apache.parquet",
-                   on_click="ignore", width="stretch")
+c2.download_button("Rows (Parquet)", functools.partial(state.corpus_table, lines, settings, "parquet"),
+                   "smoothviz-corpus.parquet", "application/vnd.apache.parquet", on_click="ignore", width="stretch")

@@ -2,11 +2,12 @@
 
 Run A, B (and optionally C) are chosen with the same controls as the main page, every widget
 bound to the URL with the run's prefix (``a_``, ``b_``, ``c_``). Each run is one cached
-analysis (``state.run_analysis``); the over-depth curves share an axis, absolute or relative
+analysis (``state.analysis_or_error``); the over-depth curves share an axis, absolute or relative
 (layer / L) depth, and each run keeps its colour (``figures.RUN_PALETTE``) in every view.
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -82,7 +83,7 @@ with st.expander("Graph options and runs", expanded=True):
     cols = st.columns(len(letters))
     specs = {x: run_controls(x, c) for x, c in zip(letters, cols)}
 
-runs = []
+runs, reported = [], []  # reported: (name, settings), what the report's download holds
 for letter, spec in specs.items():
     if spec is None:
         continue
@@ -94,6 +95,7 @@ for letter, spec in specs.items():
         continue
     run = analysis.mitigated if spec["mitigation"] != "none" else analysis.baseline
     runs.append((letter, f"{letter.upper()}: {label(spec)}", analysis, run))
+    reported.append((f"{letter.upper()}: {label(spec)}", settings))
 
 if runs:
     st.subheader("Over-smoothing over depth")
@@ -125,6 +127,6 @@ if runs:
                             key=f"graph_{letter}")
 
     st.download_button("Report of every run (one HTML file, works offline)",
-                       lambda: report.build_compare_report(text, [(name, a, r) for _, name, a, r in runs],
-                                                           relative=relative, depth=depth),
+                       functools.partial(state.compare_report_html, text, reported,
+                                         relative=relative, depth=depth),
                        "smoothviz-comparison.html", "text/html", on_click="ignore", key="compare_report")

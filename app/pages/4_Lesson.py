@@ -1,7 +1,7 @@
 """The Lesson: the over-smoothing story in steps; predict, then see the answer from the numbers.
 
 Thin: the steps, their questions and the answers' computations live in :mod:`smoothviz.lesson`;
-an answer's analysis runs (``state.run_analysis``, cached and shared) only once the student predicts.
+an answer's analysis runs (``state.analysis_or_error``, cached and shared) only once the student predicts.
 """
 from __future__ import annotations
 
@@ -28,11 +28,9 @@ for i, step in enumerate(STEPS):
         st.caption("Predict to reveal the answer.")
         continue
     s = step.settings
-    try:
-        analysis = state.run_analysis(text=s["text"], model=s.get("model", "default"), lab=s.get("lab"),
-                                      mitigation=s.get("mitigation"), params=s.get("params"), projection="none")
-    except ValueError as err:  # a public server may not allow this step's model (e.g. a deep lab)
-        st.warning(f"This step cannot run here: {err}")
+    analysis = state.analysis_or_error(dict(text=s["text"], model=s.get("model", "default"), lab=s.get("lab"),
+                                            mitigation=s.get("mitigation"), params=s.get("params")))
+    if analysis is None:  # e.g. a public server that does not allow this step's deep lab: the message is shown
         continue
     right, lines = step.answer(analysis)
     with st.expander("Answer", expanded=True):

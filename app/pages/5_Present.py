@@ -41,10 +41,8 @@ def run_settings(query) -> tuple[dict, list[str]]:
 settings, refused = run_settings(st.query_params)
 for message in refused:  # as on the main page: a link's value that cannot be used, reset
     st.warning(md(message), icon=":material/tune:")
-try:
-    analysis = state.run_analysis(**settings, projection="pca")
-except ValueError as err:
-    st.error(f"{md(err)}. Open this page from the main view's settings, or fix the URL.")
+analysis = state.analysis_or_error({**settings, "projection": "pca"}, project=True)  # the one way in
+if analysis is None:
     st.stop()
 L = analysis.n_layers
 
