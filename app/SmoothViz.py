@@ -89,10 +89,15 @@ if analysis is None:
 
 labels = analysis.labels
 n, L = len(labels), analysis.n_layers
+token_name = lambda i: "none" if i < 0 else f"{i} · {labels[i]}"  # noqa: E731 - also the URL's value
 if st.session_state.get("token", -1) >= n:  # a token picked in a longer sentence
     del st.session_state["token"]
-picked = st.sidebar.selectbox("Highlight a token", [-1, *range(n)], key="token", bind=URL,
-                              format_func=lambda i: "none" if i < 0 else f"{i} · {labels[i]}",
+elif "token" not in st.session_state and (asked := st.query_params.get("token")) is not None \
+        and asked not in {token_name(i) for i in range(-1, n)}:
+    st.warning(md(controls.refusal("token", asked, f"this sentence has tokens 0–{n - 1}, e.g. '{token_name(0)}'",
+                                   "none")), icon=":material/tune:")
+    del st.query_params["token"]
+picked = st.sidebar.selectbox("Highlight a token", [-1, *range(n)], key="token", bind=URL, format_func=token_name,
                               help="Marks the token in every view.")
 picked = None if picked < 0 else picked
 SETTINGS_KEY = json.dumps(settings, sort_keys=True, default=str)  # what the analysis depends on
@@ -117,22 +122,36 @@ if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
 # section is a tab, and only the open tab runs: a new visitor's page builds the depth curves
 # (three charts), not all nineteen, and the projection is computed only when its tab is opened.
 # The layer and atlas sections are fragments, so moving their controls reruns only them.
-def remember(key: str, default, valid) -> None:
+def remember(key: str, default, valid, allowed: str) -> None:
     """Keep a tab's control at its value while the tab is closed (Streamlit forgets the state of
-    a widget that a run does not draw), start it at ``default``, and reset a value the current
-    analysis cannot hold. A valid value in the URL still wins when the page opens."""
-    value = st.session_state.get(key, default)
+    a widget that a run does not draw), start it at the link's value or ``default``, and reset a
+    value the current analysis cannot hold, saying so when the link asked for it (``allowed``:
+    what it may be, in words)."""
+    if key in st.session_state:
+        value = st.session_state[key]
+    elif (asked := st.query_params.get(key)) is not None:
+        try:
+            value = int(asked) if isinstance(default, int) else asked
+        except ValueError:
+            value = asked
+        if not valid(value):
+            st.warning(md(controls.refusal(key, asked, allowed, default)), icon=":material/tune:")
+            del st.query_params[key]
+    else:
+        value = default
     st.session_state[key] = value if valid(value) else default
 
 
 new_depth = st.session_state.get("_depth", L) != L  # another model: its layer controls start at its last layer
 st.session_state["_depth"] = L
 a_layer = lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L  # noqa: E731
-remember("layer", L, a_layer)
-remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10)
-remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES)
-remember("atlas_layer", L, a_layer)
-remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.heads)
+remember("layer", L, a_layer, f"this model has layers 1–{L}")
+remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10, "1–10")
+remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES,
+         "one of " + ", ".join(figures.HEAD_QUANTITIES))
+remember("atlas_layer", L, a_layer, f"this model has layers 1–{L}")
+remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.heads,
+         f"this model has heads 0–{analysis.heads - 1}")
 
 
 def depth_tab() -> None:
@@ -154,7 +173,7 @@ def layer_views(analysis, picked) -> None:
     back.button("◀", on_click=step, args=(-1,), help="previous layer", disabled=L == 1)
     fwd.button("▶", on_click=step, args=(1,), help="next layer", disabled=L == 1)
     with slider:
-        layer = st.slider("Layer", 1, L, key="layer", bind=URL,
+        layer = st.slider("Layer", 1, L, L, key="layer", bind=URL,  # default: the last layer, as with no link
                           help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).") \
             if L > 1 else 1
     runs = analysis.runs()
@@ -170,7 +189,7 @@ def layer_views(analysis, picked) -> None:
                        delta=None if None in (b, m) else f"{m - b:+.3g}", delta_color="off")
         else:
             col.metric(f"{name} · layer {layer}", text)
-    top_k = st.slider("Edges drawn per token (top-k)", 1, 10, key="topk", bind=URL, width=320)
+    top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
     draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k))
 
 
@@ -207,6 +226,14 @@ def toggle_ablation(layer: int, head: int) -> None:
     cells ^= {(layer, head)}
     st.session_state.update(mit="heads", heads_ablate=format_ablate(cells), heads_sink="none",
                             _ablation_changed=True)
+    # The URL too: a widget drawn for the first time with a value set in code never writes it
+    # there, and a copied link then opened another experiment (issue 22).
+    st.query_params["mit"] = "heads"
+    for key, value in (("heads_ablate", format_ablate(cells)), ("heads_sink", "")):
+        if value:
+            st.query_params[key] = value
+        elif key in st.query_params:  # the default (no heads; sink none) is left out of a link
+            del st.query_params[key]
 
 
 def atlas(analysis, picked) -> None:
@@ -214,7 +241,7 @@ def atlas(analysis, picked) -> None:
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1.3], vertical_alignment="bottom")
     quantity = c1.radio("Quantity", list(figures.HEAD_QUANTITIES), key="atlas_q", bind=URL, horizontal=True,
                         captions=list(figures.HEAD_QUANTITIES.values()))
-    layer = c2.selectbox("Layer", list(range(1, L + 1)), key="atlas_layer", bind=URL)
+    layer = c2.selectbox("Layer", list(range(1, L + 1)), index=L - 1, key="atlas_layer", bind=URL)
     head = c3.selectbox("Head", list(range(analysis.heads)), key="atlas_head", bind=URL)
     cut = (layer, head) in ablated()
     c4.button("Restore this head" if cut else "Ablate this head", key="ablate", on_click=toggle_ablation,

@@ -519,20 +519,73 @@ def rollout(analysis) -> go.Figure:
     return layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
 
 
-def enlarged(fig: go.Figure, factor: float, height: int) -> go.Figure:
-    """A copy of ``fig`` for a projector: every font ``factor`` times larger (the base font and the
-    ticks, panel titles, legends and cell texts set their own sizes), ``height`` pixels tall."""
+def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go.Figure:
+    """A copy of ``fig`` for a projector: every font ``factor`` times larger, and at least ``floor``
+    px (the base font and the ticks, panel titles, legends and cell texts set their own sizes),
+    ``height`` pixels tall. Explicit tick labels are thinned so that ``floor``-px labels do not
+    overlap along an axis of about ``height`` pixels (the heatmaps' token labels)."""
+    def size(v):
+        return max(v * factor, floor)
+
     def grow(node):
         if isinstance(node, dict):
-            return {k: {**grow(v), "size": v["size"] * factor}
+            return {k: {**grow(v), "size": size(v["size"])}
                     if "font" in k and isinstance(v, dict) and isinstance(v.get("size"), (int, float))
+                    else size(v) if k.endswith("font_size") and isinstance(v, (int, float))
                     else grow(v) for k, v in node.items()}
         return [grow(v) for v in node] if isinstance(node, (list, tuple)) else node
     spec = fig.to_dict()
     spec["layout"].setdefault("font", {}).setdefault("size", 12)  # plotly's default, made explicit to scale
+    spec["layout"].setdefault("hoverlabel", {}).setdefault("font", {}).setdefault("size", 12)
+    for axis in (v for k, v in spec["layout"].items() if k.startswith(("xaxis", "yaxis"))):
+        axis.setdefault("tickfont", {}).setdefault("size", spec["layout"]["font"]["size"])
+        if axis.get("title") and isinstance(axis["title"], dict) and "text" in axis["title"]:
+            axis["title"].setdefault("font", {}).setdefault("size", spec["layout"]["font"]["size"])
+    for note in spec["layout"].get("annotations", []):
+        note.setdefault("font", {}).setdefault("size", spec["layout"]["font"]["size"])
+    if isinstance(spec["layout"].get("title"), dict):
+        spec["layout"]["title"].setdefault("font", {}).setdefault("size", spec["layout"]["font"]["size"])
     spec = grow(spec)
     spec["layout"]["height"] = height
+    if floor:
+        plot = height - 160  # the plot area left after the title and the rotated labels, roughly
+        for axis in (v for k, v in spec["layout"].items() if k.startswith(("xaxis", "yaxis"))):
+            vals, text = axis.get("tickvals"), axis.get("ticktext")
+            if vals is not None and text is not None and len(vals) > 1:
+                step = thin(len(vals), max(2, int(plot // (floor * 1.25))))
+                axis["tickvals"], axis["ticktext"] = list(vals)[::step], list(text)[::step]
     return go.Figure(spec)
+
+
+LAYER_MARK = "#222222"
+
+
+def mark_layer(fig: go.Figure, key: str, layer: int) -> go.Figure:
+    """``fig`` (a view's figure, by the view's ``key``) with layer ``layer`` marked, for views that
+    show every layer at once (Present: the ← → keys visibly move something on every view)."""
+    fig = go.Figure(fig)
+    if key in ("curves", "shi", "rollout"):
+        grid = fig._grid_ref is not None
+        fig.add_vline(x=layer, line=dict(color=LAYER_MARK, dash="dot", width=2),
+                      **({"row": "all", "col": "all"} if grid else {}))
+        fig.add_annotation(text=f"layer {layer}", x=layer, y=1, yref="paper", xref="x", showarrow=False,
+                           yanchor="bottom", font=dict(color=LAYER_MARK))
+    elif key == "verdicts":
+        fig.add_shape(type="rect", x0=layer - 0.5, x1=layer + 0.5, y0=0, y1=1, yref="paper",
+                      line=dict(color=LAYER_MARK, width=3))
+    elif key == "sv":
+        for trace in fig.data:
+            if trace.name == f"layer {layer}":
+                trace.line.width, trace.line.color = 5, "#d62728"
+    elif key == "trajectories":
+        for i, trace in enumerate(list(fig.data)):
+            if trace.mode == "markers" and trace.text is not None:
+                at = [j for j, t in enumerate(trace.text) if str(t).endswith(f"— layer {layer}")]
+                fig.add_trace(go.Scatter(x=[trace.x[j] for j in at], y=[trace.y[j] for j in at], mode="markers",
+                                         showlegend=False, hoverinfo="skip", xaxis=trace.xaxis, yaxis=trace.yaxis,
+                                         marker=dict(size=14, color="rgba(0,0,0,0)",
+                                                     line=dict(color="#d62728", width=3))))
+    return fig
 
 
 def image_config(name: str, fmt: str = "png") -> dict:
