@@ -23,6 +23,7 @@ st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
 URL = controls.URL
 THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 PLAY_SECONDS = 1.2
+SENTENCE_CHARS = 300  # the sentence as shown above the charts (the text box holds all of it)
 
 settings, img, refused = state.timed("sidebar", controls.sidebar)()
 
@@ -104,8 +105,13 @@ SETTINGS_KEY = json.dumps(settings, sort_keys=True, default=str)  # what the ana
 
 mitigation = analysis.mitigation["name"] if analysis.mitigation else None
 beside = md(run_title(analysis, "mitigated")) if mitigation else "no mitigation"
+shown_text = " ".join(settings["text"].split())
+st.markdown(f"**Sentence:** {md(shown_text[:SENTENCE_CHARS])}" + ("…" if len(shown_text) > SENTENCE_CHARS else ""))
 st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens analysed · {L} layers × "
            f"{analysis.heads} heads · baseline beside **{beside}**")
+if line := views.story(analysis):  # computed from the numbers of the first chart below
+    st.markdown(line)
+present_slot = st.container()  # "Present this", filled once the layer is known
 for note in analysis.notes:
     st.info(md(note), icon=":material/info:")
 NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
@@ -152,6 +158,15 @@ remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.
 remember("atlas_layer", L, a_layer, f"this model has layers 1–{L}")
 remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.heads,
          f"this model has heads 0–{analysis.heads - 1}")
+
+
+def present_link() -> None:
+    """A link to Present with this page's setup, its open tab's first view and its layer."""
+    section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
+    query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
+             "view": views.first_view(section), "layer": str(st.session_state.get("layer", L))}
+    present_slot.page_link("pages/5_Present.py", label="Present this (projector view: arrow keys step)",
+                           icon=":material/slideshow:", query_params=query)
 
 
 def depth_tab() -> None:
@@ -224,16 +239,10 @@ def toggle_ablation(layer: int, head: int) -> None:
     """Ablate the atlas's chosen cell, or restore it (an on_click callback: runs before the rerun)."""
     cells = set(ablated())
     cells ^= {(layer, head)}
-    st.session_state.update(mit="heads", heads_ablate=format_ablate(cells), heads_sink="none",
-                            _ablation_changed=True)
-    # The URL too: a widget drawn for the first time with a value set in code never writes it
-    # there, and a copied link then opened another experiment (issue 22).
-    st.query_params["mit"] = "heads"
-    for key, value in (("heads_ablate", format_ablate(cells)), ("heads_sink", "")):
-        if value:
-            st.query_params[key] = value
-        elif key in st.query_params:  # the default (no heads; sink none) is left out of a link
-            del st.query_params[key]
+    st.session_state.update(_ablation_changed=True)
+    controls.write_to_url({"heads_ablate": "", "heads_sink": "none", "mit": controls.DEFAULT_MITIGATION},
+                          mit="heads", heads_ablate=format_ablate(cells), heads_sink="none")
+
 
 
 def atlas(analysis, picked) -> None:
@@ -269,6 +278,7 @@ for tab, draw_tab in zip(st.tabs(list(views.SECTIONS.values()), key="section", b
     with tab:
         if tab.open:
             draw_tab()
+present_link()  # after the tabs: the open tab and the layer are known
 
 # --------------------------------------------------------------------------- export
 st.header("Share and export", anchor="export")

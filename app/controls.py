@@ -15,6 +15,7 @@ from dataclasses import fields
 from urllib.parse import quote
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from smoothviz.handles import MAX_CHARS
 from smoothviz.lab import CHOICES, LIMITS, LabConfig
@@ -215,7 +216,7 @@ def check_section(refused: list, sections: dict[str, str]) -> None:
     if asked is None or asked in sections.values():
         return
     if asked in sections:  # ?section=layer: the short key the README and the lesson may use
-        st.session_state["section"] = st.query_params["section"] = sections[asked]
+        st.session_state["section"] = sections[asked]
         return
     _refuse(refused, "section", lambda v: False, "one of " + ", ".join(sections) + " or a tab's title",
             next(iter(sections)))
@@ -450,6 +451,28 @@ def graph_controls(model: str, device: str, lab: dict | None, refused: list) -> 
     return dict(head=int(head) if head is not None else None, symmetrize=sym, exclude_special=exclude)
 
 
+def write_to_url(defaults: dict | None = None, **values) -> None:
+    """Set widgets' values from code (a callback, before they are drawn) and put them in the URL.
+
+    Streamlit writes a value set in code into the URL only for a widget drawn in the run before;
+    a widget drawn for the first time (the heads' parameters when another mitigation was chosen)
+    kept the value out of the address, and a copied link opened another experiment (issue 22).
+    Such a key is not bound yet, so it is written here; a bound one (its widget drawn before)
+    Streamlit writes itself, and refuses a direct write. A value equal to its default
+    (``defaults``) is left out of the link, as Streamlit does.
+    """
+    st.session_state.update(values)
+    for key, value in values.items():
+        try:
+            if value == (defaults or {}).get(key):
+                if key in st.query_params:
+                    del st.query_params[key]
+            else:
+                st.query_params[key] = str(value)
+        except StreamlitAPIException:  # bound to a widget drawn before: Streamlit syncs it
+            pass
+
+
 def url_state() -> dict:
     """The URL parameters of the model, mitigation and graph widgets as they stand (a link to the
     main page with the same settings)."""
@@ -492,10 +515,10 @@ def sidebar() -> tuple[dict, str, list[str]]:
 
         st.subheader("Projection")
         proj = st.radio("Projection", list(SHOWN_PROJECTIONS), key="proj", bind=URL,
-                        horizontal=True, format_func=PROJECTIONS.get, label_visibility="collapsed",
-                        help="PCA is fast and deterministic; UMAP (fixed seed) keeps neighbourhoods.")
+                        horizontal=True, label_visibility="collapsed",  # no format_func: the URL holds the option
+                        help="pca: PCA, fast and deterministic; umap: UMAP (fixed seed), keeps neighbourhoods.")
         img = st.radio("Chart download format", list(IMAGE_FORMATS), key="img", bind=URL, horizontal=True,
-                       format_func=str.upper, help="What the camera button in every chart's toolbar saves.")
+                       help="What the camera button in every chart's toolbar saves.")
     settings = dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
                     **graph, projection=proj)
     return settings, img, refused

@@ -199,6 +199,28 @@ def in_section(section: str) -> list[View]:
     return [view for view in VIEWS if view.section == section]
 
 
+def story(analysis) -> str:
+    """The sentence's smoothing story in one line, from the baseline's mean token cosine similarity
+    (SmoothViz's own summary: where it starts, where it peaks, where it ends)."""
+    values = [row.get("cosine_mean") for row in analysis.baseline.rows]
+    known = [(layer, v) for layer, v in enumerate(values) if v is not None]
+    if len(known) < 2:
+        return ""
+    (first, a), (last, z) = known[0], known[-1]
+    peak, top = max(known, key=lambda lv: lv[1])
+    where = ("and peaks there" if peak == last else
+             f"and peaks at layer {peak} ({top:.3f})" + (" — the embeddings" if peak == 0 else ""))
+    change = "rises" if z > a else "falls" if z < a else "stays"
+    return (f"Without a mitigation, the mean cosine similarity between this sentence's tokens {change} from "
+            f"{a:.3f} at the embeddings (layer {first}) to {z:.3f} at layer {last}, {where}: "
+            f"{'the tokens end more alike than they start' if z > a else 'the tokens end less alike than they start'}.")
+
+
+def first_view(section: str) -> str:
+    """The key of the first view of ``section`` (Present opens there)."""
+    return in_section(section)[0].key
+
+
 def chart_count(analysis) -> int:
     """How many charts the page and the report draw for ``analysis``."""
     return sum(view.count(analysis) for view in VIEWS)
