@@ -10,9 +10,10 @@ link, a preset or another model, is reset to the default, and the page says so.
 """
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import fields
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
@@ -471,6 +472,18 @@ def write_to_url(defaults: dict | None = None, **values) -> None:
                 st.query_params[key] = str(value)
         except StreamlitAPIException:  # bound to a widget drawn before: Streamlit syncs it
             pass
+
+
+def same_tab_link(label: str, path: str, query: dict) -> str:
+    """HTML for a link to another page of the app, opened in this tab as a fresh page load.
+
+    Not ``st.page_link``: Streamlit's own page change keeps the session and drops every URL key
+    bound to a widget of another page (the model, the mitigation, the layer…), so Present opened
+    with the text alone. Not a markdown link: those open a new tab. ``label`` is this app's own
+    text; the query is percent-encoded, so nothing a visitor typed can leave the attribute.
+    """
+    href = html.escape(f"{path}?{urlencode(query)}" if query else path, quote=True)
+    return f'<a href="{href}" target="_self">{html.escape(label)}</a>'
 
 
 def url_state() -> dict:

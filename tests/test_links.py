@@ -6,6 +6,9 @@ from the widgets must be the state asked for, and the URL the page then holds (w
 copies) must reopen the same state in another fresh session.
 """
 import base64
+import html
+import re
+from urllib.parse import parse_qsl
 import json
 import os
 import random
@@ -151,16 +154,16 @@ def test_present_this_carries_the_setup_and_present_honours_the_lab():
              "section": SECTIONS["layer"], "text": "Fusion is seen, not inferred."}
     main = _open(MAIN, setup)
     _fine(main)
-    link = next(e for e in main.get("page_link") if "Present this" in e.proto.label)
-    query = dict(pair.split("=", 1) for pair in link.proto.query_string.split("&"))
-    from urllib.parse import unquote_plus
-    query = {k: unquote_plus(v) for k, v in query.items()}
+    link = next(m.value for m in main.markdown if ">Present this</a>" in m.value)
+    href = html.unescape(re.search(r'href="([^"]+)" target="_self"', link).group(1))
+    assert href.startswith("Present?")
+    query = dict(parse_qsl(href.split("?", 1)[1]))
     assert {k: query.get(k) for k in setup if k != "section"} == {k: v for k, v in setup.items() if k != "section"}
     assert query["view"] == "similarity"
     present = _open(PRESENT, query)
     _fine(present)
     assert "layer 3 of 12" in " ".join(m.value for m in present.markdown)
-    assert "Fusion is seen, not inferred." in " ".join(m.value.replace("\\", "") for m in present.markdown)
+    assert "Fusion is seen, not inferred." in " ".join(e.proto.body for e in present.get("html"))
     shown, projected = _heatmaps(main), _heatmaps(present)
     assert len(shown) == len(projected) == 2 and all((a == b).all() for a, b in zip(shown, projected))
     last = _open(PRESENT, {**query, "layer": "12"})

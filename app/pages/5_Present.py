@@ -7,6 +7,7 @@ cannot be used is reset to its default with a warning naming it, as on the main 
 """
 from __future__ import annotations
 
+import html
 import json
 import sys
 from pathlib import Path
@@ -27,12 +28,12 @@ st.set_page_config(page_title="SmoothViz · Present", page_icon="🫧", layout="
 st.markdown("<style>[data-testid='stSidebar'],[data-testid='stSidebarCollapsedControl'],"
             "[data-testid='stHeader']{display:none}html{font-size:22px}"
             "[data-testid='stCaptionContainer'],[data-testid='stCaptionContainer'] *{color:#31333F !important}"
-            ".block-container{padding-top:1rem;padding-bottom:1rem}</style>", unsafe_allow_html=True)
+            ".block-container{padding-top:0.6rem;padding-bottom:0.5rem}"
+            ".sentence{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;color:#31333F}</style>", unsafe_allow_html=True)
 KEYS = {"ArrowLeft": "◀ layer", "ArrowRight": "layer ▶", "ArrowUp": "◀ view", "ArrowDown": "view ▶"}
 FONT_SCALE = 1.3    # every font of the main page's figures, for a projector
 MIN_FONT = 16       # px: no chart text smaller (a projector at the back of a room)
 CHART_HEIGHT = 430  # the buttons, the sentence, a heading, the chart and its caption fit a 1280×720 screen
-SENTENCE_CHARS = 110  # one line of the sentence at this page's type size
 ORDER = [view.key for view in views.VIEWS]
 CURVES = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")  # four panels readable from the back
 
@@ -78,23 +79,23 @@ view = views.VIEWS[index]
 cols = st.columns([3, 3, 14, 3, 3], vertical_alignment="center")  # buttons wide enough for their labels
 cols[0].button(KEYS["ArrowUp"], on_click=step, args=("present_view", -1, len(ORDER), 0))
 cols[1].button(KEYS["ArrowLeft"], on_click=step, args=("present_layer", -1, L, 1))
-cols[2].markdown(f"**{views.SECTIONS[view.section]} · view {index + 1} of {len(ORDER)} · layer {layer} of {L}**")
+at = views.At(layer=layer, top_k=3, head_layer=layer)
+cols[2].markdown(f"**{view.heading(at) or views.SECTIONS[view.section]} · view {index + 1} of {len(ORDER)} · "
+                 f"layer {layer} of {L}**")
 cols[3].button(KEYS["ArrowRight"], on_click=step, args=("present_layer", 1, L, 1))
 cols[4].button(KEYS["ArrowDown"], on_click=step, args=("present_view", 1, len(ORDER), 0))
 
+# The sentence on one line (cut with an ellipsis where the screen ends; its full text in the tooltip).
 text = " ".join(settings["text"].split())
-shown_text = text if len(text) <= SENTENCE_CHARS else text[:SENTENCE_CHARS - 1] + "…"
-beside = md(figures.run_name(analysis, "mitigated")) if analysis.mitigation else "no mitigation"
-st.markdown(f"“{md(shown_text)}” — {md(analysis.model)}, baseline beside **{beside}**")
+beside = figures.run_name(analysis, "mitigated") if analysis.mitigation else "no mitigation"
+st.html(f"<div class='sentence' title='{html.escape(text, quote=True)}'>“{html.escape(text)}” — "
+        f"{html.escape(analysis.model)}, baseline beside <b>{html.escape(beside)}</b></div>")
 
-at = views.At(layer=layer, top_k=3, head_layer=layer)
 shown = analysis
 if view.section == "trajectories":
     shown = state.projected(settings, analysis)
     if shown is None:
         st.stop()
-if title := view.heading(at):
-    st.markdown(f"**{title}**")
 settings_key = json.dumps(settings, sort_keys=True, default=str)
 
 
