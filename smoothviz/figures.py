@@ -31,6 +31,7 @@ def run_colour(i: int) -> str:
 MAX_TICKS = 30        # more tick labels than this overlap at any sensible width
 MAX_HEATMAP = 256     # heatmap cells per side sent to the browser (pooled above this)
 MAX_NODE_LABELS = 40  # more nodes than this: every k-th node labelled (and the picked one)
+NOTE_INK = "#555555"  # notes inside charts: 7.5:1 on white (plotly's grey was 3.9:1, under WCAG AA)
 FONT = dict(family="Inter, 'Segoe UI', Arial, sans-serif", size=13)
 # plotly_white reduced to the trace types drawn here (scatter, heatmap): the same look, while
 # the whole template's defaults for 24 trace types cost ~20 ms of validation and copying in
@@ -174,10 +175,10 @@ def shi_bound(analysis) -> go.Figure:
     if getattr(analysis, "layernorm", "post") == "pre":
         fig.add_annotation(text="v is not shown: Shi et al.'s bound is derived for post-LN blocks,<br>"
                                 "and this model is pre-LN", showarrow=False, align="left",
-                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
+                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color=NOTE_INK))
     elif undefined:
         fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
-                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
+                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color=NOTE_INK))
     shown = [y for trace in fig.data for y in trace.y]
     fig.update_yaxes(type="log", title="ratio (log)", **log_ticks(shown + [1.0]))
     fig.update_xaxes(title="layer", dtick=thin(L, 16))
@@ -534,6 +535,8 @@ def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go
                     else size(v) if k.endswith("font_size") and isinstance(v, (int, float))
                     else grow(v) for k, v in node.items()}
         return [grow(v) for v in node] if isinstance(node, (list, tuple)) else node
+    if floor:
+        fig = _decade_ticks(go.Figure(fig))
     spec = fig.to_dict()
     spec["layout"].setdefault("font", {}).setdefault("size", 12)  # plotly's default, made explicit to scale
     spec["layout"].setdefault("hoverlabel", {}).setdefault("font", {}).setdefault("size", 12)
@@ -548,6 +551,20 @@ def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go
     spec = grow(spec)
     spec["layout"]["height"] = height
     if floor:
+        title = spec["layout"].get("title") or {}
+        if len(title.get("text") or "") > TITLE_CHARS and " — " in title["text"]:  # two lines, not cut at the edge
+            title["text"] = title["text"].replace(" — ", "<br>", 1)
+            spec["layout"].setdefault("margin", {})["t"] = spec["layout"].get("margin", {}).get("t", 60) + floor * 1.5
+        room = max(6, int((height - 160) * 3 // (floor * 4)))  # node labels around a circle of the plot's height
+        for trace in spec["data"]:  # a graph's node labels: every k-th, so that floor-px words keep apart
+            if trace.get("mode") == "text":
+                trace["cliponaxis"] = False  # a label above the top node stays whole
+            if trace.get("mode") == "text" and isinstance(trace.get("text"), (list, tuple)) and len(trace["text"]) > room:
+                step = math.ceil(len(trace["text"]) / room)
+                trace["text"] = [t if i % step == 0 else "" for i, t in enumerate(trace["text"])]
+        for trace in spec["data"]:  # cell texts plotly would shrink under the floor to fit narrow cells
+            if trace.get("type") == "heatmap" and trace.get("texttemplate") and len(trace.get("x") or []) > 8:
+                trace["texttemplate"] = None
         plot = height - 160  # the plot area left after the title and the rotated labels, roughly
         for axis in (v for k, v in spec["layout"].items() if k.startswith(("xaxis", "yaxis"))):
             vals, text = axis.get("tickvals"), axis.get("ticktext")
@@ -557,6 +574,28 @@ def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go
     return go.Figure(spec)
 
 
+def _decade_ticks(fig: go.Figure) -> go.Figure:
+    """Log axes left to plotly get explicit labels at powers of ten, at most six, in full-size
+    digits: plotly's own ("10" with a smaller superscript, and small 2 and 5 between decades)
+    come out under the projector's smallest size."""
+    for name in [k for k in fig.layout.to_plotly_json() if k.startswith(("xaxis", "yaxis"))]:
+        axis = fig.layout[name]
+        if axis.type != "log" or axis.tickvals is not None:
+            continue
+        letter, ref = name[0], name[0] + name[5:]
+        values = np.concatenate([np.ravel(np.asarray(getattr(t, letter), dtype=np.float64))
+                                 for t in fig.data if getattr(t, letter) is not None
+                                 and (getattr(t, f"{letter}axis", None) or letter) == ref] or [np.array([])])
+        values = values[np.isfinite(values) & (values > 0)]
+        if values.size == 0:
+            continue
+        lo, hi = math.floor(math.log10(values.min())), math.ceil(math.log10(values.max()))
+        ticks = [10.0 ** k for k in range(lo, hi + 1, max(1, math.ceil((hi - lo) / 5)))]
+        axis.update(tickvals=ticks, ticktext=[_tick_text(t) for t in ticks])
+    return fig
+
+
+TITLE_CHARS = 40  # a longer chart title is split at its dash on a projector (half-width charts)
 LAYER_MARK = "#222222"
 
 
@@ -568,8 +607,6 @@ def mark_layer(fig: go.Figure, key: str, layer: int) -> go.Figure:
         grid = fig._grid_ref is not None
         fig.add_vline(x=layer, line=dict(color=LAYER_MARK, dash="dot", width=2),
                       **({"row": "all", "col": "all"} if grid else {}))
-        fig.add_annotation(text=f"layer {layer}", x=layer, y=1, yref="paper", xref="x", showarrow=False,
-                           yanchor="bottom", font=dict(color=LAYER_MARK))
     elif key == "verdicts":
         fig.add_shape(type="rect", x0=layer - 0.5, x1=layer + 0.5, y0=0, y1=1, yref="paper",
                       line=dict(color=LAYER_MARK, width=3))

@@ -46,10 +46,18 @@ TEXTS = r"""() => {
     if (r.width === 0 || r.height === 0) continue;
     const svg = el.closest('svg'), chart = el.closest('[data-testid="stPlotlyChart"]');
     const cs = getComputedStyle(el);
-    const colour = rgb(svg ? (cs.fill || cs.color) : cs.color).slice(0, 3);
+    // The ink as seen: its own alpha and every ancestor's opacity blended over the background.
+    const ink = rgb(svg ? (cs.fill || cs.color) : cs.color), bg = background(el);
+    let alpha = (ink.length === 4 ? ink[3] : 1) * (svg ? parseFloat(cs.fillOpacity || 1) : 1);
+    for (let e = el; e; e = e.parentElement) alpha *= parseFloat(getComputedStyle(e).opacity);
+    const colour = ink.slice(0, 3).map((c, i) => alpha * c + (1 - alpha) * bg[i]);
+    // Cut short: a box narrower than its text (an ellipsis, a button label). The sentence line is
+    // the one cut on purpose (its full text in its tooltip).
+    const cut = !el.closest('.sentence') && !svg && el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0;
     const onCell = !!el.closest('.heatmaplayer, .cbaxis, .legend');  // over coloured cells: plotly picks the ink
     const c = chart ? chart.getBoundingClientRect() : null;
-    out.push({text: text.slice(0, 40), size: parseFloat(cs.fontSize), contrast: onCell ? 21 : ratio(colour, background(el)),
+    out.push({text: text.slice(0, 40), size: parseFloat(cs.fontSize), contrast: onCell ? 21 : ratio(colour, bg),
+              svg: !!svg && !onCell, cut,
               box: [r.left, r.top, r.right, r.bottom], chart: c ? [c.left, c.top, c.right, c.bottom] : null,
               axis: (el.closest('.xtick, .ytick') && el.closest('g[class*="axislayer"]')) ?
                     [...document.querySelectorAll('g[class*="axislayer"]')].indexOf(el.closest('g[class*="axislayer"]'))
@@ -79,12 +87,23 @@ def projector_problems(page) -> list[str]:
             problems.append(f"{t['text']!r} is {t['size']:.1f} px")
         if t["contrast"] < 4.5:
             problems.append(f"{t['text']!r} has contrast {t['contrast']:.2f}:1")
+        if t["cut"]:
+            problems.append(f"{t['text']!r} is cut short by its box")
         x0, y0, x1, y1 = t["box"]
         if x0 < -1 or x1 > width + 1 or y0 < -1 or y1 > height + 1:
             problems.append(f"{t['text']!r} lies outside the {width}×{height} window: {t['box']}")
         if t["chart"] and (x0 < t["chart"][0] - 1 or x1 > t["chart"][2] + 1 or y0 < t["chart"][1] - 1
                            or y1 > t["chart"][3] + 1):
             problems.append(f"{t['text']!r} is cut by its chart's edge")
+    in_charts: dict = {}
+    for t in seen["texts"]:
+        if t["svg"] and t["chart"]:
+            in_charts.setdefault(tuple(t["chart"]), []).append(t)
+    for texts in in_charts.values():  # titles, notes, labels and ticks of one chart clear of each other
+        for i, a in enumerate(texts):
+            for b in texts[i + 1:]:
+                if _overlap(a["box"], b["box"], slack=2) and not (a["axis"] and a["axis"] == b["axis"]):
+                    problems.append(f"{a['text']!r} and {b['text']!r} overlap in a chart")
     ticks: dict = {}
     for t in seen["texts"]:
         if t["axis"]:
@@ -112,9 +131,20 @@ def _drawn(page, view: int, layer: int) -> None:
     page.wait_for_function(ALL_DRAWN, arg=1, timeout=240_000, polling=100)
 
 
-FINGERPRINT = """() => [...document.querySelectorAll('.js-plotly-plot')].filter(g => g.checkVisibility())
-  .map(g => JSON.stringify((g._fullData || []).map(d => [d.type, d.name, d.x && d.x.length, d.y && d.y.length,
-                                                       d.z && d.z.length])) + (g.layout.title && g.layout.title.text || ''))"""
+# JS: what the screen shows, apart from the step counter: each chart's traces (with a sum of their
+# numbers), shapes and notes, and the view's heading (which names the layer for per-layer views).
+FINGERPRINT = """() => {
+  const sum = a => a == null ? 0 : typeof a === 'number' ? (isNaN(a) ? 0 : a)
+      : a.length !== undefined && typeof a !== 'string' ? Array.prototype.reduce.call(a, (s, v) => s + sum(v), 0) : 0;
+  const charts = [...document.querySelectorAll('.js-plotly-plot')].filter(g => g.checkVisibility()).map(g =>
+    JSON.stringify([(g._fullData || []).map(d => [d.type, d.name, d.line && d.line.width,
+                    Math.round(1e4 * (sum(d.x) + sum(d.y) + sum(d.z)))]),
+                    (g._fullLayout.shapes || []).map(s => [s.x0, s.x1, s.y0, s.y1]),
+                    (g._fullLayout.annotations || []).map(a => a.text)]));
+  const headings = [...document.querySelectorAll('[data-testid="stMain"] strong')].map(b => b.innerText)
+    .filter(t => !/^view \\d+ of /.test(t));
+  return [...headings, ...charts];
+}"""
 
 
 def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, browser):
@@ -133,7 +163,8 @@ def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, br
     page.goto(server + "/?" + urlencode(setup))
     page.wait_for_function(ALL_DRAWN, arg=2, timeout=240_000, polling=100)
     _set_text(page, SENTENCE)
-    page.get_by_text("Fusion mixes the layers", exact=False).first.wait_for(timeout=240_000)
+    page.wait_for_function("() => [...document.querySelectorAll('a')].some(a => a.innerText === 'Present this' "
+                           "&& a.href.includes('Fusion+mixes'))", timeout=240_000, polling=100)
     page.wait_for_function(ALL_DRAWN, arg=2, timeout=240_000, polling=100)
     page.screenshot(path=str(SHOTS / "class-main-1280x720.png"))
 

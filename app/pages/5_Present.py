@@ -23,17 +23,20 @@ from smoothviz import figures, views  # noqa: E402
 st.set_page_config(page_title="SmoothViz · Present", page_icon="🫧", layout="wide",
                    initial_sidebar_state="collapsed")
 # No sidebar and no top bar: the bar (fixed, its height in rem, so taller in this page's large type)
-# covered the first row, the step buttons, at 1280×720. Captions in the text's own dark grey: the
-# theme's caption grey is 3.9:1 on white, under WCAG AA's 4.5:1 for a projector's washed-out image.
+# covered the first row, the step buttons, at 1280×720. Captions in the text's own dark grey at full
+# opacity: the theme's (60 % opacity) is 3.9:1 on white, under WCAG AA's 4.5:1, for a washed-out projector.
 st.markdown("<style>[data-testid='stSidebar'],[data-testid='stSidebarCollapsedControl'],"
-            "[data-testid='stHeader']{display:none}html{font-size:22px}"
+            "[data-testid='stHeader']{display:none}html{font-size:20px}"
+            "[data-testid='stCaptionContainer']{opacity:1 !important}"
             "[data-testid='stCaptionContainer'],[data-testid='stCaptionContainer'] *{color:#31333F !important}"
             ".block-container{padding-top:0.6rem;padding-bottom:0.5rem}"
+            "[data-testid='stButton'] button{padding:0.2rem 0.6rem}"
             ".sentence{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;color:#31333F}</style>", unsafe_allow_html=True)
 KEYS = {"ArrowLeft": "◀ layer", "ArrowRight": "layer ▶", "ArrowUp": "◀ view", "ArrowDown": "view ▶"}
 FONT_SCALE = 1.3    # every font of the main page's figures, for a projector
 MIN_FONT = 16       # px: no chart text smaller (a projector at the back of a room)
-CHART_HEIGHT = 430  # the buttons, the sentence, a heading, the chart and its caption fit a 1280×720 screen
+CHART_HEIGHT = 410  # the buttons, the heading, the sentence, the chart and a one-line caption fit 1280×720
+CAPTION_LINE = (90, 30)  # characters and pixels of a caption line at 1024 px wide: a longer caption, a lower chart
 ORDER = [view.key for view in views.VIEWS]
 CURVES = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")  # four panels readable from the back
 
@@ -76,20 +79,20 @@ def step(key: str, delta: int, size: int, first: int) -> None:
 
 
 view = views.VIEWS[index]
-cols = st.columns([3, 3, 14, 3, 3], vertical_alignment="center")  # buttons wide enough for their labels
+cols = st.columns([4, 4, 10, 4, 4], vertical_alignment="center")  # buttons wide enough for their labels at 1024 px
 cols[0].button(KEYS["ArrowUp"], on_click=step, args=("present_view", -1, len(ORDER), 0))
 cols[1].button(KEYS["ArrowLeft"], on_click=step, args=("present_layer", -1, L, 1))
-at = views.At(layer=layer, top_k=3, head_layer=layer)
-cols[2].markdown(f"**{view.heading(at) or views.SECTIONS[view.section]} · view {index + 1} of {len(ORDER)} · "
-                 f"layer {layer} of {L}**")
+cols[2].markdown(f"**view {index + 1} of {len(ORDER)} · layer {layer} of {L}**")
 cols[3].button(KEYS["ArrowRight"], on_click=step, args=("present_layer", 1, L, 1))
 cols[4].button(KEYS["ArrowDown"], on_click=step, args=("present_view", 1, len(ORDER), 0))
+at = views.At(layer=layer, top_k=3, head_layer=layer)
+st.markdown(f"**{view.heading(at) or views.SECTIONS[view.section]}**")
 
 # The sentence on one line (cut with an ellipsis where the screen ends; its full text in the tooltip).
 text = " ".join(settings["text"].split())
 beside = figures.run_name(analysis, "mitigated") if analysis.mitigation else "no mitigation"
-st.html(f"<div class='sentence' title='{html.escape(text, quote=True)}'>“{html.escape(text)}” — "
-        f"{html.escape(analysis.model)}, baseline beside <b>{html.escape(beside)}</b></div>")
+st.html(f"<div class='sentence' title='{html.escape(text, quote=True)}'>{html.escape(analysis.model)}, baseline "
+        f"beside <b>{html.escape(beside)}</b>: “{html.escape(text)}”</div>")
 
 shown = analysis
 if view.section == "trajectories":
@@ -102,10 +105,15 @@ settings_key = json.dumps(settings, sort_keys=True, default=str)
 def build(name: str, run_key: str | None):
     """The view's figure for a projector, the layer marked where the view shows every layer."""
     if view.key == "curves":
-        fig = figures.metric_curves(shown, list(CURVES), cols=len(CURVES))
+        fig = figures.metric_curves(shown, list(CURVES), cols=2)  # wide panels: "fused" clear of the last layer
     else:
         fig = view.build(shown, run_key, at)
-    return figures.mark_layer(figures.enlarged(fig, FONT_SCALE, CHART_HEIGHT, floor=MIN_FONT), view.key, layer)
+    return figures.enlarged(figures.mark_layer(fig, view.key, layer), FONT_SCALE, height, floor=MIN_FONT)
+
+
+lines = view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()})
+height = max(280, CHART_HEIGHT - CAPTION_LINE[1] * (-(-len(view.caption) // CAPTION_LINE[0]) - 1)
+             - (45 if lines else 0))
 
 
 names = [f"{view.key}-{k}" for k in shown.runs()] if view.per_run else [view.key]
@@ -113,10 +121,10 @@ names = [f"{view.key}-{k}" for k in shown.runs()] if view.per_run else [view.key
 # already shown redraws from the cache instead of rebuilding (1.9 s before).
 for name, col in zip(names, st.columns(len(names))):
     run_key = name.removeprefix(f"{view.key}-") if view.per_run else None
-    fig = state.figure(lambda: build(name, run_key), (settings_key, "present", name, layer))
+    fig = state.figure(lambda: build(name, run_key), (settings_key, "present", name, layer, height))
     col.plotly_chart(fig, theme=None, config=figures.image_config(name))
 st.caption(view.caption)
-if lines := view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()}):
+if lines:
     with st.expander("The lines the caption refers to"):  # computed from the numbers; folded to fit the screen
         st.caption("  \n".join(lines))
 
