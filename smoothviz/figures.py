@@ -537,6 +537,16 @@ def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go
         return [grow(v) for v in node] if isinstance(node, (list, tuple)) else node
     if floor:
         fig = _decade_ticks(go.Figure(fig))
+        room = max(2, int((height - 160) // (floor * 1.6)))
+        for trace in fig.data:  # a heatmap's numbered rows and columns (the atlas): one label per floor-px line
+            if trace.type == "heatmap" and trace.z is not None:
+                z = np.asarray(trace.z)
+                for letter, count in (("y", z.shape[0]), ("x", z.shape[1] if z.ndim > 1 else 1)):
+                    axis = fig.layout[f"{letter}axis{(getattr(trace, letter + 'axis') or letter)[1:]}"]
+                    values = getattr(trace, letter)
+                    if axis.tickvals is None and values is not None and count > room \
+                            and all(isinstance(v, (int, float, np.integer)) for v in values):
+                        axis.update(dtick=max(axis.dtick or 1, math.ceil(count / room)))
     spec = fig.to_dict()
     spec["layout"].setdefault("font", {}).setdefault("size", 12)  # plotly's default, made explicit to scale
     spec["layout"].setdefault("hoverlabel", {}).setdefault("font", {}).setdefault("size", 12)
@@ -560,8 +570,13 @@ def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go
             if trace.get("mode") == "text":
                 trace["cliponaxis"] = False  # a label above the top node stays whole
             if trace.get("mode") == "text" and isinstance(trace.get("text"), (list, tuple)) and len(trace["text"]) > room:
-                step = math.ceil(len(trace["text"]) / room)
-                trace["text"] = [t if i % step == 0 else "" for i, t in enumerate(trace["text"])]
+                n, step = len(trace["text"]), math.ceil(len(trace["text"]) / room)
+                # every step-th around the circle, and none just before the first (the circle closes there)
+                trace["text"] = [t if i % step == 0 and (i == 0 or n - i >= step) else ""
+                                 for i, t in enumerate(trace["text"])]
+            bar = (trace.get("marker") or {}).get("colorbar")
+            if bar and bar.get("orientation") == "h":  # the bar's title beside it, clear of the labels above
+                bar.setdefault("title", {})["side"] = "right"
         for trace in spec["data"]:  # cell texts plotly would shrink under the floor to fit narrow cells
             if trace.get("type") == "heatmap" and trace.get("texttemplate") and len(trace.get("x") or []) > 8:
                 trace["texttemplate"] = None
