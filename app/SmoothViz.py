@@ -111,6 +111,8 @@ st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens a
            f"{analysis.heads} heads · baseline beside **{beside}**")
 if line := views.story(analysis):  # computed from the numbers of the first chart below
     st.markdown(line)
+if line := views.fusion_line(analysis):  # why fusion lowers similarity, in this run's own numbers
+    st.markdown(md(line))
 present_slot = st.container()  # "Present this", filled once the layer is known
 for note in analysis.notes:
     st.info(md(note), icon=":material/info:")

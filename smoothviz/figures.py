@@ -129,13 +129,21 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
     L = analysis.n_layers
     has_fused = any(run.fused_row is not None for run in _runs(analysis).values())
     traces, where = [], []  # added in one batch: per-trace add_trace is slow with many subplots
-    for key, run in _runs(analysis).items():
+    runs = _runs(analysis)
+    same = "mitigated" in runs and all(  # e.g. a fusion: every layer is the baseline's
+        _values(runs["mitigated"], m) == _values(runs["baseline"], m) for m in metrics)
+    for key, run in runs.items():
         colour, name = RUN_COLOURS[key], run_name(analysis, key)
+        if key == "mitigated" and same:  # drawn dashed over the baseline, and said, so both stay visible
+            name += " (same as the baseline at every layer" + (": differs only at the fused output)"
+                                                                 if run.fused_row is not None else ")")
         fused = run.fused_row
         for i, m in enumerate(metrics):
             traces.append(go.Scatter(
                 x=list(range(L + 1)), y=_values(run, m), mode="lines+markers", name=escape(name),
-                legendgroup=key, showlegend=i == 0, line=dict(color=colour, width=2), marker=dict(size=4),
+                legendgroup=key, showlegend=i == 0, marker=dict(size=4 if not (same and key == "mitigated") else 7,
+                                                             symbol="circle-open" if same and key == "mitigated" else "circle"),
+                line=dict(color=colour, width=2, dash="dash" if same and key == "mitigated" else "solid"),
                 hovertemplate=f"{m}<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>"))
             where.append(divmod(i, cols))
             if fused is not None and fused.get(m) is not None:

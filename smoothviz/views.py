@@ -208,12 +208,42 @@ def story(analysis) -> str:
         return ""
     (first, a), (last, z) = known[0], known[-1]
     peak, top = max(known, key=lambda lv: lv[1])
+    if round(top, 3) == round(z, 3):  # the same to the digits shown: the end is the peak
+        peak = last
     where = ("and peaks there" if peak == last else
              f"and peaks at layer {peak} ({top:.3f})" + (" — the embeddings" if peak == 0 else ""))
     change = "rises" if z > a else "falls" if z < a else "stays"
     return (f"Without a mitigation, the mean cosine similarity between this sentence's tokens {change} from "
             f"{a:.3f} at the embeddings (layer {first}) to {z:.3f} at layer {last}, {where}: "
             f"{'the tokens end more alike than they start' if z > a else 'the tokens end less alike than they start'}.")
+
+
+def fusion_line(analysis) -> str:
+    """For a fusion: the fused output's mean token cosine beside each fused layer's, from the
+    mitigated run's rows (a fusion leaves the layers themselves as the baseline's)."""
+    from .mitigations.fusion import select_layers
+    m, run = analysis.mitigation, analysis.mitigated
+    if not m or run is None or run.fused_row is None or run.fused_row.get("cosine_mean") is None:
+        return ""
+    try:
+        layers = select_layers(str(m["params"].get("layers", "all")), analysis.n_layers, m["name"])
+    except ValueError:
+        return ""
+    fused = run.fused_row["cosine_mean"]
+    each = [(layer, run.rows[layer].get("cosine_mean")) for layer in layers]
+    each = [(layer, v) for layer, v in each if v is not None]
+    if not each:
+        return ""
+    shown = ", ".join(f"{v:.3f} (layer {layer})" for layer, v in each) if len(each) <= 8 else \
+        f"{min(v for _, v in each):.3f} to {max(v for _, v in each):.3f}"
+    below = sum(fused < v for _, v in each)
+    verdict = ("lower than every fused layer's" if below == len(each) else
+               "higher than every fused layer's" if below == 0 else
+               f"lower than {below} of the {len(each)} fused layers'")
+    span = f"layers {layers[0]}–{layers[-1]}" if len(layers) > 1 else f"layer {layers[0]}"
+    return (f"Fusion ({m['name']} of {span}): the fused output's mean token cosine similarity is {fused:.3f}, "
+            f"{verdict} ({shown}); the layers themselves are the baseline's, so the curves differ only at "
+            f"\"fused\". Change the fused layers in the sidebar (layers=A-B) to see the fused value move.")
 
 
 def first_view(section: str) -> str:
