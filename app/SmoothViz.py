@@ -153,7 +153,10 @@ def remember(key: str, default, valid, allowed: str) -> None:
 new_depth = st.session_state.get("_depth", L) != L  # another model: its layer controls start at its last layer
 st.session_state["_depth"] = L
 a_layer = lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L  # noqa: E731
-remember("layer", L, a_layer, f"this model has layers 1–{L}")
+FUSED = "fused"  # the slider's position after the last layer when a fusion has a fused output
+POSITIONS = [*range(1, L + 1), *([FUSED] if views.has_fused(analysis) else [])]
+remember("layer", L, lambda v: not new_depth and v in POSITIONS,
+         f"this model has layers 1–{L}" + (" and fused" if FUSED in POSITIONS else ""))
 remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10, "1–10")
 remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES,
          "one of " + ", ".join(figures.HEAD_QUANTITIES))
@@ -177,7 +180,8 @@ def depth_tab() -> None:
 
 
 def step(delta: int) -> None:
-    st.session_state["layer"] = min(L, max(1, st.session_state.get("layer", L) + delta))
+    at = POSITIONS.index(st.session_state.get("layer", L)) if st.session_state.get("layer", L) in POSITIONS else L - 1
+    st.session_state["layer"] = POSITIONS[min(len(POSITIONS) - 1, max(0, at + delta))]
 
 
 def layer_views(analysis, picked) -> None:
@@ -185,30 +189,40 @@ def layer_views(analysis, picked) -> None:
     if st.session_state.get("play"):
         last = st.session_state.get("_played", 0.0)
         if time.monotonic() - last >= PLAY_SECONDS * 0.8:  # timer ticks, not other reruns, advance
-            st.session_state["layer"] = st.session_state.get("layer", L) % L + 1
+            at = POSITIONS.index(st.session_state.get("layer", L)) if st.session_state.get("layer", L) in POSITIONS else -1
+            st.session_state["layer"] = POSITIONS[(at + 1) % len(POSITIONS)]
             st.session_state["_played"] = time.monotonic()
     back, slider, fwd = st.columns([1, 14, 1], vertical_alignment="bottom")
     back.button("◀", on_click=step, args=(-1,), help="previous layer", disabled=L == 1)
     fwd.button("▶", on_click=step, args=(1,), help="next layer", disabled=L == 1)
     with slider:
-        layer = st.slider("Layer", 1, L, L, key="layer", bind=URL,  # default: the last layer, as with no link
-                          help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).") \
-            if L > 1 else 1
+        if FUSED in POSITIONS:  # the fused output is a place on the slider, after the last layer
+            layer = st.select_slider("Layer (then the fused output)", POSITIONS, value=L, key="layer", bind=URL,
+                                     format_func=str, help="Drag, or click the handle and use the arrow keys; "
+                                                           "'fused' is the fusion's output after the last layer.")
+        else:
+            layer = st.slider("Layer", 1, L, L, key="layer", bind=URL,  # default: the last layer, as with no link
+                              help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).") \
+                if L > 1 else 1
+    fused = layer == FUSED
+    where = "the fused output" if fused else f"layer {layer}"
+    layer = L if fused else layer
     runs = analysis.runs()
     metric_names = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")
     if "mitigated" in runs:
-        st.caption(f"At layer {layer}: baseline → {md(run_title(analysis, 'mitigated'))} (difference below)")
+        st.caption(f"At {where}: baseline" + (f" (layer {L}: it has no fused output)" if fused else "")
+                   + f" → {md(run_title(analysis, 'mitigated'))} (difference below)")
     for col, name in zip(st.columns(len(metric_names)), metric_names):
         b = runs["baseline"].rows[layer][name]
         text = "—" if b is None else f"{b:.3g}"
         if "mitigated" in runs:
-            m = runs["mitigated"].rows[layer][name]
-            col.metric(f"{name} · layer {layer}", f"{text} → {'—' if m is None else f'{m:.3g}'}",
+            m = (runs["mitigated"].fused_row or {}).get(name) if fused else runs["mitigated"].rows[layer][name]
+            col.metric(f"{name} · {where}", f"{text} → {'—' if m is None else f'{m:.3g}'}",
                        delta=None if None in (b, m) else f"{m - b:+.3g}", delta_color="off")
         else:
-            col.metric(f"{name} · layer {layer}", text)
+            col.metric(f"{name} · {where}", text)
     top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
-    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k))
+    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k, fused=fused))
 
 
 def layer_tab() -> None:
@@ -292,7 +306,7 @@ c1.download_button("Metrics (CSV)", report.metrics_csv(analysis), "smoothviz-met
                    on_click="ignore", width="stretch")
 c2.download_button("Metrics (JSON)", json.dumps(analysis.to_json(), indent=1), "smoothviz-metrics.json",
                    "application/json", on_click="ignore", width="stretch")
-report_layer = st.session_state.get("layer", L)
+report_layer = st.session_state.get("layer", L) if st.session_state.get("layer", L) != FUSED else L
 
 
 def full_report() -> str:

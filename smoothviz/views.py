@@ -8,8 +8,10 @@ the tests that count charts all read this list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable
 
+import numpy as np
 import plotly.graph_objects as go
 
 from . import figures, tables, trends
@@ -36,6 +38,9 @@ class At:
         top_k: edges drawn per token in graph views.
         quantity: the head atlas's per-head quantity (a key of ``figures.HEAD_QUANTITIES``).
         head_layer, head: the atlas's chosen cell (layer 1…L, head index).
+        fused: the position after the last layer, a fusion's fused output: ``layer`` is then L
+            (the fused output is measured on the last layer's graph); the similarity view and the
+            cards show the fused states.
     """
 
     layer: int
@@ -44,6 +49,7 @@ class At:
     quantity: str = "head_gap"
     head_layer: int = 1
     head: int = 0
+    fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,12 @@ class View:
 
     def heading(self, at: At) -> str:
         """The title with ``at``'s values filled in (``""`` for none)."""
-        return self.title.format(**vars(at))
+        title = self.title.format(**vars(at))
+        if at.fused and "layer" in self.depends and title:
+            if self.key == "similarity":
+                return f"Token similarity of the fused output (after layer {at.layer})"
+            return title + " — the fused output has no layer of its own: the last layer's"
+        return title
 
     def figures(self, analysis, at: At) -> list[tuple[str, go.Figure]]:
         """``[(figure name, Figure)]``: one per run for a per-run view, else one."""
@@ -110,6 +121,28 @@ def _title(analysis, key) -> str:
     return figures.run_name(analysis, key)
 
 
+def has_fused(analysis) -> bool:
+    """Whether the analysis has a fused output (a fusion mitigation): a position after the last layer."""
+    return analysis.mitigated is not None and analysis.mitigated.fused is not None
+
+
+def fused_similarity(analysis) -> np.ndarray:
+    """``[n, n]`` cosine similarity of the fused output's kept tokens."""
+    x = np.asarray(analysis.mitigated.fused, dtype=np.float64)[analysis.keep]
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x @ x.T
+
+
+def _similarity(analysis, key, at):
+    run = _run(analysis, key)
+    if at.fused and key == "mitigated" and run.fused is not None:
+        fused = SimpleNamespace(similarity=[fused_similarity(analysis)])  # the one matrix the heatmap reads
+        return figures.similarity_heatmap(fused, analysis.labels, 0, at.picked,
+                                          title=_title(analysis, key) + " — fused output")
+    note = f" — layer {at.layer} (no fusion)" if at.fused else ""
+    return figures.similarity_heatmap(run, analysis.labels, at.layer, at.picked, title=_title(analysis, key) + note)
+
+
 VIEWS: list[View] = [
     View("curves", "depth", "",
          "Each panel is one over-smoothing metric over depth; arrows give the direction in which tokens "
@@ -131,8 +164,8 @@ VIEWS: list[View] = [
     View("similarity", "layer", "Token similarity at layer {layer}",
          "Cosine similarity between every pair of tokens at this layer: a uniformly red square means the "
          "tokens have become alike.", "the-metrics",
-         lambda a, k, at: figures.similarity_heatmap(_run(a, k), a.labels, at.layer, at.picked, title=_title(a, k)),
-         per_run=True, depends=("layer", "picked"),
+         lambda a, k, at: _similarity(a, k, at),
+         per_run=True, depends=("layer", "picked", "fused"),
          table=tables.similarity),
     View("graph", "layer", "Attention graph of layer {layer} (top {top_k} edges per token)",
          "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "

@@ -19,7 +19,8 @@ from smoothviz.views import SECTIONS, VIEWS
 from test_browser import ALL_DRAWN, SERVER_LOG, SHOTS, _set_text, browser, server  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-TITLE = re.compile(r"view (\d+) of (\d+) · layer (\d+) of (\d+)")
+TITLE = re.compile(r"view (\d+) of (\d+) · (?:layer (\d+) of (\d+)|fused output, after layer (\d+) of (\d+))")
+FUSED = 13  # the lab has 12 layers; a fusion adds the fused output as position 13
 SENTENCE = "Fusion mixes the layers, so the last layer alone no longer decides how alike the tokens look."
 
 # JS: every visible text on the page, HTML and SVG, with its size, colours, box and chart.
@@ -123,11 +124,12 @@ def projector_problems(page) -> list[str]:
 
 def _screen(page) -> tuple[int, int]:
     m = TITLE.search(page.get_by_text(TITLE).inner_text())
-    return int(m.group(1)), int(m.group(3))
+    return int(m.group(1)), int(m.group(3)) if m.group(3) else FUSED
 
 
 def _drawn(page, view: int, layer: int) -> None:
-    page.get_by_text(re.compile(rf"view {view} of \d+ · layer {layer} of ")).wait_for(timeout=240_000)
+    where = "fused output, after layer" if layer == FUSED else f"layer {layer} of "
+    page.get_by_text(re.compile(rf"view {view} of \d+ · {where}")).wait_for(timeout=240_000)
     page.wait_for_function(ALL_DRAWN, arg=1, timeout=240_000, polling=100)
 
 
@@ -186,7 +188,7 @@ def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, br
             before = page.evaluate(FINGERPRINT)
             t0 = time.perf_counter()
             page.keyboard.press("ArrowRight")  # a new layer: the figure changes on every view
-            _drawn(page, view, layer % 12 + 1)
+            _drawn(page, view, layer % FUSED + 1)
             page.wait_for_function(f"() => JSON.stringify(({FINGERPRINT})()) !== {json.dumps(json.dumps(before))}",
                                    timeout=60_000, polling=50)
             times["arrow_new_s"].append(round(time.perf_counter() - t0, 3))
@@ -203,19 +205,21 @@ def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, br
     (SHOTS / "class-timings.json").write_text(json.dumps(times, indent=1))
     assert not problems, json.dumps(problems, indent=1, ensure_ascii=False)
 
-    # Back to a chosen screen, then the copied link in a fresh browser context: the same screen.
+    # The fused output is a position after the last layer: ← from layer 1 wraps to it. Then the
+    # copied link in a fresh browser context: the same screen.
     page.set_viewport_size({"width": 1280, "height": 720})
-    page.keyboard.press("ArrowDown")  # the 12 views went round: now view 5 (the graph)
-    _drawn(page, 5, 3)
-    page.keyboard.press("ArrowRight")
-    _drawn(page, 5, 4)
+    assert _screen(page) == (4, 3)  # the 12 views went round
+    for layer in (2, 1, FUSED):
+        page.keyboard.press("ArrowLeft")
+        _drawn(page, 4, layer)
+    page.get_by_text("Token similarity of the fused output (after layer 12)").wait_for()
     page.wait_for_timeout(500)
-    page.screenshot(path=str(SHOTS / "class-present-graph-1280x720.png"))
+    page.screenshot(path=str(SHOTS / "class-present-fused-1280x720.png"))
     copied, shown = page.url, (page.evaluate(FINGERPRINT), page.get_by_text(TITLE).inner_text())
     other = browser.new_context(viewport={"width": 1280, "height": 720})
     again = other.new_page()
     again.goto(copied)
-    _drawn(again, 5, 4)
+    _drawn(again, 4, FUSED)
     assert (again.evaluate(FINGERPRINT), again.get_by_text(TITLE).inner_text()) == shown
     again.get_by_text(SENTENCE[:40], exact=False).first.wait_for()
     again.screenshot(path=str(SHOTS / "class-copied-1280x720.png"))

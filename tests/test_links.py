@@ -265,3 +265,19 @@ def test_a_public_server_names_a_model_off_its_list_and_offers_only_its_devices(
                                 "default, lab)") for w in page["warnings"]), page["warnings"]
         assert any(w.startswith("device=cuda is not available here (this server has auto, cpu") for w in page["warnings"])
     assert pages["app/SmoothViz.py"]["devices"] == ["auto", "cpu"]
+
+
+def test_the_fused_output_is_a_position_after_the_last_layer():
+    """Issue 22: the slider stopped at L, so a fusion's cards read "0.325 → 0.325, +0"."""
+    link = {"mit": "fusion-mean", "fusion_mean_layers": "4-6", "layer": "fused", "section": SECTIONS["layer"]}
+    app = _open(MAIN, link)
+    _fine(app)
+    assert app.select_slider(key="layer").options[-1] == "fused" and app.session_state["layer"] == "fused"
+    card = next(m for m in app.metric if m.label == "cosine_mean · the fused output")
+    assert card.value == "0.325 → 0.24"  # the reference sentence: layer 6, then the fused output (issue 22)
+    heatmaps = _heatmaps(app)
+    assert len(heatmaps) == 2 and not np.allclose(heatmaps[0], heatmaps[1])  # the fused states differ from layer 6
+    present = _open(PRESENT, {**{k: v for k, v in link.items() if k != "section"}, "view": "similarity"})
+    _fine(present)
+    assert "fused output, after layer 6 of 6" in " ".join(m.value for m in present.markdown)
+    assert all((a == b).all() for a, b in zip(heatmaps, _heatmaps(present)))

@@ -38,11 +38,13 @@ MIN_FONT = 16       # px: no chart text smaller (a projector at the back of a ro
 CHART_HEIGHT = 410  # the buttons, the heading, the sentence, the chart and a one-line caption fit 1280×720
 CAPTION_LINE = (90, 30)  # characters and pixels of a caption line at 1024 px wide: a longer caption, a lower chart
 ORDER = [view.key for view in views.VIEWS]
+FUSED = "fused"  # the layer position after the last, for a fusion's fused output
 CURVES = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")  # four panels readable from the back
 
 
-def where(query, L: int) -> tuple[int, int, list[str]]:
-    """The view (its index) and layer a link asks for (``view=<key>``, ``layer=<1…L>``), and what was reset."""
+def where(query, L: int, fused: bool) -> tuple[int, int, list[str]]:
+    """The view (its index) and layer a link asks for (``view=<key>``, ``layer=<1…L>``, or ``fused``:
+    position L + 1, a fusion's fused output), and what was reset."""
     refused = []
     view = query.get("view", ORDER[0])
     if view not in ORDER:
@@ -50,8 +52,11 @@ def where(query, L: int) -> tuple[int, int, list[str]]:
         del query["view"]
         view = ORDER[0]
     layer = query.get("layer", str(L))
+    if fused and layer == FUSED:
+        return ORDER.index(view), L + 1, refused
     if not controls._in_range(1, L, integer=True)(layer):
-        refused.append(controls.refusal("layer", layer, f"this model has layers 1–{L}", L))
+        refused.append(controls.refusal("layer", layer, f"this model has layers 1–{L}"
+                                        + (" and fused" if fused else ""), L))
         del query["layer"]
         layer = L
     return ORDER.index(view), int(float(layer)), refused
@@ -64,7 +69,8 @@ if analysis is None:
         st.warning(md(message), icon=":material/tune:")
     st.stop()
 L = analysis.n_layers
-index, layer, more = where(st.query_params, L)  # the URL is this page's state: the buttons write it
+positions = L + (1 if views.has_fused(analysis) else 0)  # the fused output: one more position
+index, layer, more = where(st.query_params, L, positions > L)  # the URL is this page's state: the buttons write it
 st.session_state.update(present_view=index, present_layer=layer)
 refused += more
 for message in refused:  # as on the main page: a link's value that cannot be used, reset
@@ -75,18 +81,23 @@ def step(key: str, delta: int, size: int, first: int) -> None:
     """A button's (or an arrow key's) step, written into the URL: a copied link reopens this screen."""
     st.session_state[key] = (st.session_state.get(key, first) - first + delta) % size + first
     st.query_params["view"] = ORDER[st.session_state["present_view"]]
-    st.query_params["layer"] = str(st.session_state["present_layer"])
+    position = st.session_state["present_layer"]
+    st.query_params["layer"] = FUSED if position > L else str(position)
 
 
 view = views.VIEWS[index]
 cols = st.columns([4, 4, 10, 4, 4], vertical_alignment="center")  # buttons wide enough for their labels at 1024 px
 cols[0].button(KEYS["ArrowUp"], on_click=step, args=("present_view", -1, len(ORDER), 0))
-cols[1].button(KEYS["ArrowLeft"], on_click=step, args=("present_layer", -1, L, 1))
-cols[2].markdown(f"**view {index + 1} of {len(ORDER)} · layer {layer} of {L}**")
-cols[3].button(KEYS["ArrowRight"], on_click=step, args=("present_layer", 1, L, 1))
+cols[1].button(KEYS["ArrowLeft"], on_click=step, args=("present_layer", -1, positions, 1))
+fused = layer > L
+cols[2].markdown(f"**view {index + 1} of {len(ORDER)} · " + (f"fused output, after layer {L} of {L}**" if fused else
+                                                              f"layer {layer} of {L}**"))
+cols[3].button(KEYS["ArrowRight"], on_click=step, args=("present_layer", 1, positions, 1))
 cols[4].button(KEYS["ArrowDown"], on_click=step, args=("present_view", 1, len(ORDER), 0))
-at = views.At(layer=layer, top_k=3, head_layer=layer)
-st.markdown(f"**{view.heading(at) or views.SECTIONS[view.section]}**")
+layer = min(layer, L)  # the fused output is measured on the last layer's graph
+at = views.At(layer=layer, top_k=3, head_layer=layer, fused=fused)
+heading = view.heading(at) or views.SECTIONS[view.section]
+st.markdown(f"**{heading}**" + (" · the fused output" if fused and "fused output" not in heading else ""))
 
 # The sentence on one line (cut with an ellipsis where the screen ends; its full text in the tooltip).
 text = " ".join(settings["text"].split())
@@ -108,7 +119,7 @@ def build(name: str, run_key: str | None):
         fig = figures.metric_curves(shown, list(CURVES), cols=2)  # wide panels: "fused" clear of the last layer
     else:
         fig = view.build(shown, run_key, at)
-    return figures.enlarged(figures.mark_layer(fig, view.key, layer), FONT_SCALE, height, floor=MIN_FONT)
+    return figures.enlarged(figures.mark_layer(fig, view.key, layer + fused), FONT_SCALE, height, floor=MIN_FONT)
 
 
 lines = view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()})
@@ -121,7 +132,7 @@ names = [f"{view.key}-{k}" for k in shown.runs()] if view.per_run else [view.key
 # already shown redraws from the cache instead of rebuilding (1.9 s before).
 for name, col in zip(names, st.columns(len(names))):
     run_key = name.removeprefix(f"{view.key}-") if view.per_run else None
-    fig = state.figure(lambda: build(name, run_key), (settings_key, "present", name, layer, height))
+    fig = state.figure(lambda: build(name, run_key), (settings_key, "present", name, layer, fused, height))
     col.plotly_chart(fig, theme=None, config=figures.image_config(name))
 st.caption(view.caption)
 if lines:
