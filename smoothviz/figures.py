@@ -115,7 +115,7 @@ def _values(run, name: str) -> list:
 
 # --------------------------------------------------------------------------- 1. curves over depth
 
-def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> go.Figure:
+def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row_gap: float = 0.2) -> go.Figure:
     """Small multiples of the registered metrics over depth (those with ``curve=True``, or the
     ``metrics`` named), baseline and mitigated on shared axes.
 
@@ -125,7 +125,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registry[m].label if m in registry else m for m in metrics],
-                        horizontal_spacing=0.055, vertical_spacing=0.2 if rows > 1 else 0.1)
+                        horizontal_spacing=0.055, vertical_spacing=row_gap if rows > 1 else 0.1)
     L = analysis.n_layers
     has_fused = any(run.fused_row is not None for run in _runs(analysis).values())
     traces, where = [], []  # added in one batch: per-trace add_trace is slow with many subplots
@@ -225,7 +225,7 @@ def compare_curves(runs, metrics: list[str] | None = None, relative: bool = Fals
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registry[m].label if m in registry else m for m in metrics],
-                        horizontal_spacing=0.055, vertical_spacing=0.2 if rows > 1 else 0.1)
+                        horizontal_spacing=0.055, vertical_spacing=row_gap if rows > 1 else 0.1)
     traces, where = [], []
     for k, (label, run) in enumerate(runs):
         L = len(run.rows) - 1
@@ -544,7 +544,7 @@ def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go
                     else grow(v) for k, v in node.items()}
         return [grow(v) for v in node] if isinstance(node, (list, tuple)) else node
     if floor:
-        fig = _decade_ticks(go.Figure(fig))
+        fig = _decade_ticks(go.Figure(fig), height - 160, floor)
         room = max(2, int((height - 160) // (floor * 1.6)))
         for trace in fig.data:  # a heatmap's numbered rows and columns (the atlas): one label per floor-px line
             if trace.type == "heatmap" and trace.z is not None:
@@ -593,16 +593,26 @@ def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go
             vals, text = axis.get("tickvals"), axis.get("ticktext")
             if vals is not None and text is not None and len(vals) > 1:
                 step = thin(len(vals), max(2, int(plot // (floor * 1.25))))
-                axis["tickvals"], axis["ticktext"] = list(vals)[::step], list(text)[::step]
+                keep = list(range(0, len(vals), step))
+                if keep[-1] != len(vals) - 1 and str(text[-1]) == "fused":  # the fused output keeps its label
+                    keep[-1] = len(vals) - 1
+                axis["tickvals"], axis["ticktext"] = [vals[i] for i in keep], [text[i] for i in keep]
     return go.Figure(spec)
 
 
-def _decade_ticks(fig: go.Figure) -> go.Figure:
-    """Log axes left to plotly get explicit labels at powers of ten, at most six, in full-size
-    digits: plotly's own ("10" with a smaller superscript, and small 2 and 5 between decades)
-    come out under the projector's smallest size."""
+def _decade_ticks(fig: go.Figure, plot_px: float = 250, floor: float = 16) -> go.Figure:
+    """Log axes left to plotly get explicit labels at powers of ten in full-size digits: plotly's
+    own ("10" with a smaller superscript, and small 2 and 5 between decades) come out under the
+    projector's smallest size. A y axis gets at most one label per two ``floor``-px lines of its
+    share of the ``plot_px`` plot height (small multiples are short)."""
     for name in [k for k in fig.layout.to_plotly_json() if k.startswith(("xaxis", "yaxis"))]:
         axis = fig.layout[name]
+        labels = 5
+        if name.startswith("yaxis"):
+            domain = axis.domain or (0, 1)
+            labels = max(2, int(plot_px * (domain[1] - domain[0]) // (floor * 2)))
+            if axis.type != "log" and axis.tickvals is None:
+                axis.update(nticks=min(axis.nticks or labels, labels))
         if axis.type != "log" or axis.tickvals is not None:
             continue
         letter, ref = name[0], name[0] + name[5:]
@@ -613,7 +623,7 @@ def _decade_ticks(fig: go.Figure) -> go.Figure:
         if values.size == 0:
             continue
         lo, hi = math.floor(math.log10(values.min())), math.ceil(math.log10(values.max()))
-        ticks = [10.0 ** k for k in range(lo, hi + 1, max(1, math.ceil((hi - lo) / 5)))]
+        ticks = [10.0 ** k for k in range(lo, hi + 1, max(1, math.ceil((hi - lo) / max(1, labels - 1))))]
         axis.update(tickvals=ticks, ticktext=[_tick_text(t) for t in ticks])
     return fig
 
