@@ -661,6 +661,8 @@ def mark_layer(fig: go.Figure, key: str, layer: int) -> go.Figure:
 def image_config(name: str, fmt: str = "png") -> dict:
     """plotly's toolbar config: download as ``fmt`` (png or svg) under ``name``, offline."""
     fmt = fmt if fmt in ("png", "svg") else "png"
-    return {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+    # Nothing of plotly's cloud (its "Share chart"/"Edit in Chart Studio" sends the data away): offline.
+    return {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d", "sendDataToCloud"],
+            "showSendToCloud": False, "showEditInChartStudio": False, "showLink": False,
             "toImageButtonOptions": {"format": fmt, "filename": f"smoothviz-{name}",
                                      **({"scale": 2} if fmt == "png" else {})}}

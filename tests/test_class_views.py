@@ -82,3 +82,18 @@ def test_ablating_a_head_alone_keeps_the_sinks():
     assert last(alone) == pytest.approx(last(explicit)) and last(alone) != pytest.approx(last(both))
     neutral = smoothviz.analyze(REFERENCE, device="cpu", mitigation="heads", projection="none")
     assert neutral.mitigated.rows[-1]["cosine_mean"] == pytest.approx(neutral.baseline.rows[-1]["cosine_mean"])
+
+
+def test_the_gif_keeps_a_diverging_scale_smooth(tmp_path):
+    """The octree palette banded the heatmaps' RdBu scale (73 shades over 600 px)."""
+    from PIL import Image
+    from plotly.colors import sample_colorscale
+
+    from smoothviz.animate import _encode_gif
+    scale = sample_colorscale("RdBu_r", list(np.linspace(0, 1, 600)))
+    row = np.array([[int(float(x)) for x in c[4:-1].split(",")] for c in scale], dtype=np.uint8)
+    frames = [Image.fromarray(np.tile(row[None], (60, 1, 1))), Image.fromarray(np.tile(row[None, ::-1], (60, 1, 1)))]
+    _encode_gif(frames, str(tmp_path / "g.gif"))
+    back = np.asarray(Image.open(tmp_path / "g.gif").convert("RGB"), dtype=float)
+    assert len(np.unique(back[30], axis=0)) >= 150  # the octree palette kept 73
+    assert np.abs(back - np.tile(row[None], (60, 1, 1))).max() <= 8
