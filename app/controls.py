@@ -166,18 +166,19 @@ def lab_checks() -> dict[str, tuple]:
     return checks
 
 
-def _lab_settings(active: bool, refused: list) -> dict:
-    """Widgets for the lab model, built from ``smoothviz.lab.LIMITS`` and ``CHOICES``.
+def lab_widgets(active: bool, refused: list, prefix: str = "") -> dict:
+    """Widgets for the lab model, built from ``smoothviz.lab.LIMITS`` and ``CHOICES`` (keys
+    ``{prefix}lab_{name}``: the Compare page's runs have their own).
 
     Drawn even when another model is chosen (collapsed): a widget that first appears with a
     preset's value never reaches the URL, one that already exists does.
     """
-    lab = {}
-    for key, (ok, allowed, default) in lab_checks().items():
-        _refuse(refused, key, ok, allowed, default)
+    lab, checks = {}, lab_checks()
+    for key, (ok, allowed, default) in checks.items():
+        _refuse(refused, prefix + key, ok, allowed, default)
     with st.expander("Lab model settings" + ("" if active else " (used when the model is 'lab')"), expanded=active):
         for name, (lo, hi) in LAB_LIMITS.items():
-            key, default = f"lab_{name}", lab_checks()[f"lab_{name}"][2]
+            key, default = f"{prefix}lab_{name}", checks[f"lab_{name}"][2]
             if (options := _lab_options(name)) is not None:
                 lab[name] = st.select_slider(name, options, value=default, key=key, bind=URL)
             elif name == "depth":
@@ -187,7 +188,7 @@ def _lab_settings(active: bool, refused: list) -> dict:
             else:
                 lab[name] = st.number_input(name, int(lo), int(hi), int(default), step=1, key=key, bind=URL)
         for name, allowed in CHOICES.items():
-            key, default = f"lab_{name}", LAB_DEFAULTS[name]
+            key, default = f"{prefix}lab_{name}", LAB_DEFAULTS[name]
             if isinstance(default, bool):
                 lab[name] = st.toggle(name, value=default, key=key, bind=URL)
             else:
@@ -421,7 +422,7 @@ def model_controls(refused: list) -> tuple[str, dict | None, str]:
     if model == "custom":
         model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL, max_chars=500,
                               placeholder="bert-base-uncased or /path/to/model").strip()
-    lab = _lab_settings(model == "lab", refused)
+    lab = lab_widgets(model == "lab", refused)
     lab = lab if model == "lab" else None
     device = st.selectbox("Device", list(DEVICES_HERE), key="device", bind=URL,
                           help=", ".join(DEVICES[d] for d in DEVICES_HERE) + " (the devices this server has)")

@@ -180,18 +180,19 @@ def shi_bound(analysis) -> go.Figure:
                                  line=dict(color=colour), hovertemplate="layer %{x}: ratio = %{y:.3g}<extra></extra>"))
     fig.add_hline(y=1, line=dict(color="grey", dash="dash"), annotation_text="1: below it, d_M shrinks",
                   annotation_position="bottom right")
+    note = ""  # in the title's second line: inside the plot it was printed over the data (issue 22)
     if getattr(analysis, "layernorm", "post") == "pre":
-        fig.add_annotation(text="v is not shown: Shi et al.'s bound is derived for post-LN blocks,<br>"
-                                "and this model is pre-LN", showarrow=False, align="left",
-                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color=NOTE_INK))
+        note = "v is not shown: Shi et al.'s bound is derived for post-LN blocks, and this model is pre-LN"
     elif undefined:
-        fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
-                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color=NOTE_INK))
+        note = "v is undefined here: the blocks do not have two LayerNorms"
     shown = [y for trace in fig.data for y in trace.y]
     fig.update_yaxes(type="log", title="ratio (log)", **log_ticks(shown + [1.0]))
     fig.update_xaxes(title="layer", dtick=thin(L, 16))
-    return layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
-                   legend=dict(orientation="h", y=-0.22, x=0))
+    fig = layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
+                 legend=dict(orientation="h", y=-0.22, x=0))
+    if note:
+        fig.update_layout(title_text=f"{fig.layout.title.text}<br>{note}", margin_t=80)
+    return fig
 
 
 # --------------------------------------------------------------------------- 2. one layer
@@ -225,7 +226,7 @@ def compare_curves(runs, metrics: list[str] | None = None, relative: bool = Fals
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registry[m].label if m in registry else m for m in metrics],
-                        horizontal_spacing=0.055, vertical_spacing=row_gap if rows > 1 else 0.1)
+                        horizontal_spacing=0.055, vertical_spacing=0.2 if rows > 1 else 0.1)
     traces, where = [], []
     for k, (label, run) in enumerate(runs):
         L = len(run.rows) - 1

@@ -281,3 +281,25 @@ def test_the_fused_output_is_a_position_after_the_last_layer():
     _fine(present)
     assert "fused output, after layer 6 of 6" in " ".join(m.value for m in present.markdown)
     assert all((a == b).all() for a, b in zip(heatmaps, _heatmaps(present)))
+
+
+def test_an_emoji_alone_is_said_to_be_unknown_to_the_tokenizer():
+    app = _open(MAIN, {"text": "🙂"})
+    _fine(app)
+    assert any("1 of the 3 tokens analysed is the unknown token [UNK]" in i.value.replace("\\", "") for i in app.info)
+
+
+def test_compare_takes_lab_settings_as_widgets_and_presents_each_run():
+    app = _open(ROOT / "app" / "pages" / "3_Compare.py", {"a_model": "lab", "a_lab_depth": "8", "a_lab_residual": "false",
+                                                          "b_mit": "neutreno", "b_neutreno_lambda": "0.6"})
+    _fine(app)
+    assert app.slider(key="a_lab_depth").value == 8 and app.toggle(key="a_lab_residual").value is False
+    links = next(m.value for m in app.markdown if "Present run A" in m.value)
+    hrefs = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', links)]
+    a = dict(parse_qsl(hrefs[0].split("?", 1)[1]))
+    assert a["model"] == "lab" and a["lab_depth"] == "8" and a["lab_residual"] == "false"
+    b = dict(parse_qsl(hrefs[1].split("?", 1)[1]))
+    assert b["mit"] == "neutreno" and float(b["neutreno_lambda"]) == pytest.approx(0.6)
+    bad = _open(ROOT / "app" / "pages" / "3_Compare.py", {"a_model": "lab", "a_lab_depth": "abc"})
+    assert not bad.exception and not any("must be a" in e.value for e in bad.error)
+    assert any("a_lab_depth=abc is not available here" in w for w in _plain(bad.warning))
