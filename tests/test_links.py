@@ -303,3 +303,17 @@ def test_compare_takes_lab_settings_as_widgets_and_presents_each_run():
     bad = _open(ROOT / "app" / "pages" / "3_Compare.py", {"a_model": "lab", "a_lab_depth": "abc"})
     assert not bad.exception and not any("must be a" in e.value for e in bad.error)
     assert any("a_lab_depth=abc is not available here" in w for w in _plain(bad.warning))
+
+
+def test_a_pasted_corpus_lives_in_the_link():
+    lines = ["The cat sat on the mat.", "Attention is a graph.", "Stacking attention smooths the tokens of a sentence."]
+    app = _open(ROOT / "app" / "pages" / "2_Corpus.py", {"corpus": "paste", "paste": "\n".join(lines)})
+    _fine(app)
+    assert app.text_area(key="paste_text").value == "\n".join(lines)
+    assert any("3 sentences" in c.value for c in app.caption)
+    tables = [t.value for t in app.dataframe]
+    ranked = next(t for t in tables if "sentence" in t.columns)
+    assert list(ranked.columns[:3]) == ["open", "line", "sentence"]
+    assert sorted(ranked["line"]) == [1, 2, 3] and set(ranked["sentence"]) == set(lines)  # 1-based, shown
+    assert any("cannot exceed a sentence's token count" in c.value for c in app.caption)
+    assert app.query_params.get("paste") in ("\n".join(lines), ["\n".join(lines)])
