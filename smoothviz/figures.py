@@ -25,6 +25,22 @@ RUN_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
 RUN_COLOURS = {"baseline": RUN_PALETTE[0], "mitigated": RUN_PALETTE[1]}
 
 
+# Plain names for chart titles (the code names stay in tables, tooltips and the JSON): a student
+# reads "mean token cosine ↑" before learning what cosine_mean is.
+PLAIN = {"cosine_mean": "mean token cosine", "cls_cosine": "[CLS]–token cosine",
+         "dm_rel": "distance to all-alike (rel.)", "hfc_lfc": "high / low frequency",
+         "effective_rank": "effective rank", "numerical_rank": "numerical rank",
+         "sv_skewness": "singular-value skew", "sv_median": "median singular value",
+         "dirichlet": "Dirichlet energy", "spectral_gap": "spectral gap λ₂"}
+
+
+def plain_title(name: str) -> str:
+    """A metric's chart title: its plain name and the direction of smoothing (code name if none)."""
+    registry = registered()
+    arrow = registry[name].direction if name in registry else ""
+    return f"{PLAIN.get(name, name)} {arrow}".strip()
+
+
 def run_colour(i: int) -> str:
     """The colour of compared run ``i`` (0-based) in every view."""
     return RUN_PALETTE[i % len(RUN_PALETTE)]
@@ -124,7 +140,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
     registry = registered()
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registry[m].label if m in registry else m for m in metrics],
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[plain_title(m) for m in metrics],
                         horizontal_spacing=0.055, vertical_spacing=row_gap if rows > 1 else 0.1)
     L = analysis.n_layers
     has_fused = any(run.fused_row is not None for run in _runs(analysis).values())
@@ -144,7 +160,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
                 legendgroup=key, showlegend=i == 0, marker=dict(size=4 if not (same and key == "mitigated") else 7,
                                                              symbol="circle-open" if same and key == "mitigated" else "circle"),
                 line=dict(color=colour, width=2, dash="dash" if same and key == "mitigated" else "solid"),
-                hovertemplate=f"{m}<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>"))
+                hovertemplate=f"{PLAIN.get(m, m)} ({m})<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>"))
             where.append(divmod(i, cols))
             if fused is not None and fused.get(m) is not None:
                 traces.append(go.Scatter(
@@ -158,6 +174,9 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
         if m in registry and registry[m].log and values and max(values) / min(values) > 100:
             fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
     depth_axes(fig, L, has_fused)
+    for i in range(len(metrics)):  # the bottom panel of each column names its axis
+        if i + cols >= len(metrics):
+            fig.update_xaxes(title_text="layer", title_standoff=2, row=i // cols + 1, col=i % cols + 1)
     return layout(fig, height=250 * rows + 60,
                    legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13))
 
@@ -292,13 +311,14 @@ def _outward(pos: np.ndarray) -> list[str]:
 
 
 def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int | None = None,
-                    title: str = "", colour_name: str = "Fiedler") -> go.Figure:
+                    title: str = "", colour_name: str = "Fiedler", span: float | None = None) -> go.Figure:
     """Tokens on a circle, edges as wide as their weight, nodes coloured by ``colour``.
 
     Args:
         G: from :func:`smoothviz.graph.to_networkx` (nodes carry ``label``; edges ``weight``).
         colour: ``[n]`` per-node values (the Fiedler vector); ``None`` colours by weighted degree.
         picked: a node index to enlarge and label.
+        span: colour range ``[-span, span]`` for ``colour`` (the same in panels drawn side by side).
 
     A signed graph (``G.graph["signed"]``: AttnScale's negative weights) says so on the chart:
     only its positive edges are drawn.
@@ -331,6 +351,7 @@ def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int |
     fig.add_trace(go.Scatter(
         x=pos[:, 0], y=pos[:, 1], mode="markers", showlegend=False,
         marker=dict(size=size, color=colour, colorscale=scale, cmid=mid, line=dict(color="#333", width=0.5),
+                    **({"cmin": -span, "cmax": span} if span and mid is not None else {}),
                     colorbar=dict(title=dict(text=colour_name, side="top"), thickness=10, orientation="h",
                                   len=0.5, y=-0.02, yanchor="top")),
         text=[f"{i} · {t}" for i, t in enumerate(labels)],
@@ -465,8 +486,14 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
                 hovertemplate="%{text}<extra></extra>"), row=1, col=r + 1)
             fig.add_annotation(x=xy[picked, -1, 0], y=xy[picked, -1, 1], text=labels[picked], row=1, col=r + 1,
                                showarrow=True, arrowhead=2, font=dict(color="#d62728"))
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
+        last = xy[:, -1]  # each token named where its path ends (every k-th when many)
+        shown = [i for i in range(n) if i % thin(n, 20) == 0 or i == picked]
+        fig.add_trace(go.Scatter(x=last[shown, 0], y=last[shown, 1], mode="text", showlegend=False, hoverinfo="skip",
+                                 text=[labels[i] for i in shown], textposition="top center",
+                                 textfont=dict(size=11, color="#333")), row=1, col=r + 1)
+    method = (getattr(analysis, "projection_method", None) or "projection").upper()
+    fig.update_xaxes(title_text=f"{method} 1", showticklabels=True, nticks=5)
+    fig.update_yaxes(title_text=f"{method} 2", showticklabels=True, nticks=5, col=1)
     return layout(fig, height=480)
 
 

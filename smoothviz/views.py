@@ -24,7 +24,7 @@ SECTIONS = {
     "layer": "One layer, side by side",
     "trajectories": "Token trajectories",
     "atlas": "Head × layer atlas",
-    "sv": "Singular-value spectra",
+    "sv": "Token singular values",
 }
 
 
@@ -133,6 +133,12 @@ def fused_similarity(analysis) -> np.ndarray:
     return x @ x.T
 
 
+def _fiedler_span(analysis, layer: int) -> float:
+    """The largest |Fiedler entry| at ``layer`` over the runs: one colour range for both panels."""
+    values = [np.abs(np.asarray(run.fiedler[layer - 1], dtype=np.float64)) for run in analysis.runs().values()]
+    return max((float(np.nanmax(v)) for v in values if v.size and np.isfinite(v).any()), default=0.0) or 1.0
+
+
 def _similarity(analysis, key, at):
     run = _run(analysis, key)
     if at.fused and key == "mitigated" and run.fused is not None:
@@ -171,22 +177,23 @@ VIEWS: list[View] = [
          "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "
          "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. It always has both signs "
          "(it is orthogonal to D^½𝟙), so both colours always appear: they show where the cut runs; λ₂ in the "
-         "spectrum below measures how weak it is (near 0: two groups that barely exchange messages).",
+         "graph eigenvalues below measures how weak it is (near 0: two groups that barely exchange messages). Both "
+         "panels share one colour range.",
          "attention-is-a-graph",
          lambda a, k, at: figures.attention_graph(
              to_networkx(_run(a, k).layer_graph[at.layer - 1], a.labels, top_k=at.top_k),
-             _run(a, k).fiedler[at.layer - 1], at.picked, title=_title(a, k)),
+             _run(a, k).fiedler[at.layer - 1], at.picked, title=_title(a, k), span=_fiedler_span(a, at.layer)),
          per_run=True, depends=("layer", "picked", "top_k"),
          table=tables.graph),
-    View("spectrum", "layer", "",
+    View("spectrum", "layer", "Attention-graph eigenvalues of layer {layer} (normalised Laplacian)",
          "Normalized-Laplacian eigenvalues; a large spectral gap λ₂ means one attention step mixes the "
          "tokens strongly.", "attention-is-a-graph",
          lambda a, k, at: figures.laplacian_spectrum(_run(a, k), at.layer,
-                                                     title=f"Laplacian spectrum — {_title(a, k)}"),
+                                                     title=_title(a, k)),
          per_run=True, depends=("layer",),
          table=tables.spectrum),
-    View("dovonon", "layer", "Value spectrum of layer {layer} (Dovonon et al.)",
-         "Eigenvalues of each head's W_O·W_V: a head whose dominant mode pairs with the constant attention "
+    View("dovonon", "layer", "Value-matrix eigenvalues of layer {layer} (W_O·W_V, Dovonon et al.)",
+         "Eigenvalues of each head's W_O·W_V (not the graph's, not the tokens'): a head whose dominant mode pairs with the constant attention "
          "eigenvector smooths (circle), otherwise it sharpens (cross).", "the-dovonon-diagnostic",
          lambda a, k, at: figures.dovonon(_run(a, k), at.layer, title=_title(a, k)),
          per_run=True, depends=("layer",),
@@ -218,7 +225,7 @@ VIEWS: list[View] = [
          per_run=True, depends=("head_layer", "head", "top_k", "picked"),
          table=tables.head_graph),
     View("sv", "sv", "",
-         "Singular values of the token matrix, normalised by the largest: a fast-dropping, skewed spectrum "
+         "Singular values of the token matrix (the tokens' own spectrum, not the graph's), normalised by the largest: a fast-dropping, skewed spectrum "
          "is Yan et al.'s token uniformity.", "the-metrics",
          lambda a, k, at: figures.sv_spectra(_run(a, k), title=_title(a, k)), per_run=True,
          table=tables.sv),
