@@ -414,13 +414,20 @@ def dovonon(run, layer: int, title: str = "") -> go.Figure:
     t = np.linspace(0, 2 * math.pi, 121)
     fig.add_trace(go.Scatter(x=np.cos(t), y=np.sin(t), mode="lines", hoverinfo="skip", showlegend=False,
                              line=dict(color="lightgrey", dash="dot")))
+    # Every eigenvalue as a faint grey dot (h × d_h of them: a cloud in h colours was unreadable),
+    # each head's dominant one (largest |λ|, the mode Dovonon's verdict reads) large, in its colour.
+    fig.add_trace(go.Scatter(x=np.round(eigs.real.ravel(), 4), y=np.round(eigs.imag.ravel(), 4), mode="markers",
+                             name="every eigenvalue", marker=dict(size=4, color="rgba(120,120,120,0.35)"),
+                             hoverinfo="skip"))
     for head in range(h):
         low = bool(run.smooths[layer - 1, head])
+        top = eigs[head][int(np.argmax(np.abs(eigs[head])))]
         fig.add_trace(go.Scatter(
-            x=np.round(eigs[head].real, 4), y=np.round(eigs[head].imag, 4), mode="markers",
+            x=[round(float(top.real), 4)], y=[round(float(top.imag), 4)], mode="markers",
             name=f"head {head} ({'smooths' if low else 'sharpens'})",
-            marker=dict(size=7, color=colours[head], symbol="circle" if low else "x"),
-            hovertemplate=f"head {head}<br>λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
+            marker=dict(size=12, color=colours[head], symbol="circle" if low else "x",
+                        line=dict(color="#333", width=1)),
+            hovertemplate=f"head {head}: dominant λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
     verdict = run.layer_verdicts()[layer - 1]
     share = int(run.smooths[layer - 1].sum())
     fig.add_vline(x=0, line=dict(color="grey", width=1))

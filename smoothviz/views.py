@@ -193,7 +193,8 @@ VIEWS: list[View] = [
          per_run=True, depends=("layer",),
          table=tables.spectrum),
     View("dovonon", "layer", "Value-matrix eigenvalues of layer {layer} (W_O·W_V, Dovonon et al.)",
-         "Eigenvalues of each head's W_O·W_V (not the graph's, not the tokens'): a head whose dominant mode pairs with the constant attention "
+         "Eigenvalues of each head's W_O·W_V (not the graph's, not the tokens'), grey; each head's dominant one "
+         "large: a head whose dominant mode pairs with the constant attention "
          "eigenvector smooths (circle), otherwise it sharpens (cross).", "the-dovonon-diagnostic",
          lambda a, k, at: figures.dovonon(_run(a, k), at.layer, title=_title(a, k)),
          per_run=True, depends=("layer",),
