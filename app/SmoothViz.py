@@ -177,6 +177,8 @@ def present_link() -> None:
     section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
     query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
              "view": views.first_view(section), "layer": str(st.session_state.get("layer", L))}
+    if picked is not None:
+        query["token"] = token_name(picked)
     present_slot.markdown("▶ " + controls.same_tab_link("Present this", "Present", query)
                           + " — the same setup on a projector, one view per screen, arrow keys step",
                           unsafe_allow_html=True)

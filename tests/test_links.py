@@ -317,3 +317,17 @@ def test_a_pasted_corpus_lives_in_the_link():
     assert sorted(ranked["line"]) == [1, 2, 3] and set(ranked["sentence"]) == set(lines)  # 1-based, shown
     assert any("cannot exceed a sentence's token count" in c.value for c in app.caption)
     assert app.query_params.get("paste") in ("\n".join(lines), ["\n".join(lines)])
+
+
+def test_present_this_carries_the_highlighted_token():
+    main = _open(MAIN, {"section": SECTIONS["layer"], "token": "4 · fox"})
+    _fine(main)
+    link = next(m.value for m in main.markdown if ">Present this</a>" in m.value)
+    query = dict(parse_qsl(html.unescape(re.search(r'href="([^"]+)"', link).group(1)).split("?", 1)[1]))
+    assert query["token"] == "4 · fox"
+    present = _open(PRESENT, query)
+    _fine(present)
+    framed = [json.loads(c.proto.spec)["layout"].get("shapes", []) for c in present.get("plotly_chart")]
+    assert framed and all(len(shapes) == 2 for shapes in framed)  # the picked token's row and column, framed
+    bad = _open(PRESENT, {"token": "99 · nothing", "view": "similarity"})
+    assert any(w.startswith("token=99 · nothing is not available here") for w in _plain(bad.warning))

@@ -95,7 +95,16 @@ cols[2].markdown(f"**view {index + 1} of {len(ORDER)} · " + (f"fused output, af
 cols[3].button(KEYS["ArrowRight"], on_click=step, args=("present_layer", 1, positions, 1))
 cols[4].button(KEYS["ArrowDown"], on_click=step, args=("present_view", 1, len(ORDER), 0))
 layer = min(layer, L)  # the fused output is measured on the last layer's graph
-at = views.At(layer=layer, top_k=3, head_layer=layer, fused=fused)
+picked = None  # the main page's highlighted token, "i · token" as its menu (and so its link) names it
+if (asked := st.query_params.get("token")) is not None:
+    head = asked.split(" · ", 1)[0]
+    if head.isdigit() and int(head) < len(analysis.labels) and asked == f"{head} · {analysis.labels[int(head)]}":
+        picked = int(head)
+    else:
+        st.warning(md(controls.refusal("token", asked, f"this sentence has tokens 0–{len(analysis.labels) - 1}",
+                                       "none")), icon=":material/tune:")
+        del st.query_params["token"]
+at = views.At(layer=layer, top_k=3, head_layer=layer, fused=fused, picked=picked)
 heading = view.heading(at) or views.SECTIONS[view.section]
 st.markdown(f"**{heading}**" + (" · the fused output" if fused and "fused output" not in heading else ""))
 
@@ -132,7 +141,7 @@ names = [f"{view.key}-{k}" for k in shown.runs()] if view.per_run else [view.key
 # already shown redraws from the cache instead of rebuilding (1.9 s before).
 for name, col in zip(names, st.columns(len(names))):
     run_key = name.removeprefix(f"{view.key}-") if view.per_run else None
-    fig = state.figure(lambda: build(name, run_key), (settings_key, "present", name, layer, fused, height))
+    fig = state.figure(lambda: build(name, run_key), (settings_key, "present", name, layer, fused, picked, height))
     col.plotly_chart(fig, theme=None, config=figures.image_config(name))
 st.caption(view.caption)
 if lines:
