@@ -418,16 +418,19 @@ def dovonon(run, layer: int, title: str = "") -> go.Figure:
     # each head's dominant one (largest |λ|, the mode Dovonon's verdict reads) large, in its colour.
     fig.add_trace(go.Scatter(x=np.round(eigs.real.ravel(), 4), y=np.round(eigs.imag.ravel(), 4), mode="markers",
                              name="every eigenvalue", marker=dict(size=4, color="rgba(120,120,120,0.35)"),
-                             hoverinfo="skip"))
+                             hoverinfo="skip", showlegend=False))  # the caption names the grey dots
+    named = set()  # two legend entries (the verdicts), not one per head: 12 did not fit a projector
     for head in range(h):
         low = bool(run.smooths[layer - 1, head])
         top = eigs[head][int(np.argmax(np.abs(eigs[head])))]
+        verdict = "smooths (circle)" if low else "sharpens (cross)"
         fig.add_trace(go.Scatter(
             x=[round(float(top.real), 4)], y=[round(float(top.imag), 4)], mode="markers",
-            name=f"head {head} ({'smooths' if low else 'sharpens'})",
+            name=verdict, legendgroup=verdict, showlegend=verdict not in named,
             marker=dict(size=12, color=colours[head], symbol="circle" if low else "x",
                         line=dict(color="#333", width=1)),
-            hovertemplate=f"head {head}: dominant λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
+            hovertemplate=f"head {head} ({verdict.split()[0]}): dominant λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
+        named.add(verdict)
     verdict = run.layer_verdicts()[layer - 1]
     share = int(run.smooths[layer - 1].sum())
     fig.add_vline(x=0, line=dict(color="grey", width=1))
@@ -493,8 +496,13 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
                 hovertemplate="%{text}<extra></extra>"), row=1, col=r + 1)
             fig.add_annotation(x=xy[picked, -1, 0], y=xy[picked, -1, 1], text=labels[picked], row=1, col=r + 1,
                                showarrow=True, arrowhead=2, font=dict(color="#d62728"))
-        last = xy[:, -1]  # each token named where its path ends (every k-th when many)
-        shown = [i for i in range(n) if i % thin(n, 20) == 0 or i == picked]
+        last = xy[:, -1]  # each token named where its path ends, unless a named one is that close already
+        span = np.maximum(np.nanmax(last, axis=0) - np.nanmin(last, axis=0), 1e-9)
+        shown: list[int] = []
+        for i in ([picked] if picked is not None and 0 <= picked < n else []) + list(range(n)):
+            if i not in shown and all(abs(last[i, 0] - last[j, 0]) > 0.15 * span[0]
+                                      or abs(last[i, 1] - last[j, 1]) > 0.08 * span[1] for j in shown):
+                shown.append(i)
         fig.add_trace(go.Scatter(x=last[shown, 0], y=last[shown, 1], mode="text", showlegend=False, hoverinfo="skip",
                                  text=[labels[i] for i in shown], textposition="top center",
                                  textfont=dict(size=11, color="#333")), row=1, col=r + 1)
