@@ -24,6 +24,8 @@ st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
 URL = controls.URL
 THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 PLAY_SECONDS = 1.2
+UNKNOWN = ("[UNK]", "<unk>")  # the unknown token of BERT-like and of SentencePiece tokenizers
+SENTENCE_CHARS = 300  # the sentence as shown above the charts (the text box holds all of it)
 
 settings, img, refused = state.timed("sidebar", controls.sidebar)()
 
@@ -90,20 +92,38 @@ if analysis is None:
 
 labels = analysis.labels
 n, L = len(labels), analysis.n_layers
+token_name = lambda i: "none" if i < 0 else f"{i} · {labels[i]}"  # noqa: E731 - also the URL's value
 if st.session_state.get("token", -1) >= n:  # a token picked in a longer sentence
     del st.session_state["token"]
-picked = st.sidebar.selectbox("Highlight a token", [-1, *range(n)], key="token", bind=URL,
-                              format_func=lambda i: "none" if i < 0 else f"{i} · {labels[i]}",
+elif "token" not in st.session_state and (asked := st.query_params.get("token")) is not None \
+        and asked not in {token_name(i) for i in range(-1, n)}:
+    st.warning(md(controls.refusal("token", asked, f"this sentence has tokens 0–{n - 1}, e.g. '{token_name(0)}'",
+                                   "none")), icon=":material/tune:")
+    del st.query_params["token"]
+picked = st.sidebar.selectbox("Highlight a token", [-1, *range(n)], key="token", bind=URL, format_func=token_name,
                               help="Marks the token in every view.")
 picked = None if picked < 0 else picked
 SETTINGS_KEY = json.dumps(settings, sort_keys=True, default=str)  # what the analysis depends on
 
 mitigation = analysis.mitigation["name"] if analysis.mitigation else None
 beside = md(run_title(analysis, "mitigated")) if mitigation else "no mitigation"
+shown_text = " ".join(settings["text"].split())
+st.markdown(f"**Sentence:** {md(shown_text[:SENTENCE_CHARS])}" + ("…" if len(shown_text) > SENTENCE_CHARS else ""))
 st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens analysed · {L} layers × "
            f"{analysis.heads} heads · baseline beside **{beside}**")
+if line := views.story(analysis):  # computed from the numbers of the first chart below
+    st.markdown(line)
+if line := views.fusion_line(analysis):  # why fusion lowers similarity, in this run's own numbers
+    st.markdown(md(line))
+present_slot = st.container()  # "Present this", filled once the layer is known
 for note in analysis.notes:
     st.info(md(note), icon=":material/info:")
+unknown = sum(label in UNKNOWN for label in labels)
+if unknown:  # e.g. an emoji alone: [CLS] [UNK] [SEP]
+    st.info(f"{unknown} of the {n} tokens analysed {'is' if unknown == 1 else 'are'} the unknown token "
+            f"{md(next(label for label in labels if label in UNKNOWN))}: the tokenizer has no piece for those "
+            "characters (emoji, some scripts), so the model sees one and the same vector for each of them.",
+            icon=":material/info:")
 NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
 if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
     extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""
@@ -116,22 +136,51 @@ if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
 # section is a tab, and only the open tab runs: a new visitor's page builds the depth curves
 # (three charts), not all nineteen, and the projection is computed only when its tab is opened.
 # The layer and atlas sections are fragments, so moving their controls reruns only them.
-def remember(key: str, default, valid) -> None:
+def remember(key: str, default, valid, allowed: str) -> None:
     """Keep a tab's control at its value while the tab is closed (Streamlit forgets the state of
-    a widget that a run does not draw), start it at ``default``, and reset a value the current
-    analysis cannot hold. A valid value in the URL still wins when the page opens."""
-    value = st.session_state.get(key, default)
+    a widget that a run does not draw), start it at the link's value or ``default``, and reset a
+    value the current analysis cannot hold, saying so when the link asked for it (``allowed``:
+    what it may be, in words)."""
+    if key in st.session_state:
+        value = st.session_state[key]
+    elif (asked := st.query_params.get(key)) is not None:
+        try:
+            value = int(asked) if isinstance(default, int) else asked
+        except ValueError:
+            value = asked
+        if not valid(value):
+            st.warning(md(controls.refusal(key, asked, allowed, default)), icon=":material/tune:")
+            del st.query_params[key]
+    else:
+        value = default
     st.session_state[key] = value if valid(value) else default
 
 
 new_depth = st.session_state.get("_depth", L) != L  # another model: its layer controls start at its last layer
 st.session_state["_depth"] = L
 a_layer = lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L  # noqa: E731
-remember("layer", L, a_layer)
-remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10)
-remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES)
-remember("atlas_layer", L, a_layer)
-remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.heads)
+FUSED = "fused"  # the slider's position after the last layer when a fusion has a fused output
+POSITIONS = [*range(1, L + 1), *([FUSED] if views.has_fused(analysis) else [])]
+remember("layer", L, lambda v: not new_depth and v in POSITIONS,
+         f"this model has layers 1–{L}" + (" and fused" if FUSED in POSITIONS else ""))
+remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10, "1–10")
+remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES,
+         "one of " + ", ".join(figures.HEAD_QUANTITIES))
+remember("atlas_layer", L, a_layer, f"this model has layers 1–{L}")
+remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.heads,
+         f"this model has heads 0–{analysis.heads - 1}")
+
+
+def present_link() -> None:
+    """A link to Present with this page's setup, its open tab's first view and its layer."""
+    section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
+    query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
+             "view": views.first_view(section), "layer": str(st.session_state.get("layer", L))}
+    if picked is not None:
+        query["token"] = token_name(picked)
+    present_slot.markdown("▶ " + controls.same_tab_link("Present this", "Present", query)
+                          + " — the same setup on a projector, one view per screen, arrow keys step",
+                          unsafe_allow_html=True)
 
 
 def depth_tab() -> None:
@@ -139,7 +188,8 @@ def depth_tab() -> None:
 
 
 def step(delta: int) -> None:
-    st.session_state["layer"] = min(L, max(1, st.session_state.get("layer", L) + delta))
+    at = POSITIONS.index(st.session_state.get("layer", L)) if st.session_state.get("layer", L) in POSITIONS else L - 1
+    st.session_state["layer"] = POSITIONS[min(len(POSITIONS) - 1, max(0, at + delta))]
 
 
 def layer_views(analysis, picked) -> None:
@@ -147,30 +197,40 @@ def layer_views(analysis, picked) -> None:
     if st.session_state.get("play"):
         last = st.session_state.get("_played", 0.0)
         if time.monotonic() - last >= PLAY_SECONDS * 0.8:  # timer ticks, not other reruns, advance
-            st.session_state["layer"] = st.session_state.get("layer", L) % L + 1
+            at = POSITIONS.index(st.session_state.get("layer", L)) if st.session_state.get("layer", L) in POSITIONS else -1
+            st.session_state["layer"] = POSITIONS[(at + 1) % len(POSITIONS)]
             st.session_state["_played"] = time.monotonic()
     back, slider, fwd = st.columns([1, 14, 1], vertical_alignment="bottom")
     back.button("◀", on_click=step, args=(-1,), help="previous layer", disabled=L == 1)
     fwd.button("▶", on_click=step, args=(1,), help="next layer", disabled=L == 1)
     with slider:
-        layer = st.slider("Layer", 1, L, key="layer", bind=URL,
-                          help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).") \
-            if L > 1 else 1
+        if FUSED in POSITIONS:  # the fused output is a place on the slider, after the last layer
+            layer = st.select_slider("Layer (then the fused output)", POSITIONS, value=L, key="layer", bind=URL,
+                                     format_func=str, help="Drag, or click the handle and use the arrow keys; "
+                                                           "'fused' is the fusion's output after the last layer.")
+        else:
+            layer = st.slider("Layer", 1, L, L, key="layer", bind=URL,  # default: the last layer, as with no link
+                              help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).") \
+                if L > 1 else 1
+    fused = layer == FUSED
+    where = "the fused output" if fused else f"layer {layer}"
+    layer = L if fused else layer
     runs = analysis.runs()
     metric_names = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")
     if "mitigated" in runs:
-        st.caption(f"At layer {layer}: baseline → {md(run_title(analysis, 'mitigated'))} (difference below)")
+        st.caption(f"At {where}: baseline" + (f" (layer {L}: it has no fused output)" if fused else "")
+                   + f" → {md(run_title(analysis, 'mitigated'))} (difference below)")
     for col, name in zip(st.columns(len(metric_names)), metric_names):
         b = runs["baseline"].rows[layer][name]
         text = "—" if b is None else f"{b:.3g}"
         if "mitigated" in runs:
-            m = runs["mitigated"].rows[layer][name]
-            col.metric(f"{name} · layer {layer}", f"{text} → {'—' if m is None else f'{m:.3g}'}",
+            m = (runs["mitigated"].fused_row or {}).get(name) if fused else runs["mitigated"].rows[layer][name]
+            col.metric(f"{name} · {where}", f"{text} → {'—' if m is None else f'{m:.3g}'}",
                        delta=None if None in (b, m) else f"{m - b:+.3g}", delta_color="off")
         else:
-            col.metric(f"{name} · layer {layer}", text)
-    top_k = st.slider("Edges drawn per token (top-k)", 1, 10, key="topk", bind=URL, width=320)
-    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k))
+            col.metric(f"{name} · {where}", text)
+    top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
+    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k, fused=fused))
 
 
 def layer_tab() -> None:
@@ -204,8 +264,10 @@ def toggle_ablation(layer: int, head: int) -> None:
     """Ablate the atlas's chosen cell, or restore it (an on_click callback: runs before the rerun)."""
     cells = set(ablated())
     cells ^= {(layer, head)}
-    st.session_state.update(mit="heads", heads_ablate=format_ablate(cells), heads_sink="none",
-                            _ablation_changed=True)
+    st.session_state.update(_ablation_changed=True)
+    controls.write_to_url({"heads_ablate": "", "heads_sink": "none", "mit": controls.DEFAULT_MITIGATION},
+                          mit="heads", heads_ablate=format_ablate(cells), heads_sink="none")
+
 
 
 def atlas(analysis, picked) -> None:
@@ -213,7 +275,7 @@ def atlas(analysis, picked) -> None:
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1.3], vertical_alignment="bottom")
     quantity = c1.radio("Quantity", list(figures.HEAD_QUANTITIES), key="atlas_q", bind=URL, horizontal=True,
                         captions=list(figures.HEAD_QUANTITIES.values()))
-    layer = c2.selectbox("Layer", list(range(1, L + 1)), key="atlas_layer", bind=URL)
+    layer = c2.selectbox("Layer", list(range(1, L + 1)), index=L - 1, key="atlas_layer", bind=URL)
     head = c3.selectbox("Head", list(range(analysis.heads)), key="atlas_head", bind=URL)
     cut = (layer, head) in ablated()
     c4.button("Restore this head" if cut else "Ablate this head", key="ablate", on_click=toggle_ablation,
@@ -241,6 +303,7 @@ for tab, draw_tab in zip(st.tabs(list(views.SECTIONS.values()), key="section", b
     with tab:
         if tab.open:
             draw_tab()
+present_link()  # after the tabs: the open tab and the layer are known
 
 # --------------------------------------------------------------------------- export
 st.header("Share and export", anchor="export")
@@ -251,9 +314,11 @@ c1.download_button("Metrics (CSV)", report.metrics_csv(analysis), "smoothviz-met
                    on_click="ignore", width="stretch")
 c2.download_button("Metrics (JSON)", json.dumps(analysis.to_json(), indent=1), "smoothviz-metrics.json",
                    "application/json", on_click="ignore", width="stretch")
-# built when pressed, from the settings alone (state.report_html says why not a closure over the page)
+# built when pressed, from the settings alone (state.report_html says why not a closure over the page);
+# at the fused position the report's per-layer views show the last layer
+report_layer = st.session_state.get("layer", L) if st.session_state.get("layer", L) != FUSED else L
 c3.download_button("Report (one HTML file, works offline)",
-                   functools.partial(state.report_html, settings, st.session_state.get("layer", L)),
+                   functools.partial(state.report_html, settings, report_layer),
                    "smoothviz-report.html", "text/html", on_click="ignore", width="stretch")
 
 

@@ -10,17 +10,20 @@ link, a preset or another model, is reset to the default, and the page says so.
 """
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import fields
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from smoothviz.handles import MAX_CHARS
 from smoothviz.lab import CHOICES, LIMITS, LabConfig
 from smoothviz.mitigations import REGISTRY, Mitigation, MitigationError, make
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
 from smoothviz.settings import SETTINGS
+from smoothviz.views import SECTIONS
 
 import state
 
@@ -36,6 +39,17 @@ TEXT_CHARS = SETTINGS.max_chars or MAX_CHARS  # the text box holds no more than 
 # percent-encoded.
 URL_TEXT_CHARS, URL_TEXT_BYTES = 8_000, 24_000
 # A public server's lab stays within its caps (smoothviz.settings), and its widgets say so.
+def _devices_here() -> tuple[str, ...]:
+    """The devices this machine has (issue 27: a CPU server offered cuda and mps, and then failed)."""
+    import torch  # already imported by smoothviz
+    return ("auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []),
+            *(["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else []))
+
+
+DEVICES_HERE = _devices_here()
+AGGREGATIONS = ("mean", "one head")
+SHOWN_PROJECTIONS = tuple(p for p in PROJECTIONS if p != "none")
+IMAGE_FORMATS = ("png", "svg")
 LAB_LIMITS = {**LIMITS, **({"depth": (LIMITS["depth"][0], min(LIMITS["depth"][1], SETTINGS.max_lab_depth)),
                             "width": (LIMITS["width"][0], min(LIMITS["width"][1], SETTINGS.max_lab_width))}
                            if SETTINGS.public else {})}
@@ -111,43 +125,103 @@ def _refuse(refused: list, key: str, ok, allowed: str, default) -> None:
         return
     if key in st.session_state:
         del st.session_state[key]
+    if key in st.query_params:  # a copied link would carry it again
+        del st.query_params[key]
     refused.append(refusal(key, asked, allowed, default))
 
 
-def _lab_settings(active: bool, refused: list) -> dict:
-    """Widgets for the lab model, built from ``smoothviz.lab.LIMITS`` and ``CHOICES``.
+def _bool_word(value) -> bool:
+    return isinstance(value, bool) or str(value).lower() in ("true", "false")
+
+
+def _as_bool(value) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() == "true"
+
+
+def _lab_options(name: str) -> list[int] | None:
+    """The lab widths and head counts offered (powers of two keep width divisible by the head counts)."""
+    if name not in ("width", "heads"):
+        return None
+    lo, hi = LAB_LIMITS[name]
+    return [2 ** i for i in range(0 if name == "heads" else 3, 5 if name == "heads" else 11) if lo <= 2 ** i <= hi]
+
+
+def lab_checks() -> dict[str, tuple]:
+    """Every lab setting's URL key → ``(test, what is allowed, default)``, within this server's caps."""
+    checks = {}
+    for name, (lo, hi) in LAB_LIMITS.items():
+        if (options := _lab_options(name)) is not None:
+            checks[f"lab_{name}"] = (_one_of(options), f"lab {name} {', '.join(map(str, options))}",
+                                     min(LAB_DEFAULTS[name], options[-1]))
+        else:
+            default = min(max(LAB_DEFAULTS[name], lo), hi)
+            checks[f"lab_{name}"] = (_in_range(lo, hi, not isinstance(default, float)),
+                                     f"lab {name} {_span(lo, hi)}", default)
+    for name, allowed in CHOICES.items():
+        default = LAB_DEFAULTS[name]
+        if isinstance(default, bool):
+            checks[f"lab_{name}"] = (_bool_word, "true or false", str(default).lower())
+        else:
+            checks[f"lab_{name}"] = (_one_of(allowed), "one of " + ", ".join(allowed), default)
+    return checks
+
+
+def lab_widgets(active: bool, refused: list, prefix: str = "") -> dict:
+    """Widgets for the lab model, built from ``smoothviz.lab.LIMITS`` and ``CHOICES`` (keys
+    ``{prefix}lab_{name}``: the Compare page's runs have their own).
 
     Drawn even when another model is chosen (collapsed): a widget that first appears with a
     preset's value never reaches the URL, one that already exists does.
     """
-    lab = {}
+    lab, checks = {}, lab_checks()
+    for key, (ok, allowed, default) in checks.items():
+        _refuse(refused, prefix + key, ok, allowed, default)
     with st.expander("Lab model settings" + ("" if active else " (used when the model is 'lab')"), expanded=active):
         for name, (lo, hi) in LAB_LIMITS.items():
-            key, default = f"lab_{name}", LAB_DEFAULTS[name]
-            if name in ("width", "heads"):  # powers of two keep width divisible by the usual head counts
-                options = [2 ** i for i in range(0 if name == "heads" else 3, 5 if name == "heads" else 11)
-                           if lo <= 2 ** i <= hi]
-                default = min(default, options[-1])
-                _refuse(refused, key, _one_of(options), f"lab {name} {', '.join(map(str, options))}", default)
+            key, default = f"{prefix}lab_{name}", checks[f"lab_{name}"][2]
+            if (options := _lab_options(name)) is not None:
                 lab[name] = st.select_slider(name, options, value=default, key=key, bind=URL)
-                continue
-            default = min(max(default, lo), hi)
-            integer = not isinstance(default, float)
-            _refuse(refused, key, _in_range(lo, hi, integer), f"lab {name} {_span(lo, hi)}", default)
-            if name == "depth":
+            elif name == "depth":
                 lab[name] = st.slider("depth (layers)", int(lo), int(hi), int(default), key=key, bind=URL)
-            elif not integer:
+            elif isinstance(default, float):
                 lab[name] = st.number_input(name, float(lo), float(hi), float(default), step=0.05, key=key, bind=URL)
             else:
                 lab[name] = st.number_input(name, int(lo), int(hi), int(default), step=1, key=key, bind=URL)
         for name, allowed in CHOICES.items():
-            key, default = f"lab_{name}", LAB_DEFAULTS[name]
+            key, default = f"{prefix}lab_{name}", LAB_DEFAULTS[name]
             if isinstance(default, bool):
                 lab[name] = st.toggle(name, value=default, key=key, bind=URL)
             else:
                 lab[name] = st.selectbox(name.replace("_", " "), list(allowed), index=list(allowed).index(default),
                                          key=key, bind=URL)
     return lab
+
+
+def simple_checks() -> dict[str, tuple]:
+    """Every URL key of the sidebar with a fixed set of values → ``(test, what is allowed, default)``."""
+    model_why = (f"this public server allows only {', '.join(MODELS)}" if SETTINGS.public else
+                 "one of default, lab, custom; another model: model=custom&model_id=<Hugging Face id or directory>")
+    return {
+        "model": (_one_of(MODELS), model_why, "default"),
+        "device": (_one_of(DEVICES_HERE), "this server has " + ", ".join(DEVICES_HERE), "auto"),
+        "agg": (_one_of(AGGREGATIONS), "one of " + ", ".join(AGGREGATIONS), AGGREGATIONS[0]),
+        "sym": (_one_of(SYMMETRIZE), "one of " + ", ".join(SYMMETRIZE), next(iter(SYMMETRIZE))),
+        "nospecial": (_bool_word, "true or false", "false"),
+        "proj": (_one_of(SHOWN_PROJECTIONS), "one of " + ", ".join(SHOWN_PROJECTIONS), SHOWN_PROJECTIONS[0]),
+        "img": (_one_of(IMAGE_FORMATS), "one of " + ", ".join(IMAGE_FORMATS), IMAGE_FORMATS[0]),
+    }
+
+
+def check_section(refused: list, sections: dict[str, str]) -> None:
+    """The open tab (``section=``, a tab's label; a section's short key is taken for its label)."""
+    asked = _asked("section")
+    if asked is None or asked in sections.values():
+        return
+    if asked in sections:  # ?section=layer: the short key the README and the lesson may use
+        st.session_state["section"] = sections[asked]
+        return
+    _refuse(refused, "section", lambda v: False, "one of " + ", ".join(sections) + " or a tab's title",
+            next(iter(sections)))
 
 
 def _shown(value) -> str:
@@ -207,6 +281,53 @@ def linked_mitigation(query, shape: tuple[int, int] | None) -> tuple[str, dict, 
     refused += [refusal(_param_key(mitigation, name), asked[name], why, specs[name].default)
                 for name, why in reasons.items()]
     return mitigation, {k: v for k, v in asked.items() if k not in reasons}, refused
+
+
+def _typed(value, like):
+    """A link's text ``value`` as the type of ``like`` (what a widget would return)."""
+    if isinstance(like, bool):
+        return _as_bool(value)
+    if isinstance(like, (int, float)):
+        return type(like)(float(value))
+    return str(value)
+
+
+def linked_settings(query) -> tuple[dict, list[str]]:
+    """The settings a link asks for, for a page without the sidebar (Present): the same keys, the
+    same checks and the same messages as the sidebar's (:func:`sidebar`), as ``(settings for
+    state.analysis_or_error, what was reset)``."""
+    refused, got = [], {}
+    for key, (ok, allowed, default) in {**simple_checks(), **lab_checks()}.items():
+        asked = query.get(key)
+        if asked is not None and not ok(asked):
+            refused.append(refusal(key, asked, allowed, default))
+            asked = None
+        got[key] = default if asked is None else asked
+    model = got["model"]
+    if model == "custom":
+        model = str(query.get("model_id", "")).strip()
+    lab = None
+    if model == "lab":
+        lab = {name: _typed(got[f"lab_{name}"], default) for name, default in LAB_DEFAULTS.items()}
+    device = got["device"]
+    head = None
+    if got["agg"] == "one head":
+        heads = state.head_count(model, device, lab)
+        top = (heads or 64) - 1
+        asked = query.get("head", "0")
+        head = int(float(asked)) if _in_range(0, top, integer=True)(asked) else None
+        if head is None:
+            refused.append(refusal("head", asked, f"this model has heads 0–{top}", 0))
+            head = 0
+    mitigation, params, more = linked_mitigation(query, state.model_shape(model, device, lab))
+    if mitigation != "none":  # typed as the sidebar's widgets give them: the same analysis, shared in the cache
+        specs = REGISTRY[mitigation].PARAMS
+        cast = {"float": float, "int": lambda v: int(float(v))}
+        params = {name: cast.get(spec.kind, str)(params.get(name, spec.default)) for name, spec in specs.items()}
+    text = str(query.get("text") or default_text())[:TEXT_CHARS]
+    return dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
+                head=head, symmetrize=got["sym"], exclude_special=_as_bool(got["nospecial"]),
+                projection=got["proj"]), refused + more
 
 
 def mitigation_params(name: str, refused: list, prefix: str = "", shape=None) -> dict:
@@ -301,9 +422,10 @@ def model_controls(refused: list) -> tuple[str, dict | None, str]:
     if model == "custom":
         model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL, max_chars=500,
                               placeholder="bert-base-uncased or /path/to/model").strip()
-    lab = _lab_settings(model == "lab", refused)
+    lab = lab_widgets(model == "lab", refused)
     lab = lab if model == "lab" else None
-    device = st.selectbox("Device", list(DEVICES), key="device", bind=URL, help=", ".join(DEVICES.values()))
+    device = st.selectbox("Device", list(DEVICES_HERE), key="device", bind=URL,
+                          help=", ".join(DEVICES[d] for d in DEVICES_HERE) + " (the devices this server has)")
     return model, lab, device
 
 
@@ -323,12 +445,46 @@ def mitigation_controls(refused: list, shape=None) -> tuple[str, dict]:
 def graph_controls(model: str, device: str, lab: dict | None, refused: list) -> dict:
     """The graph options, as ``analyze``'s keyword arguments ``head``, ``symmetrize``, ``exclude_special``."""
     with st.expander("Graph options"):
-        one = st.radio("Head aggregation", ["mean", "one head"], key="agg", bind=URL, horizontal=True)
+        one = st.radio("Head aggregation", list(AGGREGATIONS), key="agg", bind=URL, horizontal=True)
         head = _head_box(model, device, lab, refused) if one == "one head" and model else None
         sym = st.radio("Symmetrisation", list(SYMMETRIZE), key="sym", bind=URL, horizontal=True,
                        captions=list(SYMMETRIZE.values()))
         exclude = st.checkbox("Exclude special tokens ([CLS], [SEP], …)", key="nospecial", bind=URL)
     return dict(head=int(head) if head is not None else None, symmetrize=sym, exclude_special=exclude)
+
+
+def write_to_url(defaults: dict | None = None, **values) -> None:
+    """Set widgets' values from code (a callback, before they are drawn) and put them in the URL.
+
+    Streamlit writes a value set in code into the URL only for a widget drawn in the run before;
+    a widget drawn for the first time (the heads' parameters when another mitigation was chosen)
+    kept the value out of the address, and a copied link opened another experiment (issue 22).
+    Such a key is not bound yet, so it is written here; a bound one (its widget drawn before)
+    Streamlit writes itself, and refuses a direct write. A value equal to its default
+    (``defaults``) is left out of the link, as Streamlit does.
+    """
+    st.session_state.update(values)
+    for key, value in values.items():
+        try:
+            if value == (defaults or {}).get(key):
+                if key in st.query_params:
+                    del st.query_params[key]
+            else:
+                st.query_params[key] = str(value)
+        except StreamlitAPIException:  # bound to a widget drawn before: Streamlit syncs it
+            pass
+
+
+def same_tab_link(label: str, path: str, query: dict) -> str:
+    """HTML for a link to another page of the app, opened in this tab as a fresh page load.
+
+    Not ``st.page_link``: Streamlit's own page change keeps the session and drops every URL key
+    bound to a widget of another page (the model, the mitigation, the layer…), so Present opened
+    with the text alone. Not a markdown link: those open a new tab. ``label`` is this app's own
+    text; the query is percent-encoded, so nothing a visitor typed can leave the attribute.
+    """
+    href = html.escape(f"{path}?{urlencode(query)}" if query else path, quote=True)
+    return f'<a href="{href}" target="_self">{html.escape(label)}</a>'
 
 
 def url_state() -> dict:
@@ -352,6 +508,9 @@ def sidebar() -> tuple[dict, str, list[str]]:
     what was asked for but reset (plain text: escape before showing)."""
     data = state.examples()
     refused: list[str] = []
+    for key, (ok, allowed, default) in simple_checks().items():  # a link's value no widget here can hold
+        _refuse(refused, key, ok, allowed, default)
+    check_section(refused, SECTIONS)
     sb = st.sidebar
     sb.selectbox("Ready-made preset", ["—", *data["presets"]], key="preset", on_change=apply_preset,
                  help="Loads a model, sentence and mitigation that show one effect clearly.")
@@ -369,11 +528,11 @@ def sidebar() -> tuple[dict, str, list[str]]:
         graph = graph_controls(model, device, lab, refused)
 
         st.subheader("Projection")
-        proj = st.radio("Projection", [p for p in PROJECTIONS if p != "none"], key="proj", bind=URL,
-                        horizontal=True, format_func=PROJECTIONS.get, label_visibility="collapsed",
-                        help="PCA is fast and deterministic; UMAP (fixed seed) keeps neighbourhoods.")
-        img = st.radio("Chart download format", ["png", "svg"], key="img", bind=URL, horizontal=True,
-                       format_func=str.upper, help="What the camera button in every chart's toolbar saves.")
+        proj = st.radio("Projection", list(SHOWN_PROJECTIONS), key="proj", bind=URL,
+                        horizontal=True, label_visibility="collapsed",  # no format_func: the URL holds the option
+                        help="pca: PCA, fast and deterministic; umap: UMAP (fixed seed), keeps neighbourhoods.")
+        img = st.radio("Chart download format", list(IMAGE_FORMATS), key="img", bind=URL, horizontal=True,
+                       help="What the camera button in every chart's toolbar saves.")
     settings = dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
                     **graph, projection=proj)
     return settings, img, refused

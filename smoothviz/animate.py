@@ -287,7 +287,20 @@ def render_png(figs: list[go.Figure]) -> list[bytes]:
 
 
 def _encode_gif(images, out: str) -> None:
-    frames = [im.convert("RGB").quantize(colors=255, method=2, dither=0) for im in images]  # 2: fast octree
+    # One median-cut palette for every frame: the fast octree kept 73 shades of a 600-px diverging
+    # colour scale (visible bands in the heatmaps and their colour bars), median cut 254; a shared
+    # palette also keeps a colour the same from frame to frame. Sampled from every frame at half size
+    # (nearest neighbour: no new colours).
+    from PIL import Image
+    rgb = [im.convert("RGB") for im in images]
+    halves = [im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.NEAREST) for im in rgb]
+    sample = Image.new("RGB", (max(h.width for h in halves), sum(h.height for h in halves)), "white")
+    y = 0
+    for half in halves:
+        sample.paste(half, (0, y))
+        y += half.height
+    palette = sample.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    frames = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in rgb]
     durations = [FRAME_MS] * (len(frames) - 1) + [LAST_MS]
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True)
 

@@ -25,12 +25,29 @@ RUN_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
 RUN_COLOURS = {"baseline": RUN_PALETTE[0], "mitigated": RUN_PALETTE[1]}
 
 
+# Plain names for chart titles (the code names stay in tables, tooltips and the JSON): a student
+# reads "mean token cosine ↑" before learning what cosine_mean is.
+PLAIN = {"cosine_mean": "mean token cosine", "cls_cosine": "[CLS]–token cosine",
+         "dm_rel": "distance to all-alike (rel.)", "hfc_lfc": "high / low frequency",
+         "effective_rank": "effective rank", "numerical_rank": "numerical rank",
+         "sv_skewness": "singular-value skew", "sv_median": "median singular value",
+         "dirichlet": "Dirichlet energy", "spectral_gap": "spectral gap λ₂"}
+
+
+def plain_title(name: str) -> str:
+    """A metric's chart title: its plain name and the direction of smoothing (code name if none)."""
+    registry = registered()
+    arrow = registry[name].direction if name in registry else ""
+    return f"{PLAIN.get(name, name)} {arrow}".strip()
+
+
 def run_colour(i: int) -> str:
     """The colour of compared run ``i`` (0-based) in every view."""
     return RUN_PALETTE[i % len(RUN_PALETTE)]
 MAX_TICKS = 30        # more tick labels than this overlap at any sensible width
 MAX_HEATMAP = 256     # heatmap cells per side sent to the browser (pooled above this)
 MAX_NODE_LABELS = 40  # more nodes than this: every k-th node labelled (and the picked one)
+NOTE_INK = "#555555"  # notes inside charts: 7.5:1 on white (plotly's grey was 3.9:1, under WCAG AA)
 FONT = dict(family="Inter, 'Segoe UI', Arial, sans-serif", size=13)
 # plotly_white reduced to the trace types drawn here (scatter, heatmap): the same look, while
 # the whole template's defaults for 24 trace types cost ~20 ms of validation and copying in
@@ -114,7 +131,7 @@ def _values(run, name: str) -> list:
 
 # --------------------------------------------------------------------------- 1. curves over depth
 
-def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> go.Figure:
+def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row_gap: float = 0.2) -> go.Figure:
     """Small multiples of the registered metrics over depth (those with ``curve=True``, or the
     ``metrics`` named), baseline and mitigated on shared axes.
 
@@ -123,19 +140,27 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
     registry = registered()
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[registry[m].label if m in registry else m for m in metrics],
-                        horizontal_spacing=0.055, vertical_spacing=0.2 if rows > 1 else 0.1)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[plain_title(m) for m in metrics],
+                        horizontal_spacing=0.055, vertical_spacing=row_gap if rows > 1 else 0.1)
     L = analysis.n_layers
     has_fused = any(run.fused_row is not None for run in _runs(analysis).values())
     traces, where = [], []  # added in one batch: per-trace add_trace is slow with many subplots
-    for key, run in _runs(analysis).items():
+    runs = _runs(analysis)
+    same = "mitigated" in runs and all(  # e.g. a fusion: every layer is the baseline's
+        _values(runs["mitigated"], m) == _values(runs["baseline"], m) for m in metrics)
+    for key, run in runs.items():
         colour, name = RUN_COLOURS[key], run_name(analysis, key)
+        if key == "mitigated" and same:  # drawn dashed over the baseline, and said, so both stay visible
+            name += " (same as the baseline at every layer" + (": differs only at the fused output)"
+                                                                 if run.fused_row is not None else ")")
         fused = run.fused_row
         for i, m in enumerate(metrics):
             traces.append(go.Scatter(
                 x=list(range(L + 1)), y=_values(run, m), mode="lines+markers", name=escape(name),
-                legendgroup=key, showlegend=i == 0, line=dict(color=colour, width=2), marker=dict(size=4),
-                hovertemplate=f"{m}<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>"))
+                legendgroup=key, showlegend=i == 0, marker=dict(size=4 if not (same and key == "mitigated") else 7,
+                                                             symbol="circle-open" if same and key == "mitigated" else "circle"),
+                line=dict(color=colour, width=2, dash="dash" if same and key == "mitigated" else "solid"),
+                hovertemplate=f"{PLAIN.get(m, m)} ({m})<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>"))
             where.append(divmod(i, cols))
             if fused is not None and fused.get(m) is not None:
                 traces.append(go.Scatter(
@@ -149,6 +174,9 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5) -> 
         if m in registry and registry[m].log and values and max(values) / min(values) > 100:
             fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
     depth_axes(fig, L, has_fused)
+    for i in range(len(metrics)):  # the bottom panel of each column names its axis
+        if i + cols >= len(metrics):
+            fig.update_xaxes(title_text="layer", title_standoff=2, row=i // cols + 1, col=i % cols + 1)
     return layout(fig, height=250 * rows + 60,
                    legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13))
 
@@ -171,18 +199,19 @@ def shi_bound(analysis) -> go.Figure:
                                  line=dict(color=colour), hovertemplate="layer %{x}: ratio = %{y:.3g}<extra></extra>"))
     fig.add_hline(y=1, line=dict(color="grey", dash="dash"), annotation_text="1: below it, d_M shrinks",
                   annotation_position="bottom right")
+    note = ""  # in the title's second line: inside the plot it was printed over the data (issue 22)
     if getattr(analysis, "layernorm", "post") == "pre":
-        fig.add_annotation(text="v is not shown: Shi et al.'s bound is derived for post-LN blocks,<br>"
-                                "and this model is pre-LN", showarrow=False, align="left",
-                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
+        note = "v is not shown: Shi et al.'s bound is derived for post-LN blocks, and this model is pre-LN"
     elif undefined:
-        fig.add_annotation(text="v is undefined here: the blocks do not have two LayerNorms", showarrow=False,
-                           xref="paper", yref="paper", x=0, y=0.02, xanchor="left", font=dict(color="grey"))
+        note = "v is undefined here: the blocks do not have two LayerNorms"
     shown = [y for trace in fig.data for y in trace.y]
     fig.update_yaxes(type="log", title="ratio (log)", **log_ticks(shown + [1.0]))
     fig.update_xaxes(title="layer", dtick=thin(L, 16))
-    return layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
-                   legend=dict(orientation="h", y=-0.22, x=0))
+    fig = layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
+                 legend=dict(orientation="h", y=-0.22, x=0))
+    if note:
+        fig.update_layout(title_text=f"{fig.layout.title.text}<br>{note}", margin_t=80)
+    return fig
 
 
 # --------------------------------------------------------------------------- 2. one layer
@@ -282,13 +311,14 @@ def _outward(pos: np.ndarray) -> list[str]:
 
 
 def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int | None = None,
-                    title: str = "", colour_name: str = "Fiedler") -> go.Figure:
+                    title: str = "", colour_name: str = "Fiedler", span: float | None = None) -> go.Figure:
     """Tokens on a circle, edges as wide as their weight, nodes coloured by ``colour``.
 
     Args:
         G: from :func:`smoothviz.graph.to_networkx` (nodes carry ``label``; edges ``weight``).
         colour: ``[n]`` per-node values (the Fiedler vector); ``None`` colours by weighted degree.
         picked: a node index to enlarge and label.
+        span: colour range ``[-span, span]`` for ``colour`` (the same in panels drawn side by side).
 
     A signed graph (``G.graph["signed"]``: AttnScale's negative weights) says so on the chart:
     only its positive edges are drawn.
@@ -321,6 +351,7 @@ def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int |
     fig.add_trace(go.Scatter(
         x=pos[:, 0], y=pos[:, 1], mode="markers", showlegend=False,
         marker=dict(size=size, color=colour, colorscale=scale, cmid=mid, line=dict(color="#333", width=0.5),
+                    **({"cmin": -span, "cmax": span} if span and mid is not None else {}),
                     colorbar=dict(title=dict(text=colour_name, side="top"), thickness=10, orientation="h",
                                   len=0.5, y=-0.02, yanchor="top")),
         text=[f"{i} · {t}" for i, t in enumerate(labels)],
@@ -384,15 +415,25 @@ def dovonon(run, layer: int, title: str = "") -> go.Figure:
     fig.add_trace(go.Scatter(x=np.cos(t), y=np.sin(t), mode="lines", hoverinfo="skip", showlegend=False,
                              line=dict(color="lightgrey", dash="dot")))
     used = run.used_heads()[layer - 1]
+    # The used heads' eigenvalues as faint grey dots (h × d_h of them: a cloud in h colours was unreadable),
+    # each head's dominant one (largest |λ|, the mode Dovonon's verdict reads) large, in its colour.
+    fig.add_trace(go.Scatter(x=np.round(eigs[used].real.ravel(), 4), y=np.round(eigs[used].imag.ravel(), 4),
+                             mode="markers", name="every eigenvalue", marker=dict(size=4, color="rgba(120,120,120,0.35)"),
+                             hoverinfo="skip", showlegend=False))  # the caption names the grey dots
+    named = set()  # two legend entries (the verdicts), not one per head: 12 did not fit a projector
     for head in range(h):
         if not used[head]:  # ablated: its output never reached the model, so it has no verdict here
             continue
         low = bool(run.smooths[layer - 1, head])
+        top = eigs[head][int(np.argmax(np.abs(eigs[head])))]
+        verdict = "smooths (circle)" if low else "sharpens (cross)"
         fig.add_trace(go.Scatter(
-            x=np.round(eigs[head].real, 4), y=np.round(eigs[head].imag, 4), mode="markers",
-            name=f"head {head} ({'smooths' if low else 'sharpens'})",
-            marker=dict(size=7, color=colours[head], symbol="circle" if low else "x"),
-            hovertemplate=f"head {head}<br>λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
+            x=[round(float(top.real), 4)], y=[round(float(top.imag), 4)], mode="markers",
+            name=verdict, legendgroup=verdict, showlegend=verdict not in named,
+            marker=dict(size=12, color=colours[head], symbol="circle" if low else "x",
+                        line=dict(color="#333", width=1)),
+            hovertemplate=f"head {head} ({verdict.split()[0]}): dominant λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
+        named.add(verdict)
     verdict = run.layer_verdicts()[layer - 1]
     share, count = int((run.smooths[layer - 1] & used).sum()), int(used.sum())
     ablated = f", {h - count} ablated left out" if count < h else ""
@@ -459,8 +500,19 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
                 hovertemplate="%{text}<extra></extra>"), row=1, col=r + 1)
             fig.add_annotation(x=xy[picked, -1, 0], y=xy[picked, -1, 1], text=labels[picked], row=1, col=r + 1,
                                showarrow=True, arrowhead=2, font=dict(color="#d62728"))
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
+        last = xy[:, -1]  # each token named where its path ends, unless a named one is that close already
+        span = np.maximum(np.nanmax(last, axis=0) - np.nanmin(last, axis=0), 1e-9)
+        shown: list[int] = []
+        for i in ([picked] if picked is not None and 0 <= picked < n else []) + list(range(n)):
+            if i not in shown and all(abs(last[i, 0] - last[j, 0]) > 0.15 * span[0]
+                                      or abs(last[i, 1] - last[j, 1]) > 0.08 * span[1] for j in shown):
+                shown.append(i)
+        fig.add_trace(go.Scatter(x=last[shown, 0], y=last[shown, 1], mode="text", showlegend=False, hoverinfo="skip",
+                                 text=[labels[i] for i in shown], textposition="top center",
+                                 textfont=dict(size=11, color="#333")), row=1, col=r + 1)
+    method = (getattr(analysis, "projection_method", None) or "projection").upper()
+    fig.update_xaxes(title_text=f"{method} 1", showticklabels=True, nticks=5)
+    fig.update_yaxes(title_text=f"{method} 2", showticklabels=True, nticks=5, col=1)
     return layout(fig, height=480)
 
 
@@ -523,25 +575,141 @@ def rollout(analysis) -> go.Figure:
     return layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
 
 
-def enlarged(fig: go.Figure, factor: float, height: int) -> go.Figure:
-    """A copy of ``fig`` for a projector: every font ``factor`` times larger (the base font and the
-    ticks, panel titles, legends and cell texts set their own sizes), ``height`` pixels tall."""
+def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go.Figure:
+    """A copy of ``fig`` for a projector: every font ``factor`` times larger, and at least ``floor``
+    px (the base font and the ticks, panel titles, legends and cell texts set their own sizes),
+    ``height`` pixels tall. Explicit tick labels are thinned so that ``floor``-px labels do not
+    overlap along an axis of about ``height`` pixels (the heatmaps' token labels)."""
+    def size(v):
+        return max(v * factor, floor)
+
     def grow(node):
         if isinstance(node, dict):
-            return {k: {**grow(v), "size": v["size"] * factor}
+            return {k: {**grow(v), "size": size(v["size"])}
                     if "font" in k and isinstance(v, dict) and isinstance(v.get("size"), (int, float))
+                    else size(v) if k.endswith("font_size") and isinstance(v, (int, float))
                     else grow(v) for k, v in node.items()}
         return [grow(v) for v in node] if isinstance(node, (list, tuple)) else node
+    if floor:
+        fig = _decade_ticks(go.Figure(fig), height - 160, floor)
+        room = max(2, int((height - 160) // (floor * 1.6)))
+        for trace in fig.data:  # a heatmap's numbered rows and columns (the atlas): one label per floor-px line
+            if trace.type == "heatmap" and trace.z is not None:
+                z = np.asarray(trace.z)
+                for letter, count in (("y", z.shape[0]), ("x", z.shape[1] if z.ndim > 1 else 1)):
+                    axis = fig.layout[f"{letter}axis{(getattr(trace, letter + 'axis') or letter)[1:]}"]
+                    values = getattr(trace, letter)
+                    if axis.tickvals is None and values is not None and count > room \
+                            and all(isinstance(v, (int, float, np.integer)) for v in values):
+                        axis.update(dtick=max(axis.dtick or 1, math.ceil(count / room)))
     spec = fig.to_dict()
     spec["layout"].setdefault("font", {}).setdefault("size", 12)  # plotly's default, made explicit to scale
+    spec["layout"].setdefault("hoverlabel", {}).setdefault("font", {}).setdefault("size", 12)
+    for axis in (v for k, v in spec["layout"].items() if k.startswith(("xaxis", "yaxis"))):
+        axis.setdefault("tickfont", {}).setdefault("size", spec["layout"]["font"]["size"])
+        if axis.get("title") and isinstance(axis["title"], dict) and "text" in axis["title"]:
+            axis["title"].setdefault("font", {}).setdefault("size", spec["layout"]["font"]["size"])
+    for note in spec["layout"].get("annotations", []):
+        note.setdefault("font", {}).setdefault("size", spec["layout"]["font"]["size"])
+    if isinstance(spec["layout"].get("title"), dict):
+        spec["layout"]["title"].setdefault("font", {}).setdefault("size", spec["layout"]["font"]["size"])
     spec = grow(spec)
     spec["layout"]["height"] = height
+    if floor:
+        title = spec["layout"].get("title") or {}
+        if len(title.get("text") or "") > TITLE_CHARS and " — " in title["text"]:  # two lines, not cut at the edge
+            title["text"] = title["text"].replace(" — ", "<br>", 1)
+            spec["layout"].setdefault("margin", {})["t"] = spec["layout"].get("margin", {}).get("t", 60) + floor * 1.5
+        room = max(6, int((height - 160) * 3 // (floor * 4)))  # node labels around a circle of the plot's height
+        for trace in spec["data"]:  # a graph's node labels: every k-th, so that floor-px words keep apart
+            if trace.get("mode") == "text":
+                trace["cliponaxis"] = False  # a label above the top node stays whole
+            if trace.get("mode") == "text" and isinstance(trace.get("text"), (list, tuple)) and len(trace["text"]) > room:
+                n, step = len(trace["text"]), math.ceil(len(trace["text"]) / room)
+                # every step-th around the circle, and none just before the first (the circle closes there)
+                trace["text"] = [t if i % step == 0 and (i == 0 or n - i >= step) else ""
+                                 for i, t in enumerate(trace["text"])]
+            bar = (trace.get("marker") or {}).get("colorbar")
+            if bar and bar.get("orientation") == "h":  # the bar's title beside it, clear of the labels above
+                bar.setdefault("title", {})["side"] = "right"
+        for trace in spec["data"]:  # cell texts plotly would shrink under the floor to fit narrow cells
+            if trace.get("type") == "heatmap" and trace.get("texttemplate") and len(trace.get("x") or []) > 8:
+                trace["texttemplate"] = None
+        plot = height - 160  # the plot area left after the title and the rotated labels, roughly
+        for axis in (v for k, v in spec["layout"].items() if k.startswith(("xaxis", "yaxis"))):
+            vals, text = axis.get("tickvals"), axis.get("ticktext")
+            if vals is not None and text is not None and len(vals) > 1:
+                step = thin(len(vals), max(2, int(plot // (floor * 1.25))))
+                keep = list(range(0, len(vals), step))
+                if keep[-1] != len(vals) - 1 and str(text[-1]) == "fused":  # the fused output keeps its label
+                    keep[-1] = len(vals) - 1
+                axis["tickvals"], axis["ticktext"] = [vals[i] for i in keep], [text[i] for i in keep]
     return go.Figure(spec)
+
+
+def _decade_ticks(fig: go.Figure, plot_px: float = 250, floor: float = 16) -> go.Figure:
+    """Log axes left to plotly get explicit labels at powers of ten in full-size digits: plotly's
+    own ("10" with a smaller superscript, and small 2 and 5 between decades) come out under the
+    projector's smallest size. A y axis gets at most one label per two ``floor``-px lines of its
+    share of the ``plot_px`` plot height (small multiples are short)."""
+    for name in [k for k in fig.layout.to_plotly_json() if k.startswith(("xaxis", "yaxis"))]:
+        axis = fig.layout[name]
+        labels = 5
+        if name.startswith("yaxis"):
+            domain = axis.domain or (0, 1)
+            labels = max(2, int(plot_px * (domain[1] - domain[0]) // (floor * 2)))
+            if axis.type != "log" and axis.tickvals is None:
+                axis.update(nticks=min(axis.nticks or labels, labels))
+        if axis.type != "log" or axis.tickvals is not None:
+            continue
+        letter, ref = name[0], name[0] + name[5:]
+        values = np.concatenate([np.ravel(np.asarray(getattr(t, letter), dtype=np.float64))
+                                 for t in fig.data if getattr(t, letter) is not None
+                                 and (getattr(t, f"{letter}axis", None) or letter) == ref] or [np.array([])])
+        values = values[np.isfinite(values) & (values > 0)]
+        if values.size == 0:
+            continue
+        lo, hi = math.floor(math.log10(values.min())), math.ceil(math.log10(values.max()))
+        ticks = [10.0 ** k for k in range(lo, hi + 1, max(1, math.ceil((hi - lo) / max(1, labels - 1))))]
+        axis.update(tickvals=ticks, ticktext=[_tick_text(t) for t in ticks])
+    return fig
+
+
+TITLE_CHARS = 40  # a longer chart title is split at its dash on a projector (half-width charts)
+LAYER_MARK = "#222222"
+
+
+def mark_layer(fig: go.Figure, key: str, layer: int) -> go.Figure:
+    """``fig`` (a view's figure, by the view's ``key``) with layer ``layer`` marked, for views that
+    show every layer at once (Present: the ← → keys visibly move something on every view)."""
+    fig = go.Figure(fig)
+    if key in ("curves", "shi", "rollout"):
+        grid = fig._grid_ref is not None
+        fig.add_vline(x=layer, line=dict(color=LAYER_MARK, dash="dot", width=2),
+                      **({"row": "all", "col": "all"} if grid else {}))
+    elif key == "verdicts":
+        fig.add_shape(type="rect", x0=layer - 0.5, x1=layer + 0.5, y0=0, y1=1, yref="paper",
+                      line=dict(color=LAYER_MARK, width=3))
+    elif key == "sv":
+        for trace in fig.data:
+            if trace.name == f"layer {layer}":
+                trace.line.width, trace.line.color = 5, "#d62728"
+    elif key == "trajectories":
+        for i, trace in enumerate(list(fig.data)):
+            if trace.mode == "markers" and trace.text is not None:
+                at = [j for j, t in enumerate(trace.text) if str(t).endswith(f"— layer {layer}")]
+                fig.add_trace(go.Scatter(x=[trace.x[j] for j in at], y=[trace.y[j] for j in at], mode="markers",
+                                         showlegend=False, hoverinfo="skip", xaxis=trace.xaxis, yaxis=trace.yaxis,
+                                         marker=dict(size=14, color="rgba(0,0,0,0)",
+                                                     line=dict(color="#d62728", width=3))))
+    return fig
 
 
 def image_config(name: str, fmt: str = "png") -> dict:
     """plotly's toolbar config: download as ``fmt`` (png or svg) under ``name``, offline."""
     fmt = fmt if fmt in ("png", "svg") else "png"
-    return {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+    # Nothing of plotly's cloud (its "Share chart"/"Edit in Chart Studio" sends the data away): offline.
+    return {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d", "sendDataToCloud"],
+            "showSendToCloud": False, "showEditInChartStudio": False, "showLink": False,
             "toImageButtonOptions": {"format": fmt, "filename": f"smoothviz-{name}",
                                      **({"scale": 2} if fmt == "png" else {})}}

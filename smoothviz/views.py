@@ -8,8 +8,10 @@ the tests that count charts all read this list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable
 
+import numpy as np
 import plotly.graph_objects as go
 
 from . import figures, tables, trends
@@ -22,7 +24,7 @@ SECTIONS = {
     "layer": "One layer, side by side",
     "trajectories": "Token trajectories",
     "atlas": "Head × layer atlas",
-    "sv": "Singular-value spectra",
+    "sv": "Token singular values",
 }
 
 
@@ -36,6 +38,9 @@ class At:
         top_k: edges drawn per token in graph views.
         quantity: the head atlas's per-head quantity (a key of ``figures.HEAD_QUANTITIES``).
         head_layer, head: the atlas's chosen cell (layer 1…L, head index).
+        fused: the position after the last layer, a fusion's fused output: ``layer`` is then L
+            (the fused output is measured on the last layer's graph); the similarity view and the
+            cards show the fused states.
     """
 
     layer: int
@@ -44,6 +49,7 @@ class At:
     quantity: str = "head_gap"
     head_layer: int = 1
     head: int = 0
+    fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,12 @@ class View:
 
     def heading(self, at: At) -> str:
         """The title with ``at``'s values filled in (``""`` for none)."""
-        return self.title.format(**vars(at))
+        title = self.title.format(**vars(at))
+        if at.fused and "layer" in self.depends and title:
+            if self.key == "similarity":
+                return f"Token similarity of the fused output (after layer {at.layer})"
+            return title + " — the fused output has no layer of its own: the last layer's"
+        return title
 
     def figures(self, analysis, at: At) -> list[tuple[str, go.Figure]]:
         """``[(figure name, Figure)]``: one per run for a per-run view, else one."""
@@ -110,6 +121,34 @@ def _title(analysis, key) -> str:
     return figures.run_name(analysis, key)
 
 
+def has_fused(analysis) -> bool:
+    """Whether the analysis has a fused output (a fusion mitigation): a position after the last layer."""
+    return analysis.mitigated is not None and analysis.mitigated.fused is not None
+
+
+def fused_similarity(analysis) -> np.ndarray:
+    """``[n, n]`` cosine similarity of the fused output's kept tokens."""
+    x = np.asarray(analysis.mitigated.fused, dtype=np.float64)[analysis.keep]
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x @ x.T
+
+
+def _fiedler_span(analysis, layer: int) -> float:
+    """The largest |Fiedler entry| at ``layer`` over the runs: one colour range for both panels."""
+    values = [np.abs(np.asarray(run.fiedler[layer - 1], dtype=np.float64)) for run in analysis.runs().values()]
+    return max((float(np.nanmax(v)) for v in values if v.size and np.isfinite(v).any()), default=0.0) or 1.0
+
+
+def _similarity(analysis, key, at):
+    run = _run(analysis, key)
+    if at.fused and key == "mitigated" and run.fused is not None:
+        fused = SimpleNamespace(similarity=[fused_similarity(analysis)])  # the one matrix the heatmap reads
+        return figures.similarity_heatmap(fused, analysis.labels, 0, at.picked,
+                                          title=_title(analysis, key) + " — fused output")
+    note = f" — layer {at.layer} (no fusion)" if at.fused else ""
+    return figures.similarity_heatmap(run, analysis.labels, at.layer, at.picked, title=_title(analysis, key) + note)
+
+
 VIEWS: list[View] = [
     View("curves", "depth", "",
          "Each panel is one over-smoothing metric over depth; arrows give the direction in which tokens "
@@ -131,32 +170,33 @@ VIEWS: list[View] = [
     View("similarity", "layer", "Token similarity at layer {layer}",
          "Cosine similarity between every pair of tokens at this layer: a uniformly red square means the "
          "tokens have become alike.", "the-metrics",
-         lambda a, k, at: figures.similarity_heatmap(_run(a, k), a.labels, at.layer, at.picked, title=_title(a, k)),
-         per_run=True, depends=("layer", "picked"),
+         lambda a, k, at: _similarity(a, k, at),
+         per_run=True, depends=("layer", "picked", "fused"),
          table=tables.similarity),
     View("graph", "layer", "Attention graph of layer {layer} (top {top_k} edges per token)",
          "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "
          "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. For softmax attention (no "
          "negative weight) it is orthogonal to D^½𝟙, so it has both signs and both colours show where the cut "
          "runs; for a signed graph (AttnScale's A′) that need not hold: its vector can have a single sign. λ₂ in "
-         "the spectrum below measures how weak the cut is (near 0: two groups that barely exchange messages).",
+         "the graph eigenvalues below measures how weak the cut is (near 0: two groups that barely exchange "
+         "messages). Both panels share one colour range.",
          "attention-is-a-graph",
          lambda a, k, at: figures.attention_graph(
              to_networkx(_run(a, k).layer_graph[at.layer - 1], a.labels, top_k=at.top_k),
-             _run(a, k).fiedler[at.layer - 1], at.picked, title=_title(a, k)),
+             _run(a, k).fiedler[at.layer - 1], at.picked, title=_title(a, k), span=_fiedler_span(a, at.layer)),
          per_run=True, depends=("layer", "picked", "top_k"),
          table=tables.graph),
-    View("spectrum", "layer", "",
+    View("spectrum", "layer", "Attention-graph eigenvalues of layer {layer} (normalised Laplacian)",
          "Normalized-Laplacian eigenvalues; a large spectral gap λ₂ means one attention step mixes the "
          "tokens strongly.", "attention-is-a-graph",
          lambda a, k, at: figures.laplacian_spectrum(_run(a, k), at.layer,
-                                                     title=f"Laplacian spectrum — {_title(a, k)}"),
+                                                     title=_title(a, k)),
          per_run=True, depends=("layer",),
          table=tables.spectrum),
-    View("dovonon", "layer", "Value spectrum of layer {layer} (Dovonon et al.)",
-         "Eigenvalues of each head's W_O·W_V: a head whose dominant mode pairs with the constant attention "
-         "eigenvector smooths (circle), otherwise it sharpens (cross) (Dovonon et al. 2024); ablated heads are "
-         "left out.", "the-dovonon-diagnostic",
+    View("dovonon", "layer", "Value-matrix eigenvalues of layer {layer} (W_O·W_V, Dovonon et al.)",
+         "Eigenvalues of each head's W_O·W_V (not the graph's, not the tokens'), grey; each head's dominant one "
+         "large: a head whose dominant mode pairs with the constant attention eigenvector smooths (circle), "
+         "otherwise it sharpens (cross) (Dovonon et al. 2024); ablated heads are left out.", "the-dovonon-diagnostic",
          lambda a, k, at: figures.dovonon(_run(a, k), at.layer, title=_title(a, k)),
          per_run=True, depends=("layer",),
          table=tables.dovonon),
@@ -189,7 +229,7 @@ VIEWS: list[View] = [
          per_run=True, depends=("head_layer", "head", "top_k", "picked"),
          table=tables.head_graph),
     View("sv", "sv", "",
-         "Singular values of the token matrix, normalised by the largest: a fast-dropping, skewed spectrum "
+         "Singular values of the token matrix (the tokens' own spectrum, not the graph's), normalised by the largest: a fast-dropping, skewed spectrum "
          "is Yan et al.'s token uniformity.", "the-metrics",
          lambda a, k, at: figures.sv_spectra(_run(a, k), title=_title(a, k)), per_run=True,
          table=tables.sv),
@@ -201,6 +241,58 @@ BY_KEY = {view.key: view for view in VIEWS}
 def in_section(section: str) -> list[View]:
     """The views of one section, in page order."""
     return [view for view in VIEWS if view.section == section]
+
+
+def story(analysis) -> str:
+    """The sentence's smoothing story in one line, from the baseline's mean token cosine similarity
+    (SmoothViz's own summary: where it starts, where it peaks, where it ends)."""
+    values = [row.get("cosine_mean") for row in analysis.baseline.rows]
+    known = [(layer, v) for layer, v in enumerate(values) if v is not None]
+    if len(known) < 2:
+        return ""
+    (first, a), (last, z) = known[0], known[-1]
+    peak, top = max(known, key=lambda lv: lv[1])
+    if round(top, 3) == round(z, 3):  # the same to the digits shown: the end is the peak
+        peak = last
+    where = ("and peaks there" if peak == last else
+             f"and peaks at layer {peak} ({top:.3f})" + (" — the embeddings" if peak == 0 else ""))
+    change = "rises" if z > a else "falls" if z < a else "stays"
+    return (f"Without a mitigation, the mean cosine similarity between this sentence's tokens {change} from "
+            f"{a:.3f} at the embeddings (layer {first}) to {z:.3f} at layer {last}, {where}: "
+            f"{'the tokens end more alike than they start' if z > a else 'the tokens end less alike than they start'}.")
+
+
+def fusion_line(analysis) -> str:
+    """For a fusion: the fused output's mean token cosine beside each fused layer's, from the
+    mitigated run's rows (a fusion leaves the layers themselves as the baseline's)."""
+    from .mitigations.fusion import select_layers
+    m, run = analysis.mitigation, analysis.mitigated
+    if not m or run is None or run.fused_row is None or run.fused_row.get("cosine_mean") is None:
+        return ""
+    try:
+        layers = select_layers(str(m["params"].get("layers", "all")), analysis.n_layers, m["name"])
+    except ValueError:
+        return ""
+    fused = run.fused_row["cosine_mean"]
+    each = [(layer, run.rows[layer].get("cosine_mean")) for layer in layers]
+    each = [(layer, v) for layer, v in each if v is not None]
+    if not each:
+        return ""
+    shown = ", ".join(f"{v:.3f} (layer {layer})" for layer, v in each) if len(each) <= 8 else \
+        f"{min(v for _, v in each):.3f} to {max(v for _, v in each):.3f}"
+    below = sum(fused < v for _, v in each)
+    verdict = ("lower than every fused layer's" if below == len(each) else
+               "higher than every fused layer's" if below == 0 else
+               f"lower than {below} of the {len(each)} fused layers'")
+    span = f"layers {layers[0]}–{layers[-1]}" if len(layers) > 1 else f"layer {layers[0]}"
+    return (f"Fusion ({m['name']} of {span}): the fused output's mean token cosine similarity is {fused:.3f}, "
+            f"{verdict} ({shown}); the layers themselves are the baseline's, so the curves differ only at "
+            f"\"fused\". Change the fused layers in the sidebar (layers=A-B) to see the fused value move.")
+
+
+def first_view(section: str) -> str:
+    """The key of the first view of ``section`` (Present opens there)."""
+    return in_section(section)[0].key
 
 
 def chart_count(analysis) -> int:

@@ -83,7 +83,8 @@ def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
     assert not at.warning  # fusion does not touch the forward pass
     open_tab(at, "layer")
 
-    at.slider(key="layer").set_value(2).run()
+    assert at.select_slider(key="layer").options[-1] == "fused"  # a fusion: its output is a place on the slider
+    at.select_slider(key="layer").set_value(2).run()
     ok(at)
     assert metric(at, "cosine_mean").label == "cosine_mean · layer 2"
     assert any(s.value == "Token similarity at layer 2" for s in at.subheader)

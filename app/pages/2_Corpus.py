@@ -30,17 +30,31 @@ URL = controls.URL
 CORPORA = Path(__file__).resolve().parents[2] / "assets" / "corpora"
 SHIPPED = {p.stem: p for p in sorted(CORPORA.glob("*.txt"))}
 UPLOAD = "upload"
+PASTE = "paste"  # sentences typed or pasted into a box; a small corpus goes into the link (paste=)
 DEFAULT = "everyday"
 SHOWN = 6  # sentences in each of the "most" and "least" tables
 
 with st.sidebar:
     st.subheader("Corpus")
-    source = st.selectbox("Corpus", [*SHIPPED, UPLOAD], index=list(SHIPPED).index(DEFAULT), key="corpus", bind=URL,
-                          label_visibility="collapsed",
-                          format_func=lambda s: "upload a file…" if s == UPLOAD else s.replace("-", " "),
+    source = st.selectbox("Corpus", [*SHIPPED, PASTE, UPLOAD], index=list(SHIPPED).index(DEFAULT), key="corpus",
+                          bind=URL, label_visibility="collapsed",
                           help="A shipped teaching corpus, or your own file: one sentence per line (.txt), or "
                                "a .csv / .jsonl with a 'text' column.")
     upload = st.file_uploader("Corpus file", type=["txt", "csv", "jsonl"]) if source == UPLOAD else None
+    pasted = ""
+    if source == PASTE:
+        if "paste_text" not in st.session_state:  # this session's first run: the link decides
+            st.session_state["paste_text"] = st.query_params.get("paste", "")
+        pasted = st.text_area("Sentences, one per line (Ctrl+Enter to apply)", key="paste_text", height=180,
+                              max_chars=controls.TEXT_CHARS)
+        short = controls._url_text(pasted)
+        if st.query_params.get("paste", "") != short:
+            if short:
+                st.query_params["paste"] = short
+            elif "paste" in st.query_params:
+                del st.query_params["paste"]
+        if len(short) < len(pasted):
+            st.caption(f"A copied link holds only the first {len(short):,} characters of these lines.")
     refused: list = []  # a link's value the widgets cannot hold, reset to its default
     model, lab, device = controls.model_controls(refused)
     mitigation, params = controls.mitigation_controls(refused, lambda: state.model_shape(model, device, lab))
@@ -57,7 +71,13 @@ st.markdown("One sentence's curve is noisy; what the papers claim is a statistic
 def lines_or_stop():
     """The chosen corpus as numbered lines (capped on a public server), or stop with a message."""
     try:
-        if source == UPLOAD:
+        if source == PASTE:
+            if not pasted.strip():
+                st.info("Type or paste sentences in the sidebar, one per line; a small corpus is kept in the link.",
+                        icon=":material/edit:")
+                st.stop()
+            lines = parse_corpus(pasted, "pasted.txt")
+        elif source == UPLOAD:
             if upload is None:
                 st.info("Choose a file in the sidebar: one sentence per line, UTF-8.", icon=":material/upload:")
                 st.stop()
@@ -111,7 +131,7 @@ for note in summary["notes"] + [c for c in [frozen_caveat(summary.get("mitigatio
     st.info(md(note), icon=":material/info:")
 if result.errors:
     with st.expander(f"{len(result.errors)} line(s) could not be analysed"):
-        st.dataframe([{"line": e["sentence"], "text": e["text"], "error": e["error"]} for e in result.errors],
+        st.dataframe([{"line": e["sentence"] + 1, "text": e["text"], "error": e["error"]} for e in result.errors],
                      hide_index=True)
 
 
@@ -128,6 +148,11 @@ picked = st.multiselect("Metrics", available, default=[m.name for m in METRICS i
                         key="corpus_metrics")
 if picked:
     chart(lambda: corpus_figures.band_curves(summary, picked, names), "bands", tuple(picked))
+    if ranks := [m for m in picked if "rank" in m]:  # bounded by each sentence's length: say what the median mixes
+        lengths = [r["tokens"] for r in changes(result.table, ranks[0])]
+        st.caption(f"{', '.join(ranks)} cannot exceed a sentence's token count, and these sentences have "
+                   f"{min(lengths)}–{max(lengths)} tokens: the median and the band mix sentences of different "
+                   "lengths (a rank summarised across lengths; SmoothViz's own note).")
 
 # --------------------------------------------------------------------------- 2 · cosines
 st.header("2 · Pairwise token cosines, layer by layer", anchor="cosines")
@@ -147,13 +172,14 @@ link = controls.url_state()
 
 def table(rows: list[dict]) -> None:
     L = summary["baseline"]["layers"][-1]["layer"]
-    data = [{"open": "./?" + urllib.parse.urlencode({**link, "text": r["text"]}), "line": r["sentence"],
-             "change": r["change"], "layer 0": r["first"], f"layer {L}": r["last"], "tokens": r["tokens"],
-             "sentence": r["text"]} for r in rows]
+    # The sentence right after its line number (it was last, cut off at 1366 px); lines count from 1.
+    data = [{"open": "./?" + urllib.parse.urlencode({**link, "text": r["text"]}), "line": r["sentence"] + 1,
+             "sentence": r["text"], "change": r["change"], "layer 0": r["first"], f"layer {L}": r["last"],
+             "tokens": r["tokens"]} for r in rows]
     st.dataframe(data, hide_index=True, column_config={
         "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
                                             help="Open this sentence on the main page with these settings"),
-        "sentence": st.column_config.TextColumn(width="large"),
+        "sentence": st.column_config.TextColumn(width="medium"),
         "layer 0": st.column_config.NumberColumn(format="%.3g"), f"layer {L}": st.column_config.NumberColumn(format="%.3g"),
         "change": st.column_config.NumberColumn(format="%+.3g")})
 

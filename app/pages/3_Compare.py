@@ -20,7 +20,6 @@ import state  # noqa: E402
 from smoothviz import figures, report  # noqa: E402
 from smoothviz.claims import frozen_caveat  # noqa: E402
 from smoothviz.graph import to_networkx  # noqa: E402
-from smoothviz.lab import LabConfig  # noqa: E402
 from smoothviz.mitigations import REGISTRY  # noqa: E402
 
 URL = controls.URL
@@ -45,19 +44,12 @@ def run_controls(letter: str, column) -> dict | None:
                              key=p + "model", bind=URL)
         if model == "custom":
             model = st.text_input("Hugging Face id or local directory", key=p + "model_id", bind=URL).strip()
+        refused: list = []  # a link's value the widget cannot hold, reset to its default
         lab = None
-        if model == "lab":
-            raw = st.text_input("Lab settings (key=value, …)", value="depth=12", key=p + "lab", bind=URL,
-                                help="e.g. depth=24, residual=false, layernorm=pre")
-            try:
-                lab = {k.strip(): v.strip() for k, _, v in (x.partition("=") for x in raw.split(",") if x.strip())}
-                lab = LabConfig.from_strings(lab).to_dict()
-            except ValueError as err:
-                st.error(md(f"Run {letter.upper()}: {err}"), icon=":material/error:")
-                return None
+        if model == "lab":  # the main page's widgets (sliders, toggles, menus), keys a_lab_depth, …
+            lab = controls.lab_widgets(True, refused, prefix=p)
         names = ["none", *REGISTRY]
         mitigation = st.selectbox("Mitigation", names, index=names.index(mit0), key=p + "mit", bind=URL)
-        refused: list = []  # a link's value the widget cannot hold, reset to its default
         params = controls.mitigation_params(mitigation, refused, prefix=p) if mitigation != "none" else {}
         for message in refused:
             column.warning(md(message), icon=":material/tune:")
@@ -83,7 +75,8 @@ with st.expander("Graph options and runs", expanded=True):
     cols = st.columns(len(letters))
     specs = {x: run_controls(x, c) for x, c in zip(letters, cols)}
 
-runs, reported = [], []  # reported: (name, settings), what the report's download holds
+runs, reported, presents = [], [], []  # reported: (name, settings), what the report's download holds;
+# presents: "Present this", each run on the projector page beside its baseline
 for letter, spec in specs.items():
     if spec is None:
         continue
@@ -96,7 +89,17 @@ for letter, spec in specs.items():
     run = analysis.mitigated if spec["mitigation"] != "none" else analysis.baseline
     runs.append((letter, f"{letter.upper()}: {label(spec)}", analysis, run))
     reported.append((f"{letter.upper()}: {label(spec)}", settings))
+    query = {"text": controls._url_text(text or ""), "model": spec["model"], "mit": spec["mitigation"],
+             "sym": sym, "nospecial": str(exclude).lower(),
+             **{f"lab_{k}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in (spec["lab"] or {}).items()},
+             **{controls._param_key(spec["mitigation"], k): str(v) for k, v in spec["params"].items()}}
+    if spec["model"] not in controls.MODELS:  # a Hugging Face id or a directory: Present's custom model
+        query.update(model="custom", model_id=spec["model"])
+    presents.append(controls.same_tab_link(f"Present run {letter.upper()}", "Present", query))
 
+if presents:
+    st.markdown("▶ " + " · ".join(presents) + " — one run at a time on the projector page, beside its baseline",
+                unsafe_allow_html=True)
 if runs:
     st.subheader("Over-smoothing over depth")
     st.caption(report.COMPARE_CAPTIONS["curves"] + (" x = layer / L, so runs of different depths share an axis."

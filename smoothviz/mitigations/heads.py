@@ -54,9 +54,10 @@ class Heads(Mitigation):
                "(and leaves it out of the layer's head-mean graph); sink=drop removes attention to the special "
                "tokens at every layer, rows renormalised, through the attention mask (SmoothViz's own interventions; "
                "attention sinks: Xiao et al. 2023).")
-    # The default drops the sinks (a default that does something); NEUTRAL is nothing at all.
+    # Each intervention only when asked (issue 22): ablating a head alone keeps the sinks, so the
+    # defaults are the neutral values and the mitigation with no parameters changes nothing.
     PARAMS = {"ablate": Param("text", "", help="heads to zero, L.H,… (layer 1-based, head 0-based), e.g. 3.0,5.11"),
-              "sink": Param("choice", "drop", choices=("none", "drop"),
+              "sink": Param("choice", "none", choices=("none", "drop"),
                             help="drop: no attention to special tokens, rows renormalised")}
 
     def __post_init__(self):
