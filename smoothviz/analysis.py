@@ -28,6 +28,11 @@ SIGNED_NOTE = ("The {run} run's attention has negative weights (AttnScale's A′
                "random walk and reads differently from the baseline's.")
 
 
+SINK_FIRST_ROW_NOTE = ("Special tokens dropped as keys: in a causal model the first token sees only itself, so "
+                       "its row (and any row that sees only dropped tokens) keeps its attention unchanged; every "
+                       "other row is renormalised over the tokens it may still see (SmoothViz's own choice).")
+
+
 SHI_PRE_LN_NOTE = ("Shi et al.'s bound v is derived for post-LN blocks; this model is pre-LN, so v is not shown "
                    "(the measured d_M ratio still is).")
 
@@ -347,10 +352,13 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
-            for (inputs, _, special, _), fw, trace in zip(sentences, forwards, base):
+            for (inputs, _, special, notes), fw, trace in zip(sentences, forwards, base):
                 if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
-                    raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's first "
-                                        "token sees only itself, so its attention cannot leave the special tokens")
+                    if not ctx.registry:
+                        raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's "
+                                            "first token sees only itself, so its attention cannot leave the "
+                                            "special tokens")
+                    notes.append(SINK_FIRST_ROW_NOTE)
                 traces.append(_finite(fw(handle.model, inputs, iv, special), mitigation.name, handle)
                               if iv is not None else trace)
             value_eigs += [handle.value_eigs(mitigation.out_weights(ctx))] * n

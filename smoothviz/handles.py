@@ -98,7 +98,7 @@ class Handle:
         """Weights and facts a mitigation may read (computed once)."""
         with self._lock:
             if "context" not in self._cache:
-                w_v, w_o = weights.value_output_weights(self.model, self.spec, self.n_layers)
+                w_v, w_o = weights.value_output_weights(self.model, self.spec, self.n_layers, self.heads)
                 blocks = get_module(self.model, self.spec.layers)
                 biases = []
                 for layer in range(self.n_layers):
@@ -109,7 +109,7 @@ class Handle:
                 self._cache["context"] = ModelContext(
                     n_layers=self.n_layers, heads=self.heads, causal=self.causal, residual=residual,
                     w_v=w_v, w_o=w_o, b_o=torch.stack(biases), model_name=self.name,
-                    layernorm=self.layernorm,
+                    layernorm=self.layernorm, registry=capture.uses_registry(self.model),
                     ffn=self.spec.ffn_in is not None and (self.lab is None or bool(self.lab["mlp"])))
             return self._cache["context"]
 
