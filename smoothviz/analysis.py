@@ -52,6 +52,9 @@ class Run:
                                         metric of ``smoothviz.metrics.METRICS`` (None where
                                         undefined; layer metrics are None at layer 0)
     fused_row         dict or None      the state metrics of a fusion's fused output
+    final_norm_row    dict or None      the state metrics of a pre-norm model's final norm applied
+                                        to H_L (GPT-2's ln_f, Llama's norm): a row of its own, not
+                                        layer L (layer l is always block l's output)
     hidden            [L+1, N, d]       every token's state (all N tokens, special ones too)
     attentions        [L, h, N, N]      the attention the model used
     similarity        [L+1, n, n]       token cosine similarity (kept tokens)
@@ -106,6 +109,7 @@ class Run:
     softmax: np.ndarray | None = None
     attention_map: Callable | None = None
     kept_heads: np.ndarray | None = None
+    final_norm_row: dict | None = None
 
     def metric(self, name: str, include_fused: bool = False) -> list:
         """One metric over depth 0…L (``None`` where undefined), then the fused output's if asked."""
@@ -211,13 +215,21 @@ class Analysis:
                "graph": {"head": self.options.head if self.options.head is not None else "mean",
                          "symmetrize": self.options.symmetrize,
                          "exclude_special": self.options.exclude_special},
-               "baseline": {"layers": self.baseline.table()}}
+               "baseline": _run_json(self.baseline)}
         if self.lab is not None:
             out["lab"] = self.lab
         if self.mitigated is not None:
             out["mitigation"] = self.mitigation
-            out["mitigated"] = {"layers": self.mitigated.table()}
+            out["mitigated"] = _run_json(self.mitigated)
         return out
+
+
+def _run_json(run: Run) -> dict:
+    """A run's layers, and its final norm's row apart (never a layer)."""
+    out = {"layers": run.table()}
+    if run.final_norm_row is not None:
+        out["final_norm"] = run.final_norm_row
+    return out
 
 
 def _display(token: str) -> str:
@@ -472,6 +484,10 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
     values = metrics.evaluate(x)
     if kept is not None:
         _null_headless(values, ~kept.any(1))
+    final_values = None
+    if first.final_norm is not None:  # the final norm's output: states only, on the last layer's graph
+        finals = torch.stack([t.final_norm for t in traces])[:, idx].double().cpu().unsqueeze(1)
+        final_values = metrics.evaluate(metrics.Inputs(H=finals, graphs=S[:, -1:]), states_only=True)
     fused_values = None
     if fused is not None:  # a state of its own, measured on the last layer's graph; no layer metrics
         fx = metrics.Inputs(H=fused[:, idx].double().cpu().unsqueeze(1), graphs=S[:, -1:])
@@ -490,7 +506,11 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
         if fused_values is not None:
             row = metrics.rows({k: v[b] for k, v in fused_values.items()}, 1)[0]
             fused_row = {k: v for k, v in row.items() if k != "layer"}
-        runs.append(Run(rows=metrics.rows({k: v[b] for k, v in values.items()}, L + 1), fused_row=fused_row,
+        final_row = None
+        if final_values is not None:
+            row = metrics.rows({k: v[b] for k, v in final_values.items()}, 1)[0]
+            final_row = {k: v for k, v in row.items() if k != "layer"}
+        runs.append(Run(final_norm_row=final_row, rows=metrics.rows({k: v[b] for k, v in values.items()}, L + 1), fused_row=fused_row,
                         hidden=f32(trace.hidden), attentions=f32(trace.attentions),
                         **{k: None if v is None else v[b] for k, v in per.items()},
                         value_eigs=_frozen(value_eigs), fused=None if fused is None else f32(fused[b]),
