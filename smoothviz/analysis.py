@@ -480,7 +480,8 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
     x = metrics.Inputs(H=H, graphs=torch.cat([S[:, :1], S], 1), directed=directed, eigs=eigs, heads=A,
                        smooths=smooths,  # σ_min over the kept tokens, as λ uses
                        ln_sigma=stacked("ln_sigma")[..., idx].double().amin(-1),
-                       weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post")
+                       weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post",
+                       first=attentions[..., 0].float().cpu())  # [B, L, h, N]: every row, specials kept
     values = metrics.evaluate(x)
     if kept is not None:
         _null_headless(values, ~kept.any(1))

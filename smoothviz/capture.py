@@ -101,6 +101,8 @@ def install(model: torch.nn.Module, spec: ArchSpec) -> None:
             get_module(block, spec.value).register_forward_hook(_value_hook(spec))
             out.register_forward_pre_hook(_context_hook)
         out.register_forward_hook(_out_hook(spec))
+        if spec.residual_in is not None:  # the attention residual adds another module's output
+            get_module(block, spec.residual_in).register_forward_hook(_branch_hook)
         for i, path in enumerate(spec.layernorms):
             get_module(block, path).register_forward_pre_hook(_ln_hook(final=i == len(spec.layernorms) - 1))
         ffn = get_module(block, spec.ffn_in) if spec.ffn_in else None
@@ -159,10 +161,17 @@ def _out_hook(spec: ArchSpec):
         if iv.out_weight is not None:
             weight, bias = iv.out_weight(state.layer)
             output = torch.nn.functional.linear(args[0], weight, bias)
-        if iv.branch is not None:
+        if iv.branch is not None and spec.residual_in is None:
             output = iv.branch(state.layer, output, state.x)
         return output
     return hook
+
+
+def _branch_hook(module, args, output):
+    state = _STATE.get()
+    if state is None or state.intervention.branch is None:
+        return None
+    return state.intervention.branch(state.layer, output, state.x)
 
 
 def _ffn_hook(module, args):

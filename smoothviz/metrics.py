@@ -21,6 +21,33 @@ Tensor = torch.Tensor
 NUMERICAL_RANK_TOL = 1e-3
 
 
+SINK_EPS = 0.3  # Gu et al. 2024's threshold ε on a head's mean attention to the first token
+
+
+def cosine_centred(H: Tensor) -> Tensor:
+    """Mean cos(h_i − μ, h_j − μ), i ≠ j, μ the mean token: the cosine once the direction all
+    tokens share is removed (a decoder's massive activations, Sun et al. 2024, put most of every
+    state in a few dimensions common to all tokens, which makes the raw cosine high whatever the
+    tokens say). About −1/(n−1) when the deviations are of one size and spread evenly; high
+    when the tokens still agree beyond their common mean. NaN for one token."""
+    return cosine_mean(H - H.mean(-2, keepdim=True))
+
+
+def first_token_mass(first: Tensor) -> Tensor:
+    """Mean over heads and query rows of the attention to the first token.
+
+    Args:
+        first: ``[..., L, h, n]``, each head's attention from every query row to token 0.
+    """
+    return first.double().mean((-1, -2))
+
+
+def sink_rate(first: Tensor, eps: float = SINK_EPS) -> Tensor:
+    """Share of heads whose mean attention to the first token exceeds ``eps`` (Gu et al. 2024,
+    "When attention sink emerges in language models", their Sink_1^ε per layer)."""
+    return (first.double().mean(-1) > eps).double().mean(-1)
+
+
 def _unit_rows(H: Tensor) -> Tensor:
     return H / H.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
@@ -144,6 +171,8 @@ class Inputs:
     ln_sigma        ``[L, k]``           σ_min of each LayerNorm's input over the kept tokens
     weight_norm     ``[L]``              Shi et al.'s s, the largest singular value of a block
     post_ln         bool                 the blocks are post-LN (Shi et al.'s bound applies)
+    first           ``[L, h, N]``        each head's attention from every query row to the
+                                         sentence's first token (all N tokens, specials kept)
     ==============  ===================  ===================================================
 
     Every field but ``weight_norm`` may have leading dimensions before these (several sentences
@@ -160,6 +189,7 @@ class Inputs:
     ln_sigma: Tensor | None = None
     weight_norm: Tensor | None = None
     post_ln: bool = False
+    first: Tensor | None = None
 
     @cached_property
     def gram(self) -> Tensor:
@@ -219,6 +249,14 @@ def _dm_ratio(x: Inputs) -> Tensor:
     return dm[..., 1:] / dm[..., :-1].clamp_min(1e-300)
 
 
+def _of_first(fn):
+    def compute(x: Inputs) -> Tensor:
+        if x.first is None:
+            return torch.full((*x.H.shape[:-3], x.H.shape[-3] - 1), float("nan"), dtype=torch.float64)
+        return fn(x.first)
+    return compute
+
+
 def _heads_smoothing(x: Inputs) -> Tensor:
     if x.smooths is None:
         return torch.full((*x.H.shape[:-3], x.H.shape[-3] - 1), float("nan"), dtype=torch.float64)
@@ -229,6 +267,9 @@ def _heads_smoothing(x: Inputs) -> Tensor:
 METRICS: list[Metric] = [
     Metric("cosine_mean", lambda x: cosine_mean(x.H), "mean cos(h_i, h_j), i ≠ j", "→ 1", "↑",
            source="TokenUni, Shi et al. 2022"),
+    Metric("cosine_centred", lambda x: cosine_centred(x.H), "mean cos(h_i − μ, h_j − μ), μ = mean token",
+           "high: tokens agree beyond their common mean", "",
+           source="SmoothViz's own choice, beside cosine_mean for massive activations (Sun et al. 2024)"),
     Metric("cls_cosine", lambda x: cls_cosine(x.H), "mean_j cos(h_0, h_j)", "→ 1", "↑", source="CLSUni, Yan et al. 2022"),
     Metric("dm_rel", lambda x: dm_rel(x.H), "‖PH‖_F / ‖H‖_F, P = I − 𝟙𝟙ᵀ/n", "→ 0", "↓", log=True,
            source="Shi et al.'s d_M, Dong et al.'s res(X), normalised"),
@@ -249,6 +290,11 @@ METRICS: list[Metric] = [
            curve=False, source="Shi et al. 2022"),
     Metric("dm_ratio", _dm_ratio, "d_M(H_l) / d_M(H_{l−1})", "< 1 at every layer", "↓", per_layer=True,
            curve=False, source="Shi et al. 2022"),
+    Metric("first_token_mass", _of_first(first_token_mass), "mean over heads and rows i of A_i0",
+           "an attention sink: → 1", per_layer=True, curve=False,
+           source="attention to the first token, Xiao et al. 2024; Gu et al. 2024"),
+    Metric("sink_rate", _of_first(sink_rate), f"share of heads with mean_i A_i0 > ε = {SINK_EPS}",
+           "an attention sink: → 1", per_layer=True, curve=False, source="Gu et al. 2024's Sink_1^ε per layer"),
     Metric("heads_smoothing", _heads_smoothing, "share of heads whose Dovonon verdict is 'smooths'", "→ 1", "↑",
            per_layer=True, curve=False, source="Dovonon, Bronstein & Kusner 2024"),
 ]

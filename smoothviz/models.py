@@ -54,6 +54,8 @@ class ArchSpec:
             (SoftDecay's ``where=official``). ``None``: no feed-forward sub-layer.
         final_norm: the base model's norm after the last block (pre-norm models), relative to
             the base model; its output is a separate row, never layer L.
+        residual_in: the module whose output the attention residual adds to the block input,
+            when it is not ``out_proj`` (Gemma 2/3 normalise the projection's output first).
     """
 
     layers: str
@@ -66,6 +68,7 @@ class ArchSpec:
     post_ln: bool = True
     ffn_in: str | None = None
     final_norm: str | None = None
+    residual_in: str | None = None
 
 
 _BERT = ArchSpec("encoder.layer", "attention.self.value", "attention.output.dense",
@@ -92,7 +95,8 @@ _DECODER = ArchSpec("layers", "self_attn.v_proj", "self_attn.o_proj", ("input_la
                     causal=True, post_ln=False, ffn_in="mlp", final_norm="norm")
 # Gemma 2/3 wrap each sub-layer in two norms (before it, and on its output before the residual).
 _SANDWICH = replace(_DECODER, layernorms=("input_layernorm", "post_attention_layernorm",
-                                          "pre_feedforward_layernorm", "post_feedforward_layernorm"))
+                                          "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+                    residual_in="post_attention_layernorm")
 _FUSED_QKV = replace(_DECODER, value="self_attn.qkv_proj", value_part=2)  # Phi-3
 ARCHITECTURES.update({
     "llama": _DECODER, "mistral": _DECODER, "qwen2": _DECODER, "qwen3": _DECODER, "gemma": _DECODER,
@@ -167,7 +171,15 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
     except Exception as err:  # noqa: BLE001 - gguf/transformers raise many kinds; we need one message
         raise ModelError(f"cannot load GGUF file '{gguf.name}': {_first_line(err)}") from err
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    model.save_pretrained(partial, safe_serialization=True)
+    partial.mkdir(parents=True, exist_ok=True)
+    # transformers refuses save_pretrained on a GGUF-loaded model; its weights are plain float32
+    # tensors by now, so they are written directly, and the config without the GGUF quantisation.
+    from safetensors.torch import save_model
+    save_model(model, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     try:
         partial.rename(target)
@@ -240,7 +252,7 @@ def derive_spec(model: torch.nn.Module) -> ArchSpec | None:
     for spec in CANDIDATES:
         try:
             block = get_module(model, spec.layers)[0]
-            for path in (spec.value, spec.out_proj, spec.ffn_in, *spec.layernorms):
+            for path in (spec.value, spec.out_proj, spec.ffn_in, *spec.layernorms, spec.residual_in or spec.out_proj):
                 get_module(block, path)
             get_module(model, spec.final_norm)
         except (AttributeError, IndexError, TypeError):

@@ -83,6 +83,9 @@ def run_summary(run, name: str, n_tokens: int) -> str:
     full = min(n_tokens, run.hidden.shape[-1])
     parts.append(f"numerical_rank {first['numerical_rank']} → {last['numerical_rank']} (of at most {full})")
     text = f"{name}: " + ", ".join(parts) + "."
+    shared = shared_component(run)
+    if shared:
+        text += " " + shared
     collapsed = collapsed_from(run)
     if collapsed is not None:
         text += (f" From layer {collapsed} on dm_rel stays below 1e-5: every token is the same vector up to "
@@ -96,6 +99,24 @@ def run_summary(run, name: str, n_tokens: int) -> str:
         verb = "grows" if metric == "d_M" else _VERB[-smoothing_direction()[metric]]
         said.append(f"{metric} {verb} at {_layers(layers)}")
     return text + " Against the smoothing trend: " + "; ".join(said) + "."
+
+
+SHARED_COSINE, SHARED_DM = 0.9, 0.1  # raw cosine this high while dm_rel is this large: a shared component
+
+
+def shared_component(run) -> str | None:
+    """When the last layer's cosine_mean is high but dm_rel is not small, say that the cosine
+    measures a component all tokens share (a decoder's massive activations, Sun et al. 2024), not
+    tokens becoming alike; ``None`` otherwise. The thresholds are SmoothViz's own choice."""
+    last = run.rows[-1]
+    cos, dm, centred = last.get("cosine_mean"), last.get("dm_rel"), last.get("cosine_centred")
+    if cos is None or dm is None or cos < SHARED_COSINE or dm < SHARED_DM:
+        return None
+    text = (f"A cosine_mean of {_fmt(cos)} with dm_rel still {_fmt(dm)} is not the tokens becoming alike: "
+            "the states share a large common component")
+    if centred is not None:
+        text += f", and once it is removed their mean cosine is {_fmt(centred)} (cosine_centred)"
+    return text + "."
 
 
 def effect(analysis, name: str) -> str | None:
@@ -117,8 +138,11 @@ def effect(analysis, name: str) -> str | None:
         said = f"leaves cosine_mean at {_fmt(b)}"
     else:
         more = m > b
-        said = (f"{'raises' if more else 'lowers'} cosine_mean from {_fmt(b)} to {_fmt(m)} "
-                f"(tokens {'more' if more else 'less'} alike: {'more' if more else 'less'} smoothing than the baseline)")
+        said = f"{'raises' if more else 'lowers'} cosine_mean from {_fmt(b)} to {_fmt(m)}"
+        db, dm = base.get("dm_rel"), out.get("dm_rel")
+        if db is None or dm is None or (dm < db) == more:  # dm_rel agrees: the tokens did become (un)alike
+            said += (f" (tokens {'more' if more else 'less'} alike: {'more' if more else 'less'} smoothing "
+                     "than the baseline)")
     text = f"At {where}, {name} {said}"
     if base.get("dm_rel") is not None and out.get("dm_rel") is not None:
         text += f", and dm_rel goes from {_fmt(base['dm_rel'])} to {_fmt(out['dm_rel'])}"
