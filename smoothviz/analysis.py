@@ -480,7 +480,9 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
     x = metrics.Inputs(H=H, graphs=torch.cat([S[:, :1], S], 1), directed=directed, eigs=eigs, heads=A,
                        smooths=smooths,  # σ_min over the kept tokens, as λ uses
                        ln_sigma=stacked("ln_sigma")[..., idx].double().amin(-1),
-                       weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post",
+                       # s only where the bound applies: a decoder's SVDs of every weight cost seconds
+                       weight_norm=handle.weight_norm() if handle.layernorm == "post" else None,
+                       post_ln=handle.layernorm == "post",
                        first=attentions[..., 0].float().cpu())  # [B, L, h, N]: every row, specials kept
     values = metrics.evaluate(x)
     if kept is not None:

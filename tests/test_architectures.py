@@ -23,12 +23,12 @@ DECODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_k
 def _config(kind):
     import transformers as tf
     if kind in DECODERS_NEW:
-        extra = {"qwen3": dict(head_dim=8), "mistral": dict(sliding_window=4),
+        extra = {"qwen3": dict(head_dim=8), "mistral": dict(sliding_window=4), "gemma": dict(head_dim=8),
                  "gemma2": dict(head_dim=8, sliding_window=4, attn_logit_softcapping=2.0),
                  "gemma3_text": dict(head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
                  "phi3": dict(pad_token_id=0)}.get(kind, {})
         cls = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
-               "mistral": tf.MistralConfig, "gemma2": tf.Gemma2Config, "gemma3_text": tf.Gemma3TextConfig,
+               "mistral": tf.MistralConfig, "gemma": tf.GemmaConfig, "gemma2": tf.Gemma2Config, "gemma3_text": tf.Gemma3TextConfig,
                "phi3": tf.Phi3Config}[kind]
         return cls(**DECODER, **extra)
     if kind == "distilbert":
@@ -42,7 +42,7 @@ def _config(kind):
             "electra": tf.ElectraConfig, "mpnet": tf.MPNetConfig}[kind](**TINY)
 
 
-DECODERS_NEW = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3")
+DECODERS_NEW = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3")
 DECODERS = ("gpt2", *DECODERS_NEW)   # causal, pre-norm
 KINDS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert", "mpnet", *DECODERS)
 
