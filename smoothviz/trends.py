@@ -116,7 +116,24 @@ def shared_component(run) -> str | None:
             "the states share a large common component")
     if centred is not None:
         text += f", and once it is removed their mean cosine is {_fmt(centred)} (cosine_centred)"
+    dims = dominant_dimensions(run.hidden[-1])
+    if dims:
+        said = ", ".join(f"dimension {d} holds {share:.0%}" for d, share in dims)
+        text += (f". At the last layer {said} of the states' squared norm (massive activations, "
+                 "Sun et al. 2024)")
     return text + "."
+
+
+def dominant_dimensions(H, share: float = 0.1, most: int = 3) -> list[tuple[int, float]]:
+    """The dimensions of ``H [n, d]`` that each hold at least ``share`` of Σ‖h_i‖² (at most ``most``,
+    largest first): the few huge coordinates every token of a decoder carries."""
+    import numpy as np
+    energy = (np.asarray(H, dtype=np.float64) ** 2).sum(0)
+    total = energy.sum()
+    if total <= 0:
+        return []
+    order = np.argsort(-energy)[:most]
+    return [(int(d), float(energy[d] / total)) for d in order if energy[d] / total >= share]
 
 
 def effect(analysis, name: str) -> str | None:
