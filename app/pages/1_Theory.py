@@ -158,8 +158,8 @@ st.markdown("Plot a trained model's attention and many rows put most of their we
 st.markdown("Measured by SmoothViz on the embedded `gemma-3-270m` (Gemma 3 270M, 18 layers, 4 heads) for "
             "*The old lighthouse keeper counted seven ships before the storm.* (12 tokens with `<bos>`): at "
             "layer 18 the first token receives **0.70** of all attention, where uniform attention over the "
-            "visible tokens would give it 0.26, and all 4 heads exceed ε = 0.3; from layer 4 on every head of "
-            "every layer does, and the share peaks at 0.91 (layer 6). Lesson step 8 recomputes these numbers "
+            "visible tokens would give it 0.26, and all 4 heads exceed ε = 0.3; so do all heads of every other "
+            "layer except layer 3 (3 of 4), and the share peaks at 0.91 (layer 6). Lesson step 8 recomputes these numbers "
             "for the page.")
 st.markdown("**Why it matters here.** The head-mean graph of such a layer is a star around the first token: "
             "its spectral gap and Dirichlet energy say more about the sink than about the words. Excluding "
