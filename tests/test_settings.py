@@ -23,7 +23,7 @@ def test_public_mode_allows_only_listed_models(public):
     assert public.public and public.models == ("default", "gemma-3-270m", "lab") and public.max_tokens == 128
     public.check("default")
     for name in ("/etc", "./models/x", "bert-base-uncased", "gpt2"):
-        with pytest.raises(ModelError, match="allows only these models: default, lab"):
+        with pytest.raises(ModelError, match="allows only these models: default, gemma-3-270m, lab"):
             public.check(name)
 
 
