@@ -186,3 +186,32 @@ def test_gemma_3_270m_end_to_end():
     assert row["cosine_mean"] > 0.9 and row["dm_rel"] > 0.1      # high cosine without collapse
     from smoothviz import trends
     assert "not the tokens becoming alike" in " ".join(trends.trend_lines(a, {"baseline": "baseline"}))
+
+
+@pytest.mark.slow
+def test_gemma_3_270m_on_the_page_with_the_sink_view_and_on_the_cli():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from smoothviz.lesson import SINK_SENTENCE
+    from smoothviz.views import SECTIONS
+    root = Path(__file__).resolve().parent.parent
+    at = AppTest.from_file(str(root / "app" / "SmoothViz.py"), default_timeout=900)
+    for key, value in {"model": "gemma-3-270m", "text": SINK_SENTENCE, "mit": "none",
+                       "section": SECTIONS["atlas"]}.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    captions = " ".join(c.value for c in at.caption)
+    assert "18 layers × 4 heads" in captions and "attention sink" in captions
+    assert "receives 0.70 of all attention" in captions.replace("\\", "")
+    out = subprocess.run([sys.executable, "-m", "smoothviz", "analyze", SINK_SENTENCE, "--model", "gemma-3-270m",
+                          "--json"], cwd=root, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout)
+    assert len(data["baseline"]["layers"]) == 19 and "final_norm" in data["baseline"]
+    assert data["baseline"]["layers"][-1]["first_token_mass"] == pytest.approx(0.70, abs=0.01)
