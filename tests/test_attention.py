@@ -22,7 +22,10 @@ def _tiny(tmp_path, kind, **extra):
                 intermediate_size=64, vocab_size=30522, max_position_embeddings=64)
     if kind == "mpnet":
         base.pop("num_key_value_heads")
-    cls = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "mpnet": tf.MPNetConfig}[kind]
+    if kind == "gemma3_text":
+        base["head_dim"] = 8
+    cls = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "mpnet": tf.MPNetConfig,
+           "gemma3_text": tf.Gemma3TextConfig}[kind]
     path = tmp_path / f"{kind}-{abs(hash(tuple(sorted(extra.items()))))}"
     if path.exists():
         return str(path)
@@ -121,6 +124,27 @@ def test_grouped_value_heads_in_dovonons_products(tmp_path):
     assert w_v.shape == (2, 32, 32) and w_o.shape == (2, 32, 32)
     for head in range(4):
         assert torch.equal(w_v[0, head * 8:(head + 1) * 8], v_proj[(head // 2) * 8:(head // 2 + 1) * 8])
+
+
+def test_no_residual_on_gemma_removes_the_skip_after_the_post_attention_norm(tmp_path):
+    """Gemma adds norm(attention) to the block input: β = 0 leaves h = p + FFN-part(p), p that norm's output."""
+    from smoothviz.models import get_module
+    path = _tiny(tmp_path, "gemma3_text")
+    handle = get_handle(path, "cpu")
+    block = get_module(handle.model, "layers")[0]
+    seen = {}
+    hook = block.post_attention_layernorm.register_forward_hook(lambda m, a, o: seen.setdefault("p", o))
+    try:
+        base = smoothviz.analyze(SENTENCE, model=path, device="cpu", heads=False)
+    finally:
+        hook.remove()
+    r = smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation="no-residual", params={"residual": 0},
+                          heads=False)
+    p = seen["p"]
+    with torch.no_grad():
+        expected = p + block.post_feedforward_layernorm(block.mlp(block.pre_feedforward_layernorm(p)))
+    assert np.allclose(r.mitigated.hidden[1], expected[0].numpy(), atol=1e-5)
+    assert not np.allclose(r.mitigated.hidden[1], base.baseline.hidden[1], atol=1e-3)
 
 
 def test_sink_metrics_by_hand(tmp_path):
