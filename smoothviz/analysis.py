@@ -564,7 +564,7 @@ def _kept_graph(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping,
     the mean takes the kept heads only (ablated ones are left out).
     """
     kept = None if kept is None else torch.as_tensor(kept)
-    if mapping is None:
+    if mapping is None or idx.numel() == attentions.shape[-1]:  # A′ is linear in A: its mean is the map's
         return graph.restrict(graph.aggregate(attentions.float().cpu(), head, kept).double(), idx)
     return mapping(graph.restrict(graph.aggregate(softmax.float().cpu(), head, kept).double(), idx))
 

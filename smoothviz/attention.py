@@ -85,7 +85,9 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     out = torch.matmul(probs, value)                          # [B, h, q, d_h]
     if iv.probs is not None:  # A -> A' applied to what the values are mixed with (AttnScale)
         seen = visible(attention_mask, scores.shape, scores.device)
-        out = torch.matmul(iv.probs(layer, probs, seen), value)
+        mixed = iv.probs(layer, probs, seen)
+        state.mapped.append(mixed.detach())
+        out = torch.matmul(mixed, value)
     if iv.context is not None:
         B, h, q, d_h = out.shape
         flat = lambda t: t.transpose(1, 2).reshape(B, t.shape[2], h * d_h)  # noqa: E731  [B, n, h*d_h]

@@ -75,6 +75,7 @@ class _Pass:
     allowed: Tensor | None = None         # [n] keys that may be attended to (Intervention.keys)
     on_layer: Callable | None = None      # (layer, probabilities [B, h, n, n]) per attention call
     block_out: Tensor | None = None       # the last block's output (the residual stream at layer L)
+    mapped: list = field(default_factory=list)  # per layer, A′ [B, h, n, n] where Intervention.probs acts
 
 
 _STATE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("smoothviz_pass", default=None)
@@ -292,6 +293,9 @@ def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None, allowed
     lengths = [hidden.shape[2]] * hidden.shape[0] if real is None else real.sum(-1).tolist()
     ln = _ln_table(state.ln_sigma, attn.shape[1], hidden.shape[0], hidden.shape[2])  # [B, L, m, n]
     mapping, kept = iv.attention, iv.kept_heads
+    # what the values were mixed with, where the attention function changed A itself (AttnScale's A′
+    # over the keys each row sees, sliding windows included); else ``mapping`` rebuilds it
+    used = torch.stack(state.mapped, 1).float() if state.mapped else None   # [B, L, h, n, n]
     traces = []
     for b, m in enumerate(lengths):
         a = attn[b, :, :, :m, :m]
@@ -299,7 +303,8 @@ def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None, allowed
         if mapping is None:
             traces.append(Trace(hidden[b, :, :m], a, ln[b, ..., :m], kept_heads=kept, final_norm=final))
         else:
-            traces.append(Trace(hidden[b, :, :m], mapping(a), ln[b, ..., :m], softmax=a, attention_map=mapping,
+            applied = mapping(a) if used is None else used[b, :, :, :m, :m]
+            traces.append(Trace(hidden[b, :, :m], applied, ln[b, ..., :m], softmax=a, attention_map=mapping,
                                 kept_heads=kept, final_norm=final))
     return traces
 

@@ -239,3 +239,16 @@ def test_gemma_3_270m_on_the_page_with_the_sink_view_and_on_the_cli():
     data = json.loads(out.stdout)
     assert len(data["baseline"]["layers"]) == 19 and "final_norm" in data["baseline"]
     assert data["baseline"]["layers"][-1]["first_token_mass"] == pytest.approx(0.70, abs=0.01)
+
+
+def test_attnscale_records_what_the_model_mixed_with_on_a_sliding_window(tmp_path):
+    """Beyond the window a row's A_DC is 1/window, not 1/(i+1): the recorded A′ is the one applied."""
+    r = smoothviz.analyze(SENTENCE, model=_tiny(tmp_path, "mistral", sliding_window=4), device="cpu",
+                          mitigation="attnscale", params={"omega": 1.0}, heads=False)
+    S = r.mitigated.softmax.astype(np.float64)                  # the mitigated run's own softmax
+    n = S.shape[-1]
+    i = np.arange(n)
+    seen = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < 4)
+    dc = seen / seen.sum(-1, keepdims=True)
+    assert np.allclose(r.mitigated.attentions, dc + 2 * (S - dc), atol=1e-5)
+    assert np.all(r.mitigated.attentions[..., ~seen] == 0)
