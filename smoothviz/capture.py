@@ -34,7 +34,8 @@ class Intervention:
             query head), v0 the first layer's values.
         probs: ``(layer, A, visible) -> A'`` on the softmax ``A [B, h, q, k]`` before it mixes
             the values, ``visible`` the keys each query may see (causal, window, padding);
-            registry models only (AttnScale: the record keeps A, ``attention`` maps it).
+            registry models only (AttnScale; the Trace's ``attentions`` are then the A′ the
+            values were mixed with and its ``softmax`` is A).
         out_weight: ``layer -> (weight, bias)`` replacing the output projection, nn.Linear layout.
         branch: ``(layer, out, x) -> out`` on the attention branch output before the residual
             adds the block input ``x`` (both ``[1, n, d]``).
