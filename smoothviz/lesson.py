@@ -132,13 +132,13 @@ def _sink(a):
         "more than its uniform share, less than half"
     top = max(range(1, L + 1), key=lambda l: mass[l])
     return right, [
-        f"At layer {L}, {mass[-1]:.2f} of all attention goes to the first token {a.tokens[0]} "
+        f"At layer {L}, {mass[-1]:.2f} of all attention goes to the first token `{a.tokens[0]}` "
         f"(uniform attention over the visible tokens would give it {uniform:.2f} of {n} tokens); "
         f"{rate[-1]:.0%} of the last layer's heads send it more than 0.3 on average.",
         f"The most at layer {top}: {mass[top]:.2f}. The token carries no meaning of its own: a head that has "
         "nothing to look for in this sentence parks its attention there, since softmax must put it somewhere "
         "(an attention sink, Xiao et al. 2024; Gu et al. 2024).",
-        f"So a high attention weight is not importance, and the head-mean graph's edges to {a.tokens[0]} say "
+        f"So a high attention weight is not importance, and the head-mean graph's edges to `{a.tokens[0]}` say "
         "little about the words."]
 
 
@@ -188,7 +188,7 @@ STEPS: list[Step] = [
          "A real decoder, Gemma 3 270M (embedded, offline). Every row of a causal model sees the first token, "
          "and many heads of trained models send it most of their attention.",
          {"text": SINK_SENTENCE, "model": "gemma-3-270m", "mitigation": "none"},
-         "At Gemma's last layer, how much of all attention goes to the first token <bos>?",
+         "At Gemma's last layer, how much of all attention goes to the first token `<bos>`?",
          ("about its uniform share", "more than its uniform share, less than half", "more than half"), _sink,
          "attention-sinks", section="atlas"),
 ]

@@ -72,7 +72,7 @@ def sink_lines(analysis, names: dict[str, str]) -> list[str]:
         if mass is None:
             continue
         text = (f"{names.get(key, key)}: at layer {analysis.n_layers} the first token "
-                f"({escape(analysis.tokens[0])}) receives {mass:.2f} of all attention (uniform attention "
+                f"(`{analysis.tokens[0].replace('`', '')}`) receives {mass:.2f} of all attention (uniform attention "
                 f"would give it {uniform_share(len(analysis.tokens), analysis.causal):.2f})")
         if rate is not None:
             text += f"; {rate:.0%} of the heads send it more than 0.3 on average"
