@@ -14,7 +14,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import _short, escape, layout, thin
+from .figures import _short, _tick_text, escape, layout, thin
 from .tables import _f
 
 FLOOR = 1e-4  # the colour scale's lower end: smaller shares are drawn as this (a log scale has no 0)
@@ -45,7 +45,7 @@ def sink_heatmap(run, tokens: list[str], title: str = "") -> go.Figure:
     fig = go.Figure(go.Heatmap(
         z=np.round(z, 3), x=names, y=list(range(1, L + 1)), zmin=lo, zmax=0, colorscale="Viridis",
         customdata=np.round(share, 4),
-        colorbar=dict(title="share", thickness=12, tickvals=ticks, ticktext=[f"10^{t}" if t else "1" for t in ticks]),
+        colorbar=dict(title="share", thickness=12, tickvals=ticks, ticktext=[_tick_text(10.0 ** t) for t in ticks]),
         hovertemplate="layer %{y}<br>%{x}<br>share of attention = %{customdata:.4f}<extra></extra>"))
     shown = names[::thin(n, 36)]
     fig.update_xaxes(tickvals=shown, ticktext=[_short(t) for t in shown], tickangle=-90, tickfont_size=10,
