@@ -161,6 +161,13 @@ def test_sink_metrics_by_hand(tmp_path):
     assert np.allclose(received(r.baseline).sum(-1), 1) and np.allclose(received(r.baseline)[:, 0],
                                                                          col.mean((-1, -2)))
     assert uniform_share(4, True) == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
+    from smoothviz.sinks import FLOOR, sink_heatmap, sink_table
+    fig = sink_heatmap(r.baseline, r.tokens)                     # layers down, every token across
+    share = received(r.baseline)
+    assert np.allclose(np.asarray(fig.data[0].z, dtype=float), np.log10(np.clip(share, FLOOR, None)), atol=1e-3)
+    assert len(fig.data[0].x) == len(r.tokens) and list(fig.data[0].y) == list(range(1, r.n_layers + 1))
+    rows = sink_table(r)
+    assert len(rows) == r.n_layers and rows[0]["0 · " + r.tokens[0]] == pytest.approx(share[0, 0], abs=1e-4)
 
 
 def test_centred_cosine_by_hand():
