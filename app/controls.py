@@ -30,7 +30,7 @@ import state
 URL = "query-params"
 # Bound widgets write their *displayed* option into the URL, so options are short words, not labels.
 # A public server offers only its allow-list (smoothviz.settings); a private one anything.
-MODELS = SETTINGS.models if SETTINGS.public else ("default", "lab", "custom")
+MODELS = SETTINGS.models if SETTINGS.public else ("default", "gemma-3-270m", "lab", "custom")
 LAB_DEFAULTS = {f.name: f.default for f in fields(LabConfig)}
 DEFAULT_MITIGATION = "neutreno"
 TEXT_CHARS = SETTINGS.max_chars or MAX_CHARS  # the text box holds no more than the analysis reads
@@ -417,10 +417,12 @@ def model_controls(refused: list) -> tuple[str, dict | None, str]:
     """The model (with the lab's settings) and the device: ``(model, lab or None, device)``."""
     st.subheader("Model")
     model = st.selectbox("Model", MODELS, key="model", bind=URL, label_visibility="collapsed",
-                         help="default: the embedded all-MiniLM-L6-v2 (offline). lab: a deep, untrained "
-                              "transformer to configure. custom: a Hugging Face id or a local directory.")
+                         help="default: the embedded all-MiniLM-L6-v2 (offline). gemma-3-270m: the embedded Gemma 3 "
+                              "270M decoder (offline; the first load dequantises it, about 2 minutes). lab: a "
+                              "deep, untrained transformer to configure. custom: a Hugging Face id, a local "
+                              "directory or a .gguf file.")
     if model == "custom":
-        model = st.text_input("Hugging Face id or local directory", key="model_id", bind=URL, max_chars=500,
+        model = st.text_input("Hugging Face id, local directory or .gguf file", key="model_id", bind=URL, max_chars=500,
                               placeholder="bert-base-uncased or /path/to/model").strip()
     lab = lab_widgets(model == "lab", refused)
     lab = lab if model == "lab" else None

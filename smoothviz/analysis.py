@@ -29,6 +29,11 @@ SIGNED_NOTE = ("The {run} run's attention has negative weights (AttnScale's A′
                "random walk and reads differently from the baseline's.")
 
 
+SINK_FIRST_ROW_NOTE = ("Special tokens dropped as keys: in a causal model the first token sees only itself, so "
+                       "its row (and any row that sees only dropped tokens) keeps its attention unchanged; every "
+                       "other row is renormalised over the tokens it may still see (SmoothViz's own choice).")
+
+
 SHI_PRE_LN_NOTE = ("Shi et al.'s bound v is derived for post-LN blocks; this model is pre-LN, so v is not shown "
                    "(the measured d_M ratio still is).")
 
@@ -52,6 +57,9 @@ class Run:
                                         metric of ``smoothviz.metrics.METRICS`` (None where
                                         undefined; layer metrics are None at layer 0)
     fused_row         dict or None      the state metrics of a fusion's fused output
+    final_norm_row    dict or None      the state metrics of a pre-norm model's final norm applied
+                                        to H_L (GPT-2's ln_f, Llama's norm): a row of its own, not
+                                        layer L (layer l is always block l's output)
     hidden            [L+1, N, d]       every token's state (all N tokens, special ones too)
     attentions        [L, h, N, N]      the attention the model used
     similarity        [L+1, n, n]       token cosine similarity (kept tokens)
@@ -106,6 +114,7 @@ class Run:
     softmax: np.ndarray | None = None
     attention_map: Callable | None = None
     kept_heads: np.ndarray | None = None
+    final_norm_row: dict | None = None
 
     def metric(self, name: str, include_fused: bool = False) -> list:
         """One metric over depth 0…L (``None`` where undefined), then the fused output's if asked."""
@@ -227,13 +236,21 @@ class Analysis:
                "graph": {"head": self.options.head if self.options.head is not None else "mean",
                          "symmetrize": self.options.symmetrize,
                          "exclude_special": self.options.exclude_special},
-               "baseline": {"layers": self.baseline.table()}}
+               "baseline": _run_json(self.baseline)}
         if self.lab is not None:
             out["lab"] = self.lab
         if self.mitigated is not None:
             out["mitigation"] = self.mitigation
-            out["mitigated"] = {"layers": self.mitigated.table()}
+            out["mitigated"] = _run_json(self.mitigated)
         return out
+
+
+def _run_json(run: Run) -> dict:
+    """A run's layers, and its final norm's row apart (never a layer)."""
+    out = {"layers": run.table()}
+    if run.final_norm_row is not None:
+        out["final_norm"] = run.final_norm_row
+    return out
 
 
 def _display(token: str) -> str:
@@ -368,10 +385,13 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
-            for (inputs, _, special, _), fw, trace in zip(sentences, forwards, base):
+            for (inputs, _, special, notes), fw, trace in zip(sentences, forwards, base):
                 if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
-                    raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's first "
-                                        "token sees only itself, so its attention cannot leave the special tokens")
+                    if not ctx.registry:
+                        raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's "
+                                            "first token sees only itself, so its attention cannot leave the "
+                                            "special tokens")
+                    notes.append(SINK_FIRST_ROW_NOTE)
                 traces.append(_finite(fw(handle.model, inputs, iv, special), mitigation.name, handle)
                               if iv is not None else trace)
             value_eigs += [handle.value_eigs(mitigation.out_weights(ctx))] * n
@@ -489,11 +509,17 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
     x = metrics.Inputs(H=H, graphs=torch.cat([S[:, :1], S], 1), directed=directed, eigs=eigs, heads=A,
                        smooths=smooths,  # σ_min over the kept tokens, as λ uses
                        ln_sigma=stacked("ln_sigma")[..., idx].double().amin(-1),
-                       weight_norm=handle.weight_norm(), post_ln=handle.layernorm == "post",
-                       kept=first.kept_heads)
+                       # s only where the bound applies: a decoder's SVDs of every weight cost seconds
+                       weight_norm=handle.weight_norm() if handle.layernorm == "post" else None,
+                       post_ln=handle.layernorm == "post", kept=first.kept_heads,
+                       first=attentions[..., 0].float().cpu())  # [B, L, h, N]: every row, specials kept
     values = metrics.evaluate(x)
     if kept is not None:
         _null_headless(values, ~kept.any(1))
+    final_values = None
+    if first.final_norm is not None:  # the final norm's output: states only, on the last layer's graph
+        finals = torch.stack([t.final_norm for t in traces])[:, idx].double().cpu().unsqueeze(1)
+        final_values = metrics.evaluate(metrics.Inputs(H=finals, graphs=S[:, -1:]), states_only=True)
     fused_values = None
     if fused is not None:  # a state of its own, measured on the last layer's graph; no layer metrics
         fx = metrics.Inputs(H=fused[:, idx].double().cpu().unsqueeze(1), graphs=S[:, -1:])
@@ -512,7 +538,11 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
         if fused_values is not None:
             row = metrics.rows({k: v[b] for k, v in fused_values.items()}, 1)[0]
             fused_row = {k: v for k, v in row.items() if k != "layer"}
-        runs.append(Run(rows=metrics.rows({k: v[b] for k, v in values.items()}, L + 1), fused_row=fused_row,
+        final_row = None
+        if final_values is not None:
+            row = metrics.rows({k: v[b] for k, v in final_values.items()}, 1)[0]
+            final_row = {k: v for k, v in row.items() if k != "layer"}
+        runs.append(Run(final_norm_row=final_row, rows=metrics.rows({k: v[b] for k, v in values.items()}, L + 1), fused_row=fused_row,
                         hidden=f32(trace.hidden), attentions=f32(trace.attentions),
                         **{k: None if v is None else v[b] for k, v in per.items()},
                         value_eigs=_frozen(value_eigs), fused=None if fused is None else f32(fused[b]),
@@ -563,7 +593,7 @@ def _kept_graph(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping,
     the mean takes the kept heads only (ablated ones are left out).
     """
     kept = None if kept is None else torch.as_tensor(kept)
-    if mapping is None:
+    if mapping is None or idx.numel() == attentions.shape[-1]:  # A′ is linear in A: its mean is the map's
         return graph.restrict(graph.aggregate(attentions.float().cpu(), head, kept).double(), idx)
     return mapping(graph.restrict(graph.aggregate(softmax.float().cpu(), head, kept).double(), idx))
 

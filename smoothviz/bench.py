@@ -117,6 +117,21 @@ def bertviz_head_view(result) -> tuple[float, int] | None:
     return time.perf_counter() - start, len(html.data)
 
 
+LOAD = "import time, sys; t = time.perf_counter(); from smoothviz.handles import get_handle; get_handle(sys.argv[1], 'cpu'); print(time.perf_counter() - t)"
+
+
+def load_seconds(model: str) -> tuple[float, float]:
+    """``(cold, cached)`` seconds to load ``model`` in a fresh process (imports included): first with
+    an empty SmoothViz cache directory (a GGUF model is dequantised and written), then again
+    with the cache it left."""
+    import os
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "SMOOTHVIZ_CACHE_DIR": cache}
+        runs = [float(subprocess.run([sys.executable, "-c", LOAD, model], env=env, capture_output=True, text=True,
+                                     check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    return runs[0], runs[1]
+
+
 def text_of(n: int) -> str:
     """The first n words of TEXT: at least n tokens, so the analysis sees exactly n, without
     timing the tokenizer on 1,500 words that truncation then drops (4 ms, half the forward
@@ -274,7 +289,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m smoothviz.bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition (CI)")
     p.add_argument("--sizes", help="comma-separated token counts (default 16,64,128,256,512)")
-    p.add_argument("--models", default="default,bert-base", help="default and/or bert-base")
+    p.add_argument("--models", default="default,bert-base", help="default, bert-base and/or gemma-3-270m")
+    p.add_argument("--no-mitigations", action="store_true", help="time the forward pass and analyses only")
+    p.add_argument("--load-times", help="comma-separated models whose load is timed cold (an empty "
+                                        "SmoothViz cache) and cached, each in a fresh process")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--out", default="bench/results/latest.json")
     p.add_argument("--corpus", type=int, help="lines for the corpus-mode benchmark (default 300, 40 with --quick; 0 skips it)")
@@ -292,19 +310,20 @@ def main(argv=None) -> int:
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        models = {"default": "default", "bert-base": None}
+        models = {"default": "default", "bert-base": None, "gemma-3-270m": "gemma-3-270m"}
         for label in args.models.split(","):
             model = models[label] if models[label] else bert_base_dir(Path(tmp))
             for n in sizes:
                 rows.append(bench_one(model, label, n, args.device, reps if n <= 128 else max(1, reps // 2),
-                                      mitigations=True))
+                                      mitigations=not args.no_mitigations))
                 print(f"  {label} n={n}: done", file=sys.stderr)
+    loads = {m: load_seconds(m) for m in args.load_times.split(",")} if args.load_times else None
     cold = umap_cold_seconds()
     c = bench_corpus(lines, args.device, 1 if args.quick else 3) if lines else None
     summary = {"corpus": c, "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
                            "device": rows[0]["device"],
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-               "quick": args.quick, "umap_cold_s": cold, "rows": rows}
+               "quick": args.quick, "umap_cold_s": cold, "rows": rows, "load_s": loads}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(table(rows))
@@ -312,6 +331,8 @@ def main(argv=None) -> int:
     print("Mitigated analysis (core) time ÷ forward pass:")
     print(mitigation_table(rows))
     print(f"\nUMAP cold start (fresh process, import + numba compile): {cold:.1f} s")
+    for model, (cold_s, cached_s) in (loads or {}).items():
+        print(f"{model} load, fresh process: cold (empty SmoothViz cache) {cold_s:.1f} s, cached {cached_s:.1f} s")
     if c is not None:
         print(corpus_report(c))
     print(f"wrote {args.out}")

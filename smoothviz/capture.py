@@ -1,9 +1,15 @@
 """Run one sentence through a model and capture a :class:`Trace`.
 
-Interventions never touch the shared model: :func:`install` attaches hooks once, at load time,
-and every hook reads the per-call state of a :class:`contextvars.ContextVar`. A forward pass
-without a state (someone else's baseline, in another thread) sees no-op hooks, so concurrent
-analyses with different mitigations cannot interfere.
+Interventions never touch the shared model. Attention-level changes (on Q·Kᵀ, A, V or the
+heads' outputs) happen inside SmoothViz's own attention function (:mod:`smoothviz.attention`),
+which every model routing attention through transformers' registry is loaded with; what the
+attention call cannot see (a block's input and output, the output projection, the norms, the
+feed-forward input) is reached by hooks that :func:`install` attaches once, at load time. A model
+that bypasses the registry (MPNet) gets the fallback: hooks on its value and output projections.
+Every hook and the attention function read the per-call state of a
+:class:`contextvars.ContextVar`; a forward pass without a state (someone else's baseline, in
+another thread) sees plain eager attention and no-op hooks, so concurrent analyses with
+different mitigations cannot interfere.
 """
 from __future__ import annotations
 
@@ -24,7 +30,12 @@ class Intervention:
 
     Attributes:
         context: ``(layer, ctx, v, v0) -> ctx``, before the attention output projection;
-            ctx and v are ``[1, n, h*d_h]`` (heads concatenated), v0 the first layer's values.
+            ctx and v are ``[B, n, h*d_h]`` (heads concatenated; grouped KV heads repeated per
+            query head), v0 the first layer's values.
+        probs: ``(layer, A, visible) -> A'`` on the softmax ``A [B, h, q, k]`` before it mixes
+            the values, ``visible`` the keys each query may see (causal, window, padding);
+            registry models only (AttnScale; the Trace's ``attentions`` are then the A′ the
+            values were mixed with and its ``softmax`` is A).
         out_weight: ``layer -> (weight, bias)`` replacing the output projection, nn.Linear layout.
         branch: ``(layer, out, x) -> out`` on the attention branch output before the residual
             adds the block input ``x`` (both ``[1, n, d]``).
@@ -42,6 +53,7 @@ class Intervention:
     """
 
     context: Callable | None = None
+    probs: Callable | None = None
     out_weight: Callable | None = None
     branch: Callable | None = None
     block: Callable | None = None
@@ -60,23 +72,39 @@ class _Pass:
     v0: Tensor | None = None
     ffn_x: Tensor | None = None
     ln_sigma: list = field(default_factory=list)  # (layer, per-token std [B, n]) per LayerNorm call
+    calls: int = 0                        # attention calls so far: the layer index in attention.py
+    allowed: Tensor | None = None         # [n] keys that may be attended to (Intervention.keys)
+    on_layer: Callable | None = None      # (layer, probabilities [B, h, n, n]) per attention call
+    block_out: Tensor | None = None       # the last block's output (the residual stream at layer L)
+    mapped: list = field(default_factory=list)  # per layer, A′ [B, h, n, n] where Intervention.probs acts
 
 
 _STATE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("smoothviz_pass", default=None)
+
+
+def uses_registry(model: torch.nn.Module) -> bool:
+    """The model calls SmoothViz's registered attention function (else: the hook fallback)."""
+    from .attention import NAME
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) == NAME
 
 
 def install(model: torch.nn.Module, spec: ArchSpec) -> None:
     """Attach SmoothViz's hooks to every block of ``model`` once (idempotent)."""
     if getattr(model, "_smoothviz_hooks", False):
         return
+    registry = uses_registry(model)
     blocks = get_module(model, spec.layers)
+    model._smoothviz_final_norm = spec.final_norm is not None
     for block in blocks:
         block.register_forward_pre_hook(_block_pre, with_kwargs=True)
         block.register_forward_hook(_block_post)
-        get_module(block, spec.value).register_forward_hook(_value_hook(spec))
         out = get_module(block, spec.out_proj)
-        out.register_forward_pre_hook(_context_hook)
+        if not registry:  # the fallback: values and the heads' outputs seen around the attention
+            get_module(block, spec.value).register_forward_hook(_value_hook(spec))
+            out.register_forward_pre_hook(_context_hook)
         out.register_forward_hook(_out_hook(spec))
+        if spec.residual_in is not None:  # the attention residual adds another module's output
+            get_module(block, spec.residual_in).register_forward_hook(_branch_hook)
         for i, path in enumerate(spec.layernorms):
             get_module(block, path).register_forward_pre_hook(_ln_hook(final=i == len(spec.layernorms) - 1))
         ffn = get_module(block, spec.ffn_in) if spec.ffn_in else None
@@ -94,11 +122,15 @@ def _block_pre(module, args, kwargs):
 
 def _block_post(module, args, output):
     state = _STATE.get()
-    if state is None or state.intervention.block is None:
+    if state is None:
         return None
-    if isinstance(output, tuple):
-        return (state.intervention.block(state.layer, output[0]),) + tuple(output[1:])
-    return state.intervention.block(state.layer, output)
+    if state.intervention.block is not None:
+        if isinstance(output, tuple):
+            output = (state.intervention.block(state.layer, output[0]),) + tuple(output[1:])
+        else:
+            output = state.intervention.block(state.layer, output)
+    state.block_out = output[0] if isinstance(output, tuple) else output
+    return output
 
 
 def _value_hook(spec: ArchSpec):
@@ -131,10 +163,17 @@ def _out_hook(spec: ArchSpec):
         if iv.out_weight is not None:
             weight, bias = iv.out_weight(state.layer)
             output = torch.nn.functional.linear(args[0], weight, bias)
-        if iv.branch is not None:
+        if iv.branch is not None and spec.residual_in is None:
             output = iv.branch(state.layer, output, state.x)
         return output
     return hook
+
+
+def _branch_hook(module, args, output):
+    state = _STATE.get()
+    if state is None or state.intervention.branch is None:
+        return None
+    return state.intervention.branch(state.layer, output, state.x)
 
 
 def _ffn_hook(module, args):
@@ -175,7 +214,14 @@ class Trace:
                                           fewer; m = 0 without LayerNorms)
     softmax        ``[L, h, n, n]``/None  the softmax before ``attention_map``; only with one
     attention_map  callable or None       ``A -> A′`` (AttnScale), batched over leading dims
+    final_norm     ``[n, d]``/None        a pre-norm model's final norm applied to H_L (a
+                                          separate row, never layer L); None without one
     =============  =====================  ================================================
+
+    The state convention, for every family: H_0 is the input of block 1 and H_l the output of
+    block l (the residual stream). transformers' last hidden state is the final norm's output
+    in a pre-norm model (GPT-2's ``ln_f``, Llama's ``norm``); SmoothViz keeps the block's own
+    output as H_L and the normed one as ``final_norm``.
     """
 
     hidden: Tensor
@@ -184,23 +230,30 @@ class Trace:
     softmax: Tensor | None = None
     attention_map: Callable | None = None
     kept_heads: Tensor | None = None
+    final_norm: Tensor | None = None
 
 
-def run(model, inputs: dict, intervention: Intervention | None = None, special: list | None = None) -> Trace:
+def run(model, inputs: dict, intervention: Intervention | None = None, special: list | None = None,
+        on_layer: Callable | None = None) -> Trace:
     """Forward one tokenised sentence (batch 1) under ``intervention`` and capture a Trace.
 
     Args:
         inputs: keyword arguments for ``model`` (``input_ids`` … or ``inputs_embeds``).
         special: the special-token mask, for an intervention with ``keys``.
+        on_layer: ``(layer 0-based, probabilities [1, h, n, n])`` called as each layer's
+            attention is computed (registry models only).
     """
     iv = intervention or Intervention()
-    if iv.keys is not None:  # keys masked for every row: an attention mask that is not padding
+    allowed = None
+    if iv.keys is not None:  # keys hidden from every row
         if special is None:
             raise ValueError("this intervention masks keys: pass the special-token mask")
-        first = next(iter(inputs.values()))
         allowed = iv.keys(torch.tensor(special, dtype=torch.bool))
-        inputs = {**inputs, "attention_mask": allowed.to(torch.long).unsqueeze(0).to(first.device)}
-    return _forward(model, inputs, iv, real=None)[0]
+        if not uses_registry(model):  # the fallback: an attention mask that is not padding
+            first = next(iter(inputs.values()))
+            inputs = {**inputs, "attention_mask": allowed.to(torch.long).unsqueeze(0).to(first.device)}
+            allowed = None
+    return _forward(model, inputs, iv, real=None, allowed=allowed, on_layer=on_layer)[0]
 
 
 def run_batch(model, inputs: dict, intervention: Intervention | None = None) -> list[Trace]:
@@ -221,28 +274,39 @@ def run_batch(model, inputs: dict, intervention: Intervention | None = None) -> 
     return _forward(model, inputs, iv, real=None if mask is None else mask.bool())
 
 
-def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None) -> list[Trace]:
+def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None, allowed: Tensor | None = None,
+             on_layer: Callable | None = None) -> list[Trace]:
     """One forward pass of a batch under ``iv``; a Trace per sentence (its first ``real`` tokens)."""
-    state = _Pass(iv)
+    state = _Pass(iv, allowed=allowed, on_layer=on_layer)
     token = _STATE.set(state)
     try:
         with torch.inference_mode():
             out = model(**inputs, output_hidden_states=True, output_attentions=True)
     finally:
         _STATE.reset(token)
-    hidden = torch.stack(out.hidden_states, 1).float()   # [B, L+1, n, d]
+    states = list(out.hidden_states)
+    normed = None
+    if getattr(model, "_smoothviz_final_norm", False) and state.block_out is not None:
+        normed = states[-1].float()  # the final norm's output: a row of its own, not layer L
+        states[-1] = state.block_out
+    hidden = torch.stack(states, 1).float()   # [B, L+1, n, d]
     attn = torch.stack(out.attentions, 1).float()        # [B, L, h, n, n]
     lengths = [hidden.shape[2]] * hidden.shape[0] if real is None else real.sum(-1).tolist()
     ln = _ln_table(state.ln_sigma, attn.shape[1], hidden.shape[0], hidden.shape[2])  # [B, L, m, n]
     mapping, kept = iv.attention, iv.kept_heads
+    # what the values were mixed with, where the attention function changed A itself (AttnScale's A′
+    # over the keys each row sees, sliding windows included); else ``mapping`` rebuilds it
+    used = torch.stack(state.mapped, 1).float() if state.mapped else None   # [B, L, h, n, n]
     traces = []
     for b, m in enumerate(lengths):
         a = attn[b, :, :, :m, :m]
+        final = None if normed is None else normed[b, :m]
         if mapping is None:
-            traces.append(Trace(hidden[b, :, :m], a, ln[b, ..., :m], kept_heads=kept))
+            traces.append(Trace(hidden[b, :, :m], a, ln[b, ..., :m], kept_heads=kept, final_norm=final))
         else:
-            traces.append(Trace(hidden[b, :, :m], mapping(a), ln[b, ..., :m], softmax=a, attention_map=mapping,
-                                kept_heads=kept))
+            applied = mapping(a) if used is None else used[b, :, :, :m, :m]
+            traces.append(Trace(hidden[b, :, :m], applied, ln[b, ..., :m], softmax=a, attention_map=mapping,
+                                kept_heads=kept, final_norm=final))
     return traces
 
 

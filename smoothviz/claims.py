@@ -18,6 +18,10 @@ from .metrics import METRICS
 RTOL = 1e-3       # a relative move at most this is "unchanged" (and said so), never a move
 COLLAPSED = 1e-5  # dm_rel below this: one vector up to float32 rounding (SmoothViz's own threshold)
 HEADLINE = ("cosine_mean", "dm_rel")  # the metrics a mitigation's effect is stated with
+# A raw cosine_mean this high while dm_rel is still this large is a component every token shares (a
+# decoder's massive activations), not tokens becoming one vector (SmoothViz's own thresholds).
+SHARED_COSINE, SHARED_DM = 0.9, 0.1
+DOMINANT_SHARE, DOMINANT_MOST = 0.1, 3  # a dimension holding ≥ 10 % of Σ‖h_i‖² is named (at most three)
 
 FROZEN_CAVEAT = ("{name} was not part of this pretrained model's training (its paper trains or fine-tunes a model "
                  "with it, or uses it as an ablation): applied to the frozen weights, it changes what the network "
@@ -107,6 +111,8 @@ KINDS = {
     "constant": "(value,): a metric equal to value at each of these layers",
     "tokens": "(words, specials, splits): how the words of the text become the tokens",
     "sink_drop": "(dropped, marked): the special tokens of this text sink=drop removed, and the model's special tokens",
+    "shared": "(cosine_mean, dm_rel, cosine_centred, ((dimension, share), …)): at layers[0] a high raw cosine "
+              "with dm_rel far from 0, the centred cosine and the dimensions that dominate the states' norm",
 }
 
 
@@ -255,6 +261,43 @@ def _sink_drop(c: Claim) -> str:
     return said + f": here {', '.join(dropped)}."
 
 
+def _shared(c: Claim) -> str:
+    cos, dm, centred, dims = c.values
+    text = (f"A cosine_mean of {fmt(cos)} with dm_rel still {fmt(dm)} is not the tokens becoming alike: "
+            "the states share a large common component")
+    if centred is not None:
+        text += f", and once it is removed their mean cosine is {fmt(centred)} (cosine_centred)"
+    if dims:
+        said = ", ".join(f"dimension {d} holds {share:.0%}" for d, share in dims)
+        text += f". At layer {c.layers[0]} {said} of the states' squared norm (massive activations, Sun et al. 2024)"
+    return text + "."
+
+
+def dominant_dimensions(H) -> tuple[tuple[int, float], ...]:
+    """The dimensions of ``H [n, d]`` that each hold at least ``DOMINANT_SHARE`` of Σ‖h_i‖² (at most
+    ``DOMINANT_MOST``, largest first): the few huge coordinates every token of a decoder carries."""
+    import numpy as np
+    energy = (np.asarray(H, dtype=np.float64) ** 2).sum(0)
+    total = energy.sum()
+    if total <= 0:
+        return ()
+    order = np.argsort(-energy)[:DOMINANT_MOST]
+    return tuple((int(d), float(energy[d] / total)) for d in order if energy[d] / total >= DOMINANT_SHARE)
+
+
+def shared_claim(run, key: str, name: str, n_tokens: int) -> Claim | None:
+    """The ``shared`` claim for the run's last layer where its raw cosine_mean is at least
+    ``SHARED_COSINE`` while dm_rel is at least ``SHARED_DM``; ``None`` elsewhere (and for one token)."""
+    L = len(run.rows) - 1
+    last = run.rows[L]
+    cos, dm = last.get("cosine_mean"), last.get("dm_rel")
+    if n_tokens < 2 or cos is None or dm is None or cos < SHARED_COSINE or dm < SHARED_DM:
+        return None
+    return Claim("shared", key, "cosine_mean", (L,), (cos, dm, last.get("cosine_centred"),
+                                                      dominant_dimensions(run.hidden[L])),
+                 f"cosine_mean ≥ {SHARED_COSINE} and dm_rel ≥ {SHARED_DM}; dimensions ≥ {DOMINANT_SHARE:.0%} of the norm", name)
+
+
 def sink_claim(analysis, marked: list[str]) -> Claim:
     """What ``sink=drop`` removed from ``analysis``'s attention, given the tokens the model marks as special."""
     dropped = tuple(t for t, s in zip(analysis.tokens, analysis.special) if s)
@@ -264,7 +307,7 @@ def sink_claim(analysis, marked: list[str]) -> Claim:
 _RENDER = {"span": _span, "one_token": _one_token, "collapse": _collapse, "against": _against, "flat": _flat,
            "undefined": _undefined, "toward": _toward, "identical": _identical, "effect": _effect,
            "agreement": _agreement, "value": _value, "constant": _constant, "tokens": _tokens,
-           "sink_drop": _sink_drop}
+           "sink_drop": _sink_drop, "shared": _shared}
 
 
 # --------------------------------------------------------------------------- checking
@@ -445,7 +488,27 @@ def _c_sink_drop(c, a):
     return out + [f"{t} is not one of the model's special tokens" for t in real if t not in c.values[1]]
 
 
+def _c_shared(c, a):
+    cos, dm, centred, dims = c.values
+    run = a.runs()[c.run]
+    layer = c.layers[0]
+    out = [f"{m} {v} ≠ {_at(a, c.run, m, layer)}" for m, v in (("cosine_mean", cos), ("dm_rel", dm), ("cosine_centred", centred))
+           if not _close(v, _at(a, c.run, m, layer))]
+    if cos < SHARED_COSINE or dm < SHARED_DM:
+        out.append(f"cosine_mean {cos} or dm_rel {dm} is not in the shared-component range")
+    H = run.hidden[layer]
+    energy = (H.astype("float64") ** 2).sum(0)
+    for d, share in dims:  # each named dimension really holds that share, and none larger is left out
+        if not math.isclose(energy[d] / energy.sum(), share, rel_tol=1e-6):
+            out.append(f"dimension {d} holds {energy[d] / energy.sum():.4f}, not {share:.4f}")
+    named = {d for d, _ in dims}
+    bigger = [d for d in range(len(energy)) if d not in named and energy[d] / energy.sum() >= DOMINANT_SHARE]
+    if bigger and len(dims) < DOMINANT_MOST:
+        out.append(f"dimensions {bigger[:3]} also hold at least {DOMINANT_SHARE:.0%} and are not named")
+    return out
+
+
 _CHECK = {"span": _c_span, "one_token": _c_one_token, "collapse": _c_collapse, "against": _c_moves("against"),
           "flat": _c_moves("flat"), "undefined": _c_moves(None), "toward": _c_toward, "identical": _c_identical,
           "effect": _c_effect, "agreement": _c_agreement, "value": _c_value, "constant": _c_constant, "tokens": _c_tokens,
-          "sink_drop": _c_sink_drop}
+          "sink_drop": _c_sink_drop, "shared": _c_shared}

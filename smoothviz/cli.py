@@ -30,7 +30,7 @@ def _pairs(values: list[str], what: str) -> dict:
 
 def _add_analysis_options(p: argparse.ArgumentParser, what: str = "text", help: str = "the sentence to analyse") -> None:
     p.add_argument(what, help=help)
-    p.add_argument("--model", default="default", help="default | lab | a Hugging Face id | a local directory")
+    p.add_argument("--model", default="default", help="default | gemma-3-270m | lab | a Hugging Face id | a local directory | a .gguf file")
     p.add_argument("--lab", action="append", metavar="KEY=VALUE", help="lab model setting (repeatable)")
     p.add_argument("--mitigation", help="a mitigation name (see `smoothviz mitigations`)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="mitigation parameter (repeatable)")
@@ -133,11 +133,16 @@ def _print_readable(result) -> None:
     for note in result.notes:
         print(f"note: {note}")
     print("\nbaseline")
-    print(table(result.baseline.table()))
+    print(table(_with_final_norm(result.baseline)))
     if result.mitigated is not None:
         params = ", ".join(f"{k}={v}" for k, v in result.mitigation["params"].items())
         print(f"\nmitigated: {result.mitigation['name']} ({params})")
-        print(table(result.mitigated.table()))
+        print(table(_with_final_norm(result.mitigated)))
+
+
+def _with_final_norm(run) -> list[dict]:
+    """The run's rows, then its final norm's (a pre-norm model's ln_f/norm on layer L) labelled apart."""
+    return run.table() + ([{"layer": "final norm", **run.final_norm_row}] if run.final_norm_row else [])
 
 
 def _list_mitigations() -> None:

@@ -1,4 +1,4 @@
-"""The Lesson: the over-smoothing story in six steps, each a preset, a prediction and an answer
+"""The Lesson: the over-smoothing story in eight steps, each a preset, a prediction and an answer
 computed from a real analysis (never written by hand), with the Theory section that explains it.
 
 The page (app/pages/4_Lesson.py) draws :data:`STEPS`; this module never imports the UI.
@@ -190,6 +190,30 @@ def _fusion(a):
     return right, lines
 
 
+SINK_SENTENCE = "The old lighthouse keeper counted seven ships before the storm."
+
+
+def _sink(a):
+    """Gemma 3 270M's attention to its first token (<bos>), from the analysis's own numbers."""
+    from .sinks import uniform_share
+    mass = a.baseline.metric("first_token_mass")
+    rate = a.baseline.metric("sink_rate")
+    L, n = a.n_layers, len(a.tokens)
+    uniform = uniform_share(n, a.causal)
+    right = "more than half" if mass[-1] > 0.5 else "about its uniform share" if mass[-1] < 2 * uniform else \
+        "more than its uniform share, less than half"
+    top = max(range(1, L + 1), key=lambda l: mass[l])
+    return right, [
+        f"At layer {L}, {mass[-1]:.2f} of all attention goes to the first token `{a.tokens[0]}` "
+        f"(uniform attention over the visible tokens would give it {uniform:.2f} of {n} tokens); "
+        f"{rate[-1]:.0%} of the last layer's heads send it more than 0.3 on average.",
+        f"The most at layer {top}: {mass[top]:.2f}. The token carries no meaning of its own: a head that has "
+        "nothing to look for in this sentence parks its attention there, since softmax must put it somewhere "
+        "(an attention sink, Xiao et al. 2024; Gu et al. 2024).",
+        f"So a high attention weight is not importance, and the head-mean graph's edges to `{a.tokens[0]}` say "
+        "little about the words."]
+
+
 STEPS: list[Step] = [
     Step("1 · The sentence and its tokens",
          "The model never sees words: it sees tokens, and adds special ones of its own.",
@@ -233,4 +257,11 @@ STEPS: list[Step] = [
          {"text": REFERENCE, "model": "default", "mitigation": "fusion-mean", "params": {"layers": "all"}},
          "Will the fused output's mean cosine similarity be lower or higher than the last layer's?",
          ("lower", "higher"), _fusion, "what-each-mitigation-changes"),
+    Step("8 · Why does everything attend to the first token?",
+         "A real decoder, Gemma 3 270M (embedded, offline). Every row of a causal model sees the first token, "
+         "and many heads of trained models send it most of their attention.",
+         {"text": SINK_SENTENCE, "model": "gemma-3-270m", "mitigation": "none"},
+         "At Gemma's last layer, how much of all attention goes to the first token `<bos>`?",
+         ("about its uniform share", "more than its uniform share, less than half", "more than half"), _sink,
+         "attention-sinks", section="atlas"),
 ]

@@ -21,6 +21,33 @@ Tensor = torch.Tensor
 NUMERICAL_RANK_TOL = 1e-3
 
 
+SINK_EPS = 0.3  # Gu et al. 2024's threshold ε on a head's mean attention to the first token
+
+
+def cosine_centred(H: Tensor) -> Tensor:
+    """Mean cos(h_i − μ, h_j − μ), i ≠ j, μ the mean token: the cosine once the direction all
+    tokens share is removed (a decoder's massive activations, Sun et al. 2024, put most of every
+    state in a few dimensions common to all tokens, which makes the raw cosine high whatever the
+    tokens say). About −1/(n−1) when the deviations are of one size and spread evenly; high
+    when the tokens still agree beyond their common mean. NaN for one token."""
+    return cosine_mean(H - H.mean(-2, keepdim=True))
+
+
+def first_token_mass(first: Tensor) -> Tensor:
+    """Mean over heads and query rows of the attention to the first token.
+
+    Args:
+        first: ``[..., L, h, n]``, each head's attention from every query row to token 0.
+    """
+    return first.double().mean((-1, -2))
+
+
+def sink_rate(first: Tensor, eps: float = SINK_EPS) -> Tensor:
+    """Share of heads whose mean attention to the first token exceeds ``eps`` (Gu et al. 2024,
+    "When attention sink emerges in language models", their Sink_1^ε per layer)."""
+    return (first.double().mean(-1) > eps).double().mean(-1)
+
+
 def _unit_rows(H: Tensor) -> Tensor:
     return H / H.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
@@ -146,6 +173,8 @@ class Inputs:
     post_ln         bool                 the blocks are post-LN (Shi et al.'s bound applies)
     kept            ``[L, h]`` or None   heads the model used (False: ablated); verdicts of
                                          ablated heads are left out of ``heads_smoothing``
+    first           ``[L, h, N]``        each head's attention from every query row to the
+                                         sentence's first token (all N tokens, specials kept)
     ==============  ===================  ===================================================
 
     Every field but ``weight_norm`` may have leading dimensions before these (several sentences
@@ -163,6 +192,7 @@ class Inputs:
     weight_norm: Tensor | None = None
     post_ln: bool = False
     kept: Tensor | None = None
+    first: Tensor | None = None
 
     @cached_property
     def gram(self) -> Tensor:
@@ -225,6 +255,14 @@ def _dm_ratio(x: Inputs) -> Tensor:
     return torch.where(prev > 0, dm[..., 1:] / prev.clamp_min(1e-300), torch.full_like(prev, float("nan")))
 
 
+def _of_first(fn):
+    def compute(x: Inputs) -> Tensor:
+        if x.first is None:
+            return torch.full((*x.H.shape[:-3], x.H.shape[-3] - 1), float("nan"), dtype=torch.float64)
+        return fn(x.first)
+    return compute
+
+
 def _heads_smoothing(x: Inputs) -> Tensor:
     """The share of the heads the model used (``kept``; ablated ones left out) whose verdict is
     'smooths'; NaN for a layer that keeps no head."""
@@ -242,6 +280,9 @@ def _heads_smoothing(x: Inputs) -> Tensor:
 METRICS: list[Metric] = [
     Metric("cosine_mean", lambda x: cosine_mean(x.H), "mean cos(h_i, h_j), i ≠ j", "→ 1", "↑",
            source="TokenUni, Shi et al. 2022"),
+    Metric("cosine_centred", lambda x: cosine_centred(x.H), "mean cos(h_i − μ, h_j − μ), μ = mean token",
+           "high: tokens agree beyond their common mean", "",
+           source="SmoothViz's own choice, beside cosine_mean for massive activations (Sun et al. 2024)"),
     Metric("cls_cosine", lambda x: cls_cosine(x.H), "mean_j cos(h_0, h_j)", "→ 1", "↑", source="CLSUni, Yan et al. 2022"),
     Metric("dm_rel", lambda x: dm_rel(x.H), "‖PH‖_F / ‖H‖_F, P = I − 𝟙𝟙ᵀ/n", "→ 0", "↓", log=True,
            source="Shi et al.'s d_M, Dong et al.'s res(X), normalised"),
@@ -263,6 +304,11 @@ METRICS: list[Metric] = [
            curve=False, source="Shi et al. 2022"),
     Metric("dm_ratio", _dm_ratio, "d_M(H_l) / d_M(H_{l−1})", "< 1 at every layer", "↓", per_layer=True,
            curve=False, source="Shi et al. 2022"),
+    Metric("first_token_mass", _of_first(first_token_mass), "mean over heads and rows i of A_i0",
+           "an attention sink: → 1", per_layer=True, curve=False,
+           source="attention to the first token, Xiao et al. 2024; Gu et al. 2024"),
+    Metric("sink_rate", _of_first(sink_rate), f"share of heads with mean_i A_i0 > ε = {SINK_EPS}",
+           "an attention sink: → 1", per_layer=True, curve=False, source="Gu et al. 2024's Sink_1^ε per layer"),
     Metric("heads_smoothing", _heads_smoothing, "share of the used (not ablated) heads whose Dovonon verdict is "
            "'smooths'", "not a collapse measure: a property of the weights W_O·W_V and the attention", "↑",
            per_layer=True, curve=False,

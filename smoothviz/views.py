@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import plotly.graph_objects as go
 
-from . import figures, tables, trends
+from . import figures, sinks, tables, trends
 from .graph import to_networkx
 
 # Page and report sections, in order: key → heading (the page's tab labels, and its URL's
@@ -228,6 +228,12 @@ VIEWS: list[View] = [
              title=f"layer {at.head_layer}, head {at.head} — {_title(a, k)}"),
          per_run=True, depends=("head_layer", "head", "top_k", "picked"),
          table=tables.head_graph),
+    View("sinks", "atlas", "Attention received by each token, layer by layer",
+         "Each row is a layer and each column a token; colour is the share of all that layer's attention "
+         "(mean over heads and query rows) the token receives, on a log scale. A bright first column is an "
+         "attention sink (Xiao et al. 2024; Gu et al. 2024).", "attention-sinks",
+         lambda a, k, at: sinks.sink_heatmap(_run(a, k), a.tokens, title=_title(a, k)), per_run=True,
+         notes=sinks.sink_lines, table=sinks.sink_table),
     View("sv", "sv", "",
          "Singular values of the token matrix (the tokens' own spectrum, not the graph's), normalised by the largest: a fast-dropping, skewed spectrum "
          "is Yan et al.'s token uniformity.", "the-metrics",

@@ -13,8 +13,15 @@ from .models import ArchSpec, get_module
 
 Tensor = torch.Tensor
 
-def value_output_weights(model, spec: ArchSpec, n_layers: int) -> tuple[Tensor, Tensor]:
-    """Per-layer value and output projection weights in nn.Linear layout.
+def value_output_weights(model, spec: ArchSpec, n_layers: int, heads: int | None = None,
+                         kv_heads: int | None = None) -> tuple[Tensor, Tensor]:
+    """Per-layer value and output projection weights in nn.Linear layout, one value block per
+    query head.
+
+    With grouped-query attention (``kv_heads < heads``) query head i reads value head
+    ``i // (heads / kv_heads)`` (transformers' ``repeat_kv``), so each value head's rows are
+    repeated for the query heads it serves: ``W_O^h W_V^h`` is then the product each head uses
+    (Dovonon et al.'s per-head map).
 
     Returns:
         ``(W_v [L, h*d_h, d], W_o [L, d, h*d_h])`` (ALBERT's shared block repeated L times).
@@ -27,8 +34,13 @@ def value_output_weights(model, spec: ArchSpec, n_layers: int) -> tuple[Tensor, 
         o = get_module(block, spec.out_proj).weight
         if spec.conv1d:  # Conv1D stores [in, out]
             v, o = v.t(), o.t()
-        if spec.value_part is not None:
-            v = v.chunk(3, dim=0)[spec.value_part]
+        q_width = o.shape[1]  # h*d_h: the output projection reads every query head
+        if spec.value_part is not None:  # fused q|k|v: h*d_h, h_kv*d_h, h_kv*d_h rows
+            kv_width = (v.shape[0] - q_width) // 2
+            v = v.split([q_width, kv_width, kv_width], dim=0)[spec.value_part]
+        if v.shape[0] != q_width:
+            groups = q_width // v.shape[0]
+            v = v.unflatten(0, (-1, q_width // (heads or 1))).repeat_interleave(groups, 0).flatten(0, 1)
         wv.append(v.detach())
         wo.append(o.detach())
     return torch.stack(wv), torch.stack(wo)

@@ -31,10 +31,25 @@ def matches_transformers():
     from transformers import AutoModel, AutoTokenizer
 
     def check(result, path, text):
+        from smoothviz.models import ARCHITECTURES, get_module
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
-        with torch.no_grad():
-            out = model(**tok(text, return_tensors="pt"), output_hidden_states=True, output_attentions=True)
-        assert np.allclose(result.baseline.hidden, torch.stack(out.hidden_states)[:, 0].numpy(), atol=1e-5)
+        spec = ARCHITECTURES[model.config.model_type]
+        seen = []  # every block call's output: the last is block L's (ALBERT calls one block L times)
+        hooks = [b.register_forward_hook(lambda m, a, o: seen.append(o[0] if isinstance(o, tuple) else o))
+                 for b in get_module(model, spec.layers)]
+        try:
+            with torch.no_grad():
+                out = model(**tok(text, return_tensors="pt"), output_hidden_states=True, output_attentions=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        # layer l = block l's output for every l; transformers' last hidden state is the final norm's
+        # output in a pre-norm model, which SmoothViz keeps apart
+        states = torch.stack([*out.hidden_states[:-1], seen[-1]])[:, 0].numpy()
+        assert np.allclose(result.baseline.hidden, states, atol=1e-5)
         assert np.allclose(result.baseline.attentions, torch.stack(out.attentions)[:, 0].numpy(), atol=1e-6)
+        if spec.final_norm is not None:
+            assert result.baseline.final_norm_row is not None
+            assert not np.allclose(states[-1], out.hidden_states[-1][0].numpy(), atol=1e-3)
     return check

@@ -14,8 +14,23 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermed
             vocab_size=30522, max_position_embeddings=64)
 
 
+# Modern decoders: grouped KV heads (4 query heads over 2), and where the family has them a sliding
+# window shorter than the sentence (Mistral, Gemma 2/3) and logit soft-capping (Gemma 2).
+DECODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+               intermediate_size=64, vocab_size=30522, max_position_embeddings=64)
+
+
 def _config(kind):
     import transformers as tf
+    if kind in DECODERS_NEW:
+        extra = {"qwen3": dict(head_dim=8), "mistral": dict(sliding_window=4), "gemma": dict(head_dim=8),
+                 "gemma2": dict(head_dim=8, sliding_window=4, attn_logit_softcapping=2.0),
+                 "gemma3_text": dict(head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
+                 "phi3": dict(pad_token_id=0)}.get(kind, {})
+        cls = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
+               "mistral": tf.MistralConfig, "gemma": tf.GemmaConfig, "gemma2": tf.Gemma2Config, "gemma3_text": tf.Gemma3TextConfig,
+               "phi3": tf.Phi3Config}[kind]
+        return cls(**DECODER, **extra)
     if kind == "distilbert":
         return tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, vocab_size=30522,
                                    max_position_embeddings=64)
@@ -27,7 +42,9 @@ def _config(kind):
             "electra": tf.ElectraConfig, "mpnet": tf.MPNetConfig}[kind](**TINY)
 
 
-KINDS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert", "mpnet", "gpt2")
+DECODERS_NEW = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3")
+DECODERS = ("gpt2", *DECODERS_NEW)   # causal, pre-norm
+KINDS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert", "mpnet", *DECODERS)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +72,18 @@ def test_analysis_matches_transformers(kind, model_dir, matches_transformers):
     path = model_dir(kind)
     r = smoothviz.analyze(SENTENCE, model=path, device="cpu")
     matches_transformers(r, path, SENTENCE)
-    assert r.causal == (kind == "gpt2")
-    if kind == "gpt2":
+    decoder = kind in DECODERS
+    assert r.causal == decoder
+    if decoder:
         assert np.allclose(np.triu(r.baseline.attentions, 1), 0)
         assert any("lower-triangular" in n for n in r.notes)
-    # Shi et al.'s bound is for post-LN blocks: GPT-2 is pre-LN, every encoder here post-LN
-    assert (r.layernorm == "pre") == (kind == "gpt2")
-    assert all((v is None) == (kind == "gpt2") for v in r.baseline.metric("shi_v")[1:])
-    assert any("post-LN" in n for n in r.notes) == (kind == "gpt2")
+    # Shi et al.'s bound is for post-LN blocks: the decoders are pre-LN, every encoder here post-LN
+    assert (r.layernorm == "pre") == decoder
+    assert all((v is None) == decoder for v in r.baseline.metric("shi_v")[1:])
+    assert any("post-LN" in n for n in r.notes) == decoder
+    # the final norm of a pre-norm model is a row of its own, never layer L
+    assert (r.baseline.final_norm_row is not None) == decoder
+    assert ("final_norm" in r.to_json()["baseline"]) == decoder
 
 
 ACTIVE = {"neutreno": {"lambda": 0.5}, "softdecay": {"where": "every"}, "spectral": {"mode": "flip"},
@@ -85,8 +106,9 @@ def test_every_mitigation_acts_and_leaves_no_state(kind, model_dir):
         assert np.abs(r.mitigated.hidden - base.baseline.hidden).max() <= 1e-6, name
 
 
-def test_causal_attnscale_keeps_rows_causal(model_dir):
-    r = smoothviz.analyze(SENTENCE, model=model_dir("gpt2"), device="cpu", mitigation="attnscale")
+@pytest.mark.parametrize("kind", ("gpt2", "llama"))
+def test_causal_attnscale_keeps_rows_causal(kind, model_dir):
+    r = smoothviz.analyze(SENTENCE, model=model_dir(kind), device="cpu", mitigation="attnscale")
     A = r.mitigated.attentions
     assert np.allclose(np.triu(A, 1), 0) and np.allclose(A.sum(-1), 1, atol=1e-5)
 
@@ -98,7 +120,7 @@ def test_softdecay_official_placement_on_each_architecture(kind, model_dir):
     from smoothviz.mitigations import MitigationError
     path = model_dir(kind)
     params = {"where": "official"}
-    if kind == "gpt2":
+    if kind in DECODERS:
         with pytest.raises(MitigationError, match="pre-LN.*use where=last"):
             smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation="softdecay", params=params, heads=False)
         return

@@ -24,7 +24,8 @@ LONG = ("Attention averages the tokens it looks at, and when one layer of averag
 SAME = "Stop."  # as many tokens as SHORT: one exact-length group for the methods that mix tokens
 LINES = [SHORT, LONG, SAME, "The quick brown fox jumps over the lazy dog."]
 FLOOR = 1e-5                   # dm_rel below this: one vector to float32 precision
-AT_FLOOR = ("dm_ratio", "shi_v")  # quotients of rounding errors there
+AT_FLOOR = ("dm_ratio", "shi_v", "cosine_centred")  # quotients of rounding errors there; the
+# centred cosine of a collapsed state is the cosine of its rounding errors
 BAD = "\u200b"  # not blank to Python, but no token for the model: a bad line
 
 

@@ -11,8 +11,8 @@ from smoothviz.lesson import STEPS
 PAGE = Path(__file__).resolve().parent.parent / "app" / "pages" / "4_Lesson.py"
 
 
-def test_five_to_seven_steps_each_a_preset_a_question_and_a_theory_link():
-    assert 5 <= len(STEPS) <= 7
+def test_five_to_eight_steps_each_a_preset_a_question_and_a_theory_link():
+    assert 5 <= len(STEPS) <= 8
     for step in STEPS:
         q = parse_qs(step.query())
         assert q["text"] == [step.settings["text"]] and q["mit"] == [step.settings.get("mitigation", "none")]

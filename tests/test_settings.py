@@ -20,10 +20,10 @@ def test_off_by_default(monkeypatch):
 
 
 def test_public_mode_allows_only_listed_models(public):
-    assert public.public and public.models == ("default", "lab") and public.max_tokens == 128
+    assert public.public and public.models == ("default", "gemma-3-270m", "lab") and public.max_tokens == 128
     public.check("default")
     for name in ("/etc", "./models/x", "bert-base-uncased", "gpt2"):
-        with pytest.raises(ModelError, match="allows only these models: default, lab"):
+        with pytest.raises(ModelError, match="allows only these models: default, gemma-3-270m, lab"):
             public.check(name)
 
 
@@ -71,7 +71,7 @@ def test_public_page_offers_only_the_allow_list_and_caps_tokens():
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     page = json.loads(out.stdout.strip().splitlines()[-1])
-    assert page["models"] == ["default", "lab"]
+    assert page["models"] == ["default", "gemma-3-270m", "lab"]
     assert not page["errors"] and not page["exceptions"]
     assert any("truncated to 64 tokens" in n for n in page["notes"])
     assert any("64 tokens analysed" in c for c in page["captions"])

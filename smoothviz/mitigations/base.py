@@ -72,6 +72,8 @@ class ModelContext:
         model_name: the name the user chose (for fitted gates).
         layernorm: where the blocks' LayerNorms sit: ``post``, ``pre`` or ``none``.
         ffn: the blocks have a feed-forward sub-layer (``ArchSpec.ffn_in``; the lab's ``mlp``).
+        registry: the model runs SmoothViz's attention function, so an intervention may act on
+            the probabilities themselves (``Intervention.probs``); else only on the heads' outputs.
         derived: results that depend on the weights alone (a spectral what-if's new weights),
             computed once per model; recomputing one by two threads at once is harmless.
     """
@@ -86,6 +88,7 @@ class ModelContext:
     model_name: str = "default"
     layernorm: str = "post"
     ffn: bool = True
+    registry: bool = False
     derived: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # weight-only results
 
 

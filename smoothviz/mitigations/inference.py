@@ -117,13 +117,24 @@ class AttnScale(Mitigation):
     def intervention(self, ctx):
         omega, causal = self["omega"], ctx.causal
 
-        def context(layer, out, v, v0):
-            # A'V = (1 + ω) AV − ω A_DC V, computed on the heads' outputs without touching softmax.
-            return out if omega == 0 else (1 + omega) * out - omega * uniform_average(v, causal)
-
         def attention(A):
             dc = uniform_attention(A.shape[-1], causal, A.dtype, A.device)
             return dc + (1 + omega) * (A - dc)
+        if ctx.registry:
+            # A_DC is the uniform row over the keys each query may see (the mask the model passed):
+            # 1/(i+1) on row i of a causal model, never 1/n, which would mix in future tokens;
+            # the same for a sliding window and padding.
+            def probs(layer, A, visible):
+                if omega == 0:
+                    return A
+                dc = visible.to(A.dtype).expand_as(A)
+                dc = dc / dc.sum(-1, keepdim=True).clamp_min(1)
+                return dc + (1 + omega) * (A - dc)
+            return Intervention(probs=probs, attention=attention)
+
+        def context(layer, out, v, v0):
+            # A'V = (1 + ω) AV − ω A_DC V, computed on the heads' outputs without touching softmax.
+            return out if omega == 0 else (1 + omega) * out - omega * uniform_average(v, causal)
         return Intervention(context=context, attention=attention)
 
 
