@@ -247,7 +247,10 @@ def test_ablated_heads_leave_the_verdicts(reference):
     kept = [h for h in range(12) if h != 0]
     assert rows[3]["heads_smoothing"] == pytest.approx(np.asarray(a.mitigated.smooths)[2, kept].mean())
     fig = figures.dovonon(a.mitigated, 3)
-    assert len(fig.data) == 1 + 11 and not any(t.name and t.name.startswith("head 0 ") for t in fig.data)
+    # the unit circle, the used heads' eigenvalues in grey, then one dominant eigenvalue per used head
+    d_h = np.asarray(a.mitigated.value_eigs).shape[-1]
+    assert len(fig.data) == 2 + 11 and len(fig.data[1].x) == 11 * d_h
+    assert not any("head 0 " in (t.hovertemplate or "") for t in fig.data)
     assert "1 ablated left out" in fig.layout.title.text
     heat = figures.verdicts(a)
     assert heat.data[0].z[1][1] is None and heat.data[0].text[1][1] == "no head"
@@ -376,6 +379,6 @@ def test_present_and_compare_pages_carry_the_caveat():
     assert any(c.proto.help == caveat for c in at.caption)   # the caption's tooltip: no room left on a projector
     at = AppTest.from_file(str(ROOT / "app" / "pages" / "3_Compare.py"), default_timeout=240).run()
     assert not at.exception, [e.value for e in at.exception]
-    shown = [c.value.replace("\\", "") for c in at.caption]                           # md() escapes
+    shown = [c.value.replace("\\", "").replace("\u2060", "") for c in at.caption]      # md() escapes and joins
     assert any(c.startswith("B: ") and caveat in c for c in shown)                      # B is NeuTRENO by default
     assert not any(c.startswith("A: ") and "never seen in training" in c for c in shown)  # A has no mitigation

@@ -71,8 +71,13 @@ def _run(page: str, params: dict) -> AppTest:
     return app.run()
 
 
+# The app's own links to its pages (controls.same_tab_link: "Present this"): a relative path with a
+# percent-encoded query, so a typed value in it is a parameter of our page, never a link of its own.
+OWN_LINK = re.compile(r'<a href="[A-Za-z]*\?[A-Za-z0-9_.~%=&;+-]*" target="_self">')
+
+
 def _check(app, must_echo: bool = True) -> None:
-    shown = messages(app)
+    shown = [OWN_LINK.sub("<a>", m) for m in messages(app)]
     bad = [(m[:120], unsafe(m)) for m in shown if unsafe(m)]
     assert not bad, bad
     if must_echo:  # the value is shown (as text), so the check above had something to check
@@ -86,7 +91,7 @@ def _check(app, must_echo: bool = True) -> None:
     ("SmoothViz.py", {"mit": "heads", "heads_ablate": ALL}),             # a text parameter the library quotes
     ("pages/5_Present.py", {"mit": "neutreno", "neutreno_lambda": ALL}),
     ("pages/5_Present.py", {"mit": ALL}),
-    ("pages/3_Compare.py", {"a_model": "lab", "a_lab": "depth=" + ALL}),  # the lab's own message quotes it
+    ("pages/3_Compare.py", {"a_model": "lab", "a_lab_depth": ALL}),      # a lab widget's value, refused
     ("pages/3_Compare.py", {"b_mit": "neutreno", "b_neutreno_lambda": ALL}),
     ("pages/2_Corpus.py", {"mit": "neutreno", "neutreno_lambda": ALL}),
 ], ids=["main-param", "main-mit", "main-model", "main-heads", "present-param", "present-mit", "compare-lab",
