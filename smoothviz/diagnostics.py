@@ -1,4 +1,4 @@
-"""Per-layer and per-head diagnostics of RESEARCH.md §2 and §3.4 that read weights and attention
+"""Per-layer and per-head diagnostics of docs/SCIENCE.md §2 and §3.4 that read weights and attention
 together: Shi et al.'s bound v, and Dovonon et al.'s smooth/sharpen verdict for every head.
 
 Both are heavy numerics kept out of the orchestrator (:mod:`smoothviz.analysis`); both are

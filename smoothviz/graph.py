@@ -1,11 +1,11 @@
-"""Attention as a graph (RESEARCH.md §1): aggregation, symmetrisation, Laplacian spectra, rollout.
+"""Attention as a graph (docs/SCIENCE.md §1): aggregation, symmetrisation, Laplacian spectra, rollout.
 
 All functions are batched over leading dimensions (layers, heads); none loops over matrices
 except :func:`rollout`, whose product over depth is sequential by definition.
 
 One Laplacian for every graph: the signed normalized Laplacian with absolute degrees (Kunegis
 et al. 2010), ``𝓛 = I − D̄^{-1/2} S D̄^{-1/2}`` with ``D̄ = diag(|S|·1)``. For the nonnegative
-graphs of softmax attention D̄ = D and it is RESEARCH.md §1's Laplacian exactly; AttnScale's
+graphs of softmax attention D̄ = D and it is docs/SCIENCE.md §1's Laplacian exactly; AttnScale's
 A′ = A_DC + (1 + ω)(A − A_DC) has negative entries, and with absolute degrees its spectrum still
 lies in [0, 2] (D̄^{-1/2} S D̄^{-1/2} is similar to D̄^{-1} S, whose absolute row sums are 1).
 Eigenvalues are never clamped: a value outside [0, 2] would be a bug, not something to hide.

@@ -1,6 +1,6 @@
 """The lab model: a small, configurable deep transformer for teaching over-smoothing.
 
-Real checkpoints are shallow and trained; the theory (RESEARCH.md §4) is about depth. The lab is
+Real checkpoints are shallow and trained; the theory (docs/SCIENCE.md §4) is about depth. The lab is
 untrained: its weights come from ``LabConfig.seed`` through a local generator, so a config always
 builds the same model. Its input is a real model's embedding output ``[1, n, d_in]``. Module
 names (``layers.i.attn.v``, ``.attn.o``, ``.ln1``, ``.ln2``) are those of the ``"lab"`` ArchSpec.
@@ -123,7 +123,7 @@ class LabProjection(nn.Module):
     """A fixed isometry ``d_in -> width`` followed by one per-sentence scale.
 
     The scale makes the mean squared entry 1 (as after a LayerNorm), so the lab behaves the same
-    whatever the source model's embedding norm. Every metric of RESEARCH.md §2 is scale-invariant.
+    whatever the source model's embedding norm. Every metric of docs/SCIENCE.md §2 is scale-invariant.
     """
 
     def __init__(self, d_in: int, width: int, generator: torch.Generator):

@@ -1,4 +1,4 @@
-"""The over-smoothing metrics of RESEARCH.md §2, batched over layers.
+"""The over-smoothing metrics of docs/SCIENCE.md §2, batched over layers.
 
 Every function takes a stack of token matrices ``H [..., n, d]`` (one per layer) and returns
 one value per matrix. A value that is undefined for the input (one token has no pairs) is NaN;
@@ -224,7 +224,7 @@ class Metric:
         log: drawn on a log axis when its values span two decades or more.
         integer: a count (``int`` in the JSON).
         curve: drawn among the over-depth curves (the others have a chart of their own).
-        source: where the definition comes from (RESEARCH.md's citation).
+        source: where the definition comes from (docs/SCIENCE.md's citation).
         graph: reads the layer's head-mean graph: ``"layer"`` (that layer's), ``"from"`` (every
             layer up to it, a product); null where a layer keeps no head (heads' ablate).
     """
@@ -276,7 +276,7 @@ def _heads_smoothing(x: Inputs) -> Tensor:
     return torch.where(count > 0, (smooths * kept).sum(-1) / count.clamp_min(1), torch.full_like(count, float("nan")))
 
 
-# RESEARCH.md §2 and §1, in the order of the JSON and the CLI table.
+# docs/SCIENCE.md §2 and §1, in the order of the JSON and the CLI table.
 METRICS: list[Metric] = [
     Metric("cosine_mean", lambda x: cosine_mean(x.H), "mean cos(h_i, h_j), i ≠ j", "→ 1", "↑",
            source="TokenUni, Shi et al. 2022"),

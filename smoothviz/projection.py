@@ -1,4 +1,4 @@
-"""One joint 2-D projection of all layers' token states (RESEARCH.md §5).
+"""One joint 2-D projection of all layers' token states (docs/SCIENCE.md §5).
 
 Both runs and every layer go into one fit so that positions are comparable; a token's
 trajectory is its path through layers 0…L. Projections distort: the metrics are the truth.

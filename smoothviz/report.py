@@ -27,7 +27,7 @@ ANIMATION_CAPTION = ("Press play (or drag the slider) to step through the layers
 
 
 def metrics_csv(analysis) -> str:
-    """One row per run and layer (the fused output too): every metric of RESEARCH.md §2."""
+    """One row per run and layer (the fused output too): every metric of docs/SCIENCE.md §2."""
     rows = [{"run": key, **row} for key, run in analysis.runs().items() for row in run.table()]
     columns = ["run", "layer"] + [c for c in rows[0] if c not in ("run", "layer")]
     out = io.StringIO()

@@ -1,5 +1,5 @@
 """What SmoothViz reads from a model's weights: each layer's value and output projections, their
-per-head product W_O^h W_V^h (RESEARCH.md §3.4), and Shi et al.'s weight norm s.
+per-head product W_O^h W_V^h (docs/SCIENCE.md §3.4), and Shi et al.'s weight norm s.
 
 Every read goes through the model's :class:`~smoothviz.models.ArchSpec`, so architectures differ in
 data only.

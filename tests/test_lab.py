@@ -1,4 +1,4 @@
-"""The lab model: config validation, structure, determinism, and RESEARCH.md §4's claims."""
+"""The lab model: config validation, structure, determinism, and docs/SCIENCE.md §4's claims."""
 import dataclasses
 
 import numpy as np
@@ -188,7 +188,7 @@ def test_value_output_spectrum_has_the_chosen_sign(spectrum, sign):
     torch.testing.assert_close(attn.o(attn.v(x)), sum(x @ w_v[h] @ w_o[h] for h in range(4)))
 
 
-# --- RESEARCH.md §4's claims -----------------------------------------------------------------
+# --- docs/SCIENCE.md §4's claims -----------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pure_attention_collapses_to_rank_one(embeds, seed):

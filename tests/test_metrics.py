@@ -1,4 +1,4 @@
-"""Metrics and graphs against hand computations and closed forms (RESEARCH.md §1–2)."""
+"""Metrics and graphs against hand computations and closed forms (docs/SCIENCE.md §1–2)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Each mitigation against a direct computation of its formula (RESEARCH.md §3), its neutral
+"""Each mitigation against a direct computation of its formula (docs/SCIENCE.md §3), its neutral
 setting against the baseline, its documented effect, and thread safety on the shared model."""
 import math
 from concurrent.futures import ThreadPoolExecutor

@@ -1,7 +1,7 @@
 """The theory behind the charts, short: attention as a graph, why stacking smooths, the mitigations.
 
 Section anchors are the ones the main page's captions link to. The formulas follow
-shared/RESEARCH.md; this page only explains, it computes nothing.
+docs/SCIENCE.md; this page only explains, it computes nothing.
 """
 import streamlit as st
 

@@ -1,4 +1,4 @@
-"""Mitigations of RESEARCH.md §3, one registry: ``REGISTRY[name]`` is the config class.
+"""Mitigations of docs/SCIENCE.md §3, one registry: ``REGISTRY[name]`` is the config class.
 
 ``make(name, params)`` validates the parameters in one place and returns a frozen config.
 """
