@@ -194,24 +194,25 @@ SINK_SENTENCE = "The old lighthouse keeper counted seven ships before the storm.
 
 
 def _sink(a):
-    """Gemma 3 270M's attention to its first token (<bos>), from the analysis's own numbers."""
+    """Gemma 3 270M's attention to its first token (<bos>), from the analysis's own numbers (as claims)."""
     from .sinks import uniform_share
     mass = a.baseline.metric("first_token_mass")
-    rate = a.baseline.metric("sink_rate")
     L, n = a.n_layers, len(a.tokens)
     uniform = uniform_share(n, a.causal)
     right = "more than half" if mass[-1] > 0.5 else "about its uniform share" if mass[-1] < 2 * uniform else \
         "more than its uniform share, less than half"
     top = max(range(1, L + 1), key=lambda l: mass[l])
+    first = a.tokens[0]
     return right, [
-        f"At layer {L}, {mass[-1]:.2f} of all attention goes to the first token `{a.tokens[0]}` "
-        f"(uniform attention over the visible tokens would give it {uniform:.2f} of {n} tokens); "
-        f"{rate[-1]:.0%} of the last layer's heads send it more than 0.3 on average.",
-        f"The most at layer {top}: {mass[top]:.2f}. The token carries no meaning of its own: a head that has "
-        "nothing to look for in this sentence parks its attention there, since softmax must put it somewhere "
-        "(an attention sink, Xiao et al. 2024; Gu et al. 2024).",
-        f"So a high attention weight is not importance, and the head-mean graph's edges to `{a.tokens[0]}` say "
-        "little about the words."]
+        (f"At layer {L}, {{}} of all attention goes to the first token `{first}` (uniform attention over the "
+         f"visible tokens would give it {uniform:.2f} of {n} tokens); sink_rate {{}}: the share of the last "
+         "layer's heads that send it more than 0.3 on average.",
+         _v(a, "first_token_mass", L, digits=2), _v(a, "sink_rate", L, digits=2)),
+        (f"The most at layer {top}: {{}}. The token carries no meaning of its own: a head that has nothing to "
+         "look for in this sentence parks its attention there, since softmax must put it somewhere (an "
+         "attention sink, Xiao et al. 2024; Gu et al. 2024).", _v(a, "first_token_mass", top, digits=2)),
+        (f"So a high attention weight is not importance, and the head-mean graph's edges to `{first}` say "
+         "little about the words.",)]
 
 
 STEPS: list[Step] = [

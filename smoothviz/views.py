@@ -179,7 +179,7 @@ VIEWS: list[View] = [
          "negative weight) it is orthogonal to D^½𝟙, so it has both signs and both colours show where the cut "
          "runs; for a signed graph (AttnScale's A′) that need not hold: its vector can have a single sign. λ₂ in "
          "the graph eigenvalues below measures how weak the cut is (near 0: two groups that barely exchange "
-         "messages). Both panels share one colour range.",
+         "messages). Both panels use the same colour scale.",
          "attention-is-a-graph",
          lambda a, k, at: figures.attention_graph(
              to_networkx(_run(a, k).layer_graph[at.layer - 1], a.labels, top_k=at.top_k),

@@ -254,7 +254,8 @@ def test_shi_bound_only_for_post_ln_blocks(reference, layernorm):
     r = smoothviz.analyze(reference, model="lab", device="cpu", heads=False,
                           lab={"depth": 4, "layernorm": layernorm, "mlp": "true"})
     v = r.baseline.metric("shi_v")[1:]
-    note = " ".join(a.text for a in figures.shi_bound(r).layout.annotations)
+    fig = figures.shi_bound(r)
+    note = " ".join([fig.layout.title.text or ""] + [a.text for a in fig.layout.annotations])  # the title's 2nd line
     assert r.layernorm == layernorm and r.baseline.ln_sigma.shape == (4, 2)
     assert all(x is not None for x in r.baseline.metric("dm_ratio")[1:])  # the measured ratio stays
     if layernorm == "pre":
