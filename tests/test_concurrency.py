@@ -44,7 +44,8 @@ def curves(app) -> dict:
     fig = json.loads(app.get("plotly_chart")[0].proto.spec)
     out = {}
     for trace in fig["data"]:
-        metric = trace.get("hovertemplate", "").split("<br>")[0]
+        metric = trace.get("hovertemplate", "").split("<br>")[0]   # "plain name (code_name)"
+        metric = metric[metric.rfind("(") + 1:-1] if metric.endswith(")") else metric
         if metric in ("cosine_mean", "dm_rel") and "layer" in trace.get("hovertemplate", ""):
             out[(trace["legendgroup"], metric)] = trace["y"]
     return out
