@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from smoothviz.data import examples
-from smoothviz.views import SECTIONS
+from smoothviz.views import SECTIONS, in_section
 
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots and timings go to a temporary folder, so a test run leaves the work tree clean;
@@ -146,6 +146,11 @@ def _server_ms(name: str, seen: int) -> float:
     pytest.fail(f"no new timing line for {name} in the server log")
 
 
+def charts_in(section: str) -> int:
+    """The charts a section draws with a mitigation (baseline beside mitigated): from the registry."""
+    return sum(2 if view.per_run else 1 for view in in_section(section))
+
+
 def _open_tab(page, section: str, charts: int) -> None:
     """Click the tab of ``section`` (a key of views.SECTIONS) and wait for its ``charts`` to draw."""
     page.get_by_role("tab", name=SECTIONS[section]).click()
@@ -168,7 +173,7 @@ def test_dashboard_in_browser(server, browser):
     page.on("pageerror", lambda err: errors.append(str(err)))
     timings = {"cold_load_s": round(_load(page, server), 2)}  # includes loading the model
     # The first page is light: the depth tab's three charts, nothing of the other tabs.
-    assert _count_charts(page) == 3
+    assert _count_charts(page) == charts_in("depth")
     # Server times are measured once UMAP's one-time numba compile (a background thread that
     # competes for the interpreter) is over, as on a server that has been up for a minute.
     timings["umap_warm_up_s"] = round(_server_ms("umap-warm-up", 0) / 1000, 1)
@@ -183,7 +188,7 @@ def test_dashboard_in_browser(server, browser):
 
     # The layer tab; its slider driven by the keyboard alone: the similarity heatmap must change.
     t0 = time.perf_counter()
-    _open_tab(page, "layer", 9)
+    _open_tab(page, "layer", charts_in("layer"))
     timings["layer_tab_s"] = round(time.perf_counter() - t0, 2)
     assert "section=" in page.url  # the open tab is part of the link
     before = page.evaluate(HEATMAP_SUM)
@@ -196,7 +201,7 @@ def test_dashboard_in_browser(server, browser):
     timings["slider_server_ms_new_layer"] = _server_ms("layer-views", seen)
     for layer, key in ((6, "ArrowRight"), (5, "ArrowLeft")):  # layers already drawn: figures from the cache
         page.get_by_role("heading", name=f"Token similarity at layer {11 - layer}").wait_for()
-        page.wait_for_function(ALL_DRAWN, arg=9)
+        page.wait_for_function(ALL_DRAWN, arg=charts_in("layer"))
         seen = len(_timings("layer-views"))
         thumb.press(key)
         page.get_by_role("heading", name=f"Token similarity at layer {layer}").wait_for()
@@ -209,27 +214,28 @@ def test_dashboard_in_browser(server, browser):
     thumb.press("ArrowRight")
     page.get_by_role("heading", name="Token similarity at layer 5").wait_for()
     page.wait_for_function("() => location.search.includes('layer=5')", timeout=30_000)  # the setting is in the link
-    page.wait_for_function(ALL_DRAWN, arg=9)
+    page.wait_for_function(ALL_DRAWN, arg=charts_in("layer"))
     _full_page(page, SHOTS / "dashboard-1366-full.png")
 
     # The other tabs draw when opened, and the layer is kept when coming back.
-    for section, charts in (("trajectories", 1), ("atlas", 4), ("sv", 2)):
+    for section in ("trajectories", "atlas", "sv"):
+        charts = charts_in(section)
         _open_tab(page, section, charts)
         assert _count_charts(page) == charts
-    _open_tab(page, "layer", 9)
+    _open_tab(page, "layer", charts_in("layer"))
     page.get_by_role("heading", name="Token similarity at layer 5").wait_for()
 
     # A new sentence: the analysis reruns and the charts follow.
     before, t0 = page.evaluate(HEATMAP_SUM), time.perf_counter()
     _set_text(page, "Graphs of attention smooth every token towards the same vector.")
     timings["sentence_to_chart_s"] = round(_wait_changed(page, before, t0), 2)
-    page.wait_for_function(ALL_DRAWN, arg=9)
+    page.wait_for_function(ALL_DRAWN, arg=charts_in("layer"))
 
     # A long sentence (60+ tokens) must stay legible.
     before, t0 = page.evaluate(HEATMAP_SUM), time.perf_counter()
     _set_text(page, LONG)
     timings["long_sentence_to_chart_s"] = round(_wait_changed(page, before, t0), 2)
-    page.wait_for_function(ALL_DRAWN, arg=9)
+    page.wait_for_function(ALL_DRAWN, arg=charts_in("layer"))
     tokens = page.get_by_text("tokens analysed").first.inner_text()
     assert int(tokens.split(" tokens analysed")[0].split("·")[-1]) >= 60
     _full_page(page, SHOTS / "long-sentence-1366-full.png")
