@@ -434,14 +434,13 @@ def dovonon(run, layer: int, title: str = "") -> go.Figure:
                         line=dict(color="#333", width=1)),
             hovertemplate=f"head {head} ({verdict.split()[0]}): dominant λ = %{{x:.3f}} %{{y:+.3f}}i<extra></extra>"))
         named.add(verdict)
-    verdict = run.layer_verdicts()[layer - 1]
     share, count = int((run.smooths[layer - 1] & used).sum()), int(used.sum())
-    ablated = f", {h - count} ablated left out" if count < h else ""
+    ablated = f" ({h - count} ablated)" if count < h else ""  # short: the title's line must fit a projector
     fig.add_vline(x=0, line=dict(color="grey", width=1))
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     fig.update_xaxes(title="real part")
     fig.update_yaxes(title="imaginary part", scaleanchor="x")
-    return layout(fig, f"{title} — layer {layer}: {share}/{count} heads low-pass{ablated} (majority: {verdict})",
+    return layout(fig, f"{title} — layer {layer}: {share}/{count} heads low-pass{ablated}",
                   height=420, legend=dict(font_size=11, itemsizing="constant"))
 
 

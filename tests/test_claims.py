@@ -251,7 +251,8 @@ def test_ablated_heads_leave_the_verdicts(reference):
     d_h = np.asarray(a.mitigated.value_eigs).shape[-1]
     assert len(fig.data) == 2 + 11 and len(fig.data[1].x) == 11 * d_h
     assert not any("head 0 " in (t.hovertemplate or "") for t in fig.data)
-    assert "1 ablated left out" in fig.layout.title.text
+    share = int(np.asarray(a.mitigated.smooths)[2, kept].sum())
+    assert f"layer 3: {share}/11 heads low-pass (1 ablated)" in fig.layout.title.text
     heat = figures.verdicts(a)
     assert heat.data[0].z[1][1] is None and heat.data[0].text[1][1] == "no head"
     assert "SmoothViz's summary" in heat.layout.title.text
