@@ -383,3 +383,27 @@ def test_present_and_compare_pages_carry_the_caveat():
     shown = [c.value.replace("\\", "").replace("\u2060", "") for c in at.caption]      # md() escapes and joins
     assert any(c.startswith("B: ") and caveat in c for c in shown)                      # B is NeuTRENO by default
     assert not any(c.startswith("A: ") and "never seen in training" in c for c in shown)  # A has no mitigation
+
+
+@pytest.mark.slow  # the real gemma-3-270m (dequantised once into the cache, then about ten seconds a text)
+def test_a_real_decoder_s_claims_hold_and_name_its_shared_component():
+    """Gemma 3 270M: a raw cosine near 1 with dm_rel far from 0 is a shared component, said as a claim
+    the checker re-derives (massive activations, Sun et al. 2024), never a collapse; every other claim
+    holds too, plain and under a mitigation."""
+    from smoothviz.lesson import SINK_SENTENCE
+    for text, mitigation in ((SINK_SENTENCE, None), (REFERENCE, "neutreno")):
+        a = smoothviz.analyze(text, model="gemma-3-270m", device="cpu", mitigation=mitigation)
+        _claims_hold(a)
+        said = [c for line in trends.line_claims(a, NAMES) for c in line]
+        shared = [c for c in said if c.kind == "shared" and c.run == "baseline"]
+        last = a.baseline.rows[-1]
+        if text != SINK_SENTENCE and not (last["cosine_mean"] >= cl.SHARED_COSINE and last["dm_rel"] >= cl.SHARED_DM):
+            assert not shared  # below the thresholds (the reference ends at cosine_mean 0.89): not claimed
+            continue
+        assert shared and not [c for c in said if c.kind == "collapse"], (text, [c.kind for c in said])
+        cos, dm, _, dims = shared[0].values
+        assert cos >= cl.SHARED_COSINE and dm >= cl.SHARED_DM and dims  # a dimension that dominates the norm
+        assert "not the tokens becoming alike" in " ".join(trends.trend_lines(a, NAMES))
+        wrong = cl.Claim("shared", "baseline", "cosine_mean", shared[0].layers, (cos, dm, shared[0].values[2], ()),
+                         shared[0].rule)
+        assert cl.check(wrong, a)  # leaving out the dominant dimension is caught
