@@ -496,13 +496,13 @@ def _c_shared(c, a):
            if not _close(v, _at(a, c.run, m, layer))]
     if cos < SHARED_COSINE or dm < SHARED_DM:
         out.append(f"cosine_mean {cos} or dm_rel {dm} is not in the shared-component range")
-    H = run.hidden[layer]
-    energy = (H.astype("float64") ** 2).sum(0)
+    energy = (run.hidden[layer].astype("float64") ** 2).sum(0)
+    shares = energy / energy.sum()  # re-derived here, not through dominant_dimensions: an independent check
     for d, share in dims:  # each named dimension really holds that share, and none larger is left out
-        if not math.isclose(energy[d] / energy.sum(), share, rel_tol=1e-6):
-            out.append(f"dimension {d} holds {energy[d] / energy.sum():.4f}, not {share:.4f}")
+        if not math.isclose(shares[d], share, rel_tol=1e-6):
+            out.append(f"dimension {d} holds {shares[d]:.4f}, not {share:.4f}")
     named = {d for d, _ in dims}
-    bigger = [d for d in range(len(energy)) if d not in named and energy[d] / energy.sum() >= DOMINANT_SHARE]
+    bigger = [d for d in range(len(shares)) if d not in named and shares[d] >= DOMINANT_SHARE]
     if bigger and len(dims) < DOMINANT_MOST:
         out.append(f"dimensions {bigger[:3]} also hold at least {DOMINANT_SHARE:.0%} and are not named")
     return out

@@ -56,7 +56,6 @@ def _state():
 
 def _holds(state, **asked) -> bool:
     """The analysis cache holds an entry with these settings (the rest as the page chose them)."""
-    import json
     keys = [json.loads(k) for k in list(state.ledger._entries)]
     return any(all(k.get(name) == value for name, value in asked.items()) for k in keys)
 
