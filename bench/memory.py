@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
         if name.startswith("streamlit"):
             logging.getLogger(name).setLevel(logging.ERROR)
     from loadtest import sentence
-    from smoothviz import figures
-    from smoothviz.graph import to_networkx
+    from smoothviz.outputs import figures
+    from smoothviz.science.graph import to_networkx
 
     def first_view(settings: dict, analysis) -> None:
         key = json.dumps(settings, sort_keys=True, default=str)

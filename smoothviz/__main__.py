@@ -1,3 +1,3 @@
-from .cli import main
+from smoothviz.cli import main
 
 main()

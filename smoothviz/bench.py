@@ -27,10 +27,12 @@ from pathlib import Path
 
 import torch
 
-from . import analyze, handles
-from .handles import get_handle
-from .mitigations import NAMES
-from .models import default_model_path
+from smoothviz import analyze
+
+from smoothviz.model import handles
+from smoothviz.model.handles import get_handle
+from smoothviz.mitigations import NAMES
+from smoothviz.model.models import default_model_path
 
 TEXT = ("The quick brown fox jumps over the lazy dog because it wanted to see what over-smoothing "
         "looks like in a transformer. ") * 60
@@ -92,14 +94,14 @@ def _rss(field: str) -> float:
 
 def page_bytes(result) -> int:
     """Bytes of the figures one page view sends (every view at the last layer)."""
-    from .views import VIEWS, At
+    from smoothviz.outputs.views import VIEWS, At
     at = At(layer=result.n_layers, head_layer=result.n_layers)
     return sum(len(fig.to_json()) for view in VIEWS for _, fig in view.figures(result, at))
 
 
 def umap_cold_seconds() -> float:
     """UMAP's first use in a fresh process (import and numba compile included)."""
-    code = ("import time,numpy as np;t=time.perf_counter();from smoothviz.projection import umap_2d;"
+    code = ("import time,numpy as np;t=time.perf_counter();from smoothviz.science.projection import umap_2d;"
             "umap_2d(np.random.default_rng(0).normal(size=(400,32)));print(time.perf_counter()-t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
@@ -117,7 +119,7 @@ def bertviz_head_view(result) -> tuple[float, int] | None:
     return time.perf_counter() - start, len(html.data)
 
 
-LOAD = "import time, sys; t = time.perf_counter(); from smoothviz.handles import get_handle; get_handle(sys.argv[1], 'cpu'); print(time.perf_counter() - t)"
+LOAD = "import time, sys; t = time.perf_counter(); from smoothviz.model.handles import get_handle; get_handle(sys.argv[1], 'cpu'); print(time.perf_counter() - t)"
 
 
 def load_seconds(model: str) -> tuple[float, float]:
@@ -164,7 +166,7 @@ def bench_one(model: str, label: str, n: int, device: str, reps: int, mitigation
     result = analyze(text, mitigation="neutreno", **kwargs)  # what one page's analysis adds, at its peak
     peak = _rss("VmHWM") - before
     t = timed(fns, reps, device)
-    from .projection import project
+    from smoothviz.science.projection import project
     runs = [result.baseline.hidden, result.mitigated.hidden]
     points = sum(r.shape[0] * r.shape[1] for r in runs)
     t_pca = timed({"pca": lambda: project(runs, "pca")}, reps, "cpu")["pca"]
@@ -228,7 +230,7 @@ def _forget_models() -> None:
 
 def bench_corpus(count: int, device: str, reps: int, batch_size: int = 32) -> dict:
     """Corpus mode end to end against the bare floor, both loading the model, in interleaved rounds."""
-    from .corpus import corpus
+    from smoothviz.corpora.run import corpus
     lines = corpus_lines(count)
     runs: dict = {}
 

@@ -10,7 +10,7 @@ import json
 import math
 import sys
 
-from .options import DEVICES, PROJECTIONS, SYMMETRIZE
+from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,7 +119,7 @@ def _fmt(value) -> str:
 
 def table(rows: list[dict]) -> str:
     """A readable fixed-width table of per-layer metrics."""
-    from .metrics import names
+    from smoothviz.science.metrics import names
     columns = names()
     head = ["layer", *columns]
     lines = [[str(r["layer"]), *(_fmt(r.get(k)) for k in columns)] for r in rows]
@@ -146,14 +146,14 @@ def _with_final_norm(run) -> list[dict]:
 
 
 def _list_mitigations() -> None:
-    from .mitigations import REGISTRY
+    from smoothviz.mitigations import REGISTRY
     for name, cls in REGISTRY.items():
         params = "; ".join(f"{k}={p.default!r} ({p.allowed()})" for k, p in cls.PARAMS.items())
         print(f"{name}: {cls.summary}\n    {params or 'no parameters'}")
 
 
 def _compare(args) -> int:
-    from .compare import RunSpec, compare
+    from smoothviz.pipeline.compare import RunSpec, compare
     specs = [RunSpec.parse(spec) for spec in args.run]  # every SPEC read before any model loads
     result = compare(args.text, specs, device=args.device, head=_head(args.head), symmetrize=args.symmetrize,
                      exclude_special=args.exclude_special)
@@ -170,8 +170,8 @@ def _compare(args) -> int:
 
 
 def _animate(args) -> int:
-    from . import analyze
-    from .animate import FORMATS, animate, parse_views
+    from smoothviz import analyze
+    from smoothviz.outputs.animate import FORMATS, animate, parse_views
     views = parse_views(args.views)
     if not args.out.lower().endswith(FORMATS):  # before the model loads
         raise ValueError(f"--out must end in {' or '.join(FORMATS)}, got '{args.out}'")
@@ -190,9 +190,9 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "mitigations":
         _list_mitigations()
         return 0
-    from . import analyze
+    from smoothviz import analyze
     if args.command == "fit-gate":
-        from .gate import fit_gate
+        from smoothviz.pipeline.gate import fit_gate
         summary = fit_gate(args.data, model=args.model, out=args.out, layers=args.layers,
                            epochs=args.epochs, seed=args.seed, device=args.device)
         print(json.dumps(summary, indent=2))
@@ -205,7 +205,7 @@ def run(argv: list[str] | None = None) -> int:
         return _animate(args)
     result = analyze(args.text, **_analysis_kwargs(args))
     if args.command == "report":
-        from .report import build_report
+        from smoothviz.outputs.report import build_report
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(build_report(result))
         print(f"wrote {args.out}")
@@ -219,7 +219,7 @@ def run(argv: list[str] | None = None) -> int:
 def _corpus(args) -> int:
     """``smoothviz corpus``: a tqdm bar on stderr; the summary on stdout; bad lines on stderr."""
     from tqdm import tqdm
-    from .corpus import corpus, read_corpus
+    from smoothviz.corpora.run import corpus, read_corpus
     lines = read_corpus(args.file)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -266,7 +266,7 @@ def _corpus(args) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """The ``smoothviz`` entry point: one line on stderr and exit code 2 on a user error."""
-    from .models import quiet_hub_logging
+    from smoothviz.model.models import quiet_hub_logging
     quiet_hub_logging()
     try:
         code = run(argv)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .models import DEFAULT_MODEL, GEMMA_MODEL, LAB_MODEL, ModelError
+from smoothviz.model.models import DEFAULT_MODEL, GEMMA_MODEL, LAB_MODEL, ModelError
 
 
 def _flag(name: str) -> bool:
@@ -42,7 +42,7 @@ class Settings:
     public: bool
     models: tuple[str, ...]
     max_tokens: int | None
-    max_chars: int | None  # None: the library's default (smoothviz.handles.MAX_CHARS)
+    max_chars: int | None  # None: the library's default (smoothviz.model.handles.MAX_CHARS)
     max_lab_depth: int
     max_lab_width: int
     max_concurrent: int

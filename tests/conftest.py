@@ -31,7 +31,7 @@ def matches_transformers():
     from transformers import AutoModel, AutoTokenizer
 
     def check(result, path, text):
-        from smoothviz.models import ARCHITECTURES, get_module
+        from smoothviz.model.models import ARCHITECTURES, get_module
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
         spec = ARCHITECTURES[model.config.model_type]

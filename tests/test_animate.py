@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import smoothviz
-from smoothviz.animate import MAX_BYTES, animate, animated_figure, frame_figures, frames_of
+from smoothviz.outputs.animate import MAX_BYTES, animate, animated_figure, frame_figures, frames_of
 
 TEXT = "The cat sat on the mat because it was warm."
 
@@ -52,7 +52,7 @@ def test_the_report_plays_the_same_frames(fusion):
     import json
     import re
 
-    from smoothviz.report import build_report
+    from smoothviz.outputs.report import build_report
     page = build_report(fusion)
     specs = [json.loads(m) for m in re.findall(r"var f=(\{.*?\});var c=", page)]
     animated = [s for s in specs if s.get("frames")]

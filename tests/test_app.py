@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from smoothviz.data import examples
-from smoothviz.views import SECTIONS, VIEWS, chart_count, in_section
+from smoothviz.outputs.views import SECTIONS, VIEWS, chart_count, in_section
 
 pytestmark = pytest.mark.slow  # AppTest runs of the whole page
 
@@ -175,7 +175,7 @@ def test_theory_page_quotes_only_what_the_numbers_say(base, reference):
     import smoothviz
     theory = " ".join((APP / "pages" / "1_Theory.py").read_text().split())
     theory = theory.replace('" "', "").replace('" f"', "")  # join the source's string pieces
-    from smoothviz.theory import FACTS                       # the measured facts it quotes (tests/test_claims.py)
+    from smoothviz.words.theory import FACTS                       # the measured facts it quotes (tests/test_claims.py)
     for key, fact in FACTS.items():
         theory = theory.replace(f"{{FACTS['{key}'].said}}", fact.said)
     rows = base.baseline.rows
@@ -211,9 +211,9 @@ def test_every_view_stays_light_at_512_tokens():
     import plotly.io as pio
     from types import SimpleNamespace
 
-    from smoothviz import figures
-    from smoothviz.graph import to_networkx
-    from smoothviz.metrics import names
+    from smoothviz.outputs import figures
+    from smoothviz.science.graph import to_networkx
+    from smoothviz.science.metrics import names
 
     n, L, h, k = 512, 12, 12, 384
     rng = np.random.default_rng(0)
@@ -279,8 +279,7 @@ def test_umap_projection(at):
 
 def test_report_is_one_offline_file_with_escaped_tokens():
     import smoothviz
-    from smoothviz import report
-
+    from smoothviz.outputs import report
     analysis = smoothviz.analyze("</script><img src=x onerror=alert(1)> & co", mitigation="fusion-mean")
     page = report.build_report(analysis)
     assert "<script src" not in page and 'src="http' not in page  # nothing is fetched
@@ -300,8 +299,8 @@ def test_labels_with_markup_stay_text():
     import numpy as np
     from types import SimpleNamespace
 
-    from smoothviz import figures
-    from smoothviz.graph import to_networkx
+    from smoothviz.outputs import figures
+    from smoothviz.science.graph import to_networkx
 
     labels = ["<b>bold</b>", "a & b", "<script>x</script>", "the", "the"]
     run = SimpleNamespace(similarity=np.eye(5)[None].repeat(2, 0))
@@ -403,7 +402,7 @@ def test_one_bounded_cache_type_keeps_to_its_entries_and_bytes_and_counts():
 
 def test_log_axes_label_one_two_five_within_three_decades():
     """Short log ranges get readable 1-2-5 labels; wide ones keep plotly's powers of ten."""
-    from smoothviz.figures import log_ticks
+    from smoothviz.outputs.figures import log_ticks
     short = log_ticks([0.028, 0.15, 0.67, None, float("nan")])
     assert short["tickvals"] == pytest.approx([0.05, 0.1, 0.2, 0.5])
     assert short["ticktext"] == ["0.05", "0.1", "0.2", "0.5"]

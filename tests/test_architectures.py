@@ -8,7 +8,7 @@ import torch
 
 import smoothviz
 from smoothviz.mitigations import REGISTRY
-from smoothviz.models import default_model_path
+from smoothviz.model.models import default_model_path
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             vocab_size=30522, max_position_embeddings=64)
@@ -128,9 +128,9 @@ def test_softdecay_official_placement_on_each_architecture(kind, model_dir):
     assert np.array_equal(r.mitigated.hidden[:2], r.baseline.hidden[:2])
     assert not np.allclose(r.mitigated.hidden[2], r.baseline.hidden[2], atol=1e-4)
     # by hand: the baseline's FFN input x and last-LayerNorm input FFN(x) + x in the last block
-    from smoothviz.handles import get_handle
+    from smoothviz.model.handles import get_handle
     from smoothviz.mitigations.inference import soft_decay
-    from smoothviz.models import get_module
+    from smoothviz.model.models import get_module
     handle = get_handle(path, "cpu")
     block = get_module(handle.model, handle.spec.layers)[-1]
     ln = get_module(block, handle.spec.layernorms[-1])

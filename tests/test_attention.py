@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz import attention, capture, metrics
-from smoothviz.handles import get_handle
-from smoothviz.models import default_model_path
+from smoothviz.model import attention
+from smoothviz.model import capture
+from smoothviz.science import metrics
+from smoothviz.model.handles import get_handle
+from smoothviz.model.models import default_model_path
 
 SENTENCE = "Attention is a graph and stacking it smooths the tokens together."
 
@@ -116,8 +118,8 @@ def test_attnscale_dc_is_uniform_over_the_keys_a_row_may_see():
 
 def test_grouped_value_heads_in_dovonons_products(tmp_path):
     """Query head i reads value head i // (h / h_kv): W_V^i is that head's rows."""
-    from smoothviz.models import get_module
-    from smoothviz.weights import value_output_weights
+    from smoothviz.model.models import get_module
+    from smoothviz.model.weights import value_output_weights
     handle = get_handle(_tiny(tmp_path, "llama"), "cpu")
     w_v, w_o = value_output_weights(handle.model, handle.spec, 2, heads=4)
     v_proj = get_module(get_module(handle.model, "layers")[0], "self_attn.v_proj").weight  # [2*8, 32]
@@ -128,7 +130,7 @@ def test_grouped_value_heads_in_dovonons_products(tmp_path):
 
 def test_no_residual_on_gemma_removes_the_skip_after_the_post_attention_norm(tmp_path):
     """Gemma adds norm(attention) to the block input: β = 0 leaves h = p + FFN-part(p), p that norm's output."""
-    from smoothviz.models import get_module
+    from smoothviz.model.models import get_module
     path = _tiny(tmp_path, "gemma3_text")
     handle = get_handle(path, "cpu")
     block = get_module(handle.model, "layers")[0]
@@ -157,11 +159,11 @@ def test_sink_metrics_by_hand(tmp_path):
         assert row["first_token_mass"] == pytest.approx(col[layer - 1].mean(), abs=1e-6)
         assert row["sink_rate"] == pytest.approx((col[layer - 1].mean(-1) > 0.3).mean())
     # the received shares of the sink view sum to 1 over the tokens in every layer
-    from smoothviz.sinks import received, uniform_share
+    from smoothviz.science.sinks import received, uniform_share
     assert np.allclose(received(r.baseline).sum(-1), 1) and np.allclose(received(r.baseline)[:, 0],
                                                                          col.mean((-1, -2)))
     assert uniform_share(4, True) == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
-    from smoothviz.sinks import FLOOR, sink_heatmap, sink_table
+    from smoothviz.science.sinks import FLOOR, sink_heatmap, sink_table
     fig = sink_heatmap(r.baseline, r.tokens)                     # layers down, every token across
     share = received(r.baseline)
     assert np.allclose(np.asarray(fig.data[0].z, dtype=float), np.log10(np.clip(share, FLOOR, None)), atol=1e-3)
@@ -193,7 +195,7 @@ def test_final_norm_row_is_the_models_own_norm_of_layer_L(tmp_path):
 
 
 def test_a_gguf_path_that_is_not_a_file_is_refused():
-    from smoothviz.models import ModelError, resolve
+    from smoothviz.model.models import ModelError, resolve
     with pytest.raises(ModelError, match="not a GGUF file"):
         resolve("/no/such/model.gguf")
 
@@ -202,7 +204,7 @@ def test_a_gguf_path_that_is_not_a_file_is_refused():
 def test_gemma_3_270m_end_to_end():
     """The embedded decoder: 18 layers, 4 query heads over 1 KV head, <bos> first; its last layer
     is an attention sink on this sentence (the Lesson's and the Theory page's numbers)."""
-    from smoothviz.lesson import SINK_SENTENCE
+    from smoothviz.words.lesson import SINK_SENTENCE
     a = smoothviz.analyze(SINK_SENTENCE, model="gemma-3-270m", device="cpu")
     handle = get_handle("gemma-3-270m", "cpu")
     assert handle.model.config.num_key_value_heads == 1 and a.heads == 4 and a.n_layers == 18
@@ -215,7 +217,7 @@ def test_gemma_3_270m_end_to_end():
     assert mass[-1] > 0.5                                        # a sink, far above its uniform share
     row = a.baseline.rows[-1]
     assert row["cosine_mean"] > 0.9 and row["dm_rel"] > 0.1      # high cosine without collapse
-    from smoothviz import trends
+    from smoothviz.words import trends
     assert "not the tokens becoming alike" in " ".join(trends.trend_lines(a, {"baseline": "baseline"}))
 
 
@@ -228,8 +230,8 @@ def test_gemma_3_270m_on_the_page_with_the_sink_view_and_on_the_cli():
 
     from streamlit.testing.v1 import AppTest
 
-    from smoothviz.lesson import SINK_SENTENCE
-    from smoothviz.views import SECTIONS
+    from smoothviz.words.lesson import SINK_SENTENCE
+    from smoothviz.outputs.views import SECTIONS
     root = Path(__file__).resolve().parent.parent
     at = AppTest.from_file(str(root / "app" / "SmoothViz.py"), default_timeout=900)
     for key, value in {"model": "gemma-3-270m", "text": SINK_SENTENCE, "mit": "none",

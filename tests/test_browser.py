@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from smoothviz.data import examples
-from smoothviz.views import SECTIONS, in_section
+from smoothviz.outputs.views import SECTIONS, in_section
 
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots and timings go to a temporary folder, so a test run leaves the work tree clean;

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from smoothviz.views import SECTIONS, VIEWS
+from smoothviz.outputs.views import SECTIONS, VIEWS
 from test_browser import ALL_DRAWN, SERVER_LOG, SHOTS, _set_text, browser, server  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -1,6 +1,6 @@
 """Every sentence SmoothViz writes about the numbers is true for every input (issue 23).
 
-The sentences are rendered from :class:`smoothviz.claims.Claim` objects; :func:`claims.check_all`
+The sentences are rendered from :class:`smoothviz.words.claims.Claim` objects; :func:`claims.check_all`
 re-derives each claim from the analysis's rows, independently of the code that made it. The property
 test runs it over many inputs; the other tests each pin one sentence that was false before.
 """
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz import claims as cl
-from smoothviz import trends
+from smoothviz.words import claims as cl
+from smoothviz.words import trends
 from smoothviz.data import examples
-from smoothviz.lesson import PURE_LAB, REFERENCE, STEPS
+from smoothviz.words.lesson import PURE_LAB, REFERENCE, STEPS
 from smoothviz.mitigations import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,7 +212,7 @@ def test_tiny_moves_are_listed_not_dropped():
 def _toy(rows, mitigated=None):
     """An analysis-shaped object with these state rows (other metrics undefined)."""
     from types import SimpleNamespace
-    from smoothviz.metrics import names
+    from smoothviz.science.metrics import names
     full = lambda rs: [{"layer": i, **{m: None for m in names()}, "numerical_rank": 3, **r}  # noqa: E731
                        for i, r in enumerate(rs)]
     run = lambda rs: SimpleNamespace(rows=full(rs), fused_row=None, hidden=np.zeros((len(rs), 3, 8)))  # noqa: E731
@@ -239,7 +239,8 @@ def test_metrics_that_disagree_are_said_to(reference):
 # --------------------------------------------------------------------------- item 5: ablated heads
 
 def test_ablated_heads_leave_the_verdicts(reference):
-    from smoothviz import figures, tables
+    from smoothviz.outputs import figures
+    from smoothviz.outputs import tables
     ablate = ",".join(f"2.{h}" for h in range(12)) + ",3.0"
     a = smoothviz.analyze(reference, device="cpu", mitigation="heads", params={"ablate": ablate, "sink": "none"})
     rows = a.mitigated.rows
@@ -256,14 +257,15 @@ def test_ablated_heads_leave_the_verdicts(reference):
     heat = figures.verdicts(a)
     assert heat.data[0].z[1][1] is None and heat.data[0].text[1][1] == "no head"
     assert "SmoothViz's summary" in heat.layout.title.text
-    assert tables.dovonon(a, smoothviz.views.At(layer=3))[12]["verdict"] == "ablated (not counted)"
+    assert tables.dovonon(a, smoothviz.outputs.views.At(layer=3))[12]["verdict"] == "ablated (not counted)"
 
 
 # --------------------------------------------------------------------------- item 7: Fiedler caption
 
 def test_fiedler_caption_true_for_signed_graphs():
     """A signed graph's Fiedler vector can have one sign, so the caption must not promise both colours."""
-    from smoothviz import graph, views
+    from smoothviz.science import graph
+    from smoothviz.outputs import views
     rng = np.random.default_rng(0)
     one_sign = 0
     for _ in range(400):
@@ -316,7 +318,7 @@ def test_gpt2_endoftext_is_special_and_a_drop_of_nothing_is_said(gpt2_dir):
 # --------------------------------------------------------------------------- items 1, 2, 6, 10: pages and texts
 
 def test_theory_facts_hold_and_layernorm_is_a_cause():
-    from smoothviz.theory import FACTS
+    from smoothviz.words.theory import FACTS
     for key, fact in FACTS.items():
         s = dict(fact.settings)
         a = smoothviz.analyze(s.pop("text"), device="cpu", **s)
@@ -324,13 +326,13 @@ def test_theory_facts_hold_and_layernorm_is_a_cause():
     page = (ROOT / "app" / "pages" / "1_Theory.py").read_text()
     assert "LayerNorms counteract" not in page
     assert "LayerNorm plays a key role in *causing* over-smoothing" in page and "Dong et al. (2021) show that skip connections and MLPs" in page
-    from smoothviz.metrics import by_name
+    from smoothviz.science.metrics import by_name
     assert by_name()["heads_smoothing"].collapse != "→ 1"
     assert all(m.source for m in by_name().values())  # every metric cites its paper or says SmoothViz's own choice
 
 
 def test_one_caveat_everywhere_a_mitigation_is_shown():
-    from smoothviz import report
+    from smoothviz.outputs import report
     caveat = cl.frozen_caveat("neutreno")
     assert caveat and cl.frozen_caveat("fusion-mean") is None and cl.frozen_caveat("neutreno", lab={"depth": 4}) is None
     assert cl.frozen_caveat(None) is None and cl.frozen_caveat("none") is None
@@ -390,7 +392,7 @@ def test_a_real_decoder_s_claims_hold_and_name_its_shared_component():
     """Gemma 3 270M: a raw cosine near 1 with dm_rel far from 0 is a shared component, said as a claim
     the checker re-derives (massive activations, Sun et al. 2024), never a collapse; every other claim
     holds too, plain and under a mitigation."""
-    from smoothviz.lesson import SINK_SENTENCE
+    from smoothviz.words.lesson import SINK_SENTENCE
     for text, mitigation in ((SINK_SENTENCE, None), (REFERENCE, "neutreno")):
         a = smoothviz.analyze(text, model="gemma-3-270m", device="cpu", mitigation=mitigation)
         _claims_hold(a)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import smoothviz
-from smoothviz import figures, views
-from smoothviz.lesson import REFERENCE
+from smoothviz.outputs import figures
+from smoothviz.outputs import views
+from smoothviz.words.lesson import REFERENCE
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_the_gif_keeps_a_diverging_scale_smooth(tmp_path):
     from PIL import Image
     from plotly.colors import sample_colorscale
 
-    from smoothviz.animate import _encode_gif
+    from smoothviz.outputs.animate import _encode_gif
     scale = sample_colorscale("RdBu_r", list(np.linspace(0, 1, 600)))
     row = np.array([[int(float(x)) for x in c[4:-1].split(",")] for c in scale], dtype=np.uint8)
     frames = [Image.fromarray(np.tile(row[None], (60, 1, 1))), Image.fromarray(np.tile(row[None, ::-1], (60, 1, 1)))]

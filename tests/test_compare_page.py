@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from smoothviz.figures import run_colour
+from smoothviz.outputs.figures import run_colour
 
 pytestmark = pytest.mark.slow
 PAGE = Path(__file__).resolve().parent.parent / "app" / "pages" / "3_Compare.py"
@@ -40,7 +40,7 @@ def test_compare_page_default_and_third_run():
 def test_the_comparison_report_holds_every_run():
     """The offline report of a comparison: every run's curves, heatmap, graph and table, user text escaped."""
     import smoothviz
-    from smoothviz import report
+    from smoothviz.outputs import report
     cmp = smoothviz.compare("<b>Two</b> models & one sentence.",
                             ["model=default", "model=lab,lab.depth=8,lab.residual=false"], device="cpu")
     runs = [(r.label, r.analysis, r.run) for r in cmp.runs]

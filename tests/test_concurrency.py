@@ -15,8 +15,7 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 import smoothviz
-from smoothviz import handles
-
+from smoothviz.model import handles
 pytestmark = pytest.mark.slow  # many analyses at once
 
 APP = Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz import capture, cli
-from smoothviz.corpus import BatchAnalyser, collate, groups, read_corpus, settings_of
-from smoothviz.corpus_store import metric_columns, summarise
+from smoothviz import cli
+from smoothviz.model import capture
+from smoothviz.corpora.run import BatchAnalyser, collate, groups, read_corpus, settings_of
+from smoothviz.corpora.store import metric_columns, summarise
 from smoothviz.mitigations import NAMES
 
 ROOT = Path(__file__).resolve().parent.parent

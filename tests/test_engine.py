@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz.metrics import names as metric_names
+from smoothviz.science.metrics import names as metric_names
 
 
 def test_reference_sentence_smooths_mildly_and_unevenly(base):
@@ -25,7 +25,7 @@ def test_reference_sentence_smooths_mildly_and_unevenly(base):
 
 
 def test_trend_lines_name_every_move_against_the_trend(base):
-    from smoothviz import trends
+    from smoothviz.words import trends
     moves = trends.against_trend(base.baseline)
     assert moves == {"sv_skewness": [3, 5], "sv_median": [5], "dirichlet": [3, 5, 6], "d_M": [1, 4]}
     lines = trends.trend_lines(base, {"baseline": "baseline"})
@@ -38,8 +38,7 @@ def test_trend_lines_name_every_move_against_the_trend(base):
 
 def test_trend_lines_for_a_mitigation_and_a_collapse():
     from types import SimpleNamespace
-    from smoothviz import trends
-
+    from smoothviz.words import trends
     def run(cos, dm, ratio=None, fused=None):
         rows = [{"layer": l, "cosine_mean": c, "dm_rel": d, "numerical_rank": 3, "dm_ratio": None if l == 0 else
                  (ratio[l - 1] if ratio else 0.9)} for l, (c, d) in enumerate(zip(cos, dm))]
@@ -114,7 +113,7 @@ def test_metrics_recomputed_from_the_hidden_states(base):
 
 
 def test_hidden_states_match_transformers(base, reference, matches_transformers):
-    from smoothviz.models import default_model_path
+    from smoothviz.model.models import default_model_path
     matches_transformers(base, default_model_path(), reference)
 
 
@@ -167,7 +166,7 @@ def test_bad_model_names(name, message):
 
 
 def test_local_directory_and_pickle_refusal(tmp_path):
-    from smoothviz.models import default_model_path
+    from smoothviz.model.models import default_model_path
     import shutil
     local = tmp_path / "minilm"
     shutil.copytree(default_model_path(), local)
@@ -289,7 +288,7 @@ def test_excluded_special_tokens_leave_the_head_mean_graph_after_the_mean(refere
 
 def test_shi_sigma_min_uses_the_kept_tokens(reference):
     """σ_min of each LayerNorm's input is the minimum over the same kept tokens as Shi's λ."""
-    from smoothviz.handles import get_handle
+    from smoothviz.model.handles import get_handle
     handle = get_handle("default", "cpu")
     seen, hooks = [], []
     for block in handle.model.encoder.layer:
@@ -338,7 +337,7 @@ def test_attnscale_with_special_tokens_excluded_maps_the_restricted_softmax(refe
 def test_fiedler_caption_says_what_the_vector_can_show(base):
     """The Fiedler vector is orthogonal to D^½1: on a nonnegative graph it always has both signs, so a
     caption may not read "one colour" as "mixes everything"; λ₂ measures the cut."""
-    from smoothviz.views import BY_KEY
+    from smoothviz.outputs.views import BY_KEY
     caption = BY_KEY["graph"].caption
     assert "one colour" not in caption and "both signs" in caption and "λ₂" in caption and "weakest cut" in caption
     f = base.baseline.fiedler.astype(np.float64)                   # [L, n]

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from smoothviz import capture, graph
-from smoothviz.diagnostics import dovonon
+from smoothviz.model import capture
+
+from smoothviz.science import graph
+from smoothviz.science.diagnostics import dovonon
 from smoothviz.bench import TEXT
-from smoothviz.handles import get_handle
+from smoothviz.model.handles import get_handle
 
 RNG = np.random.default_rng(7)
 
@@ -157,7 +159,7 @@ def test_attnscale_gaps_are_the_signed_spectrum_never_clamped(reference):
     assert any("signed" in note and "Kunegis" in note for note in r.notes)
     assert not r.baseline.signed.any() and not r.baseline.heads_signed
     # the graph views say so
-    from smoothviz import figures
+    from smoothviz.outputs import figures
     layer = int(np.flatnonzero(r.mitigated.signed)[0]) + 1
     notes = lambda fig: " ".join(a.text for a in fig.layout.annotations)  # noqa: E731
     assert "Signed graph" in notes(figures.laplacian_spectrum(r.mitigated, layer))

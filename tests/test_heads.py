@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz.handles import get_handle
+from smoothviz.model.handles import get_handle
 from smoothviz.mitigations import MitigationError, make
 
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -139,7 +139,7 @@ def test_the_atlas_ablates_the_chosen_head_and_restores_it():
     from streamlit.testing.v1 import AppTest
     app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"), default_timeout=300)
     app.run()
-    from smoothviz.views import SECTIONS
+    from smoothviz.outputs.views import SECTIONS
     app.session_state["section"] = SECTIONS["atlas"]  # open the atlas's tab
     app.run()
     app.selectbox(key="atlas_layer").set_value(3).run()

@@ -50,7 +50,7 @@ def test_cli_handles_odd_text_and_long_text():
 
 
 def test_report_shows_markup_as_text():
-    from smoothviz.report import build_report
+    from smoothviz.outputs.report import build_report
     r = smoothviz.analyze(ODD_TEXTS["html"] + " <script>evil()</script>", device="cpu")
     html = build_report(r)
     assert "<script>alert" not in html and "<script>evil" not in html and "onerror=alert" not in html
@@ -62,8 +62,8 @@ def test_report_shows_markup_as_text():
 def test_out_of_memory_on_the_gpu_retries_on_the_cpu(tmp_path):
     """A CUDA OOM during the forward pass falls back to the CPU with a note (raised for real
     inside the model's forward, on a private copy of the model)."""
-    from smoothviz.handles import get_handle
-    from smoothviz.models import default_model_path
+    from smoothviz.model.handles import get_handle
+    from smoothviz.model.models import default_model_path
     local = tmp_path / "oom-model"
     shutil.copytree(default_model_path(), local)
     handle = get_handle(str(local), "cpu")
@@ -84,7 +84,7 @@ def test_out_of_memory_on_the_gpu_retries_on_the_cpu(tmp_path):
 
 def test_twenty_megabytes_are_cut_to_characters_before_tokenizing():
     """Issue 16: 20 MB over the websocket took 70 s and 3 GB while tokenized whole."""
-    from smoothviz.handles import MAX_CHARS
+    from smoothviz.model.handles import MAX_CHARS
     text = "Over-smoothing makes every token alike. " * 500_000  # 20,000,000 characters
     r = smoothviz.analyze(text, device="cpu", heads=False, max_tokens=16)
     assert any(n == f"The text was cut to its first {MAX_CHARS:,} characters: "
@@ -101,7 +101,7 @@ def test_a_checkpoint_with_nan_weights_says_so(tmp_path):
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from smoothviz.models import default_model_path
+    from smoothviz.model.models import default_model_path
     AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tmp_path)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from smoothviz.lab import CHOICES, LIMITS, LabConfig, LabModel
-from smoothviz.models import ARCHITECTURES
-from smoothviz.weights import value_output_product, value_output_weights
-from smoothviz.models import ARCHITECTURES, get_module
+from smoothviz.model.lab import CHOICES, LIMITS, LabConfig, LabModel
+from smoothviz.model.models import ARCHITECTURES
+from smoothviz.model.weights import value_output_product, value_output_weights
+from smoothviz.model.models import ARCHITECTURES, get_module
 
 D_IN, N = 384, 20  # all-MiniLM-L6-v2's hidden size; a 20-token sentence
 SEEDS = (0, 1, 2)
@@ -249,8 +249,8 @@ def test_lab_claims_through_the_analysis(reference):
 def test_shi_bound_only_for_post_ln_blocks(reference, layernorm):
     """Shi et al.'s v is derived for post-LN blocks: a pre-LN lab shows none, and says why."""
     import smoothviz
-    from smoothviz import figures
-    from smoothviz.analysis import SHI_PRE_LN_NOTE
+    from smoothviz.outputs import figures
+    from smoothviz.pipeline.analysis import SHI_PRE_LN_NOTE
     r = smoothviz.analyze(reference, model="lab", device="cpu", heads=False,
                           lab={"depth": 4, "layernorm": layernorm, "mlp": "true"})
     v = r.baseline.metric("shi_v")[1:]
@@ -276,8 +276,7 @@ def test_lab_bad_settings_are_model_errors():
 
 def test_lab_models_are_kept_within_a_byte_budget(monkeypatch):
     """Issue 16: every cache is bounded by bytes; a 64×1024 lab alone holds 3.2 GB of weights."""
-    from smoothviz import handles
-
+    from smoothviz.model import handles
     def labs():
         return [h for k, h in handles._handles.items() if k[0] == "lab"]
 

@@ -1,12 +1,20 @@
 """The Lesson page: every step predicts before it reveals, and answers with the measured numbers."""
 from pathlib import Path
-from urllib.parse import parse_qs
+import sys
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import smoothviz
-from smoothviz.lesson import STEPS
+from smoothviz.words.lesson import STEPS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "app"))
+import controls  # noqa: E402  (the app's URL keys)
+
+
+def link(step) -> dict:
+    return {k: str(v) for k, v in controls.query_for(step.settings, step.layer, step.section).items()}
+
 
 PAGE = Path(__file__).resolve().parent.parent / "app" / "pages" / "4_Lesson.py"
 
@@ -14,10 +22,10 @@ PAGE = Path(__file__).resolve().parent.parent / "app" / "pages" / "4_Lesson.py"
 def test_five_to_eight_steps_each_a_preset_a_question_and_a_theory_link():
     assert 5 <= len(STEPS) <= 8
     for step in STEPS:
-        q = parse_qs(step.query())
-        assert q["text"] == [step.settings["text"]] and q["mit"] == [step.settings.get("mitigation", "none")]
+        q = link(step)
+        assert q["text"] == step.settings["text"] and q["mit"] == step.settings.get("mitigation", "none")
         assert len(step.options) >= 2 and step.anchor
-    assert parse_qs(STEPS[3].query())["lab_residual"] == ["false"]
+    assert link(STEPS[3])["lab_residual"] == "false"
 
 
 @pytest.mark.parametrize("index", range(len(STEPS)))
@@ -51,8 +59,8 @@ def test_the_page_reveals_only_after_a_prediction():
 def test_a_step_link_opens_its_preset_in_the_main_view():
     step = STEPS[5]  # NeuTRENO, λ = 0.4, layer 6
     at = AppTest.from_file(str(PAGE.parent.parent / "SmoothViz.py"), default_timeout=240)
-    for key, values in parse_qs(step.query()).items():
-        at.query_params[key] = values[0]
+    for key, value in link(step).items():
+        at.query_params[key] = value
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="mit").value == "neutreno"

@@ -21,7 +21,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from smoothviz.views import SECTIONS
+from smoothviz.outputs.views import SECTIONS
 
 pytestmark = pytest.mark.slow  # AppTest runs of whole pages
 

@@ -74,7 +74,7 @@ def test_present_and_lesson_enter_through_the_one_bounded_cache():
     app.run()  # the same link again: a hit, not a new entry
     assert state.ledger.stats()["misses"] == before["misses"] + 1
 
-    from smoothviz.lesson import STEPS
+    from smoothviz.words.lesson import STEPS
     lesson = AppTest.from_file(str(APP / "pages" / "4_Lesson.py"), default_timeout=600).run()
     lesson.radio(key="lesson_0").set_value(STEPS[0].options[0]).run()
     assert not lesson.exception and lesson.expander

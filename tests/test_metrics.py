@@ -6,9 +6,9 @@ import pytest
 import scipy.stats
 import torch
 
-from smoothviz import graph, metrics
+from smoothviz.science import graph
 
-
+from smoothviz.science import metrics
 def test_rank_one_matrix_is_fully_collapsed():
     c = torch.tensor([0.3, -1.2, 2.0, 0.5], dtype=torch.float64)
     H = torch.ones(6, 1, dtype=torch.float64) * c  # every token the same vector

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz.handles import get_handle
+from smoothviz.model.handles import get_handle
 from smoothviz.mitigations import NAMES, REGISTRY, MitigationError, make
 from smoothviz.mitigations.inference import contra_norm, soft_decay
 from smoothviz.mitigations.spectral import respectrum_out_weights, spectrum_map
@@ -177,7 +177,7 @@ def test_spectral_gives_each_head_the_mapped_spectrum(reference):
     ctx = get_handle("default", "cpu").context()
     for mode in ("clip-negative", "clip-positive", "flip"):
         new = respectrum_out_weights(ctx.w_v, ctx.w_o, ctx.heads, mode)
-        from smoothviz.weights import value_output_product
+        from smoothviz.model.weights import value_output_product
         before = torch.linalg.eigvals(value_output_product(ctx.w_v.double(), ctx.w_o.double(), 12))
         after = torch.linalg.eigvals(value_output_product(ctx.w_v.double(), new.double(), 12))
         want = spectrum_map(before, mode)
@@ -306,7 +306,7 @@ def test_old_format_gate_says_refit(reference, tmp_path):
 
 def test_fit_gate_learns_one_w_and_b_per_layer(tmp_path):
     import json
-    from smoothviz.gate import fit_gate
+    from smoothviz.pipeline.gate import fit_gate
     rows = (Path(__file__).resolve().parent.parent / "assets" / "gate_example.csv").read_text().splitlines()
     data = tmp_path / "small.csv"
     data.write_text("\n".join(rows[:41]) + "\n")
@@ -429,7 +429,7 @@ def test_parallel_threads_give_the_sequential_results(reference):
 
 def test_the_page_says_flip_makes_the_default_model_smooth_more(reference):
     """The warning beside a spectral what-if states the measured change, from the data on screen."""
-    from smoothviz import trends
+    from smoothviz.words import trends
     r = smoothviz.analyze(reference, mitigation="spectral", params={"mode": "flip"}, device="cpu", heads=False)
     said = trends.effect(r, "spectral (mode=flip)")
     assert said.startswith("At layer 6, spectral (mode=flip) raises cosine_mean from 0.325 to 0.836 (more smoothing "

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from smoothviz.models import default_model_path
+from smoothviz.model.models import default_model_path
 
 pytestmark = pytest.mark.slow  # AppTest runs of the whole page
 

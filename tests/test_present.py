@@ -4,8 +4,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from smoothviz import views
-
+from smoothviz.outputs import views
 PAGE = Path(__file__).resolve().parent.parent / "app" / "pages" / "5_Present.py"
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ def test_one_view_per_screen_stepped_by_the_buttons_the_keys_press():
 def test_enlarged_scales_every_font_and_leaves_the_original_alone():
     import plotly.graph_objects as go
 
-    from smoothviz import figures
+    from smoothviz.outputs import figures
     fig = go.Figure(go.Scatter(y=[1, 2], marker_size=7, textfont_size=10))
     fig.update_layout(font_size=13, legend_font_size=11).update_xaxes(tickfont_size=11)
     big = figures.enlarged(fig, 1.5, 400)

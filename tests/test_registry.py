@@ -13,8 +13,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import smoothviz
-from smoothviz import cli, figures, metrics
-from smoothviz.capture import Intervention
+from smoothviz import cli
+from smoothviz.outputs import figures
+from smoothviz.science import metrics
+from smoothviz.model.capture import Intervention
 from smoothviz.mitigations import REGISTRY, Mitigation, Param
 
 APP = Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"

@@ -7,8 +7,8 @@ import re
 import pytest
 
 import smoothviz
-from smoothviz.animate import MAX_FRAME_HEATMAP
-from smoothviz.report import build_report
+from smoothviz.outputs.animate import MAX_FRAME_HEATMAP
+from smoothviz.outputs.report import build_report
 
 MB = 1e6
 

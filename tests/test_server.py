@@ -87,8 +87,7 @@ def test_sigterm_during_a_lab_analysis_stops_cleanly(tmp_path):
 def test_the_umap_warm_up_thread_runs_at_low_priority(monkeypatch):
     """Issue 16: the warm-up's 30–80 s of compiling competed with the first visitors."""
     import state
-    from smoothviz import projection
-
+    from smoothviz.science import projection
     seen = {}
 
     def fake_warm_up():

@@ -2,7 +2,7 @@
 import pytest
 
 from smoothviz import settings
-from smoothviz.models import ModelError
+from smoothviz.model.models import ModelError
 
 
 @pytest.fixture

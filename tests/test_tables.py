@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 import smoothviz
-from smoothviz import figures, views
-
+from smoothviz.outputs import figures
+from smoothviz.outputs import views
 APP = Path(__file__).resolve().parent.parent / "app"
 
 

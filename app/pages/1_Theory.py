@@ -5,14 +5,14 @@ docs/SCIENCE.md; this page only explains, it computes nothing.
 """
 import streamlit as st
 
-from smoothviz.claims import frozen_caveat_all
-from smoothviz.metrics import METRICS
-from smoothviz.theory import FACTS
+from smoothviz.words.claims import frozen_caveat_all
+from smoothviz.science.metrics import METRICS
+from smoothviz.words.theory import FACTS
 from smoothviz.mitigations import REGISTRY
 
 
 def metric_table() -> str:
-    """Every registered metric (smoothviz.metrics.METRICS): the table grows with the registry."""
+    """Every registered metric (smoothviz.science.metrics.METRICS): the table grows with the registry."""
     rows = [f"| `{m.name}` {m.direction} | {m.formula} | {m.collapse} | {m.source} |"
             for m in METRICS]
     return "| metric | formula | collapse means | source |\n|---|---|---|---|\n" + "\n".join(rows)
@@ -123,7 +123,7 @@ st.markdown("**AttnScale** (Wang et al.) amplifies the high-frequency part of at
             "by SmoothViz). A′ has negative entries, so its attention graphs are signed (see above). "
             "**ContraNorm** (Guo et al.) pushes tokens apart after attention, H ← (1 + s)H − s·softmax(ĤĤᵀ/τ)H. "
             "**No residual** (Dong et al.) removes the skip connection to show pure attention collapsing.")
-st.info(frozen_caveat_all())  # the one caveat every page and export shares (smoothviz.claims)
+st.info(frozen_caveat_all())  # the one caveat every page and export shares (smoothviz.words.claims)
 
 st.header("The Dovonon diagnostic", anchor="the-dovonon-diagnostic")
 st.markdown("A layer's update X ← X + AXH with H = W_V W_O has eigenvalues 1 + λᴬλᴴ (Dovonon, Bronstein & "

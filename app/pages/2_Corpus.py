@@ -1,7 +1,7 @@
 """The Corpus page: smoothing over many sentences, median lines with quartile bands.
 
 Thin like the main page: the sidebar gives the corpus and the settings (controls.py), state.py
-runs or fetches the result (a progress bar while it runs), smoothviz.corpus_figures draws.
+runs or fetches the result (a progress bar while it runs), smoothviz.outputs.corpus_figures draws.
 """
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alo
 import controls  # noqa: E402
 import state  # noqa: E402
 from markup import md  # noqa: E402
-from smoothviz import corpus_figures, figures
-from smoothviz.claims import frozen_caveat
-from smoothviz.corpus import parse_corpus, read_corpus
-from smoothviz.corpus_store import changes, histograms, metric_columns
-from smoothviz.metrics import METRICS
+from smoothviz.outputs import corpus_figures
+from smoothviz.outputs import figures
+from smoothviz.words.claims import frozen_caveat
+from smoothviz.corpora.run import parse_corpus, read_corpus
+from smoothviz.corpora.store import changes, histograms, metric_columns
+from smoothviz.science.metrics import METRICS
 from smoothviz.settings import SETTINGS
 
 st.set_page_config(page_title="SmoothViz · Corpus", page_icon="🫧", layout="wide")

@@ -17,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alo
 import controls  # noqa: E402
 from markup import md  # noqa: E402
 import state  # noqa: E402
-from smoothviz import figures, report  # noqa: E402
-from smoothviz.claims import frozen_caveat  # noqa: E402
-from smoothviz.graph import to_networkx  # noqa: E402
+from smoothviz.outputs import figures  # noqa: E402
+from smoothviz.outputs import report  # noqa: E402
+from smoothviz.words.claims import frozen_caveat  # noqa: E402
+from smoothviz.science.graph import to_networkx  # noqa: E402
 from smoothviz.mitigations import REGISTRY  # noqa: E402
 
 URL = controls.URL

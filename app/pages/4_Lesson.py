@@ -1,6 +1,6 @@
 """The Lesson: the over-smoothing story in steps; predict, then see the answer from the numbers.
 
-Thin: the steps, their questions and the answers' computations live in :mod:`smoothviz.lesson`;
+Thin: the steps, their questions and the answers' computations live in :mod:`smoothviz.words.lesson`;
 an answer's analysis runs (``state.analysis_or_error``, cached and shared) only once the student
 predicts, and the answer comes with the step's chart (the first view of the tab the step opens).
 """
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
 import controls  # noqa: E402
 import state  # noqa: E402
-from smoothviz import figures, views  # noqa: E402
-from smoothviz.lesson import STEPS  # noqa: E402
+from smoothviz.outputs import figures  # noqa: E402
+from smoothviz.outputs import views  # noqa: E402
+from smoothviz.words.lesson import STEPS  # noqa: E402
 
 CURVES = ["cosine_mean", "dm_rel", "effective_rank", "spectral_gap"]  # the lesson's column is narrow
 
@@ -29,7 +29,7 @@ for i, step in enumerate(STEPS):
     st.subheader(step.title)
     st.markdown(step.intro)
     # Same-tab links (a markdown link opens a new tab): the step's setting, and its theory.
-    st.markdown(controls.same_tab_link("Open this step in the main view →", "./", dict(parse_qsl(step.query())))
+    st.markdown(controls.same_tab_link("Open this step in the main view →", "./", controls.query_for(step.settings, step.layer, step.section))
                 + " · " + controls.same_tab_link("Theory →", f"Theory#{step.anchor}", {}), unsafe_allow_html=True)
     guess = st.radio(step.question, step.options, index=None, key=f"lesson_{i}", horizontal=True)
     if guess is None:

@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alo
 import controls  # noqa: E402
 import state  # noqa: E402
 from markup import md  # noqa: E402
-from smoothviz import figures, views  # noqa: E402
-from smoothviz.claims import frozen_caveat  # noqa: E402
+from smoothviz.outputs import figures  # noqa: E402
+from smoothviz.outputs import views  # noqa: E402
+from smoothviz.words.claims import frozen_caveat  # noqa: E402
 
 st.set_page_config(page_title="SmoothViz · Present", page_icon="🫧", layout="wide",
                    initial_sidebar_state="collapsed")

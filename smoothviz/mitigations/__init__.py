@@ -4,11 +4,11 @@
 """
 from __future__ import annotations
 
-from .base import MitigationError, Mitigation, ModelContext, Param, validate
-from .fusion import FusionConcat, FusionGate, FusionMax, FusionMean
-from .heads import Heads
-from .inference import AttnScale, ContraNorm, NeuTRENO, NoResidual, SoftDecay
-from .spectral import Spectral
+from smoothviz.mitigations.base import MitigationError, Mitigation, ModelContext, Param, validate
+from smoothviz.mitigations.fusion import FusionConcat, FusionGate, FusionMax, FusionMean
+from smoothviz.mitigations.heads import Heads
+from smoothviz.mitigations.inference import AttnScale, ContraNorm, NeuTRENO, NoResidual, SoftDecay
+from smoothviz.mitigations.spectral import Spectral
 
 REGISTRY: dict[str, type[Mitigation]] = {cls.name: cls for cls in (
     FusionMean, FusionMax, FusionConcat, FusionGate, NeuTRENO, SoftDecay, Spectral,

@@ -6,7 +6,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..capture import Intervention
+from smoothviz.model.capture import Intervention
+from smoothviz.model.handles import ModelContext
 
 
 class MitigationError(ValueError):
@@ -57,39 +58,6 @@ class Param:
                 raise bad
             return int(value)
         return value
-
-
-@dataclass(frozen=True)
-class ModelContext:
-    """What a mitigation may read about the model it is applied to (never the model itself).
-
-    Attributes:
-        n_layers, heads: the model's depth and head count.
-        causal: attention rows are lower-triangular (GPT-2).
-        residual: the attention sub-layer has a skip connection (False only for some lab models).
-        w_v, w_o: ``[L, h*d_h, d]`` and ``[L, d, h*d_h]`` value and output weights (nn.Linear layout).
-        b_o: ``[L, d]`` output projection biases (zeros where the model has none).
-        model_name: the name the user chose (for fitted gates).
-        layernorm: where the blocks' LayerNorms sit: ``post``, ``pre`` or ``none``.
-        ffn: the blocks have a feed-forward sub-layer (``ArchSpec.ffn_in``; the lab's ``mlp``).
-        registry: the model runs SmoothViz's attention function, so an intervention may act on
-            the probabilities themselves (``Intervention.probs``); else only on the heads' outputs.
-        derived: results that depend on the weights alone (a spectral what-if's new weights),
-            computed once per model; recomputing one by two threads at once is harmless.
-    """
-
-    n_layers: int
-    heads: int
-    causal: bool
-    residual: bool
-    w_v: torch.Tensor
-    w_o: torch.Tensor
-    b_o: torch.Tensor
-    model_name: str = "default"
-    layernorm: str = "post"
-    ffn: bool = True
-    registry: bool = False
-    derived: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # weight-only results
 
 
 @dataclass(frozen=True)

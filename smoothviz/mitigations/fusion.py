@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..data import DEFAULT_GATE
-from .base import Mitigation, MitigationError, Param
+from smoothviz.data import DEFAULT_GATE
+from smoothviz.mitigations.base import Mitigation, MitigationError, Param
 
 LAYERS = Param("text", "all", help="'all', one layer 'N' or a range 'A-B' of layer indices 0..L")
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..capture import Intervention
-from .base import Mitigation, MitigationError, Param
+from smoothviz.model.capture import Intervention
+from smoothviz.mitigations.base import Mitigation, MitigationError, Param
 
 _PAIR = re.compile(r"^(\d+)\.(\d+)$")
 

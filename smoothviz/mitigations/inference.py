@@ -1,6 +1,6 @@
 """Mitigations that change the forward pass: NeuTRENO, SoftDecay, AttnScale, ContraNorm, no-residual.
 
-Each returns an :class:`~smoothviz.capture.Intervention` of pure functions; none touches the model.
+Each returns an :class:`~smoothviz.model.capture.Intervention` of pure functions; none touches the model.
 """
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..capture import Intervention
-from .base import Mitigation, MitigationError, Param
+from smoothviz.model.capture import Intervention
+from smoothviz.mitigations.base import Mitigation, MitigationError, Param
 
 
 def uniform_average(V: torch.Tensor, causal: bool) -> torch.Tensor:

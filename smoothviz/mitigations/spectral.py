@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..capture import Intervention
-from ..weights import value_output_product
-from .base import Mitigation, ModelContext, Param
+from smoothviz.model.capture import Intervention
+from smoothviz.model.weights import value_output_product
+from smoothviz.mitigations.base import Mitigation, ModelContext, Param
 
 MODES = ("clip-negative", "clip-positive", "flip", "identity")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .handles import get_handle
-from .mitigations.fusion import GATE_FORMAT, gate_fuse, select_layers
+from smoothviz.model.handles import get_handle
+from smoothviz.mitigations.fusion import GATE_FORMAT, gate_fuse, select_layers
 
 MAX_ROWS = 5000
 

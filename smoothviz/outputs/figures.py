@@ -17,7 +17,7 @@ import plotly.io as pio
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from .metrics import by_name as registered
+from smoothviz.science.metrics import by_name as registered
 
 # Runs, in order (Okabe & Ito's colour-blind-safe palette): compared run i has RUN_PALETTE[i] in every
 # view of the Compare page and report; the main page's baseline and mitigated runs are the first two.
@@ -238,7 +238,7 @@ def _short(label: str, limit: int = 16) -> str:
 
 def compare_curves(runs, metrics: list[str] | None = None, relative: bool = False, cols: int = 5) -> go.Figure:
     """Small multiples of the registered metrics over depth for N runs (``runs``: ``(label, Run)``
-    pairs, e.g. :class:`smoothviz.compare.CompareRun`'s ``label`` and ``run``), run i in
+    pairs, e.g. :class:`smoothviz.pipeline.compare.CompareRun`'s ``label`` and ``run``), run i in
     :func:`run_colour` (i). ``relative``: x = layer / L, so models of different depths share an axis.
     """
     registry = registered()
@@ -315,7 +315,7 @@ def attention_graph(G: nx.Graph, colour: np.ndarray | None = None, picked: int |
     """Tokens on a circle, edges as wide as their weight, nodes coloured by ``colour``.
 
     Args:
-        G: from :func:`smoothviz.graph.to_networkx` (nodes carry ``label``; edges ``weight``).
+        G: from :func:`smoothviz.science.graph.to_networkx` (nodes carry ``label``; edges ``weight``).
         colour: ``[n]`` per-node values (the Fiedler vector); ``None`` colours by weighted degree.
         picked: a node index to enlarge and label.
         span: colour range ``[-span, span]`` for ``colour`` (the same in panels drawn side by side).

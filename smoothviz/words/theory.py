@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .lesson import PURE_LAB, REFERENCE
+from smoothviz.words.lesson import PURE_LAB, REFERENCE
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from .linalg import singular_values
-from .options import SYMMETRIZE, check
+from smoothviz.science.linalg import singular_values
+from smoothviz.options import SYMMETRIZE, check
 
 Tensor = torch.Tensor
 

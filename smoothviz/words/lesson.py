@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
-from urllib.parse import urlencode
 
-from .claims import Claim, frozen_caveat, layer_list, render
-from .trends import collapsed_from
-from .views import SECTIONS
+from smoothviz.words.claims import Claim, frozen_caveat, layer_list, render
+from smoothviz.words.trends import collapsed_from
+from smoothviz.outputs.views import SECTIONS
 
 REFERENCE = ("The quick brown fox jumps over the lazy dog because it wanted to see what over-smoothing "
              "looks like in a transformer.")
@@ -27,10 +26,10 @@ class Step:
         title, intro: what the step is about (no numbers: those come from ``explain``).
         settings: keyword arguments of ``analyze`` (``text``, ``model``, ``lab``, ``mitigation``, ``params``).
         layer: the layer the main view opens at (``None``: the last).
-        section: the main view's tab it opens (a key of :data:`smoothviz.views.SECTIONS`).
+        section: the main view's tab it opens (a key of :data:`smoothviz.outputs.views.SECTIONS`).
         question, options: the prediction asked before anything is revealed.
         explain: ``analysis -> (the right option, lines)``; each line is ``(template, *claims)``, its
-            ``{}`` filled with the rendered claims (:mod:`smoothviz.claims`), so every number shown is a
+            ``{}`` filled with the rendered claims (:mod:`smoothviz.words.claims`), so every number shown is a
             claim a test checks against the analysis.
         anchor: the Theory page's section.
     """
@@ -55,17 +54,6 @@ class Step:
         """Every claim the answer's sentences quote."""
         return [c for _, *claims in self.explain(analysis)[1] for c in claims]
 
-    def query(self) -> str:
-        """The main page's query string that opens this step's preset (the widgets' URL keys)."""
-        s = self.settings
-        mit = s.get("mitigation") or "none"
-        q = {"model": s.get("model", "default"), "text": s["text"], "mit": mit}
-        q.update({f"{mit}_{k}".replace("-", "_"): v for k, v in (s.get("params") or {}).items()})
-        q.update({f"lab_{k}": str(v).lower() if isinstance(v, bool) else v for k, v in (s.get("lab") or {}).items()})
-        if self.layer is not None:
-            q["layer"] = self.layer
-        q["section"] = SECTIONS[self.section]
-        return urlencode(q)
 
 
 def _v(a, metric: str, layer: int, run: str = "baseline", digits: int = 3) -> Claim:
@@ -195,7 +183,7 @@ SINK_SENTENCE = "The old lighthouse keeper counted seven ships before the storm.
 
 def _sink(a):
     """Gemma 3 270M's attention to its first token (<bos>), from the analysis's own numbers (as claims)."""
-    from .sinks import uniform_share
+    from smoothviz.science.sinks import uniform_share
     mass = a.baseline.metric("first_token_mass")
     L, n = a.n_layers, len(a.tokens)
     uniform = uniform_share(n, a.causal)

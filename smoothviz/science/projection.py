@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from .options import PROJECTIONS
+from smoothviz.options import PROJECTIONS
 
 SEED = 42
 MIN_UMAP_POINTS = 12  # below this UMAP's neighbour graph is meaningless: PCA instead, with a note

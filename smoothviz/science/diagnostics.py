@@ -1,7 +1,7 @@
 """Per-layer and per-head diagnostics of docs/SCIENCE.md §2 and §3.4 that read weights and attention
 together: Shi et al.'s bound v, and Dovonon et al.'s smooth/sharpen verdict for every head.
 
-Both are heavy numerics kept out of the orchestrator (:mod:`smoothviz.analysis`); both are
+Both are heavy numerics kept out of the orchestrator (:mod:`smoothviz.pipeline.analysis`); both are
 tested against dense numpy eigendecompositions (``tests/test_head_spectra.py``).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from . import graph
+from smoothviz.science import graph
 
 
 def shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, post_ln: bool) -> torch.Tensor:

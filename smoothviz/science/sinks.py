@@ -3,7 +3,7 @@
 Many trained transformers send most of their attention to the first token (``<bos>``, ``[CLS]``)
 whatever it says: an *attention sink* (Xiao et al. 2024, "Efficient streaming language models
 with attention sinks"; Gu et al. 2024, "When attention sink emerges in language models"). The
-per-layer metrics ``first_token_mass`` and ``sink_rate`` are in :mod:`smoothviz.metrics`; this
+per-layer metrics ``first_token_mass`` and ``sink_rate`` are in :mod:`smoothviz.science.metrics`; this
 module holds the view that shows every token's share. Pure functions: analysis in, numbers or a
 figure out.
 """
@@ -14,8 +14,8 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import _short, _tick_text, escape, layout, thin
-from .tables import _f
+from smoothviz.outputs.figures import _short, _tick_text, escape, layout, thin
+from smoothviz.outputs.tables import _f
 
 FLOOR = 1e-4  # the colour scale's lower end: smaller shares are drawn as this (a log scale has no 0)
 
@@ -56,7 +56,7 @@ def sink_heatmap(run, tokens: list[str], title: str = "") -> go.Figure:
 
 def sink_table(analysis, at=None) -> list[dict]:
     """Per run and layer: each token's received share (the heatmap's numbers)."""
-    from .figures import run_name
+    from smoothviz.outputs.figures import run_name
     cols = [f"{j} · {t}" for j, t in enumerate(analysis.tokens)]
     return [{"run": run_name(analysis, key), "layer": layer + 1, **{c: _f(v) for c, v in zip(cols, row)}}
             for key, run in analysis.runs().items() for layer, row in enumerate(received(run))]

@@ -18,9 +18,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import figures
-from .figures import RUN_COLOURS, escape
-from .graph import to_networkx
+from smoothviz.outputs import figures
+from smoothviz.outputs.figures import RUN_COLOURS, escape
+from smoothviz.science.graph import to_networkx
 
 VIEWS = ("heatmap", "graph", "trajectory")       # what a frame can show, one row each
 FORMATS = (".gif", ".mp4")

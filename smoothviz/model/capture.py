@@ -1,7 +1,7 @@
 """Run one sentence through a model and capture a :class:`Trace`.
 
 Interventions never touch the shared model. Attention-level changes (on Q·Kᵀ, A, V or the
-heads' outputs) happen inside SmoothViz's own attention function (:mod:`smoothviz.attention`),
+heads' outputs) happen inside SmoothViz's own attention function (:mod:`smoothviz.model.attention`),
 which every model routing attention through transformers' registry is loaded with; what the
 attention call cannot see (a block's input and output, the output projection, the norms, the
 feed-forward input) is reached by hooks that :func:`install` attaches once, at load time. A model
@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .models import ArchSpec, get_module
+from smoothviz.model.models import ArchSpec, get_module
 
 Tensor = torch.Tensor
 
@@ -84,7 +84,7 @@ _STATE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("smoothviz
 
 def uses_registry(model: torch.nn.Module) -> bool:
     """The model calls SmoothViz's registered attention function (else: the hook fallback)."""
-    from .attention import NAME
+    from smoothviz.model.attention import NAME
     return getattr(getattr(model, "config", None), "_attn_implementation", None) == NAME
 
 

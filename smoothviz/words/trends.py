@@ -3,15 +3,15 @@
 A trained model does not collapse; it smooths mildly and unevenly, and some metrics move against
 the smoothing direction at some layers, or not at all. The captions under the over-depth curves
 say so from the analysis itself (never from a sentence written in advance), so they stay true for
-any model, sentence and mitigation. Each sentence is built from :class:`~smoothviz.claims.Claim`
-objects (:func:`run_claims`, :func:`effect_claims`) and rendered by :mod:`smoothviz.claims`, whose
+any model, sentence and mitigation. Each sentence is built from :class:`~smoothviz.words.claims.Claim`
+objects (:func:`run_claims`, :func:`effect_claims`) and rendered by :mod:`smoothviz.words.claims`, whose
 checkers a test runs against the numbers. Pure functions: analysis in, claims and plain text out.
 """
 from __future__ import annotations
 
-from . import claims as cl
-from .claims import COLLAPSED, RTOL, Claim, render
-from .metrics import METRICS
+from smoothviz.words import claims as cl
+from smoothviz.words.claims import COLLAPSED, RTOL, Claim, render
+from smoothviz.science.metrics import METRICS
 
 __all__ = ["COLLAPSED", "RTOL", "against_trend", "collapsed_from", "effect", "effect_claims", "line_claims",
            "run_claims", "run_summary", "smoothing_direction", "trend_lines"]
@@ -76,7 +76,7 @@ def run_claims(run, key: str, name: str, n_tokens: int) -> list[Claim]:
     layer where it moves against the smoothing direction, does not move, or is undefined.
 
     Args:
-        run: an :class:`~smoothviz.analysis.Run`.
+        run: an :class:`~smoothviz.pipeline.analysis.Run`.
         key: ``baseline`` or ``mitigated``.
         name: how the run is called on the page.
         n_tokens: the tokens analysed (the numerical rank is at most min(n, d)).
@@ -142,7 +142,7 @@ def run_summary(run, name: str, n_tokens: int, key: str = "baseline") -> str:
     moves against the trend, does not move, or has no value.
 
     Args:
-        run: an :class:`~smoothviz.analysis.Run`.
+        run: an :class:`~smoothviz.pipeline.analysis.Run`.
         name: how the run is called on the page (``baseline`` or the mitigation with its parameters).
         n_tokens: the tokens analysed (the numerical rank is at most min(n, d)).
     """

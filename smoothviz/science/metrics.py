@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-from . import diagnostics, graph
-from .linalg import gram, singular_values
+from smoothviz.science import diagnostics, graph
+from smoothviz.science.linalg import gram, singular_values
 
 Tensor = torch.Tensor
 

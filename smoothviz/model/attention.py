@@ -6,7 +6,7 @@ DistilBERT, ALBERT, GPT-2, Llama, Qwen2/3, Mistral, Gemma 2/3, Phi-3, ViT …) i
 attention exactly as transformers' own eager kernels do (grouped KV heads repeated per query head,
 logit soft-capping, the additive mask as the model built it — causal, padding and sliding window
 are all in it), records the probabilities, and applies the attention-level interventions of the
-per-call state (:data:`smoothviz.capture._STATE`, a context variable): a forward pass without a
+per-call state (:data:`smoothviz.model.capture._STATE`, a context variable): a forward pass without a
 state is plain eager attention, so concurrent analyses cannot interfere.
 
 The layer index comes from the order of the calls within one pass, not from ``module.layer_idx``
@@ -56,7 +56,7 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     Returns:
         ``(output [B, q, h, d_h], probabilities [B, h, q, k])``, as transformers' eager kernels.
     """
-    from .capture import _STATE
+    from smoothviz.model.capture import _STATE
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: each KV head serves `groups` query heads in turn
         key = key.repeat_interleave(groups, dim=1)

@@ -3,7 +3,7 @@
 A claim holds what is said (its ``kind``), about which run, metric and layers, the values it
 quotes and the rule that licensed it. :func:`render` turns claims into the words on the page;
 :func:`check` re-derives each claim from an analysis's numbers, independently of the code that
-made it (:mod:`smoothviz.trends`, :mod:`smoothviz.lesson`), and says what the numbers contradict.
+made it (:mod:`smoothviz.words.trends`, :mod:`smoothviz.words.lesson`), and says what the numbers contradict.
 A test runs :func:`check` over many inputs (``tests/test_claims.py``).
 
 Pure functions, no UI.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .metrics import METRICS
+from smoothviz.science.metrics import METRICS
 
 RTOL = 1e-3       # a relative move at most this is "unchanged" (and said so), never a move
 COLLAPSED = 1e-5  # dm_rel below this: one vector up to float32 rounding (SmoothViz's own threshold)
@@ -38,7 +38,7 @@ FROZEN_CAVEAT_ALL = ("None of {names} was part of a pretrained model's training 
 
 def in_forward_mitigations() -> list[str]:
     """The registered mitigations that act inside the forward pass (the ones the caveat is about)."""
-    from .mitigations import REGISTRY
+    from smoothviz.mitigations import REGISTRY
     return [name for name, cls in REGISTRY.items() if cls.in_forward]
 
 
@@ -329,7 +329,7 @@ def _close(a, b) -> bool:
 
 
 def _step(analysis, run: str, metric: str, layer: int) -> str | None:
-    """The move at ``layer`` re-derived from the rows (independently of :mod:`smoothviz.trends`)."""
+    """The move at ``layer`` re-derived from the rows (independently of :mod:`smoothviz.words.trends`)."""
     rows = _rows(analysis, run)
     if metric == "d_M":
         ratio = rows[layer].get("dm_ratio")

@@ -1,15 +1,15 @@
 """What SmoothViz reads from a model's weights: each layer's value and output projections, their
 per-head product W_O^h W_V^h (docs/SCIENCE.md §3.4), and Shi et al.'s weight norm s.
 
-Every read goes through the model's :class:`~smoothviz.models.ArchSpec`, so architectures differ in
+Every read goes through the model's :class:`~smoothviz.model.models.ArchSpec`, so architectures differ in
 data only.
 """
 from __future__ import annotations
 
 import torch
 
-from .linalg import singular_values
-from .models import ArchSpec, get_module
+from smoothviz.science.linalg import singular_values
+from smoothviz.model.models import ArchSpec, get_module
 
 Tensor = torch.Tensor
 

@@ -3,7 +3,7 @@
 Architecture differences live in ``ARCHITECTURES`` (data), never in ``if`` chains: every
 hook and weight read in SmoothViz goes through a model's :class:`ArchSpec`. Attention itself needs
 no per-architecture data: models are loaded with SmoothViz's registered attention function
-(:mod:`smoothviz.attention`); a spec only says where the norms, the value and output projections
+(:mod:`smoothviz.model.attention`); a spec only says where the norms, the value and output projections
 and the feed-forward input live. A family missing from the table gets the first spec whose
 paths all exist in the loaded model (:func:`derive_spec`), so a new decoder costs a line of data
 or nothing.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .options import DEVICES
+from smoothviz.options import DEVICES
 
 DEFAULT_MODEL = "default"
 LAB_MODEL = "lab"
@@ -263,7 +263,7 @@ def derive_spec(model: torch.nn.Module) -> ArchSpec | None:
 
 def load(name: str, device: str):
     """Load tokenizer and base model in eval mode on ``device``, attention through SmoothViz's
-    registered function (:mod:`smoothviz.attention`), or eager for a model that bypasses the
+    registered function (:mod:`smoothviz.model.attention`), or eager for a model that bypasses the
     registry (MPNet).
 
     Returns:
@@ -274,7 +274,7 @@ def load(name: str, device: str):
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from .attention import register
+    from smoothviz.model.attention import register
 
     source, local = resolve(name)
     kwargs = dict(trust_remote_code=False, local_files_only=True)

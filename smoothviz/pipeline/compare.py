@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .analysis import Analysis, Run, analyze
-from .lab import LabConfig
-from .mitigations import make
+from smoothviz.pipeline.analysis import Analysis, Run, analyze
+from smoothviz.model.lab import LabConfig
+from smoothviz.mitigations import make
 
 RUN_LETTERS = "ABCDEFGHIJ"
 

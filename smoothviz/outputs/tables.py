@@ -1,14 +1,14 @@
 """Every chart's numbers as a table ("show as table" on the page): rows of plain values.
 
 Each function takes ``(analysis, at)`` like a view's builder and returns ``[{column: value}]``, the
-numbers the chart draws, rounded as the chart shows them. :data:`smoothviz.views.VIEWS` names one
+numbers the chart draws, rounded as the chart shows them. :data:`smoothviz.outputs.views.VIEWS` names one
 per view.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .figures import run_name
+from smoothviz.outputs.figures import run_name
 
 
 def _f(x, digits: int = 4):

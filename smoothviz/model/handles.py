@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import capture, weights
-from .mitigations import ModelContext
-from .models import ARCHITECTURES, DEFAULT_MODEL, LAB_MODEL, ArchSpec, ModelError, get_module, load, pick_device
+from smoothviz.model import capture, weights
+from smoothviz.model.models import ARCHITECTURES, DEFAULT_MODEL, LAB_MODEL, ArchSpec, ModelError, get_module, load, pick_device
 
 MAX_MODELS = int(os.environ.get("SMOOTHVIZ_MAX_MODELS", "4"))  # loaded checkpoints kept in memory
 MAX_LABS = int(os.environ.get("SMOOTHVIZ_MAX_LABS", "8"))      # built lab models
@@ -37,6 +36,39 @@ def special_ids(tokenizer) -> set[int]:
     if tokenizer.unk_token_id is not None and tokenizer.unk_token_id not in markers:
         ids.discard(tokenizer.unk_token_id)
     return ids
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a mitigation may read about the model it is applied to (never the model itself).
+
+    Attributes:
+        n_layers, heads: the model's depth and head count.
+        causal: attention rows are lower-triangular (GPT-2).
+        residual: the attention sub-layer has a skip connection (False only for some lab models).
+        w_v, w_o: ``[L, h*d_h, d]`` and ``[L, d, h*d_h]`` value and output weights (nn.Linear layout).
+        b_o: ``[L, d]`` output projection biases (zeros where the model has none).
+        model_name: the name the user chose (for fitted gates).
+        layernorm: where the blocks' LayerNorms sit: ``post``, ``pre`` or ``none``.
+        ffn: the blocks have a feed-forward sub-layer (``ArchSpec.ffn_in``; the lab's ``mlp``).
+        registry: the model runs SmoothViz's attention function, so an intervention may act on
+            the probabilities themselves (``Intervention.probs``); else only on the heads' outputs.
+        derived: results that depend on the weights alone (a spectral what-if's new weights),
+            computed once per model; recomputing one by two threads at once is harmless.
+    """
+
+    n_layers: int
+    heads: int
+    causal: bool
+    residual: bool
+    w_v: torch.Tensor
+    w_o: torch.Tensor
+    b_o: torch.Tensor
+    model_name: str = "default"
+    layernorm: str = "post"
+    ffn: bool = True
+    registry: bool = False
+    derived: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # weight-only results
 
 
 @dataclass(eq=False)
@@ -226,7 +258,7 @@ def cached_handles() -> int:
 
 
 def _lab_config(lab):
-    from .lab import LabConfig
+    from smoothviz.model.lab import LabConfig
     if isinstance(lab, LabConfig):
         return lab
     try:
@@ -248,7 +280,7 @@ def _build(name: str, device: str) -> Handle:
 
 
 def _build_lab(config, device: str) -> Handle:
-    from .lab import LabModel
+    from smoothviz.model.lab import LabModel
     base = get_handle(DEFAULT_MODEL, device)
     d_in = base.model.config.hidden_size
     model = LabModel(config, d_in).to(device).eval()

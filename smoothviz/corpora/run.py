@@ -4,7 +4,7 @@ lines → batches of similar length → one padded forward pass per batch and ru
 (:func:`capture.run_batch`) → each sentence's own tokens → the analysis of ``analyze`` itself,
 batched over the sentences of one length (:func:`analysis.analyze_batch`) → rows (sentence, run,
 layer) → Parquet
-(:mod:`smoothviz.corpus_store`) and a summary: median, quartiles and mean per layer.
+(:mod:`smoothviz.corpora.store`) and a summary: median, quartiles and mean per layer.
 
 The per-line function is :class:`BatchAnalyser` (a batch of lines in, their rows out, one model
 per instance): the local engine calls it on consecutive batches, the Ray engine runs it as a Ray
@@ -27,15 +27,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from . import capture
-from .analysis import AnalysisError, analyze_batch, analyze_encoded
-from .graph import GraphOptions
-from .handles import get_handle
-from .metrics import similarity
-from .mitigations import make
-from .models import LAB_MODEL
-from .settings import compute_slots
-from .corpus_store import BINS, CorpusError, Store, summarise
+from smoothviz.model import capture
+from smoothviz.pipeline.analysis import AnalysisError, analyze_batch, analyze_encoded
+from smoothviz.science.graph import GraphOptions
+from smoothviz.model.handles import get_handle
+from smoothviz.science.metrics import similarity
+from smoothviz.mitigations import make
+from smoothviz.model.models import LAB_MODEL
+from smoothviz.settings import compute_slots
+from smoothviz.corpora.store import BINS, CorpusError, Store, summarise
 
 ENGINES = ("local", "ray")
 # Mitigations whose changes act on each token alone (or on weights): their forward pass can be
@@ -277,7 +277,7 @@ def collate(inputs: list[dict], pad_id: int) -> dict:
 
 
 def rows_of(analysis, sentence: int, text: str) -> list[dict]:
-    """One row per (run, layer) of one sentence's :class:`~smoothviz.analysis.Analysis`.
+    """One row per (run, layer) of one sentence's :class:`~smoothviz.pipeline.analysis.Analysis`.
 
     Metric columns are the keys of the analysis's rows (``Run.table()``, the registry's metrics), so
     a metric added to the registry appears here too. The fused output of a fusion is the row
@@ -326,7 +326,7 @@ def settings_of(*, model: str = "default", device: str = "auto", lab: dict | Non
                 mitigation: str | None = None, params: dict | None = None, head: int | None = None,
                 symmetrize: str = "sym", exclude_special: bool = False, max_tokens: int | None = None) -> dict:
     """Validated, JSON-ready settings (what a resumed ``--out`` must match); raises ValueError."""
-    from .lab import LabConfig
+    from smoothviz.model.lab import LabConfig
     GraphOptions(head=head, symmetrize=symmetrize, exclude_special=exclude_special)
     model = (model or "").strip()
     if model == LAB_MODEL:

@@ -2,7 +2,7 @@
 
 A view is a figure builder plus what the reader needs beside it: a section, a title, a one-line
 caption saying what to look for, and the Theory page's section that explains it. Adding a view is
-one :class:`View` entry (and its builder in :mod:`smoothviz.figures`); the page, the report and
+one :class:`View` entry (and its builder in :mod:`smoothviz.outputs.figures`); the page, the report and
 the tests that count charts all read this list.
 """
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Callable
 import numpy as np
 import plotly.graph_objects as go
 
-from . import figures, sinks, tables, trends
-from .graph import to_networkx
+from smoothviz.outputs import figures, tables
+from smoothviz.science import sinks
+from smoothviz.words import trends
+from smoothviz.science.graph import to_networkx
 
 # Page and report sections, in order: key → heading (the page's tab labels, and its URL's
 # ``section=`` values).
@@ -70,7 +72,7 @@ class View:
         notes: ``(analysis, names) -> [line]``: sentences computed from the numbers, drawn under the
             caption (``names`` maps a run key to its display name, escaped for where it is shown).
         table: ``(analysis, at) -> [row]``: the chart's numbers as rows (``{column: value}``), for
-            "show as table" (functions in :mod:`smoothviz.tables`).
+            "show as table" (functions in :mod:`smoothviz.outputs.tables`).
     """
 
     key: str
@@ -271,7 +273,7 @@ def story(analysis) -> str:
 def fusion_line(analysis) -> str:
     """For a fusion: the fused output's mean token cosine beside each fused layer's, from the
     mitigated run's rows (a fusion leaves the layers themselves as the baseline's)."""
-    from .mitigations.fusion import select_layers
+    from smoothviz.mitigations.fusion import select_layers
     m, run = analysis.mitigation, analysis.mitigated
     if not m or run is None or run.fused_row is None or run.fused_row.get("cosine_mean") is None:
         return ""

@@ -11,14 +11,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import capture, diagnostics, graph, metrics
-from .claims import render, sink_claim
-from .graph import GraphOptions
-from .handles import Handle, get_handle
-from .mitigations import Mitigation, make
-from .options import PROJECTIONS
-from .projection import project
-from .settings import compute_slots
+from smoothviz.model import capture
+from smoothviz.science import diagnostics, graph, metrics
+from smoothviz.words.claims import render, sink_claim
+from smoothviz.science.graph import GraphOptions
+from smoothviz.model.handles import Handle, get_handle
+from smoothviz.mitigations import Mitigation, make
+from smoothviz.options import PROJECTIONS
+from smoothviz.science.projection import project
+from smoothviz.settings import compute_slots
 
 
 
@@ -54,7 +55,7 @@ class Run:
 
     ================  ================  =====================================================
     rows              list of dicts     per layer 0…L: ``{"layer": l, name: value}`` for every
-                                        metric of ``smoothviz.metrics.METRICS`` (None where
+                                        metric of ``smoothviz.science.metrics.METRICS`` (None where
                                         undefined; layer metrics are None at layer 0)
     fused_row         dict or None      the state metrics of a fusion's fused output
     final_norm_row    dict or None      the state metrics of a pre-norm model's final norm applied
@@ -66,7 +67,7 @@ class Run:
     sv                [L+1, k]          singular values / σ₁
     layer_graph       [L, n, n]         the symmetrised, aggregated graph S of each layer
     layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending; the signed
-                                        Laplacian with absolute degrees, see smoothviz.graph)
+                                        Laplacian with absolute degrees, see smoothviz.science.graph)
     fiedler           [L, n]            its Fiedler vector (largest entry positive)
     head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False, or
                                         head_gaps=False in :func:`analyze_batch`)
@@ -483,7 +484,7 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
     """Graphs and metrics of traces of one length, batched over them, their layers and heads.
 
     Builds the graphs and the per-head diagnostics, then evaluates every metric of
-    :data:`smoothviz.metrics.METRICS` on them. Per-state metrics and the per-layer graph are
+    :data:`smoothviz.science.metrics.METRICS` on them. Per-state metrics and the per-layer graph are
     computed in float64 (small); per-head work on ``[B, L, h, n, n]`` stays in float32, where it is
     memory- and time-bound. The traces come from one model and one mitigation (one attention
     map, one set of kept heads); ``fused [B, N, d']``: a fusion's fused outputs.

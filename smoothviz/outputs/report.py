@@ -13,11 +13,11 @@ import json
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import figures
-from .animate import animated_figure
-from .claims import frozen_caveat
-from .graph import to_networkx
-from .views import SECTIONS, At, in_section
+from smoothviz.outputs import figures
+from smoothviz.outputs.animate import animated_figure
+from smoothviz.words.claims import frozen_caveat
+from smoothviz.science.graph import to_networkx
+from smoothviz.outputs.views import SECTIONS, At, in_section
 
 TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
 ANIMATION_VIEWS = ("heatmap", "graph")
@@ -72,7 +72,7 @@ table{border-collapse:collapse;font-size:.8em;overflow-x:auto;display:block}td,t
 
 
 def build_report(analysis, layer: int | None = None) -> str:
-    """One self-contained HTML page with every view of :data:`smoothviz.views.VIEWS` (per-layer views
+    """One self-contained HTML page with every view of :data:`smoothviz.outputs.views.VIEWS` (per-layer views
     at ``layer``, default the last; the head atlas's cell at that layer, head 0).
 
     Returns:

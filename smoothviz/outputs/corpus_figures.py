@@ -1,6 +1,6 @@
 """Pure figure builders for corpus mode: a corpus summary in, ``plotly.graph_objects.Figure`` out.
 
-The colours, fonts and metric titles are the main page's (:mod:`smoothviz.figures`), so a corpus
+The colours, fonts and metric titles are the main page's (:mod:`smoothviz.outputs.figures`), so a corpus
 chart and a one-sentence chart read alike.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .corpus_store import BINS
-from .figures import RUN_COLOURS, depth_axes, escape, layout, log_ticks, thin
-from .metrics import by_name as registered
-from .trends import smoothing_direction
+from smoothviz.corpora.store import BINS
+from smoothviz.outputs.figures import RUN_COLOURS, depth_axes, escape, layout, log_ticks, thin
+from smoothviz.science.metrics import by_name as registered
+from smoothviz.words.trends import smoothing_direction
 
 # +1 where a metric rises as tokens become alike, −1 where it falls: the registry's arrows.
 COLLAPSE = smoothing_direction()
