@@ -23,6 +23,7 @@ from smoothviz.words import trends
 from smoothviz.outputs import views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
+from smoothviz.science.metrics import CARDS
 
 PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
 st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
@@ -131,7 +132,7 @@ if unknown:  # e.g. an emoji alone: [CLS] [UNK] [SEP]
             icon=":material/info:")
 NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
 if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
-    extra = " Spectral control also changes what the model computes." if mitigation == "spectral" else ""
+    extra = f" {REGISTRY[mitigation].caveat}" if REGISTRY[mitigation].caveat else ""
     measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
     st.warning(claims.frozen_caveat(mitigation) + extra + (f" {measured}" if measured else ""),  # the one caveat
                icon=":material/science:")
@@ -221,7 +222,7 @@ def layer_views(analysis, picked) -> None:
     where = "the fused output" if fused else f"layer {layer}"
     layer = L if fused else layer
     runs = analysis.runs()
-    metric_names = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")
+    metric_names = CARDS
     if "mitigated" in runs:
         st.caption(f"At {where}: baseline" + (f" (layer {L}: it has no fused output)" if fused else "")
                    + f" → {md(run_title(analysis, 'mitigated'))} (difference below)")

@@ -226,8 +226,8 @@ def test_every_view_stays_light_at_512_tokens():
             layer_eigs=np.sort(rng.uniform(0, 2, size=(L, n)), axis=1), fiedler=rng.normal(size=(L, n)),
             sv=np.sort(rng.uniform(size=(L + 1, k)), axis=1)[:, ::-1], head_gap=rng.uniform(size=(L, h)),
             value_eigs=rng.normal(size=(L, h, 32)) + 1j * rng.normal(size=(L, h, 32)),
-            smooths=rng.uniform(size=(L, h)) > 0.5, rollout=rng.uniform(size=L), shi_v=rng.uniform(size=L),
-            dm_ratio=rng.uniform(size=L), layer_verdicts=lambda: ["smooths"] * L,
+            smooths=rng.uniform(size=(L, h)) > 0.5, metric=lambda name, include_fused=False: [r[name] for r in rows],
+            layer_verdicts=lambda: ["smooths"] * L,
             used_heads=lambda: np.ones((L, h), bool), low_pass_share=lambda: np.full(L, 0.5))
 
     runs = {"baseline": run(), "mitigated": run()}

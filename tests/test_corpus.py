@@ -16,7 +16,7 @@ from smoothviz import cli
 from smoothviz.model import capture
 from smoothviz.corpora.run import BatchAnalyser, collate, groups, read_corpus, settings_of
 from smoothviz.corpora.store import metric_columns, summarise
-from smoothviz.mitigations import NAMES
+from smoothviz.mitigations import NAMES, REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = "Yes."
@@ -75,9 +75,9 @@ def test_each_line_equals_analyze_shortest_padded_with_longest(mitigation):
     analyser = BatchAnalyser(settings, batch_size=8)
     lengths = [len(analyser.handle.encode(t, None, [])[1]) for t in LINES]
     batches = groups(lengths, 8, analyser.padded, analyser._cell_bytes())
-    if mitigation in (None, "neutreno", "fusion-mean", "spectral", "no-residual"):
+    if mitigation is None or REGISTRY[mitigation].token_wise:
         assert analyser.padded and batches == [[0, 2, 3, 1]]  # shortest and longest in one padded pass
-    if mitigation in ("softdecay", "attnscale", "contranorm"):  # they mix tokens: one length per pass
+    else:  # softdecay, attnscale, contranorm, heads: they read every token, one length per pass
         assert not analyser.padded and [0, 2] in batches
     result = smoothviz.corpus(LINES, device="cpu", mitigation=mitigation, batch_size=8)
     assert result.computed == 4 and not result.errors

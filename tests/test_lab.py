@@ -259,7 +259,7 @@ def test_shi_bound_only_for_post_ln_blocks(reference, layernorm):
     assert r.layernorm == layernorm and r.baseline.ln_sigma.shape == (4, 2)
     assert all(x is not None for x in r.baseline.metric("dm_ratio")[1:])  # the measured ratio stays
     if layernorm == "pre":
-        assert v == [None] * 4 and np.isnan(r.baseline.shi_v).all()
+        assert v == [None] * 4
         assert SHI_PRE_LN_NOTE in r.notes and "post-LN" in SHI_PRE_LN_NOTE and "pre-LN" in note
     else:
         assert all(x is not None and x > 0 for x in v) and SHI_PRE_LN_NOTE not in r.notes

@@ -22,6 +22,7 @@ from smoothviz.outputs import figures
 from smoothviz.words.claims import frozen_caveat
 from smoothviz.corpora.run import parse_corpus, read_corpus
 from smoothviz.corpora.store import changes, histograms, metric_columns
+from smoothviz.mitigations import label as mitigation_label
 from smoothviz.science.metrics import METRICS
 from smoothviz.settings import SETTINGS
 
@@ -123,8 +124,7 @@ KEY = state.corpus_key(lines, settings)
 summary = result.summary()
 names = {"baseline": "baseline"}
 if "mitigation" in summary:
-    shown = ", ".join(f"{k}={v}" for k, v in summary["mitigation"]["params"].items() if v != "")
-    names["mitigated"] = summary["mitigation"]["name"] + (f" ({shown})" if shown else "")
+    names["mitigated"] = mitigation_label(summary["mitigation"]["name"], summary["mitigation"]["params"])
 speed = f" · {result.rate:.1f} sentences/s" if result.computed else ""
 st.caption(f"Model **{md(summary['model'])}** on {summary['device']} · {summary['sentences']} sentences · "
            f"{summary['tokens']} tokens · baseline beside **{md(names.get('mitigated', 'no mitigation'))}**{speed}")

@@ -22,6 +22,8 @@ from smoothviz.outputs import report  # noqa: E402
 from smoothviz.words.claims import frozen_caveat  # noqa: E402
 from smoothviz.science.graph import to_networkx  # noqa: E402
 from smoothviz.mitigations import REGISTRY  # noqa: E402
+from smoothviz.options import SYMMETRIZE  # noqa: E402
+from smoothviz.pipeline.compare import RunSpec  # noqa: E402
 
 URL = controls.URL
 DEFAULTS = {"a": ("default", "none"), "b": ("default", "neutreno"), "c": ("default", "heads")}
@@ -58,11 +60,8 @@ def run_controls(letter: str, column) -> dict | None:
 
 
 def label(run: dict) -> str:
-    text = run["model"]
-    if run["mitigation"] != "none":
-        shown = ", ".join(f"{k}={v}" for k, v in run["params"].items() if v != "")
-        text += f" + {run['mitigation']}" + (f" ({shown})" if shown else "")
-    return text
+    mitigation = None if run["mitigation"] == "none" else run["mitigation"]
+    return RunSpec(model=run["model"], lab=run["lab"], mitigation=mitigation, params=run["params"]).describe()
 
 
 text = st.text_area("Text", value=controls.default_text(), key="text", bind=URL, height=80)
@@ -70,7 +69,7 @@ with st.expander("Graph options and runs", expanded=True):
     opt = st.columns(4)
     third = opt[0].toggle("Third run (C)", key="third", bind=URL)
     relative = opt[1].toggle("Relative depth (layer / L)", key="relative", bind=URL)
-    sym = opt[2].radio("Symmetrisation", ["sym", "ata"], key="sym", bind=URL, horizontal=True)
+    sym = opt[2].radio("Symmetrisation", list(SYMMETRIZE), key="sym", bind=URL, horizontal=True)
     exclude = opt[3].checkbox("Exclude special tokens", key="nospecial", bind=URL)
     letters = "abc" if third else "ab"
     cols = st.columns(len(letters))

@@ -38,12 +38,6 @@ from smoothviz.settings import compute_slots
 from smoothviz.corpora.store import BINS, CorpusError, Store, summarise
 
 ENGINES = ("local", "ray")
-# Mitigations whose changes act on each token alone (or on weights): their forward pass can be
-# padded. SoftDecay (an SVD over tokens), AttnScale (the mean value over tokens) and ContraNorm
-# (a softmax over tokens) would read the padding, so their lines are batched only with lines of
-# exactly the same length, never padded; a mitigation not listed here is treated the same way.
-TOKEN_WISE = frozenset({"neutreno", "no-residual", "spectral", "fusion-mean", "fusion-max", "fusion-concat",
-                        "fusion-gate"})
 ATTENTION_BUDGET = 256 * 2**20  # bytes of captured attention per padded batch (long lines: smaller batches)
 
 
@@ -153,7 +147,7 @@ class BatchAnalyser:
         self.mitigation = make(s["mitigation"], s["params"]) if s["mitigation"] else None
         self.second = self._second_pass()
         # The lab model takes no attention mask: its lines are grouped by exact length too.
-        self.padded = self.handle.lab is None and (self.mitigation is None or self.mitigation.name in TOKEN_WISE)
+        self.padded = self.handle.lab is None and (self.mitigation is None or self.mitigation.token_wise)
         tokenizer = (self.handle.embedder or self.handle).tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.seconds = {"encode": 0.0, "forward": 0.0, "analysis": 0.0}

@@ -29,4 +29,11 @@ def make(name: str, params: dict | None = None) -> Mitigation:
     return cls(values=validate(cls, params))
 
 
-__all__ = ["REGISTRY", "NAMES", "make", "Mitigation", "MitigationError", "ModelContext", "Param"]
+def label(name: str, params: dict | None = None) -> str:
+    """A mitigation's display name, the one everywhere (page, compare, corpus, report):
+    ``name (k=v, …)``, parameters left empty omitted."""
+    shown = ", ".join(f"{k}={v}" for k, v in (params or {}).items() if v != "")
+    return name + (f" ({shown})" if shown else "")
+
+
+__all__ = ["REGISTRY", "NAMES", "make", "label", "Mitigation", "MitigationError", "ModelContext", "Param"]

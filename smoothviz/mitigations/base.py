@@ -75,12 +75,18 @@ class Mitigation:
             states it never saw in training (the page warns).
         NEUTRAL: parameters that reproduce the baseline exactly; ``{L}`` in a value stands for
             the model's depth (a fusion of the last layer alone).
+        token_wise: acts on each token alone (or on the weights), so corpus mode may pad its
+            forward pass; a mitigation that reads every token (an SVD, a mean or a softmax over
+            tokens) would read the padding, and its lines are batched by exact length instead.
+        caveat: a sentence the page adds to the frozen-model caveat for this mitigation.
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     PARAMS: ClassVar[dict[str, Param]] = {}
     in_forward: ClassVar[bool] = False
+    token_wise: ClassVar[bool] = False
+    caveat: ClassVar[str] = ""
     NEUTRAL: ClassVar[dict[str, Any]] = {}
     values: dict = field(default_factory=dict)
 

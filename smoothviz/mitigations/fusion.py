@@ -36,6 +36,7 @@ def select_layers(spec: str, n_layers: int, method: str) -> list[int]:
 @dataclass(frozen=True)
 class FusionMean(Mitigation):
     name = "fusion-mean"
+    token_wise = True
     NEUTRAL = {"layers": "{L}"}
     summary = ("Σ_l w_l H_l over the chosen layers (uniform weights unless given): SmoothViz's own baseline, "
                "not one of Shi et al.'s fusions.")
@@ -68,6 +69,7 @@ def _weights(text: str, count: int, method: str) -> torch.Tensor:
 @dataclass(frozen=True)
 class FusionMax(Mitigation):
     name = "fusion-max"
+    token_wise = True
     NEUTRAL = {"layers": "{L}"}
     summary = "Element-wise maximum over the chosen layers (Shi et al. 2022)."
     PARAMS = {"layers": LAYERS}
@@ -82,6 +84,7 @@ class FusionMax(Mitigation):
 @dataclass(frozen=True)
 class FusionConcat(Mitigation):
     name = "fusion-concat"
+    token_wise = True
     NEUTRAL = {"layers": "{L}"}
     summary = "[H_a ‖ … ‖ H_b] (Shi et al. 2022): metrics on the n × (k·d) matrix."
     PARAMS = {"layers": LAYERS}
@@ -99,6 +102,7 @@ class FusionConcat(Mitigation):
 @dataclass(frozen=True)
 class FusionGate(Mitigation):
     name = "fusion-gate"
+    token_wise = True
     NEUTRAL = {"layers": "{L}"}
     summary = ("Token-wise gate (Shi et al. 2022) α_{i,l} = softmax_l(w_lᵀh_{i,l} + b_l), each fused layer with its own "
                "w_l and b_l, learned by `smoothviz fit-gate` on a labelled CSV with the encoder frozen; it fuses "

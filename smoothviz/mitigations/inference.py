@@ -31,6 +31,7 @@ def uniform_attention(n: int, causal: bool, dtype=torch.float32, device=None) ->
 @dataclass(frozen=True)
 class NeuTRENO(Mitigation):
     name = "neutreno"
+    token_wise = True
     in_forward = True
     NEUTRAL = {"lambda": 0.0}
     summary = "U_l = softmax(QKᵀ/√d_k)V_l + λ(V_0 − V_l) in every layer l ≥ 1 (Nguyen et al. 2023)."
@@ -171,6 +172,7 @@ class ContraNorm(Mitigation):
 @dataclass(frozen=True)
 class NoResidual(Mitigation):
     name = "no-residual"
+    token_wise = True
     in_forward = True
     NEUTRAL = {"residual": 1.0}
     summary = "Remove (or scale by β) the skip connection around attention (Dong et al. 2021)."

@@ -64,6 +64,8 @@ def respectrum_out_weights(w_v: torch.Tensor, w_o: torch.Tensor, heads: int, mod
 @dataclass(frozen=True)
 class Spectral(Mitigation):
     name = "spectral"
+    token_wise = True
+    caveat = "Spectral control also changes what the model computes."
     in_forward = True
     NEUTRAL = {"mode": "identity"}
     summary = ("A what-if after Dovonon et al. 2024: give each head's W_O W_V a new spectrum on its own eigenbasis. "

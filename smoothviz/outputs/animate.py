@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 from smoothviz.outputs import figures
 from smoothviz.outputs.figures import RUN_COLOURS, escape
 from smoothviz.science.graph import to_networkx
+from smoothviz.science.metrics import HEADLINE
 
 VIEWS = ("heatmap", "graph", "trajectory")       # what a frame can show, one row each
 FORMATS = (".gif", ".mp4")
@@ -30,7 +31,6 @@ MAX_BYTES = 10 * 1024 * 1024
 TOP_K = 3
 MAX_FRAME_HEATMAP = 96                            # cells per side of a frame's heatmap: pooled above this
 FRAME_MS, LAST_MS = 1000, 2500                    # GIF frame durations (the last frame is held)
-HEADLINE = ("cosine_mean", "dm_rel")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import plotly.io as pio
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from smoothviz.mitigations import label as mitigation_label
 from smoothviz.science.metrics import by_name as registered
 
 # Runs, in order (Okabe & Ito's colour-blind-safe palette): compared run i has RUN_PALETTE[i] in every
@@ -121,8 +122,7 @@ def run_name(analysis, key: str) -> str:
     """A run's display name: ``baseline`` or the mitigation with its parameters (raw text: escape before plotting)."""
     if key == "baseline" or not analysis.mitigation:
         return key
-    params = ", ".join(f"{k}={v}" for k, v in analysis.mitigation["params"].items() if v != "")
-    return f"{analysis.mitigation['name']}" + (f" ({params})" if params else "")
+    return mitigation_label(analysis.mitigation["name"], analysis.mitigation["params"])
 
 
 def _values(run, name: str) -> list:
@@ -189,12 +189,12 @@ def shi_bound(analysis) -> go.Figure:
     undefined = True
     for key, run in _runs(analysis).items():
         name, colour = escape(run_name(analysis, key)), RUN_COLOURS[key]
-        v = [None if not np.isfinite(a) else float(a) for a in run.shi_v]
+        v = run.metric("shi_v")[1:]  # None where undefined
         undefined &= all(a is None for a in v)
         fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}", mode="lines+markers",
                                  line=dict(color=colour, dash="dot"),
                                  hovertemplate="layer %{x}: v = %{y:.3g}<extra></extra>"))
-        ratio = [None if not np.isfinite(a) else float(a) for a in run.dm_ratio]
+        ratio = run.metric("dm_ratio")[1:]
         fig.add_trace(go.Scatter(x=x, y=ratio, name=f"measured d_M ratio, {name}", mode="lines+markers",
                                  line=dict(color=colour), hovertemplate="layer %{x}: ratio = %{y:.3g}<extra></extra>"))
     fig.add_hline(y=1, line=dict(color="grey", dash="dash"), annotation_text="1: below it, d_M shrinks",
@@ -564,7 +564,7 @@ def rollout(analysis) -> go.Figure:
     fig = go.Figure()
     L = analysis.n_layers
     for key, run in _runs(analysis).items():
-        fig.add_trace(go.Scatter(x=list(range(1, L + 1)), y=np.round(np.asarray(run.rollout, dtype=np.float64), 6),
+        fig.add_trace(go.Scatter(x=list(range(1, L + 1)), y=[None if v is None else round(v, 6) for v in run.metric("rollout_ratio")[1:]],
                                  mode="lines+markers", name=escape(run_name(analysis, key)),
                                  line=dict(color=RUN_COLOURS[key]),
                                  hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))

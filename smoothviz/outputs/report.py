@@ -14,6 +14,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from smoothviz.outputs import figures
+from smoothviz.science.metrics import HEADLINE
 from smoothviz.outputs.animate import animated_figure
 from smoothviz.words.claims import frozen_caveat
 from smoothviz.science.graph import to_networkx
@@ -23,7 +24,7 @@ TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
 ANIMATION_VIEWS = ("heatmap", "graph")
 ANIMATION_CAPTION = ("Press play (or drag the slider) to step through the layers, the fused output last for a "
                      "fusion: every frame keeps the same axes and colours, and its title gives each run's "
-                     "cosine_mean and dm_rel at that layer.")
+                     f"{' and '.join(HEADLINE)} at that layer.")
 
 
 def metrics_csv(analysis) -> str:

@@ -33,14 +33,14 @@ def metrics(analysis, at=None) -> list[dict]:
 
 def shi(analysis, at=None) -> list[dict]:
     """Per run and layer 1…L: Shi's bound v and the measured d_M ratio."""
-    return [{"run": name, "layer": l + 1, "v (bound)": _f(run.shi_v[l]), "measured d_M ratio": _f(run.dm_ratio[l])}
-            for name, run in _named(analysis) for l in range(analysis.n_layers)]
+    return [{"run": name, "layer": row["layer"], "v (bound)": _f(row["shi_v"]), "measured d_M ratio": _f(row["dm_ratio"])}
+            for name, run in _named(analysis) for row in run.rows[1:]]
 
 
 def rollout(analysis, at=None) -> list[dict]:
     """Per run and layer 1…L: σ₂/σ₁ of the attention rollout."""
-    return [{"run": name, "layer": l + 1, "rollout σ₂/σ₁": _f(run.rollout[l], 6)}
-            for name, run in _named(analysis) for l in range(analysis.n_layers)]
+    return [{"run": name, "layer": row["layer"], "rollout σ₂/σ₁": _f(row["rollout_ratio"], 6)}
+            for name, run in _named(analysis) for row in run.rows[1:]]
 
 
 def similarity(analysis, at) -> list[dict]:

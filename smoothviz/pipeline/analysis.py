@@ -73,10 +73,6 @@ class Run:
                                         head_gaps=False in :func:`analyze_batch`)
     head_entropy      [L, h]            mean row entropy of attention (nats)
     head_uniform      [L, h]            ‖A − 11ᵀ/n‖_F
-    rollout           [L]               σ₂/σ₁ of the attention rollout up to each layer
-    shi_v             [L]               Shi et al.'s bound v (NaN without two LayerNorms, and
-                                        for pre-LN blocks)
-    dm_ratio          [L]               measured d_M(H_l)/d_M(H_{l−1})
     value_eigs        [L, h, d_h]       eigenvalues of W_O^h W_V^h (complex)
     smooths           [L, h]            Dovonon verdict: True = low-pass (None if heads=False)
     fused             [n, d'] or None   the fused output of a fusion mitigation
@@ -103,9 +99,6 @@ class Run:
     head_gap: np.ndarray
     head_entropy: np.ndarray
     head_uniform: np.ndarray
-    rollout: np.ndarray
-    shi_v: np.ndarray
-    dm_ratio: np.ndarray
     value_eigs: np.ndarray
     smooths: np.ndarray
     fused: np.ndarray | None = None
@@ -530,7 +523,6 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
            "layer_graph": f32(S), "layer_eigs": f32(eigs), "fiedler": f32(graph.fiedler(vecs)),
            "head_gap": f32(head_gap), "head_entropy": f32(graph.by_layer(graph.row_entropy, A)),
            "head_uniform": f32(graph.by_layer(graph.distance_from_uniform, A)),
-           "rollout": f32(values["rollout_ratio"]), "shi_v": f32(values["shi_v"]), "dm_ratio": f32(values["dm_ratio"]),
            "smooths": None if smooths is None else _frozen(smooths), "signed": _frozen(graph.has_negative(S)),
            "ln_sigma": f32(x.ln_sigma)}
     runs = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from smoothviz.pipeline.analysis import Analysis, Run, analyze
 from smoothviz.model.lab import LabConfig
-from smoothviz.mitigations import make
+from smoothviz.mitigations import label as mitigation_label, make
 
 RUN_LETTERS = "ABCDEFGHIJ"
 
@@ -81,10 +81,7 @@ class RunSpec:
     def describe(self) -> str:
         """A short label: the model, its lab settings and the mitigation with its parameters."""
         text = self.model + "".join(f" {k}={v}" for k, v in (self.lab or {}).items())
-        if self.mitigation:
-            params = ", ".join(f"{k}={v}" for k, v in self.params.items())
-            text += f" + {self.mitigation}" + (f" ({params})" if params else "")
-        return text
+        return text + (f" + {mitigation_label(self.mitigation, self.params)}" if self.mitigation else "")
 
     def model_key(self) -> tuple:
         return (self.model, tuple(sorted((self.lab or {}).items())))

@@ -134,25 +134,6 @@ def dirichlet(H: Tensor, S: Tensor, G: Tensor | None = None) -> Tensor:
     return 0.5 * (S * dist.clamp_min(0)).sum((-1, -2)) / sq.sum(-1).clamp_min(1e-30)
 
 
-def hidden_metrics(H: Tensor) -> dict[str, Tensor]:  # noqa: D401 - kept for notebooks and tests
-    """Every per-state metric of §2 except the graph ones, for ``H [..., n, d]`` (float64).
-
-    Besides the metrics: ``sv`` (σ/σ₁), ``similarity`` and ``gram`` (for :func:`dirichlet`).
-    """
-    H = H.double()
-    G = gram(H)
-    sv = singular_values(H, G)
-    out = {
-        "cosine_mean": cosine_mean(H),
-        "cls_cosine": cls_cosine(H),
-        "dm_rel": dm_rel(H),
-        "hfc_lfc": hfc_lfc(H),
-        **spectrum_metrics(sv),
-    }
-    out.update(sv=sv / sv[..., :1].clamp_min(1e-30), similarity=similarity(H, G), gram=G)
-    return out
-
-
 # --------------------------------------------------------------------------- the registry
 
 @dataclass
@@ -227,6 +208,9 @@ class Metric:
         source: where the definition comes from (docs/SCIENCE.md's citation).
         graph: reads the layer's head-mean graph: ``"layer"`` (that layer's), ``"from"`` (every
             layer up to it, a product); null where a layer keeps no head (heads' ablate).
+        headline: one of the metrics a run is summarised with (the trend lines, a mitigation's
+            effect, the animation's frame titles, the report's caption).
+        card: shown as a card above the per-layer views (the headline metrics and a few more).
     """
 
     name: str
@@ -240,6 +224,8 @@ class Metric:
     curve: bool = True
     source: str = ""
     graph: str = ""
+    headline: bool = False
+    card: bool = False
 
     @property
     def label(self) -> str:
@@ -279,16 +265,16 @@ def _heads_smoothing(x: Inputs) -> Tensor:
 # docs/SCIENCE.md §2 and §1, in the order of the JSON and the CLI table.
 METRICS: list[Metric] = [
     Metric("cosine_mean", lambda x: cosine_mean(x.H), "mean cos(h_i, h_j), i ≠ j", "→ 1", "↑",
-           source="TokenUni, Shi et al. 2022"),
+           source="TokenUni, Shi et al. 2022", headline=True, card=True),
     Metric("cosine_centred", lambda x: cosine_centred(x.H), "mean cos(h_i − μ, h_j − μ), μ = mean token",
            "high: tokens agree beyond their common mean", "",
            source="SmoothViz's own choice, beside cosine_mean for massive activations (Sun et al. 2024)"),
     Metric("cls_cosine", lambda x: cls_cosine(x.H), "mean_j cos(h_0, h_j)", "→ 1", "↑", source="CLSUni, Yan et al. 2022"),
     Metric("dm_rel", lambda x: dm_rel(x.H), "‖PH‖_F / ‖H‖_F, P = I − 𝟙𝟙ᵀ/n", "→ 0", "↓", log=True,
-           source="Shi et al.'s d_M, Dong et al.'s res(X), normalised"),
+           source="Shi et al.'s d_M, Dong et al.'s res(X), normalised", headline=True, card=True),
     Metric("hfc_lfc", lambda x: hfc_lfc(x.H), "‖PH‖_F / ‖(𝟙𝟙ᵀ/n)H‖_F", "→ 0", "↓", log=True, source="Wang et al. 2022"),
     Metric("effective_rank", lambda x: x.spectrum["effective_rank"], "exp(−Σ p_i ln p_i), p_i = σ_i/Σσ", "→ 1", "↓",
-           source="Roy & Vetterli 2007"),
+           source="Roy & Vetterli 2007", card=True),
     Metric("numerical_rank", lambda x: x.spectrum["numerical_rank"], "#{σ_i > 10⁻³ σ₁}", "→ 1", "↓", integer=True,
            source="SmoothViz's own choice (the tolerance 10⁻³)"),
     Metric("sv_skewness", lambda x: x.spectrum["sv_skewness"], "skewness of σ_i/σ₁", "↑", "↑", source="Yan et al. 2022"),
@@ -296,7 +282,7 @@ METRICS: list[Metric] = [
     Metric("dirichlet", lambda x: dirichlet(x.H, x.graphs, x.gram), "½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖²", "→ 0", "↓",
            log=True, source="NeuTRENO's J(u), Nguyen et al. 2023", graph="layer"),
     Metric("spectral_gap", lambda x: graph.spectral_gap(x.eigs), "λ₂ of 𝓛", "large: strong mixing per layer",
-           per_layer=True, source="Shi et al. 2022", graph="layer"),
+           per_layer=True, source="Shi et al. 2022", graph="layer", card=True),
     Metric("rollout_ratio", lambda x: graph.rollout_ratio(x.directed), "σ₂/σ₁ of Â_l ⋯ Â_1, Â = ½(A + I)",
            "→ 0", "↓", per_layer=True, curve=False, source="Abnar & Zuidema 2020", graph="from"),
     Metric("shi_v", lambda x: diagnostics.shi_v(x.heads, x.ln_sigma, x.weight_norm, x.post_ln),
@@ -314,6 +300,10 @@ METRICS: list[Metric] = [
            per_layer=True, curve=False,
            source="Dovonon, Bronstein & Kusner 2024 per head; the share over heads is SmoothViz's own choice"),
 ]
+
+
+HEADLINE = tuple(m.name for m in METRICS if m.headline)  # what a run is summarised with
+CARDS = tuple(m.name for m in METRICS if m.card)          # the per-layer cards
 
 
 def by_name() -> dict[str, Metric]:
@@ -357,3 +347,15 @@ def _number(x, integer: bool) -> float | int | None:
 def names() -> list[str]:
     """The registered metrics' names, in JSON and table order."""
     return [m.name for m in METRICS]
+
+
+def hidden_metrics(H: Tensor) -> dict[str, Tensor]:
+    """Every registered metric that reads the token states alone (no graph, no layer pair), for
+    ``H [..., n, d]`` (float64) — read from :data:`METRICS`, so a new state metric appears here too.
+
+    Besides the metrics: ``sv`` (σ/σ₁), ``similarity`` and ``gram`` (for :func:`dirichlet`).
+    """
+    x = Inputs(H.double(), graphs=None)
+    out = {m.name: m.compute(x) for m in METRICS if not (m.per_layer or m.graph)}
+    out.update(sv=x.sv / x.sv[..., :1].clamp_min(1e-30), similarity=similarity(x.H, x.gram), gram=x.gram)
+    return out

@@ -17,7 +17,6 @@ from smoothviz.science.metrics import METRICS
 
 RTOL = 1e-3       # a relative move at most this is "unchanged" (and said so), never a move
 COLLAPSED = 1e-5  # dm_rel below this: one vector up to float32 rounding (SmoothViz's own threshold)
-HEADLINE = ("cosine_mean", "dm_rel")  # the metrics a mitigation's effect is stated with
 # A raw cosine_mean this high while dm_rel is still this large is a component every token shares (a
 # decoder's massive activations), not tokens becoming one vector (SmoothViz's own thresholds).
 SHARED_COSINE, SHARED_DM = 0.9, 0.1

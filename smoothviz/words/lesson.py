@@ -10,7 +10,6 @@ from typing import Callable
 
 from smoothviz.words.claims import Claim, frozen_caveat, layer_list, render
 from smoothviz.words.trends import collapsed_from
-from smoothviz.outputs.views import SECTIONS
 
 REFERENCE = ("The quick brown fox jumps over the lazy dog because it wanted to see what over-smoothing "
              "looks like in a transformer.")

@@ -58,8 +58,8 @@ FACTS: dict[str, Fact] = {
     "pre_ln": Fact("with a pre-LN one, below 10⁻⁶ from layer 4 on as well", _PURE("pre"),
                    lambda a: all(r["dm_rel"] < 1e-6 for r in _rows(a)[4:]) and _rows(a)[3]["dm_rel"] >= 1e-6),
     "shi_v": Fact("between 3.7×10⁴ and 1.1×10⁵ at every layer, while the measured ratio stays between 0.68 and 1.15",
-                  _REF, lambda a: (_r(min(a.baseline.shi_v) / 1e4, 1), _r(max(a.baseline.shi_v) / 1e5, 1),
-                                   _r(float(min(a.baseline.dm_ratio)), 2), _r(float(max(a.baseline.dm_ratio)), 2))
+                  _REF, lambda a: (_r(min(a.baseline.metric("shi_v")[1:]) / 1e4, 1), _r(max(a.baseline.metric("shi_v")[1:]) / 1e5, 1),
+                                   _r(min(a.baseline.metric("dm_ratio")[1:]), 2), _r(max(a.baseline.metric("dm_ratio")[1:]), 2))
                   == (3.7, 1.1, 0.68, 1.15)),
     "attnscale": Fact("the last layer's cosine_mean goes from 0.325 to 0.362 at ω = 0.5",
                       {"text": REFERENCE, "mitigation": "attnscale", "params": {"omega": 0.5}},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from smoothviz.words import claims as cl
 from smoothviz.words.claims import COLLAPSED, RTOL, Claim, render
-from smoothviz.science.metrics import METRICS
+from smoothviz.science.metrics import HEADLINE, METRICS
 
 __all__ = ["COLLAPSED", "RTOL", "against_trend", "collapsed_from", "effect", "effect_claims", "line_claims",
            "run_claims", "run_summary", "smoothing_direction", "trend_lines"]
@@ -84,7 +84,7 @@ def run_claims(run, key: str, name: str, n_tokens: int) -> list[Claim]:
     rows = run.rows
     L = len(rows) - 1
     out = [Claim("span", key, m, (0, L), (rows[0][m], rows[L][m]), "the rows' first and last values", name)
-           for m in cl.HEADLINE if rows[0].get(m) is not None and rows[L].get(m) is not None]
+           for m in HEADLINE if rows[0].get(m) is not None and rows[L].get(m) is not None]
     full = min(n_tokens, run.hidden.shape[-1])
     out.append(Claim("span", key, "numerical_rank", (0, L), (rows[0]["numerical_rank"], rows[L]["numerical_rank"], full),
                      "the rows' first and last values; rank ≤ min(n, d)", name))
@@ -160,7 +160,7 @@ def effect_claims(analysis, name: str) -> list[Claim]:
     fused = analysis.mitigated.fused_row
     out_row, where = (fused, -1) if fused is not None else (analysis.mitigated.rows[L], L)
     out = []
-    for m in cl.HEADLINE:
+    for m in HEADLINE:
         b, v = base.get(m), out_row.get(m)
         if b is None or v is None:
             continue
