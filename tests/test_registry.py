@@ -1,8 +1,8 @@
-"""Extending SmoothViz: a metric or a mitigation is one registry entry, and it reaches every place
-that lists them (the analysis JSON, the CLI, the figures, the Theory page, the page's choices).
+"""Extending SmoothViz: a metric, a mitigation, a view or an architecture is one registry entry, and it
+reaches every place that lists them (the analysis JSON, the CLI, the CSV, the report, corpus Parquet,
+the figures, the Theory page, the main page, Compare and Present).
 
-These tests register a toy metric and a toy mitigation, as CONTRIBUTING.md describes, and look for
-them where a user would.
+These tests register a toy of each, as CONTRIBUTING.md describes, and look for them where a user would.
 """
 import json
 from dataclasses import dataclass
@@ -88,3 +88,92 @@ def test_they_reach_the_theory_page(toys):
         assert f"`{m.name}`" in text
     for name in REGISTRY:
         assert f"| `{name}` |" in text
+
+
+PRESENT = APP.parent / "pages" / "5_Present.py"
+TOY_CAPTION = "The toy bar is as tall as the layer shown: a test of the registry."
+
+
+@pytest.fixture
+def toy_view(monkeypatch):
+    """A toy view in the per-layer section: one bar as tall as the layer shown, per run."""
+    import plotly.graph_objects as go
+
+    from smoothviz.outputs import views
+
+    def build(analysis, run_key, at):
+        return go.Figure(go.Bar(x=[run_key], y=[at.layer]), layout=dict(title=f"toy {run_key} at {at.layer}"))
+
+    toy = views.View("toy", "layer", "Toy at layer {layer}", TOY_CAPTION, "the-metrics", build, per_run=True,
+                     depends=("layer",), table=lambda a, at: [{"layer": at.layer}])
+    monkeypatch.setattr(views, "VIEWS", [*views.VIEWS, toy])
+    return toy
+
+
+@pytest.mark.slow
+def test_a_toy_view_reaches_the_page_the_report_and_present(toy_view):
+    from smoothviz.outputs import report
+
+    r = smoothviz.analyze(TEXT, mitigation="neutreno", device="cpu")
+    html = report.build_report(r)
+    assert TOY_CAPTION in html and "toy baseline at 6" in html and "toy mitigated at 6" in html
+
+    page = AppTest.from_file(str(APP), default_timeout=240)
+    page.query_params.update(text=TEXT, mit="neutreno", layer="2", section="One layer, side by side")
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert any(TOY_CAPTION in c.value for c in page.caption)
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in page.get("plotly_chart")]
+    assert "toy baseline at 2" in titles and "toy mitigated at 2" in titles
+
+    present = AppTest.from_file(str(PRESENT), default_timeout=240)
+    present.query_params.update(text=TEXT, mit="neutreno", view="toy", layer="3")
+    present.run()
+    assert not present.exception, [e.value for e in present.exception]
+    shown = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in present.get("plotly_chart")]
+    assert any("toy baseline at 3" in s for s in shown) and any("toy mitigated at 3" in s for s in shown)
+
+
+def test_a_toy_metric_reaches_the_csv_the_report_compare_and_corpus_parquet(toys, tmp_path):
+    import pyarrow.parquet as pq
+
+    from smoothviz.outputs import report
+
+    r = smoothviz.analyze(TEXT, device="cpu")
+    header = report.metrics_csv(r).splitlines()[0].split(",")
+    assert "toy_norm" in header
+    norms = np.linalg.norm(r.baseline.hidden.astype(np.float64), axis=-1).mean(-1)
+    cmp = smoothviz.compare(TEXT, [smoothviz.RunSpec(), smoothviz.RunSpec(mitigation="neutreno")], device="cpu")
+    layers = cmp.to_json()["runs"][0]["layers"]
+    assert [row["toy_norm"] for row in layers] == pytest.approx(norms, rel=1e-5)
+    out = tmp_path / "toy.parquet"
+    many = smoothviz.corpus([TEXT, "A second, shorter line."], device="cpu", out=str(out))
+    assert not many.errors
+    table = pq.read_table(out).to_pylist()
+    mine = [row["toy_norm"] for row in table if row["sentence"] == 0 and row["run"] == "baseline"]
+    assert mine == pytest.approx(norms, rel=1e-4)
+
+
+def test_a_family_with_llama_s_module_names_needs_no_line_of_its_own(monkeypatch, tmp_path):
+    """An architecture the table does not list is read from its module names (derive_spec): taking
+    Llama's line out of ARCHITECTURES leaves a tiny Llama's analysis exactly as it was."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaModel
+
+    from smoothviz.model import handles, models
+
+    torch.manual_seed(0)
+    LlamaModel(LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+               ).save_pretrained(tmp_path, safe_serialization=True)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(models.default_model_path() / name, tmp_path / name)
+    listed = smoothviz.analyze(TEXT, model=str(tmp_path), device="cpu")
+    monkeypatch.delitem(models.ARCHITECTURES, "llama")
+    with handles._guard:
+        handles._handles.clear()  # load it again, without its line
+    derived = smoothviz.analyze(TEXT, model=str(tmp_path), device="cpu")
+    assert np.array_equal(listed.baseline.hidden, derived.baseline.hidden)
+    assert listed.baseline.rows == derived.baseline.rows

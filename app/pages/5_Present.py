@@ -20,6 +20,7 @@ import state  # noqa: E402
 from markup import md  # noqa: E402
 from smoothviz.outputs import figures  # noqa: E402
 from smoothviz.outputs import views  # noqa: E402
+from smoothviz.science.metrics import CARDS  # noqa: E402
 from smoothviz.words.claims import frozen_caveat  # noqa: E402
 
 st.set_page_config(page_title="SmoothViz · Present", page_icon="🫧", layout="wide",
@@ -41,7 +42,7 @@ CHART_HEIGHT = 410  # the buttons, the heading, the sentence, the chart and a on
 CAPTION_LINE = (90, 30)  # characters and pixels of a caption line at 1024 px wide: a longer caption, a lower chart
 ORDER = [view.key for view in views.VIEWS]
 FUSED = "fused"  # the layer position after the last, for a fusion's fused output
-CURVES = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")  # four panels readable from the back
+CURVES = CARDS      # the per-layer cards' metrics: four panels readable from the back
 
 
 def where(query, L: int, fused: bool) -> tuple[int, int, list[str]]:
