@@ -104,14 +104,18 @@ def toy_view(monkeypatch):
     def build(analysis, run_key, at):
         return go.Figure(go.Bar(x=[run_key], y=[at.layer]), layout=dict(title=f"toy {run_key} at {at.layer}"))
 
+    def compare(label, analysis, run, layer):
+        return go.Figure(go.Bar(y=[layer]), layout=dict(title=f"toy compared at {layer}"))
+
     toy = views.View("toy", "layer", "Toy at layer {layer}", TOY_CAPTION, "the-metrics", build, per_run=True,
-                     depends=("layer",), table=lambda a, at: [{"layer": at.layer}])
+                     depends=("layer",), table=lambda a, at: [{"layer": at.layer}],
+                     compare=views.Compared("Toy, side by side", TOY_CAPTION, compare))
     monkeypatch.setattr(views, "VIEWS", [*views.VIEWS, toy])
     return toy
 
 
 @pytest.mark.slow
-def test_a_toy_view_reaches_the_page_the_report_and_present(toy_view):
+def test_a_toy_view_reaches_the_page_the_report_present_and_compare(toy_view):
     from smoothviz.outputs import report
 
     r = smoothviz.analyze(TEXT, mitigation="neutreno", device="cpu")
@@ -132,6 +136,14 @@ def test_a_toy_view_reaches_the_page_the_report_and_present(toy_view):
     assert not present.exception, [e.value for e in present.exception]
     shown = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in present.get("plotly_chart")]
     assert any("toy baseline at 3" in s for s in shown) and any("toy mitigated at 3" in s for s in shown)
+
+    cmp = smoothviz.compare(TEXT, ["model=default", "model=lab,lab.depth=8"], device="cpu")
+    html = report.build_compare_report(TEXT, [(x.label, x.analysis, x.run) for x in cmp.runs], depth=0.5)
+    assert TOY_CAPTION in html and "toy compared at 3" in html and "toy compared at 4" in html
+    page = AppTest.from_file(str(APP.parent / "pages" / "3_Compare.py"), default_timeout=240).run()
+    assert not page.exception, [e.value for e in page.exception]
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in page.get("plotly_chart")]
+    assert titles.count("toy compared at 6") == 2 and any(TOY_CAPTION in c.value for c in page.caption)
 
 
 def test_a_toy_metric_reaches_the_csv_the_report_compare_and_corpus_parquet(toys, tmp_path):

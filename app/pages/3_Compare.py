@@ -18,9 +18,8 @@ import controls  # noqa: E402
 from markup import md  # noqa: E402
 import state  # noqa: E402
 from smoothviz.outputs import figures  # noqa: E402
-from smoothviz.outputs import report  # noqa: E402
+from smoothviz.outputs import views  # noqa: E402
 from smoothviz.words.claims import frozen_caveat  # noqa: E402
-from smoothviz.science.graph import to_networkx  # noqa: E402
 from smoothviz.mitigations import REGISTRY  # noqa: E402
 from smoothviz.options import SYMMETRIZE  # noqa: E402
 from smoothviz.pipeline.compare import RunSpec  # noqa: E402
@@ -101,33 +100,35 @@ if presents:
     st.markdown("▶ " + " · ".join(presents) + " — one run at a time on the projector page, beside its baseline",
                 unsafe_allow_html=True)
 if runs:
-    st.subheader("Over-smoothing over depth")
-    st.caption(report.COMPARE_CAPTIONS["curves"] + (" x = layer / L, so runs of different depths share an axis."
-                                                     if relative else ""))
-    st.plotly_chart(figures.compare_curves([(name, run) for _, name, _, run in runs], relative=relative),
-                    key="curves")
-    for letter, name, analysis, run in runs:
-        for note in analysis.notes + [c for c in [frozen_caveat((analysis.mitigation or {}).get("name"), analysis.lab)] if c]:
-            st.caption(md(f"{letter.upper()}: {note}"))
-
-    st.subheader("Similarity and attention graph, side by side")
-    st.caption(report.COMPARE_CAPTIONS["similarity"] + " " + report.COMPARE_CAPTIONS["graph"])
-    depth = st.select_slider("Depth (fraction of each run's layers)", [0.25, 0.5, 0.75, 1.0], value=1.0,
-                             key="depth", bind=URL,
-                             help="Each run shows its layer nearest this fraction of its depth.")
-    cols = st.columns(len(runs))
-    for col, (letter, name, analysis, run) in zip(cols, runs):
-        L = analysis.n_layers
-        layer = max(1, round(depth * L))
-        with col:
-            st.markdown(f"<span style='color:{figures.run_colour('abc'.index(letter))}'>■</span> "
-                        f"**Run {letter.upper()}**, layer {layer} of {L}, {len(analysis.keep)} tokens",
-                        unsafe_allow_html=True)
-            st.plotly_chart(figures.similarity_heatmap(run, analysis.labels, layer, title="token similarity"),
-                            key=f"sim_{letter}")
-            G = to_networkx(run.layer_graph[layer - 1], analysis.labels, top_k=3)
-            st.plotly_chart(figures.attention_graph(G, run.fiedler[layer - 1], title="attention graph (top 3)"),
-                            key=f"graph_{letter}")
+    notes_drawn = False
+    depth = 1.0
+    for view in views.compared():  # the registry's views that compare, in page order
+        st.subheader(view.compare.title)
+        if not view.per_run:
+            st.caption(view.compare.caption + (" x = layer / L, so runs of different depths share an axis."
+                                               if relative else ""))
+            st.plotly_chart(view.compare.build([(name, run) for _, name, _, run in runs], relative),
+                            key=f"cmp_{view.key}")
+            continue
+        if not notes_drawn:  # once, under the first chart: each run's notes and caveat
+            notes_drawn = True
+            for letter, name, analysis, run in runs:
+                for note in analysis.notes + [c for c in [frozen_caveat((analysis.mitigation or {}).get("name"),
+                                                                        analysis.lab)] if c]:
+                    st.caption(md(f"{letter.upper()}: {note}"))
+            depth = st.select_slider("Depth (fraction of each run's layers)", [0.25, 0.5, 0.75, 1.0], value=1.0,
+                                     key="depth", bind=URL,
+                                     help="Each run shows its layer nearest this fraction of its depth.")
+        st.caption(view.compare.caption)
+        for col, (letter, name, analysis, run) in zip(st.columns(len(runs)), runs):
+            L = analysis.n_layers
+            layer = max(1, round(depth * L))
+            with col:
+                st.markdown(f"<span style='color:{figures.run_colour('abc'.index(letter))}'>■</span> "
+                            f"**Run {letter.upper()}**, layer {layer} of {L}, {len(analysis.keep)} tokens",
+                            unsafe_allow_html=True)
+                st.plotly_chart(view.compare.build(view.compare.title.split(",")[0].lower(), analysis, run, layer),
+                                key=f"cmp_{view.key}_{letter}")
 
     st.download_button("Report of every run (one HTML file, works offline)",
                        functools.partial(state.compare_report_html, text, reported,

@@ -17,8 +17,7 @@ from smoothviz.outputs import figures
 from smoothviz.science.metrics import HEADLINE
 from smoothviz.outputs.animate import animated_figure
 from smoothviz.words.claims import frozen_caveat
-from smoothviz.science.graph import to_networkx
-from smoothviz.outputs.views import SECTIONS, At, in_section
+from smoothviz.outputs.views import SECTIONS, At, compared, in_section
 
 TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
 ANIMATION_VIEWS = ("heatmap", "graph")
@@ -119,15 +118,6 @@ def build_report(analysis, layer: int | None = None) -> str:
     return "\n".join(parts)
 
 
-COMPARE_CAPTIONS = {
-    "curves": "Each metric over depth for every run; the same colour is the same run in every chart.",
-    "similarity": "Cosine similarity between every pair of the run's own tokens at the layer nearest the chosen "
-                  "fraction of its depth: a uniformly red square means the tokens have become alike.",
-    "graph": "The run's attention graph at that layer (each token's strongest links; colour: the Fiedler vector, "
-             "which splits the tokens along the graph's weakest cut).",
-}
-
-
 def build_compare_report(text: str, runs: list, *, relative: bool = False, depth: float = 1.0) -> str:
     """One self-contained HTML page holding every run of a comparison.
 
@@ -147,22 +137,19 @@ def build_compare_report(text: str, runs: list, *, relative: bool = False, depth
                      f"{analysis.n_layers} layers</p>")
         caveat = frozen_caveat(analysis.mitigation["name"] if analysis.mitigation else None, analysis.lab)
         parts += [f"<div class='note'>{esc(label)}: {esc(n)}</div>" for n in analysis.notes + ([caveat] if caveat else [])]
-    curves = figures.compare_curves([(label, run) for label, _, run in runs], relative=relative)
-    parts += ["<h2>Over-smoothing over depth</h2>", f"<p class='cap'>{esc(COMPARE_CAPTIONS['curves'])}</p>",
-              _figure_div(curves, "compare-curves", 0)]
-    index = 1
-    for key in ("similarity", "graph"):
-        parts.append(f"<h2>{'Token similarity' if key == 'similarity' else 'Attention graph'}, side by side</h2>"
-                     f"<p class='cap'>{esc(COMPARE_CAPTIONS[key])}</p><div class='row'>")
+    index = 0
+    for view in compared():  # the registry's views that compare, in page order
+        parts.append(f"<h2>{esc(view.compare.title)}</h2><p class='cap'>{esc(view.compare.caption)}</p>")
+        if not view.per_run:
+            parts.append(_figure_div(view.compare.build([(label, run) for label, _, run in runs], relative),
+                                     f"{view.key}-{index}", index))
+            index += 1
+            continue
+        parts.append("<div class='row'>")
         for label, analysis, run in runs:
             layer = max(1, round(depth * analysis.n_layers))
-            title = f"{label} — layer {layer} of {analysis.n_layers}"
-            if key == "similarity":
-                fig = figures.similarity_heatmap(run, analysis.labels, layer, title=title)
-            else:
-                fig = figures.attention_graph(to_networkx(run.layer_graph[layer - 1], analysis.labels, top_k=TOP_K),
-                                              run.fiedler[layer - 1], title=title)
-            parts.append(_figure_div(fig, f"{key}-{index}", index))
+            fig = view.compare.build(f"{label} — layer {layer} of {analysis.n_layers}", analysis, run, layer)
+            parts.append(_figure_div(fig, f"{view.key}-{index}", index))
             index += 1
         parts.append("</div>")
     parts.append("<h2>Metrics</h2>")

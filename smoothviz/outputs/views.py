@@ -55,6 +55,19 @@ class At:
 
 
 @dataclass(frozen=True)
+class Compared:
+    """A view on the Compare page and in its report: its heading, its caption there, and its builder.
+
+    A per-run view's builder is called once per run, ``(label, analysis, run, layer) -> Figure``, each
+    run at its own layer; another view's once for every run, ``([(label, run)], relative) -> Figure``.
+    """
+
+    title: str
+    caption: str
+    build: Callable[..., go.Figure]
+
+
+@dataclass(frozen=True)
 class View:
     """One chart of the page and the report.
 
@@ -73,6 +86,8 @@ class View:
             caption (``names`` maps a run key to its display name, escaped for where it is shown).
         table: ``(analysis, at) -> [row]``: the chart's numbers as rows (``{column: value}``), for
             "show as table" (functions in :mod:`smoothviz.outputs.tables`).
+        compare: how the view appears on the Compare page and in its report (:class:`Compared`;
+            ``None``: not compared).
     """
 
     key: str
@@ -86,6 +101,7 @@ class View:
     half: bool = False
     notes: Callable[..., list[str]] | None = None
     table: Callable[..., list[dict]] | None = None
+    compare: Compared | None = None
 
     def heading(self, at: At) -> str:
         """The title with ``at``'s values filled in (``""`` for none)."""
@@ -157,7 +173,10 @@ VIEWS: list[View] = [
          "become alike. Compare the two colours at the same layer; the lines below name every layer where a "
          "metric moves against that direction, does not move (under 0.1%) or has no value.", "the-metrics",
          lambda a, k, at: figures.metric_curves(a), notes=trends.trend_lines,
-         table=tables.metrics),
+         table=tables.metrics,
+         compare=Compared("Over-smoothing over depth",
+                          "Each metric over depth for every run; the same colour is the same run in every chart.",
+                          lambda runs, relative: figures.compare_curves(runs, relative=relative))),
     View("shi", "depth", "",
          "Below the dashed line a layer shrinks the distance to the smooth subspace (every token the same "
          "vector); v is Shi et al.'s upper bound on that ratio, derived for post-LN blocks and shown only for "
@@ -174,7 +193,11 @@ VIEWS: list[View] = [
          "tokens have become alike.", "the-metrics",
          lambda a, k, at: _similarity(a, k, at),
          per_run=True, depends=("layer", "picked", "fused"),
-         table=tables.similarity),
+         table=tables.similarity,
+         compare=Compared("Token similarity, side by side",
+                          "Cosine similarity between every pair of the run's own tokens at the layer nearest the "
+                          "chosen fraction of its depth: a uniformly red square means the tokens have become alike.",
+                          lambda label, a, run, layer: figures.similarity_heatmap(run, a.labels, layer, title=label))),
     View("graph", "layer", "Attention graph of layer {layer} (top {top_k} edges per token)",
          "Attention as a graph: edges are each token's strongest links; colour is the Fiedler vector (the "
          "eigenvector of λ₂), which splits the tokens along the graph's weakest cut. For softmax attention (no "
@@ -187,7 +210,13 @@ VIEWS: list[View] = [
              to_networkx(_run(a, k).layer_graph[at.layer - 1], a.labels, top_k=at.top_k),
              _run(a, k).fiedler[at.layer - 1], at.picked, title=_title(a, k), span=_fiedler_span(a, at.layer)),
          per_run=True, depends=("layer", "picked", "top_k"),
-         table=tables.graph),
+         table=tables.graph,
+         compare=Compared("Attention graph, side by side",
+                          "The run's attention graph at that layer (each token's 3 strongest links; colour: the "
+                          "Fiedler vector, which splits the tokens along the graph's weakest cut).",
+                          lambda label, a, run, layer: figures.attention_graph(
+                              to_networkx(run.layer_graph[layer - 1], a.labels, top_k=3), run.fiedler[layer - 1],
+                              title=label))),
     View("spectrum", "layer", "Attention-graph eigenvalues of layer {layer} (normalised Laplacian)",
          "Normalized-Laplacian eigenvalues; a large spectral gap λ₂ means one attention step mixes the "
          "tokens strongly.", "attention-is-a-graph",
@@ -244,6 +273,11 @@ VIEWS: list[View] = [
 ]
 
 BY_KEY = {view.key: view for view in VIEWS}
+
+
+def compared() -> list[View]:
+    """The views the Compare page and its report draw, in page order."""
+    return [view for view in VIEWS if view.compare is not None]
 
 
 def in_section(section: str) -> list[View]:
