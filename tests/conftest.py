@@ -53,3 +53,18 @@ def matches_transformers():
             assert result.baseline.final_norm_row is not None
             assert not np.allclose(states[-1], out.hidden_states[-1][0].numpy(), atol=1e-3)
     return check
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_marked_tests(request, monkeypatch):
+    """The fast lane (``-m "not slow"``) is honest: a test that starts a process (a CLI subprocess, a
+    server, a browser, Ray's workers, kaleido's Chromium, ffmpeg) must carry the ``slow`` mark, so
+    an unmarked one fails here with the reason instead of slowing the lane down."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts a process ({args[1] if len(args) > 1 else kwargs.get('args')!r}): "
+                             "mark it @pytest.mark.slow")
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)

@@ -63,6 +63,7 @@ def test_the_report_plays_the_same_frames(fusion):
     assert "frames:f.frames" in page  # the frames reach Plotly.newPlot
 
 
+@pytest.mark.slow
 def test_gif_opens_with_pillow(neutreno, tmp_path):
     from PIL import Image
     out = tmp_path / "a.gif"
@@ -73,6 +74,7 @@ def test_gif_opens_with_pillow(neutreno, tmp_path):
     assert 0 < out.stat().st_size <= MAX_BYTES
 
 
+@pytest.mark.slow
 def test_mp4_opens_with_ffmpeg(fusion, tmp_path):
     import imageio_ffmpeg
     out = tmp_path / "a.mp4"
@@ -85,6 +87,7 @@ def test_mp4_opens_with_ffmpeg(fusion, tmp_path):
     assert 0 < out.stat().st_size <= MAX_BYTES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--out", "x.png"], "--out must end in .gif or .mp4"),
     (["--out", "x.gif", "--views", "heatmap,pie"], "--views must be"),

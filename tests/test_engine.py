@@ -221,6 +221,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "smoothviz", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_json_contract(reference):
     out = _cli("analyze", reference, "--json", "--mitigation", "fusion-mean", "--param", "layers=4-6")
     assert out.returncode == 0, out.stderr
@@ -237,6 +238,7 @@ def test_cli_json_contract(reference):
     assert data["mitigation"] == {"name": "fusion-mean", "params": {"layers": "4-6", "weights": ""}}
 
 
+@pytest.mark.slow
 def test_cli_readable_table_and_errors():
     out = _cli("analyze", "A short sentence.")
     assert out.returncode == 0 and "cosine_mean" in out.stdout and "spectral_gap" in out.stdout

@@ -40,6 +40,7 @@ def test_a_hundred_thousand_characters_are_truncated_with_a_note():
     assert dropped > 10_000 and f"{dropped} tokens were dropped" in note
 
 
+@pytest.mark.slow
 def test_cli_handles_odd_text_and_long_text():
     for text in (ODD_TEXTS["html"], ODD_TEXTS["control"].replace("\x00", ""), "x" * 100_000):  # argv cannot hold NUL
         out = subprocess.run([sys.executable, "-m", "smoothviz", "analyze", text, "--json"],

@@ -59,6 +59,7 @@ print(json.dumps({"models": list(at.selectbox(key="model").options),
 '''
 
 
+@pytest.mark.slow
 def test_public_page_offers_only_the_allow_list_and_caps_tokens():
     import json
     import os
