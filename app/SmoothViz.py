@@ -19,6 +19,8 @@ from smoothviz import animate, claims, figures, report, trends, views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
 
+state.setup()  # the process's set-up, once (state.process)
+
 PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
 st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
 URL = controls.URL

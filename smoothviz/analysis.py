@@ -18,7 +18,7 @@ from .handles import Handle, get_handle
 from .mitigations import Mitigation, make
 from .options import PROJECTIONS
 from .projection import project
-from .settings import compute_slots
+from .throttle import slot
 
 
 
@@ -294,7 +294,7 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
     if isinstance(mitigation, str):
         mitigation = make(mitigation, params)
     notes: list[str] = []
-    with compute_slots.turn():  # at most SMOOTHVIZ_MAX_CONCURRENT analyses at once; the rest queue
+    with slot():  # a server's turn (smoothviz.throttle.set_throttle); nothing by default
         return _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection,
                         (max_tokens, max_chars), heads, notes, head)
 

@@ -1,7 +1,7 @@
 """The public-demo mode: an allow-list of models, caps, no server paths."""
 import pytest
 
-from smoothviz import settings
+from state import server as settings
 from smoothviz.models import ModelError
 
 
