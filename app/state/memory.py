@@ -10,7 +10,7 @@ to PATH: the process's RSS, glibc's heap (``mallinfo2``: in use, free but kept, 
 Streamlit sessions (connected and kept after disconnecting), what each app cache holds, the live
 objects of the types that could hold an analysis or a figure, and, with
 ``SMOOTHVIZ_TRACEMALLOC=1`` (slow: every allocation is traced), Python's traced memory and the
-15 source lines whose allocations grew most since the first line. This is how issue 27's growth
+15 source lines whose allocations grew most since the last line and since the third. This is how issue 27's growth
 was found (README, Deployment).
 """
 from __future__ import annotations
@@ -132,7 +132,12 @@ def _sessions() -> dict:
         return {"error": repr(err)}
 
 
-_first: list = []
+_kept: dict = {}  # the last line's and the third line's snapshots, and how many lines
+
+
+def _grew(now, then) -> list[str]:
+    return [f"{s.size_diff / 2**20:+.1f} MB {s.count_diff:+d} {s.traceback[0].filename}:{s.traceback[0].lineno}"
+            for s in now.compare_to(then, "lineno")[:15]]
 
 
 def write(caches: dict) -> None:
@@ -144,10 +149,14 @@ def write(caches: dict) -> None:
             "threads": threading.active_count()}
     if tracemalloc.is_tracing():
         snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
-        if not _first:
-            _first.append(snap)
         line["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
-        line["grew"] = [f"{s.size_diff / 2**20:+.1f} MB {s.count_diff:+d} {s.traceback[0].filename}:"
-                        f"{s.traceback[0].lineno}" for s in snap.compare_to(_first[0], "lineno")[:15]]
+        if "last" in _kept:
+            line["grew_since_last"] = _grew(snap, _kept["last"])
+        if "third" in _kept:  # by the third line the model and the first pages are in
+            line["grew_since_third"] = _grew(snap, _kept["third"])
+        _kept["last"] = snap
+        _kept["lines"] = _kept.get("lines", 0) + 1
+        if _kept["lines"] == 3:
+            _kept["third"] = snap
     with open(PATH, "a") as f:
         f.write(json.dumps(line) + "\n")
