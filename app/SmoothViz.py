@@ -1,6 +1,6 @@
 """SmoothViz: see over-smoothing in Transformers — the main page.
 
-Thin by design: the sidebar (controls.py) gives the settings, state.py runs or fetches the
+Thin by design: the sidebar (controls.py) gives the settings, state runs or fetches the
 analysis, smoothviz.figures draws. The layer slider and the head atlas live in fragments, so
 moving them re-slices the cached analysis without rerunning the page.
 """

@@ -1,6 +1,6 @@
 """The Corpus page: smoothing over many sentences, median lines with quartile bands.
 
-Thin like the main page: the sidebar gives the corpus and the settings (controls.py), state.py
+Thin like the main page: the sidebar gives the corpus and the settings (controls.py), state
 runs or fetches the result (a progress bar while it runs), smoothviz.corpus_figures draws.
 """
 from __future__ import annotations
