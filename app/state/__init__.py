@@ -8,7 +8,7 @@ entries and bytes, counted), nothing done at import:
 - :mod:`state.waiting`: the queue's place and progress on the page, and every failure as a message;
 - :mod:`state.cache`: :class:`Bounded` and every cache's bounds;
 - :mod:`state.analyses`: the analyses (:data:`ledger`), projections, animations, reports, model shapes;
-- :mod:`state.corpora`: the Corpus page's results;
+- :mod:`state.corpus`: the Corpus page's results;
 - :mod:`state.charts`: built figures shared by every session;
 - :mod:`state.warm`: the examples and UMAP's warm-up;
 - :mod:`state.memory`: the memory thread (collection, glibc's allocator) and its diagnosis log.
@@ -22,7 +22,7 @@ from __future__ import annotations
 from .analyses import (analysis_or_error, animation_or_error, compare_report_html, head_count, ledger,
                        model_shape, projected, report_html, run_analysis)
 from .charts import figure, figure_cache
-from .corpora import cached_corpus, corpora, corpus_key, corpus_or_error, corpus_table, run_corpus
+from .corpus import cached_corpus, corpora, corpus_key, corpus_or_error, corpus_table, run_corpus
 from .process import log_time, setup, timed
 from .server import SETTINGS
 from .warm import examples, warm_up
