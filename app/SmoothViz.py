@@ -1,6 +1,6 @@
 """SmoothViz: see over-smoothing in Transformers — the main page.
 
-Thin by design: the sidebar (controls.py) gives the settings, state.py runs or fetches the
+Thin by design: the sidebar (controls.py) gives the settings, state runs or fetches the
 analysis, smoothviz.outputs.figures draws. The layer slider and the head atlas live in fragments, so
 moving them re-slices the cached analysis without rerunning the page.
 """
@@ -24,6 +24,8 @@ from smoothviz.outputs import views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
 from smoothviz.science.metrics import CARDS
+
+state.setup()  # the process's set-up, once (state.process)
 
 PAGE_START = time.perf_counter()  # the server's time for this run (SMOOTHVIZ_TIMINGS=1)
 st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")

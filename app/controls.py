@@ -22,14 +22,14 @@ from smoothviz.model.handles import MAX_CHARS
 from smoothviz.model.lab import CHOICES, LIMITS, LabConfig
 from smoothviz.mitigations import REGISTRY, Mitigation, MitigationError, make
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
-from smoothviz.settings import SETTINGS
 from smoothviz.outputs.views import SECTIONS
 
 import state
+from state import SETTINGS
 
 URL = "query-params"
 # Bound widgets write their *displayed* option into the URL, so options are short words, not labels.
-# A public server offers only its allow-list (smoothviz.settings); a private one anything.
+# A public server offers only its allow-list (state.server); a private one anything.
 MODELS = SETTINGS.models if SETTINGS.public else ("default", "gemma-3-270m", "lab", "custom")
 LAB_DEFAULTS = {f.name: f.default for f in fields(LabConfig)}
 DEFAULT_MITIGATION = "neutreno"
@@ -38,7 +38,7 @@ TEXT_CHARS = SETTINGS.max_chars or MAX_CHARS  # the text box holds no more than 
 # ~128 kB here; browsers and proxies often allow less), and one character can take 12 bytes once
 # percent-encoded.
 URL_TEXT_CHARS, URL_TEXT_BYTES = 8_000, 24_000
-# A public server's lab stays within its caps (smoothviz.settings), and its widgets say so.
+# A public server's lab stays within its caps (state.server), and its widgets say so.
 def _devices_here() -> tuple[str, ...]:
     """The devices this machine has (issue 27: a CPU server offered cuda and mps, and then failed)."""
     import torch  # already imported by smoothviz

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     import logging
 
     import state
+    state.setup()
     for name in list(logging.root.manager.loggerDict):  # "no runtime" warnings: bare mode is intended
         if name.startswith("streamlit"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "elapsed_s": round(time.perf_counter() - start)})
             print(json.dumps(rows[-1]), flush=True)
     report = {"sentences": args.sentences, "mitigation": args.mitigation,
-              "figure_budget_mb": state.FIGURE_BYTES / 2**20, "analysis_entries": state.CACHE_ENTRIES, "rows": rows}
+              "figure_budget_mb": state.cache.FIGURE_BYTES / 2**20, "analysis_entries": state.cache.CACHE_ENTRIES, "rows": rows}
     out = args.out or ROOT / "bench" / "results" / f"memory-{args.sentences}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")

@@ -347,16 +347,17 @@ def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
     import sys
     sys.path.insert(0, str(APP))
     import state
-    monkeypatch.setattr(state, "ledger", state.Ledger())
+    monkeypatch.setattr(state.analyses, "ledger", state.analyses.Ledger())
     settings = [dict(text=t, mitigation="none", projection="none") for t in
                 ("A first sentence that is somewhat longer than the others here.", "A second one.", "Third.")]
     first, second = (state.analysis_or_error(s) for s in settings[:2])
-    monkeypatch.setattr(state, "CACHE_BYTES", first.nbytes + second.nbytes)  # room for these two
-    assert state.run_analysis(**settings[0]) is first and len(state.ledger) == 2
+    monkeypatch.setattr(state.cache, "CACHE_BYTES", first.nbytes + second.nbytes)  # room for these two
+    ledger = state.analyses.ledger
+    assert state.run_analysis(**settings[0]) is first and len(ledger) == 2
     state.analysis_or_error(settings[0])                   # used again: now the newest
     third = state.analysis_or_error(settings[2])
-    held = state.ledger.bytes() - first.nbytes - third.nbytes  # plus the two keys, which hold the texts
-    assert len(state.ledger) == 2 and 2 * 100 < held < 2 * 1_000
+    held = ledger.bytes() - first.nbytes - third.nbytes  # plus the two keys, which hold the texts
+    assert len(ledger) == 2 and 2 * 100 < held < 2 * 1_000
     assert state.run_analysis(**settings[0]) is first      # kept
     assert state.run_analysis(**settings[2]) is third      # kept
     assert state.run_analysis(**settings[1]) is not second  # the least recently used: computed anew
@@ -371,7 +372,7 @@ def test_one_bounded_cache_type_keeps_to_its_entries_and_bytes_and_counts():
     sys.path.insert(0, str(APP))
     import state
     limits = {"entries": 3, "bytes": 10_000}
-    cache = state.Bounded(lambda: limits["entries"], lambda: limits["bytes"])
+    cache = state.cache.Bounded(lambda: limits["entries"], lambda: limits["bytes"])
     keys = [{"text": "x" * 2_000, "projection": "umap"}, ["y", ["heatmap"], ".gif"], "z"]
     for key in keys:
         cache.put(key, key, 100)
@@ -419,8 +420,8 @@ def test_the_figure_cache_keeps_to_its_byte_budget(monkeypatch):
     import plotly.graph_objects as go
     sys.path.insert(0, str(APP))
     import state
-    cache = state.FigureCache()
-    monkeypatch.setattr(state, "FIGURE_BYTES", 2_000_000)
+    cache = state.charts.FigureCache()
+    monkeypatch.setattr(state.cache, "FIGURE_BYTES", 2_000_000)
     rng = np.random.default_rng(0)
 
     def build(n):
@@ -432,8 +433,8 @@ def test_the_figure_cache_keeps_to_its_byte_budget(monkeypatch):
     for i in range(1, 300):  # distinct settings, as 300 sentences would give
         cache.get(lambda: build(20 + i % 30), (f"settings {i}", "similarity", 1))
         sizes.append(cache.bytes())
-        assert cache.bytes() <= state.FIGURE_BYTES
-    assert len(cache) < 299 and max(sizes) > 0.8 * state.FIGURE_BYTES  # it filled up, then held
+        assert cache.bytes() <= state.cache.FIGURE_BYTES
+    assert len(cache) < 299 and max(sizes) > 0.8 * state.cache.FIGURE_BYTES  # it filled up, then held
     assert cache.get(lambda: build(40), ("settings 0", "similarity", 1)) is not first  # the oldest went
     specs = [fig.to_dict() for fig, _ in cache._entries.values()]
     assert all(s["layout"]["template"] is specs[0]["layout"]["template"] for s in specs)  # stored once

@@ -61,7 +61,7 @@ def test_eight_sessions_at_once_match_their_sequential_results():
     import sys
     sys.path.insert(0, str(APP.parent))
     import state
-    state._use_the_cores()  # the server's threads per analysis here too: float sums depend on them
+    state.process._use_the_cores()  # the server's threads per analysis here too: float sums depend on them
     expected = []
     for _, kwargs in SESSIONS:
         r = smoothviz.analyze(SESSIONS[len(expected)][0]["text"], device="auto", **kwargs)

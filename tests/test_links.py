@@ -261,7 +261,7 @@ def test_a_public_server_names_a_model_off_its_list_and_offers_only_its_devices(
     pages = json.loads(out.stdout.strip().splitlines()[-1])
     for page in pages.values():
         assert not page["errors"] and not page["exceptions"] and page["charts"]
-        allowed = "default, gemma-3-270m, lab"  # the public allow-list's default (smoothviz.settings)
+        allowed = "default, gemma-3-270m, lab"  # the public allow-list's default (app/state/server.py)
         assert any(w.replace("\u2060", "").startswith("model=bert-base-uncased is not available here (this public "
                                                        f"server allows only {allowed})") for w in page["warnings"]), page["warnings"]
         assert any(w.replace("\u2060", "").startswith("device=cuda is not available here (this server has auto, cpu")

@@ -23,6 +23,16 @@ def test_sentences_differ_so_that_every_session_misses_the_cache():
     assert len({sentence(i) for i in range(200)}) == 200
 
 
+def test_help_gives_the_three_bursts_the_readme_reports(capsys):
+    """--help is the recipe for re-measuring: 8 and 16 Chromium sessions, 40 protocol sessions, settled."""
+    with pytest.raises(SystemExit):
+        loadtest().main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for burst in ("--sessions 8 --settle 120", "--sessions 16 --settle 120", "--sessions 40 --client protocol --settle 120"):
+        assert burst in text
+    assert "5 times" in text and "load average" in text
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_two_students_browsers_see_the_first_view(tmp_path):
@@ -46,5 +56,8 @@ def test_rounds_of_new_sentences_report_the_servers_memory_after_each(tmp_path):
                               "--out", str(tmp_path / "rounds.json")])
     assert report["errors"] == []
     assert [r["sentences"] for r in report["rounds"]] == [4, 6]
+    load = report["machine_load"]  # a figure measured on a busy machine says so
+    assert set(load) == {"at_start", "burst_start", "burst_end"} and all(len(v) == 3 for v in load.values())
+    assert all(r["load_1min"] >= 0 for r in report["rounds"])
     assert all(r["errors"] == 0 and r["rss_mb"] > 100 for r in report["rounds"])
     assert all(s["all_charts_s"] > 0 for s in report["per_session"])

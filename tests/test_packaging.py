@@ -36,7 +36,7 @@ def test_importing_the_library_changes_nothing_process_wide():
     code = """
 import ast, json, logging, os
 env, parse = dict(os.environ), ast.parse
-import smoothviz, smoothviz.cli, smoothviz.outputs.figures, smoothviz.outputs.report, smoothviz.science.projection, smoothviz.settings
+import smoothviz, smoothviz.cli, smoothviz.outputs.figures, smoothviz.outputs.report, smoothviz.science.projection, smoothviz.throttle
 print(json.dumps({"env": sorted(set(os.environ.items()) ^ set(env.items())), "parse": ast.parse is parse,
                   "hub": logging.getLogger("huggingface_hub").level}))
 """

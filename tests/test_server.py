@@ -97,8 +97,8 @@ def test_the_umap_warm_up_thread_runs_at_low_priority(monkeypatch):
 
     monkeypatch.setattr(projection, "warm_up", fake_warm_up)
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    state._start_warm_up().join(timeout=60)
-    assert seen["thread"] == seen["stat"] == max(state.WARM_UP_NICE, before)
+    state.warm._start_warm_up().join(timeout=60)
+    assert seen["thread"] == seen["stat"] == max(state.warm.WARM_UP_NICE, before)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # this thread only
 
 
@@ -108,7 +108,8 @@ def test_analyses_use_one_thread_each_when_slots_fill_the_cores():
     from threadpoolctl import threadpool_info
 
     import state
-    from smoothviz.settings import SETTINGS
+    from state.server import SETTINGS
+    state.setup()  # what every page does first
     assert SETTINGS.max_concurrent * SETTINGS.threads <= max(len(os.sched_getaffinity(0)), SETTINGS.max_concurrent)
     seen = []  # page runs start new threads; torch gives a new thread the process's setting
     worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))

@@ -1,7 +1,7 @@
 """The public-demo mode: an allow-list of models, caps, no server paths."""
 import pytest
 
-from smoothviz import settings
+from state import server as settings
 from smoothviz.model.models import ModelError
 
 
@@ -148,3 +148,61 @@ def test_the_compute_queue_serves_in_arrival_order_and_says_how_many_are_ahead()
         t.start()
         t.join(10)
         assert out == ["gave up"] and queue.waiting() == 0  # the one who left is no longer in the line
+
+
+def test_the_library_takes_a_servers_turn_only_when_the_server_hands_it_one():
+    """Issue 24: analyze() queued on a throttle read from the environment at import; now the app
+    hands its fair queue to smoothviz.throttle, and the library alone runs at once."""
+    from contextlib import contextmanager
+
+    import smoothviz
+    from smoothviz import throttle
+
+    entered = []
+
+    @contextmanager
+    def turn():
+        entered.append("in")
+        yield
+        entered.append("out")
+
+    throttle.set_throttle(turn)
+    try:
+        smoothviz.analyze("A short sentence for the server's turn.", device="cpu")
+        assert entered == ["in", "out"]
+    finally:
+        throttle.set_throttle(None)
+    smoothviz.analyze("Another short sentence, with no server.", device="cpu")
+    assert entered == ["in", "out"]
+
+
+@pytest.mark.slow
+def test_importing_the_app_state_changes_nothing_until_setup():
+    """Issue 24: importing app/state.py patched ast.parse process-wide and set environment
+    variables; now only state.setup(), which every page calls first, does."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = """
+import ast, json, os, sys
+sys.path.insert(0, "app")
+parse = ast.parse
+import state
+from smoothviz import throttle
+seen = lambda: {"parse": ast.parse is parse, "numba": "NUMBA_CACHE_DIR" in os.environ,
+                "turn": type(throttle.slot()).__name__}
+before = seen()
+state.setup()
+print(json.dumps([before, seen()]))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    before, after = json.loads(out.stdout.splitlines()[-1])
+    assert before == {"parse": True, "numba": False, "turn": "nullcontext"}
+    assert after["numba"] and after["turn"] != "nullcontext"
+    assert after["parse"] is (sys.version_info >= (3, 12))  # the lock is for CPython gh-106905, before 3.12

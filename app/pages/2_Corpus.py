@@ -1,22 +1,19 @@
 """The Corpus page: smoothing over many sentences, median lines with quartile bands.
 
-Thin like the main page: the sidebar gives the corpus and the settings (controls.py), state.py
+Thin like the main page: the sidebar gives the corpus and the settings (controls.py), state
 runs or fetches the result (a progress bar while it runs), smoothviz.outputs.corpus_figures draws.
 """
 from __future__ import annotations
 
 import functools
-import logging
-import sys
 import urllib.parse
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
-import controls  # noqa: E402
-import state  # noqa: E402
-from markup import md  # noqa: E402
+import controls
+import state
+from markup import md
 from smoothviz.outputs import corpus_figures
 from smoothviz.outputs import figures
 from smoothviz.words.claims import frozen_caveat
@@ -24,10 +21,11 @@ from smoothviz.corpora.run import parse_corpus, read_corpus
 from smoothviz.corpora.store import changes, histograms, metric_columns
 from smoothviz.mitigations import label as mitigation_label
 from smoothviz.science.metrics import METRICS
-from smoothviz.settings import SETTINGS
+from state import SETTINGS
+
+state.setup()  # the process's set-up, once (state.process)
 
 st.set_page_config(page_title="SmoothViz · Corpus", page_icon="🫧", layout="wide")
-log = logging.getLogger("smoothviz.app")
 URL = controls.URL
 CORPORA = Path(__file__).resolve().parents[2] / "assets" / "corpora"
 SHIPPED = {p.stem: p for p in sorted(CORPORA.glob("*.txt"))}
@@ -101,24 +99,9 @@ if not model:
     st.stop()
 lines = lines_or_stop()
 settings = dict(model=model, device=device, lab=lab, mitigation=mitigation, params=params, **graph)
-result = state.cached_corpus(lines, settings)
+result = state.corpus_or_error(lines, settings)  # cached, or run in the server's line; None: a message shown
 if result is None:
-    bar = st.progress(0.0, text=f"Loading the model and analysing {len(lines)} sentences…")
-
-    def progress(done: int, total: int, rate: float) -> None:
-        bar.progress(done / total, text=f"{done} of {total} sentences · {rate:.1f} sentences/s")
-    try:
-        result = state.run_corpus(lines, settings, progress)
-    except ValueError as err:  # messages meant for users
-        st.error(md(str(err)), icon=":material/error:")
-        st.stop()
-    except Exception as err:  # never a traceback in the page; the log keeps it
-        log.exception("corpus failed")
-        st.error(f"The corpus run failed unexpectedly ({type(err).__name__}). Try other settings; the details are "
-                 "in the server log.", icon=":material/error:")
-        st.stop()
-    finally:
-        bar.empty()
+    st.stop()
 
 KEY = state.corpus_key(lines, settings)
 summary = result.summary()

@@ -8,21 +8,20 @@ analysis (``state.analysis_or_error``); the over-depth curves share an axis, abs
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
-import controls  # noqa: E402
-from markup import md  # noqa: E402
-import state  # noqa: E402
-from smoothviz.outputs import figures  # noqa: E402
-from smoothviz.outputs import views  # noqa: E402
-from smoothviz.words.claims import frozen_caveat  # noqa: E402
-from smoothviz.mitigations import REGISTRY  # noqa: E402
-from smoothviz.options import SYMMETRIZE  # noqa: E402
-from smoothviz.pipeline.compare import RunSpec  # noqa: E402
+import controls
+from markup import md
+import state
+from smoothviz.outputs import figures
+from smoothviz.outputs import views
+from smoothviz.words.claims import frozen_caveat
+from smoothviz.mitigations import REGISTRY
+from smoothviz.options import SYMMETRIZE
+from smoothviz.pipeline.compare import RunSpec
+
+state.setup()  # the process's set-up, once (state.process)
 
 URL = controls.URL
 DEFAULTS = {"a": ("default", "none"), "b": ("default", "neutreno"), "c": ("default", "heads")}

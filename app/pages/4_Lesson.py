@@ -6,17 +6,16 @@ predicts, and the answer comes with the step's chart (the first view of the tab 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
-import controls  # noqa: E402
-import state  # noqa: E402
-from smoothviz.outputs import figures  # noqa: E402
-from smoothviz.outputs import views  # noqa: E402
-from smoothviz.words.lesson import STEPS  # noqa: E402
+import controls
+import state
+from smoothviz.outputs import figures
+from smoothviz.outputs import views
+from smoothviz.words.lesson import STEPS
+
+state.setup()  # the process's set-up, once (state.process)
 
 CURVES = ["cosine_mean", "dm_rel", "effective_rank", "spectral_gap"]  # the lesson's column is narrow
 

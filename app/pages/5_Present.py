@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import html
 import json
-import sys
-from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app/: run alone (AppTest) or as a page
-import controls  # noqa: E402
-import state  # noqa: E402
-from markup import md  # noqa: E402
-from smoothviz.outputs import figures  # noqa: E402
-from smoothviz.outputs import views  # noqa: E402
-from smoothviz.science.metrics import CARDS  # noqa: E402
-from smoothviz.words.claims import frozen_caveat  # noqa: E402
+import controls
+import state
+from markup import md
+from smoothviz.outputs import figures
+from smoothviz.outputs import views
+from smoothviz.science.metrics import CARDS
+from smoothviz.words.claims import frozen_caveat
+
+state.setup()  # the process's set-up, once (state.process)
 
 st.set_page_config(page_title="SmoothViz · Present", page_icon="🫧", layout="wide",
                    initial_sidebar_state="collapsed")

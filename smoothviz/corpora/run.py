@@ -34,7 +34,7 @@ from smoothviz.model.handles import get_handle
 from smoothviz.science.metrics import similarity
 from smoothviz.mitigations import make
 from smoothviz.model.models import LAB_MODEL
-from smoothviz.settings import compute_slots
+from smoothviz.throttle import slot
 from smoothviz.corpora.store import BINS, CorpusError, Store, summarise
 
 ENGINES = ("local", "ray")
@@ -185,7 +185,7 @@ class BatchAnalyser:
                 out.append(_error_row(line, err))
         self.seconds["encode"] += time.perf_counter() - start
         for group in groups([e.length for e in encoded], self.batch_size, self.padded, self._cell_bytes()):
-            with compute_slots.turn():  # shares the server's analysis slots with single-sentence analyses
+            with slot():  # a server's turn, shared with single-sentence analyses (smoothviz.throttle)
                 out.extend(self._group([encoded[i] for i in group]))
         return out
 

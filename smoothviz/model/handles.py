@@ -23,7 +23,7 @@ MAX_MODEL_BYTES = int(float(os.environ.get("SMOOTHVIZ_MODEL_CACHE_MB", "4096")) 
 MAX_LAB_BYTES = int(float(os.environ.get("SMOOTHVIZ_LAB_CACHE_MB", "1024")) * 2**20)
 # Characters kept before tokenizing: tokenizing costs time and memory in the text's length, not
 # in the tokens kept (20 MB took 70 s and 3 GB). 200,000 characters are ~40,000 English tokens,
-# far beyond any model's maximum; a public server keeps fewer (smoothviz.settings).
+# far beyond any model's maximum; a public server keeps fewer (the app's app/state/server.py).
 MAX_CHARS = 200_000
 
 

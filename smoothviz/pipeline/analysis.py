@@ -19,7 +19,7 @@ from smoothviz.model.handles import Handle, get_handle
 from smoothviz.mitigations import Mitigation, make
 from smoothviz.options import PROJECTIONS
 from smoothviz.science.projection import project
-from smoothviz.settings import compute_slots
+from smoothviz.throttle import slot
 
 
 
@@ -288,7 +288,7 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
     if isinstance(mitigation, str):
         mitigation = make(mitigation, params)
     notes: list[str] = []
-    with compute_slots.turn():  # at most SMOOTHVIZ_MAX_CONCURRENT analyses at once; the rest queue
+    with slot():  # a server's turn (smoothviz.throttle.set_throttle); nothing by default
         return _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection,
                         (max_tokens, max_chars), heads, notes, head)
 

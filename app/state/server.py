@@ -1,4 +1,7 @@
-"""Server settings from the environment, read once: the public-demo mode and resource limits.
+"""The server's settings, read once from the environment, and its fair queue of analyses.
+
+The app's, not the library's: the library runs whatever it is asked at once, and the app hands it
+this queue's turn (:func:`smoothviz.throttle.set_throttle`, in :func:`state.process.setup`).
 
 ``SMOOTHVIZ_PUBLIC=1`` turns on the public-demo mode for a classroom server: only the models in
 ``SMOOTHVIZ_MODELS`` (default ``default,gemma-3-270m,lab``; never local paths), at most
