@@ -293,7 +293,7 @@ def fusion_line(analysis) -> str:
     span = f"layers {layers[0]}–{layers[-1]}" if len(layers) > 1 else f"layer {layers[0]}"
     return (f"Fusion ({m['name']} of {span}): the fused output's mean token cosine similarity is {fused:.3f}, "
             f"{verdict} ({shown}); the layers themselves are the baseline's, so the curves differ only at "
-            f"\"fused\". Change the fused layers in the sidebar (layers=A-B) to see the fused value move.")
+            f"\"fused\". Move the fused layers (the slider here, or layers=A-B in the sidebar) to see the fused value move.")
 
 
 def first_view(section: str) -> str:
