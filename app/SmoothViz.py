@@ -126,11 +126,11 @@ NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # displa
 # The first screen is a worked example (issue 22): the problem first (the baseline's story, from
 # the numbers of the first chart), the cure second (what the mitigation changed, measured), the
 # caveat in one line with its full text one click away, and a fusion's layers on a slider here.
-def fuse_layers(key: str, weights: str | None) -> None:
+def fuse_layers(slider: str, key: str, weights: str | None) -> None:
     """Write the "Layers fused" slider's span into the mitigation's ``layers`` parameter (an
     on_change callback: before the sidebar's widgets are drawn). Weights per layer no longer fit
     another number of layers: they go back to uniform."""
-    lo, hi = st.session_state["fuse_span"]
+    lo, hi = st.session_state[slider]
     values = {key: str(lo) if lo == hi else f"{lo}-{hi}"}
     if weights:
         values[weights] = ""
@@ -147,9 +147,10 @@ def fusion_control() -> None:
     except ValueError:  # the sidebar's value was refused: the analysis said why
         return
     weights = controls._param_key(mitigation, "weights") if "weights" in REGISTRY[mitigation].PARAMS else None
-    st.session_state["fuse_span"] = (chosen[0], chosen[-1])
-    st.select_slider("Layers fused (0 = the embeddings)", list(range(L + 1)), key="fuse_span", width=420,
-                     on_change=fuse_layers, args=(key, weights),
+    span = (chosen[0], chosen[-1])
+    slider = f"fuse_span-{span[0]}-{span[1]}"  # a new widget per span: its value always follows the sidebar's box
+    st.select_slider("Layers fused (0 = the embeddings)", list(range(L + 1)), value=span, key=slider, width=420,
+                     on_change=fuse_layers, args=(slider, key, weights),
                      help=f"The same as the sidebar's layers= box of {mitigation}: the fused output combines these "
                           "layers' states." + (" Per-layer weights go back to uniform when the span changes."
                                                if weights else ""))
