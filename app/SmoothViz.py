@@ -86,8 +86,7 @@ def run_title(analysis, key: str) -> str:
 
 
 st.title("SmoothViz")
-st.markdown("Watch the tokens of a sentence become alike, layer by layer — a transformer's baseline beside a "
-            f"mitigation. New here? Start with a preset in the sidebar, or read the [theory]({THEORY}).")
+st.markdown(f"Watch a sentence's tokens become alike, layer by layer. New here? Try a preset, or read the [theory]({THEORY}).")
 for message in refused:  # a link's value the widgets cannot hold, reset to the default
     st.warning(md(message), icon=":material/tune:")
 if not settings["model"]:
@@ -347,7 +346,6 @@ def sv_tab() -> None:
 
 TABS = {"depth": depth_tab, "layer": layer_tab, "trajectories": trajectories_tab, "atlas": atlas_tab, "sv": sv_tab}
 assert TABS.keys() == views.SECTIONS.keys(), "a section of smoothviz.views without a tab here"
-st.caption("Each tab is one way to look at the run; only the open tab is computed and drawn.")
 for tab, draw_tab in zip(st.tabs(list(views.SECTIONS.values()), key="section", bind=URL, on_change="rerun"),
                          TABS.values()):
     with tab:

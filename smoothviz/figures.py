@@ -546,10 +546,22 @@ def head_atlas(run, quantity: str = "head_gap", title: str = "", picked: tuple[i
     """Heatmap of a per-head quantity ``[L, h]``: rows are layers 1…L, columns heads."""
     z = np.round(np.asarray(getattr(run, quantity), dtype=np.float64), 3)
     L, h = z.shape
+    # An ablated head's attention is still computed, but its output never reaches the model: its
+    # cell is left blank and marked, not coloured as if it were alive (issue 22).
+    used = run.used_heads() if hasattr(run, "used_heads") else None
+    dead = np.zeros_like(z, dtype=bool) if used is None or np.shape(used) != z.shape else ~np.asarray(used, bool)
+    z = np.where(dead, np.nan, z)
     fig = go.Figure(go.Heatmap(z=z, x=list(range(h)), y=list(range(1, L + 1)), colorscale="Viridis",
                                colorbar=dict(title=_SHORT.get(quantity, quantity), thickness=12),
                                texttemplate="%{z:.2f}" if L * h <= 120 else None, textfont_size=10,
+                               hoverongaps=False,
                                hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"))
+    if dead.any():
+        layers, heads = np.nonzero(dead)
+        fig.add_trace(go.Scatter(x=heads.tolist(), y=(layers + 1).tolist(), mode="markers", name="ablated",
+                                 marker=dict(symbol="x-thin", size=14, line=dict(color="#333333", width=2)),
+                                 showlegend=False, hovertemplate="layer %{y}, head %{x}: ablated<extra></extra>"))
+        title += f" ({int(dead.sum())} ablated: ×)"
     if picked is not None:
         layer, head = picked
         fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
