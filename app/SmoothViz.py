@@ -264,8 +264,11 @@ def layer_views(analysis, picked) -> None:
     runs = analysis.runs()
     metric_names = ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap")
     if "mitigated" in runs:
+        same = FUSED in POSITIONS and not fused and runs["mitigated"].rows[layer] == runs["baseline"].rows[layer]
         st.caption(f"At {where}: baseline" + (f" (layer {L}: it has no fused output)" if fused else "")
-                   + f" → {md(run_title(analysis, 'mitigated'))} (difference below)")
+                   + f" → {md(run_title(analysis, 'mitigated'))} (difference below)"
+                   + (". The fusion leaves this layer as the baseline's: both columns show the same numbers here; "
+                      "move to 'fused' on the slider to see what it changes." if same else ""))
     registry = metrics_registry()
     for col, name in zip(st.columns(len(metric_names)), metric_names):
         b = runs["baseline"].rows[layer][name]
