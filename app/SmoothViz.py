@@ -21,6 +21,7 @@ from smoothviz.outputs import figures
 from smoothviz.outputs import report
 from smoothviz.words import trends
 from smoothviz.outputs import views
+from smoothviz.science.metrics import by_name as metrics_registry
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
 from smoothviz.science.metrics import CARDS
@@ -36,6 +37,12 @@ UNKNOWN = ("[UNK]", "<unk>")  # the unknown token of BERT-like and of SentencePi
 SENTENCE_CHARS = 300  # the sentence as shown above the charts (the text box holds all of it)
 
 settings, img, refused = state.timed("sidebar", controls.sidebar)()
+# Under 640 px (a phone) Streamlit stacks columns, but the ten small over-depth charts stay one
+# figure of five columns, ~70 px each: their titles overlapped (issue 22). There the figure keeps
+# a readable width and scrolls sideways instead.
+NARROW = ("<style>@media (max-width: 640px) { .st-key-view-curves { overflow-x: auto; }"
+          " .st-key-view-curves [data-testid='stHorizontalBlock'] { min-width: 820px; } }</style>")
+st.html(NARROW)
 
 
 def draw(view: views.View, at: views.At, shown) -> None:
@@ -47,7 +54,8 @@ def draw(view: views.View, at: views.At, shown) -> None:
         st.subheader(title)
     st.caption(f"{view.caption} [Theory →]({THEORY}#{view.anchor})")
     parts = tuple(getattr(at, name) for name in view.depends)
-    for name, col in zip(figure_names(view), st.columns(view.count(shown))):
+    box = st.container(key=f"view-{view.key}")  # a class for NARROW's CSS
+    for name, col in zip(figure_names(view), box.columns(view.count(shown))):
         key = name.removeprefix(f"{view.key}-") if view.per_run else None
         fig = state.figure(lambda: view.build(shown, key, at), (SETTINGS_KEY, name, *parts))
         col.plotly_chart(fig, theme=None, config=figures.image_config(name, img))
@@ -86,8 +94,7 @@ def run_title(analysis, key: str) -> str:
 
 
 st.title("SmoothViz")
-st.markdown("Watch the tokens of a sentence become alike, layer by layer — a transformer's baseline beside a "
-            f"mitigation. New here? Start with a preset in the sidebar, or read the [theory]({THEORY}).")
+st.markdown(f"Watch a sentence's tokens become alike, layer by layer. New here? Try a preset, or read the [theory]({THEORY}).")
 for message in refused:  # a link's value the widgets cannot hold, reset to the default
     st.warning(md(message), icon=":material/tune:")
 if not settings["model"]:
@@ -119,10 +126,55 @@ shown_text = " ".join(settings["text"].split())
 st.markdown(f"**Sentence:** {md(shown_text[:SENTENCE_CHARS])}" + ("…" if len(shown_text) > SENTENCE_CHARS else ""))
 st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens analysed · {L} layers × "
            f"{analysis.heads} heads · baseline beside **{beside}**")
-if line := views.story(analysis):  # computed from the numbers of the first chart below
-    st.markdown(line)
-if line := views.fusion_line(analysis):  # why fusion lowers similarity, in this run's own numbers
-    st.markdown(md(line))
+NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
+
+
+# --------------------------------------------------------------------------- the problem, then the cure
+# The first screen is a worked example (issue 22): the problem first (the baseline's story, from
+# the numbers of the first chart), the cure second (what the mitigation changed, measured), the
+# caveat in one line with its full text one click away, and a fusion's layers on a slider here.
+def fuse_layers(slider: str, key: str, weights: str | None) -> None:
+    """Write the "Layers fused" slider's span into the mitigation's ``layers`` parameter (an
+    on_change callback: before the sidebar's widgets are drawn). Weights per layer no longer fit
+    another number of layers: they go back to uniform."""
+    lo, hi = st.session_state[slider]
+    values = {key: str(lo) if lo == hi else f"{lo}-{hi}"}
+    if weights:
+        values[weights] = ""
+    controls.write_to_url({k: "all" if k == key else "" for k in values}, **values)
+
+
+def fusion_control() -> None:
+    """A fusion's fused layers as a range slider (the sidebar's ``layers=`` text box, kept in step),
+    and the fused output's similarity beside each fused layer's, from this run's numbers."""
+    from smoothviz.mitigations.fusion import select_layers
+    key = controls._param_key(mitigation, "layers")
+    try:
+        chosen = select_layers(str(settings["params"].get("layers", "all")), L, mitigation)
+    except ValueError:  # the sidebar's value was refused: the analysis said why
+        return
+    weights = controls._param_key(mitigation, "weights") if "weights" in REGISTRY[mitigation].PARAMS else None
+    span = (chosen[0], chosen[-1])
+    slider = f"fuse_span-{span[0]}-{span[1]}"  # a new widget per span: its value always follows the sidebar's box
+    st.select_slider("Layers fused (0 = the embeddings)", list(range(L + 1)), value=span, key=slider, width=420,
+                     on_change=fuse_layers, args=(slider, key, weights),
+                     help=f"The same as the sidebar's layers= box of {mitigation}: the fused output combines these "
+                          "layers' states." + (" Per-layer weights go back to uniform when the span changes."
+                                               if weights else ""))
+    if line := views.fusion_line(analysis):  # why fusion lowers similarity, in this run's own numbers
+        st.markdown(md(line))
+
+
+st.markdown(f"**The problem.** {views.story(analysis) or 'One layer or one token: no smoothing story to tell.'}")
+if mitigation:
+    measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
+    st.markdown(f"**The cure, beside it.** {measured or md(REGISTRY[mitigation].summary)}")
+    if "layers" in REGISTRY[mitigation].PARAMS and views.has_fused(analysis):
+        fusion_control()
+    if line := claims.frozen_caveat_line(mitigation, analysis.lab):  # one line; the one caveat in full inside
+        with st.expander(f":orange[:material/science: {md(line)}]", key="caveat"):
+            extra = f" {REGISTRY[mitigation].caveat}" if REGISTRY[mitigation].caveat else ""
+            st.markdown(md(claims.frozen_caveat(mitigation, analysis.lab) + extra))
 present_slot = st.container()  # "Present this", filled once the layer is known
 for note in analysis.notes:
     st.info(md(note), icon=":material/info:")
@@ -132,12 +184,6 @@ if unknown:  # e.g. an emoji alone: [CLS] [UNK] [SEP]
             f"{md(next(label for label in labels if label in UNKNOWN))}: the tokenizer has no piece for those "
             "characters (emoji, some scripts), so the model sees one and the same vector for each of them.",
             icon=":material/info:")
-NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
-if mitigation and REGISTRY[mitigation].in_forward and analysis.lab is None:
-    extra = f" {REGISTRY[mitigation].caveat}" if REGISTRY[mitigation].caveat else ""
-    measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
-    st.warning(claims.frozen_caveat(mitigation) + extra + (f" {measured}" if measured else ""),  # the one caveat
-               icon=":material/science:")
 
 # --------------------------------------------------------------------------- the views
 # Sections and views come from smoothviz.outputs.views.VIEWS, the list the HTML report draws too. Each
@@ -226,17 +272,23 @@ def layer_views(analysis, picked) -> None:
     runs = analysis.runs()
     metric_names = CARDS
     if "mitigated" in runs:
+        same = FUSED in POSITIONS and not fused and runs["mitigated"].rows[layer] == runs["baseline"].rows[layer]
         st.caption(f"At {where}: baseline" + (f" (layer {L}: it has no fused output)" if fused else "")
-                   + f" → {md(run_title(analysis, 'mitigated'))} (difference below)")
+                   + f" → {md(run_title(analysis, 'mitigated'))} (difference below)"
+                   + (". The fusion leaves this layer as the baseline's: both columns show the same numbers here; "
+                      "move to 'fused' on the slider to see what it changes." if same else ""))
+    registry = metrics_registry()
     for col, name in zip(st.columns(len(metric_names)), metric_names):
         b = runs["baseline"].rows[layer][name]
         text = "—" if b is None else f"{b:.3g}"
+        # a plain name on the card; the code name (the tables' and the CSV's column) in its tooltip
+        label, tip = f"{figures.plain_title(name)} · {where}", f"`{name}`: {registry[name].formula}"
         if "mitigated" in runs:
             m = (runs["mitigated"].fused_row or {}).get(name) if fused else runs["mitigated"].rows[layer][name]
-            col.metric(f"{name} · {where}", f"{text} → {'—' if m is None else f'{m:.3g}'}",
+            col.metric(label, f"{text} → {'—' if m is None else f'{m:.3g}'}", help=tip,
                        delta=None if None in (b, m) else f"{m - b:+.3g}", delta_color="off")
         else:
-            col.metric(f"{name} · {where}", text)
+            col.metric(label, text, help=tip)
     top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
     draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k, fused=fused))
 
@@ -305,7 +357,6 @@ def sv_tab() -> None:
 
 TABS = {"depth": depth_tab, "layer": layer_tab, "trajectories": trajectories_tab, "atlas": atlas_tab, "sv": sv_tab}
 assert TABS.keys() == views.SECTIONS.keys(), "a section of smoothviz.outputs.views without a tab here"
-st.caption("Each tab is one way to look at the run; only the open tab is computed and drawn.")
 for tab, draw_tab in zip(st.tabs(list(views.SECTIONS.values()), key="section", bind=URL, on_change="rerun"),
                          TABS.values()):
     with tab:

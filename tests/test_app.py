@@ -10,6 +10,7 @@ import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from smoothviz.words import claims
 from smoothviz.data import examples
 from smoothviz.outputs.views import SECTIONS, VIEWS, chart_count, in_section
 
@@ -60,19 +61,27 @@ def test_opens_on_the_worked_example(at):
     assert at.text_area(key="text").value.startswith("The quick brown fox")
     assert at.selectbox(key="mit").value == "neutreno"
     assert any("27 tokens analysed" in c.value for c in at.caption)
-    cos = metric(at, "cosine_mean · layer 6")
-    assert "→" in cos.value  # baseline → mitigated
-    assert any("out of distribution" in w.value for w in at.warning)
-    # the measured effect, computed from the numbers on screen
-    assert any("lowers cosine_mean from 0.325 to" in w.value for w in at.warning)
+    cos = metric(at, "mean token cosine ↑ · layer 6")  # a plain name on the card; the code name in its tooltip
+    assert "→" in cos.value and cos.proto.help.startswith("`cosine_mean`")  # baseline → mitigated
+    # the problem before the cure: the baseline's story, then the mitigation's effect measured on screen
+    said = [m.value for m in at.markdown]
+    problem = next(i for i, m in enumerate(said) if m.startswith("**The problem.**"))
+    cure = next(i for i, m in enumerate(said) if m.startswith("**The cure, beside it.**"))
+    assert problem < cure and "0.045 at the embeddings (layer 0) to 0.325 at layer 6" in said[problem]
+    assert "lowers cosine_mean from 0.325 to 0.226" in said[cure]
+    # the frozen-weights caveat: one line, its full text (the one source, smoothviz.words.claims) inside
+    [caveat] = [e for e in at.expander if "frozen weights" in e.label]
+    assert "neutreno on frozen weights" in caveat.label
+    assert any(claims.frozen_caveat("neutreno") in m.value.replace("\\", "").replace("\u2060", "")
+               for m in caveat.markdown)
 
 
 def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
     open_tab(at, "layer")
-    before = metric(at, "cosine_mean").value
+    before = metric(at, "mean token cosine").value
     at.slider(key="neutreno_lambda").set_value(0.8).run()
     ok(at)
-    after = metric(at, "cosine_mean").value
+    after = metric(at, "mean token cosine").value
     assert after.split("→")[0] == before.split("→")[0]  # the baseline stays
     assert after != before                               # the mitigated side moves
 
@@ -86,7 +95,7 @@ def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
     assert at.select_slider(key="layer").options[-1] == "fused"  # a fusion: its output is a place on the slider
     at.select_slider(key="layer").set_value(2).run()
     ok(at)
-    assert metric(at, "cosine_mean").label == "cosine_mean · layer 2"
+    assert metric(at, "mean token cosine").label == "mean token cosine ↑ · layer 2"
     assert any(s.value == "Token similarity at layer 2" for s in at.subheader)
 
     at.text_area(key="text").input("A short sentence.").run()
@@ -98,7 +107,7 @@ def test_no_mitigation_draws_the_baseline_alone(at):
     open_tab(at, "layer")
     at.selectbox(key="mit").set_value("none").run()
     ok(at)
-    assert "→" not in metric(at, "cosine_mean").value
+    assert "→" not in metric(at, "mean token cosine").value
     heatmap = next(f for f in charts(at) if f["data"][0]["type"] == "heatmap")
     assert heatmap["layout"]["title"]["text"] == "baseline"
 
@@ -146,7 +155,7 @@ def test_query_params_reopen_the_same_view():
     assert app.slider(key="softdecay_alpha").value == pytest.approx(-0.3)
     assert app.radio(key="sym").value == "ata"
     assert app.text_area(key="text").value == "Links keep every setting."
-    assert metric(app, "cosine_mean").label == "cosine_mean · layer 3"
+    assert metric(app, "mean token cosine").label == "mean token cosine ↑ · layer 3"
     assert any("softdecay" in c.value for c in app.caption)
 
 
@@ -339,7 +348,7 @@ def test_lab_presets(at, preset):
     assert at.slider(key="lab_depth").value == 32
     assert at.toggle(key="lab_residual").value is settings["lab"]["residual"]
     assert any("32 layers" in c.value for c in at.caption)
-    assert metric(open_tab(at, "layer"), "cosine_mean").label == "cosine_mean · layer 32"
+    assert metric(open_tab(at, "layer"), "mean token cosine").label == "mean token cosine ↑ · layer 32"
 
 
 def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
@@ -460,3 +469,33 @@ def test_the_page_makes_the_collapse_as_a_gif_and_an_mp4_on_request(at):
     assert any(label.startswith("Download the animation (MP4, ") for label in labels())
     at.multiselect(key="anim_views").set_value([]).run()
     assert next(b for b in at.button if b.label == "Make the animation").disabled
+
+
+def test_the_fused_layers_are_a_slider_on_the_page_explained_with_its_numbers():
+    """Issue 22: the layers a fusion fuses change on the page (not only the sidebar's text box),
+    and the change is explained with the fused output's similarity beside each fused layer's."""
+    import numpy as np
+    import smoothviz
+    text = "Cats sleep all day in the warm sun."
+    app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
+    app.query_params.update({"mit": "fusion-max", "fusion_max_layers": "4-6", "text": text})
+    ok(app.run())
+    slider = next(w for w in app.select_slider if w.key.startswith("fuse_span"))
+    assert slider.value == (4, 6) and slider.options[0] == "0" and slider.options[-1] == "6"
+    slider.set_value((2, 5)).run()
+    ok(app)
+    assert app.text_input(key="fusion_max_layers").value == "2-5" and app.query_params["fusion_max_layers"] == "2-5"
+    assert next(w for w in app.select_slider if w.key.startswith("fuse_span")).value == (2, 5)
+    [line] = [m.value.replace("\\", "").replace("\u2060", "") for m in app.markdown if m.value.startswith("Fusion")]
+    a = smoothviz.analyze(text, device="cpu", mitigation="fusion-max", params={"layers": "2-5"})
+    x = np.asarray(a.mitigated.fused, dtype=np.float64)[a.keep]  # by hand: the fused states' mean pairwise cosine
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    n = len(x)
+    fused = ((x @ x.T).sum() - n) / (n * (n - 1))
+    each = {layer: float(np.asarray(a.baseline.similarity[layer])[~np.eye(n, dtype=bool)].mean()) for layer in range(2, 6)}
+    assert f"fusion-max of layers 2–5): the fused output's mean token cosine similarity is {fused:.3f}" in line
+    for layer, value in each.items():
+        assert f"{value:.3f} (layer {layer})" in line
+    below = sum(round(fused, 6) < round(v, 6) for v in each.values())
+    assert (f"lower than {below} of the 4" in line if 0 < below < 4 else
+            ("lower than every" if below == 4 else "higher than every") in line), line

@@ -127,9 +127,15 @@ def _screen(page) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(3)) if m.group(3) else FUSED
 
 
+STALE_GONE = """() => !document.querySelector('[data-testid="stMain"] [data-stale="true"]')"""
+
+
 def _drawn(page, view: int, layer: int) -> None:
     where = "fused output, after layer" if layer == FUSED else f"layer {layer} of "
     page.get_by_text(re.compile(rf"view {view} of \d+ · {where}")).wait_for(timeout=240_000)
+    # The step counter is drawn first; the previous screen's charts stay (faded, data-stale) until
+    # the new ones replace them, and Present hides the "Running" sign ALL_DRAWN reads.
+    page.wait_for_function(STALE_GONE, timeout=240_000, polling=100)
     page.wait_for_function(ALL_DRAWN, arg=1, timeout=240_000, polling=100)
 
 
@@ -168,6 +174,20 @@ def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, br
     page.wait_for_function("() => [...document.querySelectorAll('a')].some(a => a.innerText === 'Present this' "
                            "&& a.href.includes('Fusion+mixes'))", timeout=240_000, polling=100)
     page.wait_for_function(ALL_DRAWN, arg=2, timeout=240_000, polling=100)
+    # The fused layers moved on the page (the slider, not the sidebar's text box): 4-6 → 3-6, and
+    # the page explains the change with its own numbers; Present will carry it.
+    page.get_by_text(re.compile(r"Fusion \(fusion-mean of layers 4–6\)")).wait_for(timeout=60_000)
+    thumb = page.locator(".st-key-fuse_span-4-6 input").first  # the lower thumb
+    thumb.focus()
+    thumb.press("ArrowLeft")
+    page.get_by_text(re.compile(r"Fusion \(fusion-mean of layers 3–6\).{1,3}the fused output's mean token cosine "
+                                r"similarity is \d\.\d{3}")).wait_for(timeout=240_000)
+    page.wait_for_function("() => [...document.querySelectorAll('a')].some(a => a.innerText === 'Present this' "
+                           "&& a.href.includes('fusion_mean_layers=3-6') && a.href.includes('Fusion+mixes'))",
+                           timeout=240_000, polling=100)
+    assert page.get_by_label("layers — 'all', one layer 'N' or a range 'A-B' of layer indices 0..L").input_value() == "3-6"
+    page.wait_for_function(ALL_DRAWN, arg=2, timeout=240_000, polling=100)
+    page.evaluate("document.activeElement?.blur()")
     page.screenshot(path=str(SHOTS / "class-main-1280x720.png"))
 
     page.get_by_role("link", name=re.compile("Present this")).click()
@@ -175,7 +195,7 @@ def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, br
     _drawn(page, 4, 3)  # the similarity view (the one-layer tab's first) at the main page's layer
     assert _screen(page) == (4, 3)
     page.get_by_text(SENTENCE[:40], exact=False).first.wait_for()
-    assert "fusion" in page.get_by_text(re.compile("baseline beside")).inner_text()
+    assert "fusion-mean (layers=3-6)" in page.get_by_text(re.compile("baseline beside")).inner_text()
     page.screenshot(path=str(SHOTS / "class-present-1280x720.png"))
 
     # Arrow keys: every view, stepping the layer on each; every screen passes the projector check.

@@ -32,7 +32,7 @@ def test_the_fusion_line_sets_the_fused_value_beside_each_fused_layer(fused):
     each = [fused.mitigated.rows[layer]["cosine_mean"] for layer in (4, 5, 6)]
     for layer, v in zip((4, 5, 6), each):
         assert f"{v:.3f} (layer {layer})" in line
-    below = sum(value < v for v in each)
+    below = sum(round(value, 3) < round(v, 3) for v in each)  # compared at the digits shown
     assert (f"lower than {below} of the 3" in line) or (below == 3 and "lower than every" in line) \
         or (below == 0 and "higher than every" in line)
     assert views.fusion_line(smoothviz.analyze(REFERENCE, device="cpu", projection="none")) == ""
@@ -98,3 +98,52 @@ def test_the_gif_keeps_a_diverging_scale_smooth(tmp_path):
     back = np.asarray(Image.open(tmp_path / "g.gif").convert("RGB"), dtype=float)
     assert len(np.unique(back[30], axis=0)) >= 150  # the octree palette kept 73
     assert np.abs(back - np.tile(row[None], (60, 1, 1))).max() <= 8
+
+
+def test_coinciding_shi_and_rollout_lines_are_said_and_both_drawn(fused):
+    """A fusion leaves every layer as the baseline's: the mitigated line is drawn dashed over the
+    baseline's and named so (both visible); a mitigation that changes the layers is drawn plain."""
+    for fig in (figures.shi_bound(fused), figures.rollout(fused)):
+        mitigated = [t for t in fig.data if "fusion-mean" in t.name]
+        assert mitigated and all(figures.SAME in t.name and t.line.dash in ("dash", "dashdot") for t in mitigated)
+        assert all(t.line.dash in (None, "solid", "dot") for t in fig.data if figures.SAME not in t.name)
+    other = smoothviz.analyze("Rain fell softly on the old tin roof.", device="cpu", mitigation="neutreno")
+    assert not any(figures.SAME in t.name for t in figures.shi_bound(other).data + figures.rollout(other).data)
+
+
+def test_the_shi_line_reads_the_bound_against_the_measured_ratio(fused):
+    from types import SimpleNamespace
+    v, ratio = np.asarray(fused.baseline.metric("shi_v")[1:], float), np.asarray(fused.baseline.metric("dm_ratio")[1:], float)
+    [line] = views.shi_lines(fused, {"baseline": "baseline"})
+    assert v.min() >= 1 and "at least 1 at every layer" in line  # the default model: a loose bound (~10⁴)
+    assert f"between {v.min():,.0f} and {v.max():,.0f}" in line and f"between {ratio.min():.3g} and {ratio.max():.3g}" in line
+    # a bound under 1 guarantees shrinking at that layer, and is said at that layer only
+    rows = {"shi_v": [None, 2.0, 0.5, 0.9], "dm_ratio": [None, 0.95, 0.4, 0.8]}  # layer 0 has neither
+    tight = SimpleNamespace(baseline=SimpleNamespace(metric=rows.get), layernorm="post")
+    [line] = views.shi_lines(tight, {"baseline": "baseline"})
+    assert "v is below 1 at layers 2, 3: there the bound guarantees that d_M shrinks" in line
+    assert views.shi_lines(SimpleNamespace(baseline=tight.baseline, layernorm="pre"), {"baseline": "b"}) == []
+
+
+def test_an_ablated_heads_atlas_cell_is_blank_and_marked():
+    a = smoothviz.analyze("Rain fell softly on the old tin roof.", device="cpu", mitigation="heads",
+                          params={"ablate": "5.3", "sink": "none"})
+    fig = figures.head_atlas(a.mitigated, "head_gap", title="heads")
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.isnan(z[4, 3]) and np.isfinite(np.delete(z.ravel(), 4 * z.shape[1] + 3)).all()
+    [marks] = [t for t in fig.data if t.name == "ablated"]
+    assert list(marks.x) == [3] and list(marks.y) == [5] and "(1 ablated: ×)" in fig.layout.title.text
+    assert not np.isnan(np.asarray(figures.head_atlas(a.baseline, "head_gap").data[0].z, float)).any()
+
+
+def test_the_fusion_line_compares_at_the_digits_it_shows():
+    """A collapsed lab: every value reads 1.000; "lower than 1.000" would not add up on screen."""
+    from types import SimpleNamespace
+    rows = [{"cosine_mean": c} for c in (0.1, 0.5, 0.99991, 0.99998, 0.99999)]
+    fake = SimpleNamespace(mitigation={"name": "fusion-mean", "params": {"layers": "1-3"}}, n_layers=4,
+                           mitigated=SimpleNamespace(fused_row={"cosine_mean": 0.99995}, rows=rows))
+    line = views.fusion_line(fake)
+    assert "is 1.000, equal to 2 of the 3 fused layers', higher than 1 of the 3 fused layers'" in line
+    assert "0.500 (layer 1), 1.000 (layer 2), 1.000 (layer 3)" in line  # rows[l] is layer l (0: embeddings)
+    fake.mitigation["params"]["layers"] = "3-4"
+    assert "is 1.000, the same as every fused layer's at the digits shown" in views.fusion_line(fake)

@@ -211,7 +211,7 @@ def test_a_section_key_opens_its_tab():
     app = _open(MAIN, {"section": "layer", "layer": "1"})  # the Lesson's step 1 link: layer 1
     _fine(app)
     assert app.session_state["section"] == SECTIONS["layer"] and app.session_state["layer"] == 1
-    assert any(m.label.startswith("cosine_mean · layer 1") for m in app.metric)
+    assert any(m.label.startswith("mean token cosine ↑ · layer 1") for m in app.metric)
 
 
 def test_the_atlas_ablation_is_written_into_the_url():
@@ -275,7 +275,7 @@ def test_the_fused_output_is_a_position_after_the_last_layer():
     app = _open(MAIN, link)
     _fine(app)
     assert app.select_slider(key="layer").options[-1] == "fused" and app.session_state["layer"] == "fused"
-    card = next(m for m in app.metric if m.label == "cosine_mean · the fused output")
+    card = next(m for m in app.metric if m.label == "mean token cosine ↑ · the fused output")
     assert card.value == "0.325 → 0.24"  # the reference sentence: layer 6, then the fused output (issue 22)
     heatmaps = _heatmaps(app)
     assert len(heatmaps) == 2 and not np.allclose(heatmaps[0], heatmaps[1])  # the fused states differ from layer 6

@@ -28,7 +28,7 @@ RUN_COLOURS = {"baseline": RUN_PALETTE[0], "mitigated": RUN_PALETTE[1]}
 
 # Plain names for chart titles (the code names stay in tables, tooltips and the JSON): a student
 # reads "mean token cosine ↑" before learning what cosine_mean is.
-PLAIN = {"cosine_mean": "mean token cosine", "cls_cosine": "[CLS]–token cosine",
+PLAIN = {"cosine_mean": "mean token cosine", "cosine_centred": "centred token cosine", "cls_cosine": "[CLS]–token cosine",
          "dm_rel": "distance to all-alike (rel.)", "hfc_lfc": "high / low frequency",
          "effective_rank": "effective rank", "numerical_rank": "numerical rank",
          "sv_skewness": "singular-value skew", "sv_median": "median singular value",
@@ -129,6 +129,20 @@ def _values(run, name: str) -> list:
     return [r.get(name) for r in run.rows]
 
 
+SAME = " (same as the baseline: drawn dashed over it)"
+
+
+def _coincide(analysis, values) -> bool:
+    """Whether the mitigated run's ``values(run)`` equal the baseline's at every point (a fusion's
+    layers are the baseline's): its line is then drawn dashed over the baseline's and named so,
+    so that both stay visible (issue 22)."""
+    runs = _runs(analysis)
+    if "mitigated" not in runs:
+        return False
+    a, b = (np.asarray(values(runs[k]), dtype=np.float64) for k in ("baseline", "mitigated"))
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-9, atol=0, equal_nan=True))
+
+
 # --------------------------------------------------------------------------- 1. curves over depth
 
 def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row_gap: float = 0.2) -> go.Figure:
@@ -187,16 +201,22 @@ def shi_bound(analysis) -> go.Figure:
     L = analysis.n_layers
     x = list(range(1, L + 1))
     undefined = True
+    same = _coincide(analysis, lambda run: [*run.metric("shi_v")[1:], *run.metric("dm_ratio")[1:]])
     for key, run in _runs(analysis).items():
         name, colour = escape(run_name(analysis, key)), RUN_COLOURS[key]
+        over = same and key == "mitigated"  # dashed over the baseline, wider markers: both stay visible
+        suffix = SAME if over else ""
         v = run.metric("shi_v")[1:]  # None where undefined
         undefined &= all(a is None for a in v)
-        fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}", mode="lines+markers",
-                                 line=dict(color=colour, dash="dot"),
+        fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}{suffix}", mode="lines+markers",
+                                 line=dict(color=colour, dash="dashdot" if over else "dot"),
+                                 marker=dict(symbol="circle-open", size=9) if over else None,
                                  hovertemplate="layer %{x}: v = %{y:.3g}<extra></extra>"))
         ratio = run.metric("dm_ratio")[1:]
-        fig.add_trace(go.Scatter(x=x, y=ratio, name=f"measured d_M ratio, {name}", mode="lines+markers",
-                                 line=dict(color=colour), hovertemplate="layer %{x}: ratio = %{y:.3g}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=x, y=ratio, name=f"measured d_M ratio, {name}{suffix}", mode="lines+markers",
+                                 line=dict(color=colour, dash="dash" if over else "solid"),
+                                 marker=dict(symbol="circle-open", size=9) if over else None,
+                                 hovertemplate="layer %{x}: ratio = %{y:.3g}<extra></extra>"))
     fig.add_hline(y=1, line=dict(color="grey", dash="dash"), annotation_text="1: below it, d_M shrinks",
                   annotation_position="bottom right")
     note = ""  # in the title's second line: inside the plot it was printed over the data (issue 22)
@@ -208,7 +228,7 @@ def shi_bound(analysis) -> go.Figure:
     fig.update_yaxes(type="log", title="ratio (log)", **log_ticks(shown + [1.0]))
     fig.update_xaxes(title="layer", dtick=thin(L, 16))
     fig = layout(fig, "Shi et al.'s bound v beside the measured contraction", height=360,
-                 legend=dict(orientation="h", y=-0.22, x=0))
+                 legend=dict(orientation="h", y=-0.3, yanchor="top", x=0))
     if note:
         fig.update_layout(title_text=f"{fig.layout.title.text}<br>{note}", margin_t=80)
     return fig
@@ -526,10 +546,22 @@ def head_atlas(run, quantity: str = "head_gap", title: str = "", picked: tuple[i
     """Heatmap of a per-head quantity ``[L, h]``: rows are layers 1…L, columns heads."""
     z = np.round(np.asarray(getattr(run, quantity), dtype=np.float64), 3)
     L, h = z.shape
+    # An ablated head's attention is still computed, but its output never reaches the model: its
+    # cell is left blank and marked, not coloured as if it were alive (issue 22).
+    used = run.used_heads() if hasattr(run, "used_heads") else None
+    dead = np.zeros_like(z, dtype=bool) if used is None or np.shape(used) != z.shape else ~np.asarray(used, bool)
+    z = np.where(dead, np.nan, z)
     fig = go.Figure(go.Heatmap(z=z, x=list(range(h)), y=list(range(1, L + 1)), colorscale="Viridis",
                                colorbar=dict(title=_SHORT.get(quantity, quantity), thickness=12),
                                texttemplate="%{z:.2f}" if L * h <= 120 else None, textfont_size=10,
+                               hoverongaps=False,
                                hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"))
+    if dead.any():
+        layers, heads = np.nonzero(dead)
+        fig.add_trace(go.Scatter(x=heads.tolist(), y=(layers + 1).tolist(), mode="markers", name="ablated",
+                                 marker=dict(symbol="x-thin", size=14, line=dict(color="#333333", width=2)),
+                                 showlegend=False, hovertemplate="layer %{y}, head %{x}: ablated<extra></extra>"))
+        title += f" ({int(dead.sum())} ablated: ×)"
     if picked is not None:
         layer, head = picked
         fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
@@ -563,15 +595,18 @@ def rollout(analysis) -> go.Figure:
     """σ₂/σ₁ of the attention rollout up to each layer: → 0 as the product converges to rank one."""
     fig = go.Figure()
     L = analysis.n_layers
+    same = _coincide(analysis, lambda run: run.metric("rollout_ratio")[1:])
     for key, run in _runs(analysis).items():
+        over = same and key == "mitigated"  # dashed over the baseline, wider markers: both stay visible
         fig.add_trace(go.Scatter(x=list(range(1, L + 1)), y=[None if v is None else round(v, 6) for v in run.metric("rollout_ratio")[1:]],
-                                 mode="lines+markers", name=escape(run_name(analysis, key)),
-                                 line=dict(color=RUN_COLOURS[key]),
+                                 mode="lines+markers", name=escape(run_name(analysis, key)) + (SAME if over else ""),
+                                 line=dict(color=RUN_COLOURS[key], dash="dash" if over else "solid"),
+                                 marker=dict(symbol="circle-open", size=9) if over else None,
                                  hovertemplate="layer %{x}: σ₂/σ₁ = %{y:.3g}<extra></extra>"))
     shown = [y for trace in fig.data for y in trace.y]
     fig.update_yaxes(type="log", title="σ₂/σ₁ of rollout (log)", **log_ticks(shown))
     fig.update_xaxes(title="layer", dtick=thin(L, 16))
-    return layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.25, x=0))
+    return layout(fig, "Attention rollout convergence", height=360, legend=dict(orientation="h", y=-0.3, yanchor="top", x=0))
 
 
 def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go.Figure:

@@ -157,6 +157,31 @@ def _fiedler_span(analysis, layer: int) -> float:
     return max((float(np.nanmax(v)) for v in values if v.size and np.isfinite(v).any()), default=0.0) or 1.0
 
 
+def shi_lines(analysis, names: dict[str, str]) -> list[str]:
+    """Under Shi et al.'s chart: what its bound says about this run, from its numbers. A bound of
+    10⁴ beside a measured ratio of ~1 needs a sentence a student can follow (issue 22): v ≥ 1
+    guarantees nothing, v < 1 guarantees that d_M shrinks at that layer (d_M(H_l) ≤ v·d_M(H_{l−1}))."""
+    run = analysis.baseline
+    v, ratio = (np.asarray(x, dtype=np.float64) for x in (run.metric("shi_v")[1:], run.metric("dm_ratio")[1:]))
+    known = np.isfinite(v)
+    if not known.any() or getattr(analysis, "layernorm", "post") == "pre":  # the chart shows no v then
+        return []
+
+    def num(x: float) -> str:  # 25,512 rather than 2.55e+04: a student reads it
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+    measured = ratio[np.isfinite(ratio)]
+    seen = (f"; the measured ratio lies between {num(measured.min())} and {num(measured.max())}" if measured.size
+            else "")
+    tight = [layer + 1 for layer in np.flatnonzero(known & (v < 1))]
+    if not tight:
+        return [f"For the {names['baseline']}, v lies between {num(np.nanmin(v))} and {num(np.nanmax(v))}: at least 1 "
+                f"at every layer, so the bound allows d_M to grow and guarantees no smoothing here{seen}. "
+                "What the layers do is the measured line, not the bound."]
+    return [f"For the {names['baseline']}, v is below 1 at layer{'s' if len(tight) > 1 else ''} "
+            f"{', '.join(map(str, tight))}: there the bound guarantees that d_M shrinks{seen}."]
+
+
 def _similarity(analysis, key, at):
     run = _run(analysis, key)
     if at.fused and key == "mitigated" and run.fused is not None:
@@ -181,7 +206,7 @@ VIEWS: list[View] = [
          "Below the dashed line a layer shrinks the distance to the smooth subspace (every token the same "
          "vector); v is Shi et al.'s upper bound on that ratio, derived for post-LN blocks and shown only for "
          "them (shown, not asserted: v ≥ 1 guarantees nothing).", "why-stacking-smooths",
-         lambda a, k, at: figures.shi_bound(a), half=True,
+         lambda a, k, at: figures.shi_bound(a), half=True, notes=shi_lines,
          table=tables.shi),
     View("rollout", "depth", "",
          "σ₂/σ₁ of the product of attention matrices up to each layer: when it nears 0 every token draws "
@@ -322,14 +347,19 @@ def fusion_line(analysis) -> str:
         return ""
     shown = ", ".join(f"{v:.3f} (layer {layer})" for layer, v in each) if len(each) <= 8 else \
         f"{min(v for _, v in each):.3f} to {max(v for _, v in each):.3f}"
-    below = sum(fused < v for _, v in each)
-    verdict = ("lower than every fused layer's" if below == len(each) else
-               "higher than every fused layer's" if below == 0 else
-               f"lower than {below} of the {len(each)} fused layers'")
+    # compared at the digits shown: "lower than 1.000 (layer 3)" beside 1.000 would not add up
+    f3 = round(fused, 3)
+    below, equal = sum(f3 < round(v, 3) for _, v in each), sum(f3 == round(v, 3) for _, v in each)
+    above, k = len(each) - below - equal, len(each)
+    verdict = ("lower than every fused layer's" if below == k else
+               "higher than every fused layer's" if above == k else
+               "the same as every fused layer's at the digits shown" if equal == k else
+               ", ".join(f"{word} {count} of the {k} fused layers'" for word, count in
+                         (("lower than", below), ("equal to", equal), ("higher than", above)) if count))
     span = f"layers {layers[0]}–{layers[-1]}" if len(layers) > 1 else f"layer {layers[0]}"
     return (f"Fusion ({m['name']} of {span}): the fused output's mean token cosine similarity is {fused:.3f}, "
             f"{verdict} ({shown}); the layers themselves are the baseline's, so the curves differ only at "
-            f"\"fused\". Change the fused layers in the sidebar (layers=A-B) to see the fused value move.")
+            f"\"fused\". Move the fused layers (the slider here, or layers=A-B in the sidebar) to see the fused value move.")
 
 
 def first_view(section: str) -> str:

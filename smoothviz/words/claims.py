@@ -27,6 +27,8 @@ FROZEN_CAVEAT = ("{name} was not part of this pretrained model's training (its p
                  "computes, and whatever comes after it sees states out of distribution (never seen in training), "
                  "so the mitigated numbers show what the intervention does to this network, not what a model "
                  "trained with it would do.")
+# The same caveat in one line, for where it heads the page (its full text one click away).
+FROZEN_CAVEAT_LINE = "{name} on frozen weights: what it does to this network, not what a model trained with it would do"
 FROZEN_CAVEAT_ALL = ("None of {names} was part of a pretrained model's training (their papers train or fine-tune a "
                      "model with them, or use them as ablations): applied to the frozen weights, each changes what "
                      "the network computes, and whatever comes after it sees states out of distribution (never "
@@ -55,6 +57,11 @@ def frozen_caveat(mitigation: str | None, lab=None) -> str | None:
     if lab or mitigation not in in_forward_mitigations():
         return None
     return FROZEN_CAVEAT.format(name=mitigation)
+
+
+def frozen_caveat_line(mitigation: str | None, lab=None) -> str | None:
+    """:func:`frozen_caveat` in one line (the page's heading of it; the full text beside it)."""
+    return None if frozen_caveat(mitigation, lab) is None else FROZEN_CAVEAT_LINE.format(name=mitigation)
 
 
 def frozen_caveat_all() -> str:
