@@ -339,3 +339,100 @@ def test_a_llama_gguf_without_llama_cpps_permutation_is_another_model(tmp_path):
     with torch.no_grad():
         a, b = (m(input_ids=ids, output_hidden_states=True).hidden_states for m in (model, loaded))
     assert torch.equal(a[0], b[0]) and not torch.allclose(a[-1], b[-1], atol=1e-4)
+
+
+# --------------------------------------------------------------------------- compare, corpus, animate, page
+
+LINES = [SENTENCE, "A short one.", "Stacking many attention layers pulls every token toward the same vector."]
+
+
+def _close(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and a == pytest.approx(b, rel=1e-4, abs=1e-5))
+
+
+def test_compare_and_corpus_on_a_decoder_directory(model_dir):
+    """Gemma 3 (sliding window of 4, shorter than the lines) beside the default encoder over relative
+    depth; and a corpus of lines of three lengths in one padded pass, each line's rows equal to its
+    own analysis (right padding is exact for a causal model: no real token sees a padded one)."""
+    from smoothviz import figures
+    from smoothviz.compare import compare
+    from smoothviz.corpus import BatchAnalyser, settings_of
+    path = model_dir("gemma3_text")
+    alone = {text: smoothviz.analyze(text, model=path, device="cpu", heads=False) for text in LINES}
+    c = compare(SENTENCE, [f"model={path}", "model=default"], device="cpu", heads=False)
+    runs = c.to_json()["runs"]
+    mine = alone[SENTENCE].baseline
+    assert [r["layer"] for r in runs[0]["layers"]] == [0, 1, 2] and len(runs[1]["layers"]) == 7
+    assert all(_close(got[k], want[k]) for got, want in zip(runs[0]["layers"], mine.table()) for k in want)
+    assert all(_close(runs[0]["final_norm"][k], v) for k, v in mine.final_norm_row.items())
+    assert "final_norm" not in runs[1]                            # MiniLM is post-LN: no final norm
+    fig = figures.compare_curves([(r.label, r.run) for r in c.runs], relative=True)
+    assert list(fig.data[0].x) == [0, 0.5, 1] and list(fig.data[0].y) == [r["cosine_mean"] for r in mine.rows]
+
+    assert BatchAnalyser(settings_of(model=path, device="cpu")).padded
+    result = smoothviz.corpus(LINES, model=path, device="cpu", batch_size=8)
+    assert result.computed == 3 and not result.errors
+    table = result.table.to_pylist()
+    for sentence, text in enumerate(LINES):
+        rows = [r for r in table if r["sentence"] == sentence and r["run"] == "baseline"]
+        assert [r["layer"] for r in rows] == [0, 1, 2] and rows[0]["tokens"] == len(alone[text].tokens)
+        for got, want in zip(rows, alone[text].baseline.rows):
+            for key in ("cosine_mean", "dm_rel", "effective_rank", "spectral_gap", "first_token_mass"):
+                assert _close(got[key], want[key]), (sentence, want["layer"], key)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_animate_on_a_decoder_directory(model_dir, tmp_path):
+    """One GIF frame per layer 0…L of a decoder (Llama, grouped KV heads), baseline beside NeuTRENO."""
+    from PIL import Image
+
+    from smoothviz.animate import animate, frame_figures
+    r = smoothviz.analyze(SENTENCE, model=model_dir("llama"), device="cpu", mitigation="neutreno")
+    figs = frame_figures(r, ("heatmap", "graph"))
+    assert len(figs) == r.n_layers + 1
+    info = animate(r, str(tmp_path / "llama.gif"), ("heatmap", "graph"))
+    with Image.open(tmp_path / "llama.gif") as im:
+        assert im.n_frames == r.n_layers + 1 == info["frames"]
+
+
+@pytest.mark.slow
+def test_the_final_norm_on_the_page_is_a_position_of_its_own(model_dir):
+    """A decoder's page: the curves carry a "final norm" point after layer L (◆, its own tick), the
+    layer slider a "final norm" position after L, whose cards read the final-norm row and whose
+    similarity heatmap is the normed states'; layer L stays block L's output."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from smoothviz import figures, views
+    path = model_dir("llama")
+    r = smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation="neutreno")
+    L = r.n_layers
+    fig = figures.metric_curves(r)
+    diamonds = [t for t in fig.data if t.marker.symbol == "diamond"]
+    assert diamonds and all(list(t.x) == [L + 1] for t in diamonds)
+    first = next(t for t in diamonds if t.xaxis in (None, "x"))   # the first panel: cosine_mean, baseline
+    assert first.y[0] == pytest.approx(r.baseline.final_norm_row["cosine_mean"])
+    ticks = dict(zip(fig.layout.xaxis.tickvals, fig.layout.xaxis.ticktext))
+    assert ticks[L + 1] == "final norm" and ticks[L] == str(L)
+    line = " ".join(views.final_norm_lines(r, {"baseline": "baseline", "mitigated": "neutreno"}))
+    assert f"dm_rel {r.baseline.final_norm_row['dm_rel']:.3f} (layer {L}: {r.baseline.rows[L]['dm_rel']:.3f})" in line
+    normed = np.asarray(r.baseline.final_norm, dtype=np.float64)
+    U = normed / np.linalg.norm(normed, axis=1, keepdims=True)
+    assert np.allclose(views.final_norm_similarity(r.baseline, r.keep), U @ U.T)
+
+    root = Path(__file__).resolve().parent.parent
+    at = AppTest.from_file(str(root / "app" / "SmoothViz.py"), default_timeout=600)
+    for key, value in {"model": "custom", "model_id": path, "text": SENTENCE, "mit": "neutreno",
+                       "section": views.SECTIONS["layer"], "layer": "final norm"}.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    slider = next(s for s in at.select_slider if s.label.startswith("Layer"))
+    assert list(slider.options) == [*map(str, range(1, L + 1)), "final norm"] and slider.value == "final norm"
+    cards = {m.label: m.value for m in at.metric}
+    b, m = r.baseline.final_norm_row["dm_rel"], r.mitigated.final_norm_row["dm_rel"]
+    assert cards["dm_rel · the final norm"] == f"{b:.3g} → {m:.3g}"
+    assert cards["spectral_gap · the final norm"] == "— → —"     # no attention of its own
+    assert f"Token similarity after the final norm (applied to layer {L})" in [s.value for s in at.subheader]
