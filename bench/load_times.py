@@ -5,8 +5,8 @@ then cached) in fresh processes, and record the machine's load beside each numbe
         --out bench/results/gemma-3-270m-load.json
 
 Each round calls :func:`smoothviz.bench.load_seconds` (two fresh processes sharing one new cache
-directory). The 1-minute load average before and after each round, and the CPU count, are stored
-with the times: on a shared machine they say how much else was running.
+directory). The 1-minute load average before and after each round, sampled every 5 s during it,
+and the CPU count are stored with the times: on a shared machine they say how much else was running.
 """
 from __future__ import annotations
 
@@ -15,10 +15,19 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
 from smoothviz.bench import load_seconds
+
+
+def _sample(samples: list, done: threading.Event, every: float = 5.0) -> None:
+    """The 1-minute load average every ``every`` seconds until ``done`` (at least once)."""
+    while True:
+        samples.append(round(os.getloadavg()[0], 2))
+        if done.wait(every):
+            return
 
 
 def main(argv=None) -> int:
@@ -30,12 +39,18 @@ def main(argv=None) -> int:
     runs = []
     for r in range(args.rounds):
         for model in args.models.split(","):
-            before = os.getloadavg()
+            before, samples, done = os.getloadavg(), [], threading.Event()
+            sampler = threading.Thread(target=_sample, args=(samples, done), daemon=True)
+            sampler.start()
             cold, cached = load_seconds(model)
+            done.set()
+            sampler.join()
             after = os.getloadavg()
             runs.append({"model": model, "round": r, "cold_s": round(cold, 2), "cached_s": round(cached, 2),
                          "loadavg_1_5_15_before": [round(x, 2) for x in before],
                          "loadavg_1_5_15_after": [round(x, 2) for x in after],
+                         "loadavg_1min_during": {"min": min(samples), "mean": round(sum(samples) / len(samples), 2),
+                                                 "max": max(samples), "samples": len(samples)},
                          "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
             print(f"{model} round {r}: cold {cold:.1f} s, cached {cached:.1f} s; load average "
                   f"{before[0]:.2f} -> {after[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
