@@ -231,7 +231,7 @@ def layer_views(analysis, picked) -> None:
     if final:
         st.caption(f"The final norm is the model's own norm after block {L}, applied to layer {L}'s states: what its "
                    f"output head reads, shown apart from layer {L} (SmoothViz's choice). It has no attention of its "
-                   "own: graph metrics are blank (—) here, and the graph views show layer " + f"{L}'s.")
+                   f"own: graph metrics are blank (—) here, and the graph views show layer {L}'s.")
     if "mitigated" in runs:
         st.caption(f"At {where}: baseline" + (f" (layer {L}: it has no fused output)" if fused else "")
                    + f" → {md(run_title(analysis, 'mitigated'))} (difference below)")
