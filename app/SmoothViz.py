@@ -214,9 +214,11 @@ new_depth = st.session_state.get("_depth", L) != L  # another model: its layer c
 st.session_state["_depth"] = L
 a_layer = lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L  # noqa: E731
 FUSED = "fused"  # the slider's position after the last layer when a fusion has a fused output
-POSITIONS = [*range(1, L + 1), *([FUSED] if views.has_fused(analysis) else [])]
+FINAL = figures.FINAL_NORM  # a pre-norm model's final norm: its own position after layer L, never layer L
+POSITIONS = [*range(1, L + 1), *([FINAL] if views.has_final_norm(analysis) else []),
+             *([FUSED] if views.has_fused(analysis) else [])]
 remember("layer", L, lambda v: not new_depth and v in POSITIONS,
-         f"this model has layers 1–{L}" + (" and fused" if FUSED in POSITIONS else ""))
+         f"this model has layers 1–{L}" + "".join(f" and {p}" for p in POSITIONS[L:]))
 remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10, "1–10")
 remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES,
          "one of " + ", ".join(figures.HEAD_QUANTITIES))
@@ -229,12 +231,17 @@ def present_link() -> None:
     """A link to Present with this page's setup, its open tab's first view and its layer."""
     section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
     query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
-             "view": views.first_view(section), "layer": str(st.session_state.get("layer", L))}
+             "view": views.first_view(section), "layer": str(layer_number(st.session_state.get("layer", L)))}
     if picked is not None:
         query["token"] = token_name(picked)
     present_slot.markdown("▶ " + controls.same_tab_link("Present this", "Present", query)
                           + " — the same setup on a projector, one view per screen, arrow keys step",
                           unsafe_allow_html=True)
+
+
+def layer_number(position) -> int | str:
+    """The layer a slider position stands for outside this page: the final norm's is layer L's."""
+    return L if position == FINAL else position
 
 
 def depth_tab() -> None:
@@ -258,39 +265,52 @@ def layer_views(analysis, picked) -> None:
     back.button("◀", on_click=step, args=(-1,), help="previous layer", disabled=L == 1)
     fwd.button("▶", on_click=step, args=(1,), help="next layer", disabled=L == 1)
     with slider:
-        if FUSED in POSITIONS:  # the fused output is a place on the slider, after the last layer
-            layer = st.select_slider("Layer (then the fused output)", POSITIONS, value=L, key="layer", bind=URL,
+        if len(POSITIONS) > L:  # the final norm and the fused output are places after the last layer
+            after = " and ".join(f"the {p if p == FINAL else 'fused output'}" for p in POSITIONS[L:])
+            layer = st.select_slider(f"Layer (then {after})", POSITIONS, value=L, key="layer", bind=URL,
                                      format_func=str, help="Drag, or click the handle and use the arrow keys; "
-                                                           "'fused' is the fusion's output after the last layer.")
+                                     + ("'final norm' is the model's own norm after its last block, applied to "
+                                        f"layer {L}'s states (not a layer); " if FINAL in POSITIONS else "")
+                                     + ("'fused' is the fusion's output after the last layer." if FUSED in POSITIONS
+                                        else ""))
         else:
             layer = st.slider("Layer", 1, L, L, key="layer", bind=URL,  # default: the last layer, as with no link
                               help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).") \
                 if L > 1 else 1
-    fused = layer == FUSED
-    where = "the fused output" if fused else f"layer {layer}"
-    layer = L if fused else layer
+    fused, final = layer == FUSED, layer == FINAL
+    where = "the fused output" if fused else "the final norm" if final else f"layer {layer}"
+    layer = L if fused or final else layer
     runs = analysis.runs()
     metric_names = CARDS
+    if final:
+        st.caption(f"The final norm is the model's own norm after block {L}, applied to layer {L}'s states: what its "
+                   f"output head reads, shown apart from layer {L} (SmoothViz's choice). It has no attention of its "
+                   f"own: graph metrics are blank (—) here, and the graph views show layer {L}'s.")
     if "mitigated" in runs:
-        same = FUSED in POSITIONS and not fused and runs["mitigated"].rows[layer] == runs["baseline"].rows[layer]
+        same = FUSED in POSITIONS and not (fused or final) and runs["mitigated"].rows[layer] == runs["baseline"].rows[layer]
         st.caption(f"At {where}: baseline" + (f" (layer {L}: it has no fused output)" if fused else "")
                    + f" → {md(run_title(analysis, 'mitigated'))} (difference below)"
                    + (". The fusion leaves this layer as the baseline's: both columns show the same numbers here; "
                       "move to 'fused' on the slider to see what it changes." if same else ""))
     registry = metrics_registry()
+
+    def value(run, name):
+        if final:
+            return (run.final_norm_row or {}).get(name)
+        return (run.fused_row or {}).get(name) if fused else run.rows[layer][name]
     for col, name in zip(st.columns(len(metric_names)), metric_names):
-        b = runs["baseline"].rows[layer][name]
+        b = value(runs["baseline"], name) if final else runs["baseline"].rows[layer][name]
         text = "—" if b is None else f"{b:.3g}"
         # a plain name on the card; the code name (the tables' and the CSV's column) in its tooltip
         label, tip = f"{figures.plain_title(name)} · {where}", f"`{name}`: {registry[name].formula}"
         if "mitigated" in runs:
-            m = (runs["mitigated"].fused_row or {}).get(name) if fused else runs["mitigated"].rows[layer][name]
+            m = value(runs["mitigated"], name)
             col.metric(label, f"{text} → {'—' if m is None else f'{m:.3g}'}", help=tip,
                        delta=None if None in (b, m) else f"{m - b:+.3g}", delta_color="off")
         else:
             col.metric(label, text, help=tip)
     top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
-    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k, fused=fused))
+    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k, fused=fused, final_norm=final))
 
 
 def layer_tab() -> None:
@@ -375,7 +395,7 @@ c2.download_button("Metrics (JSON)", json.dumps(analysis.to_json(), indent=1), "
                    "application/json", on_click="ignore", width="stretch")
 # built when pressed, from the settings alone (state.report_html says why not a closure over the page);
 # at the fused position the report's per-layer views show the last layer
-report_layer = st.session_state.get("layer", L) if st.session_state.get("layer", L) != FUSED else L
+report_layer = st.session_state.get("layer", L) if st.session_state.get("layer", L) not in (FUSED, FINAL) else L
 c3.download_button("Report (one HTML file, works offline)",
                    functools.partial(state.report_html, settings, report_layer),
                    "smoothviz-report.html", "text/html", on_click="ignore", width="stretch")

@@ -181,12 +181,44 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
         del config.quantization_config
     config.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    _keep_tokenizer_as_built(partial)
     try:
         partial.rename(target)
     except OSError:  # another process finished first: use its copy
         import shutil
         shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def _keep_tokenizer_as_built(folder: Path) -> None:
+    """Make the saved tokenizer load as transformers built it from the GGUF file.
+
+    The saved ``tokenizer.json`` is that tokenizer whole; a model-specific class named in
+    ``tokenizer_config.json`` would rebuild it from the vocabulary its own way instead (measured: a
+    Qwen2 file with a sentencepiece vocabulary came back letter by letter). The generic
+    ``TokenizersBackend`` reads ``tokenizer.json`` as it is.
+    """
+    import json
+    path = folder / "tokenizer_config.json"
+    if not (folder / "tokenizer.json").is_file() or not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "TokenizersBackend"
+    path.write_text(json.dumps(config, indent=2))
+
+
+def _load_tokenizer(source: str, local: bool, **kwargs):
+    """``AutoTokenizer``, except that a folder whose ``tokenizer_config.json`` names the generic
+    ``TokenizersBackend`` (a dequantised GGUF file, :func:`_keep_tokenizer_as_built`) gets it: for
+    some model types (Qwen2) ``AutoTokenizer`` picks its own class over the one the folder names."""
+    import json
+
+    from transformers import AutoTokenizer
+    config = Path(source) / "tokenizer_config.json"
+    if local and config.is_file() and json.loads(config.read_text()).get("tokenizer_class") == "TokenizersBackend":
+        from transformers import TokenizersBackend
+        return TokenizersBackend.from_pretrained(source, **kwargs)
+    return AutoTokenizer.from_pretrained(source, **kwargs)
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -272,7 +304,7 @@ def load(name: str, device: str):
     Raises:
         ModelError: unknown id, unreachable hub, not a model, or an unsupported architecture.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
 
     from smoothviz.model.attention import register
 
@@ -298,7 +330,7 @@ def load(name: str, device: str):
         raise ModelError(f"model type '{config.model_type}' has no base model in transformers") from None
     attn = register() if getattr(model_class, "_supports_attention_backend", False) else "eager"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        tokenizer = _load_tokenizer(source, local, **kwargs)
         model = AutoModel.from_pretrained(source, config=config, attn_implementation=attn,
                                           use_safetensors=True, **kwargs)
     except Exception as err:  # noqa: BLE001

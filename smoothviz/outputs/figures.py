@@ -109,11 +109,17 @@ def _runs(analysis) -> dict:
     return analysis.runs()
 
 
-def depth_axes(fig: go.Figure, depth: int, has_fused: bool) -> None:
-    """Small multiples over layers 0…``depth``: at most 8 layer ticks, then "fused" at depth + 1
-    when a fused output is drawn; small tick and panel-title fonts."""
-    ticks = list(range(0, depth + 1, thin(depth + 1, 8))) + ([depth + 1] if has_fused else [])
-    fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= depth else "fused" for t in ticks], tickfont_size=11)
+FINAL_NORM = "final norm"  # the label of a pre-norm model's final norm, a position after the last layer
+
+
+def depth_axes(fig: go.Figure, depth: int, has_fused: bool, has_final_norm: bool = False) -> None:
+    """Small multiples over layers 0…``depth``: at most 8 layer ticks, then "final norm" at
+    depth + 1 when a pre-norm model's final norm is drawn, then "fused" when a fused output is;
+    small tick and panel-title fonts."""
+    extra = [FINAL_NORM] * has_final_norm + ["fused"] * has_fused
+    ticks = list(range(0, depth + 1, thin(depth + 1, 8))) + [depth + 1 + i for i in range(len(extra))]
+    fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= depth else extra[t - depth - 1] for t in ticks],
+                     tickfont_size=11)
     fig.update_yaxes(tickfont_size=11, nticks=5)
     fig.update_annotations(font_size=13)
 
@@ -149,7 +155,9 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
     """Small multiples of the registered metrics over depth (those with ``curve=True``, or the
     ``metrics`` named), baseline and mitigated on shared axes.
 
-    A fused output (fusion mitigations) is an extra point at x = L + 1, labelled "fused".
+    A pre-norm model's final norm (its norm after the last block, applied to layer L's states) is
+    an extra point at x = L + 1 labelled "final norm", never layer L; a fused output (fusion
+    mitigations) is the next one, labelled "fused".
     """
     registry = registered()
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
@@ -158,6 +166,8 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
                         horizontal_spacing=0.055, vertical_spacing=row_gap if rows > 1 else 0.1)
     L = analysis.n_layers
     has_fused = any(run.fused_row is not None for run in _runs(analysis).values())
+    has_final = any(run.final_norm_row is not None for run in _runs(analysis).values())
+    final_x, fused_x = L + 1, L + 1 + has_final
     traces, where = [], []  # added in one batch: per-trace add_trace is slow with many subplots
     runs = _runs(analysis)
     same = "mitigated" in runs and all(  # e.g. a fusion: every layer is the baseline's
@@ -176,9 +186,16 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
                 line=dict(color=colour, width=2, dash="dash" if same and key == "mitigated" else "solid"),
                 hovertemplate=f"{PLAIN.get(m, m)} ({m})<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>"))
             where.append(divmod(i, cols))
+            final = run.final_norm_row
+            if final is not None and final.get(m) is not None:  # a row of its own, never layer L
+                traces.append(go.Scatter(
+                    x=[final_x], y=[final[m]], mode="markers", legendgroup=key, showlegend=False,
+                    marker=dict(symbol="diamond", size=10, color=colour, line=dict(color="black", width=1)),
+                    hovertemplate=f"{m}<br>{FINAL_NORM} (applied to layer {L}): %{{y:.4g}}<extra>{escape(name)}</extra>"))
+                where.append(divmod(i, cols))
             if fused is not None and fused.get(m) is not None:
                 traces.append(go.Scatter(
-                    x=[L + 1], y=[fused[m]], mode="markers", legendgroup=key, showlegend=False,
+                    x=[fused_x], y=[fused[m]], mode="markers", legendgroup=key, showlegend=False,
                     marker=dict(symbol="star", size=12, color=colour, line=dict(color="black", width=1)),
                     hovertemplate=f"{m}<br>fused output: %{{y:.4g}}<extra>{key}</extra>"))
                 where.append(divmod(i, cols))
@@ -187,7 +204,7 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
         values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
         if m in registry and registry[m].log and values and max(values) / min(values) > 100:
             fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
-    depth_axes(fig, L, has_fused)
+    depth_axes(fig, L, has_fused, has_final)
     for i in range(len(metrics)):  # the bottom panel of each column names its axis
         if i + cols >= len(metrics):
             fig.update_xaxes(title_text="layer", title_standoff=2, row=i // cols + 1, col=i % cols + 1)
@@ -675,8 +692,10 @@ def enlarged(fig: go.Figure, factor: float, height: int, floor: float = 0) -> go
             if vals is not None and text is not None and len(vals) > 1:
                 step = thin(len(vals), max(2, int(plot // (floor * 1.25))))
                 keep = list(range(0, len(vals), step))
-                if keep[-1] != len(vals) - 1 and str(text[-1]) == "fused":  # the fused output keeps its label
-                    keep[-1] = len(vals) - 1
+                # the positions after the last layer (final norm, fused output) keep their labels
+                named = [i for i, t in enumerate(text) if str(t) in (FINAL_NORM, "fused")]
+                if named:
+                    keep = [i for i in keep if i < named[0]][: max(1, len(keep) - len(named))] + named
                 axis["tickvals"], axis["ticktext"] = [vals[i] for i in keep], [text[i] for i in keep]
     return go.Figure(spec)
 

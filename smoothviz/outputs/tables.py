@@ -44,10 +44,17 @@ def rollout(analysis, at=None) -> list[dict]:
 
 
 def similarity(analysis, at) -> list[dict]:
-    """Per run and token: its cosine similarity to every token at ``at.layer``."""
+    """Per run and token: its cosine similarity to every token at ``at.layer`` (after the final
+    norm at the final-norm position)."""
+    from smoothviz.outputs.views import final_norm_similarity  # views imports this module
     cols = [f"{j} · {t}" for j, t in enumerate(analysis.labels)]
+
+    def matrix(run):
+        if getattr(at, "final_norm", False) and run.final_norm is not None:
+            return final_norm_similarity(run, analysis.keep)
+        return np.asarray(run.similarity[at.layer])
     return [{"run": name, "token": cols[i], **{c: _f(v, 3) for c, v in zip(cols, row)}}
-            for name, run in _named(analysis) for i, row in enumerate(np.asarray(run.similarity[at.layer]))]
+            for name, run in _named(analysis) for i, row in enumerate(matrix(run))]
 
 
 def graph(analysis, at) -> list[dict]:

@@ -43,6 +43,9 @@ class At:
         fused: the position after the last layer, a fusion's fused output: ``layer`` is then L
             (the fused output is measured on the last layer's graph); the similarity view and the
             cards show the fused states.
+        final_norm: the position after the last layer of a pre-norm model, its final norm applied
+            to layer L's states (never layer L itself): ``layer`` is then L; the similarity view
+            and the cards show the normed states, the graph views layer L's attention.
     """
 
     layer: int
@@ -52,6 +55,7 @@ class At:
     head_layer: int = 1
     head: int = 0
     fused: bool = False
+    final_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,10 @@ class View:
             if self.key == "similarity":
                 return f"Token similarity of the fused output (after layer {at.layer})"
             return title + " — the fused output has no layer of its own: the last layer's"
+        if at.final_norm and "layer" in self.depends and title:
+            if self.key == "similarity":
+                return f"Token similarity after the final norm (applied to layer {at.layer})"
+            return title + " — the final norm has no attention of its own: the last layer's"
         return title
 
     def figures(self, analysis, at: At) -> list[tuple[str, go.Figure]]:
@@ -151,6 +159,40 @@ def fused_similarity(analysis) -> np.ndarray:
     return x @ x.T
 
 
+def has_final_norm(analysis) -> bool:
+    """Whether the model has a final norm after its last block (pre-norm): a position after the last layer."""
+    return analysis.baseline.final_norm is not None
+
+
+def final_norm_similarity(run, keep) -> np.ndarray:
+    """``[n, n]`` cosine similarity of the kept tokens after the model's final norm."""
+    x = np.asarray(run.final_norm, dtype=np.float64)[keep]
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x @ x.T
+
+
+def final_norm_lines(analysis, names: dict[str, str]) -> list[str]:
+    """What the "final norm" point after the last layer is, with its numbers beside layer L's."""
+    runs = {k: r for k, r in analysis.runs().items() if r.final_norm_row is not None}
+    if not runs:
+        return []
+    L = analysis.n_layers
+    parts = []
+    for key, run in runs.items():
+        pairs = [(m, run.final_norm_row.get(m), run.rows[L].get(m)) for m in ("cosine_mean", "dm_rel")]
+        said = ", ".join(f"{m} {f:.3f} (layer {L}: {v:.3f})" for m, f, v in pairs if None not in (f, v))
+        if said:
+            parts.append(f"{names.get(key, key)}: {said}")
+    return [f"\"final norm\" (◆ after layer {L}) is the model's own norm after its last block applied to "
+            f"layer {L}'s states, what its output head reads; SmoothViz shows it apart and never as layer {L}, "
+            "whose point is the last block's output (SmoothViz's choice: every layer is a block's output)"
+            + (": " + "; ".join(parts) + "." if parts else ".")]
+
+
+def _curve_notes(analysis, names: dict[str, str]) -> list[str]:
+    return trends.trend_lines(analysis, names) + final_norm_lines(analysis, names)
+
+
 def _fiedler_span(analysis, layer: int) -> float:
     """The largest |Fiedler entry| at ``layer`` over the runs: one colour range for both panels."""
     values = [np.abs(np.asarray(run.fiedler[layer - 1], dtype=np.float64)) for run in analysis.runs().values()]
@@ -188,6 +230,10 @@ def _similarity(analysis, key, at):
         fused = SimpleNamespace(similarity=[fused_similarity(analysis)])  # the one matrix the heatmap reads
         return figures.similarity_heatmap(fused, analysis.labels, 0, at.picked,
                                           title=_title(analysis, key) + " — fused output")
+    if at.final_norm and run.final_norm is not None:
+        normed = SimpleNamespace(similarity=[final_norm_similarity(run, analysis.keep)])
+        return figures.similarity_heatmap(normed, analysis.labels, 0, at.picked,
+                                          title=_title(analysis, key) + " — final norm")
     note = f" — layer {at.layer} (no fusion)" if at.fused else ""
     return figures.similarity_heatmap(run, analysis.labels, at.layer, at.picked, title=_title(analysis, key) + note)
 
@@ -197,7 +243,7 @@ VIEWS: list[View] = [
          "Each panel is one over-smoothing metric over depth; arrows give the direction in which tokens "
          "become alike. Compare the two colours at the same layer; the lines below name every layer where a "
          "metric moves against that direction, does not move (under 0.1%) or has no value.", "the-metrics",
-         lambda a, k, at: figures.metric_curves(a), notes=trends.trend_lines,
+         lambda a, k, at: figures.metric_curves(a), notes=_curve_notes,
          table=tables.metrics,
          compare=Compared("Over-smoothing over depth",
                           "Each metric over depth for every run; the same colour is the same run in every chart.",
@@ -217,7 +263,7 @@ VIEWS: list[View] = [
          "Cosine similarity between every pair of tokens at this layer: a uniformly red square means the "
          "tokens have become alike.", "the-metrics",
          lambda a, k, at: _similarity(a, k, at),
-         per_run=True, depends=("layer", "picked", "fused"),
+         per_run=True, depends=("layer", "picked", "fused", "final_norm"),
          table=tables.similarity,
          compare=Compared("Token similarity, side by side",
                           "Cosine similarity between every pair of the run's own tokens at the layer nearest the "

@@ -76,6 +76,8 @@ class Run:
     value_eigs        [L, h, d_h]       eigenvalues of W_O^h W_V^h (complex)
     smooths           [L, h]            Dovonon verdict: True = low-pass (None if heads=False)
     fused             [n, d'] or None   the fused output of a fusion mitigation
+    final_norm        [N, d] or None    a pre-norm model's final norm applied to H_L (every token):
+                                        what ``final_norm_row`` measures; never layer L
     signed            [L]               S has a negative weight (AttnScale's A′): a signed graph
     heads_signed      bool              some head's graph has a negative weight
     ln_sigma          [L, m]            σ_min of the input of each of a block's m LayerNorms,
@@ -109,6 +111,7 @@ class Run:
     attention_map: Callable | None = None
     kept_heads: np.ndarray | None = None
     final_norm_row: dict | None = None
+    final_norm: np.ndarray | None = None
 
     def metric(self, name: str, include_fused: bool = False) -> list:
         """One metric over depth 0…L (``None`` where undefined), then the fused output's if asked."""
@@ -539,6 +542,7 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
                         hidden=f32(trace.hidden), attentions=f32(trace.attentions),
                         **{k: None if v is None else v[b] for k, v in per.items()},
                         value_eigs=_frozen(value_eigs), fused=None if fused is None else f32(fused[b]),
+                        final_norm=None if trace.final_norm is None else f32(trace.final_norm),
                         heads_signed=bool(heads_signed[b]),
                         softmax=None if trace.softmax is None else f32(trace.softmax),
                         attention_map=trace.attention_map, kept_heads=None if trace.kept_heads is None

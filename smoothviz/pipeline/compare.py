@@ -108,6 +108,8 @@ class CompareRun:
         a = self.analysis
         out = {"label": self.label, "model": a.model, "device": a.device, "tokens": a.tokens,
                "mitigation": self.mitigation, "layers": self.run.table()}
+        if self.run.final_norm_row is not None:  # a pre-norm model's final norm: a row apart, never a layer
+            out["final_norm"] = self.run.final_norm_row
         if a.lab is not None:
             out["lab"] = a.lab
         out["notes"] = a.notes
