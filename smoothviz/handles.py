@@ -108,7 +108,11 @@ class Handle:
         return inputs, tokens, special
 
     def special_tokens(self) -> list[str]:
-        """The tokens this model's tokenizer marks as special (see :func:`special_ids`)."""
+        """The tokens this model's tokenizer marks as special (see :func:`special_ids`); for a vision
+        model, the tokens before its patches ([CLS], [DIST], [REG1] …)."""
+        from .vision import is_vision, prefix_labels
+        if is_vision(self):
+            return prefix_labels(self.model.config)
         tokenizer = (self.embedder or self).tokenizer
         return tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer)))
 
