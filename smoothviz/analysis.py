@@ -328,6 +328,8 @@ def _guarded(text, model, device, lab, mitigation, options, projection, normaliz
 def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes):
     max_tokens, max_chars = caps
     picture = None
+    if vision.is_vision(handle) and mitigation is not None:
+        vision.check_mitigation(mitigation)
     if isinstance(text, _Picture):
         inputs, tokens, special, picture = vision.encode(handle, text.source, notes)
     elif vision.is_vision(handle):

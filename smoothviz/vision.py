@@ -63,6 +63,19 @@ class ImageInfo:
                 "size": [int(self.pixels.shape[0]), int(self.pixels.shape[1])], "prefix_tokens": self.prefix}
 
 
+# Mitigations that cannot act on an image model, with the reason (every other one applies as on text).
+REFUSED = {"fusion-gate": "its gate is learned from labelled sentences (`smoothviz fit-gate` reads text), so no "
+                          "gate exists for an image model; use fusion-mean, fusion-max or fusion-concat"}
+
+
+def check_mitigation(mitigation) -> None:
+    """Refuse, up front and in one line, a mitigation that cannot act on an image model."""
+    from .mitigations import MitigationError
+    name = getattr(mitigation, "name", mitigation)
+    if name in REFUSED:
+        raise MitigationError(f"{name} cannot apply to a vision model: {REFUSED[name]}")
+
+
 def is_vision(handle) -> bool:
     """The handle's model takes images (a family of :data:`smoothviz.models.VISION`)."""
     return getattr(handle.model.config, "model_type", None) in VISION
