@@ -42,6 +42,7 @@ from smoothviz.handles import get_handle
 from smoothviz.models import quiet_hub_logging
 from smoothviz.settings import SETTINGS, compute_slots
 
+import images  # noqa: E402  (app/images.py: the example pictures and uploads)
 from markup import md  # noqa: E402
 
 quiet_hub_logging()
@@ -304,7 +305,7 @@ class Ledger(Bounded):
 
 ledger = Ledger()
 _SETTINGS = dict(model="default", device="auto", lab=None, mitigation="neutreno", params=None, head=None,
-                 symmetrize="sym", exclude_special=False, projection="pca")
+                 symmetrize="sym", exclude_special=False, projection="pca", image=None)
 
 
 def run_analysis(*, text: str, **options) -> smoothviz.Analysis:
@@ -326,7 +327,8 @@ def _compute(s: dict) -> smoothviz.Analysis:
     """:func:`smoothviz.analyze` with the public-demo limits."""
     lab = s["lab"] if s["model"] == "lab" else None
     SETTINGS.check(s["model"], lab, s["params"])  # the public-demo allow-list
-    return smoothviz.analyze(s["text"], model=s["model"], device=s["device"], lab=lab,
+    image = images.resolve(s["image"]) if s["image"] else None  # a vision model's picture (app/images.py)
+    return smoothviz.analyze(None if image else s["text"], image=image, model=s["model"], device=s["device"], lab=lab,
                              mitigation=None if s["mitigation"] in (None, "none") else s["mitigation"],
                              params=s["params"] or None, head=s["head"], symmetrize=s["symmetrize"],
                              exclude_special=s["exclude_special"], projection=s["projection"],

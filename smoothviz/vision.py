@@ -81,6 +81,22 @@ def is_vision(handle) -> bool:
     return getattr(handle.model.config, "model_type", None) in VISION
 
 
+def takes_images(name: str) -> bool:
+    """Whether the model ``name`` (an id or a directory) is a vision model, from its config alone
+    (local files or the hub's cache; nothing is downloaded or loaded). ``False`` when unknown."""
+    from .models import EMBEDDED, LAB_MODEL
+    name = (name or "").strip()
+    if not name or name in EMBEDDED or name == LAB_MODEL or name.lower().endswith(".gguf"):
+        return False
+    try:
+        from transformers import AutoConfig
+        config = AutoConfig.from_pretrained(str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name,
+                                            local_files_only=True, trust_remote_code=False)
+    except Exception:  # noqa: BLE001 - not found, not a model: the analysis itself says why
+        return False
+    return config.model_type in VISION
+
+
 def prefix_labels(config) -> list[str]:
     """The tokens a vision model puts before the patches, from its config: ``[CLS]``, DeiT's
     distillation token, DINOv2's register tokens."""
@@ -95,7 +111,8 @@ def load_image(source, name: str | None = None):
     """A picture as an RGB PIL image, and its name.
 
     Args:
-        source: a path (str or Path), raw bytes (an upload), or a PIL image.
+        source: a path (str or Path), raw bytes (an upload), or a PIL image (:func:`encode` also
+            takes a ``(source, name)`` pair).
         name: the name to show (default: the file's name, ``upload`` for bytes).
 
     Raises:
@@ -149,6 +166,8 @@ def encode(handle, source, notes: list, name: str | None = None) -> tuple[dict, 
     if not is_vision(handle):
         raise ImageError(f"model '{handle.name}' takes text, not images: choose a vision model "
                          f"({', '.join(sorted(VISION))}) or type a sentence")
+    if isinstance(source, tuple) and len(source) == 2:  # (path or bytes, name to show)
+        source, name = source
     image, name = load_image(source, name)
     config = handle.model.config
     try:
