@@ -307,7 +307,8 @@ def story(analysis) -> str:
     where = ("and peaks there" if peak == last else
              f"and peaks at layer {peak} ({top:.3f})" + (" — the embeddings" if peak == 0 else ""))
     change = "rises" if z > a else "falls" if z < a else "stays"
-    return (f"Without a mitigation, the mean cosine similarity between this sentence's tokens {change} from "
+    what = "this picture's tokens" if getattr(analysis, "image", None) is not None else "this sentence's tokens"
+    return (f"Without a mitigation, the mean cosine similarity between {what} {change} from "
             f"{a:.3f} at the embeddings (layer {first}) to {z:.3f} at layer {last}, {where}: "
             f"{'the tokens end more alike than they start' if z > a else 'the tokens end less alike than they start'}.")
 

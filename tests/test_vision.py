@@ -342,7 +342,8 @@ def test_page_uploads_a_picture_and_draws_its_views(models):
     app.session_state["section"] = views.IMAGE_SECTIONS["image"]
     app.run()
     assert not app.exception and not app.error, [e.value for e in app.error]
-    assert any("**Image:** house.png" in m.value for m in app.markdown)
+    assert any(m.value.startswith("**Image:** house") for m in app.markdown)
+    assert any("this picture's tokens" in m.value for m in app.markdown)
     captions = " ".join(c.value for c in app.caption)
     for view in views.IMAGE_VIEWS:
         assert view.caption in captions
