@@ -182,7 +182,10 @@ remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.hea
 
 
 def present_link() -> None:
-    """A link to Present with this page's setup, its open tab's first view and its layer."""
+    """A link to Present with this page's setup, its open tab's first view and its layer (not for a
+    picture: Present and the links carry sentences only)."""
+    if analysis.image is not None:
+        return
     section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
     query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
              "view": views.first_view(section), "layer": str(st.session_state.get("layer", L))}
