@@ -390,7 +390,7 @@ def corpus(texts: Iterable | None = None, *, images=None, model: str = "default"
             raise CorpusError("give sentences or images, not both")
         texts = vision.image_paths(images) if isinstance(images, (str, os.PathLike)) else [str(p) for p in images]
         if not vision.is_vision(get_handle(model, device, lab)):
-            raise CorpusError(f"model '{model}' takes text, not images: choose a vision model (ViT, DeiT, DINOv2)")
+            raise CorpusError(f"model '{model}' takes text, not images: choose a vision model (ViT, DeiT, DINOv2, DINOv3, ViT-MSN, I-JEPA)")
     lines = texts if isinstance(texts, list) and texts and all(isinstance(x, Line) for x in texts) else lines_of(texts or [])
     if not lines:
         raise CorpusError("no text to analyse: give at least one non-blank sentence")

@@ -112,7 +112,7 @@ class Handle:
         model, the tokens before its patches ([CLS], [DIST], [REG1] …)."""
         from .vision import is_vision, prefix_labels
         if is_vision(self):
-            return prefix_labels(self.model.config)
+            return prefix_labels(self.model)
         tokenizer = (self.embedder or self).tokenizer
         return tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer)))
 

@@ -110,7 +110,8 @@ _VIT = ArchSpec("layers", "attention.v_proj", "attention.o_proj", ("layernorm_be
                 post_ln=False, ffn_in="mlp")
 _DINOV2 = ArchSpec("encoder.layer", "attention.v_proj", "attention.o_proj", ("norm1", "norm2"),
                    post_ln=False, ffn_in="mlp", residual_in="layer_scale1")
-VISION = {"vit": _VIT, "deit": _VIT, "dinov2": _DINOV2, "dinov2_with_registers": _DINOV2}
+VISION = {"vit": _VIT, "deit": _VIT, "vit_msn": _VIT, "ijepa": _VIT, "dinov2": _DINOV2,
+          "dinov2_with_registers": _DINOV2, "dinov3_vit": replace(_DINOV2, layers="model.layer")}
 ARCHITECTURES.update(VISION)
 # Tried in order on a family the table lacks: the first whose paths all exist in the model.
 CANDIDATES = (_SANDWICH, _DECODER, _FUSED_QKV)

@@ -2,7 +2,7 @@
 
 A picture (a path, a PIL image or an upload's bytes) is prepared by the model's own image
 processor (``AutoImageProcessor``); the tokens are ``[CLS]`` (then DeiT's distillation token
-``[DIST]`` and DINOv2's register tokens ``[REG1]`` …) and one token per patch, labelled by its
+``[DIST]`` and DINOv2/v3's register tokens ``[REG1]`` …; I-JEPA has none) and one token per patch, labelled by its
 row and column (``p3,5``: row 3, column 5, counted from 0 at the top left), in the model's own
 raster order (row by row). Everything after :func:`encode` is the sentence's path: the same
 capture, graphs and metrics. :class:`ImageInfo` keeps what the picture-only views need: the
@@ -10,6 +10,7 @@ pixels the model saw (the processor's output, un-normalised) and the patch grid.
 """
 from __future__ import annotations
 
+import inspect
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +98,15 @@ def takes_images(name: str) -> bool:
     return config.model_type in VISION
 
 
-def prefix_labels(config) -> list[str]:
-    """The tokens a vision model puts before the patches, from its config: ``[CLS]``, DeiT's
-    distillation token, DINOv2's register tokens."""
-    labels = ["[CLS]"]
-    if config.model_type == "deit":
+def prefix_labels(model) -> list[str]:
+    """The tokens a vision model puts before its patches, read from its embedding module: ``[CLS]``
+    (none in I-JEPA), DeiT's distillation token ``[DIST]``, DINOv2/v3's register tokens ``[REG1]`` …"""
+    embeddings = getattr(model, "embeddings", None)
+    labels = ["[CLS]"] if getattr(embeddings, "cls_token", None) is not None else []
+    if getattr(embeddings, "distillation_token", None) is not None:
         labels.append("[DIST]")
-    labels += [f"[REG{i + 1}]" for i in range(int(getattr(config, "num_register_tokens", 0) or 0))]
+    registers = getattr(embeddings, "register_tokens", None)
+    labels += [f"[REG{i + 1}]" for i in range(0 if registers is None else registers.shape[1])]
     return labels
 
 
@@ -181,11 +184,13 @@ def encode(handle, source, notes: list, name: str | None = None) -> tuple[dict, 
         raise ImageError(f"the prepared image is {size[0]}×{size[1]} pixels, smaller than one {patch}-pixel patch")
     inputs = {"pixel_values": pixel_values.to(handle.device, dtype=next(handle.model.parameters()).dtype)}
     built = config.image_size if isinstance(config.image_size, (tuple, list)) else (config.image_size,) * 2
-    if config.model_type in ("vit", "deit") and tuple(built) != size:
+    # ViT, DeiT, ViT-MSN and I-JEPA interpolate their position embeddings only when asked; DINOv2
+    # always does, and DINOv3's rotary positions need nothing
+    if tuple(built) != size and "interpolate_pos_encoding" in inspect.signature(handle.model.forward).parameters:
         inputs["interpolate_pos_encoding"] = True
         notes.append(f"The prepared image is {size[0]}×{size[1]} pixels, not the {built[0]}×{built[1]} the model was "
                      "built for: its position embeddings are interpolated (transformers' interpolate_pos_encoding).")
-    prefix = prefix_labels(config)
+    prefix = prefix_labels(handle.model)
     tokens = prefix + [f"p{r},{c}" for r in range(grid[0]) for c in range(grid[1])]
     special = [True] * len(prefix) + [False] * (grid[0] * grid[1])
     info = ImageInfo(name=name, pixels=_pixels(handle.tokenizer, pixel_values[0]), grid=grid, patch=patch,

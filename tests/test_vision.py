@@ -38,9 +38,16 @@ def _build(kind: str, folder: Path, image_size=32, processor_size=None) -> str:
     elif kind == "dinov2":
         model = Dinov2Model(Dinov2Config(image_size=image_size, **SMALL))
         processor = BitImageProcessor(size={"shortest_edge": size["height"]}, crop_size=size)
-    else:
+    elif kind == "dinov2_reg":
         model = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(image_size=image_size, num_register_tokens=4, **SMALL))
         processor = BitImageProcessor(size={"shortest_edge": size["height"]}, crop_size=size)
+    else:  # ViT-MSN, I-JEPA (no [CLS]), DINOv3 (rotary positions, registers): any processor a folder holds
+        from transformers import DINOv3ViTConfig, DINOv3ViTModel, IJepaConfig, IJepaModel, ViTMSNConfig, ViTMSNModel
+        config = {"vit_msn": lambda: ViTMSNConfig(image_size=image_size, **SMALL),
+                  "ijepa": lambda: IJepaConfig(image_size=image_size, **SMALL),
+                  "dinov3": lambda: DINOv3ViTConfig(image_size=image_size, num_register_tokens=4, **SMALL)}[kind]()
+        model = {"vit_msn": ViTMSNModel, "ijepa": IJepaModel, "dinov3": DINOv3ViTModel}[kind](config)
+        processor = ViTImageProcessor(size=size)
     with torch.no_grad():  # transformers starts these at zero (trained checkpoints have them learned)
         for name in ("cls_token", "distillation_token", "register_tokens"):
             if hasattr(model.embeddings, name):
@@ -50,7 +57,7 @@ def _build(kind: str, folder: Path, image_size=32, processor_size=None) -> str:
     return str(folder)
 
 
-KINDS = ("vit", "deit", "dinov2", "dinov2_reg")
+KINDS = ("vit", "deit", "dinov2", "dinov2_reg", "vit_msn", "ijepa", "dinov3")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +103,8 @@ def test_states_and_probabilities_match_transformers_eager(models, kind):
 def test_tokens_name_the_prefix_and_every_patch(models):
     """[CLS], DeiT's [DIST], DINOv2's registers, then one token per patch in raster order."""
     expected = {"vit": ["[CLS]"], "deit": ["[CLS]", "[DIST]"], "dinov2": ["[CLS]"],
-                "dinov2_reg": ["[CLS]", "[REG1]", "[REG2]", "[REG3]", "[REG4]"]}
+                "dinov2_reg": ["[CLS]", "[REG1]", "[REG2]", "[REG3]", "[REG4]"], "vit_msn": ["[CLS]"], "ijepa": [],
+                "dinov3": ["[CLS]", "[REG1]", "[REG2]", "[REG3]", "[REG4]"]}
     patches = [f"p{r},{c}" for r in range(4) for c in range(4)]
     for kind, prefix in expected.items():
         result = smoothviz.analyze(image=EXAMPLES / "ball.png", model=models[kind], device="cpu")
