@@ -81,6 +81,9 @@ class Handle:
 
         The text is first cut to ``max_chars`` characters (default :data:`MAX_CHARS`), with a note.
         """
+        from .vision import is_vision
+        if is_vision(self):
+            raise ModelError(f"model '{self.name}' takes images, not text: give an image (image=… or --image)")
         limit = MAX_CHARS if max_chars is None else max(1, int(max_chars))
         if len(text) > limit:
             notes.append(f"The text was cut to its first {limit:,} characters: "
