@@ -184,8 +184,11 @@ def depth_figure(analysis, run_key: str) -> go.Figure:
                                  colorbar=dict(title="mean cos", thickness=12),
                                  hovertemplate=f"layer {l}, " + "row %{y}, col %{x}: %{z:.3f}<extra></extra>"),
                       row=i // cols + 1, col=i % cols + 1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
+    for i in range(len(layers)):  # square patches: each panel keeps the grid's aspect
+        suffix = "" if i == 0 else str(i + 1)
+        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
     return layout(fig, f"{run_name(analysis, run_key)} — mean cosine of each patch to the others, by layer",
                   height=max(260, 150 * rows + 70))
 
