@@ -84,18 +84,25 @@ def is_vision(handle) -> bool:
 
 def takes_images(name: str) -> bool:
     """Whether the model ``name`` (an id or a directory) is a vision model, from its config alone
-    (local files or the hub's cache; nothing is downloaded or loaded). ``False`` when unknown."""
-    from .models import EMBEDDED, LAB_MODEL
+    (local files or the hub's cache, else the hub's config.json when it can be reached; no weights
+    are loaded). ``False`` when unknown: the analysis itself then says what is wrong."""
+    from transformers import AutoConfig
+
+    from .models import EMBEDDED, LAB_MODEL, _hub_offline, _hub_reachable
     name = (name or "").strip()
     if not name or name in EMBEDDED or name == LAB_MODEL or name.lower().endswith(".gguf"):
         return False
-    try:
-        from transformers import AutoConfig
-        config = AutoConfig.from_pretrained(str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name,
-                                            local_files_only=True, trust_remote_code=False)
-    except Exception:  # noqa: BLE001 - not found, not a model: the analysis itself says why
-        return False
-    return config.model_type in VISION
+    local = Path(name).expanduser()
+    source = str(local) if local.is_dir() else name
+    for offline in (True, False):
+        if not offline and (local.is_dir() or _hub_offline() or not _hub_reachable()):
+            return False
+        try:
+            config = AutoConfig.from_pretrained(source, local_files_only=offline, trust_remote_code=False)
+        except Exception:  # noqa: BLE001 - not found, not a model: try the hub, then give up
+            continue
+        return config.model_type in VISION
+    return False
 
 
 def prefix_labels(model) -> list[str]:

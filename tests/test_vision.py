@@ -364,3 +364,9 @@ def test_page_uploads_a_picture_and_draws_its_views(models):
     app.run()
     assert not app.exception
     assert any("not an image SmoothViz can read" in e.value for e in app.error)
+
+
+def test_takes_images_reads_the_config_alone(models, tmp_path):
+    """The page offers the image box for a vision model's folder, never for text models or unknowns."""
+    assert all(vision.takes_images(models[kind]) for kind in KINDS)
+    assert not any(vision.takes_images(name) for name in ("default", "lab", "", str(tmp_path), "no/such-model-here"))
