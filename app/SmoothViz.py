@@ -22,6 +22,7 @@ from smoothviz.outputs import report
 from smoothviz.words import trends
 from smoothviz.outputs import views
 from smoothviz.science.metrics import by_name as metrics_registry
+from smoothviz.outputs import image_views
 from smoothviz.mitigations import REGISTRY
 from smoothviz.mitigations.heads import format_ablate, parse_ablate
 from smoothviz.science.metrics import CARDS
@@ -100,6 +101,10 @@ for message in refused:  # a link's value the widgets cannot hold, reset to the 
 if not settings["model"]:
     st.error("Type a Hugging Face id or a local model directory, or choose the default model.", icon=":material/error:")
     st.stop()
+if settings.get("image") == "":  # a vision model with an unusable upload: the sidebar says why
+    st.error("The uploaded picture cannot be used (see the sidebar): choose an example or upload another.",
+             icon=":material/error:")
+    st.stop()
 analysis = state.analysis_or_error(settings)
 state.warm_up()  # after the first analysis, so numba's compile never competes with it
 if analysis is None:
@@ -123,7 +128,13 @@ SETTINGS_KEY = json.dumps(settings, sort_keys=True, default=str)  # what the ana
 mitigation = analysis.mitigation["name"] if analysis.mitigation else None
 beside = md(run_title(analysis, "mitigated")) if mitigation else "no mitigation"
 shown_text = " ".join(settings["text"].split())
-st.markdown(f"**Sentence:** {md(shown_text[:SENTENCE_CHARS])}" + ("…" if len(shown_text) > SENTENCE_CHARS else ""))
+if analysis.image is not None:  # a picture: its name and patch grid, and the image as the model saw it
+    info = analysis.image
+    st.markdown(f"**Image:** {md(info.name)} — {info.grid[0]}×{info.grid[1]} patches of {info.patch} px, "
+                f"after {info.prefix} token{'s' if info.prefix > 1 else ''} ({md(', '.join(analysis.tokens[:info.prefix]))})")
+    st.image(info.pixels, width=160, caption="As the model saw it (after its image processor)")
+else:
+    st.markdown(f"**Sentence:** {md(shown_text[:SENTENCE_CHARS])}" + ("…" if len(shown_text) > SENTENCE_CHARS else ""))
 st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens analysed · {L} layers × "
            f"{analysis.heads} heads · baseline beside **{beside}**")
 NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
@@ -228,7 +239,10 @@ remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.hea
 
 
 def present_link() -> None:
-    """A link to Present with this page's setup, its open tab's first view and its layer."""
+    """A link to Present with this page's setup, its open tab's first view and its layer (not for a
+    picture: Present and the links carry sentences only)."""
+    if analysis.image is not None:
+        return
     section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
     query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
              "view": views.first_view(section), "layer": str(layer_number(st.session_state.get("layer", L)))}
@@ -375,10 +389,25 @@ def sv_tab() -> None:
     draw_section("sv", views.At(layer=L, picked=picked))
 
 
-TABS = {"depth": depth_tab, "layer": layer_tab, "trajectories": trajectories_tab, "atlas": atlas_tab, "sv": sv_tab}
-assert TABS.keys() == views.SECTIONS.keys(), "a section of smoothviz.outputs.views without a tab here"
-for tab, draw_tab in zip(st.tabs(list(views.SECTIONS.values()), key="section", bind=URL, on_change="rerun"),
-                         TABS.values()):
+def image_tab() -> None:
+    """The views only a picture allows, at a layer and patch of this tab's own."""
+    info = analysis.image
+    patch_tokens = [i for i, t in enumerate(analysis.keep) if info.position(t) is not None]  # kept indices
+    centre = image_views.picked_patch(analysis, None)
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    layer = c1.slider("Layer", 1, L, L, key="image_layer") if L > 1 else 1
+    chosen = c2.selectbox("Patch to compare with", patch_tokens, index=centre, key="image_patch",
+                          format_func=lambda i: labels[i], help="Row, column from the top left (p0,0).")
+    draw_section("image", views.At(layer=layer, picked=chosen, top_k=st.session_state.get("topk", 3)))
+
+
+TABS = {"depth": depth_tab, "layer": layer_tab, "trajectories": trajectories_tab, "atlas": atlas_tab, "sv": sv_tab,
+        "image": image_tab}
+assert TABS.keys() == {**views.SECTIONS, **views.IMAGE_SECTIONS}.keys(), "a section of smoothviz.outputs.views without a tab here"
+SHOWN = views.sections_for(analysis)  # a picture's own tab only for a picture
+st.caption("Each tab is one way to look at the run; only the open tab is computed and drawn.")
+for tab, draw_tab in zip(st.tabs(list(SHOWN.values()), key="section", bind=URL, on_change="rerun"),
+                         [TABS[key] for key in SHOWN]):
     with tab:
         if tab.open:
             draw_tab()

@@ -22,8 +22,10 @@ from smoothviz.model.handles import MAX_CHARS
 from smoothviz.model.lab import CHOICES, LIMITS, LabConfig
 from smoothviz.mitigations import REGISTRY, Mitigation, MitigationError, make
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
-from smoothviz.outputs.views import SECTIONS
+from smoothviz.outputs.views import IMAGE_SECTIONS, SECTIONS
+from smoothviz.model.vision import MAX_IMAGE_BYTES, ImageError, takes_images
 
+import images
 import state
 from state import SETTINGS
 
@@ -404,6 +406,25 @@ def _text_box() -> str:
     return text
 
 
+def _image_box() -> str:
+    """A vision model's picture: a shipped example, or an upload (which wins while it is there).
+    Returns its reference for the settings (app/images.py), or ``""`` when the upload is unusable
+    (the reason is shown here; the page then analyses nothing)."""
+    choices = images.examples()
+    pick = st.selectbox("Example pictures", list(choices), key="image_example",
+                        help="Simple shapes drawn by SmoothViz (CC0, assets/images).")
+    upload = st.file_uploader("Or upload a picture", type=images.UPLOAD_TYPES, key="image_upload",
+                              help=f"PNG, JPEG, GIF, BMP or WebP, up to {MAX_IMAGE_BYTES // 2**20} MB; "
+                                   "the model's own image processor resizes and crops it.")
+    if upload is None:
+        return choices[pick]
+    try:
+        return images.remember(upload.name, upload.getvalue())
+    except ImageError as err:
+        st.error(str(err), icon=":material/error:")
+        return ""
+
+
 def _head_box(model: str, device: str, lab: dict | None, refused: list) -> int:
     """The head index, offered only within the chosen model's heads (the model is loaded for it)."""
     heads = state.head_count(model, device, lab)  # None if it cannot load: the analysis will say why
@@ -525,7 +546,7 @@ def sidebar() -> tuple[dict, str, list[str]]:
     refused: list[str] = []
     for key, (ok, allowed, default) in simple_checks().items():  # a link's value no widget here can hold
         _refuse(refused, key, ok, allowed, default)
-    check_section(refused, SECTIONS)
+    check_section(refused, {**SECTIONS, **IMAGE_SECTIONS})  # a picture's tab too
     sb = st.sidebar
     sb.selectbox("Ready-made preset", ["—", *data["presets"]], key="preset", on_change=apply_preset,
                  help="Loads a model, sentence and mitigation that show one effect clearly.")
@@ -535,9 +556,14 @@ def sidebar() -> tuple[dict, str, list[str]]:
     with sb:
         model, lab, device = model_controls(refused)
 
-        st.subheader("Sentence")
-        st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)
-        text = _text_box()
+        image = None
+        if takes_images(model):  # a vision model (ViT, DeiT, DINOv2): a picture instead of a sentence
+            st.subheader("Image")
+            image, text = _image_box(), ""
+        else:
+            st.subheader("Sentence")
+            st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)
+            text = _text_box()
 
         mitigation, params = mitigation_controls(refused, lambda: state.model_shape(model, device, lab))
         graph = graph_controls(model, device, lab, refused)
@@ -549,5 +575,5 @@ def sidebar() -> tuple[dict, str, list[str]]:
         img = st.radio("Chart download format", list(IMAGE_FORMATS), key="img", bind=URL, horizontal=True,
                        help="What the camera button in every chart's toolbar saves.")
     settings = dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
-                    **graph, projection=proj)
+                    **graph, projection=proj, image=image)
     return settings, img, refused

@@ -29,7 +29,11 @@ def _pairs(values: list[str], what: str) -> dict:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser, what: str = "text", help: str = "the sentence to analyse") -> None:
-    p.add_argument(what, help=help)
+    if what == "text":  # a sentence, or --image for a vision model
+        p.add_argument(what, nargs="?", help=help + " (or --image)")
+        p.add_argument("--image", help="an image file instead of a sentence, for a vision model (ViT, DeiT, DINOv2)")
+    else:
+        p.add_argument(what, help=help)
     p.add_argument("--model", default="default", help="default | gemma-3-270m | lab | a Hugging Face id | a local directory | a .gguf file")
     p.add_argument("--lab", action="append", metavar="KEY=VALUE", help="lab model setting (repeatable)")
     p.add_argument("--mitigation", help="a mitigation name (see `smoothviz mitigations`)")
@@ -50,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(a)
     a.add_argument("--json", action="store_true", help="print one JSON object")
     c = sub.add_parser("compare", help="per-layer metrics of one sentence under several runs (model + mitigation)")
-    c.add_argument("text", help="the sentence to analyse")
+    c.add_argument("text", nargs="?", help="the sentence to analyse (or --image)")
+    c.add_argument("--image", help="an image file instead of a sentence, for vision models (ViT, DeiT, DINOv2)")
     c.add_argument("--run", action="append", required=True, metavar="SPEC",
                    help="a run, comma-separated key=value: model=..., lab.<key>=..., mitigation=..., its "
                         "parameters by name, label=... (repeatable; e.g. model=default,mitigation=neutreno,lambda=0.4)")
@@ -61,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c = sub.add_parser("corpus", help="the metrics of many sentences: Parquet rows and a summary with quartiles")
     _add_analysis_options(c, "file", "UTF-8 text, one sentence per line ('-': standard input), or .csv/.jsonl "
-                                     "with a 'text' column")
+                                     "with a 'text' column; for a vision model, a folder of images or a "
+                                     "file with one image path per line")
     c.add_argument("--batch-size", type=int, default=32, help="lines per forward pass (default 32)")
     c.add_argument("--engine", default="local", choices=("local", "ray"),
                    help="local, or a Ray Data actor pool on the cluster of RAY_ADDRESS (else a local one)")
@@ -109,6 +115,17 @@ def _analysis_kwargs(args) -> dict:
                 exclude_special=args.exclude_special, **({"projection": args.projection} if "projection" in args else {}))
 
 
+def _text(args) -> str | None:
+    """The sentence, or ``None`` with ``--image``; one of the two is needed, not both."""
+    if args.image is not None and args.text is not None:
+        raise ValueError("give a sentence or --image, not both")
+    if args.image is None and args.text is None:
+        raise ValueError("give a sentence to analyse (or --image FILE for a vision model)")
+    if args.image is not None and not args.image.strip():
+        raise ValueError("--image needs a file name")
+    return args.text
+
+
 def _fmt(value) -> str:
     if value is None:
         return "—"
@@ -129,7 +146,9 @@ def table(rows: list[dict]) -> str:
 
 
 def _print_readable(result) -> None:
-    print(f"model: {result.model}   device: {result.device}   tokens: {len(result.tokens)}")
+    print(f"model: {result.model}   device: {result.device}   tokens: {len(result.tokens)}"
+          + (f"   image: {result.image.name} ({result.image.grid[0]}×{result.image.grid[1]} patches)"
+             if result.image is not None else ""))
     for note in result.notes:
         print(f"note: {note}")
     print("\nbaseline")
@@ -155,7 +174,7 @@ def _list_mitigations() -> None:
 def _compare(args) -> int:
     from smoothviz.pipeline.compare import RunSpec, compare
     specs = [RunSpec.parse(spec) for spec in args.run]  # every SPEC read before any model loads
-    result = compare(args.text, specs, device=args.device, head=_head(args.head), symmetrize=args.symmetrize,
+    result = compare(_text(args), specs, image=args.image, device=args.device, head=_head(args.head), symmetrize=args.symmetrize,
                      exclude_special=args.exclude_special)
     if args.json:
         print(json.dumps(result.to_json(), allow_nan=False, ensure_ascii=False))
@@ -178,7 +197,7 @@ def _animate(args) -> int:
     kwargs = _analysis_kwargs(args)
     if "trajectory" in views and kwargs["projection"] == "none":
         kwargs["projection"] = "pca"
-    info = animate(analyze(args.text, **kwargs), args.out, views)
+    info = animate(analyze(_text(args), image=args.image, **kwargs), args.out, views)
     print(f"wrote {info['path']}: {info['frames']} frames, {info['width']}×{info['height']} px, "
           f"{info['bytes'] / 1024:.0f} KiB in {info['seconds']} s")
     return 0
@@ -203,7 +222,7 @@ def run(argv: list[str] | None = None) -> int:
         return _corpus(args)
     if args.command == "animate":
         return _animate(args)
-    result = analyze(args.text, **_analysis_kwargs(args))
+    result = analyze(_text(args), image=args.image, **_analysis_kwargs(args))
     if args.command == "report":
         from smoothviz.outputs.report import build_report
         with open(args.out, "w", encoding="utf-8") as fh:
@@ -220,7 +239,7 @@ def _corpus(args) -> int:
     """``smoothviz corpus``: a tqdm bar on stderr; the summary on stdout; bad lines on stderr."""
     from tqdm import tqdm
     from smoothviz.corpora.run import corpus, read_corpus
-    lines = read_corpus(args.file)
+    lines = read_corpus(args.file)  # a folder: its images (a vision model's corpus)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     bar = tqdm(total=len(lines), unit="line", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)

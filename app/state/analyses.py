@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import images  # app/images.py: the example pictures and uploads
 import smoothviz
 from smoothviz.model.handles import get_handle
 
@@ -36,7 +37,7 @@ ledger = Ledger()
 projections = Bounded(lambda: cache.PROJECTION_ENTRIES, lambda: cache.PROJECTION_BYTES, ttl=cache.CACHE_TTL)
 animations = Bounded(lambda: cache.ANIMATION_ENTRIES, lambda: cache.ANIMATION_BYTES, ttl=cache.CACHE_TTL)
 DEFAULTS = dict(model="default", device="auto", lab=None, mitigation="neutreno", params=None, head=None,
-                symmetrize="sym", exclude_special=False, projection="pca")
+                symmetrize="sym", exclude_special=False, projection="pca", image=None)
 
 
 def run_analysis(*, text: str, **options) -> smoothviz.Analysis:
@@ -58,7 +59,8 @@ def _compute(s: dict) -> smoothviz.Analysis:
     """:func:`smoothviz.analyze` with the public-demo limits."""
     lab = s["lab"] if s["model"] == "lab" else None
     SETTINGS.check(s["model"], lab, s["params"])  # the public-demo allow-list
-    return smoothviz.analyze(s["text"], model=s["model"], device=s["device"], lab=lab,
+    image = images.resolve(s["image"]) if s["image"] else None  # a vision model's picture (app/images.py)
+    return smoothviz.analyze(None if image else s["text"], image=image, model=s["model"], device=s["device"], lab=lab,
                              mitigation=None if s["mitigation"] in (None, "none") else s["mitigation"],
                              params=s["params"] or None, head=s["head"], symmetrize=s["symmetrize"],
                              exclude_special=s["exclude_special"], projection=s["projection"],

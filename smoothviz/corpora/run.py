@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from smoothviz.model import capture
+from smoothviz.model import capture, vision
 from smoothviz.pipeline.analysis import AnalysisError, analyze_batch, analyze_encoded
 from smoothviz.science.graph import GraphOptions
 from smoothviz.model.handles import get_handle
@@ -55,7 +55,8 @@ class Line:
 def read_corpus(source: str | os.PathLike) -> list[Line]:
     """The lines of a UTF-8 file: one sentence or passage per line, blank lines skipped.
 
-    ``-`` reads standard input; a ``.csv`` file or a ``.jsonl`` file (one JSON object per line)
+    ``-`` reads standard input; a folder gives the paths of its images (for a vision model:
+    :func:`smoothviz.model.vision.image_paths`); a ``.csv`` file or a ``.jsonl`` file (one JSON object per line)
     gives the values of its ``text`` column. A JSONL record that does not parse, or has no text,
     is kept as a bad line (its error recorded) so that the others still run.
 
@@ -63,6 +64,9 @@ def read_corpus(source: str | os.PathLike) -> list[Line]:
         CorpusError: no line with text, or a CSV without a ``text`` column.
     """
     name = str(source)
+    if name != "-" and Path(source).is_dir():  # a folder of images, for a vision model
+        from smoothviz.model.vision import image_paths
+        return lines_of(image_paths(source))
     return parse_corpus(sys.stdin.read() if name == "-" else Path(source).read_text(encoding="utf-8-sig"),
                         "standard input" if name == "-" else name)
 
@@ -149,7 +153,10 @@ class BatchAnalyser:
         # The lab model takes no attention mask: its lines are grouped by exact length too.
         self.padded = self.handle.lab is None and (self.mitigation is None or self.mitigation.token_wise)
         tokenizer = (self.handle.embedder or self.handle).tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = getattr(tokenizer, "pad_token_id", None) or 0  # an image processor has none
+        self.vision = vision.is_vision(self.handle)  # its lines are image paths
+        if self.vision and self.mitigation is not None:
+            vision.check_mitigation(self.mitigation)
         self.seconds = {"encode": 0.0, "forward": 0.0, "analysis": 0.0}
 
     def _second_pass(self):
@@ -179,8 +186,12 @@ class BatchAnalyser:
         for line in lines:
             notes: list[str] = []
             try:
-                encoded.append(_Encoded(line.sentence, line.text, *self.handle.encode(
-                    line.text, self.settings["max_tokens"], notes), notes))
+                if self.vision:  # the line names an image file
+                    encoded.append(_Encoded(line.sentence, line.text, *vision.encode(self.handle, line.text, notes)[:3],
+                                            notes))
+                else:
+                    encoded.append(_Encoded(line.sentence, line.text, *self.handle.encode(
+                        line.text, self.settings["max_tokens"], notes), notes))
             except ValueError as err:
                 out.append(_error_row(line, err))
         self.seconds["encode"] += time.perf_counter() - start
@@ -258,6 +269,9 @@ def collate(inputs: list[dict], pad_id: int) -> dict:
     n = max(x[next(iter(x))].shape[1] for x in inputs)
     out = {}
     for key in inputs[0]:
+        if not torch.is_tensor(inputs[0][key]):  # a flag (a vision model's interpolate_pos_encoding)
+            out[key] = inputs[0][key]
+            continue
         parts = []
         for x in inputs:
             t = x[key]
@@ -338,7 +352,7 @@ def settings_of(*, model: str = "default", device: str = "auto", lab: dict | Non
 Progress = Callable[[int, int, float], None]  # (lines done, lines in all, lines per second)
 
 
-def corpus(texts: Iterable, *, model: str = "default", device: str = "auto", lab: dict | None = None,
+def corpus(texts: Iterable | None = None, *, images=None, model: str = "default", device: str = "auto", lab: dict | None = None,
            mitigation: str | None = None, params: dict | None = None, head: int | None = None,
            symmetrize: str = "sym", exclude_special: bool = False, max_tokens: int | None = None,
            batch_size: int = 32, engine: str = "local", workers: int | None = None,
@@ -347,6 +361,8 @@ def corpus(texts: Iterable, *, model: str = "default", device: str = "auto", lab
 
     Args:
         texts: sentences (strings; blank ones skipped), or the :class:`Line` list of :func:`read_corpus`.
+        images: instead of ``texts``, for a vision model: a folder of images or a list of image
+            paths; each row's ``text`` is the image's path.
         model, device, lab, mitigation, params, head, symmetrize, exclude_special, max_tokens: as
             for :func:`smoothviz.analyze`.
         batch_size: lines per forward pass (fewer for long lines, see :data:`ATTENTION_BUDGET`).
@@ -363,7 +379,13 @@ def corpus(texts: Iterable, *, model: str = "default", device: str = "auto", lab
     """
     if engine not in ENGINES:
         raise CorpusError(f"engine must be one of {', '.join(ENGINES)}, got '{engine}'")
-    lines = texts if isinstance(texts, list) and texts and all(isinstance(x, Line) for x in texts) else lines_of(texts)
+    if images is not None:
+        if texts is not None:
+            raise CorpusError("give sentences or images, not both")
+        texts = vision.image_paths(images) if isinstance(images, (str, os.PathLike)) else [str(p) for p in images]
+        if not vision.is_vision(get_handle(model, device, lab)):
+            raise CorpusError(f"model '{model}' takes text, not images: choose a vision model (ViT, DeiT, DINOv2, DINOv3, ViT-MSN, I-JEPA)")
+    lines = texts if isinstance(texts, list) and texts and all(isinstance(x, Line) for x in texts) else lines_of(texts or [])
     if not lines:
         raise CorpusError("no text to analyse: give at least one non-blank sentence")
     settings = settings_of(model=model, device=device, lab=lab, mitigation=mitigation, params=params, head=head,

@@ -113,6 +113,9 @@ class Handle:
 
         The text is first cut to ``max_chars`` characters (default :data:`MAX_CHARS`), with a note.
         """
+        from smoothviz.model.vision import is_vision
+        if is_vision(self):
+            raise ModelError(f"model '{self.name}' takes images, not text: give an image (image=… or --image)")
         limit = MAX_CHARS if max_chars is None else max(1, int(max_chars))
         if len(text) > limit:
             notes.append(f"The text was cut to its first {limit:,} characters: "
@@ -140,7 +143,11 @@ class Handle:
         return inputs, tokens, special
 
     def special_tokens(self) -> list[str]:
-        """The tokens this model's tokenizer marks as special (see :func:`special_ids`)."""
+        """The tokens this model's tokenizer marks as special (see :func:`special_ids`); for a vision
+        model, the tokens before its patches ([CLS], [DIST], [REG1] …)."""
+        from smoothviz.model.vision import is_vision, prefix_labels
+        if is_vision(self):
+            return prefix_labels(self.model)
         tokenizer = (self.embedder or self).tokenizer
         return tokenizer.convert_ids_to_tokens(sorted(special_ids(tokenizer)))
 

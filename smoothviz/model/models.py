@@ -103,6 +103,16 @@ ARCHITECTURES.update({
     "gemma2": _SANDWICH, "gemma3_text": _SANDWICH, "gemma3": _SANDWICH,
     "phi3": _FUSED_QKV,
 })
+# Vision transformers (pre-LN, no final-norm row: transformers' last hidden state there is the
+# last block's output, its norm only feeds the pooler). DINOv2 scales the attention branch
+# (layer_scale1) before the residual adds it. Their input is an image (smoothviz.model.vision).
+_VIT = ArchSpec("layers", "attention.v_proj", "attention.o_proj", ("layernorm_before", "layernorm_after"),
+                post_ln=False, ffn_in="mlp")
+_DINOV2 = ArchSpec("encoder.layer", "attention.v_proj", "attention.o_proj", ("norm1", "norm2"),
+                   post_ln=False, ffn_in="mlp", residual_in="layer_scale1")
+VISION = {"vit": _VIT, "deit": _VIT, "vit_msn": _VIT, "ijepa": _VIT, "dinov2": _DINOV2,
+          "dinov2_with_registers": _DINOV2, "dinov3_vit": replace(_DINOV2, layers="model.layer")}
+ARCHITECTURES.update(VISION)
 # Tried in order on a family the table lacks: the first whose paths all exist in the model.
 CANDIDATES = (_SANDWICH, _DECODER, _FUSED_QKV)
 
@@ -299,7 +309,8 @@ def load(name: str, device: str):
     registry (MPNet).
 
     Returns:
-        ``(tokenizer, model, ArchSpec)``. Never sets ``trust_remote_code``; safetensors only.
+        ``(tokenizer, model, ArchSpec)``; for a vision model (:data:`VISION`) the "tokenizer" is its
+        image processor (``AutoImageProcessor``). Never sets ``trust_remote_code``; safetensors only.
 
     Raises:
         ModelError: unknown id, unreachable hub, not a model, or an unsupported architecture.
@@ -330,7 +341,11 @@ def load(name: str, device: str):
         raise ModelError(f"model type '{config.model_type}' has no base model in transformers") from None
     attn = register() if getattr(model_class, "_supports_attention_backend", False) else "eager"
     try:
-        tokenizer = _load_tokenizer(source, local, **kwargs)
+        if config.model_type in VISION:  # an image model: its image processor stands where a tokenizer would
+            from transformers import AutoImageProcessor
+            tokenizer = AutoImageProcessor.from_pretrained(source, **kwargs)
+        else:
+            tokenizer = _load_tokenizer(source, local, **kwargs)
         model = AutoModel.from_pretrained(source, config=config, attn_implementation=attn,
                                           use_safetensors=True, **kwargs)
     except Exception as err:  # noqa: BLE001

@@ -17,7 +17,7 @@ from smoothviz.outputs import figures
 from smoothviz.science.metrics import HEADLINE
 from smoothviz.outputs.animate import animated_figure
 from smoothviz.words.claims import frozen_caveat
-from smoothviz.outputs.views import SECTIONS, At, compared, in_section
+from smoothviz.outputs.views import At, compared, in_section, sections_for
 
 TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
 ANIMATION_VIEWS = ("heatmap", "graph")
@@ -99,7 +99,7 @@ def build_report(analysis, layer: int | None = None) -> str:
     index = 0
     at = At(layer=layer, top_k=TOP_K, head_layer=layer)
     names = {key: figures.run_name(analysis, key) for key in analysis.runs()}
-    for section, heading in SECTIONS.items():
+    for section, heading in sections_for(analysis).items():  # a picture's own views too
         parts.append(f"<h2>{esc(heading)}</h2>")
         if section == "layer":  # the same frames as `smoothviz animate`, played in the page
             parts += ["<h3>Layer by layer</h3>", f"<p class='cap'>{esc(ANIMATION_CAPTION)}</p>",

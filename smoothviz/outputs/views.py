@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import plotly.graph_objects as go
 
-from smoothviz.outputs import figures, tables
+from smoothviz.outputs import figures, image_views, tables
 from smoothviz.science import sinks
 from smoothviz.words import trends
 from smoothviz.science.graph import to_networkx
@@ -343,7 +343,51 @@ VIEWS: list[View] = [
          table=tables.sv),
 ]
 
-BY_KEY = {view.key: view for view in VIEWS}
+# Views only a picture allows (a vision model's analysis, ``analysis.image`` set): per-patch numbers
+# drawn over the image the model saw, in their own section. Drawn beside VIEWS for images only.
+IMAGE_SECTIONS = {"image": "On the picture"}
+IMAGE_VIEWS: list[View] = [
+    View("patch-similarity", "image", "Similarity to one patch at layer {layer}, over the picture",
+         "Cosine similarity of every patch's state to the chosen patch's (×; the centre patch unless a patch "
+         "token is picked), on a fixed −1…1 scale: over-smoothing is this map turning one uniform colour.",
+         "the-metrics",
+         lambda a, k, at: image_views.similarity_figure(a, k, at.layer, at.picked),
+         per_run=True, depends=("layer", "picked"),
+         notes=image_views.similarity_lines, table=image_views.similarity_table),
+    View("patch-fiedler", "image", "Fiedler vector of layer {layer}'s attention graph, over the picture",
+         "The Fiedler vector (eigenvector of λ₂) of the layer's attention graph, one value per patch: its sign "
+         "splits the patches along the graph's weakest cut, and λ₂ (in the title) measures how weak that cut is. "
+         "Where the split follows shapes in the picture is for the eye to judge; SmoothViz measures no "
+         "segmentation quality.", "attention-is-a-graph",
+         lambda a, k, at: image_views.fiedler_figure(a, k, at.layer),
+         per_run=True, depends=("layer",),
+         notes=image_views.fiedler_lines, table=image_views.fiedler_table),
+    View("patch-edges", "image", "Strongest attention edges of layer {layer} between patches",
+         "Each patch's strongest links (top k per patch, as chosen) to other patches in the layer's symmetrised attention graph, drawn "
+         "between patch centres (thick: the stronger half); the lines below give how far apart the joined "
+         "patches lie.", "attention-is-a-graph",
+         lambda a, k, at: image_views.edges_figure(a, k, at.layer, at.top_k),
+         per_run=True, depends=("layer", "top_k"),
+         notes=image_views.edge_lines, table=image_views.edges_table),
+    View("patch-depth", "image", "",
+         "One panel per layer, each patch's mean cosine similarity to the other patches drawn at its place in "
+         "the patch grid (raster order, row by row), one colour scale for all panels: panels turning one "
+         "even colour are patches becoming alike.", "the-metrics",
+         lambda a, k, at: image_views.depth_figure(a, k), per_run=True,
+         notes=image_views.depth_lines, table=image_views.depth_table),
+]
+
+BY_KEY = {view.key: view for view in VIEWS + IMAGE_VIEWS}
+
+
+def views_for(analysis) -> list[View]:
+    """The views drawn for ``analysis``: :data:`VIEWS`, and :data:`IMAGE_VIEWS` for a picture."""
+    return VIEWS + (IMAGE_VIEWS if getattr(analysis, "image", None) is not None else [])
+
+
+def sections_for(analysis) -> dict[str, str]:
+    """The sections drawn for ``analysis``: :data:`SECTIONS`, and :data:`IMAGE_SECTIONS` for a picture."""
+    return {**SECTIONS, **(IMAGE_SECTIONS if getattr(analysis, "image", None) is not None else {})}
 
 
 def compared() -> list[View]:
@@ -353,7 +397,7 @@ def compared() -> list[View]:
 
 def in_section(section: str) -> list[View]:
     """The views of one section, in page order."""
-    return [view for view in VIEWS if view.section == section]
+    return [view for view in VIEWS + IMAGE_VIEWS if view.section == section]
 
 
 def story(analysis) -> str:
@@ -370,7 +414,8 @@ def story(analysis) -> str:
     where = ("and peaks there" if peak == last else
              f"and peaks at layer {peak} ({top:.3f})" + (" — the embeddings" if peak == 0 else ""))
     change = "rises" if z > a else "falls" if z < a else "stays"
-    return (f"Without a mitigation, the mean cosine similarity between this sentence's tokens {change} from "
+    what = "this picture's tokens" if getattr(analysis, "image", None) is not None else "this sentence's tokens"
+    return (f"Without a mitigation, the mean cosine similarity between {what} {change} from "
             f"{a:.3f} at the embeddings (layer {first}) to {z:.3f} at layer {last}, {where}: "
             f"{'the tokens end more alike than they start' if z > a else 'the tokens end less alike than they start'}.")
 
@@ -415,4 +460,4 @@ def first_view(section: str) -> str:
 
 def chart_count(analysis) -> int:
     """How many charts the page and the report draw for ``analysis``."""
-    return sum(view.count(analysis) for view in VIEWS)
+    return sum(view.count(analysis) for view in views_for(analysis))

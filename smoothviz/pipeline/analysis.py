@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from smoothviz.model import capture
+from smoothviz.model import capture, vision
 from smoothviz.science import diagnostics, graph, metrics
 from smoothviz.words.claims import render, sink_claim
 from smoothviz.science.graph import GraphOptions
@@ -20,6 +20,7 @@ from smoothviz.mitigations import Mitigation, make
 from smoothviz.options import PROJECTIONS
 from smoothviz.science.projection import project
 from smoothviz.throttle import slot
+from smoothviz.model.vision import ImageInfo
 
 
 
@@ -155,6 +156,8 @@ class Analysis:
         projection: ``[runs, L+1, N_keep, 2]`` joint coordinates, or ``None``.
         layernorm: where the blocks' LayerNorms sit, ``post``, ``pre`` or ``none`` (Shi et al.'s
             bound v is shown for post-LN blocks only).
+        image: for a picture (a vision model), the pixels the model saw and its patch grid
+            (:class:`smoothviz.model.vision.ImageInfo`); ``None`` for a sentence.
     """
 
     model: str
@@ -172,6 +175,7 @@ class Analysis:
     notes: list = field(default_factory=list)
     lab: dict | None = None
     layernorm: str = "post"
+    image: ImageInfo | None = None
 
     @property
     def n_layers(self) -> int:
@@ -236,6 +240,8 @@ class Analysis:
                "baseline": _run_json(self.baseline)}
         if self.lab is not None:
             out["lab"] = self.lab
+        if self.image is not None:
+            out["image"] = self.image.to_json()
         if self.mitigated is not None:
             out["mitigation"] = self.mitigation
             out["mitigated"] = _run_json(self.mitigated)
@@ -256,15 +262,17 @@ def _display(token: str) -> str:
 
 # --------------------------------------------------------------------------- the entry point
 
-def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dict | None = None,
+def analyze(text: str | None = None, *, image=None, model: str = "default", device: str = "auto", lab: dict | None = None,
             mitigation: str | Mitigation | None = None, params: dict | None = None,
             head: int | None = None, symmetrize: str = "sym", exclude_special: bool = False,
             projection: str = "none", normalize_projection: bool = True,
             max_tokens: int | None = None, heads: bool = True, max_chars: int | None = None) -> Analysis:
-    """Analyse one sentence: baseline, and beside it ``mitigation`` when given.
+    """Analyse one sentence, or one picture: baseline, and beside it ``mitigation`` when given.
 
     Args:
         text: the sentence (truncated to the model's maximum, with a note).
+        image: instead of ``text``, a picture for a vision model (ViT, DeiT, DINOv2): a path, the
+            bytes of an upload or a PIL image (:mod:`smoothviz.model.vision`); its patches are the tokens.
         model: ``"default"`` (embedded all-MiniLM-L6-v2), ``"lab"``, a Hugging Face id or a directory.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu`` or ``cuda``.
         lab: the lab model's settings (``KEY: VALUE``) when ``model == "lab"``.
@@ -280,7 +288,11 @@ def analyze(text: str, *, model: str = "default", device: str = "auto", lab: dic
     Raises:
         AnalysisError, ModelError, MitigationError: with a message meant for the user.
     """
-    if not isinstance(text, str) or not text.strip():
+    if image is not None:
+        if text is not None and str(text).strip():
+            raise AnalysisError("give a sentence or an image, not both")
+        text = _Picture(image)
+    elif not isinstance(text, str) or not text.strip():
         raise AnalysisError("the text is empty: type a sentence to analyse")
     if projection not in PROJECTIONS:
         raise AnalysisError(f"projection must be one of {', '.join(PROJECTIONS)}, got '{projection}'")
@@ -312,9 +324,25 @@ def _guarded(text, model, device, lab, mitigation, options, projection, normaliz
 
 def _analyze(handle: Handle, text, mitigation, options, projection, normalize_projection, caps, heads, notes):
     max_tokens, max_chars = caps
-    inputs, tokens, special = handle.encode(text, max_tokens, notes, max_chars)
-    return analyze_encoded(handle, inputs, tokens, special, mitigation, options, projection=projection,
-                           normalize_projection=normalize_projection, heads=heads, notes=notes)
+    picture = None
+    if vision.is_vision(handle) and mitigation is not None:
+        vision.check_mitigation(mitigation)
+    if isinstance(text, _Picture):
+        inputs, tokens, special, picture = vision.encode(handle, text.source, notes)
+    elif vision.is_vision(handle):
+        raise AnalysisError(f"model '{handle.name}' takes images, not text: give an image (image=… or --image)")
+    else:
+        inputs, tokens, special = handle.encode(text, max_tokens, notes, max_chars)
+    analysis = analyze_encoded(handle, inputs, tokens, special, mitigation, options, projection=projection,
+                               normalize_projection=normalize_projection, heads=heads, notes=notes)
+    return analysis if picture is None else replace(analysis, image=picture)
+
+
+@dataclass(frozen=True)
+class _Picture:
+    """An image passed through ``analyze``'s text slot to :func:`_analyze` (which encodes it)."""
+
+    source: object
 
 
 def analyze_encoded(handle: Handle, inputs: dict, tokens: list, special: list, mitigation: Mitigation | None,

@@ -128,9 +128,11 @@ class Comparison:
         return {"runs": [r.to_json() for r in self.runs]}
 
 
-def compare(text: str, runs: list, *, device: str = "auto", head: int | None = None, symmetrize: str = "sym",
-            exclude_special: bool = False, max_tokens: int | None = None, heads: bool = True) -> Comparison:
-    """Analyse ``text`` with every run of ``runs`` (RunSpecs or SPEC strings) under one set of graph options.
+def compare(text: str | None, runs: list, *, image=None, device: str = "auto", head: int | None = None,
+            symmetrize: str = "sym", exclude_special: bool = False, max_tokens: int | None = None,
+            heads: bool = True) -> Comparison:
+    """Analyse ``text`` (or, for vision models, ``image``: see :func:`smoothviz.analyze`) with every run of
+    ``runs`` (RunSpecs or SPEC strings) under one set of graph options.
 
     Raises:
         SpecError, AnalysisError, ModelError, MitigationError: with a message meant for the user.
@@ -146,7 +148,7 @@ def compare(text: str, runs: list, *, device: str = "auto", head: int | None = N
         if spec.mitigation is None and key in by_model:
             results[i] = by_model[key]
             continue
-        results[i] = analyze(text, model=spec.model, device=device, lab=spec.lab, mitigation=spec.mitigation,
+        results[i] = analyze(text, image=image, model=spec.model, device=device, lab=spec.lab, mitigation=spec.mitigation,
                              params=spec.params, head=head, symmetrize=symmetrize,
                              exclude_special=exclude_special, max_tokens=max_tokens, heads=heads)
         by_model.setdefault(key, results[i])
@@ -158,4 +160,5 @@ def compare(text: str, runs: list, *, device: str = "auto", head: int | None = N
             label = f"{label} ({RUN_LETTERS[i] if i < len(RUN_LETTERS) else i + 1})"
         labels.add(label)
         out.append(CompareRun(label=label, spec=spec, analysis=result))
-    return Comparison(text=text, runs=out)
+    name = None if image is None else results[0].image.name if results[0].image is not None else "image"
+    return Comparison(text=text if image is None else name, runs=out)

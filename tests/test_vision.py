@@ -1,0 +1,373 @@
+"""Vision transformers: a picture's patches as the tokens (issue 26).
+
+No pretrained vision weights can be downloaded here: small random-weight ViT, DeiT (with its
+distillation token) and DINOv2 (with and without register tokens) models are built from configs,
+saved with their image processors, and loaded by path, as a user's local directory would be.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import smoothviz
+from smoothviz.outputs import views
+from smoothviz.model import vision
+from smoothviz.model.handles import get_handle
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "assets" / "images"
+SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, patch_size=8)
+
+
+def _build(kind: str, folder: Path, image_size=32, processor_size=None) -> str:
+    """Save a random-weight model of ``kind`` and its image processor in ``folder``; return the path."""
+    from transformers import (BitImageProcessor, DeiTConfig, DeiTImageProcessor, DeiTModel, Dinov2Config, Dinov2Model,
+                              Dinov2WithRegistersConfig, Dinov2WithRegistersModel, ViTConfig, ViTImageProcessor,
+                              ViTModel)
+    torch.manual_seed(0)
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    size = processor_size or {"height": h, "width": w}
+    if kind == "vit":
+        model, processor = ViTModel(ViTConfig(image_size=image_size, **SMALL)), ViTImageProcessor(size=size)
+    elif kind == "deit":
+        model = DeiTModel(DeiTConfig(image_size=image_size, **SMALL))
+        processor = DeiTImageProcessor(size=size, crop_size=size)
+    elif kind == "dinov2":
+        model = Dinov2Model(Dinov2Config(image_size=image_size, **SMALL))
+        processor = BitImageProcessor(size={"shortest_edge": size["height"]}, crop_size=size)
+    elif kind == "dinov2_reg":
+        model = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(image_size=image_size, num_register_tokens=4, **SMALL))
+        processor = BitImageProcessor(size={"shortest_edge": size["height"]}, crop_size=size)
+    else:  # ViT-MSN, I-JEPA (no [CLS]), DINOv3 (rotary positions, registers): any processor a folder holds
+        from transformers import DINOv3ViTConfig, DINOv3ViTModel, IJepaConfig, IJepaModel, ViTMSNConfig, ViTMSNModel
+        config = {"vit_msn": lambda: ViTMSNConfig(image_size=image_size, **SMALL),
+                  "ijepa": lambda: IJepaConfig(image_size=image_size, **SMALL),
+                  "dinov3": lambda: DINOv3ViTConfig(image_size=image_size, num_register_tokens=4, **SMALL)}[kind]()
+        model = {"vit_msn": ViTMSNModel, "ijepa": IJepaModel, "dinov3": DINOv3ViTModel}[kind](config)
+        processor = ViTImageProcessor(size=size)
+    with torch.no_grad():  # transformers starts these at zero (trained checkpoints have them learned)
+        for name in ("cls_token", "distillation_token", "register_tokens"):
+            if hasattr(model.embeddings, name):
+                getattr(model.embeddings, name).normal_(0, 0.5)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+KINDS = ("vit", "deit", "dinov2", "dinov2_reg", "vit_msn", "ijepa", "dinov3")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, str]:
+    return {kind: _build(kind, tmp_path_factory.mktemp(kind)) for kind in KINDS}
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory) -> str:
+    """A ViT built for 32×48-pixel images: a 4×6 grid of 8-pixel patches."""
+    return _build("vit", tmp_path_factory.mktemp("wide"), image_size=(32, 48))
+
+
+def _eager(path: str, pixel_values: torch.Tensor, **kwargs):
+    """transformers' own eager forward pass of the model in ``path``."""
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        return model(pixel_values=pixel_values, output_hidden_states=True, output_attentions=True, **kwargs)
+
+
+def _pixel_values(path: str, image) -> torch.Tensor:
+    from transformers import AutoImageProcessor
+    return AutoImageProcessor.from_pretrained(path)(images=vision.load_image(image)[0], return_tensors="pt")["pixel_values"]
+
+
+# --------------------------------------------------------------------------- against transformers
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_states_and_probabilities_match_transformers_eager(models, kind):
+    """SmoothViz's attention function and capture give transformers' eager states and attention."""
+    image = EXAMPLES / "house.png"
+    result = smoothviz.analyze(image=image, model=models[kind], device="cpu")
+    out = _eager(models[kind], _pixel_values(models[kind], image))
+    states = torch.stack(out.hidden_states)[:, 0].numpy()     # layer outputs; the final norm feeds only the pooler
+    assert result.baseline.hidden.shape == states.shape
+    assert np.abs(result.baseline.hidden - states).max() < 1e-5
+    probs = torch.stack(out.attentions)[:, 0].numpy()
+    assert np.abs(result.baseline.attentions - probs).max() < 1e-5
+    assert np.allclose(result.baseline.attentions.sum(-1), 1, atol=1e-5)
+
+
+def test_tokens_name_the_prefix_and_every_patch(models):
+    """[CLS], DeiT's [DIST], DINOv2's registers, then one token per patch in raster order."""
+    expected = {"vit": ["[CLS]"], "deit": ["[CLS]", "[DIST]"], "dinov2": ["[CLS]"],
+                "dinov2_reg": ["[CLS]", "[REG1]", "[REG2]", "[REG3]", "[REG4]"], "vit_msn": ["[CLS]"], "ijepa": [],
+                "dinov3": ["[CLS]", "[REG1]", "[REG2]", "[REG3]", "[REG4]"]}
+    patches = [f"p{r},{c}" for r in range(4) for c in range(4)]
+    for kind, prefix in expected.items():
+        result = smoothviz.analyze(image=EXAMPLES / "ball.png", model=models[kind], device="cpu")
+        assert result.tokens == prefix + patches, kind
+        assert result.special == [True] * len(prefix) + [False] * 16
+        assert result.image.grid == (4, 4) and result.image.prefix == len(prefix)
+        assert result.baseline.hidden.shape[1] == len(prefix) + 16
+        assert result.image.pixels.shape == (32, 32, 3) and result.image.pixels.dtype == np.uint8
+
+
+def test_register_tokens_excluded_as_special(models):
+    """exclude_special leaves the 16 patches: the graph and metrics are over patches only."""
+    result = smoothviz.analyze(image=EXAMPLES / "shapes.png", model=models["dinov2_reg"], device="cpu",
+                               exclude_special=True)
+    assert result.labels == [f"p{r},{c}" for r in range(4) for c in range(4)]
+    assert result.baseline.layer_graph.shape == (3, 16, 16)
+    grid = views.image_views.patch_similarity(result, "baseline", 2, 5)
+    assert grid.shape == (4, 4) and grid[1, 1] == pytest.approx(1.0, abs=1e-6)  # patch 5 is p1,1
+
+
+def test_non_square_patch_grid(wide):
+    """A model built for 32×48 images: 4 rows × 6 columns of patches, equal to transformers' pass."""
+    result = smoothviz.analyze(image=EXAMPLES / "house.png", model=wide, device="cpu")
+    assert result.image.grid == (4, 6) and result.image.pixels.shape == (32, 48, 3)
+    assert result.tokens[1:] == [f"p{r},{c}" for r in range(4) for c in range(6)]
+    out = _eager(wide, _pixel_values(wide, EXAMPLES / "house.png"))
+    assert np.abs(result.baseline.hidden - torch.stack(out.hidden_states)[:, 0].numpy()).max() < 1e-5
+    fig = views.image_views.fiedler_figure(result, "baseline", 1)
+    assert np.asarray(fig.data[1].z).shape == (4, 6)
+
+
+def test_other_image_size_interpolates_positions(models, tmp_path):
+    """A square ViT given a 32×48 image (its processor changed): transformers' interpolate_pos_encoding."""
+    from transformers import ViTImageProcessor
+    import shutil
+    path = tmp_path / "vit-wide-input"
+    shutil.copytree(models["vit"], path)
+    ViTImageProcessor(size={"height": 32, "width": 48}).save_pretrained(path)
+    result = smoothviz.analyze(image=EXAMPLES / "stripes.png", model=str(path), device="cpu")
+    assert result.image.grid == (4, 6)
+    assert any("interpolate_pos_encoding" in note for note in result.notes)
+    out = _eager(str(path), _pixel_values(str(path), EXAMPLES / "stripes.png"), interpolate_pos_encoding=True)
+    assert np.abs(result.baseline.hidden - torch.stack(out.hidden_states)[:, 0].numpy()).max() < 1e-5
+
+
+# --------------------------------------------------------------------------- metrics by hand
+
+def test_metrics_equal_hand_computations(models):
+    """cosine_mean, the patch-similarity map, λ₂ and the Fiedler map from transformers' own numbers."""
+    image = EXAMPLES / "ball.png"
+    result = smoothviz.analyze(image=image, model=models["deit"], device="cpu")
+    out = _eager(models["deit"], _pixel_values(models["deit"], image))
+    H = torch.stack(out.hidden_states)[:, 0].double().numpy()             # [L+1, n, d]
+    X = H / np.linalg.norm(H, axis=-1, keepdims=True)
+    cos = X @ X.transpose(0, 2, 1)
+    n = H.shape[1]
+    by_hand = (cos.sum((1, 2)) - np.trace(cos, axis1=1, axis2=2)) / (n * (n - 1))
+    assert np.allclose(result.baseline.metric("cosine_mean"), by_hand, atol=1e-6)
+    # similarity of every patch to p2,1 (token 2 + 2·4 + 1 = 11: [CLS], [DIST] come first) at layer 2
+    grid = views.image_views.patch_similarity(result, "baseline", 2, 9)
+    assert np.allclose(grid.ravel(), cos[2, 11, 2:], atol=1e-5)
+    # λ₂ and the Fiedler vector of layer 3's graph S = (Ā + Āᵀ)/2, Ā the mean over heads
+    A = torch.stack(out.attentions)[2, 0].double().mean(0).numpy()
+    S = (A + A.T) / 2
+    d = S.sum(1)
+    Lap = np.eye(n) - S / np.sqrt(np.outer(d, d))
+    vals, vecs = np.linalg.eigh(Lap)
+    fied, gap = views.image_views.fiedler_grid(result, "baseline", 3)
+    assert gap == pytest.approx(vals[1], abs=1e-6)
+    v = vecs[:, 1] * np.sign(vecs[np.argmax(np.abs(vecs[:, 1])), 1])
+    assert np.allclose(fied.ravel(), v[2:], atol=1e-5)
+
+
+def test_strongest_edges_are_the_largest_weights(models):
+    """Each patch's top-k edges are its k largest off-diagonal weights among patches, each pair once."""
+    result = smoothviz.analyze(image=EXAMPLES / "house.png", model=models["vit"], device="cpu")
+    edges = views.image_views.strongest_edges(result, "baseline", 2, 2)
+    S = np.asarray(result.baseline.layer_graph[1], dtype=np.float64)[1:, 1:]
+    np.fill_diagonal(S, -np.inf)
+    want = {tuple(sorted((a, int(b)))) for a in range(16) for b in np.argsort(-S[a])[:2]}
+    assert {(a, b) for a, b, _ in edges} == want
+    assert all(S[a, b] == pytest.approx(w) for a, b, w in edges)
+    lengths = views.image_views.edge_lengths(result, [(0, 5, 0.0), (0, 1, 0.0)])
+    assert lengths.tolist() == pytest.approx([2 ** 0.5, 1.0])
+
+
+# --------------------------------------------------------------------------- mitigations and views
+
+def test_mitigations_apply_or_are_refused_up_front(models):
+    """Every mitigation runs on a vision model at its neutral setting as the baseline, or is refused
+    before any forward pass with the reason."""
+    from smoothviz.mitigations import REGISTRY, MitigationError
+    handle = get_handle(models["vit"], "cpu")
+    base = smoothviz.analyze(image=EXAMPLES / "ball.png", model=models["vit"], device="cpu")
+    for name, cls in REGISTRY.items():
+        if name in vision.REFUSED:
+            with pytest.raises(MitigationError, match="cannot apply to a vision model"):
+                smoothviz.analyze(image=EXAMPLES / "ball.png", model=models["vit"], device="cpu", mitigation=name)
+            continue
+        result = smoothviz.analyze(image=EXAMPLES / "ball.png", model=models["vit"], device="cpu", mitigation=name,
+                                   params=cls.neutral(handle.n_layers) or None)
+        assert np.allclose(result.mitigated.hidden, base.baseline.hidden, atol=1e-5), name
+    neutreno = smoothviz.analyze(image=EXAMPLES / "ball.png", model=models["vit"], device="cpu", mitigation="neutreno")
+    assert not np.allclose(neutreno.mitigated.hidden[-1], base.baseline.hidden[-1], atol=1e-4)
+
+
+def test_image_views_only_for_pictures(models, base):
+    """The picture's views are drawn for an image, with captions and computed lines; never for text."""
+    result = smoothviz.analyze(image=EXAMPLES / "shapes.png", model=models["vit"], device="cpu", mitigation="neutreno")
+    assert views.views_for(base) == views.VIEWS and "image" not in views.sections_for(base)
+    shown = views.views_for(result)
+    assert [v.key for v in shown[len(views.VIEWS):]] == ["patch-similarity", "patch-fiedler", "patch-edges", "patch-depth"]
+    at = views.At(layer=2, picked=result.keep.index(6), top_k=3)   # token 6 = p1,1
+    names = {"baseline": "baseline", "mitigated": "neutreno"}
+    for view in views.IMAGE_VIEWS:
+        assert view.caption and "\n" not in view.caption
+        figs = view.figures(result, at)
+        assert len(figs) == 2
+        lines = view.lines(result, names)
+        assert len(lines) == 2 and all(line.startswith(("baseline", "neutreno")) for line in lines)
+        assert view.rows(result, at)
+    assert "similarity to p1,1" in views.IMAGE_VIEWS[0].build(result, "baseline", at).layout.title.text
+    gap = float(result.baseline.layer_eigs[1][1])
+    assert f"λ₂ = {gap:.3f}" in views.IMAGE_VIEWS[1].build(result, "baseline", at).layout.title.text
+    assert views.chart_count(result) == sum(view.count(result) for view in views.VIEWS) + 2 * 4  # four views, two runs
+
+
+def test_similarity_line_states_the_numbers(models):
+    """The similarity view's sentence quotes the standard deviations the map has at layers 0 and L."""
+    result = smoothviz.analyze(image=EXAMPLES / "house.png", model=models["dinov2"], device="cpu")
+    line = views.image_views.similarity_lines(result, {"baseline": "baseline"})[0]
+    first = views.image_views.patch_similarity(result, "baseline", 0, 10)   # centre of 4×4: p2,2
+    last = views.image_views.patch_similarity(result, "baseline", 3, 10)
+    assert "p2,2" in line and f"{first.std():.3f} at layer 0" in line and f"{last.std():.3f} at layer 3" in line
+
+
+def test_report_contains_the_image_views(models):
+    from smoothviz.outputs.report import build_report
+    result = smoothviz.analyze(image=EXAMPLES / "house.png", model=models["vit"], device="cpu")
+    page = build_report(result)
+    assert "On the picture" in page
+    for view in views.IMAGE_VIEWS:
+        assert view.caption.replace("'", "&#x27;") in page
+
+
+def test_compare_takes_an_image(models):
+    result = smoothviz.compare(None, [f"model={models['vit']}", f"model={models['vit']},mitigation=neutreno"],
+                               image=EXAMPLES / "ball.png", device="cpu")
+    assert result.text == "ball.png" and len(result.runs) == 2
+    assert result.runs[0].analysis.image.grid == (4, 4)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_bad_images_are_refused_in_one_line(models, tmp_path, monkeypatch):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not a picture")
+    cases = [(tmp_path / "missing.png", "no such file"), (not_image, "not an image"), (b"\x89PNG broken", "not an image")]
+    for source, words in cases:
+        with pytest.raises(vision.ImageError, match=words) as err:
+            smoothviz.analyze(image=source, model=models["vit"], device="cpu")
+        assert "\n" not in str(err.value)
+    monkeypatch.setattr(vision, "MAX_IMAGE_BYTES", 100)
+    with pytest.raises(vision.ImageError, match="MB: images up to"):
+        smoothviz.analyze(image=EXAMPLES / "house.png", model=models["vit"], device="cpu")
+    monkeypatch.undo()
+    with pytest.raises(smoothviz.AnalysisError, match="takes images, not text"):
+        smoothviz.analyze("A sentence.", model=models["vit"], device="cpu")
+    with pytest.raises(ValueError, match="takes text, not images"):
+        smoothviz.analyze(image=EXAMPLES / "house.png", device="cpu")
+    with pytest.raises(smoothviz.AnalysisError, match="not both"):
+        smoothviz.analyze("A sentence.", image=EXAMPLES / "house.png", model=models["vit"], device="cpu")
+
+
+# --------------------------------------------------------------------------- corpus and the CLI
+
+def test_corpus_of_a_folder_names_each_file(models, tmp_path):
+    import pyarrow.parquet as pq
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("ball", "house", "stripes"):
+        (folder / f"{name}.png").write_bytes((EXAMPLES / f"{name}.png").read_bytes())
+    (folder / "readme.txt").write_text("not a picture")
+    (folder / "broken.png").write_text("not a picture either")
+    out = tmp_path / "rows.parquet"
+    result = smoothviz.corpus(images=folder, model=models["dinov2_reg"], device="cpu", out=out)
+    table = pq.read_table(out).to_pylist()
+    named = {Path(row["text"]).name for row in table}
+    assert named == {"ball.png", "house.png", "stripes.png"}
+    assert len(table) == 3 * 4 and all(row["tokens"] == 21 for row in table)  # 3 images × (L + 1) rows
+    assert [Path(e["text"]).name for e in result.errors] == ["broken.png"]
+    single = smoothviz.analyze(image=folder / "house.png", model=models["dinov2_reg"], device="cpu")
+    rows = [row for row in table if row["text"].endswith("house.png")]
+    assert [r["cosine_mean"] for r in sorted(rows, key=lambda r: r["layer"])] == \
+        pytest.approx(single.baseline.metric("cosine_mean"), abs=1e-5)
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smoothviz", *args], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_cli_analyze_image_json_and_bad_input(models, tmp_path):
+    done = _cli("analyze", "--image", str(EXAMPLES / "ball.png"), "--model", models["deit"], "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["image"] == {"name": "ball.png", "grid": [4, 4], "patch_size": 8, "size": [32, 32], "prefix_tokens": 2}
+    assert out["special_tokens"] == ["[CLS]", "[DIST]"] and len(out["baseline"]["layers"]) == 4
+    for args, words in [(("--image", str(tmp_path / "nope.jpg"), "--model", models["deit"]), "no such file"),
+                        (("--image", str(EXAMPLES / "LICENSE"), "--model", models["deit"]), "not an image"),
+                        (("--image", str(EXAMPLES / "ball.png"), "--model", models["deit"], "--mitigation",
+                          "fusion-gate"), "cannot apply to a vision model"),
+                        (("--image", str(EXAMPLES / "ball.png"), "--model", str(tmp_path)), "not a model directory")]:
+        bad = _cli("analyze", *args, "--json")
+        assert bad.returncode == 2 and bad.stdout == ""
+        assert len(bad.stderr.strip().splitlines()) == 1 and words in bad.stderr, bad.stderr
+
+
+@pytest.mark.slow
+def test_cli_corpus_of_a_folder(models, tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("ball", "shapes"):
+        (folder / f"{name}.png").write_bytes((EXAMPLES / f"{name}.png").read_bytes())
+    done = _cli("corpus", str(folder), "--model", models["vit"], "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sentences"] == 2
+
+
+# --------------------------------------------------------------------------- the page
+
+@pytest.mark.slow
+def test_page_uploads_a_picture_and_draws_its_views(models):
+    from streamlit.testing.v1 import AppTest
+    app = AppTest.from_file(str(ROOT / "app" / "SmoothViz.py"), default_timeout=600)
+    app.query_params.update({"model": "custom", "model_id": models["vit"], "mit": "none"})
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.file_uploader(key="image_upload") is not None
+    assert not [t for t in app.text_area if t.key == "text"]  # a vision model: the picture replaces the sentence
+    app.file_uploader(key="image_upload").set_value(("house.png", (EXAMPLES / "house.png").read_bytes(), "image/png"))
+    app.session_state["section"] = views.IMAGE_SECTIONS["image"]
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert any(m.value.startswith("**Image:** house") for m in app.markdown)
+    assert any("this picture's tokens" in m.value for m in app.markdown)
+    captions = " ".join(c.value for c in app.caption)
+    for view in views.IMAGE_VIEWS:
+        assert view.caption in captions
+    assert "similarity to the centre patch p2,2" in captions  # a sentence computed from the numbers
+    specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    titles = [s["layout"].get("title", {}).get("text", "") for s in specs]
+    assert any("Fiedler vector, λ₂ =" in t for t in titles) and any("strongest edges" in t for t in titles)
+    # a bad upload: one clear message, no traceback
+    app.file_uploader(key="image_upload").set_value(("fake.png", b"not a picture at all", "image/png"))
+    app.run()
+    assert not app.exception
+    assert any("not an image SmoothViz can read" in e.value for e in app.error)
+
+
+def test_takes_images_reads_the_config_alone(models, tmp_path):
+    """The page offers the image box for a vision model's folder, never for text models or unknowns."""
+    assert all(vision.takes_images(models[kind]) for kind in KINDS)
+    assert not any(vision.takes_images(name) for name in ("default", "lab", "", str(tmp_path), "no/such-model-here"))
