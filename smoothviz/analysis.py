@@ -15,6 +15,7 @@ from . import capture, diagnostics, graph, metrics, stream
 from .claims import render, sink_claim
 from .graph import GraphOptions
 from .handles import Handle, get_handle
+from .linalg import one_thread
 from .mitigations import Mitigation, make
 from .options import PROJECTIONS
 from .projection import project
@@ -415,8 +416,9 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
             value_eigs += [mitigated_eigs] * n
         fused += [mitigation.fuse(t.hidden.double(), ctx) for t in traces[n:]]
     run_of = [i // n if not runs_together else 0 for i in range(len(traces))]
-    runs = _summarise_by_length(traces, keeps * (len(traces) // n), value_eigs, fused, run_of, options, handle,
-                                heads, head_gaps)
+    with one_thread():  # eigensolvers: one thread each (see linalg.one_thread)
+        runs = _summarise_by_length(traces, keeps * (len(traces) // n), value_eigs, fused, run_of, options, handle,
+                                    heads, head_gaps)
     out = []
     for (_, tokens, special, notes), keep, baseline, run in zip(sentences, keeps, runs[:n], runs[n:] or [None] * n):
         if run is not None and run.kept_heads is not None and options.head is None:

@@ -20,6 +20,7 @@ import networkx as nx
 import numpy as np
 import scipy.linalg
 import torch
+from threadpoolctl import threadpool_limits
 
 from .linalg import singular_values
 from .options import SYMMETRIZE, check
@@ -173,7 +174,8 @@ def second_pair(S: Tensor, normalized: bool = False) -> tuple[float, Tensor]:
     try:
         if n < 4:
             raise ArpackNoConvergence("too small for ARPACK", np.zeros(0), np.zeros((n, 0)))
-        mu, vecs = eigsh(N, k=2, which="LA", tol=0, v0=_start(n), ncv=min(n, 24))  # ascending: μ₂, μ₁
+        with threadpool_limits(1):  # ARPACK's products: one BLAS thread (see linalg.one_thread)
+            mu, vecs = eigsh(N, k=2, which="LA", tol=0, v0=_start(n), ncv=min(n, 24))  # ascending: μ₂, μ₁
     except ArpackNoConvergence:
         mu, vecs = scipy.linalg.eigh(N, subset_by_index=[n - 2, n - 1], driver="evr", check_finite=False)
     return float(1 - mu[0]), torch.from_numpy(np.ascontiguousarray(vecs[:, 0]))
@@ -188,7 +190,8 @@ def top_singular_ratio(R: Tensor) -> float:
     try:
         if n < 4:
             raise ArpackNoConvergence("too small for ARPACK", np.zeros(0), np.zeros((n, 0)))
-        sv = np.sort(svds(M, k=2, tol=0, v0=_start(n), return_singular_vectors=False))[::-1]
+        with threadpool_limits(1):
+            sv = np.sort(svds(M, k=2, tol=0, v0=_start(n), return_singular_vectors=False))[::-1]
     except ArpackNoConvergence:
         sv = scipy.linalg.svdvals(M)[:2]
     return float(sv[1] / max(sv[0], 1e-300)) if n > 1 else float("nan")

@@ -34,6 +34,7 @@ import torch
 
 from . import capture, diagnostics, graph, metrics
 from .graph import GraphOptions
+from .linalg import one_thread
 
 STREAM_FROM = 1024  # kept tokens from which a sentence is analysed layer by layer
 
@@ -90,6 +91,10 @@ class _Layers:
         self.R: torch.Tensor | None = None
 
     def __call__(self, layer: int, probs: torch.Tensor) -> None:
+        with one_thread():  # eigensolvers one thread each (linalg.one_thread); the forward's own work keeps its threads
+            self._read(layer, probs)
+
+    def _read(self, layer: int, probs: torch.Tensor) -> None:
         fw, n = self.fw, len(self.fw.keep)
         P = probs[0].float().cpu()                                            # [h, N, N]
         A = graph.restrict(P, self.idx)                                       # [h, n, n]
@@ -150,7 +155,8 @@ class PerLayer:
         if self.kind == "similarity":
             out = metrics.similarity(x)
         else:
-            out = torch.linalg.eigvalsh(graph.normalized_laplacian(x))
+            with one_thread():
+                out = torch.linalg.eigvalsh(graph.normalized_laplacian(x))
         out = out.float().numpy()
         out.setflags(write=False)
         return out
