@@ -9,6 +9,11 @@ mitigations are timed in interleaved rounds, each the best of its rounds (the le
 by other work on a shared, noisy machine), and the table reports ratios against references
 measured in the same rounds.
 
+Long inputs (``--long 2048,8192``): a random-weight model of SmolLM2-135M's shape (30 layers,
+9 heads, 3 KV heads, width 576) at those lengths: the bare forward pass against the core
+analysis (streamed layer by layer, :mod:`smoothviz.pipeline.stream`), in time and in peak memory above
+the process's resting size, and the bytes of the first view of the page.
+
 Corpus mode (``--corpus N``): N lines of 4–40 words end to end (model load included) against
 the bare floor (the same load, then one forward pass per line, one line at a time), in
 interleaved rounds, with where the corpus run's time went.
@@ -49,6 +54,81 @@ def bert_base_dir(root: Path) -> str:
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(default_model_path() / name, root / name)
     return str(root)
+
+
+LONG_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
+                  num_hidden_layers=30, vocab_size=30522, tie_word_embeddings=True)  # SmolLM2-135M's shape
+
+
+def smollm2_shape_dir(root: Path, max_tokens: int = 8192) -> str:
+    """A model of SmolLM2-135M's shape (Llama: 30 layers, 9 query and 3 key-value heads, width 576)
+    with random weights, saved as safetensors, with the default model's tokenizer (a vocabulary of
+    30,522 instead of 49,152: the same shape where the analysis is concerned)."""
+    from transformers import LlamaConfig, LlamaModel
+    torch.manual_seed(0)
+    LlamaModel(LlamaConfig(**LONG_SHAPE, max_position_embeddings=max_tokens)).save_pretrained(root, safe_serialization=True)
+    for name in ("vocab.txt", "tokenizer.json", "special_tokens_map.json"):
+        shutil.copy(default_model_path() / name, root / name)
+    config = json.loads((default_model_path() / "tokenizer_config.json").read_text())
+    (root / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": max_tokens}))
+    return str(root)
+
+
+def bench_long(model: str, n: int, reps: int) -> dict:
+    """The bare forward pass against the core analysis at ``n`` tokens: best seconds of ``reps``
+    interleaved rounds, and each one's peak memory above the resting process (first round)."""
+    handle = get_handle(model, "cpu")
+    text = text_of(n)
+    inputs, _, _ = handle.encode(text, n, [])
+    assert inputs["input_ids"].shape[1] == n, "the benchmark text must give at least n tokens"
+
+    def forward():
+        with torch.inference_mode():
+            handle.model(**inputs)
+
+    fns = {"forward": forward, "core": lambda: analyze(text, model=model, device="cpu", max_tokens=n, heads=False)}
+    best, peak, result = {k: float("inf") for k in fns}, {}, None
+    for round_ in range(reps):
+        for name, fn in fns.items():
+            import gc
+            gc.collect()
+            before = _rss("VmRSS")
+            _rss_peak_reset()
+            start = time.perf_counter()
+            out = fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+            if round_ == 0:
+                peak[name] = _rss("VmHWM") - before
+            if name == "core":
+                result = out
+            del out
+    start = time.perf_counter()
+    size = page_bytes(result, first_view=True)
+    view_s = time.perf_counter() - start
+    return {"model": "smollm2-shape", "n": n, "forward_s": best["forward"], "analysis_core_s": best["core"],
+            "ratio": best["core"] / best["forward"], "forward_peak_mb": peak["forward"],
+            "core_peak_mb": peak["core"], "above_forward_mb": peak["core"] - peak["forward"],
+            "first_view_bytes": size, "first_view_s": view_s}
+
+
+def long_table(rows: list[dict]) -> str:
+    """The long-input table, as aligned text."""
+    lines = [["model", "n", "fwd s", "core s", "core×fwd", "fwd peak MB", "core peak MB", "above fwd MB",
+              "first view MB", "first view s"]]
+    for r in rows:
+        lines.append([r["model"], str(r["n"]), f"{r['forward_s']:.1f}", f"{r['analysis_core_s']:.1f}",
+                      f"{r['ratio']:.2f}", f"{r['forward_peak_mb']:.0f}", f"{r['core_peak_mb']:.0f}",
+                      f"{r['above_forward_mb']:.0f}", f"{r['first_view_bytes'] / 1e6:.2f}", f"{r['first_view_s']:.2f}"])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("| " + " | ".join(c.rjust(w) for c, w in zip(line, widths)) + " |" for line in lines)
+
+
+def _load() -> list[float]:
+    """The machine's load averages (1, 5, 15 min): a shared machine's absolute times vary with it."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
 
 
 def _sync(device: str) -> None:
@@ -92,11 +172,14 @@ def _rss(field: str) -> float:
     return float("nan")
 
 
-def page_bytes(result) -> int:
-    """Bytes of the figures one page view sends (every view at the last layer)."""
-    from smoothviz.outputs.views import VIEWS, At
+def page_bytes(result, first_view: bool = False) -> int:
+    """Bytes of the figures one page view sends (every view at the last layer); ``first_view``:
+    only the first section's (the tab the page opens on)."""
+    from smoothviz.outputs.views import SECTIONS, VIEWS, At
     at = At(layer=result.n_layers, head_layer=result.n_layers)
-    return sum(len(fig.to_json()) for view in VIEWS for _, fig in view.figures(result, at))
+    first = next(iter(SECTIONS))
+    return sum(len(fig.to_json()) for view in VIEWS if not first_view or view.section == first
+               for _, fig in view.figures(result, at))
 
 
 def umap_cold_seconds() -> float:
@@ -138,7 +221,8 @@ def text_of(n: int) -> str:
     """The first n words of TEXT: at least n tokens, so the analysis sees exactly n, without
     timing the tokenizer on 1,500 words that truncation then drops (4 ms, half the forward
     pass at 16 tokens)."""
-    return " ".join(TEXT.split()[:n])
+    words = TEXT.split()
+    return " ".join((words * (n // len(words) + 1))[:n])  # TEXT repeated for the long-input lengths
 
 
 def bench_one(model: str, label: str, n: int, device: str, reps: int, mitigations: bool) -> dict:
@@ -299,7 +383,22 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results/latest.json")
     p.add_argument("--corpus", type=int, help="lines for the corpus-mode benchmark (default 300, 40 with --quick; 0 skips it)")
     p.add_argument("--only-corpus", action="store_true", help="run only the corpus-mode benchmark")
+    p.add_argument("--long", help="comma-separated token counts for the long-input benchmark on a model of "
+                                  "SmolLM2-135M's shape (e.g. 2048,8192); runs only that benchmark")
     args = p.parse_args(argv)
+    if args.long:
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            model = smollm2_shape_dir(Path(tmp), max(int(s) for s in args.long.split(",")))
+            for n in (int(s) for s in args.long.split(",")):
+                rows.append(bench_long(model, n, 1 if args.quick or n > 4096 else 2))
+                print(f"  smollm2-shape n={n}: done", file=sys.stderr)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"long": rows, "load_avg": _load(), "threads": torch.get_num_threads(),
+                                              "platform": platform.platform()}, indent=2))
+        print(long_table(rows))
+        print(f"wrote {args.out}")
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(QUICK_SIZES if args.quick else FULL_SIZES)
     reps = 1 if args.quick else 5
     lines = args.corpus if args.corpus is not None else (40 if args.quick else 300)
@@ -322,7 +421,7 @@ def main(argv=None) -> int:
     loads = {m: load_seconds(m) for m in args.load_times.split(",")} if args.load_times else None
     cold = umap_cold_seconds()
     c = bench_corpus(lines, args.device, 1 if args.quick else 3) if lines else None
-    summary = {"corpus": c, "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
+    summary = {"corpus": c, "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "load_avg": _load(),
                            "device": rows[0]["device"],
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
                "quick": args.quick, "umap_cold_s": cold, "rows": rows, "load_s": loads}

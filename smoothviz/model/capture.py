@@ -207,8 +207,9 @@ class Trace:
 
     =============  =====================  ================================================
     hidden         ``[L+1, n, d]``        H_0 (embedding output) … H_L
-    attentions     ``[L, h, n, n]``       as the model used them; rows sum to 1 (AttnScale's
-                                          A′ has negative entries)
+    attentions     ``[L, h, n, n]``/None  as the model used them; rows sum to 1 (AttnScale's
+                                          A′ has negative entries); None when not kept
+                                          (``run(..., keep_attentions=False)``)
     ln_sigma       ``[L, m, n]``          each token's std of the input of each of a block's m
                                           LayerNorms, in forward order (NaN where a block has
                                           fewer; m = 0 without LayerNorms)
@@ -225,7 +226,7 @@ class Trace:
     """
 
     hidden: Tensor
-    attentions: Tensor
+    attentions: Tensor | None
     ln_sigma: Tensor
     softmax: Tensor | None = None
     attention_map: Callable | None = None
@@ -234,7 +235,7 @@ class Trace:
 
 
 def run(model, inputs: dict, intervention: Intervention | None = None, special: list | None = None,
-        on_layer: Callable | None = None) -> Trace:
+        on_layer: Callable | None = None, keep_attentions: bool = True) -> Trace:
     """Forward one tokenised sentence (batch 1) under ``intervention`` and capture a Trace.
 
     Args:
@@ -242,6 +243,10 @@ def run(model, inputs: dict, intervention: Intervention | None = None, special: 
         special: the special-token mask, for an intervention with ``keys``.
         on_layer: ``(layer 0-based, probabilities [1, h, n, n])`` called as each layer's
             attention is computed (registry models only).
+        keep_attentions: ``False``: the model does not collect the attention of every layer
+            (``Trace.attentions`` is ``None``); a streaming caller reads each layer in ``on_layer``
+            and lets it go (:mod:`smoothviz.pipeline.stream`: 4.5 GB of probabilities at 2,048 tokens on
+            a 30-layer, 9-head model are never held at once).
     """
     iv = intervention or Intervention()
     allowed = None
@@ -253,7 +258,7 @@ def run(model, inputs: dict, intervention: Intervention | None = None, special: 
             first = next(iter(inputs.values()))
             inputs = {**inputs, "attention_mask": allowed.to(torch.long).unsqueeze(0).to(first.device)}
             allowed = None
-    return _forward(model, inputs, iv, real=None, allowed=allowed, on_layer=on_layer)[0]
+    return _forward(model, inputs, iv, real=None, allowed=allowed, on_layer=on_layer, keep=keep_attentions)[0]
 
 
 def run_batch(model, inputs: dict, intervention: Intervention | None = None) -> list[Trace]:
@@ -275,13 +280,14 @@ def run_batch(model, inputs: dict, intervention: Intervention | None = None) -> 
 
 
 def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None, allowed: Tensor | None = None,
-             on_layer: Callable | None = None) -> list[Trace]:
-    """One forward pass of a batch under ``iv``; a Trace per sentence (its first ``real`` tokens)."""
+             on_layer: Callable | None = None, keep: bool = True) -> list[Trace]:
+    """One forward pass of a batch under ``iv``; a Trace per sentence (its first ``real`` tokens);
+    ``keep=False``: without the attention (one sentence, no attention map)."""
     state = _Pass(iv, allowed=allowed, on_layer=on_layer)
     token = _STATE.set(state)
     try:
         with torch.inference_mode():
-            out = model(**inputs, output_hidden_states=True, output_attentions=True)
+            out = model(**inputs, output_hidden_states=True, output_attentions=keep)
     finally:
         _STATE.reset(token)
     states = list(out.hidden_states)
@@ -290,6 +296,10 @@ def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None, allowed
         normed = states[-1].float()  # the final norm's output: a row of its own, not layer L
         states[-1] = state.block_out
     hidden = torch.stack(states, 1).float()   # [B, L+1, n, d]
+    if not keep:
+        ln = _ln_table(state.ln_sigma, hidden.shape[1] - 1, 1, hidden.shape[2])
+        return [Trace(hidden[0], None, ln[0], kept_heads=iv.kept_heads,
+                      final_norm=None if normed is None else normed[0])]
     attn = torch.stack(out.attentions, 1).float()        # [B, L, h, n, n]
     lengths = [hidden.shape[2]] * hidden.shape[0] if real is None else real.sum(-1).tolist()
     ln = _ln_table(state.ln_sigma, attn.shape[1], hidden.shape[0], hidden.shape[2])  # [B, L, m, n]

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 
 from smoothviz.model import capture, vision
+from smoothviz.pipeline import stream
 from smoothviz.science import diagnostics, graph, metrics
 from smoothviz.words.claims import render, sink_claim
 from smoothviz.science.graph import GraphOptions
 from smoothviz.model.handles import Handle, get_handle
+from smoothviz.science.linalg import one_thread
 from smoothviz.mitigations import Mitigation, make
 from smoothviz.options import PROJECTIONS
 from smoothviz.science.projection import project
@@ -63,12 +65,18 @@ class Run:
                                         to H_L (GPT-2's ln_f, Llama's norm): a row of its own, not
                                         layer L (layer l is always block l's output)
     hidden            [L+1, N, d]       every token's state (all N tokens, special ones too)
-    attentions        [L, h, N, N]      the attention the model used
-    similarity        [L+1, n, n]       token cosine similarity (kept tokens)
+    attentions        [L, h, N, N]      the attention the model used; None for a sentence analysed
+                                        layer by layer (from ``stream.STREAM_FROM`` tokens: see
+                                        :mod:`smoothviz.pipeline.stream`, which says what it keeps)
+    received          [L, N] or None    each token's share of the attention (mean over heads and
+                                        rows), kept where ``attentions`` is not
+    similarity        [L+1, n, n]       token cosine similarity (kept tokens; computed per state
+                                        on first read for a streamed sentence)
     sv                [L+1, k]          singular values / σ₁
     layer_graph       [L, n, n]         the symmetrised, aggregated graph S of each layer
     layer_eigs        [L, n]            its normalized-Laplacian eigenvalues (ascending; the signed
-                                        Laplacian with absolute degrees, see smoothviz.science.graph)
+                                        Laplacian with absolute degrees, see smoothviz.science.graph;
+                                        computed per layer on first read for a streamed sentence)
     fiedler           [L, n]            its Fiedler vector (largest entry positive)
     head_gap          [L, h]            per-head spectral gap λ₂ (None if heads=False, or
                                         head_gaps=False in :func:`analyze_batch`)
@@ -113,6 +121,7 @@ class Run:
     kept_heads: np.ndarray | None = None
     final_norm_row: dict | None = None
     final_norm: np.ndarray | None = None
+    received: np.ndarray | None = None
 
     def metric(self, name: str, include_fused: bool = False) -> list:
         """One metric over depth 0…L (``None`` where undefined), then the fused output's if asked."""
@@ -180,12 +189,12 @@ class Analysis:
     @property
     def n_layers(self) -> int:
         """L, the number of layers (attention tensors)."""
-        return self.baseline.attentions.shape[0]
+        return self.baseline.head_entropy.shape[0]
 
     @property
     def heads(self) -> int:
         """h, the number of heads per layer."""
-        return self.baseline.attentions.shape[1]
+        return self.baseline.head_entropy.shape[1]
 
     @property
     def labels(self) -> list[str]:
@@ -208,6 +217,11 @@ class Analysis:
         r = self.runs()[run]
         if not 1 <= layer <= self.n_layers:
             raise AnalysisError(f"layer must be in 1..{self.n_layers}, got {layer}")
+        if r.attentions is None:  # a streamed sentence keeps the head-mean graph S only
+            if directed or (head is not None and head != self.options.head):
+                raise AnalysisError(f"a sentence of {len(self.tokens)} tokens keeps only each layer's "
+                                    "symmetrised graph, not every head's or the directed attention")
+            return graph.to_networkx(np.asarray(r.layer_graph[layer - 1]), self.labels, top_k=top_k)
         at = lambda x: None if x is None else torch.tensor(x[layer - 1:layer])  # noqa: E731
         A = _kept_graph(at(r.attentions), at(r.softmax), r.attention_map, torch.tensor(self.keep),
                         head if head is not None else self.options.head, at(r.kept_heads))[0]
@@ -397,6 +411,9 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
         return []
     forwards = forwards or [capture.run] * len(sentences)
     keeps = [_kept_tokens(handle, special, options, notes) for _, _, special, notes in sentences]
+    forwards = [_streaming(handle, keep, options, heads, head_gaps) if fw is capture.run and len(sentences) == 1
+                and len(keep) >= stream.STREAM_FROM and capture.uses_registry(handle.model) else fw
+                for fw, keep in zip(forwards, keeps)]
     base = [_finite(fw(handle.model, inputs), "baseline", handle) for (inputs, *_), fw in zip(sentences, forwards)]
     n = len(sentences)
     traces, value_eigs, fused, described = list(base), [handle.value_eigs()] * n, [None] * n, None
@@ -405,12 +422,15 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
         ctx = handle.context()
         alt = handle.for_mitigation(mitigation)
         if alt is not handle:  # the lab's value-spectrum switch
-            traces += [_finite(fw(alt.model, inputs), mitigation.name, alt) for (inputs, *_), fw in zip(sentences, forwards)]
+            traces += [_finite(_with_values(fw, alt.value_eigs())(alt.model, inputs), mitigation.name, alt)
+                       for (inputs, *_), fw in zip(sentences, forwards)]
             value_eigs += [alt.value_eigs()] * n
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
             iv = mitigation.intervention(ctx)
+            mitigated_eigs = handle.value_eigs(mitigation.out_weights(ctx))
             for (inputs, _, special, notes), fw, trace in zip(sentences, forwards, base):
+                fw = _with_values(fw, mitigated_eigs)
                 if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
                     if not ctx.registry:
                         raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's "
@@ -419,11 +439,12 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
                     notes.append(SINK_FIRST_ROW_NOTE)
                 traces.append(_finite(fw(handle.model, inputs, iv, special), mitigation.name, handle)
                               if iv is not None else trace)
-            value_eigs += [handle.value_eigs(mitigation.out_weights(ctx))] * n
+            value_eigs += [mitigated_eigs] * n
         fused += [mitigation.fuse(t.hidden.double(), ctx) for t in traces[n:]]
     run_of = [i // n if not runs_together else 0 for i in range(len(traces))]
-    runs = _summarise_by_length(traces, keeps * (len(traces) // n), value_eigs, fused, run_of, options, handle,
-                                heads, head_gaps)
+    with one_thread():  # eigensolvers: one thread each (see linalg.one_thread)
+        runs = _summarise_by_length(traces, keeps * (len(traces) // n), value_eigs, fused, run_of, options, handle,
+                                    heads, head_gaps)
     out = []
     for (_, tokens, special, notes), keep, baseline, run in zip(sentences, keeps, runs[:n], runs[n:] or [None] * n):
         if run is not None and run.kept_heads is not None and options.head is None:
@@ -446,6 +467,17 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
             notes.append(render(sink_claim(analysis, handle.special_tokens())))
         out.append(analysis)
     return out
+
+
+def _streaming(handle: Handle, keep: list[int], options: GraphOptions, heads: bool, head_gaps: bool) -> stream.Forward:
+    """The forward that analyses a long sentence layer by layer (:mod:`smoothviz.pipeline.stream`)."""
+    return stream.Forward(keep, options, n_layers=handle.n_layers, heads=heads, head_gaps=head_gaps,
+                          value_eigs=handle.value_eigs() if heads else None, post_ln=handle.layernorm == "post")
+
+
+def _with_values(fw, value_eigs):
+    """``fw`` with the value spectra of the run it traces (a streaming forward's Dovonon verdicts)."""
+    return fw.using(value_eigs) if isinstance(fw, stream.Forward) and fw.heads else fw
 
 
 def _kept_tokens(handle: Handle, special: list, options: GraphOptions, notes: list) -> list[int]:
@@ -477,6 +509,11 @@ def _summarise_by_length(traces: list, keeps: list, value_eigs: list, fused: lis
                id(trace.kept_heads), apart[i])
         same.setdefault(key, []).append(i)
     runs: list = [None] * len(traces)
+    for i, trace in enumerate(traces):
+        if isinstance(trace, stream.Streamed):
+            runs[i] = _summarise_streamed(trace, keeps[i], options, handle, value_eigs[i], fused[i])
+            same = {key: [j for j in group if j != i] for key, group in same.items()}
+    same = {key: group for key, group in same.items() if group}
     for (_, keep, no_fusion, *_), group in same.items():
         summaries = _summarise([traces[i] for i in group], list(keep), options, handle, value_eigs[group[0]], heads,
                                None if no_fusion else torch.stack([fused[i] for i in group]), head_gaps=head_gaps)
@@ -576,6 +613,39 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
                         attention_map=trace.attention_map, kept_heads=None if trace.kept_heads is None
                         else _frozen(trace.kept_heads)))
     return runs
+
+
+def _summarise_streamed(trace: stream.Streamed, keep: list[int], options: GraphOptions, handle: Handle,
+                        value_eigs: torch.Tensor, fused: torch.Tensor | None) -> Run:
+    """:func:`_summarise` for a sentence analysed layer by layer: the same Run, from what each layer
+    left (:mod:`smoothviz.pipeline.stream`), with its attention not kept."""
+    idx, p = torch.tensor(keep), trace.parts
+    ln_sigma = trace.ln_sigma[..., idx].double().amin(-1)
+    weight_norm = handle.weight_norm() if handle.layernorm == "post" else None
+    values = stream.evaluate(trace, keep, ln_sigma, weight_norm, handle.layernorm == "post")
+    sv = values.pop("_sv")
+    kept = trace.kept_heads if options.head is None else None
+    if kept is not None:
+        _null_headless(values, ~torch.as_tensor(kept).any(1))
+    S = p["graph"]
+    L = S.shape[0]
+    def states(H):  # noqa: E306  a state of its own (final norm, fused output), on the last layer's graph
+        row = metrics.rows(metrics.evaluate(metrics.Inputs(H=H[idx].double().unsqueeze(0), graphs=S[-1:].double()),
+                                            states_only=True), 1)[0]
+        return {k: v for k, v in row.items() if k != "layer"}
+    f32 = lambda t: None if t is None else _frozen(t.float())  # noqa: E731
+    layer_graph = _frozen(S)
+    hidden = f32(trace.hidden)
+    return Run(rows=metrics.rows(values, L + 1), fused_row=None if fused is None else states(fused),
+               final_norm_row=None if trace.final_norm is None else states(trace.final_norm),
+               hidden=hidden, attentions=None, received=f32(p["received"]),
+               similarity=stream.PerLayer(hidden if len(keep) == hidden.shape[1] else hidden[:, keep], "similarity"), sv=f32(sv),
+               layer_graph=layer_graph, layer_eigs=stream.PerLayer(layer_graph, "laplacian"),
+               fiedler=f32(graph.signed_vector(p["fiedler"])), head_gap=f32(p["head_gap"]),
+               head_entropy=f32(p["entropy"]), head_uniform=f32(p["uniform"]), value_eigs=_frozen(value_eigs),
+               smooths=None if p["smooths"] is None else _frozen(p["smooths"]), fused=None if fused is None else f32(fused),
+               signed=_frozen(p["signed"]), heads_signed=p["heads_signed"], ln_sigma=f32(ln_sigma),
+               kept_heads=None if trace.kept_heads is None else _frozen(trace.kept_heads))
 
 
 def _null_headless(values: dict, empty: torch.Tensor) -> None:

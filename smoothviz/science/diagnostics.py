@@ -32,10 +32,18 @@ def shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, po
     """
     if ln_sigma.shape[-1] < 2 or not post_ln:
         return torch.full(A.shape[:-3], float("nan"), dtype=torch.float64)
-    lam = graph.attention_contraction_lambda(A).double().clamp_min(0)
+    return shi_bound(graph.attention_contraction_lambda(A), A.shape[-3], ln_sigma, weight_norm, post_ln)
+
+
+def shi_bound(lam: torch.Tensor, heads: int, ln_sigma: torch.Tensor, weight_norm, post_ln: bool) -> torch.Tensor:
+    """:func:`shi_v` from Shi's λ ``[..., L]`` already computed (a streamed analysis computes it
+    layer by layer); NaN where the bound does not apply."""
+    if ln_sigma.shape[-1] < 2 or not post_ln:
+        return torch.full(lam.shape, float("nan"), dtype=torch.float64)
+    lam = lam.double().clamp_min(0)
     s = weight_norm.double()
     s1, s2 = ln_sigma[..., 0], ln_sigma[..., 1]
-    return (1 + s ** 2) * (1 + lam.sqrt() * A.shape[-3] * s) / (s1 * s2)
+    return (1 + s ** 2) * (1 + lam.sqrt() * heads * s) / (s1 * s2)
 
 
 def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """Small linear-algebra helpers shared by the metrics, the graphs and the weight readers."""
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import torch
 
 Tensor = torch.Tensor
@@ -25,3 +28,35 @@ def singular_values(H: Tensor, G: Tensor | None = None) -> Tensor:
     else:
         small = H.transpose(-1, -2) @ H
     return torch.linalg.eigvalsh(small).flip(-1).clamp_min(0).sqrt()
+
+
+_threads = threading.Lock()
+_depth = 0
+_saved = 1
+
+
+@contextmanager
+def one_thread():
+    """Torch's intra-op pool at one thread for the duration (nested and concurrent uses restore the
+    count once, when the last one leaves).
+
+    LAPACK's eigensolvers gain little from a second thread and lose everything when the cores are
+    shared: on the 2-core machine with other work running, 72 symmetric 128×128 eigenvalue
+    problems took 4.7 s with torch's 2 threads and 76 ms with one; 25 general ones 4.9 s and
+    0.17 s (``smoothviz.bench``'s README section). The analysis after the forward pass (and each
+    streamed layer's eigensolvers) runs inside this; the forward pass keeps every thread.
+    Another thread's torch work meanwhile also runs on one thread: slower, never different.
+    """
+    global _depth, _saved
+    with _threads:
+        if _depth == 0:
+            _saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _threads:
+            _depth -= 1
+            if _depth == 0:
+                torch.set_num_threads(_saved)

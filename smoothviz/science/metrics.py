@@ -236,7 +236,11 @@ class Metric:
 def _dm_ratio(x: Inputs) -> Tensor:
     """d_M(H_l)/d_M(H_{l−1}); NaN (null, with a note) where d_M(H_{l−1}) = 0: one token, or every
     token exactly one vector, where the ratio is 0/0 and no contraction can be measured."""
-    dm = dm_abs(x.H)
+    return ratio_of_dm(dm_abs(x.H))
+
+
+def ratio_of_dm(dm: Tensor) -> Tensor:
+    """``[..., S]`` d_M per state → ``[..., S − 1]`` d_M(H_l)/d_M(H_{l−1}), NaN where d_M(H_{l−1}) = 0."""
     prev = dm[..., :-1]
     return torch.where(prev > 0, dm[..., 1:] / prev.clamp_min(1e-300), torch.full_like(prev, float("nan")))
 
@@ -254,10 +258,18 @@ def _heads_smoothing(x: Inputs) -> Tensor:
     'smooths'; NaN for a layer that keeps no head."""
     if x.smooths is None:
         return torch.full((*x.H.shape[:-3], x.H.shape[-3] - 1), float("nan"), dtype=torch.float64)
-    smooths = x.smooths.double()
-    if x.kept is None:
+    return heads_smoothing(x.smooths, x.kept, x.H.shape[-3] - 1)
+
+
+def heads_smoothing(smooths: Tensor | None, kept: Tensor | None, n_layers: int) -> Tensor:
+    """``smooths [..., L, h]`` → ``[..., L]``, the share of the kept heads that smooth (see
+    :func:`_heads_smoothing`); NaN everywhere without verdicts."""
+    if smooths is None:
+        return torch.full((n_layers,), float("nan"), dtype=torch.float64)
+    smooths = smooths.double()
+    if kept is None:
         return smooths.mean(-1)
-    kept = torch.as_tensor(x.kept, device=smooths.device).double()
+    kept = torch.as_tensor(kept, device=smooths.device).double()
     count = kept.sum(-1)
     return torch.where(count > 0, (smooths * kept).sum(-1) / count.clamp_min(1), torch.full_like(count, float("nan")))
 

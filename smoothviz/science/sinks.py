@@ -24,6 +24,8 @@ def received(run) -> np.ndarray:
     """``[L, N]``: the attention each key token receives at each layer, the mean over heads and
     query rows of ``A_ij`` (so each layer's row sums to 1 over the tokens: each token's share of
     all the attention paid). Every token, special ones included: the sink is often one of them."""
+    if run.attentions is None:  # a streamed sentence keeps only these shares (smoothviz.pipeline.stream)
+        return np.asarray(run.received, dtype=np.float64)
     A = np.asarray(run.attentions, dtype=np.float64)   # [L, h, N, N]
     return A.mean(axis=(1, 2))
 
