@@ -20,7 +20,7 @@ from streamlit.errors import StreamlitAPIException
 
 from smoothviz.model.handles import MAX_CHARS
 from smoothviz.model.lab import CHOICES, LIMITS, LabConfig
-from smoothviz.mitigations import REGISTRY, Mitigation, MitigationError, make
+from smoothviz.mitigations import REGISTRY, Mitigation, make
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
 from smoothviz.outputs.views import IMAGE_SECTIONS, SECTIONS
 from smoothviz.model.vision import MAX_IMAGE_BYTES, ImageError, takes_images

@@ -440,7 +440,7 @@ def test_the_figure_cache_keeps_to_its_byte_budget(monkeypatch):
     assert cache.get(lambda: 1 / 0, ("settings 0", "similarity", 1)) is first  # a hit builds nothing
     sizes = []
     for i in range(1, 300):  # distinct settings, as 300 sentences would give
-        cache.get(lambda: build(20 + i % 30), (f"settings {i}", "similarity", 1))
+        cache.get(lambda i=i: build(20 + i % 30), (f"settings {i}", "similarity", 1))
         sizes.append(cache.bytes())
         assert cache.bytes() <= state.cache.FIGURE_BYTES
     assert len(cache) < 299 and max(sizes) > 0.8 * state.cache.FIGURE_BYTES  # it filled up, then held

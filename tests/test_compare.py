@@ -7,7 +7,7 @@ import pytest
 
 import smoothviz
 from smoothviz.cli import run as cli_run
-from smoothviz.pipeline.compare import RunSpec, SpecError
+from smoothviz.pipeline.compare import RunSpec
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 

@@ -1,14 +1,13 @@
 """The lab model: config validation, structure, determinism, and docs/SCIENCE.md §4's claims."""
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
 from smoothviz.model.lab import CHOICES, LIMITS, LabConfig, LabModel
 from smoothviz.model.models import ARCHITECTURES
 from smoothviz.model.weights import value_output_product, value_output_weights
-from smoothviz.model.models import ARCHITECTURES, get_module
+from smoothviz.model.models import get_module
 
 D_IN, N = 384, 20  # all-MiniLM-L6-v2's hidden size; a 20-token sentence
 SEEDS = (0, 1, 2)

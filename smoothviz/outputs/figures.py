@@ -748,7 +748,7 @@ def mark_layer(fig: go.Figure, key: str, layer: int) -> go.Figure:
             if trace.name == f"layer {layer}":
                 trace.line.width, trace.line.color = 5, "#d62728"
     elif key == "trajectories":
-        for i, trace in enumerate(list(fig.data)):
+        for trace in list(fig.data):
             if trace.mode == "markers" and trace.text is not None:
                 at = [j for j, t in enumerate(trace.text) if str(t).endswith(f"— layer {layer}")]
                 fig.add_trace(go.Scatter(x=[trace.x[j] for j in at], y=[trace.y[j] for j in at], mode="markers",

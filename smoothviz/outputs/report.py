@@ -153,7 +153,7 @@ def build_compare_report(text: str, runs: list, *, relative: bool = False, depth
             index += 1
         parts.append("</div>")
     parts.append("<h2>Metrics</h2>")
-    for label, analysis, run in runs:
+    for label, _, run in runs:
         keys = [k for k in run.rows[0] if k != "layer"]
         head = "".join(f"<th>{esc(k)}</th>" for k in ["layer", *keys])
         body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in [str(r["layer"])] + [

@@ -4,7 +4,6 @@ sentence → tokens → Trace (baseline, and mitigated when asked) → graphs an
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
 

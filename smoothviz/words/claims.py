@@ -482,7 +482,7 @@ def _c_tokens(c, a):
         out.append(f"{words} + {len(specials)} + {extra} ≠ {len(a.tokens)} tokens")
     plain = [t for t, s in zip(a.tokens, a.special) if not s]
     joined = " ".join(plain)
-    for word, toks in splits:
+    for _, toks in splits:
         if " ".join(toks) not in joined:
             out.append(f"{toks} are not consecutive tokens")
     return out
