@@ -51,6 +51,14 @@ def test_second_pair_on_a_disconnected_graph_and_one_node():
     assert np.isnan(graph.second_pair(torch.ones(1, 1))[0])
 
 
+def test_second_pair_on_a_graph_without_edges_equals_the_dense_answer():
+    """Every head of a layer ablated leaves S = 0 (𝓛 = I): ARPACK has no Krylov space there."""
+    vals, vecs = graph.laplacian_spectrum(torch.zeros(30, 30, dtype=torch.float64))
+    lam2, vec = graph.second_pair(torch.zeros(30, 30, dtype=torch.float64))
+    assert lam2 == pytest.approx(vals[1].item()) == pytest.approx(1.0)
+    assert torch.equal(graph.fiedler(vecs[None])[0], graph.signed_vector(vec[None])[0])
+
+
 @pytest.mark.parametrize("n", [5, 30, 70])
 def test_top_singular_ratio_matches_the_dense_svd(n):
     R = torch.from_numpy(RNG.uniform(size=(n, n)))
