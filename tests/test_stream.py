@@ -185,3 +185,16 @@ def test_per_layer_stack_computes_on_demand_and_caches():
     S = np.stack([attention_graph(6).numpy() for _ in range(3)]).astype(np.float32)
     eigs = stream.PerLayer(S, "laplacian")
     assert eigs[1] == pytest.approx(np.linalg.eigvalsh(graph.normalized_laplacian(torch.tensor(S[1]).double())), abs=1e-6)
+
+
+def test_above_the_rollout_limit_the_ratio_is_null_with_a_note_and_the_rest_unchanged(monkeypatch):
+    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    full = analyze(text_of(N_TOKENS), device="cpu", max_tokens=N_TOKENS, heads=False)
+    monkeypatch.setattr(stream, "ROLLOUT_UP_TO", N_TOKENS - 1)
+    lean = analyze(text_of(N_TOKENS), device="cpu", max_tokens=N_TOKENS, heads=False)
+    assert all(row["rollout_ratio"] is None for row in lean.baseline.rows[1:])
+    assert all(row["rollout_ratio"] is not None for row in full.baseline.rows[1:])
+    assert any("rollout ratio is not computed above" in note for note in lean.notes)
+    assert not any("rollout ratio is not computed" in note for note in full.notes)
+    for a, b in zip(full.baseline.rows, lean.baseline.rows):
+        assert {k: v for k, v in a.items() if k != "rollout_ratio"} == {k: v for k, v in b.items() if k != "rollout_ratio"}
