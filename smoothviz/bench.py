@@ -326,6 +326,19 @@ def bench_corpus(count: int, device: str, reps: int, batch_size: int = 32) -> di
                 handle.model(**inputs, output_hidden_states=True, output_attentions=True)
         _sync(device)
 
+    def floor_batched():  # the floor a user compares with: the corpus's own batches, forward only
+        from smoothviz.corpora.run import collate, groups
+        handle = get_handle("default", device)
+        encoded = [handle.encode(text, None, [])[0] for text in lines]
+        lengths = [x["input_ids"].shape[1] for x in encoded]
+        cell = 4 * handle.n_layers * handle.heads * 2  # as BatchAnalyser._cell_bytes for one run
+        pad = getattr(handle.tokenizer, "pad_token_id", None) or 0
+        for group in groups(lengths, batch_size, True, cell):
+            with torch.inference_mode():
+                handle.model(**collate([encoded[i] for i in group], pad), output_hidden_states=True,
+                             output_attentions=True)
+        _sync(device)
+
     def end_to_end(mitigation):
         def run():  # keeps the result of its fastest round, whose split the report shows
             result = corpus(lines, device=device, mitigation=mitigation, batch_size=batch_size)
@@ -339,7 +352,7 @@ def bench_corpus(count: int, device: str, reps: int, batch_size: int = 32) -> di
             fn()
         return run
 
-    t = timed({"floor": fresh(floor), "corpus": fresh(end_to_end(None)),
+    t = timed({"floor": fresh(floor), "floor_batched": fresh(floor_batched), "corpus": fresh(end_to_end(None)),
                "corpus_neutreno": fresh(end_to_end("neutreno"))}, reps, device)
     _forget_models()
     start = time.perf_counter()
@@ -354,6 +367,7 @@ def bench_corpus(count: int, device: str, reps: int, batch_size: int = 32) -> di
     return {"lines": count, "tokens": tokens, "device": base.device, "batch_size": batch_size, "load_s": load,
             "floor_s": t["floor"], "corpus_s": t["corpus"], "corpus_neutreno_s": t["corpus_neutreno"],
             "ratio": t["corpus"] / t["floor"], "ratio_neutreno": t["corpus_neutreno"] / t["floor"],
+            "floor_batched_s": t["floor_batched"], "ratio_batched": t["corpus"] / t["floor_batched"],
             "sentences_per_s": count / t["corpus"], "split_s": base.timings,
             "split_neutreno_s": runs["neutreno"].timings, "parquet_bytes_per_line_neutreno": parquet / count,
             "threads": torch.get_num_threads()}
@@ -366,6 +380,8 @@ def corpus_report(c: dict) -> str:
             f"{c['batch_size']}: end to end {c['corpus_s']:.2f} s vs floor {c['floor_s']:.2f} s (load "
             f"{c['load_s']:.2f} s + one forward pass per line): ratio {c['ratio']:.2f}× "
             f"({c['sentences_per_s']:.1f} sentences/s); with NeuTRENO (two passes) {c['ratio_neutreno']:.2f}×.\n"
+            f"  against the bare batched forward pass of the same batches of {c['batch_size']} (load included): "
+            f"{c.get('floor_batched_s', float('nan')):.2f} s, ratio {c.get('ratio_batched', float('nan')):.2f}×\n"
             f"  where the corpus run went (its fastest round): {split}; Parquet with "
             f"NeuTRENO: {c['parquet_bytes_per_line_neutreno'] / 1e3:.1f} kB per line")
 
@@ -405,7 +421,8 @@ def main(argv=None) -> int:
     if args.only_corpus:
         c = bench_corpus(lines, args.device, 1 if args.quick else 3)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"quick": args.quick, "threads": torch.get_num_threads(), "corpus": c}, indent=2))
+        Path(args.out).write_text(json.dumps({"quick": args.quick, "threads": torch.get_num_threads(), "load_avg": _load(),
+                                              "corpus": c}, indent=2))
         print(corpus_report(c))
         print(f"wrote {args.out}")
         return 0

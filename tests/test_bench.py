@@ -20,6 +20,7 @@ def test_quick_benchmark_writes_results(tmp_path, capsys):
     assert data["umap_cold_s"] > 0
     corpus = data["corpus"]  # corpus mode end to end against the bare floor, in the same rounds
     assert corpus["lines"] == 40 and corpus["floor_s"] > 0 and corpus["ratio"] == corpus["corpus_s"] / corpus["floor_s"]
+    assert corpus["floor_batched_s"] > 0 and corpus["ratio_batched"] == corpus["corpus_s"] / corpus["floor_batched_s"]
     assert {"load", "encode", "forward", "analysis"} <= set(corpus["split_s"])
     printed = capsys.readouterr().out
     assert "core×fwd" in printed and "bytes/BertViz" in printed and "Corpus mode, 40 lines" in printed

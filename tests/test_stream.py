@@ -51,6 +51,14 @@ def test_second_pair_on_a_disconnected_graph_and_one_node():
     assert np.isnan(graph.second_pair(torch.ones(1, 1))[0])
 
 
+def test_second_pair_on_a_graph_without_edges_equals_the_dense_answer():
+    """Every head of a layer ablated leaves S = 0 (𝓛 = I): ARPACK has no Krylov space there."""
+    vals, vecs = graph.laplacian_spectrum(torch.zeros(30, 30, dtype=torch.float64))
+    lam2, vec = graph.second_pair(torch.zeros(30, 30, dtype=torch.float64))
+    assert lam2 == pytest.approx(vals[1].item()) == pytest.approx(1.0)
+    assert torch.equal(graph.fiedler(vecs[None])[0], graph.signed_vector(vec[None])[0])
+
+
 @pytest.mark.parametrize("n", [5, 30, 70])
 def test_top_singular_ratio_matches_the_dense_svd(n):
     R = torch.from_numpy(RNG.uniform(size=(n, n)))
@@ -177,3 +185,16 @@ def test_per_layer_stack_computes_on_demand_and_caches():
     S = np.stack([attention_graph(6).numpy() for _ in range(3)]).astype(np.float32)
     eigs = stream.PerLayer(S, "laplacian")
     assert eigs[1] == pytest.approx(np.linalg.eigvalsh(graph.normalized_laplacian(torch.tensor(S[1]).double())), abs=1e-6)
+
+
+def test_above_the_rollout_limit_the_ratio_is_null_with_a_note_and_the_rest_unchanged(monkeypatch):
+    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    full = analyze(text_of(N_TOKENS), device="cpu", max_tokens=N_TOKENS, heads=False)
+    monkeypatch.setattr(stream, "ROLLOUT_UP_TO", N_TOKENS - 1)
+    lean = analyze(text_of(N_TOKENS), device="cpu", max_tokens=N_TOKENS, heads=False)
+    assert all(row["rollout_ratio"] is None for row in lean.baseline.rows[1:])
+    assert all(row["rollout_ratio"] is not None for row in full.baseline.rows[1:])
+    assert any("rollout ratio is not computed above" in note for note in lean.notes)
+    assert not any("rollout ratio is not computed" in note for note in full.notes)
+    for a, b in zip(full.baseline.rows, lean.baseline.rows):
+        assert {k: v for k, v in a.items() if k != "rollout_ratio"} == {k: v for k, v in b.items() if k != "rollout_ratio"}

@@ -413,6 +413,9 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
     forwards = [_streaming(handle, keep, options, heads, head_gaps) if fw is capture.run and len(sentences) == 1
                 and len(keep) >= stream.STREAM_FROM and capture.uses_registry(handle.model) else fw
                 for fw, keep in zip(forwards, keeps)]
+    for fw, keep, (*_, notes) in zip(forwards, keeps, sentences):
+        if isinstance(fw, stream.Forward) and len(keep) > stream.ROLLOUT_UP_TO:
+            notes.append(stream.ROLLOUT_NOTE.format(limit=stream.ROLLOUT_UP_TO, n=len(keep)))
     base = [_finite(fw(handle.model, inputs), "baseline", handle) for (inputs, *_), fw in zip(sentences, forwards)]
     n = len(sentences)
     traces, value_eigs, fused, described = list(base), [handle.value_eigs()] * n, [None] * n, None

@@ -16,7 +16,13 @@ choice for speed, never a different formula:
 * a layer's full Laplacian spectrum and a state's token similarity are computed when a view asks
   for that layer, and cached (:class:`PerLayer`);
 * the graph S is stored in float32 (the metrics read it back in float64), so the Dirichlet
-  energy differs from the short-sentence path by float32 rounding (≈1e-7 relative).
+  energy differs from the short-sentence path by float32 rounding (≈1e-7 relative);
+* the per-head numbers (entropy, distance from uniform, received share) are reduced one head at a
+  time: an elementwise temporary of every head at 8,192 tokens is 2.4 GB;
+* above :data:`ROLLOUT_UP_TO` kept tokens the rollout ratio is not computed (null, with a note):
+  carrying R_l = Â_l R_{l−1} is one dense n×n product per layer, O(n³) — at 8,192 tokens on
+  30 layers 3·10¹³ flops, several times the forward pass — and no iterative solver avoids
+  forming the product without keeping every layer's directed graph.
 
 The attention of every head is not kept: a streamed Run's ``attentions`` is ``None``, and the
 page's per-head heat maps say so. Used from :data:`STREAM_FROM` kept tokens on the models that
@@ -43,6 +49,10 @@ from smoothviz.science.graph import GraphOptions
 from smoothviz.science.linalg import one_thread
 
 STREAM_FROM = 1024  # kept tokens from which a sentence is analysed layer by layer
+ROLLOUT_UP_TO = 4096  # kept tokens up to which the rollout product is carried (see the module docstring)
+ROLLOUT_NOTE = ("The rollout ratio is not computed above {limit:,} tokens: its product Â_l ⋯ Â_1 is one n×n "
+                "matrix product per layer (O(n³)), which at {n:,} tokens costs several times the forward pass "
+                "(SmoothViz's own limit); rollout_ratio is null.")
 
 
 @dataclass(frozen=True)
@@ -107,17 +117,23 @@ class _Layers:
         kept = None if self.kept is None else self.kept[layer]
         directed = graph.restrict(graph.aggregate(P, fw.options.head, kept).double(), self.idx)  # [n, n]
         S = graph.symmetrize(directed, fw.options.symmetrize)
+        rollout = n <= ROLLOUT_UP_TO
         if self.graphs is None:  # one block for every layer's graph, filled as the layers come
             self.graphs = torch.empty(fw.n_layers, n, n)
-            self.R = torch.eye(n, dtype=torch.float64)
+            self.R = torch.eye(n, dtype=torch.float64) if rollout else None
         self.graphs[layer] = S
         lam2, vec = graph.second_pair(S)
-        directed.diagonal().add_(1)
-        directed.mul_(0.5)                                                    # Â = ½(A + I), in place
-        self.R = directed @ self.R
-        row = {"lambda2": lam2, "fiedler": vec, "rollout": graph.top_singular_ratio(self.R),
-               "entropy": graph.row_entropy(A), "uniform": graph.distance_from_uniform(A),
-               "first": P[..., 0].clone(), "received": P.double().mean((0, 1)),
+        ratio = float("nan")
+        if rollout:
+            directed.diagonal().add_(1)
+            directed.mul_(0.5)                                                # Â = ½(A + I), in place
+            self.R = directed @ self.R
+            ratio = graph.top_singular_ratio(self.R)
+        del directed
+        per_head = lambda fn: torch.stack([fn(a) for a in A])  # noqa: E731  one head's temporaries at a time
+        row = {"lambda2": lam2, "fiedler": vec, "rollout": ratio,
+               "entropy": per_head(graph.row_entropy), "uniform": per_head(graph.distance_from_uniform),
+               "first": P[..., 0].clone(), "received": sum(p.double().sum(0) for p in P) / (P.shape[0] * P.shape[1]),
                "signed": bool(graph.has_negative(S)), "heads_signed": bool(graph.has_negative(A).any()),
                "shi_lambda": graph.attention_contraction_lambda(A[None])[0] if fw.post_ln else torch.tensor(float("nan"))}
         if fw.heads and fw.head_gaps:

@@ -161,16 +161,21 @@ def second_pair(S: Tensor, normalized: bool = False) -> tuple[float, Tensor]:
     one matrix–vector product, O(n²), where a dense eigendecomposition is O(n³): at 2,048 nodes
     a few hundred milliseconds instead of seconds. ``normalized``: ``S`` already is
     D̄^{-1/2} S D̄^{-1/2}. The vector's sign is ARPACK's (:func:`fiedler` fixes it). Falls back to
-    LAPACK's subset solver if Lanczos does not converge.
+    LAPACK's subset solver if Lanczos does not converge. A graph without edges (every head of a
+    layer ablated: S = 0, 𝓛 = I) has no Krylov space to search (ARPACK stops with "starting
+    vector is zero"); it and any other ARPACK error take the dense eigendecomposition of 𝓛, the
+    short-sentence path's own (:func:`laplacian_spectrum`), so both paths give the same vector.
 
     Returns:
         ``(λ₂, vector [n] float64)``; NaN and zeros for fewer than two nodes.
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
     n = S.shape[-1]
     if n < 2:
         return float("nan"), torch.zeros(n, dtype=torch.float64)
     N = (S if normalized else normalized_adjacency(S)).double().cpu().numpy()
+    if not N.any():  # no edge: 𝓛 = I
+        return _dense_second_pair(N)
     try:
         if n < 4:
             raise ArpackNoConvergence("too small for ARPACK", np.zeros(0), np.zeros((n, 0)))
@@ -178,7 +183,15 @@ def second_pair(S: Tensor, normalized: bool = False) -> tuple[float, Tensor]:
             mu, vecs = eigsh(N, k=2, which="LA", tol=0, v0=_start(n), ncv=min(n, 24))  # ascending: μ₂, μ₁
     except ArpackNoConvergence:
         mu, vecs = scipy.linalg.eigh(N, subset_by_index=[n - 2, n - 1], driver="evr", check_finite=False)
+    except ArpackError:
+        return _dense_second_pair(N)
     return float(1 - mu[0]), torch.from_numpy(np.ascontiguousarray(vecs[:, 0]))
+
+
+def _dense_second_pair(N: np.ndarray) -> tuple[float, Tensor]:
+    """λ₂ and its vector from the full eigendecomposition of 𝓛 = I − N (the batched path's solver)."""
+    vals, vecs = torch.linalg.eigh(torch.eye(N.shape[0], dtype=torch.float64) - torch.from_numpy(N))
+    return float(vals[1]), vecs[:, 1].contiguous()
 
 
 def top_singular_ratio(R: Tensor) -> float:
