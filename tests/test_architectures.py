@@ -253,8 +253,14 @@ def _write_gguf(model, path, arch: str, permute: bool = True) -> None:
     writer.add_head_count(cfg.num_attention_heads)
     writer.add_head_count_kv(cfg.num_key_value_heads)
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    rope = cfg.rope_parameters
+    writer.add_rope_freq_base((rope.get("full_attention") or rope)["rope_theta"])   # Gemma 3: one per layer type
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    if getattr(cfg, "sliding_window", None):
+        writer.add_sliding_window(cfg.sliding_window)
     writer.add_vocab_size(len(vocab))
     writer.add_tokenizer_model("llama")
     writer.add_token_list(vocab)
@@ -263,11 +269,14 @@ def _write_gguf(model, path, arch: str, permute: bool = True) -> None:
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
+    writer.add_pad_token_id(0)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
     for name, tensor in model.state_dict().items():
         module, suffix = name.rsplit(".", 1)
         target = names.get_name("model." + module)
         data = tensor.detach().float().numpy()
+        if arch.startswith("gemma") and suffix == "weight" and "norm" in target:
+            data = data + 1                   # llama.cpp stores Gemma's RMSNorm scale as 1 + w
         if permute and arch == "llama" and target.endswith(("attn_q", "attn_k")):
             data = _llama_qk_permutation(data, cfg.num_attention_heads if target.endswith("attn_q")
                                          else cfg.num_key_value_heads)
@@ -278,31 +287,46 @@ def _write_gguf(model, path, arch: str, permute: bool = True) -> None:
     writer.close()
 
 
-@pytest.mark.parametrize("arch", ("llama", "qwen2"))
-def test_a_gguf_file_of_another_family_loads_by_path(arch, tmp_path, monkeypatch, capsys):
-    """A small random Llama (Q/K rows permuted as llama.cpp writes them) or Qwen2 (with biases) written
-    to GGUF, analysed by path (``--model x.gguf``): dequantised once into SmoothViz's cache, its states
-    and attention are those of the model it was written from, under transformers' eager pass."""
+# family -> (llama.cpp's GGUF architecture, extra config). Mistral is written as llama.cpp writes it, as
+# "llama"; Qwen3 with its family's head_dim of 128 (transformers reads no head_dim from a Qwen3 file);
+# Gemma 2/3 with head_dim ≠ hidden/heads and a sliding window (their GGUF layer pattern: every layer of
+# a 2-layer model slides), the RMSNorm scales stored as 1 + w.
+GGUF_FAMILIES = {"llama": ("llama", {}), "qwen2": ("qwen2", {}), "mistral": ("llama", {}),
+                 "qwen3": ("qwen3", dict(head_dim=128)), "gemma2": ("gemma2", dict(head_dim=16, sliding_window=4)),
+                 "gemma3_text": ("gemma3", dict(head_dim=16, sliding_window=4))}
+
+
+@pytest.mark.parametrize("kind", GGUF_FAMILIES)
+def test_a_gguf_file_of_another_family_loads_by_path(kind, tmp_path, monkeypatch, capsys):
+    """A small random model of each family (a Llama's Q/K rows permuted as llama.cpp writes them, a
+    Qwen2 with biases) written to GGUF, analysed by path (``--model x.gguf``): dequantised once into
+    SmoothViz's cache, its states and attention are those of the model it was written from, under
+    transformers' eager pass."""
     import transformers as tf
     from transformers import AutoModel, AutoTokenizer
 
     from smoothviz import cli
     from smoothviz.model.handles import get_handle
     monkeypatch.setenv("SMOOTHVIZ_CACHE_DIR", str(tmp_path / "cache"))
-    config = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config}[arch](
-        **{**DECODER, "vocab_size": len(_gguf_vocabulary())}, bos_token_id=1, eos_token_id=2)
+    arch, extra = GGUF_FAMILIES[kind]
+    config = _config(kind).__class__(**{**DECODER, "vocab_size": len(_gguf_vocabulary())}, bos_token_id=1,
+                                     eos_token_id=2, **extra)
     torch.manual_seed(0)
     model = AutoModel.from_config(config).eval()
-    if arch == "qwen2":  # random biases on q, k, v, so that a lost one shows
+    if kind == "qwen2":  # random biases on q, k, v, so that a lost one shows
         for block in model.layers:
             for proj in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj):
                 torch.nn.init.normal_(proj.bias)
-    gguf_path = tmp_path / f"tiny-{arch}.gguf"
+    if kind.startswith("gemma"):  # random norm scales, so that a lost + 1 shows
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                torch.nn.init.normal_(param, std=0.5)
+    gguf_path = tmp_path / f"tiny-{kind}.gguf"
     _write_gguf(model, gguf_path, arch)
 
     r = smoothviz.analyze(SENTENCE, model=str(gguf_path), device="cpu", heads=False)
     assert r.tokens[0] == "<s>"
-    if arch == "llama":  # (transformers builds Qwen2's tokenizer from the same vocabulary letter by letter)
+    if arch == "llama":  # (transformers builds Qwen2's and Gemma's tokenizer from the same vocabulary letter by letter)
         assert len(r.tokens) == len(GGUF_WORDS) + 1                              # one token per word
     ids = AutoTokenizer.from_pretrained(tmp_path, gguf_file=gguf_path.name)(SENTENCE, return_tensors="pt")
     assert ids["input_ids"][0].tolist() == get_handle(str(gguf_path), "cpu").tokenizer(SENTENCE)["input_ids"]

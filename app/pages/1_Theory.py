@@ -7,7 +7,8 @@ import streamlit as st
 
 from smoothviz.words.claims import frozen_caveat_all
 from smoothviz.science.metrics import METRICS
-from smoothviz.words.theory import FACTS
+from smoothviz.words.lesson import SINK_SENTENCE
+from smoothviz.words.theory import DECODER_FACTS, FACTS
 from smoothviz.mitigations import REGISTRY
 
 
@@ -155,29 +156,25 @@ st.header("Attention sinks: why does everything attend to the first token?", anc
 st.markdown("Plot a trained model's attention and many rows put most of their weight on the first token "
             "(`<bos>`, `[CLS]`), whatever the sentence says. This is an **attention sink** (Xiao et al. 2024, "
             "*Efficient streaming language models with attention sinks*; Gu et al. 2024, *When attention sink "
-            "emerges in language models*). A softmax row must sum to 1: a head with nothing to look for in this "
-            "sentence has to put its weight somewhere, and training teaches it a token that every row can see — "
-            "in a causal model only the first token is visible to every row — and whose value changes the "
-            "output little. SmoothViz measures it per layer with two metrics (null at layer 0): "
+            "emerges in language models*). Xiao et al.'s explanation: a softmax row must sum to 1, so a head with "
+            "nothing to look for in this sentence has to put its weight somewhere, and in a causal model only the "
+            "first token is visible to every row; Gu et al. find the sink's value vector small, so the weight "
+            "parked there changes the output little. SmoothViz measures it per layer with two metrics (null at layer 0): "
             "**first_token_mass**, the mean over heads and query rows of the attention to the first token, and "
             "**sink_rate**, the share of heads whose mean attention to the first token exceeds ε = 0.3 (Gu et "
             "al.'s Sink₁^ε, per layer). The *sink view* (atlas tab) shows every token's share of each layer's "
             "attention on a log colour scale.")
 st.markdown("Measured by SmoothViz on the embedded `gemma-3-270m` (Gemma 3 270M, 18 layers, 4 heads) for "
-            "*The old lighthouse keeper counted seven ships before the storm.* (12 tokens with `<bos>`): at "
-            "layer 18 the first token receives **0.70** of all attention, where uniform attention over the "
-            "visible tokens would give it 0.26, and all 4 heads exceed ε = 0.3; so do all heads of every other "
-            "layer except layer 3 (3 of 4), and the share peaks at 0.91 (layer 6). Lesson step 8 recomputes these numbers "
+            f"*{SINK_SENTENCE}* {DECODER_FACTS['sink'].said}. Lesson step 8 recomputes these numbers "
             "for the page.")
-st.markdown("**Why it matters here.** The head-mean graph of such a layer is a star around the first token: "
-            "its spectral gap and Dirichlet energy say more about the sink than about the words. Excluding "
+st.markdown("**Why it matters here** (SmoothViz's reading). The head-mean graph of such a layer is close to a "
+            "star around the first token, so its spectral gap and Dirichlet energy say more about the sink than "
+            "about the words. Excluding "
             "special tokens (the sidebar's option) restricts the graph to the words and renormalises the rows; "
             "the *heads* mitigation with `sink=drop` removes the sink inside the forward pass. In a causal "
             "model the first row sees only itself, so it keeps its attention (a softmax over no key is "
             "undefined; SmoothViz's own choice, stated in the notes).")
-st.markdown("**A decoder's high cosine is not collapse.** On the same sentence Gemma's cosine_mean is 0.934 at "
-            "layer 18 while dm_rel is still 0.337 and the effective rank 5.5: one dimension (163) holds 91% of "
-            "the states' squared norm — a *massive activation* shared by every token (Sun et al. 2024, *Massive "
-            "activations in large language models*). Removing the mean token leaves a mean cosine of −0.063 "
-            "(**cosine_centred**): the tokens are not alike, they share one huge coordinate. The sentences under "
+st.markdown(f"**A decoder's high cosine is not collapse.** On the same sentence {DECODER_FACTS['shared'].said} "
+            "— a *massive activation* shared by every token (Sun et al. 2024, *Massive "
+            f"activations in large language models*). {DECODER_FACTS['centred'].said}: the tokens are not alike, they share one huge coordinate. The sentences under "
             "the curves say so whenever cosine_mean is above 0.9 while dm_rel is above 0.1.")

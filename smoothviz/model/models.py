@@ -175,6 +175,7 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
     if _is_model_dir(target):
         return target
     from transformers import AutoModel, AutoTokenizer
+    _check_gguf_family(gguf)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -198,6 +199,44 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
         import shutil
         shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def _check_gguf_family(gguf: Path) -> None:
+    """Refuse a GGUF file SmoothViz cannot analyse from its header alone, before the minutes that
+    dequantising a large file takes: the model type transformers reads from the file's metadata is
+    in :data:`ARCHITECTURES`, or a skeleton of its base model (on the meta device: no weights)
+    is built like one (:func:`derive_spec`).
+
+    Raises:
+        ModelError: not a GGUF file, an architecture transformers cannot read, or one SmoothViz
+            does not support (the same message as a directory of that type).
+    """
+    from transformers import AutoConfig, AutoModel
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    with gguf.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelError(f"'{gguf.name}' is not a GGUF file: it does not start with GGUF's magic bytes")
+    try:
+        meta = dict(load_gguf_checkpoint(str(gguf), return_tensors=False)["config"])
+    except Exception as err:  # noqa: BLE001 - gguf/transformers raise many kinds; we need one message
+        raise ModelError(f"cannot load GGUF file '{gguf.name}': {_first_line(err)}") from err
+    kind = meta.pop("model_type", None)
+    if kind in ARCHITECTURES:
+        return
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModel.from_config(AutoConfig.for_model(kind, **meta))
+    except Exception:  # noqa: BLE001 - no base model in transformers for this type
+        skeleton = None
+    if skeleton is None or derive_spec(skeleton) is None:
+        raise ModelError(f"GGUF file '{gguf.name}': {unsupported(kind)}")
+
+
+def unsupported(model_type) -> str:
+    """The one message for a model type SmoothViz cannot analyse, naming what it can."""
+    supported = ", ".join(sorted(k for k in ARCHITECTURES if k != "lab"))
+    return (f"model type '{model_type}' is not supported (supported: {supported}, "
+            "and decoders built like Llama or Gemma)")
 
 
 def _keep_tokenizer_as_built(folder: Path) -> None:
@@ -352,9 +391,7 @@ def load(name: str, device: str):
         raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
     spec = spec or derive_spec(model)
     if spec is None:
-        supported = ", ".join(sorted(k for k in ARCHITECTURES if k != "lab"))
-        raise ModelError(f"model type '{config.model_type}' is not supported (supported: {supported}, "
-                         "and decoders built like Llama or Gemma)")
+        raise ModelError(unsupported(config.model_type))
     return tokenizer, model.to(device).eval(), spec
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from smoothviz.words.lesson import PURE_LAB, REFERENCE
+from smoothviz.words.lesson import PURE_LAB, REFERENCE, SINK_SENTENCE
 
 
 @dataclass(frozen=True)
@@ -71,4 +71,53 @@ FACTS: dict[str, Fact] = {
                           lambda a: _r(_last(a, "cosine_mean", "mitigated"), 3) == 0.826),
     "flip": Fact("0.836 flip", _SPECTRAL("flip"),
                  lambda a: _r(_last(a, "cosine_mean", "mitigated"), 3) == 0.836),
+}
+
+
+# --------------------------------------------------------------------------- the embedded decoder
+
+def _sinks(a) -> tuple:
+    """What the sink paragraph says: tokens, depth, heads, the last layer's share to the first token
+    and its uniform share, the layers where not every head is a sink (with their rates), the peak."""
+    from smoothviz.science.sinks import uniform_share
+    mass, rate = a.baseline.metric("first_token_mass"), a.baseline.metric("sink_rate")
+    L = a.n_layers
+    peak = max(range(1, L + 1), key=lambda l: mass[l])
+    return (len(a.tokens), a.tokens[0], L, a.heads, _r(mass[L], 2), _r(uniform_share(len(a.tokens), a.causal), 2),
+            rate[L], {l: rate[l] for l in range(1, L + 1) if rate[l] < 1}, _r(mass[peak], 2), peak)
+
+
+def _shared(a) -> tuple:
+    """What the decoder paragraph says of the last layer: cosine_mean, dm_rel, effective rank, the
+    dominant dimension and its share of the squared norm, cosine_centred."""
+    from smoothviz.words.claims import dominant_dimensions
+    last = _rows(a)[-1]
+    (dim, share), *_ = dominant_dimensions(a.baseline.hidden[-1]) or ((None, 0.0),)
+    return (_r(last["cosine_mean"], 3), _r(last["dm_rel"], 3), _r(last["effective_rank"], 1), dim, _r(share, 2),
+            _r(last["cosine_centred"], 3))
+
+
+_GEMMA = {"text": SINK_SENTENCE, "model": "gemma-3-270m"}
+# What the page says is written from the measured values, so words and check share one source.
+_SINK = (12, "<bos>", 18, 4, 0.70, 0.26, 1.0, {3: 0.75}, 0.91, 6)
+_SHARED = (0.934, 0.337, 5.5, 163, 0.91, -0.063)
+
+
+def _sink_words(n, first, L, heads, mass, uniform, rate, partial, peak_mass, peak) -> str:
+    assert rate == 1.0 and list(partial) == [3]
+    return (f"({n} tokens with `{first}`): at layer {L} the first token receives **{mass:.2f}** of all attention, "
+            f"where uniform attention over the visible tokens would give it {uniform:.2f}, and all {heads} heads "
+            f"exceed ε = 0.3; so do all heads of every other layer except layer 3 ({partial[3] * heads:.0f} of "
+            f"{heads}), and the share peaks at {peak_mass:.2f} (layer {peak})")
+
+
+# The Theory page's numbers about the embedded decoder (its sink and decoder paragraphs). They load
+# gemma-3-270m, so the slow lane checks them (tests/test_gemma.py), apart from FACTS.
+DECODER_FACTS: dict[str, Fact] = {
+    "sink": Fact(_sink_words(*_SINK), _GEMMA, lambda a: _sinks(a) == _SINK),
+    "shared": Fact(f"Gemma's cosine_mean is {_SHARED[0]} at layer 18 while dm_rel is still {_SHARED[1]} and the "
+                   f"effective rank {_SHARED[2]}: one dimension ({_SHARED[3]}) holds {_SHARED[4]:.0%} of the states' "
+                   "squared norm", _GEMMA, lambda a: _shared(a)[:5] == _SHARED[:5]),
+    "centred": Fact(f"Removing the mean token leaves a mean cosine of {_SHARED[5]:.3f} (**cosine_centred**)".replace("-", "−"),
+                    _GEMMA, lambda a: _shared(a)[5] == _SHARED[5]),
 }
