@@ -371,3 +371,58 @@ def test_takes_images_reads_the_config_alone(models, tmp_path):
     """The page offers the image box for a vision model's folder, never for text models or unknowns."""
     assert all(vision.takes_images(models[kind]) for kind in KINDS)
     assert not any(vision.takes_images(name) for name in ("default", "lab", "", str(tmp_path), "no/such-model-here"))
+
+
+# --------------------------------------------------------------------------- pictures of every kind
+
+def _saved(image, fmt="PNG", **kwargs) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_picture_modes_reach_the_model_as_a_viewer_shows_them():
+    """Transparency on white (as transformers' convert_to_rgb), 16-bit and float greyscale scaled
+    (not clipped to white), a phone photo turned upright by its EXIF orientation, CMYK, 1×1."""
+    from PIL import Image
+    # RGBA: the left half fully transparent over black hidden pixels → white, the right half opaque red
+    rgba = np.zeros((20, 40, 4), np.uint8)
+    rgba[:, 20:] = (255, 0, 0, 255)
+    img, _ = vision.load_image(_saved(Image.fromarray(rgba, "RGBA")))
+    px = np.asarray(img)
+    assert (px[:, :20] == 255).all() and (px[:, 20:] == (255, 0, 0)).all()
+    # 16-bit greyscale at half scale → mid grey 128 (convert("RGB") alone gave 255)
+    half = Image.fromarray(np.full((8, 8), 32768, np.uint16))
+    assert half.mode.startswith("I;16")
+    assert np.unique(np.asarray(vision.load_image(_saved(half))[0])).tolist() == [128]
+    # float greyscale 0…1 → its own range to 0…255 (convert alone gave black)
+    ramp = Image.fromarray(np.tile(np.linspace(0, 1, 16, dtype=np.float32), (4, 1)))
+    grey = np.asarray(vision.load_image(_saved(ramp, "TIFF"))[0])[..., 0]
+    assert grey[0, 0] == 0 and grey[0, -1] == 255 and (np.diff(grey[0].astype(int)) > 0).all()
+    # EXIF orientation 6 (stored turned 90° anticlockwise): left red, right blue stored → top red, bottom blue shown
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :20, 0], wide[:, 20:, 2] = 255, 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = np.asarray(vision.load_image(_saved(Image.fromarray(wide), exif=exif))[0])
+    assert upright.shape == (40, 20, 3)
+    assert (upright[:20, :, 0] == 255).all() and (upright[20:, :, 2] == 255).all()
+    # CMYK (a print JPEG) and a single pixel
+    assert vision.load_image(_saved(Image.fromarray(wide).convert("CMYK"), "JPEG"))[0].mode == "RGB"
+    assert np.asarray(vision.load_image(_saved(Image.new("RGB", (1, 1), (0, 200, 0))))[0]).tolist() == [[[0, 200, 0]]]
+
+
+def test_huge_pictures_are_refused_before_decoding(monkeypatch):
+    """Over 40 megapixels, whether PIL's own bomb guard fires first or not, and a PIL image given directly."""
+    from PIL import Image
+    small_bomb = _saved(Image.new("1", (1_000, 1_000)))
+    for data in (_saved(Image.new("1", (10_000, 5_000))), small_bomb):   # 50 MP: ours; 1 MP: PIL's guard, set low
+        if data is small_bomb:
+            monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)      # PIL raises past twice this
+        assert len(data) < vision.MAX_IMAGE_BYTES
+        with pytest.raises(vision.ImageError, match="megapixels are accepted") as err:
+            vision.load_image(data)
+        assert "\n" not in str(err.value)
+    with pytest.raises(vision.ImageError, match="10000×5000 pixels"):
+        vision.load_image(Image.new("1", (10_000, 5_000)))
