@@ -131,7 +131,21 @@ def similarity_figure(analysis, run_key: str, layer: int, picked: int | None) ->
              f"spans {np.nanmin(grid):.2f}…{np.nanmax(grid):.2f}")
     fig = _overlay(analysis, grid, title, "RdBu_r", -1.0, 1.0, "cosine")
     _mark(fig, analysis, patch)
+    _clickable(fig, analysis, [f"{label(analysis, i)}: cosine {v:.3f}" for i, v in enumerate(grid.ravel())])
     return fig
+
+
+def _clickable(fig: go.Figure, analysis, hover: list[str]) -> None:
+    """An invisible marker on every patch centre, its row-major index as ``customdata``: clicking the
+    picture selects the nearest one (a heatmap's cells cannot be selected; the page reads the point)."""
+    info = analysis.image
+    xs, ys = _centres(analysis)
+    gx, gy = np.meshgrid(xs, ys)
+    hidden = dict(marker=dict(opacity=0))
+    fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", customdata=np.arange(info.patches),
+                             marker=dict(size=max(6, min(30, 300 // max(info.grid))), color="rgba(0,0,0,0)"),
+                             selected=hidden, unselected=hidden, showlegend=False, name="patches",
+                             text=hover, hovertemplate="%{text} (click: compare with this patch)<extra></extra>"))
 
 
 def fiedler_figure(analysis, run_key: str, layer: int) -> go.Figure:
