@@ -426,3 +426,15 @@ def test_huge_pictures_are_refused_before_decoding(monkeypatch):
         assert "\n" not in str(err.value)
     with pytest.raises(vision.ImageError, match="10000×5000 pixels"):
         vision.load_image(Image.new("1", (10_000, 5_000)))
+
+
+def test_other_image_families_are_refused_by_name(tmp_path):
+    """A vision model of a family SmoothViz does not analyse (BEiT here) says so, not a tokenizer error."""
+    from transformers import BeitConfig, BeitModel, ViTImageProcessor
+
+    from smoothviz.model.models import ModelError
+    BeitModel(BeitConfig(image_size=32, **SMALL)).save_pretrained(tmp_path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="model type 'beit' takes images, but SmoothViz analyses only the vision "
+                                         "families deit, dinov2"):
+        smoothviz.analyze(image=EXAMPLES / "ball.png", model=str(tmp_path), device="cpu")
