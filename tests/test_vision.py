@@ -247,6 +247,7 @@ def test_report_contains_the_image_views(models):
     result = smoothviz.analyze(image=EXAMPLES / "house.png", model=models["vit"], device="cpu")
     page = build_report(result)
     assert "On the picture" in page
+    assert "<b>image</b>: house.png, 32×32 px as the model saw it, 4×4 patches of 8 px after 1 prefix tokens" in page
     for view in views.IMAGE_VIEWS:
         assert view.caption.replace("'", "&#x27;") in page
 
