@@ -167,6 +167,10 @@ def test_metrics_equal_hand_computations(models):
     # similarity of every patch to p2,1 (token 2 + 2·4 + 1 = 11: [CLS], [DIST] come first) at layer 2
     grid = views.image_views.patch_similarity(result, "baseline", 2, 9)
     assert np.allclose(grid.ravel(), cos[2, 11, 2:], atol=1e-5)
+    # the depth grid: each patch's mean cosine to the 15 other patches ([CLS] and [DIST] left out)
+    patches = cos[:, 2:, 2:]
+    mean = (patches.sum(-1) - np.einsum("lii->li", patches)) / 15
+    assert np.allclose(views.image_views.mean_patch_cosine(result, "baseline"), mean.reshape(-1, 4, 4), atol=1e-5)
     # λ₂ and the Fiedler vector of layer 3's graph S = (Ā + Āᵀ)/2, Ā the mean over heads
     A = torch.stack(out.attentions)[2, 0].double().mean(0).numpy()
     S = (A + A.T) / 2
@@ -439,3 +443,20 @@ def test_other_image_families_are_refused_by_name(tmp_path):
     with pytest.raises(ModelError, match="model type 'beit' takes images, but SmoothViz analyses only the vision "
                                          "families deit, dinov2"):
         smoothviz.analyze(image=EXAMPLES / "ball.png", model=str(tmp_path), device="cpu")
+
+
+@pytest.mark.parametrize("kind", ["vit", "dinov2"])
+def test_patch_14_and_a_size_no_patch_divides(kind, tmp_path, monkeypatch):
+    """14-pixel patches (DINOv2's) on a 45×59 input: the grid is floor(45/14) × floor(59/14) = 3×4, as
+    the patch convolution cuts it, and the states equal transformers' own pass."""
+    from transformers import ViTImageProcessor
+    monkeypatch.setitem(SMALL, "patch_size", 14)
+    path = _build(kind, tmp_path, image_size=42)
+    ViTImageProcessor(size={"height": 45, "width": 59}).save_pretrained(path)
+    result = smoothviz.analyze(image=EXAMPLES / "house.png", model=path, device="cpu")
+    assert result.image.grid == (3, 4) and result.image.patch == 14 and result.image.pixels.shape == (45, 59, 3)
+    assert result.tokens == ["[CLS]"] + [f"p{r},{c}" for r in range(3) for c in range(4)]
+    extra = {"interpolate_pos_encoding": True} if kind == "vit" else {}
+    out = _eager(path, _pixel_values(path, EXAMPLES / "house.png"), **extra)
+    assert np.abs(result.baseline.hidden - torch.stack(out.hidden_states)[:, 0].numpy()).max() < 1e-5
+    assert views.image_views.patch_similarity(result, "baseline", 1, 0).shape == (3, 4)
