@@ -63,7 +63,7 @@ def draw(view: views.View, at: views.At, shown) -> None:
         if view.key == "patch-similarity":  # a picture: clicking a patch compares every patch with it
             pick = dict(on_select=lambda k=f"pick-{name}": pick_patch(k), selection_mode="points", key=f"pick-{name}")
         col.plotly_chart(fig, theme=None, config=figures.image_config(name, img), **pick)
-    if lines := view.lines(shown, NAMES):  # sentences computed from the numbers on screen, under the chart
+    if lines := view.lines(shown, NAMES, at):  # sentences computed from the numbers on screen, under the chart
         st.caption("  \n".join(lines))
     if view.table is not None:  # the numbers behind the chart (accessibility, copying into a report)
         with st.expander("Show as table", key=f"table-{view.key}", on_change="rerun") as box:

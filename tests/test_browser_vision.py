@@ -127,6 +127,8 @@ def test_a_picture_on_the_page(server, deit, page, tmp_path):
     _settle(page, 4)
     title, cells = _similarity(page)
     assert "layer 1: similarity to p0,3" in title
+    assert any("baseline: the similarity to patch p0,3 has a standard deviation" in c for c in
+               page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())  # the line follows the click
     # the cells on screen = cosines of transformers' own layer-1 patch states to p0,3 (token 2 + 3)
     out = _eager(deit, _pixel_values(deit, EXAMPLES / "house.png"))
     H = out.hidden_states[1][0].double().numpy()[2:]

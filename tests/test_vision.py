@@ -244,6 +244,13 @@ def test_similarity_line_states_the_numbers(models):
     first = views.image_views.patch_similarity(result, "baseline", 0, 10)   # centre of 4×4: p2,2
     last = views.image_views.patch_similarity(result, "baseline", 3, 10)
     assert "p2,2" in line and f"{first.std():.3f} at layer 0" in line and f"{last.std():.3f} at layer 3" in line
+    # a chosen patch (p0,3: token 4, after [CLS]): the line follows it, as the map does
+    view = views.BY_KEY["patch-similarity"]
+    line = view.lines(result, {"baseline": "baseline"}, views.At(layer=3, picked=4))[0]
+    first = views.image_views.patch_similarity(result, "baseline", 0, 3)
+    last = views.image_views.patch_similarity(result, "baseline", 3, 3)
+    assert "similarity to patch p0,3" in line and f"{first.std():.3f} at layer 0" in line
+    assert f"{last.std():.3f} at layer 3" in line
 
 
 def test_report_contains_the_image_views(models):

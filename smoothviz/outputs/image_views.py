@@ -213,15 +213,17 @@ def _spread(grid: np.ndarray) -> float:
     return float(np.nanstd(grid))
 
 
-def similarity_lines(analysis, names: dict) -> list[str]:
-    """How uniform the centre patch's similarity map is at the embeddings and at the last layer."""
-    patch, L = picked_patch(analysis, None), analysis.n_layers
+def similarity_lines(analysis, names: dict, at=None) -> list[str]:
+    """How uniform the chosen patch's similarity map is at the embeddings and at the last layer (the
+    centre patch's without ``at`` or when ``at`` picks none)."""
+    patch, L = picked_patch(analysis, None if at is None else at.picked), analysis.n_layers
+    which = "the centre patch" if patch == picked_patch(analysis, None) else "patch"
     out = []
     for key, name in names.items():
         first, last = (patch_similarity(analysis, key, l, patch) for l in (0, L))
         a, z = round(_spread(first), 3), round(_spread(last), 3)
         trend = "more uniform" if z < a else "less uniform" if z > a else "as uniform (to 3 decimals)"
-        out.append(f"{name}: the similarity to the centre patch {label(analysis, patch)} has a standard deviation over "
+        out.append(f"{name}: the similarity to {which} {label(analysis, patch)} has a standard deviation over "
                    f"the patches of {_spread(first):.3f} at layer 0 and {_spread(last):.3f} at layer {L} (the map is "
                    f"{trend} at the end; lowest value {np.nanmin(first):.2f} → {np.nanmin(last):.2f}).")
     return out

@@ -7,6 +7,8 @@ the tests that count charts all read this list.
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable
@@ -126,9 +128,14 @@ class View:
             return [(self.key, self.build(analysis, None, at))]
         return [(f"{self.key}-{key}", self.build(analysis, key, at)) for key in analysis.runs()]
 
-    def lines(self, analysis, names: dict[str, str]) -> list[str]:
-        """The view's data-driven sentences (none for most views)."""
-        return [] if self.notes is None else self.notes(analysis, names)
+    def lines(self, analysis, names: dict[str, str], at: At | None = None) -> list[str]:
+        """The view's data-driven sentences (none for most views); ``at`` reaches a ``notes`` function
+        that takes it (the picture's similarity lines follow the chosen patch)."""
+        if self.notes is None:
+            return []
+        if at is not None and "at" in inspect.signature(self.notes).parameters:
+            return self.notes(analysis, names, at=at)
+        return self.notes(analysis, names)
 
     def rows(self, analysis, at: At) -> list[dict]:
         """The chart's numbers as table rows (empty when the view has no table)."""
