@@ -59,8 +59,11 @@ def draw(view: views.View, at: views.At, shown) -> None:
     for name, col in zip(figure_names(view), box.columns(view.count(shown))):
         key = name.removeprefix(f"{view.key}-") if view.per_run else None
         fig = state.figure(lambda: view.build(shown, key, at), (SETTINGS_KEY, name, *parts))
-        col.plotly_chart(fig, theme=None, config=figures.image_config(name, img))
-    if lines := view.lines(shown, NAMES):  # sentences computed from the numbers on screen, under the chart
+        pick = {}
+        if view.key == "patch-similarity":  # a picture: clicking a patch compares every patch with it
+            pick = dict(on_select=lambda k=f"pick-{name}": pick_patch(k), selection_mode="points", key=f"pick-{name}")
+        col.plotly_chart(fig, theme=None, config=figures.image_config(name, img), **pick)
+    if lines := view.lines(shown, NAMES, at):  # sentences computed from the numbers on screen, under the chart
         st.caption("  \n".join(lines))
     if view.table is not None:  # the numbers behind the chart (accessibility, copying into a report)
         with st.expander("Show as table", key=f"table-{view.key}", on_change="rerun") as box:
@@ -239,9 +242,10 @@ remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.hea
 
 
 def present_link() -> None:
-    """A link to Present with this page's setup, its open tab's first view and its layer (not for a
-    picture: Present and the links carry sentences only)."""
-    if analysis.image is not None:
+    """A link to Present with this page's setup, its open tab's first view and its layer (for a
+    picture: an example's, since a link cannot carry an upload; the picture's own tab has no screen
+    there, so its link opens the first tab's)."""
+    if analysis.image is not None and not str(settings.get("image")).startswith("example:"):
         return
     section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
     query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
@@ -389,6 +393,17 @@ def sv_tab() -> None:
     draw_section("sv", views.At(layer=L, picked=picked))
 
 
+def pick_patch(chart_key: str) -> None:
+    """A click on the similarity map (its chart's selection): that patch becomes the tab's patch."""
+    points = st.session_state[chart_key].selection.points
+    patch = points[0].get("customdata") if points else None
+    if isinstance(patch, list):  # plotly may send a scalar customdata as a one-item list
+        patch = patch[0] if patch else None
+    info = analysis.image
+    if isinstance(patch, (int, float)) and 0 <= int(patch) < info.patches and info.prefix + int(patch) in analysis.keep:
+        st.session_state["image_patch"] = analysis.keep.index(info.prefix + int(patch))
+
+
 def image_tab() -> None:
     """The views only a picture allows, at a layer and patch of this tab's own."""
     info = analysis.image
@@ -397,7 +412,12 @@ def image_tab() -> None:
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     layer = c1.slider("Layer", 1, L, L, key="image_layer") if L > 1 else 1
     chosen = c2.selectbox("Patch to compare with", patch_tokens, index=centre, key="image_patch",
-                          format_func=lambda i: labels[i], help="Row, column from the top left (p0,0).")
+                          format_func=lambda i: labels[i],
+                          help="Row, column from the top left (p0,0); or click a patch on the similarity map.")
+    st.caption("What these maps show about the picture comes from the model's training: with pretrained weights "
+               "(e.g. google/vit-base-patch16-224, facebook/dinov2-small) they can follow its shapes; a randomly "
+               "initialised model's maps follow none, and its patches smooth differently with depth. (SmoothViz's "
+               "note; the numbers below are this model's own.)")
     draw_section("image", views.At(layer=layer, picked=chosen, top_k=st.session_state.get("topk", 3)))
 
 
@@ -415,8 +435,13 @@ present_link()  # after the tabs: the open tab and the layer are known
 
 # --------------------------------------------------------------------------- export
 st.header("Share and export", anchor="export")
-st.caption("Every setting lives in the address bar: copy the URL to reopen this exact view. "
-           "Each chart's camera button saves it as PNG or SVG (choose in the sidebar).")
+if analysis.image is not None and not str(settings.get("image")).startswith("example:"):
+    st.caption("Every setting but the uploaded picture lives in the address bar: a copied URL reopens this view "
+               "on the example picture chosen in the sidebar (an upload stays on this server only). Each chart's "
+               "camera button saves it as PNG or SVG (choose in the sidebar).")
+else:
+    st.caption("Every setting lives in the address bar: copy the URL to reopen this exact view. "
+               "Each chart's camera button saves it as PNG or SVG (choose in the sidebar).")
 c1, c2, c3 = st.columns(3)
 c1.download_button("Metrics (CSV)", report.metrics_csv(analysis), "smoothviz-metrics.csv", "text/csv",
                    on_click="ignore", width="stretch")

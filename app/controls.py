@@ -327,9 +327,17 @@ def linked_settings(query) -> tuple[dict, list[str]]:
         cast = {"float": float, "int": lambda v: int(float(v))}
         params = {name: cast.get(spec.kind, str)(params.get(name, spec.default)) for name, spec in specs.items()}
     text = str(query.get("text") or default_text())[:TEXT_CHARS]
+    image = None
+    if takes_images(model):  # a vision model: the link's example picture (an upload is never in a link)
+        choices = images.examples()
+        asked = query.get("image")
+        if asked is not None and asked not in choices:
+            refused.append(refusal("image", asked, "one of " + ", ".join(choices), next(iter(choices))))
+            asked = None
+        image, text = choices[asked or next(iter(choices))], ""
     return dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
                 head=head, symmetrize=got["sym"], exclude_special=_as_bool(got["nospecial"]),
-                projection=got["proj"]), refused + more
+                projection=got["proj"], image=image), refused + more
 
 
 def mitigation_params(name: str, refused: list, prefix: str = "", shape=None) -> dict:
@@ -406,18 +414,22 @@ def _text_box() -> str:
     return text
 
 
-def _image_box() -> str:
+def _image_box(refused: list) -> str:
     """A vision model's picture: a shipped example, or an upload (which wins while it is there).
     Returns its reference for the settings (app/images.py), or ``""`` when the upload is unusable
-    (the reason is shown here; the page then analyses nothing)."""
+    (the reason is shown here; the page then analyses nothing). A link's example (``image=``) that
+    is not one goes to ``refused``."""
     choices = images.examples()
-    pick = st.selectbox("Example pictures", list(choices), key="image_example",
+    _refuse(refused, "image", lambda v: v in choices, "one of " + ", ".join(choices), next(iter(choices)))
+    pick = st.selectbox("Example pictures", list(choices), key="image", bind=URL,  # a link reopens the example
                         help="Simple shapes drawn by SmoothViz (CC0, assets/images).")
     upload = st.file_uploader("Or upload a picture", type=images.UPLOAD_TYPES, key="image_upload",
                               help=f"PNG, JPEG, GIF, BMP or WebP, up to {MAX_IMAGE_BYTES // 2**20} MB; "
                                    "the model's own image processor resizes and crops it.")
     if upload is None:
         return choices[pick]
+    st.caption("The upload is analysed (the example is not); remove it (×) to go back to the examples. "
+               "A copied link does not carry an upload.")
     try:
         return images.remember(upload.name, upload.getvalue())
     except ImageError as err:
@@ -529,7 +541,7 @@ def url_state() -> dict:
     ss = st.session_state
     keys = ["model", "device", "mit", "agg", "sym", "nospecial"]
     if ss.get("model") == "custom":
-        keys.append("model_id")
+        keys += ["model_id", "image"]  # a vision model's example picture (absent for a text model)
     if ss.get("model") == "lab":
         keys += [f"lab_{name}" for name in LAB_DEFAULTS]
     if ss.get("mit") in REGISTRY:
@@ -559,7 +571,7 @@ def sidebar() -> tuple[dict, str, list[str]]:
         image = None
         if takes_images(model):  # a vision model (ViT, DeiT, DINOv2): a picture instead of a sentence
             st.subheader("Image")
-            image, text = _image_box(), ""
+            image, text = _image_box(refused), ""
         else:
             st.subheader("Sentence")
             st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)

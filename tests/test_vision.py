@@ -167,6 +167,10 @@ def test_metrics_equal_hand_computations(models):
     # similarity of every patch to p2,1 (token 2 + 2·4 + 1 = 11: [CLS], [DIST] come first) at layer 2
     grid = views.image_views.patch_similarity(result, "baseline", 2, 9)
     assert np.allclose(grid.ravel(), cos[2, 11, 2:], atol=1e-5)
+    # the depth grid: each patch's mean cosine to the 15 other patches ([CLS] and [DIST] left out)
+    patches = cos[:, 2:, 2:]
+    mean = (patches.sum(-1) - np.einsum("lii->li", patches)) / 15
+    assert np.allclose(views.image_views.mean_patch_cosine(result, "baseline"), mean.reshape(-1, 4, 4), atol=1e-5)
     # λ₂ and the Fiedler vector of layer 3's graph S = (Ā + Āᵀ)/2, Ā the mean over heads
     A = torch.stack(out.attentions)[2, 0].double().mean(0).numpy()
     S = (A + A.T) / 2
@@ -240,6 +244,13 @@ def test_similarity_line_states_the_numbers(models):
     first = views.image_views.patch_similarity(result, "baseline", 0, 10)   # centre of 4×4: p2,2
     last = views.image_views.patch_similarity(result, "baseline", 3, 10)
     assert "p2,2" in line and f"{first.std():.3f} at layer 0" in line and f"{last.std():.3f} at layer 3" in line
+    # a chosen patch (p0,3: token 4, after [CLS]): the line follows it, as the map does
+    view = views.BY_KEY["patch-similarity"]
+    line = view.lines(result, {"baseline": "baseline"}, views.At(layer=3, picked=4))[0]
+    first = views.image_views.patch_similarity(result, "baseline", 0, 3)
+    last = views.image_views.patch_similarity(result, "baseline", 3, 3)
+    assert "similarity to patch p0,3" in line and f"{first.std():.3f} at layer 0" in line
+    assert f"{last.std():.3f} at layer 3" in line
 
 
 def test_report_contains_the_image_views(models):
@@ -247,6 +258,7 @@ def test_report_contains_the_image_views(models):
     result = smoothviz.analyze(image=EXAMPLES / "house.png", model=models["vit"], device="cpu")
     page = build_report(result)
     assert "On the picture" in page
+    assert "<b>image</b>: house.png, 32×32 px as the model saw it, 4×4 patches of 8 px after 1 prefix tokens" in page
     for view in views.IMAGE_VIEWS:
         assert view.caption.replace("'", "&#x27;") in page
 
@@ -371,3 +383,87 @@ def test_takes_images_reads_the_config_alone(models, tmp_path):
     """The page offers the image box for a vision model's folder, never for text models or unknowns."""
     assert all(vision.takes_images(models[kind]) for kind in KINDS)
     assert not any(vision.takes_images(name) for name in ("default", "lab", "", str(tmp_path), "no/such-model-here"))
+
+
+# --------------------------------------------------------------------------- pictures of every kind
+
+def _saved(image, fmt="PNG", **kwargs) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_picture_modes_reach_the_model_as_a_viewer_shows_them():
+    """Transparency on white (as transformers' convert_to_rgb), 16-bit and float greyscale scaled
+    (not clipped to white), a phone photo turned upright by its EXIF orientation, CMYK, 1×1."""
+    from PIL import Image
+    # RGBA: the left half fully transparent over black hidden pixels → white, the right half opaque red
+    rgba = np.zeros((20, 40, 4), np.uint8)
+    rgba[:, 20:] = (255, 0, 0, 255)
+    img, _ = vision.load_image(_saved(Image.fromarray(rgba, "RGBA")))
+    px = np.asarray(img)
+    assert (px[:, :20] == 255).all() and (px[:, 20:] == (255, 0, 0)).all()
+    # 16-bit greyscale at half scale → mid grey 128 (convert("RGB") alone gave 255)
+    half = Image.fromarray(np.full((8, 8), 32768, np.uint16))
+    assert half.mode.startswith("I;16")
+    assert np.unique(np.asarray(vision.load_image(_saved(half))[0])).tolist() == [128]
+    # float greyscale 0…1 → its own range to 0…255 (convert alone gave black)
+    ramp = Image.fromarray(np.tile(np.linspace(0, 1, 16, dtype=np.float32), (4, 1)))
+    grey = np.asarray(vision.load_image(_saved(ramp, "TIFF"))[0])[..., 0]
+    assert grey[0, 0] == 0 and grey[0, -1] == 255 and (np.diff(grey[0].astype(int)) > 0).all()
+    # EXIF orientation 6 (stored turned 90° anticlockwise): left red, right blue stored → top red, bottom blue shown
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :20, 0], wide[:, 20:, 2] = 255, 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = np.asarray(vision.load_image(_saved(Image.fromarray(wide), exif=exif))[0])
+    assert upright.shape == (40, 20, 3)
+    assert (upright[:20, :, 0] == 255).all() and (upright[20:, :, 2] == 255).all()
+    # CMYK (a print JPEG) and a single pixel
+    assert vision.load_image(_saved(Image.fromarray(wide).convert("CMYK"), "JPEG"))[0].mode == "RGB"
+    assert np.asarray(vision.load_image(_saved(Image.new("RGB", (1, 1), (0, 200, 0))))[0]).tolist() == [[[0, 200, 0]]]
+
+
+def test_huge_pictures_are_refused_before_decoding(monkeypatch):
+    """Over 40 megapixels, whether PIL's own bomb guard fires first or not, and a PIL image given directly."""
+    from PIL import Image
+    small_bomb = _saved(Image.new("1", (1_000, 1_000)))
+    for data in (_saved(Image.new("1", (10_000, 5_000))), small_bomb):   # 50 MP: ours; 1 MP: PIL's guard, set low
+        if data is small_bomb:
+            monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)      # PIL raises past twice this
+        assert len(data) < vision.MAX_IMAGE_BYTES
+        with pytest.raises(vision.ImageError, match="megapixels are accepted") as err:
+            vision.load_image(data)
+        assert "\n" not in str(err.value)
+    with pytest.raises(vision.ImageError, match="10000×5000 pixels"):
+        vision.load_image(Image.new("1", (10_000, 5_000)))
+
+
+def test_other_image_families_are_refused_by_name(tmp_path):
+    """A vision model of a family SmoothViz does not analyse (BEiT here) says so, not a tokenizer error."""
+    from transformers import BeitConfig, BeitModel, ViTImageProcessor
+
+    from smoothviz.model.models import ModelError
+    BeitModel(BeitConfig(image_size=32, **SMALL)).save_pretrained(tmp_path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="model type 'beit' takes images, but SmoothViz analyses only the vision "
+                                         "families deit, dinov2"):
+        smoothviz.analyze(image=EXAMPLES / "ball.png", model=str(tmp_path), device="cpu")
+
+
+@pytest.mark.parametrize("kind", ["vit", "dinov2"])
+def test_patch_14_and_a_size_no_patch_divides(kind, tmp_path, monkeypatch):
+    """14-pixel patches (DINOv2's) on a 45×59 input: the grid is floor(45/14) × floor(59/14) = 3×4, as
+    the patch convolution cuts it, and the states equal transformers' own pass."""
+    from transformers import ViTImageProcessor
+    monkeypatch.setitem(SMALL, "patch_size", 14)
+    path = _build(kind, tmp_path, image_size=42)
+    ViTImageProcessor(size={"height": 45, "width": 59}).save_pretrained(path)
+    result = smoothviz.analyze(image=EXAMPLES / "house.png", model=path, device="cpu")
+    assert result.image.grid == (3, 4) and result.image.patch == 14 and result.image.pixels.shape == (45, 59, 3)
+    assert result.tokens == ["[CLS]"] + [f"p{r},{c}" for r in range(3) for c in range(4)]
+    extra = {"interpolate_pos_encoding": True} if kind == "vit" else {}
+    out = _eager(path, _pixel_values(path, EXAMPLES / "house.png"), **extra)
+    assert np.abs(result.baseline.hidden - torch.stack(out.hidden_states)[:, 0].numpy()).max() < 1e-5
+    assert views.image_views.patch_similarity(result, "baseline", 1, 0).shape == (3, 4)

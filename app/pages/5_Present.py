@@ -112,6 +112,9 @@ st.markdown(f"**{heading}**" + (" · the fused output" if fused and "fused outpu
 
 # The sentence on one line (cut with an ellipsis where the screen ends; its full text in the tooltip).
 text = " ".join(settings["text"].split())
+if analysis.image is not None:  # a vision model: the picture's name and patch grid stand for the sentence
+    info = analysis.image
+    text = f"{info.name}, {info.grid[0]}×{info.grid[1]} patches"
 beside = figures.run_name(analysis, "mitigated") if analysis.mitigation else "no mitigation"
 st.html(f"<div class='sentence' title='{html.escape(text, quote=True)}'>{html.escape(analysis.model)}, baseline "
         f"beside <b>{html.escape(beside)}</b>: “{html.escape(text)}”</div>")

@@ -115,7 +115,8 @@ class Handle:
         """
         from smoothviz.model.vision import is_vision
         if is_vision(self):
-            raise ModelError(f"model '{self.name}' takes images, not text: give an image (image=… or --image)")
+            raise ModelError(f"model '{self.name}' takes images, not text: give it a picture "
+                             "(the main page's image box, --image, or image=…)")
         limit = MAX_CHARS if max_chars is None else max(1, int(max_chars))
         if len(text) > limit:
             notes.append(f"The text was cut to its first {limit:,} characters: "

@@ -378,6 +378,9 @@ def load(name: str, device: str):
         model_class = AutoModel._model_mapping[type(config)]
     except KeyError:
         raise ModelError(f"model type '{config.model_type}' has no base model in transformers") from None
+    if spec is None and getattr(model_class, "main_input_name", None) == "pixel_values":  # BEiT, Swin, ViT-MAE…
+        raise ModelError(f"model type '{config.model_type}' takes images, but SmoothViz analyses only the vision "
+                         f"families {', '.join(sorted(VISION))}")
     attn = register() if getattr(model_class, "_supports_attention_backend", False) else "eager"
     try:
         if config.model_type in VISION:  # an image model: its image processor stands where a tokenizer would

@@ -132,6 +132,9 @@ def load_image(source, name: str | None = None):
     from PIL import Image, UnidentifiedImageError
     if isinstance(source, Image.Image):
         image, name = source, name or "image"
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise ImageError(f"'{name}' is {image.width}×{image.height} pixels: images up to "
+                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted")
     else:
         if isinstance(source, (bytes, bytearray, memoryview)):
             data, name = bytes(source), name or "upload"
@@ -156,11 +159,44 @@ def load_image(source, name: str | None = None):
             image.load()
         except ImageError:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        except Image.DecompressionBombError:  # PIL's own guard, past twice its limit: too large, not broken
+            raise ImageError(f"'{name}' has too many pixels to decode: images up to "
+                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
             raise ImageError(f"'{name}' is not an image SmoothViz can read ({type(err).__name__})") from None
     if image.width < 1 or image.height < 1:
         raise ImageError(f"'{name}' has no pixels")
-    return image.convert("RGB"), name
+    return to_rgb(image), name
+
+
+def to_rgb(image):
+    """A PIL image of any mode as the RGB picture a viewer shows.
+
+    - turned upright by its EXIF orientation (a phone's photo is stored sideways);
+    - transparency composited onto white, as transformers' ``convert_to_rgb`` does (``convert("RGB")``
+      alone would show a transparent background as whatever colour its hidden pixels hold, often black);
+    - 16-bit and float greyscale scaled to 0…255 (``convert`` clips them: a 16-bit PNG turned white):
+      16-bit by 255/65535, 32-bit integer and float by their own minimum and maximum (their range has
+      no convention).
+    """
+    from PIL import Image, ImageOps
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the stored orientation
+        pass
+    if image.mode.startswith("I;16"):
+        array = np.asarray(image, dtype=np.float64) * (255 / 65535)
+        image = Image.fromarray(array.round().clip(0, 255).astype(np.uint8))
+    elif image.mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        finite = array[np.isfinite(array)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        array = np.nan_to_num((array - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(array))
+        image = Image.fromarray(array.round().clip(0, 255).astype(np.uint8))
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def encode(handle, source, notes: list, name: str | None = None) -> tuple[dict, list, list, ImageInfo]:

@@ -131,7 +131,21 @@ def similarity_figure(analysis, run_key: str, layer: int, picked: int | None) ->
              f"spans {np.nanmin(grid):.2f}…{np.nanmax(grid):.2f}")
     fig = _overlay(analysis, grid, title, "RdBu_r", -1.0, 1.0, "cosine")
     _mark(fig, analysis, patch)
+    _clickable(fig, analysis, [f"{label(analysis, i)}: cosine {v:.3f}" for i, v in enumerate(grid.ravel())])
     return fig
+
+
+def _clickable(fig: go.Figure, analysis, hover: list[str]) -> None:
+    """An invisible marker on every patch centre, its row-major index as ``customdata``: clicking the
+    picture selects the nearest one (a heatmap's cells cannot be selected; the page reads the point)."""
+    info = analysis.image
+    xs, ys = _centres(analysis)
+    gx, gy = np.meshgrid(xs, ys)
+    hidden = dict(marker=dict(opacity=0))
+    fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", customdata=np.arange(info.patches),
+                             marker=dict(size=max(6, min(30, 300 // max(info.grid))), color="rgba(0,0,0,0)"),
+                             selected=hidden, unselected=hidden, showlegend=False, name="patches",
+                             text=hover, hovertemplate="%{text} (click: compare with this patch)<extra></extra>"))
 
 
 def fiedler_figure(analysis, run_key: str, layer: int) -> go.Figure:
@@ -199,15 +213,17 @@ def _spread(grid: np.ndarray) -> float:
     return float(np.nanstd(grid))
 
 
-def similarity_lines(analysis, names: dict) -> list[str]:
-    """How uniform the centre patch's similarity map is at the embeddings and at the last layer."""
-    patch, L = picked_patch(analysis, None), analysis.n_layers
+def similarity_lines(analysis, names: dict, at=None) -> list[str]:
+    """How uniform the chosen patch's similarity map is at the embeddings and at the last layer (the
+    centre patch's without ``at`` or when ``at`` picks none)."""
+    patch, L = picked_patch(analysis, None if at is None else at.picked), analysis.n_layers
+    which = "the centre patch" if patch == picked_patch(analysis, None) else "patch"
     out = []
     for key, name in names.items():
         first, last = (patch_similarity(analysis, key, l, patch) for l in (0, L))
         a, z = round(_spread(first), 3), round(_spread(last), 3)
         trend = "more uniform" if z < a else "less uniform" if z > a else "as uniform (to 3 decimals)"
-        out.append(f"{name}: the similarity to the centre patch {label(analysis, patch)} has a standard deviation over "
+        out.append(f"{name}: the similarity to {which} {label(analysis, patch)} has a standard deviation over "
                    f"the patches of {_spread(first):.3f} at layer 0 and {_spread(last):.3f} at layer {L} (the map is "
                    f"{trend} at the end; lowest value {np.nanmin(first):.2f} → {np.nanmin(last):.2f}).")
     return out

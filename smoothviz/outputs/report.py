@@ -88,6 +88,10 @@ def build_report(analysis, layer: int | None = None) -> str:
                 "projection": analysis.projection_method}
     if analysis.lab:
         settings["lab"] = json.dumps(analysis.lab)
+    if analysis.image is not None:  # a picture: which one, and how the model cut it
+        info = analysis.image
+        settings["image"] = (f"{info.name}, {info.pixels.shape[0]}×{info.pixels.shape[1]} px as the model saw it, "
+                             f"{info.grid[0]}×{info.grid[1]} patches of {info.patch} px after {info.prefix} prefix tokens")
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>SmoothViz report</title>",
              f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>",
              "<h1>SmoothViz report</h1>",

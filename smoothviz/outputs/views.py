@@ -7,6 +7,8 @@ the tests that count charts all read this list.
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable
@@ -126,9 +128,14 @@ class View:
             return [(self.key, self.build(analysis, None, at))]
         return [(f"{self.key}-{key}", self.build(analysis, key, at)) for key in analysis.runs()]
 
-    def lines(self, analysis, names: dict[str, str]) -> list[str]:
-        """The view's data-driven sentences (none for most views)."""
-        return [] if self.notes is None else self.notes(analysis, names)
+    def lines(self, analysis, names: dict[str, str], at: At | None = None) -> list[str]:
+        """The view's data-driven sentences (none for most views); ``at`` reaches a ``notes`` function
+        that takes it (the picture's similarity lines follow the chosen patch)."""
+        if self.notes is None:
+            return []
+        if at is not None and "at" in inspect.signature(self.notes).parameters:
+            return self.notes(analysis, names, at=at)
+        return self.notes(analysis, names)
 
     def rows(self, analysis, at: At) -> list[dict]:
         """The chart's numbers as table rows (empty when the view has no table)."""
@@ -348,8 +355,8 @@ VIEWS: list[View] = [
 IMAGE_SECTIONS = {"image": "On the picture"}
 IMAGE_VIEWS: list[View] = [
     View("patch-similarity", "image", "Similarity to one patch at layer {layer}, over the picture",
-         "Cosine similarity of every patch's state to the chosen patch's (×; the centre patch unless a patch "
-         "token is picked), on a fixed −1…1 scale: over-smoothing is this map turning one uniform colour.",
+         "Cosine similarity of every patch's state to the chosen patch's (×: the centre one until you pick or "
+         "click another), on a fixed −1…1 scale: over-smoothing is this map turning one uniform colour.",
          "the-metrics",
          lambda a, k, at: image_views.similarity_figure(a, k, at.layer, at.picked),
          per_run=True, depends=("layer", "picked"),
@@ -369,7 +376,7 @@ IMAGE_VIEWS: list[View] = [
          lambda a, k, at: image_views.edges_figure(a, k, at.layer, at.top_k),
          per_run=True, depends=("layer", "top_k"),
          notes=image_views.edge_lines, table=image_views.edges_table),
-    View("patch-depth", "image", "",
+    View("patch-depth", "image", "Each patch's mean similarity to the others, layer by layer",
          "One panel per layer, each patch's mean cosine similarity to the other patches drawn at its place in "
          "the patch grid (raster order, row by row), one colour scale for all panels: panels turning one "
          "even colour are patches becoming alike.", "the-metrics",

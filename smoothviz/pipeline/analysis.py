@@ -343,7 +343,8 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     if isinstance(text, _Picture):
         inputs, tokens, special, picture = vision.encode(handle, text.source, notes)
     elif vision.is_vision(handle):
-        raise AnalysisError(f"model '{handle.name}' takes images, not text: give an image (image=… or --image)")
+        raise AnalysisError(f"model '{handle.name}' takes images, not text: give it a picture "
+                            "(the main page's image box, --image, or image=…)")
     else:
         inputs, tokens, special = handle.encode(text, max_tokens, notes, max_chars)
     analysis = analyze_encoded(handle, inputs, tokens, special, mitigation, options, projection=projection,
