@@ -499,3 +499,19 @@ def test_the_fused_layers_are_a_slider_on_the_page_explained_with_its_numbers():
     below = sum(round(fused, 6) < round(v, 6) for v in each.values())
     assert (f"lower than {below} of the 4" in line if 0 < below < 4 else
             ("lower than every" if below == 4 else "higher than every") in line), line
+
+
+def test_a_mitigation_that_adds_smoothing_is_not_called_the_cure():
+    """Issue 22's audit: ablating a head alone raises the reference sentence's mean cosine at layer
+    6 (more smoothing); the heading says "mitigation", the sentence says "more", from the numbers."""
+    import smoothviz
+    text = "Ablating one head can make the tokens of this sentence more alike."
+    a = smoothviz.analyze(text, device="cpu", mitigation="heads", params={"ablate": "5.3", "sink": "none"})
+    base, mit = a.baseline.rows[6]["cosine_mean"], a.mitigated.rows[6]["cosine_mean"]
+    app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
+    app.query_params.update({"mit": "heads", "heads_ablate": "5.3", "heads_sink": "none", "text": text})
+    ok(app.run())
+    said = [m.value for m in app.markdown]
+    [line] = [m for m in said if "beside it.**" in m]
+    assert line.startswith("**The cure, beside it.**" if mit < base else "**The mitigation, beside it.**"), line
+    assert f"{'lowers' if mit < base else 'raises'} cosine_mean from" in line
