@@ -182,7 +182,11 @@ def fusion_control() -> None:
 st.markdown(f"**The problem.** {views.story(analysis) or 'One layer or one token: no smoothing story to tell.'}")
 if mitigation:
     measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
-    st.markdown(f"**The cure, beside it.** {measured or md(REGISTRY[mitigation].summary)}")
+    said = {v for c in trends.effect_claims(analysis, NAMES["mitigated"]) if c.kind == "effect"
+            for v in [c.values[2]] if v != "unchanged"}
+    # "cure" only where every headline metric says less smoothing (an ablation can add smoothing)
+    st.markdown(f"**{'The cure' if said == {'less'} else 'The mitigation'}, beside it.** "
+                f"{measured or md(REGISTRY[mitigation].summary)}")
     if "layers" in REGISTRY[mitigation].PARAMS and views.has_fused(analysis):
         fusion_control()
     if line := claims.frozen_caveat_line(mitigation, analysis.lab):  # one line; the one caveat in full inside

@@ -499,3 +499,19 @@ def test_the_fused_layers_are_a_slider_on_the_page_explained_with_its_numbers():
     below = sum(round(fused, 6) < round(v, 6) for v in each.values())
     assert (f"lower than {below} of the 4" in line if 0 < below < 4 else
             ("lower than every" if below == 4 else "higher than every") in line), line
+
+
+def test_a_mitigation_that_adds_smoothing_is_not_called_the_cure():
+    """Issue 22's audit: ablating head 5.3 alone raises the reference sentence's mean cosine at layer
+    6 (0.325 → 0.372, issue 22): the heading says "mitigation", not "cure", and the sentence "raises"."""
+    import smoothviz
+    text = next(iter(examples()["examples"].values()))  # the page's default sentence
+    a = smoothviz.analyze(text, device="cpu", mitigation="heads", params={"ablate": "5.3", "sink": "none"})
+    base, mit = a.baseline.rows[6]["cosine_mean"], a.mitigated.rows[6]["cosine_mean"]
+    assert mit > base  # more smoothing by cosine_mean: the case under test
+    app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
+    app.query_params.update({"mit": "heads", "heads_ablate": "5.3", "heads_sink": "none"})
+    ok(app.run())
+    [line] = [m.value for m in app.markdown if "beside it.**" in m.value]
+    assert line.startswith("**The mitigation, beside it.**"), line
+    assert f"raises cosine_mean from {base:.3g} to {mit:.3g} (more smoothing by cosine_mean)" in line

@@ -282,3 +282,26 @@ def test_corpus_page_runs_a_shipped_corpus(monkeypatch):
     main.run()
     assert not main.exception and not main.error
     assert main.text_area(key="text").value == params["text"] and main.selectbox(key="mit").value == "fusion-mean"
+
+
+def test_a_small_pasted_corpus_is_one_full_width_table_counted_from_one(monkeypatch):
+    """Issue 22's audit: a pasted corpus of a few lines is ranked once (not the same sentences in a
+    "most" and a "least" table side by side, where the sentence column was cut at 1366 px), its
+    lines numbered from 1 as in the box, and the frozen-weights caveat is one line with its text inside."""
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.syspath_prepend(str(ROOT / "app"))
+    lines = ["One cat.", "The dog barked at the mailman all morning.", "Short one here"]
+    at = AppTest.from_file(str(ROOT / "app" / "pages" / "2_Corpus.py"), default_timeout=900)
+    at.query_params.update({"corpus": "paste", "paste": "\n".join(lines)})
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    [table] = at.dataframe
+    shown = dict(zip(table.value["line"], table.value["sentence"]))
+    assert shown == {i + 1: text for i, text in enumerate(lines)}
+    change = list(table.value["change"])
+    assert change == sorted(change, reverse=True)  # cosine_mean rises as tokens become alike: most first
+    assert "From most to least smoothing" in [h.value for h in at.subheader]
+    [caveat] = [e for e in at.expander if "frozen weights" in e.label]
+    from smoothviz.words import claims as cl
+    assert any(cl.frozen_caveat("neutreno") in m.value.replace("\\", "").replace("\u2060", "") for m in caveat.markdown)
+    assert not any("never seen in training" in i.value for i in at.info)  # not in full at the top any more

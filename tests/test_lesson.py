@@ -1,5 +1,6 @@
 """The Lesson page: every step predicts before it reveals, and answers with the measured numbers."""
 from pathlib import Path
+import json
 import sys
 
 import pytest
@@ -68,3 +69,20 @@ def test_a_step_link_opens_its_preset_in_the_main_view():
     assert at.slider(key="layer").value == 6  # the step's tab is open, at its layer
     assert any(sub.value == "Token similarity at layer 6" for sub in at.subheader)
     assert at.text_area(key="text").value == step.settings["text"]
+
+
+@pytest.mark.slow
+def test_each_answer_draws_the_chart_of_the_numbers_it_quotes():
+    """Issue 22's audit: a step comparing two runs (NeuTRENO against the baseline) draws both, and
+    the λ₂ step draws λ₂ over depth, not a similarity heatmap of one layer."""
+    from smoothviz.outputs.views import BY_KEY
+    assert all(step.view is None or step.view in BY_KEY for step in STEPS)
+    at = AppTest.from_file(str(PAGE), default_timeout=240).run()
+    at.radio(key="lesson_5").set_value("down").run()
+    at.radio(key="lesson_1").set_value("larger").run()
+    assert not at.exception, [e.value for e in at.exception]
+    figs = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    names = {t.get("name") for t in figs["lesson_chart_5"]["data"]}
+    assert {"baseline", "neutreno (lambda=0.4)"} <= names, names
+    titles = [a["text"] for a in figs["lesson_chart_1"]["layout"]["annotations"]]
+    assert "spectral gap λ₂" in titles and all(t["type"] == "scatter" for t in figs["lesson_chart_1"]["data"])

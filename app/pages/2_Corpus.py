@@ -16,7 +16,7 @@ import state
 from markup import md
 from smoothviz.outputs import corpus_figures
 from smoothviz.outputs import figures
-from smoothviz.words.claims import frozen_caveat
+from smoothviz.words.claims import frozen_caveat, frozen_caveat_line
 from smoothviz.corpora.run import parse_corpus, read_corpus
 from smoothviz.corpora.store import changes, histograms, metric_columns
 from smoothviz.mitigations import label as mitigation_label
@@ -111,17 +111,28 @@ if "mitigation" in summary:
 speed = f" · {result.rate:.1f} sentences/s" if result.computed else ""
 st.caption(f"Model **{md(summary['model'])}** on {summary['device']} · {summary['sentences']} sentences · "
            f"{summary['tokens']} tokens · baseline beside **{md(names.get('mitigated', 'no mitigation'))}**{speed}")
-for note in summary["notes"] + [c for c in [frozen_caveat(summary.get("mitigation", {}).get("name"), lab)] if c]:
+for note in summary["notes"]:
     st.info(md(note), icon=":material/info:")
+corpus_mitigation = summary.get("mitigation", {}).get("name")
+if line := frozen_caveat_line(corpus_mitigation, lab):  # one line, as on the main page; the full text inside
+    with st.expander(f":orange[:material/science: {md(line)}]"):
+        st.markdown(md(frozen_caveat(corpus_mitigation, lab)))
 if result.errors:
     with st.expander(f"{len(result.errors)} line(s) could not be analysed"):
         st.dataframe([{"line": e["sentence"] + 1, "text": e["text"], "error": e["error"]} for e in result.errors],
                      hide_index=True)
 
 
+# Under 640 px (a phone) the small multiples of the bands keep a readable width and scroll sideways,
+# as the main page's curves do: squeezed to 390 px their titles overlapped (issue 22).
+st.html("<style>@media (max-width: 640px) { .st-key-corpus-bands { overflow-x: auto; }"
+        " .st-key-corpus-bands [data-testid='stElementContainer'] { min-width: 820px; } }</style>")
+
+
 def chart(build, name: str, *parts) -> None:
     fig = state.figure(build, (KEY, name, *parts))
-    st.plotly_chart(fig, theme=None, config=figures.image_config(f"corpus-{name}"))
+    box = st.container(key="corpus-bands") if name == "bands" else st.container()  # a class for the CSS above
+    box.plotly_chart(fig, theme=None, config=figures.image_config(f"corpus-{name}"))
 
 
 # --------------------------------------------------------------------------- 1 · bands
@@ -163,18 +174,20 @@ def table(rows: list[dict]) -> None:
     st.dataframe(data, hide_index=True, column_config={
         "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
                                             help="Open this sentence on the main page with these settings"),
-        "sentence": st.column_config.TextColumn(width="medium"),
+        "sentence": st.column_config.TextColumn(width="large"),
         "layer 0": st.column_config.NumberColumn(format="%.3g"), f"layer {L}": st.column_config.NumberColumn(format="%.3g"),
         "change": st.column_config.NumberColumn(format="%+.3g")})
 
 
 scored = [r for r in changes(result.table, metric) if r["change"] == r["change"]]  # NaN: undefined (one token)
 scored.sort(key=lambda r: corpus_figures.COLLAPSE[metric] * r["change"], reverse=True)
-most, least = st.columns(2)
-with most:
+# Full width, one table under the other: side by side, the sentence column was cut at 1366 px (issue 22).
+if len(scored) <= 2 * SHOWN:  # a small corpus: every sentence once, rather than the same ones in both tables
+    st.subheader("From most to least smoothing")
+    table(scored)
+else:
     st.subheader("Smooth most")
     table(scored[:SHOWN])
-with least:
     st.subheader("Smooth least")
     table(scored[::-1][:SHOWN])
 

@@ -46,7 +46,8 @@ for i, step in enumerate(STEPS):
         (st.success if guess == right else st.info)(
             f"{'Right' if guess == right else 'Not quite'}: the answer is **{right}**.")
         st.markdown("  \n".join(lines))
-        view = views.in_section(step.section)[0]
+        # the chart with the numbers the answer quotes (both runs where it compares two)
+        view = views.BY_KEY[step.view] if step.view else views.in_section(step.section)[0]
         layer = step.layer or analysis.n_layers
         at = views.At(layer=layer, head_layer=layer)
         if view.key == "curves":

@@ -68,9 +68,13 @@ def token_labels(labels: list[str]) -> list[str]:
 
 
 def layout(fig: go.Figure, title: str = "", height: int = 380, **kw) -> go.Figure:
-    kw.setdefault("margin", dict(l=55, r=20, t=60 if title else 30, b=45))
-    fig.update_layout(template=TEMPLATE, font=FONT, height=height,
-                      title=dict(text=escape(title), x=0.01, font=dict(size=15)) if title else None,
+    """The common look; a ``title`` with a newline is drawn on two lines (a half-width panel's
+    long run name and its numbers did not fit one: "…heads lov" at 1280 px, issue 22)."""
+    lines = title.count("\n") + 1 if title else 0
+    kw.setdefault("margin", dict(l=55, r=20, t=40 + 20 * lines if title else 30, b=45))
+    fig.update_layout(template=TEMPLATE, font=FONT, height=height + 20 * max(lines - 1, 0),
+                      title=dict(text="<br>".join(escape(t) for t in title.split("\n")), x=0.01,
+                                 font=dict(size=15)) if title else None,
                       hoverlabel=dict(font_size=12), **kw)
     return fig
 
@@ -477,7 +481,7 @@ def dovonon(run, layer: int, title: str = "") -> go.Figure:
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     fig.update_xaxes(title="real part")
     fig.update_yaxes(title="imaginary part", scaleanchor="x")
-    return layout(fig, f"{title} — layer {layer}: {share}/{count} heads low-pass{ablated}",
+    return layout(fig, f"{title}\nlayer {layer}: {share}/{count} heads low-pass{ablated}",
                   height=420, legend=dict(font_size=11, itemsizing="constant"))
 
 

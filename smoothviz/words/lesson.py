@@ -26,6 +26,8 @@ class Step:
         settings: keyword arguments of ``analyze`` (``text``, ``model``, ``lab``, ``mitigation``, ``params``).
         layer: the layer the main view opens at (``None``: the last).
         section: the main view's tab it opens (a key of :data:`smoothviz.outputs.views.SECTIONS`).
+        view: the key of the chart drawn with the answer (a key of ``views.BY_KEY``), the one that shows
+            the numbers the answer quotes; ``None``: the first view of ``section``.
         question, options: the prediction asked before anything is revealed.
         explain: ``analysis -> (the right option, lines)``; each line is ``(template, *claims)``, its
             ``{}`` filled with the rendered claims (:mod:`smoothviz.words.claims`), so every number shown is a
@@ -42,6 +44,7 @@ class Step:
     anchor: str
     layer: int | None = None
     section: str = "depth"
+    view: str | None = None
     extra: dict = field(default_factory=dict)
 
     def answer(self, analysis) -> tuple[str, list[str]]:
@@ -214,7 +217,7 @@ STEPS: list[Step] = [
          "one step mixes them.",
          {"text": REFERENCE, "model": "default", "mitigation": "none"},
          "Will the spectral gap λ₂ be larger or smaller at the last layer than at layer 1?",
-         ("larger", "smaller"), _gap, "attention-is-a-graph", section="layer"),
+         ("larger", "smaller"), _gap, "attention-is-a-graph", section="layer", view="curves"),
     Step("3 · Smoothing over depth, in a trained model",
          "Over-smoothing: token representations become alike layer after layer. Here is what a trained "
          "model really does.",
@@ -232,14 +235,14 @@ STEPS: list[Step] = [
          {"text": REFERENCE, "model": "lab", "lab": POSITIVE_LAB, "mitigation": "spectral",
           "params": {"mode": "clip-negative"}},
          "With a negative value spectrum, will dm_rel at the last layer be higher or lower than with the positive one?",
-         ("higher", "lower"), _spectrum, "the-dovonon-diagnostic", section="layer"),
+         ("higher", "lower"), _spectrum, "the-dovonon-diagnostic", section="layer", view="curves"),
     Step("6 · A mitigation against the baseline",
          "NeuTRENO adds λ(V₀ − Vₗ) to each attention output: a pull back towards the first layer's values. "
          + frozen_caveat("neutreno"),
          {"text": REFERENCE, "model": "default", "mitigation": "neutreno", "params": {"lambda": 0.4}},
          "Will cosine similarity at layer 6 go up or down under NeuTRENO?",
          ("up", "down"), _neutreno, "what-each-mitigation-changes", layer=6,
-         section="layer"),
+         section="layer", view="curves"),
     Step("7 · Fusion vs no fusion",
          "A fusion reads out a mix of every layer instead of the last one alone.",
          {"text": REFERENCE, "model": "default", "mitigation": "fusion-mean", "params": {"layers": "all"}},
@@ -251,5 +254,5 @@ STEPS: list[Step] = [
          {"text": SINK_SENTENCE, "model": "gemma-3-270m", "mitigation": "none"},
          "At Gemma's last layer, how much of all attention goes to the first token `<bos>`?",
          ("about its uniform share", "more than its uniform share, less than half", "more than half"), _sink,
-         "attention-sinks", section="atlas"),
+         "attention-sinks", section="atlas", view="sinks"),
 ]
