@@ -468,3 +468,20 @@ def test_the_final_norm_on_the_page_is_a_position_of_its_own(model_dir):
     assert cards[f"{figures.plain_title('dm_rel')} · the final norm"] == f"{b:.3g} → {m:.3g}"
     assert cards[f"{figures.plain_title('spectral_gap')} · the final norm"] == "— → —"     # no attention of its own
     assert f"Token similarity after the final norm (applied to layer {L})" in [s.value for s in at.subheader]
+
+
+@pytest.mark.slow  # a whole report: every view drawn (about 5 MB of HTML)
+def test_report_on_a_decoder_directory(model_dir):
+    """The HTML report of a Gemma 3 directory under sink=drop: the sink view with its numbers'
+    sentence, the final-norm row, the first_token_mass of its table, and sink=drop's note."""
+    import html
+
+    from smoothviz.outputs import report
+    from smoothviz.science.sinks import sink_lines
+    r = smoothviz.analyze(SENTENCE, model=model_dir("gemma3_text"), device="cpu", mitigation="heads",
+                          params={"ablate": "", "sink": "drop"})
+    page = html.unescape(report.build_report(r))
+    assert "Attention received by each token, layer by layer" in page
+    for line in sink_lines(r, {"baseline": "baseline", "mitigated": "heads (sink=drop)"}):
+        assert line.replace("`", "") in page.replace("`", "").replace("<code>", "").replace("</code>", ""), line
+    assert "final norm" in page and "first token sees only itself" in page
