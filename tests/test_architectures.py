@@ -305,7 +305,6 @@ def test_a_gguf_file_of_another_family_loads_by_path(kind, tmp_path, monkeypatch
     Qwen2 with biases) written to GGUF, analysed by path (``--model x.gguf``): dequantised once into
     SmoothViz's cache, its states and attention are those of the model it was written from, under
     transformers' eager pass."""
-    import transformers as tf
     from transformers import AutoModel, AutoTokenizer
 
     from smoothviz import cli
