@@ -261,3 +261,50 @@ def test_attnscale_records_what_the_model_mixed_with_on_a_sliding_window(tmp_pat
     dc = seen / seen.sum(-1, keepdims=True)
     assert np.allclose(r.mitigated.attentions, dc + 2 * (S - dc), atol=1e-5)
     assert np.all(r.mitigated.attentions[..., ~seen] == 0)
+
+
+@pytest.mark.parametrize("name, params", [("neutreno", {"lambda": 0.5}), ("attnscale", {"omega": 0.5})])
+def test_the_hook_fallback_reads_grouped_values_as_the_registry_does(tmp_path, name, params):
+    """A model that bypasses the registry (StableLM does, with grouped KV heads) gets its values from a
+    hook on v_proj, h_kv·d_h wide: each KV head's values are repeated for its query heads, so the
+    per-head interventions match the registry path. The same Llama weights (4 query heads over 2) run
+    both ways: transformers' eager model with the fallback hooks, and SmoothViz's registered function."""
+    import dataclasses
+
+    from transformers import AutoModel
+
+    from smoothviz.mitigations import make
+    path = _tiny(tmp_path, "llama")
+    handle = get_handle(path, "cpu")
+    eager = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    capture.install(eager, handle.spec)
+    assert capture.uses_registry(handle.model) and not capture.uses_registry(eager)
+    inputs, _, _ = handle.encode(SENTENCE, None, [])
+    ctx = handle.context()
+    mitigation = make(name, params)
+    a = capture.run(handle.model, inputs, mitigation.intervention(ctx))
+    b = capture.run(eager, inputs, mitigation.intervention(dataclasses.replace(ctx, registry=False)))
+    base = capture.run(handle.model, inputs)
+    assert torch.allclose(a.hidden, b.hidden, atol=1e-5)
+    assert not torch.allclose(a.hidden[-1], base.hidden[-1], atol=1e-4)
+
+
+def test_a_registry_bypassing_decoder_with_grouped_heads_takes_every_mitigation(tmp_path):
+    """StableLM (derived from its modules, hook fallback, 4 query heads over 2 KV heads): its states
+    and attention equal transformers' eager pass, and NeuTRENO and AttnScale act (they failed on
+    the value width before)."""
+    import transformers as tf
+    from transformers import AutoModel
+    path = tmp_path / "stablelm"
+    torch.manual_seed(0)
+    AutoModel.from_config(tf.StableLmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                            num_key_value_heads=2, intermediate_size=64,
+                                            vocab_size=30522)).save_pretrained(path)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_path() / name, path / name)
+    assert not capture.uses_registry(get_handle(str(path), "cpu").model)
+    base = smoothviz.analyze(SENTENCE, model=str(path), device="cpu", heads=False)
+    for name, params in (("neutreno", {"lambda": 0.5}), ("attnscale", {"omega": 0.5})):
+        r = smoothviz.analyze(SENTENCE, model=str(path), device="cpu", mitigation=name, params=params, heads=False)
+        assert np.array_equal(r.baseline.hidden, base.baseline.hidden)
+        assert not np.allclose(r.mitigated.hidden[-1], base.baseline.hidden[-1], atol=1e-4), name

@@ -133,3 +133,26 @@ def test_the_page_says_why_and_recovers(bad):
         shown = [e.value.replace("\u2060", "").replace("\\", "") for e in app.error]
         assert len(shown) == 1 and words in shown[0], (case, shown)
         assert "Traceback" not in shown[0]
+
+
+def test_a_checkpoint_missing_weights_is_refused_not_filled_at_random(tmp_path):
+    """transformers fills a weight the checkpoint lacks at random and only logs it; SmoothViz refuses
+    the model, naming the weight (a Llama directory without one block's down projection)."""
+    import transformers as tf
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+    path = tmp_path / "llama"
+    torch.manual_seed(0)
+    AutoModel.from_config(tf.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=64, vocab_size=30522,
+                                         max_position_embeddings=64)).save_pretrained(path)
+    _with_tokenizer(path)
+    assert smoothviz.analyze("The storm came.", model=str(path), device="cpu", heads=False).n_layers == 2
+    partial = tmp_path / "partial"
+    shutil.copytree(path, partial)
+    weights = load_file(partial / "model.safetensors")
+    del weights["layers.1.mlp.down_proj.weight"]
+    save_file(weights, partial / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=r"lacks 1 weight\(s\) that transformers would fill at random "
+                                         r"\(layers.1.mlp.down_proj.weight\)"):
+        smoothviz.analyze("The storm came.", model=str(partial), device="cpu", heads=False)

@@ -128,3 +128,22 @@ def test_the_theory_page_s_decoder_numbers_hold(analysis):
     shown = " ".join(m.value for m in at.markdown).replace("\u2060", "")
     for key, fact in DECODER_FACTS.items():
         assert fact.said.replace("\u2060", "") in shown, key
+
+
+def test_sink_drop_on_gemma_by_hand(analysis):
+    """heads sink=drop on the real decoder: no row but the first attends to `<bos>`; the first row,
+    which sees only `<bos>`, keeps its 1 (SmoothViz's stated choice); so first_token_mass is exactly
+    1/n at every layer (one row of n holds 1, in every head), and the note says what was dropped."""
+    a = smoothviz.analyze(SINK_SENTENCE, model=GEMMA, device="cpu", mitigation="heads",
+                          params={"ablate": "", "sink": "drop"}, heads=False)
+    A = a.mitigated.attentions.astype(np.float64)
+    n = len(a.tokens)
+    assert a.special == [True] + [False] * (n - 1)
+    assert np.all(A[:, :, 1:, 0] == 0) and np.allclose(A[:, :, 0, 0], 1)
+    assert np.allclose(A.sum(-1), 1, atol=1e-5) and np.all(np.triu(A, 1) == 0)
+    assert a.mitigated.metric("first_token_mass")[1:] == pytest.approx([1 / n] * a.n_layers, abs=1e-7)
+    assert a.mitigated.metric("sink_rate")[1:] == [0.0] * a.n_layers          # 1/n = 0.083 < 0.3
+    # layer 1 sees the same input as the baseline: its rows are the baseline's renormalised without <bos>
+    B = analysis.baseline.attentions[0].astype(np.float64)[:, 1:, 1:]
+    assert np.allclose(A[0][:, 1:, 1:], B / B.sum(-1, keepdims=True), atol=1e-5)
+    assert any("first token sees only itself" in note for note in a.notes)

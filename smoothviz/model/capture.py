@@ -93,6 +93,9 @@ def install(model: torch.nn.Module, spec: ArchSpec) -> None:
     if getattr(model, "_smoothviz_hooks", False):
         return
     registry = uses_registry(model)
+    config = getattr(model, "config", None)
+    heads = getattr(config, "num_attention_heads", 1)
+    groups = heads // (getattr(config, "num_key_value_heads", None) or heads)
     blocks = get_module(model, spec.layers)
     model._smoothviz_final_norm = spec.final_norm is not None
     for block in blocks:
@@ -100,7 +103,7 @@ def install(model: torch.nn.Module, spec: ArchSpec) -> None:
         block.register_forward_hook(_block_post)
         out = get_module(block, spec.out_proj)
         if not registry:  # the fallback: values and the heads' outputs seen around the attention
-            get_module(block, spec.value).register_forward_hook(_value_hook(spec))
+            get_module(block, spec.value).register_forward_hook(_value_hook(spec, heads // groups, groups))
             out.register_forward_pre_hook(_context_hook)
         out.register_forward_hook(_out_hook(spec))
         if spec.residual_in is not None:  # the attention residual adds another module's output
@@ -133,7 +136,10 @@ def _block_post(module, args, output):
     return output
 
 
-def _value_hook(spec: ArchSpec):
+def _value_hook(spec: ArchSpec, kv_heads: int = 1, groups: int = 1):
+    """The values of every query head, ``[B, n, h*d_h]``: with grouped KV heads (``groups`` query
+    heads per KV head) each KV head's values repeated for its query heads, as the registry path and
+    transformers' ``repeat_kv`` do (query head i reads KV head i // groups)."""
     def hook(module, args, output):
         state = _STATE.get()
         if state is None:
@@ -141,6 +147,9 @@ def _value_hook(spec: ArchSpec):
         v = output
         if spec.value_part is not None:
             v = output.chunk(3, dim=-1)[spec.value_part]
+        if groups > 1:
+            B, n, width = v.shape
+            v = v.reshape(B, n, kv_heads, width // kv_heads).repeat_interleave(groups, dim=2).reshape(B, n, -1)
         state.v = v
         if state.layer == 0:
             state.v0 = v

@@ -178,9 +178,11 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
     _check_gguf_family(gguf)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model, info = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                output_loading_info=True)
     except Exception as err:  # noqa: BLE001 - gguf/transformers raise many kinds; we need one message
         raise ModelError(f"cannot load GGUF file '{gguf.name}': {_first_line(err)}") from err
+    _refuse_missing(f"GGUF file '{gguf.name}'", info)
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     # transformers refuses save_pretrained on a GGUF-loaded model; its weights are plain float32
@@ -230,6 +232,17 @@ def _check_gguf_family(gguf: Path) -> None:
         skeleton = None
     if skeleton is None or derive_spec(skeleton) is None:
         raise ModelError(f"GGUF file '{gguf.name}': {unsupported(kind)}")
+
+
+def _refuse_missing(what: str, info: dict) -> None:
+    """Refuse a model whose checkpoint lacks weights transformers would fill at random (it only logs
+    them): its analysis would describe a partly random network. The pooler is exempt: it feeds no
+    state SmoothViz reads. (Measured: a Phi-3 GGUF file lost its fused q|k|v and gate|up weights.)"""
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("pooler."))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ModelError(f"{what} lacks {len(missing)} weight(s) that transformers would fill at random "
+                         f"({shown}): SmoothViz does not analyse a partly random model")
 
 
 def unsupported(model_type) -> str:
@@ -388,10 +401,11 @@ def load(name: str, device: str):
             tokenizer = AutoImageProcessor.from_pretrained(source, **kwargs)
         else:
             tokenizer = _load_tokenizer(source, local, **kwargs)
-        model = AutoModel.from_pretrained(source, config=config, attn_implementation=attn,
-                                          use_safetensors=True, **kwargs)
+        model, info = AutoModel.from_pretrained(source, config=config, attn_implementation=attn,
+                                                use_safetensors=True, output_loading_info=True, **kwargs)
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
+    _refuse_missing(f"model '{name}'", info)
     spec = spec or derive_spec(model)
     if spec is None:
         raise ModelError(unsupported(config.model_type))

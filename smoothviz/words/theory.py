@@ -104,11 +104,11 @@ _SHARED = (0.934, 0.337, 5.5, 163, 0.91, -0.063)
 
 
 def _sink_words(n, first, L, heads, mass, uniform, rate, partial, peak_mass, peak) -> str:
-    assert rate == 1.0 and list(partial) == [3]
+    others = ", ".join(f"layer {l} ({r * heads:.0f} of {heads})" for l, r in partial.items())
     return (f"({n} tokens with `{first}`): at layer {L} the first token receives **{mass:.2f}** of all attention, "
-            f"where uniform attention over the visible tokens would give it {uniform:.2f}, and all {heads} heads "
-            f"exceed ε = 0.3; so do all heads of every other layer except layer 3 ({partial[3] * heads:.0f} of "
-            f"{heads}), and the share peaks at {peak_mass:.2f} (layer {peak})")
+            f"where uniform attention over the visible tokens would give it {uniform:.2f}, and "
+            f"{f'all {heads}' if rate == 1 else f'{rate * heads:.0f} of {heads}'} heads exceed ε = 0.3; so do all heads of every other layer except {others}, and the share "
+            f"peaks at {peak_mass:.2f} (layer {peak})")
 
 
 # The Theory page's numbers about the embedded decoder (its sink and decoder paragraphs). They load
