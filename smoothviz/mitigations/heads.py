@@ -53,7 +53,7 @@ class Heads(Mitigation):
     summary = ("Cut the graph: ablate=L.H,… zeroes head H's output at layer L before the output projection "
                "(and leaves it out of the layer's head-mean graph); sink=drop removes attention to the special "
                "tokens at every layer, rows renormalised, through the attention mask (SmoothViz's own interventions; "
-               "attention sinks: Xiao et al. 2023).")
+               "attention sinks: Xiao et al. 2024).")
     # Each intervention only when asked (issue 22): ablating a head alone keeps the sinks, so the
     # defaults are the neutral values and the mitigation with no parameters changes nothing.
     PARAMS = {"ablate": Param("text", "", help="heads to zero, L.H,… (layer 1-based, head 0-based), e.g. 3.0,5.11"),
