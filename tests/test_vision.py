@@ -467,3 +467,20 @@ def test_patch_14_and_a_size_no_patch_divides(kind, tmp_path, monkeypatch):
     out = _eager(path, _pixel_values(path, EXAMPLES / "house.png"), **extra)
     assert np.abs(result.baseline.hidden - torch.stack(out.hidden_states)[:, 0].numpy()).max() < 1e-5
     assert views.image_views.patch_similarity(result, "baseline", 1, 0).shape == (3, 4)
+
+
+def test_page_uploads_are_bounded_and_referenced(monkeypatch):
+    """app/images.py: an upload over 20 MB is refused in one line; at most UPLOADS are kept, the least
+    recently used dropped first (its reference then says to upload again); an unknown example is named."""
+    import images
+    monkeypatch.setattr(images, "_uploads", type(images._uploads)())
+    with pytest.raises(vision.ImageError, match="21 MB: images up to 20 MB"):
+        images.remember("big.png", b"\0" * (21 * 2**20))
+    monkeypatch.setattr(images, "UPLOADS", 2)
+    refs = [images.remember(f"{i}.png", bytes([i]) * 10) for i in range(3)]
+    assert len(set(refs)) == 3 and images.resolve(refs[2]) == (bytes([2]) * 10, "2.png")
+    with pytest.raises(vision.ImageError, match="no longer on the server: upload it again"):
+        images.resolve(refs[0])
+    assert images.resolve("example:house") == (images.EXAMPLES_DIR / "house.png", "house.png")
+    with pytest.raises(vision.ImageError, match="no example picture 'nope' \\(choose one of: ball, house, shapes, stripes\\)"):
+        images.resolve("example:nope")
