@@ -98,7 +98,8 @@ def run_title(analysis, key: str) -> str:
 
 
 st.title("SmoothViz")
-st.markdown(f"Watch a sentence's tokens become alike, layer by layer. New here? Try a preset, or read the [theory]({THEORY}).")
+WHAT = "a picture's patches" if settings.get("image") is not None else "a sentence's tokens"  # a vision model: patches
+st.markdown(f"Watch {WHAT} become alike, layer by layer. New here? Try a preset, or read the [theory]({THEORY}).")
 for message in refused:  # a link's value the widgets cannot hold, reset to the default
     st.warning(md(message), icon=":material/tune:")
 if not settings["model"]:
