@@ -244,15 +244,18 @@ remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.hea
 
 def present_link() -> None:
     """A link to Present with this page's setup, its open tab's first view and its layer (for a
-    picture: an example's, since a link cannot carry an upload; the picture's own tab has no screen
-    there, so its link opens the first tab's)."""
+    picture: an example's only, since a link cannot carry an upload)."""
     if analysis.image is not None and not str(settings.get("image")).startswith("example:"):
         return
-    section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
+    section = next((k for k, label in views.sections_for(analysis).items() if label == st.session_state.get("section")),
+                   "depth")
+    on_picture = section == "image"  # the picture's tab: its own layer slider and patch
     query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
-             "view": views.first_view(section), "layer": str(layer_number(st.session_state.get("layer", L)))}
-    if picked is not None:
-        query["token"] = token_name(picked)
+             "view": views.first_view(section),
+             "layer": str(layer_number(st.session_state.get("image_layer" if on_picture else "layer", L)))}
+    token = st.session_state.get("image_patch") if on_picture else picked
+    if token is not None:
+        query["token"] = token_name(token)
     present_slot.markdown("▶ " + controls.same_tab_link("Present this", "Present", query)
                           + " — the same setup on a projector, one view per screen, arrow keys step",
                           unsafe_allow_html=True)
