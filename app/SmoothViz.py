@@ -418,10 +418,10 @@ def image_tab() -> None:
     chosen = c2.selectbox("Patch to compare with", patch_tokens, index=centre, key="image_patch",
                           format_func=lambda i: labels[i],
                           help="Row, column from the top left (p0,0); or click a patch on the similarity map.")
-    st.caption("What these maps show about the picture comes from the model's training: with pretrained weights "
-               "(e.g. google/vit-base-patch16-224, facebook/dinov2-small) they can follow its shapes; a randomly "
-               "initialised model's maps follow none, and its patches smooth differently with depth. (SmoothViz's "
-               "note; the numbers below are this model's own.)")
+    st.caption("How to read these maps depends on the weights: a randomly initialised model's patch states are "
+               "random projections of the pixels, so its maps follow the pixels' look alone and its patches need not grow "
+               "alike with depth; the papers measured pretrained checkpoints (e.g. google/vit-base-patch16-224, "
+               "facebook/dinov2-small). SmoothViz's note; the numbers below are this model's own.")
     draw_section("image", views.At(layer=layer, picked=chosen, top_k=st.session_state.get("topk", 3)))
 
 
