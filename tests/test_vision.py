@@ -485,3 +485,18 @@ def test_page_uploads_are_bounded_and_referenced(monkeypatch):
     assert images.resolve("example:house") == (images.EXAMPLES_DIR / "house.png", "house.png")
     with pytest.raises(vision.ImageError, match="no example picture 'nope' \\(choose one of: ball, house, shapes, stripes\\)"):
         images.resolve("example:nope")
+
+
+def test_picture_is_drawn_from_a_lossless_png(models):
+    """Each view's picture travels as a PNG data URI (not a JSON array of pixels), decoding to exactly
+    the pixels the model saw."""
+    import base64
+    import io
+
+    from PIL import Image
+    result = smoothviz.analyze(image=EXAMPLES / "house.png", model=models["vit"], device="cpu")
+    fig = views.image_views.similarity_figure(result, "baseline", 1, None)
+    source = fig.data[0].source
+    assert fig.data[0].z is None and source.startswith("data:image/png;base64,")
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB"))
+    assert np.array_equal(decoded, result.image.pixels)
