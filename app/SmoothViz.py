@@ -419,9 +419,10 @@ def image_tab() -> None:
                           format_func=lambda i: labels[i],
                           help="Row, column from the top left (p0,0); or click a patch on the similarity map.")
     st.caption("How to read these maps depends on the weights: a randomly initialised model's patch states are "
-               "random projections of the pixels, so its maps follow the pixels' look alone and its patches need not grow "
-               "alike with depth; the papers measured pretrained checkpoints (e.g. google/vit-base-patch16-224, "
-               "facebook/dinov2-small). SmoothViz's note; the numbers below are this model's own.")
+               "random projections of the pixels, so its maps follow the pixels' look alone and its patches need "
+               "not grow alike with depth; the papers measured pretrained checkpoints (e.g. "
+               "google/vit-base-patch16-224, facebook/dinov2-small). SmoothViz's note; the numbers below are this "
+               "model's own.")
     draw_section("image", views.At(layer=layer, picked=chosen, top_k=st.session_state.get("topk", 3)))
 
 

@@ -91,8 +91,9 @@ def mean_patch_cosine(analysis, run_key: str) -> np.ndarray:
 # --------------------------------------------------------------------------- figures
 
 def _png(pixels: np.ndarray) -> str:
-    """``[H, W, 3]`` uint8 → a PNG data URI: a 224×224 picture is ~25 KiB there against ~220 KiB as
-    plotly's JSON array of pixel values, in every figure drawn over it (each slider move sends them)."""
+    """``[H, W, 3]`` uint8 → a PNG data URI, lossless: the similarity figure over a 224×224 example
+    weighs 20 KiB this way against 223 KiB with plotly's JSON array of pixel values, and every figure
+    drawn over the picture carries it (each slider move sends them)."""
     import base64
     import io
 
