@@ -500,3 +500,16 @@ def test_picture_is_drawn_from_a_lossless_png(models):
     assert fig.data[0].z is None and source.startswith("data:image/png;base64,")
     decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB"))
     assert np.array_equal(decoded, result.image.pixels)
+
+
+@pytest.mark.slow
+def test_corpus_page_refuses_a_vision_model(models):
+    """The Corpus page's lines are sentences: a vision model (which would read each line as a path on
+    the server) is refused with the command that takes a folder of pictures."""
+    from streamlit.testing.v1 import AppTest
+    app = AppTest.from_file(str(ROOT / "app" / "pages" / "2_Corpus.py"), default_timeout=600)
+    app.query_params.update({"model": "custom", "model_id": models["vit"]})
+    app.run()
+    assert not app.exception
+    assert any("This page analyses sentences, and this model takes pictures" in e.value for e in app.error)
+    assert not app.get("plotly_chart")
