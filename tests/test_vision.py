@@ -513,3 +513,18 @@ def test_corpus_page_refuses_a_vision_model(models):
     assert not app.exception
     assert any("This page analyses sentences, and this model takes pictures" in e.value for e in app.error)
     assert not app.get("plotly_chart")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["SmoothViz.py", "pages/5_Present.py"])
+def test_a_hostile_image_link_is_refused_as_plain_text(models, page):
+    """image= in a link that is not an example is reset and quoted, never rendered as a link."""
+    from streamlit.testing.v1 import AppTest
+    from test_hostile import ALL, OWN_LINK, messages, unsafe
+    app = AppTest.from_file(str(ROOT / "app" / page), default_timeout=600)
+    app.query_params.update({"model": "custom", "model_id": models["vit"], "image": ALL})
+    app.run()
+    assert not app.exception
+    shown = messages(app)
+    assert any("is not available here" in m and "ball\\, house\\, shapes\\, stripes" in m for m in shown)  # md-escaped
+    assert not [m for m in shown if unsafe(OWN_LINK.sub("<a>", m))]
