@@ -347,6 +347,7 @@ def test_cli_corpus_of_a_folder(models, tmp_path):
     done = _cli("corpus", str(folder), "--model", models["vit"], "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sentences"] == 2
+    assert "smoothviz: 2 images analysed in" in done.stderr   # the lines are pictures, and the summary says so
 
 
 # --------------------------------------------------------------------------- the page
