@@ -98,7 +98,8 @@ def run_title(analysis, key: str) -> str:
 
 
 st.title("SmoothViz")
-st.markdown(f"Watch a sentence's tokens become alike, layer by layer. New here? Try a preset, or read the [theory]({THEORY}).")
+WHAT = "a picture's patches" if settings.get("image") is not None else "a sentence's tokens"  # a vision model: patches
+st.markdown(f"Watch {WHAT} become alike, layer by layer. New here? Try a preset, or read the [theory]({THEORY}).")
 for message in refused:  # a link's value the widgets cannot hold, reset to the default
     st.warning(md(message), icon=":material/tune:")
 if not settings["model"]:
@@ -247,15 +248,18 @@ remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.hea
 
 def present_link() -> None:
     """A link to Present with this page's setup, its open tab's first view and its layer (for a
-    picture: an example's, since a link cannot carry an upload; the picture's own tab has no screen
-    there, so its link opens the first tab's)."""
+    picture: an example's only, since a link cannot carry an upload)."""
     if analysis.image is not None and not str(settings.get("image")).startswith("example:"):
         return
-    section = next((k for k, label in views.SECTIONS.items() if label == st.session_state.get("section")), "depth")
+    section = next((k for k, label in views.sections_for(analysis).items() if label == st.session_state.get("section")),
+                   "depth")
+    on_picture = section == "image"  # the picture's tab: its own layer slider and patch
     query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
-             "view": views.first_view(section), "layer": str(layer_number(st.session_state.get("layer", L)))}
-    if picked is not None:
-        query["token"] = token_name(picked)
+             "view": views.first_view(section),
+             "layer": str(layer_number(st.session_state.get("image_layer" if on_picture else "layer", L)))}
+    token = st.session_state.get("image_patch") if on_picture else picked
+    if token is not None:
+        query["token"] = token_name(token)
     present_slot.markdown("▶ " + controls.same_tab_link("Present this", "Present", query)
                           + " — the same setup on a projector, one view per screen, arrow keys step",
                           unsafe_allow_html=True)
@@ -418,10 +422,11 @@ def image_tab() -> None:
     chosen = c2.selectbox("Patch to compare with", patch_tokens, index=centre, key="image_patch",
                           format_func=lambda i: labels[i],
                           help="Row, column from the top left (p0,0); or click a patch on the similarity map.")
-    st.caption("What these maps show about the picture comes from the model's training: with pretrained weights "
-               "(e.g. google/vit-base-patch16-224, facebook/dinov2-small) they can follow its shapes; a randomly "
-               "initialised model's maps follow none, and its patches smooth differently with depth. (SmoothViz's "
-               "note; the numbers below are this model's own.)")
+    st.caption("How to read these maps depends on the weights: a randomly initialised model's patch states are "
+               "random projections of the pixels, so its maps follow the pixels' look alone and its patches need "
+               "not grow alike with depth; the papers measured pretrained checkpoints (e.g. "
+               "google/vit-base-patch16-224, facebook/dinov2-small). SmoothViz's note; the numbers below are this "
+               "model's own.")
     draw_section("image", views.At(layer=layer, picked=chosen, top_k=st.session_state.get("topk", 3)))
 
 

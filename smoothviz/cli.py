@@ -240,6 +240,8 @@ def _corpus(args) -> int:
     from tqdm import tqdm
     from smoothviz.corpora.run import corpus, read_corpus
     lines = read_corpus(args.file)  # a folder: its images (a vision model's corpus)
+    from smoothviz.model.vision import takes_images
+    unit = "images" if takes_images(args.model) else "sentences"  # what the lines are, in the words printed
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     bar = tqdm(total=len(lines), unit="line", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
@@ -247,7 +249,7 @@ def _corpus(args) -> int:
     def progress(done: int, total: int, rate: float) -> None:
         bar.total = total
         bar.update(done - bar.n)
-        bar.set_postfix_str(f"{rate:.1f} sentences/s", refresh=False)
+        bar.set_postfix_str(f"{rate:.1f} {unit}/s", refresh=False)
     try:
         result = corpus(lines, batch_size=args.batch_size, engine=args.engine, workers=args.workers, out=args.out,
                         progress=progress, **_analysis_kwargs(args))
@@ -262,22 +264,22 @@ def _corpus(args) -> int:
         print(f"smoothviz: line {err['sentence']}: {err['error']}", file=sys.stderr)
     if len(result.errors) > 20:
         print(f"smoothviz: … and {len(result.errors) - 20} more bad lines", file=sys.stderr)
-    print(f"smoothviz: {result.computed} lines analysed in {result.seconds:.1f} s"
-          + (f" ({result.rate:.1f} sentences/s)" if result.computed else "")
+    print(f"smoothviz: {result.computed} {unit} analysed in {result.seconds:.1f} s"
+          + (f" ({result.rate:.1f} {unit}/s)" if result.computed else "")
           + (f", {result.sentences - result.computed} resumed from {args.out}" if result.sentences > result.computed else "")
           + (f"; rows in {args.out}" if args.out else ""), file=sys.stderr)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, allow_nan=False, ensure_ascii=False))
         return 0
-    print(f"model: {summary['model']}   device: {summary['device']}   sentences: {summary['sentences']}   "
+    print(f"model: {summary['model']}   device: {summary['device']}   {unit}: {summary['sentences']}   "
           f"tokens: {summary['tokens']}")
     for note in summary["notes"]:
         print(f"note: {note}")
     for run in ("baseline", "mitigated"):
         if run in summary:
             title = run if run == "baseline" else f"mitigated: {summary['mitigation']['name']}"
-            print(f"\n{title} (median over sentences)")
+            print(f"\n{title} (median over {unit})")
             print(table([{"layer": e["layer"], **{k: v["median"] for k, v in e.items() if k != "layer"}}
                          for e in summary[run]["layers"]]))
     return 0

@@ -155,9 +155,13 @@ def test_an_example_picture_goes_to_present(server, deit, page):
     page.get_by_role("option", name="shapes").click()
     _settle(page, 1)
     assert "image=shapes" in page.url
+    page.get_by_role("tab", name="On the picture").click()
+    _settle(page, 4)
     page.get_by_text("Present this").click()
     page.wait_for_timeout(2000)
     _settle(page, 1)
-    assert "/Present?" in page.url and "image=shapes" in page.url
+    assert "/Present?" in page.url and "image=shapes" in page.url and "view=patch-similarity" in page.url
     assert "shapes.png, 4×4 patches" in page.locator(".sentence").inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0 and not _alerts(page)
+    titles = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(g => g.layout.title.text)")
+    assert titles and all("layer 3: similarity to p2,2" in t for t in titles)   # the picture's own view, on screen

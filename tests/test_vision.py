@@ -4,6 +4,7 @@ No pretrained vision weights can be downloaded here: small random-weight ViT, De
 distillation token) and DINOv2 (with and without register tokens) models are built from configs,
 saved with their image processors, and loaded by path, as a user's local directory would be.
 """
+import html
 import json
 import subprocess
 import sys
@@ -260,7 +261,7 @@ def test_report_contains_the_image_views(models):
     assert "On the picture" in page
     assert "<b>image</b>: house.png, 32×32 px as the model saw it, 4×4 patches of 8 px after 1 prefix tokens" in page
     for view in views.IMAGE_VIEWS:
-        assert view.caption.replace("'", "&#x27;") in page
+        assert html.escape(view.caption) in page
 
 
 def test_compare_takes_an_image(models):
@@ -346,6 +347,7 @@ def test_cli_corpus_of_a_folder(models, tmp_path):
     done = _cli("corpus", str(folder), "--model", models["vit"], "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sentences"] == 2
+    assert "smoothviz: 2 images analysed in" in done.stderr   # the lines are pictures, and the summary says so
 
 
 # --------------------------------------------------------------------------- the page
@@ -467,3 +469,63 @@ def test_patch_14_and_a_size_no_patch_divides(kind, tmp_path, monkeypatch):
     out = _eager(path, _pixel_values(path, EXAMPLES / "house.png"), **extra)
     assert np.abs(result.baseline.hidden - torch.stack(out.hidden_states)[:, 0].numpy()).max() < 1e-5
     assert views.image_views.patch_similarity(result, "baseline", 1, 0).shape == (3, 4)
+
+
+def test_page_uploads_are_bounded_and_referenced(monkeypatch):
+    """app/images.py: an upload over 20 MB is refused in one line; at most UPLOADS are kept, the least
+    recently used dropped first (its reference then says to upload again); an unknown example is named."""
+    import images
+    monkeypatch.setattr(images, "_uploads", type(images._uploads)())
+    with pytest.raises(vision.ImageError, match="21 MB: images up to 20 MB"):
+        images.remember("big.png", b"\0" * (21 * 2**20))
+    monkeypatch.setattr(images, "UPLOADS", 2)
+    refs = [images.remember(f"{i}.png", bytes([i]) * 10) for i in range(3)]
+    assert len(set(refs)) == 3 and images.resolve(refs[2]) == (bytes([2]) * 10, "2.png")
+    with pytest.raises(vision.ImageError, match="no longer on the server: upload it again"):
+        images.resolve(refs[0])
+    assert images.resolve("example:house") == (images.EXAMPLES_DIR / "house.png", "house.png")
+    with pytest.raises(vision.ImageError, match="no example picture 'nope' \\(choose one of: ball, house, shapes, stripes\\)"):
+        images.resolve("example:nope")
+
+
+def test_picture_is_drawn_from_a_lossless_png(models):
+    """Each view's picture travels as a PNG data URI (not a JSON array of pixels), decoding to exactly
+    the pixels the model saw."""
+    import base64
+    import io
+
+    from PIL import Image
+    result = smoothviz.analyze(image=EXAMPLES / "house.png", model=models["vit"], device="cpu")
+    fig = views.image_views.similarity_figure(result, "baseline", 1, None)
+    source = fig.data[0].source
+    assert fig.data[0].z is None and source.startswith("data:image/png;base64,")
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB"))
+    assert np.array_equal(decoded, result.image.pixels)
+
+
+@pytest.mark.slow
+def test_corpus_page_refuses_a_vision_model(models):
+    """The Corpus page's lines are sentences: a vision model (which would read each line as a path on
+    the server) is refused with the command that takes a folder of pictures."""
+    from streamlit.testing.v1 import AppTest
+    app = AppTest.from_file(str(ROOT / "app" / "pages" / "2_Corpus.py"), default_timeout=600)
+    app.query_params.update({"model": "custom", "model_id": models["vit"]})
+    app.run()
+    assert not app.exception
+    assert any("This page analyses sentences, and this model takes pictures" in e.value for e in app.error)
+    assert not app.get("plotly_chart")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["SmoothViz.py", "pages/5_Present.py"])
+def test_a_hostile_image_link_is_refused_as_plain_text(models, page):
+    """image= in a link that is not an example is reset and quoted, never rendered as a link."""
+    from streamlit.testing.v1 import AppTest
+    from test_hostile import ALL, OWN_LINK, messages, unsafe
+    app = AppTest.from_file(str(ROOT / "app" / page), default_timeout=600)
+    app.query_params.update({"model": "custom", "model_id": models["vit"], "image": ALL})
+    app.run()
+    assert not app.exception
+    shown = messages(app)
+    assert any("is not available here" in m and "ball\\, house\\, shapes\\, stripes" in m for m in shown)  # md-escaped
+    assert not [m for m in shown if unsafe(OWN_LINK.sub("<a>", m))]

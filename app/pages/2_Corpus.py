@@ -20,6 +20,7 @@ from smoothviz.words.claims import frozen_caveat, frozen_caveat_line
 from smoothviz.corpora.run import parse_corpus, read_corpus
 from smoothviz.corpora.store import changes, histograms, metric_columns
 from smoothviz.mitigations import label as mitigation_label
+from smoothviz.model.vision import takes_images
 from smoothviz.science.metrics import METRICS
 from state import SETTINGS
 
@@ -96,6 +97,11 @@ def lines_or_stop():
 
 if not model:
     st.error("Type a Hugging Face id or a local model directory, or choose the default model.", icon=":material/error:")
+    st.stop()
+if takes_images(model):  # a vision model reads each line as an image path: never paths on this server from a page
+    st.error("This page analyses sentences, and this model takes pictures: for a folder of pictures, run "
+             "`smoothviz corpus <folder> --model <model>` (or `smoothviz.corpus(images=…)`) on your machine.",
+             icon=":material/error:")
     st.stop()
 lines = lines_or_stop()
 settings = dict(model=model, device=device, lab=lab, mitigation=mitigation, params=params, **graph)

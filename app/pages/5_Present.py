@@ -71,6 +71,7 @@ if analysis is None:
         st.warning(md(message), icon=":material/tune:")
     st.stop()
 L = analysis.n_layers
+ORDER = [view.key for view in views.views_for(analysis)]  # a picture: its own views after the shared ones
 positions = L + (1 if views.has_fused(analysis) else 0)  # the fused output: one more position
 index, layer, more = where(st.query_params, L, positions > L)  # the URL is this page's state: the buttons write it
 st.session_state.update(present_view=index, present_layer=layer)
@@ -87,7 +88,7 @@ def step(key: str, delta: int, size: int, first: int) -> None:
     st.query_params["layer"] = FUSED if position > L else str(position)
 
 
-view = views.VIEWS[index]
+view = views.views_for(analysis)[index]
 cols = st.columns([4, 4, 10, 4, 4], vertical_alignment="center")  # buttons wide enough for their labels at 1024 px
 cols[0].button(KEYS["ArrowUp"], on_click=step, args=("present_view", -1, len(ORDER), 0))
 cols[1].button(KEYS["ArrowLeft"], on_click=step, args=("present_layer", -1, positions, 1))
@@ -136,7 +137,7 @@ def build(name: str, run_key: str | None):
     return figures.enlarged(figures.mark_layer(fig, view.key, layer + fused), FONT_SCALE, height, floor=MIN_FONT)
 
 
-lines = view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()})
+lines = view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()}, at)
 height = max(280, CHART_HEIGHT - CAPTION_LINE[1] * (-(-len(view.caption) // CAPTION_LINE[0]) - 1)
              - (45 if lines else 0))
 

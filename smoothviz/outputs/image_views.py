@@ -90,10 +90,23 @@ def mean_patch_cosine(analysis, run_key: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- figures
 
+def _png(pixels: np.ndarray) -> str:
+    """``[H, W, 3]`` uint8 → a PNG data URI, lossless: the similarity figure over a 224×224 example
+    weighs 20 KiB this way against 223 KiB with plotly's JSON array of pixel values, and every figure
+    drawn over the picture carries it (each slider move sends them)."""
+    import base64
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def _base(analysis, title: str) -> go.Figure:
     """The picture as the model saw it, in pixel coordinates (y down)."""
     info = analysis.image
-    fig = go.Figure(go.Image(z=info.pixels, hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=_png(info.pixels), hoverinfo="skip"))
     h, w = info.pixels.shape[:2]
     fig.update_xaxes(visible=False, range=[-0.5, w - 0.5], constrain="domain")
     fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor="x", constrain="domain")

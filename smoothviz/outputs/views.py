@@ -363,7 +363,8 @@ IMAGE_VIEWS: list[View] = [
          notes=image_views.similarity_lines, table=image_views.similarity_table),
     View("patch-fiedler", "image", "Fiedler vector of layer {layer}'s attention graph, over the picture",
          "The Fiedler vector (eigenvector of λ₂) of the layer's attention graph, one value per patch: its sign "
-         "splits the patches along the graph's weakest cut, and λ₂ (in the title) measures how weak that cut is. "
+         "splits the patches in two, approximating the graph's weakest normalised cut (Shi & Malik 2000), and λ₂ "
+         "(in the title) bounds how weak that cut is. "
          "Where the split follows shapes in the picture is for the eye to judge; SmoothViz measures no "
          "segmentation quality.", "attention-is-a-graph",
          lambda a, k, at: image_views.fiedler_figure(a, k, at.layer),
@@ -378,8 +379,8 @@ IMAGE_VIEWS: list[View] = [
          notes=image_views.edge_lines, table=image_views.edges_table),
     View("patch-depth", "image", "Each patch's mean similarity to the others, layer by layer",
          "One panel per layer, each patch's mean cosine similarity to the other patches drawn at its place in "
-         "the patch grid (raster order, row by row), one colour scale for all panels: panels turning one "
-         "even colour are patches becoming alike.", "the-metrics",
+         "the patch grid (raster order, row by row), one colour scale for all panels (the chart's own range): "
+         "patches becoming alike push every cell towards 1.", "the-metrics",
          lambda a, k, at: image_views.depth_figure(a, k), per_run=True,
          notes=image_views.depth_lines, table=image_views.depth_table),
 ]
