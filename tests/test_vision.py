@@ -271,6 +271,37 @@ def test_compare_takes_an_image(models):
     assert result.runs[0].analysis.image.grid == (4, 4)
 
 
+@pytest.mark.slow
+def test_compare_page_takes_a_picture(models):
+    """The Compare page offers the image box for vision runs; its curves are smoothviz.compare(image=…)'s
+    numbers; a text run beside a vision run is refused in one line."""
+    from streamlit.testing.v1 import AppTest
+    app = AppTest.from_file(str(ROOT / "app" / "pages" / "3_Compare.py"), default_timeout=600)
+    app.query_params.update({"a_model": "custom", "a_model_id": models["vit"], "a_mit": "none", "b_model": "custom",
+                             "b_model_id": models["vit"], "b_mit": "neutreno", "image": "ball"})
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert not [t for t in app.text_area if t.key == "text"] and app.file_uploader(key="image_upload") is not None
+    assert app.selectbox(key="image").value == "ball"
+    specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    assert len(specs) == 1 + 2 * len([v for v in views.compared() if v.per_run])
+    api = smoothviz.compare(None, [f"model={models['vit']}", f"model={models['vit']},mitigation=neutreno,lambda=0.4"],
+                            image=EXAMPLES / "ball.png", device="cpu")
+    curves = specs[0]["data"]
+    assert [t["name"] for t in curves if t.get("showlegend")][1].endswith("neutreno (lambda=0.4)")
+    assert {int(t["legendgroup"]) for t in curves} == {0, 1}
+    for trace in curves:
+        metric, run = trace["hovertemplate"].split("<br>")[0], api.runs[int(trace["legendgroup"])].run
+        assert trace["y"] == pytest.approx(run.metric(metric), abs=1e-6), metric
+    assert api.runs[1].run.metric("cosine_mean") != pytest.approx(api.runs[0].run.metric("cosine_mean"), abs=1e-6)
+    assert any("image=ball" in m.value and "Present run B" in m.value for m in app.markdown)
+    app.selectbox(key="b_model").set_value("default").run()  # a text model beside a vision model
+    assert not app.exception and not app.get("plotly_chart")
+    assert [e.value for e in app.error] == ["Run A takes pictures and run B takes sentences: every run reads the same "
+                                           "input, so compare vision models with vision models and text models with "
+                                           "text models."]
+
+
 # --------------------------------------------------------------------------- bad input
 
 def test_bad_images_are_refused_in_one_line(models, tmp_path, monkeypatch):
