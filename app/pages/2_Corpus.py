@@ -96,8 +96,11 @@ def lines_or_stop():
     """The chosen corpus as numbered lines (capped on a public server), or stop with a message."""
     try:
         if PICTURES:
+            if len(uploads) > images.UPLOADS:  # the server keeps this many uploads at once (app/images.py)
+                st.info(f"This page analyses the first {images.UPLOADS} of the {len(uploads)} uploaded pictures; "
+                        "for more, run `smoothviz corpus <folder>` on your machine.", icon=":material/info:")
             refs = list(images.examples().values()) if source == EXAMPLES else \
-                [images.remember(f.name, f.getvalue()) for f in uploads]
+                [images.remember(f.name, f.getvalue()) for f in uploads[:images.UPLOADS]]
             if not refs:
                 st.info("Choose pictures in the sidebar (PNG, JPEG, GIF, BMP or WebP).", icon=":material/upload:")
                 st.stop()
