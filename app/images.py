@@ -8,6 +8,7 @@ bounded in count and bytes, least recently used out first. The Corpus page's run
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
@@ -23,6 +24,7 @@ UPLOADS = 16                 # uploads kept at once …
 UPLOAD_BYTES = 64 * 2**20    # … and their bytes together
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp"]
 UPLOAD_DIR = Path(tempfile.gettempdir()) / f"smoothviz-uploads-{os.getpid()}"  # the uploads as files (as_file)
+atexit.register(shutil.rmtree, UPLOAD_DIR, ignore_errors=True)  # written only while this process runs
 
 _uploads: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
 _lock = threading.Lock()
