@@ -414,8 +414,9 @@ def _text_box() -> str:
     return text
 
 
-def _image_box(refused: list) -> str:
-    """A vision model's picture: a shipped example, or an upload (which wins while it is there).
+def image_box(refused: list) -> str:
+    """A vision model's picture: a shipped example, or an upload (which wins while it is there);
+    the main page's sidebar and the Compare page draw it.
     Returns its reference for the settings (app/images.py), or ``""`` when the upload is unusable
     (the reason is shown here; the page then analyses nothing). A link's example (``image=``) that
     is not one goes to ``refused``."""
@@ -571,7 +572,7 @@ def sidebar() -> tuple[dict, str, list[str]]:
         image = None
         if takes_images(model):  # a vision model (ViT, DeiT, DINOv2): a picture instead of a sentence
             st.subheader("Image")
-            image, text = _image_box(refused), ""
+            image, text = image_box(refused), ""
         else:
             st.subheader("Sentence")
             st.selectbox("Example sentences", ["—", *data["examples"]], key="example", on_change=apply_example)

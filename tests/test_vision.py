@@ -271,6 +271,37 @@ def test_compare_takes_an_image(models):
     assert result.runs[0].analysis.image.grid == (4, 4)
 
 
+@pytest.mark.slow
+def test_compare_page_takes_a_picture(models):
+    """The Compare page offers the image box for vision runs; its curves are smoothviz.compare(image=…)'s
+    numbers; a text run beside a vision run is refused in one line."""
+    from streamlit.testing.v1 import AppTest
+    app = AppTest.from_file(str(ROOT / "app" / "pages" / "3_Compare.py"), default_timeout=600)
+    app.query_params.update({"a_model": "custom", "a_model_id": models["vit"], "a_mit": "none", "b_model": "custom",
+                             "b_model_id": models["vit"], "b_mit": "neutreno", "image": "ball"})
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert not [t for t in app.text_area if t.key == "text"] and app.file_uploader(key="image_upload") is not None
+    assert app.selectbox(key="image").value == "ball"
+    specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    assert len(specs) == 1 + 2 * len([v for v in views.compared() if v.per_run])
+    api = smoothviz.compare(None, [f"model={models['vit']}", f"model={models['vit']},mitigation=neutreno,lambda=0.4"],
+                            image=EXAMPLES / "ball.png", device="cpu")
+    curves = specs[0]["data"]
+    assert [t["name"] for t in curves if t.get("showlegend")][1].endswith("neutreno (lambda=0.4)")
+    assert {int(t["legendgroup"]) for t in curves} == {0, 1}
+    for trace in curves:
+        metric, run = trace["hovertemplate"].split("<br>")[0], api.runs[int(trace["legendgroup"])].run
+        assert trace["y"] == pytest.approx(run.metric(metric), abs=1e-6), metric
+    assert api.runs[1].run.metric("cosine_mean") != pytest.approx(api.runs[0].run.metric("cosine_mean"), abs=1e-6)
+    assert any("image=ball" in m.value and "Present run B" in m.value for m in app.markdown)
+    app.selectbox(key="b_model").set_value("default").run()  # a text model beside a vision model
+    assert not app.exception and not app.get("plotly_chart")
+    assert [e.value for e in app.error] == ["Run A takes pictures and run B takes sentences: every run reads the same "
+                                           "input, so compare vision models with vision models and text models with "
+                                           "text models."]
+
+
 # --------------------------------------------------------------------------- bad input
 
 def test_bad_images_are_refused_in_one_line(models, tmp_path, monkeypatch):
@@ -504,16 +535,39 @@ def test_picture_is_drawn_from_a_lossless_png(models):
 
 
 @pytest.mark.slow
-def test_corpus_page_refuses_a_vision_model(models):
-    """The Corpus page's lines are sentences: a vision model (which would read each line as a path on
-    the server) is refused with the command that takes a folder of pictures."""
+def test_corpus_page_takes_pictures(models):
+    """For a vision model the Corpus page's corpus is the example pictures (or uploads): its ranking
+    table holds smoothviz.corpus()'s numbers over the same files, each row named by its file."""
     from streamlit.testing.v1 import AppTest
+    from smoothviz.corpora.store import changes
     app = AppTest.from_file(str(ROOT / "app" / "pages" / "2_Corpus.py"), default_timeout=600)
-    app.query_params.update({"model": "custom", "model_id": models["vit"]})
+    app.query_params.update({"model": "custom", "model_id": models["vit"], "mit": "none"})
     app.run()
-    assert not app.exception
-    assert any("This page analyses sentences, and this model takes pictures" in e.value for e in app.error)
-    assert not app.get("plotly_chart")
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.title[0].value == "Corpus: smoothing over many pictures"
+    api = smoothviz.corpus(images=EXAMPLES, model=models["vit"], device="cpu")
+    metric = app.selectbox(key="corpus_rank").value
+    expected = {Path(r["text"]).name: r for r in changes(api.table, metric)}
+    assert set(expected) == {"ball.png", "house.png", "shapes.png", "stripes.png"}
+    shown = app.dataframe[-1].value
+    assert sorted(shown["picture"]) == sorted(expected)
+    L = len(api.summary()["baseline"]["layers"]) - 1
+    for _, row in shown.iterrows():
+        want = expected[row["picture"]]
+        assert (row["change"], row["layer 0"], row[f"layer {L}"]) == pytest.approx(
+            (want["change"], want["first"], want["last"]), abs=1e-6)
+        assert row["open"].endswith("image=" + row["picture"].removesuffix(".png"))
+    # uploads: a picture and a text file named .png; the rows name the uploaded file, the bad one is listed
+    app.radio(key="pictures").set_value("upload").run()
+    assert not app.exception and any("Choose pictures" in i.value for i in app.info)
+    app.file_uploader(key="picture_uploads").set_value([
+        ("my house.png", (EXAMPLES / "house.png").read_bytes(), "image/png"), ("fake.png", b"not a picture", "image/png")])
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    shown = app.dataframe[-1].value
+    assert list(shown["picture"]) == ["my house.png"] and shown["open"].isna().all()  # no link carries an upload
+    assert shown["change"][0] == pytest.approx(expected["house.png"]["change"], abs=1e-6)
+    assert list(app.dataframe[0].value["text"]) == ["fake.png"]
 
 
 @pytest.mark.slow

@@ -12,12 +12,13 @@ from pathlib import Path
 import streamlit as st
 
 import controls
+import images
 import state
 from markup import md
 from smoothviz.outputs import corpus_figures
 from smoothviz.outputs import figures
 from smoothviz.words.claims import frozen_caveat, frozen_caveat_line
-from smoothviz.corpora.run import parse_corpus, read_corpus
+from smoothviz.corpora.run import lines_of, parse_corpus, read_corpus
 from smoothviz.corpora.store import changes, histograms, metric_columns
 from smoothviz.mitigations import label as mitigation_label
 from smoothviz.model.vision import takes_images
@@ -31,48 +32,80 @@ URL = controls.URL
 CORPORA = Path(__file__).resolve().parents[2] / "assets" / "corpora"
 SHIPPED = {p.stem: p for p in sorted(CORPORA.glob("*.txt"))}
 UPLOAD = "upload"
+EXAMPLES = "examples"  # a vision model's corpus: the shipped example pictures (app/images.py), or uploads
 PASTE = "paste"  # sentences typed or pasted into a box; a small corpus goes into the link (paste=)
 DEFAULT = "everyday"
 SHOWN = 6  # sentences in each of the "most" and "least" tables
 
 with st.sidebar:
     st.subheader("Corpus")
-    source = st.selectbox("Corpus", [*SHIPPED, PASTE, UPLOAD], index=list(SHIPPED).index(DEFAULT), key="corpus",
-                          bind=URL, label_visibility="collapsed",
-                          help="A shipped teaching corpus, or your own file: one sentence per line (.txt), or "
-                               "a .csv / .jsonl with a 'text' column.")
-    upload = st.file_uploader("Corpus file", type=["txt", "csv", "jsonl"]) if source == UPLOAD else None
-    pasted = ""
-    if source == PASTE:
-        if "paste_text" not in st.session_state:  # this session's first run: the link decides
-            st.session_state["paste_text"] = st.query_params.get("paste", "")
-        pasted = st.text_area("Sentences, one per line (Ctrl+Enter to apply)", key="paste_text", height=180,
-                              max_chars=controls.TEXT_CHARS)
-        short = controls._url_text(pasted)
-        if st.query_params.get("paste", "") != short:
-            if short:
-                st.query_params["paste"] = short
-            elif "paste" in st.query_params:
-                del st.query_params["paste"]
-        if len(short) < len(pasted):
-            st.caption(f"A copied link holds only the first {len(short):,} characters of these lines.")
+    corpus_box = st.container()  # a text model's corpus; a vision model's pictures instead (filled below)
     refused: list = []  # a link's value the widgets cannot hold, reset to its default
     model, lab, device = controls.model_controls(refused)
     mitigation, params = controls.mitigation_controls(refused, lambda: state.model_shape(model, device, lab))
     graph = controls.graph_controls(model, device, lab, refused)
     for message in refused:
         st.warning(md(message), icon=":material/tune:")
+PICTURES = bool(model) and takes_images(model)  # a vision model: a corpus of pictures, not of lines
+upload = pasted = None
+uploads: list = []
+with corpus_box:
+    if PICTURES:
+        source = st.radio("Pictures", [EXAMPLES, UPLOAD], key="pictures", bind=URL, label_visibility="collapsed",
+                          help="SmoothViz's example pictures (assets/images, CC0), or pictures of your own.")
+        if source == UPLOAD:
+            uploads = st.file_uploader("Pictures", type=images.UPLOAD_TYPES, accept_multiple_files=True,
+                                       key="picture_uploads") or []
+    else:
+        source = st.selectbox("Corpus", [*SHIPPED, PASTE, UPLOAD], index=list(SHIPPED).index(DEFAULT), key="corpus",
+                              bind=URL, label_visibility="collapsed",
+                              help="A shipped teaching corpus, or your own file: one sentence per line (.txt), or "
+                                   "a .csv / .jsonl with a 'text' column.")
+        upload = st.file_uploader("Corpus file", type=["txt", "csv", "jsonl"]) if source == UPLOAD else None
+        pasted = ""
+        if source == PASTE:
+            if "paste_text" not in st.session_state:  # this session's first run: the link decides
+                st.session_state["paste_text"] = st.query_params.get("paste", "")
+            pasted = st.text_area("Sentences, one per line (Ctrl+Enter to apply)", key="paste_text", height=180,
+                                  max_chars=controls.TEXT_CHARS)
+            short = controls._url_text(pasted)
+            if st.query_params.get("paste", "") != short:
+                if short:
+                    st.query_params["paste"] = short
+                elif "paste" in st.query_params:
+                    del st.query_params["paste"]
+            if len(short) < len(pasted):
+                st.caption(f"A copied link holds only the first {len(short):,} characters of these lines.")
 
-st.title("Corpus: smoothing over many sentences")
+UNIT, ONE = ("pictures", "picture") if PICTURES else ("sentences", "sentence")
+st.title(f"Corpus: smoothing over many {UNIT}")
 st.markdown("One sentence's curve is noisy; what the papers claim is a statistic over many sentences. Here every "
             "line of a corpus goes through the same analysis as on the main page, and each metric is drawn as "
             "the median over the sentences with the band between their quartiles.")
+if PICTURES:
+    st.caption("This model takes pictures: each of the corpus's lines is one picture, its patches the tokens, and "
+               "the rows name its file; below, 'sentence' and 'line' stand for a picture.")
+
+
+def name_of(text: str) -> str:
+    """A row's line as the table shows it: a picture by its file's name (an upload's own), a sentence whole."""
+    return Path(text).name if PICTURES else text
 
 
 def lines_or_stop():
     """The chosen corpus as numbered lines (capped on a public server), or stop with a message."""
     try:
-        if source == PASTE:
+        if PICTURES:
+            if len(uploads) > images.UPLOADS:  # the server keeps this many uploads at once (app/images.py)
+                st.info(f"This page analyses the first {images.UPLOADS} of the {len(uploads)} uploaded pictures; "
+                        "for more, run `smoothviz corpus <folder>` on your machine.", icon=":material/info:")
+            refs = list(images.examples().values()) if source == EXAMPLES else \
+                [images.remember(f.name, f.getvalue()) for f in uploads[:images.UPLOADS]]
+            if not refs:
+                st.info("Choose pictures in the sidebar (PNG, JPEG, GIF, BMP or WebP).", icon=":material/upload:")
+                st.stop()
+            lines = lines_of(images.as_file(ref) for ref in refs)
+        elif source == PASTE:
             if not pasted.strip():
                 st.info("Type or paste sentences in the sidebar, one per line; a small corpus is kept in the link.",
                         icon=":material/edit:")
@@ -85,7 +118,7 @@ def lines_or_stop():
             lines = parse_corpus(upload.getvalue().decode("utf-8-sig"), upload.name)
         else:
             lines = read_corpus(SHIPPED[source])
-    except ValueError as err:  # CorpusError, a file that is not UTF-8
+    except ValueError as err:  # CorpusError, a file that is not UTF-8, ImageError (an upload over 20 MB)
         st.error(md(f"This file cannot be used: {str(err).splitlines()[0]}"), icon=":material/error:")
         st.stop()
     cap = SETTINGS.max_corpus_lines
@@ -98,14 +131,9 @@ def lines_or_stop():
 if not model:
     st.error("Type a Hugging Face id or a local model directory, or choose the default model.", icon=":material/error:")
     st.stop()
-if takes_images(model):  # a vision model reads each line as an image path: never paths on this server from a page
-    st.error("This page analyses sentences, and this model takes pictures: for a folder of pictures, run "
-             "`smoothviz corpus <folder> --model <model>` (or `smoothviz.corpus(images=…)`) on your machine.",
-             icon=":material/error:")
-    st.stop()
 lines = lines_or_stop()
 settings = dict(model=model, device=device, lab=lab, mitigation=mitigation, params=params, **graph)
-result = state.corpus_or_error(lines, settings)  # cached, or run in the server's line; None: a message shown
+result = state.corpus_or_error(lines, settings, unit=UNIT)  # cached, or run in the server's line; None: a message shown
 if result is None:
     st.stop()
 
@@ -114,8 +142,8 @@ summary = result.summary()
 names = {"baseline": "baseline"}
 if "mitigation" in summary:
     names["mitigated"] = mitigation_label(summary["mitigation"]["name"], summary["mitigation"]["params"])
-speed = f" · {result.rate:.1f} sentences/s" if result.computed else ""
-st.caption(f"Model **{md(summary['model'])}** on {summary['device']} · {summary['sentences']} sentences · "
+speed = f" · {result.rate:.1f} {UNIT}/s" if result.computed else ""
+st.caption(f"Model **{md(summary['model'])}** on {summary['device']} · {summary['sentences']} {UNIT} · "
            f"{summary['tokens']} tokens · baseline beside **{md(names.get('mitigated', 'no mitigation'))}**{speed}")
 for note in summary["notes"]:
     st.info(md(note), icon=":material/info:")
@@ -125,7 +153,7 @@ if line := frozen_caveat_line(corpus_mitigation, lab):  # one line, as on the ma
         st.markdown(md(frozen_caveat(corpus_mitigation, lab)))
 if result.errors:
     with st.expander(f"{len(result.errors)} line(s) could not be analysed"):
-        st.dataframe([{"line": e["sentence"] + 1, "text": e["text"], "error": e["error"]} for e in result.errors],
+        st.dataframe([{"line": e["sentence"] + 1, "text": name_of(e["text"]), "error": e["error"]} for e in result.errors],
                      hide_index=True)
 
 
@@ -164,23 +192,34 @@ for run, col in zip(runs, st.columns(len(runs))):
         chart(lambda: corpus_figures.cosine_histograms(*histograms(result.table, run), title=names[run]), "cosines", run)
 
 # --------------------------------------------------------------------------- 3 · ranking
-st.header("3 · The sentences that smooth most and least", anchor="ranking")
+st.header(f"3 · The {UNIT} that smooth most and least", anchor="ranking")
 st.caption(corpus_figures.CAPTIONS["ranking"])
 ranked = [m for m in corpus_figures.COLLAPSE if m in available]
 metric = st.selectbox("Ranked by the change of", ranked, key="corpus_rank", bind=URL)
 link = controls.url_state()
 
 
+def opener(text: str) -> str | None:
+    """The main page with this line and these settings; for a picture, an example's only (a link
+    cannot carry an upload)."""
+    if not PICTURES:
+        return "./?" + urllib.parse.urlencode({**link, "text": text})
+    example = Path(text)
+    if example.parent != images.EXAMPLES_DIR:
+        return None
+    return "./?" + urllib.parse.urlencode({**link, "image": example.stem})
+
+
 def table(rows: list[dict]) -> None:
     L = summary["baseline"]["layers"][-1]["layer"]
     # The sentence right after its line number (it was last, cut off at 1366 px); lines count from 1.
-    data = [{"open": "./?" + urllib.parse.urlencode({**link, "text": r["text"]}), "line": r["sentence"] + 1,
-             "sentence": r["text"], "change": r["change"], "layer 0": r["first"], f"layer {L}": r["last"],
+    data = [{"open": opener(r["text"]), "line": r["sentence"] + 1,
+             ONE: name_of(r["text"]), "change": r["change"], "layer 0": r["first"], f"layer {L}": r["last"],
              "tokens": r["tokens"]} for r in rows]
     st.dataframe(data, hide_index=True, column_config={
         "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small",
-                                            help="Open this sentence on the main page with these settings"),
-        "sentence": st.column_config.TextColumn(width="large"),
+                                            help=f"Open this {ONE} on the main page with these settings"),
+        ONE: st.column_config.TextColumn(width="large"),
         "layer 0": st.column_config.NumberColumn(format="%.3g"), f"layer {L}": st.column_config.NumberColumn(format="%.3g"),
         "change": st.column_config.NumberColumn(format="%+.3g")})
 

@@ -18,6 +18,7 @@ from smoothviz.outputs import figures
 from smoothviz.outputs import views
 from smoothviz.words.claims import frozen_caveat
 from smoothviz.mitigations import REGISTRY
+from smoothviz.model.vision import takes_images
 from smoothviz.options import SYMMETRIZE
 from smoothviz.pipeline.compare import RunSpec
 
@@ -28,7 +29,8 @@ DEFAULTS = {"a": ("default", "none"), "b": ("default", "neutreno"), "c": ("defau
 
 st.set_page_config(page_title="SmoothViz · Compare", page_icon="🫧", layout="wide")
 st.title("Compare runs")
-st.caption("Each run is a model plus an optional mitigation, on the same sentence and graph options. "
+st.caption("Each run is a model plus an optional mitigation, on the same sentence (or, for vision models, the same "
+           "picture) and graph options. "
            "Models of different depths share an axis with relative depth (layer / L).")
 
 
@@ -62,7 +64,7 @@ def label(run: dict) -> str:
     return RunSpec(model=run["model"], lab=run["lab"], mitigation=mitigation, params=run["params"]).describe()
 
 
-text = st.text_area("Text", value=controls.default_text(), key="text", bind=URL, height=80)
+source = st.container()  # the sentence box, or the picture box when the runs' models take images (below)
 with st.expander("Graph options and runs", expanded=True):
     opt = st.columns(4)
     third = opt[0].toggle("Third run (C)", key="third", bind=URL)
@@ -73,6 +75,29 @@ with st.expander("Graph options and runs", expanded=True):
     cols = st.columns(len(letters))
     specs = {x: run_controls(x, c) for x, c in zip(letters, cols)}
 
+# One input for every run: a sentence for text models, a picture (the main page's image box) for vision models.
+takes = {letter: takes_images(spec["model"]) for letter, spec in specs.items() if spec is not None}
+image = None
+with source:
+    if len(set(takes.values())) > 1:
+        def runs_that(kind: bool) -> str:
+            named = [x.upper() for x, v in takes.items() if v == kind]
+            return f"run {named[0]} takes" if len(named) == 1 else f"runs {' and '.join(named)} take"
+        first = runs_that(True)
+        st.error(f"{first[0].upper()}{first[1:]} pictures and {runs_that(False)} sentences: every run reads the "
+                 "same input, so compare vision models with vision models and text models with text models.",
+                 icon=":material/error:")
+        st.stop()
+    if any(takes.values()):
+        refused_image: list = []
+        image, text = controls.image_box(refused_image), ""
+        for message in refused_image:
+            st.warning(md(message), icon=":material/tune:")
+        if not image:  # an unusable upload: the box says why
+            st.stop()
+    else:
+        text = st.text_area("Text", value=controls.default_text(), key="text", bind=URL, height=80)
+
 runs, reported, presents = [], [], []  # reported: (name, settings), what the report's download holds;
 # presents: "Present this", each run on the projector page beside its baseline
 for letter, spec in specs.items():
@@ -80,17 +105,20 @@ for letter, spec in specs.items():
         continue
     settings = dict(text=text or "", model=spec["model"], device="auto", lab=spec["lab"],
                     mitigation=spec["mitigation"], params=spec["params"], head=None, symmetrize=sym,
-                    exclude_special=exclude, projection="none")
+                    exclude_special=exclude, projection="none", image=image)
     analysis = state.analysis_or_error(settings)
     if analysis is None:
         continue
     run = analysis.mitigated if spec["mitigation"] != "none" else analysis.baseline
     runs.append((letter, f"{letter.upper()}: {label(spec)}", analysis, run))
     reported.append((f"{letter.upper()}: {label(spec)}", settings))
-    query = {"text": controls._url_text(text or ""), "model": spec["model"], "mit": spec["mitigation"],
+    if image and not image.startswith("example:"):  # a link cannot carry an upload: no Present link for it
+        continue
+    query = {"model": spec["model"], "mit": spec["mitigation"],
              "sym": sym, "nospecial": str(exclude).lower(),
              **{f"lab_{k}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in (spec["lab"] or {}).items()},
              **{controls._param_key(spec["mitigation"], k): str(v) for k, v in spec["params"].items()}}
+    query.update({"image": image.partition(":")[2]} if image else {"text": controls._url_text(text or "")})
     if spec["model"] not in controls.MODELS:  # a Hugging Face id or a directory: Present's custom model
         query.update(model="custom", model_id=spec["model"])
     presents.append(controls.same_tab_link(f"Present run {letter.upper()}", "Present", query))
@@ -129,7 +157,8 @@ if runs:
                 st.plotly_chart(view.compare.build(view.compare.title.split(",")[0].lower(), analysis, run, layer),
                                 key=f"cmp_{view.key}_{letter}")
 
+    shown_input = runs[0][2].image.name if image else text  # the report names the picture in the sentence's place
     st.download_button("Report of every run (one HTML file, works offline)",
-                       functools.partial(state.compare_report_html, text, reported,
+                       functools.partial(state.compare_report_html, shown_input, reported,
                                          relative=relative, depth=depth),
                        "smoothviz-comparison.html", "text/html", on_click="ignore", key="compare_report")

@@ -51,19 +51,19 @@ def run_corpus(texts: list[str], settings: dict, progress=None):
     return corpora.put(corpus_key(texts, settings), result, result.table.nbytes)  # the table holds the lines too
 
 
-def corpus_or_error(texts: list[str], settings: dict):
+def corpus_or_error(texts: list[str], settings: dict, unit: str = "sentences"):
     """The Corpus page's way in, as :func:`state.analyses.analysis_or_error` is the others': the
     cached result, or the corpus run in the server's line (its place shown while it waits, then a
-    bar that fills line by line); ``None`` and a message on the page when it fails."""
+    bar that fills line by line, counting ``unit``); ``None`` and a message on the page when it fails."""
     if cached_corpus(texts, settings) is not None:
         return run_corpus(texts, settings)
     bar = st.empty()
 
     def progress(done: int, total: int, rate: float) -> None:
-        bar.progress(done / total, text=f"{done} of {total} sentences · {rate:.1f} sentences/s")
+        bar.progress(done / total, text=f"{done} of {total} {unit} · {rate:.1f} {unit}/s")
 
     def compute():
-        bar.progress(0.0, text=f"Loading the model and analysing {len(texts)} sentences…")
+        bar.progress(0.0, text=f"Loading the model and analysing {len(texts)} {unit}…")
         return run_corpus(texts, settings, progress)
     try:
         return in_line(compute, "Analysing the corpus", cached=False, failed="The corpus run", spinner=False)
