@@ -202,7 +202,7 @@ def lab_widgets(active: bool, refused: list, prefix: str = "") -> dict:
 def simple_checks() -> dict[str, tuple]:
     """Every URL key of the sidebar with a fixed set of values → ``(test, what is allowed, default)``."""
     model_why = (f"this public server allows only {', '.join(MODELS)}" if SETTINGS.public else
-                 "one of default, lab, custom; another model: model=custom&model_id=<Hugging Face id or directory>")
+                 f"one of {', '.join(MODELS)}; another model: model=custom&model_id=<Hugging Face id or directory>")
     return {
         "model": (_one_of(MODELS), model_why, "default"),
         "device": (_one_of(DEVICES_HERE), "this server has " + ", ".join(DEVICES_HERE), "auto"),
