@@ -34,7 +34,6 @@ st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
 URL = controls.URL
 THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 PLAY_SECONDS = 1.2
-UNKNOWN = ("[UNK]", "<unk>")  # the unknown token of BERT-like and of SentencePiece tokenizers
 SENTENCE_CHARS = 300  # the sentence as shown above the charts (the text box holds all of it)
 
 settings, img, refused = state.timed("sidebar", controls.sidebar)()
@@ -193,12 +192,8 @@ if mitigation:
 present_slot = st.container()  # "Present this", filled once the layer is known
 for note in analysis.notes:
     st.info(md(note), icon=":material/info:")
-unknown = sum(label in UNKNOWN for label in labels)
-if unknown:  # e.g. an emoji alone: [CLS] [UNK] [SEP]
-    st.info(f"{unknown} of the {n} tokens analysed {'is' if unknown == 1 else 'are'} the unknown token "
-            f"{md(next(label for label in labels if label in UNKNOWN))}: the tokenizer has no piece for those "
-            "characters (emoji, some scripts), so the model sees one and the same vector for each of them.",
-            icon=":material/info:")
+if unknown := controls.unknown_note(labels):  # e.g. an emoji alone: [CLS] [UNK] [SEP]
+    st.info(md(unknown), icon=":material/info:")
 
 # --------------------------------------------------------------------------- the views
 # Sections and views come from smoothviz.outputs.views.VIEWS, the list the HTML report draws too. Each

@@ -61,6 +61,20 @@ def default_text() -> str:
     return next(iter(state.examples()["examples"].values()))
 
 
+UNKNOWN = ("[UNK]", "<unk>")  # the unknown token of BERT-like and of SentencePiece tokenizers
+
+
+def unknown_note(labels: list[str]) -> str | None:
+    """What the unknown tokens among ``labels`` are (e.g. an emoji alone: [CLS] [UNK] [SEP]), as plain
+    text (escape before showing); ``None`` when there are none."""
+    unknown = [label for label in labels if label in UNKNOWN]
+    if not unknown:
+        return None
+    return (f"{len(unknown)} of the {len(labels)} tokens analysed {'is' if len(unknown) == 1 else 'are'} the "
+            f"unknown token {unknown[0]}: the tokenizer has no piece for those characters (emoji, some scripts), "
+            "so the model sees one and the same vector for each of them.")
+
+
 def _param_key(mitigation: str, name: str, prefix: str = "") -> str:
     return f"{prefix}{mitigation}_{name}".replace("-", "_")
 

@@ -115,6 +115,9 @@ text = " ".join(settings["text"].split())
 beside = figures.run_name(analysis, "mitigated") if analysis.mitigation else "no mitigation"
 st.html(f"<div class='sentence' title='{html.escape(text, quote=True)}'>{html.escape(analysis.model)}, baseline "
         f"beside <b>{html.escape(beside)}</b>: “{html.escape(text)}”</div>")
+unknown = controls.unknown_note(analysis.labels)  # e.g. an emoji: its [UNK] labels need a word
+if unknown:  # one more line, cut like the sentence's where the screen ends (its full text in the tooltip)
+    st.html(f"<div class='sentence' title='{html.escape(unknown, quote=True)}'>{html.escape(unknown)}</div>")
 
 shown = analysis
 if view.section == "trajectories":
@@ -135,7 +138,7 @@ def build(name: str, run_key: str | None):
 
 lines = view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()})
 height = max(280, CHART_HEIGHT - CAPTION_LINE[1] * (-(-len(view.caption) // CAPTION_LINE[0]) - 1)
-             - (45 if lines else 0))
+             - (45 if lines else 0) - (40 if unknown else 0))
 
 
 names = [f"{view.key}-{k}" for k in shown.runs()] if view.per_run else [view.key]
