@@ -130,7 +130,8 @@ settings_key = json.dumps(settings, sort_keys=True, default=str)
 def build(name: str, run_key: str | None):
     """The view's figure for a projector, the layer marked where the view shows every layer."""
     if view.key == "curves":
-        fig = figures.metric_curves(shown, list(CURVES), cols=2, row_gap=0.3)  # wide panels: "fused" clear of L
+        # wide panels, the positions after L ticked ◆ / ★ (named in the axis title): clear of each other
+        fig = figures.metric_curves(shown, list(CURVES), cols=2, row_gap=0.3, compact=True)
     else:
         fig = view.build(shown, run_key, at)
     return figures.enlarged(figures.mark_layer(fig, view.key, layer + fused), FONT_SCALE, height, floor=MIN_FONT)
