@@ -250,10 +250,11 @@ def shi_bound(analysis) -> go.Figure:
         suffix = SAME if over else ""
         v = run.metric("shi_v")[1:]  # None where undefined
         undefined &= all(a is None for a in v)
-        fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}{suffix}", mode="lines+markers",
-                                 line=dict(color=colour, dash="dashdot" if over else "dot"),
-                                 marker=dict(symbol="circle-open", size=9) if over else None,
-                                 hovertemplate="layer %{x}: v = %{y:.3g}<extra></extra>"))
+        if any(a is not None for a in v):  # no legend entry for a line that is not drawn (pre-LN: no v)
+            fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}{suffix}", mode="lines+markers",
+                                     line=dict(color=colour, dash="dashdot" if over else "dot"),
+                                     marker=dict(symbol="circle-open", size=9) if over else None,
+                                     hovertemplate="layer %{x}: v = %{y:.3g}<extra></extra>"))
         ratio = run.metric("dm_ratio")[1:]
         fig.add_trace(go.Scatter(x=x, y=ratio, name=f"measured d_M ratio, {name}{suffix}", mode="lines+markers",
                                  line=dict(color=colour, dash="dash" if over else "solid"),
