@@ -55,3 +55,18 @@ def test_unknown_tokens_are_named_under_the_sentence():
     plain.query_params.update({"text": "A party", "view": "similarity"})
     plain.run()
     assert not plain.exception and "unknown token" not in " ".join(h.proto.body for h in plain.get("html"))
+
+
+def test_at_the_fused_output_a_view_without_it_says_so():
+    """Issue 22's audit: at the fused position the heading claimed "the fused output" on views that
+    do not draw it (rollout, trajectories, the atlas); only the curves (★) and the similarity show it."""
+    said = {}
+    for view in ("curves", "rollout", "similarity"):
+        at = AppTest.from_file(str(PAGE), default_timeout=240)
+        at.query_params.update({"mit": "fusion-mean", "fusion_mean_layers": "4-6", "layer": "fused", "view": view})
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        said[view] = " ".join(m.value for m in at.markdown)
+    assert "· the fused output: ★" in said["curves"]
+    assert "this view has no fused output" in said["rollout"]
+    assert "Token similarity of the fused output" in said["similarity"] and "no fused output" not in said["similarity"]

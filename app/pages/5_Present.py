@@ -108,7 +108,9 @@ if (asked := st.query_params.get("token")) is not None:
         del st.query_params["token"]
 at = views.At(layer=layer, top_k=3, head_layer=layer, fused=fused, picked=picked)
 heading = view.heading(at) or views.SECTIONS[view.section]
-st.markdown(f"**{heading}**" + (" · the fused output" if fused and "fused output" not in heading else ""))
+if fused and "fused output" not in heading:  # said only where the chart draws it (the curves' ★)
+    heading += (" · the fused output: ★" if view.key == "curves" else " · this view has no fused output")
+st.markdown(f"**{heading}**")
 
 # The sentence on one line (cut with an ellipsis where the screen ends; its full text in the tooltip).
 text = " ".join(settings["text"].split())
