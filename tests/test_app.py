@@ -231,7 +231,7 @@ def test_every_view_stays_light_at_512_tokens():
     def run():
         S = rng.uniform(size=(L, n, n)).astype(np.float32)
         return SimpleNamespace(
-            rows=rows, fused_row=None, similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32), layer_graph=S,
+            rows=rows, fused_row=None, final_norm_row=None, final_norm=None, similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32), layer_graph=S,
             layer_eigs=np.sort(rng.uniform(0, 2, size=(L, n)), axis=1), fiedler=rng.normal(size=(L, n)),
             sv=np.sort(rng.uniform(size=(L + 1, k)), axis=1)[:, ::-1], head_gap=rng.uniform(size=(L, h)),
             value_eigs=rng.normal(size=(L, h, 32)) + 1j * rng.normal(size=(L, h, 32)),
