@@ -40,8 +40,13 @@ settings, img, refused = state.timed("sidebar", controls.sidebar)()
 # Under 640 px (a phone) Streamlit stacks columns, but the ten small over-depth charts stay one
 # figure of five columns, ~70 px each: their titles overlapped (issue 22). There the figure keeps
 # a readable width and scrolls sideways instead.
-NARROW = ("<style>@media (max-width: 640px) { .st-key-view-curves { overflow-x: auto; }"
-          " .st-key-view-curves [data-testid='stHorizontalBlock'] { min-width: 820px; } }</style>")
+# The Shi and rollout charts' one-line legends ("… (same as the baseline: drawn dashed over it)")
+# were cut at the right edge at 390 px: they scroll sideways too.
+NARROW = ("<style>@media (max-width: 640px) { .st-key-view-curves, .st-key-view-shi, .st-key-view-rollout"
+          " { overflow-x: auto; }"
+          " .st-key-view-curves [data-testid='stHorizontalBlock'] { min-width: 820px; }"
+          " .st-key-view-shi [data-testid='stHorizontalBlock'], .st-key-view-rollout [data-testid='stHorizontalBlock']"
+          " { min-width: 700px; } }</style>")
 st.html(NARROW)
 
 
