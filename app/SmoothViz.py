@@ -34,15 +34,19 @@ st.set_page_config(page_title="SmoothViz", page_icon="🫧", layout="wide")
 URL = controls.URL
 THEORY = "Theory"  # the theory page's URL path (app/pages/1_Theory.py)
 PLAY_SECONDS = 1.2
-UNKNOWN = ("[UNK]", "<unk>")  # the unknown token of BERT-like and of SentencePiece tokenizers
 SENTENCE_CHARS = 300  # the sentence as shown above the charts (the text box holds all of it)
 
 settings, img, refused = state.timed("sidebar", controls.sidebar)()
 # Under 640 px (a phone) Streamlit stacks columns, but the ten small over-depth charts stay one
 # figure of five columns, ~70 px each: their titles overlapped (issue 22). There the figure keeps
 # a readable width and scrolls sideways instead.
-NARROW = ("<style>@media (max-width: 640px) { .st-key-view-curves { overflow-x: auto; }"
-          " .st-key-view-curves [data-testid='stHorizontalBlock'] { min-width: 820px; } }</style>")
+# The Shi and rollout charts' one-line legends ("… (same as the baseline: drawn dashed over it)")
+# were cut at the right edge at 390 px: they scroll sideways too.
+NARROW = ("<style>@media (max-width: 640px) { .st-key-view-curves, .st-key-view-shi, .st-key-view-rollout"
+          " { overflow-x: auto; }"
+          " .st-key-view-curves [data-testid='stHorizontalBlock'] { min-width: 820px; }"
+          " .st-key-view-shi [data-testid='stHorizontalBlock'], .st-key-view-rollout [data-testid='stHorizontalBlock']"
+          " { min-width: 700px; } }</style>")
 st.html(NARROW)
 
 
@@ -183,9 +187,9 @@ def fusion_control() -> None:
 st.markdown(f"**The problem.** {views.story(analysis) or 'One layer or one token: no smoothing story to tell.'}")
 if mitigation:
     measured = trends.effect(analysis, NAMES["mitigated"])  # from the numbers below, never written in advance
-    said = {v for c in trends.effect_claims(analysis, NAMES["mitigated"]) if c.kind == "effect"
-            for v in [c.values[2]] if v != "unchanged"}
-    # "cure" only where every headline metric says less smoothing (an ablation can add smoothing)
+    said = {c.values[2] for c in trends.effect_claims(analysis, NAMES["mitigated"]) if c.kind == "effect"}
+    # "cure" only where every headline metric says less smoothing: an ablation can add smoothing, and a
+    # collapsed lab fused stays collapsed (cosine 1.000 unchanged, dm_rel 0 → 1e-7)
     st.markdown(f"**{'The cure' if said == {'less'} else 'The mitigation'}, beside it.** "
                 f"{measured or md(REGISTRY[mitigation].summary)}")
     if "layers" in REGISTRY[mitigation].PARAMS and views.has_fused(analysis):
@@ -197,12 +201,8 @@ if mitigation:
 present_slot = st.container()  # "Present this", filled once the layer is known
 for note in analysis.notes:
     st.info(md(note), icon=":material/info:")
-unknown = sum(label in UNKNOWN for label in labels)
-if unknown:  # e.g. an emoji alone: [CLS] [UNK] [SEP]
-    st.info(f"{unknown} of the {n} tokens analysed {'is' if unknown == 1 else 'are'} the unknown token "
-            f"{md(next(label for label in labels if label in UNKNOWN))}: the tokenizer has no piece for those "
-            "characters (emoji, some scripts), so the model sees one and the same vector for each of them.",
-            icon=":material/info:")
+if unknown := controls.unknown_note(labels):  # e.g. an emoji alone: [CLS] [UNK] [SEP]
+    st.info(md(unknown), icon=":material/info:")
 
 # --------------------------------------------------------------------------- the views
 # Sections and views come from smoothviz.outputs.views.VIEWS, the list the HTML report draws too. Each

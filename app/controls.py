@@ -61,6 +61,20 @@ def default_text() -> str:
     return next(iter(state.examples()["examples"].values()))
 
 
+UNKNOWN = ("[UNK]", "<unk>")  # the unknown token of BERT-like and of SentencePiece tokenizers
+
+
+def unknown_note(labels: list[str]) -> str | None:
+    """What the unknown tokens among ``labels`` are (e.g. an emoji alone: [CLS] [UNK] [SEP]), as plain
+    text (escape before showing); ``None`` when there are none."""
+    unknown = [label for label in labels if label in UNKNOWN]
+    if not unknown:
+        return None
+    return (f"{len(unknown)} of the {len(labels)} tokens analysed {'is' if len(unknown) == 1 else 'are'} the "
+            f"unknown token {unknown[0]}: the tokenizer has no piece for those characters (emoji, some scripts), "
+            "so the model sees one and the same vector for each of them.")
+
+
 def _param_key(mitigation: str, name: str, prefix: str = "") -> str:
     return f"{prefix}{mitigation}_{name}".replace("-", "_")
 
@@ -202,7 +216,7 @@ def lab_widgets(active: bool, refused: list, prefix: str = "") -> dict:
 def simple_checks() -> dict[str, tuple]:
     """Every URL key of the sidebar with a fixed set of values → ``(test, what is allowed, default)``."""
     model_why = (f"this public server allows only {', '.join(MODELS)}" if SETTINGS.public else
-                 "one of default, lab, custom; another model: model=custom&model_id=<Hugging Face id or directory>")
+                 f"one of {', '.join(MODELS)}; another model: model=custom&model_id=<Hugging Face id or directory>")
     return {
         "model": (_one_of(MODELS), model_why, "default"),
         "device": (_one_of(DEVICES_HERE), "this server has " + ", ".join(DEVICES_HERE), "auto"),

@@ -231,7 +231,7 @@ def test_every_view_stays_light_at_512_tokens():
     def run():
         S = rng.uniform(size=(L, n, n)).astype(np.float32)
         return SimpleNamespace(
-            rows=rows, fused_row=None, final_norm_row=None, similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32), layer_graph=S,
+            rows=rows, fused_row=None, final_norm_row=None, final_norm=None, similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32), layer_graph=S,
             layer_eigs=np.sort(rng.uniform(0, 2, size=(L, n)), axis=1), fiedler=rng.normal(size=(L, n)),
             sv=np.sort(rng.uniform(size=(L + 1, k)), axis=1)[:, ::-1], head_gap=rng.uniform(size=(L, h)),
             value_eigs=rng.normal(size=(L, h, 32)) + 1j * rng.normal(size=(L, h, 32)),
@@ -515,3 +515,15 @@ def test_a_mitigation_that_adds_smoothing_is_not_called_the_cure():
     [line] = [m.value for m in app.markdown if "beside it.**" in m.value]
     assert line.startswith("**The mitigation, beside it.**"), line
     assert f"raises cosine_mean from {base:.3g} to {mit:.3g} (more smoothing by cosine_mean)" in line
+
+
+def test_a_collapsed_lab_fused_is_not_called_cured():
+    """Issue 22's audit: the lab without residual, MLP or LayerNorm has collapsed (cosine 1.000);
+    fusing layers 3-6 leaves cosine_mean unchanged at the shown precision, so no "cure" heading."""
+    app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
+    app.query_params.update({"model": "lab", "lab_depth": "12", "lab_residual": "false", "lab_mlp": "false",
+                             "lab_layernorm": "none", "mit": "fusion-mean", "fusion_mean_layers": "3-6",
+                             "text": "Fusion mixes the layers of a collapsed model."})
+    ok(app.run())
+    [line] = [m.value for m in app.markdown if "beside it.**" in m.value]
+    assert "leaves cosine_mean unchanged" in line and line.startswith("**The mitigation, beside it.**"), line

@@ -256,3 +256,49 @@ def test_a_nan_link_leaves_no_stack_trace_in_the_server_log(server, browser):
     page.close()
     log = SERVER_LOG["path"].read_text()
     assert "Traceback" not in log and "Stack (most recent call last)" not in log, log[-3000:]
+
+
+ODD = {  # settings other than the reference sentence's (issue 22: the class is prepared again from outside)
+    "one-word-ablated": ({"text": "Hello", "mit": "heads", "heads_ablate": "2.1,4.11", "layer": "4"}, (1280, 720)),
+    "emoji-fused": ({"text": "🎉🎉 party 🎉", "mit": "fusion-mean", "fusion_mean_layers": "2-4"}, (1280, 720)),
+    "gemma-fused": ({"text": "Rain fell on the old stone bridge all night.", "model": "gemma-3-270m",
+                     "mit": "fusion-mean", "fusion_mean_layers": "2-4"}, (1024, 768)),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD))
+def test_present_passes_the_projector_check_with_other_settings(server, browser, case):
+    """Every view of Present passes the projector check with a one-word sentence and two heads
+    ablated, emoji (unknown tokens) with a fusion, and Gemma (pre-norm: a final norm beside the
+    fused output) at 1024×768; the copied link of the last screen reopens it in a new context."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    query, (width, height) = ODD[case]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(server + "/Present?" + urlencode(query))
+    problems = {}
+    for view in range(1, len(VIEWS) + 1):
+        page.get_by_text(re.compile(rf"view {view} of \d+ · ")).wait_for(timeout=600_000)
+        page.wait_for_function(STALE_GONE, timeout=600_000, polling=100)
+        page.wait_for_function(ALL_DRAWN, arg=1, timeout=600_000, polling=100)
+        page.wait_for_timeout(300)
+        if found := projector_problems(page):
+            problems[f"view {view} ({VIEWS[view - 1].key})"] = found
+            page.screenshot(path=str(SHOTS / f"class-{case}-problem-{VIEWS[view - 1].key}.png"))
+        if view < len(VIEWS):
+            page.keyboard.press("ArrowDown")
+    page.screenshot(path=str(SHOTS / f"class-{case}-{width}x{height}.png"))
+    assert not problems, json.dumps(problems, indent=1, ensure_ascii=False)
+    if "heads_ablate" in query:
+        assert "heads_ablate=2.1%2C4.11" in page.url or "heads_ablate=2.1,4.11" in page.url
+    copied, shown = page.url, (page.evaluate(FINGERPRINT), page.get_by_text(TITLE).inner_text())
+    again = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    again.goto(copied)
+    again.get_by_text(re.compile(rf"view {len(VIEWS)} of \d+ · ")).wait_for(timeout=600_000)
+    again.wait_for_function(ALL_DRAWN, arg=1, timeout=600_000, polling=100)
+    assert (again.evaluate(FINGERPRINT), again.get_by_text(TITLE).inner_text()) == shown
+    again.context.close()
+    context.close()
+    assert not errors, errors

@@ -147,3 +147,40 @@ def test_the_fusion_line_compares_at_the_digits_it_shows():
     assert "0.500 (layer 1), 1.000 (layer 2), 1.000 (layer 3)" in line  # rows[l] is layer l (0: embeddings)
     fake.mitigation["params"]["layers"] = "3-4"
     assert "is 1.000, the same as every fused layer's at the digits shown" in views.fusion_line(fake)
+
+
+def test_projector_curves_tick_the_positions_after_the_last_layer_with_their_markers(fused):
+    """Issue 22's audit (Gemma, pre-norm, with a fusion, at 1024 px): "final norm" and "fused" one
+    position apart overlapped; on Present they are ticked ★/◆ and named in the axis title."""
+    fig = figures.metric_curves(fused, ["cosine_mean", "dm_rel"], cols=2, compact=True)
+    L = fused.n_layers
+    assert list(fig.layout.xaxis.tickvals)[-1] == L + 1 and list(fig.layout.xaxis.ticktext)[-1] == "★"
+    assert fig.layout.xaxis.title.text == "layer (★ fused)"
+    name = next(t.name for t in fig.data if t.legendgroup == "mitigated" and t.showlegend)
+    assert name.endswith("(= baseline except ★)")
+    words = figures.metric_curves(fused, ["cosine_mean"], cols=1)  # the main page keeps the words
+    assert list(words.layout.xaxis.ticktext)[-1] == "fused" and words.layout.xaxis.title.text == "layer"
+
+
+def test_a_short_projector_log_panel_keeps_only_powers_of_ten():
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[1.2, 4, 35]))
+    fig.update_yaxes(type="log", **figures.log_ticks([1.2, 4, 35]))
+    assert {1, 2, 5} <= set(fig.layout.yaxis.tickvals)  # the 1-2-5 labels of the page
+    big = figures.enlarged(fig, 1.3, 300, floor=16)
+    assert list(big.layout.yaxis.tickvals) == [1, 10]
+
+
+def test_trajectory_labels_stay_apart_on_the_axes_scale():
+    a = smoothviz.analyze("Rain fell on the old stone bridge all night and the river rose.", device="cpu",
+                          projection="pca")
+    fig = figures.trajectories(a)
+    xy = np.asarray(a.projection[0], dtype=np.float64).reshape(-1, 2)
+    span = xy.max(axis=0) - xy.min(axis=0)
+    [labels] = [t for t in fig.data if t.mode == "text"][:1]
+    pts = np.c_[labels.x, labels.y]
+    assert 2 <= len(pts) < len(a.labels)  # some named, not every one of the packed end points
+    for i in range(len(pts)):
+        for j in range(i):
+            dx, dy = np.abs(pts[i] - pts[j])
+            assert dx > 0.2 * span[0] - 1e-3 or dy > 0.1 * span[1] - 1e-3

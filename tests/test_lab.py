@@ -260,6 +260,7 @@ def test_shi_bound_only_for_post_ln_blocks(reference, layernorm):
     if layernorm == "pre":
         assert v == [None] * 4
         assert SHI_PRE_LN_NOTE in r.notes and "post-LN" in SHI_PRE_LN_NOTE and "pre-LN" in note
+        assert not any(t.name.startswith("v (bound)") for t in fig.data)  # no legend entry for a line not drawn
     else:
         assert all(x is not None and x > 0 for x in v) and SHI_PRE_LN_NOTE not in r.notes
         assert "pre-LN" not in note

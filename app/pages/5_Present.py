@@ -109,7 +109,9 @@ if (asked := st.query_params.get("token")) is not None:
         del st.query_params["token"]
 at = views.At(layer=layer, top_k=3, head_layer=layer, fused=fused, picked=picked)
 heading = view.heading(at) or views.SECTIONS[view.section]
-st.markdown(f"**{heading}**" + (" · the fused output" if fused and "fused output" not in heading else ""))
+if fused and "fused output" not in heading:  # said only where the chart draws it (the curves' ★)
+    heading += (" · the fused output: ★" if view.key == "curves" else " · this view has no fused output")
+st.markdown(f"**{heading}**")
 
 # The sentence on one line (cut with an ellipsis where the screen ends; its full text in the tooltip).
 text = " ".join(settings["text"].split())
@@ -119,6 +121,9 @@ if analysis.image is not None:  # a vision model: the picture's name and patch g
 beside = figures.run_name(analysis, "mitigated") if analysis.mitigation else "no mitigation"
 st.html(f"<div class='sentence' title='{html.escape(text, quote=True)}'>{html.escape(analysis.model)}, baseline "
         f"beside <b>{html.escape(beside)}</b>: “{html.escape(text)}”</div>")
+unknown = controls.unknown_note(analysis.labels)  # e.g. an emoji: its [UNK] labels need a word
+if unknown:  # one more line, cut like the sentence's where the screen ends (its full text in the tooltip)
+    st.html(f"<div class='sentence' title='{html.escape(unknown, quote=True)}'>{html.escape(unknown)}</div>")
 
 shown = analysis
 if view.section == "trajectories":
@@ -131,7 +136,8 @@ settings_key = json.dumps(settings, sort_keys=True, default=str)
 def build(name: str, run_key: str | None):
     """The view's figure for a projector, the layer marked where the view shows every layer."""
     if view.key == "curves":
-        fig = figures.metric_curves(shown, list(CURVES), cols=2, row_gap=0.3)  # wide panels: "fused" clear of L
+        # wide panels, the positions after L ticked ◆ / ★ (named in the axis title): clear of each other
+        fig = figures.metric_curves(shown, list(CURVES), cols=2, row_gap=0.3, compact=True)
     else:
         fig = view.build(shown, run_key, at)
     return figures.enlarged(figures.mark_layer(fig, view.key, layer + fused), FONT_SCALE, height, floor=MIN_FONT)
@@ -139,7 +145,7 @@ def build(name: str, run_key: str | None):
 
 lines = view.lines(analysis, {key: md(figures.run_name(analysis, key)) for key in analysis.runs()}, at)
 height = max(280, CHART_HEIGHT - CAPTION_LINE[1] * (-(-len(view.caption) // CAPTION_LINE[0]) - 1)
-             - (45 if lines else 0))
+             - (45 if lines else 0) - (40 if unknown else 0))
 
 
 names = [f"{view.key}-{k}" for k in shown.runs()] if view.per_run else [view.key]

@@ -116,11 +116,19 @@ def _runs(analysis) -> dict:
 FINAL_NORM = "final norm"  # the label of a pre-norm model's final norm, a position after the last layer
 
 
-def depth_axes(fig: go.Figure, depth: int, has_fused: bool, has_final_norm: bool = False) -> None:
+MARKS = {FINAL_NORM: "◆", "fused": "★"}  # the markers of the positions after the last layer
+
+
+def depth_axes(fig: go.Figure, depth: int, has_fused: bool, has_final_norm: bool = False,
+               compact: bool = False) -> None:
     """Small multiples over layers 0…``depth``: at most 8 layer ticks, then "final norm" at
     depth + 1 when a pre-norm model's final norm is drawn, then "fused" when a fused output is;
-    small tick and panel-title fonts."""
+    small tick and panel-title fonts. ``compact``: those two ticks are their markers (◆, ★), named
+    in the axis titles (:func:`compact_layer_title`): in a projector's large type, "final norm" and
+    "fused" one position apart were drawn over each other."""
     extra = [FINAL_NORM] * has_final_norm + ["fused"] * has_fused
+    if compact:
+        extra = [MARKS[e] for e in extra]
     ticks = list(range(0, depth + 1, thin(depth + 1, 8))) + [depth + 1 + i for i in range(len(extra))]
     fig.update_xaxes(tickvals=ticks, ticktext=[str(t) if t <= depth else extra[t - depth - 1] for t in ticks],
                      tickfont_size=11)
@@ -155,9 +163,18 @@ def _coincide(analysis, values) -> bool:
 
 # --------------------------------------------------------------------------- 1. curves over depth
 
-def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row_gap: float = 0.2) -> go.Figure:
+def compact_layer_title(has_fused: bool, has_final_norm: bool) -> str:
+    """The x-axis title where the positions after the last layer are marks (``depth_axes(compact=True)``)."""
+    named = [f"{MARKS[FINAL_NORM]} final norm"] * has_final_norm + [f"{MARKS['fused']} fused"] * has_fused
+    return "layer" + (f" ({', '.join(named)})" if named else "")
+
+
+def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row_gap: float = 0.2,
+                  compact: bool = False) -> go.Figure:
     """Small multiples of the registered metrics over depth (those with ``curve=True``, or the
-    ``metrics`` named), baseline and mitigated on shared axes.
+    ``metrics`` named), baseline and mitigated on shared axes. ``compact`` (a projector's large type):
+    the positions after the last layer are ticked with their markers, and a run equal to the
+    baseline says so briefly.
 
     A pre-norm model's final norm (its norm after the last block, applied to layer L's states) is
     an extra point at x = L + 1 labelled "final norm", never layer L; a fused output (fusion
@@ -179,8 +196,11 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
     for key, run in runs.items():
         colour, name = RUN_COLOURS[key], run_name(analysis, key)
         if key == "mitigated" and same:  # drawn dashed over the baseline, and said, so both stay visible
-            name += " (same as the baseline at every layer" + (": differs only at the fused output)"
-                                                                 if run.fused_row is not None else ")")
+            if compact:
+                name += " (= baseline" + (" except ★)" if run.fused_row is not None else ")")
+            else:
+                name += " (same as the baseline at every layer" + (": differs only at the fused output)"
+                                                                     if run.fused_row is not None else ")")
         fused = run.fused_row
         for i, m in enumerate(metrics):
             traces.append(go.Scatter(
@@ -208,10 +228,11 @@ def metric_curves(analysis, metrics: list[str] | None = None, cols: int = 5, row
         values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
         if m in registry and registry[m].log and values and max(values) / min(values) > 100:
             fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
-    depth_axes(fig, L, has_fused, has_final)
+    depth_axes(fig, L, has_fused, has_final, compact=compact)
+    title = compact_layer_title(has_fused, has_final) if compact else "layer"
     for i in range(len(metrics)):  # the bottom panel of each column names its axis
         if i + cols >= len(metrics):
-            fig.update_xaxes(title_text="layer", title_standoff=2, row=i // cols + 1, col=i % cols + 1)
+            fig.update_xaxes(title_text=title, title_standoff=2, row=i // cols + 1, col=i % cols + 1)
     return layout(fig, height=250 * rows + 60,
                    legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13))
 
@@ -229,10 +250,11 @@ def shi_bound(analysis) -> go.Figure:
         suffix = SAME if over else ""
         v = run.metric("shi_v")[1:]  # None where undefined
         undefined &= all(a is None for a in v)
-        fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}{suffix}", mode="lines+markers",
-                                 line=dict(color=colour, dash="dashdot" if over else "dot"),
-                                 marker=dict(symbol="circle-open", size=9) if over else None,
-                                 hovertemplate="layer %{x}: v = %{y:.3g}<extra></extra>"))
+        if any(a is not None for a in v):  # no legend entry for a line that is not drawn (pre-LN: no v)
+            fig.add_trace(go.Scatter(x=x, y=v, name=f"v (bound), {name}{suffix}", mode="lines+markers",
+                                     line=dict(color=colour, dash="dashdot" if over else "dot"),
+                                     marker=dict(symbol="circle-open", size=9) if over else None,
+                                     hovertemplate="layer %{x}: v = %{y:.3g}<extra></extra>"))
         ratio = run.metric("dm_ratio")[1:]
         fig.add_trace(go.Scatter(x=x, y=ratio, name=f"measured d_M ratio, {name}{suffix}", mode="lines+markers",
                                  line=dict(color=colour, dash="dash" if over else "solid"),
@@ -541,11 +563,13 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
             fig.add_annotation(x=xy[picked, -1, 0], y=xy[picked, -1, 1], text=labels[picked], row=1, col=r + 1,
                                showarrow=True, arrowhead=2, font=dict(color="#d62728"))
         last = xy[:, -1]  # each token named where its path ends, unless a named one is that close already
-        span = np.maximum(np.nanmax(last, axis=0) - np.nanmin(last, axis=0), 1e-9)
+        # "close" on the axes' scale (every layer's points), not the last layer's: end points packed in a
+        # corner of the panel had their labels drawn over each other (Gemma on a projector, issue 22)
+        span = np.maximum(np.nanmax(xy.reshape(-1, 2), axis=0) - np.nanmin(xy.reshape(-1, 2), axis=0), 1e-9)
         shown: list[int] = []
         for i in ([picked] if picked is not None and 0 <= picked < n else []) + list(range(n)):
-            if i not in shown and all(abs(last[i, 0] - last[j, 0]) > 0.15 * span[0]
-                                      or abs(last[i, 1] - last[j, 1]) > 0.08 * span[1] for j in shown):
+            if i not in shown and all(abs(last[i, 0] - last[j, 0]) > 0.2 * span[0]
+                                      or abs(last[i, 1] - last[j, 1]) > 0.1 * span[1] for j in shown):
                 shown.append(i)
         fig.add_trace(go.Scatter(x=last[shown, 0], y=last[shown, 1], mode="text", showlegend=False, hoverinfo="skip",
                                  text=[labels[i] for i in shown], textposition="top center",
@@ -717,6 +741,14 @@ def _decade_ticks(fig: go.Figure, plot_px: float = 250, floor: float = 16) -> go
             labels = max(2, int(plot_px * (domain[1] - domain[0]) // (floor * 2)))
             if axis.type != "log" and axis.tickvals is None:
                 axis.update(nticks=min(axis.nticks or labels, labels))
+        if axis.type == "log" and axis.tickvals is not None and name.startswith("yaxis"):
+            # 1-2-5 labels (log_ticks) in full-size digits crowd a short projector panel (the Shi
+            # chart under a four-line legend: "1" on "2", "5" on "10"): powers of ten only there.
+            decades = [(v, t) for v, t in zip(axis.tickvals, axis.ticktext or axis.tickvals)
+                       if float(v) > 0 and math.isclose(math.log10(float(v)), round(math.log10(float(v))))]
+            if 2 <= len(decades) < len(axis.tickvals):
+                axis.update(tickvals=[v for v, _ in decades], ticktext=[t for _, t in decades])
+            continue
         if axis.type != "log" or axis.tickvals is not None:
             continue
         letter, ref = name[0], name[0] + name[5:]
