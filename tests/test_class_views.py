@@ -184,3 +184,32 @@ def test_trajectory_labels_stay_apart_on_the_axes_scale():
         for j in range(i):
             dx, dy = np.abs(pts[i] - pts[j])
             assert dx > 0.2 * span[0] - 1e-3 or dy > 0.1 * span[1] - 1e-3
+
+
+def test_the_fused_output_is_a_point_of_the_trajectories(fused):
+    """Issue 22: fusion seen where students look — the fused output in the same joint projection
+    (fitted with every layer's states), drawn as ★ on the mitigated panel, in the table and as the
+    animation's last frame."""
+    from smoothviz.outputs import animate, tables
+    from smoothviz.science.projection import pca_2d, prepare
+    p = fused.projected("pca")
+    keep = fused.keep
+    states = [run.hidden[:, keep] for run in fused.runs().values()]
+    fused_states = np.asarray(fused.mitigated.fused)[keep]
+    points = np.concatenate([np.stack([prepare(s) for s in states]).reshape(-1, states[0].shape[-1]),
+                             prepare(fused_states)])
+    by_hand = pca_2d(points)  # one fit over both runs' layers and the fused output
+    n = len(keep)
+    assert p.fused_projection.shape == (n, 2) and np.allclose(p.fused_projection, by_hand[-n:])
+    assert np.allclose(p.projection.reshape(-1, 2), by_hand[:-n])
+    assert fused.projected("pca").fused_projection is not None and \
+        smoothviz.analyze(REFERENCE, device="cpu", mitigation="neutreno").projected("pca").fused_projection is None
+    fig = figures.trajectories(p)
+    [stars] = [t for t in fig.data if t.name == "fused output"]
+    assert stars.xaxis == "x2" and np.allclose(np.c_[stars.x, stars.y], np.round(p.fused_projection, 3))
+    rows = [r for r in tables.trajectories(p) if r["layer"] == "fused"]
+    assert len(rows) == n and rows[0]["x"] == pytest.approx(p.fused_projection[0, 0], abs=1e-3)
+    last = animate.frame_figures(p, ("trajectory",))[-1]   # the fused frame
+    now = [t for t in last.data if t.mode == "markers"]
+    assert np.allclose(np.c_[now[1].x, now[1].y], np.round(p.fused_projection, 3))      # mitigated: fused output
+    assert np.allclose(np.c_[now[0].x, now[0].y], np.round(p.projection[0, -1], 3))     # baseline: layer L

@@ -110,7 +110,7 @@ if (asked := st.query_params.get("token")) is not None:
 at = views.At(layer=layer, top_k=3, head_layer=layer, fused=fused, picked=picked)
 heading = view.heading(at) or views.SECTIONS[view.section]
 if fused and "fused output" not in heading:  # said only where the chart draws it (the curves' ★)
-    heading += (" · the fused output: ★" if view.key == "curves" else " · this view has no fused output")
+    heading += (" · the fused output: ★" if view.key in ("curves", "trajectories") else " · this view has no fused output")
 st.markdown(f"**{heading}**")
 
 # The sentence on one line (cut with an ellipsis where the screen ends; its full text in the tooltip).

@@ -92,14 +92,16 @@ def projected(settings: dict, analysis: smoothviz.Analysis) -> smoothviz.Analysi
 
     def compute():
         done = analysis.projected(method)
-        return done.projection, done.projection_method, done.notes[len(analysis.notes):]
-    extra = in_line(lambda: projections.get_or_compute(name, compute, lambda v: v[0].nbytes),
+        return done.projection, done.fused_projection, done.projection_method, done.notes[len(analysis.notes):]
+    extra = in_line(lambda: projections.get_or_compute(name, compute,
+                                                       lambda v: v[0].nbytes + (0 if v[1] is None else v[1].nbytes)),
                     "Projecting every layer with " + method.upper(), cached=name in projections,
                     failed="The projection")
     if extra is None:
         return None
-    coords, used, notes = extra
-    return dataclasses.replace(analysis, projection=coords, projection_method=used, notes=analysis.notes + notes)
+    coords, fused, used, notes = extra
+    return dataclasses.replace(analysis, projection=coords, fused_projection=fused, projection_method=used,
+                               notes=analysis.notes + notes)
 
 
 def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tuple[str, ...],

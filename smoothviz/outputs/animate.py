@@ -137,7 +137,10 @@ def _graph(analysis, run, layer, colour_range: float) -> list:
 def _trajectory(analysis, r: int, key: str, layer) -> list:
     """Every token's path up to this layer (grey) and where it is now (the run's colour)."""
     coords = analysis.projection[r]                          # [L+1, n, 2]
-    l = analysis.n_layers if layer is None else layer
+    fused = getattr(analysis, "fused_projection", None)
+    if layer is None and key == "mitigated" and fused is not None:  # the fused frame: after layer L, the fused output
+        coords = np.concatenate([coords, np.asarray(fused)[None]])
+    l = coords.shape[0] - 1 if layer is None else layer
     path = np.concatenate([coords[: l + 1].transpose(1, 0, 2), np.full((coords.shape[1], 1, 2), np.nan)], axis=1)
     path = np.round(path.reshape(-1, 2), 3)
     now = np.round(coords[l], 3)
@@ -182,6 +185,8 @@ def _skeleton(analysis, views: tuple[str, ...]):
                 fig.update_yaxes(range=[-1.3, 1.35], visible=False, row=row, col=col)
             else:
                 xy = analysis.projection.reshape(-1, 2)
+                if getattr(analysis, "fused_projection", None) is not None:
+                    xy = np.concatenate([xy, analysis.fused_projection])
                 lo, hi = np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)
                 pad = 0.06 * (hi - lo + 1e-9)
                 fig.update_xaxes(range=[lo[0] - pad[0], hi[0] + pad[0]], showticklabels=False, row=row, col=col)

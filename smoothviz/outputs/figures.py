@@ -554,6 +554,17 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
             marker=dict(size=6 if n * layers < 3000 else 4, color=depth.T.ravel(), colorscale="Viridis",
                         cmin=0, cmax=layers - 1, showscale=r == 0,
                         colorbar=dict(title="layer", thickness=12))), row=1, col=r + 1)
+        fused = getattr(analysis, "fused_projection", None)
+        if fused is not None and runs[r] == "mitigated":  # the fused output, fitted in the same projection
+            f = np.round(np.asarray(fused, dtype=np.float64), 3)                  # [n, 2]
+            step = np.concatenate([xy[:, -1:], f[:, None], np.full((n, 1, 2), np.nan)], axis=1).reshape(-1, 2)
+            fig.add_trace(go.Scatter(x=step[:, 0], y=step[:, 1], mode="lines", hoverinfo="skip", showlegend=False,
+                                     line=dict(color="rgba(0,0,0,0.35)", width=1, dash="dot")), row=1, col=r + 1)
+            fig.add_trace(go.Scatter(
+                x=f[:, 0], y=f[:, 1], mode="markers", name="fused output", showlegend=True,
+                text=[f"{i} · {labels[i]} — fused output" for i in range(n)], hovertemplate="%{text}<extra></extra>",
+                marker=dict(symbol="star", size=11, color="#111", line=dict(color="white", width=0.5))),
+                row=1, col=r + 1)
         if picked is not None and 0 <= picked < n:
             fig.add_trace(go.Scatter(
                 x=xy[picked, :, 0], y=xy[picked, :, 1], mode="lines+markers", showlegend=False,

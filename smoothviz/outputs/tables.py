@@ -106,10 +106,15 @@ def trajectories(analysis, at=None) -> list[dict]:
     if analysis.projection is None:
         return []
     keys = list(analysis.runs())
-    return [{"run": run_name(analysis, keys[r]), "token": f"{i} · {t}", "layer": l,
+    rows = [{"run": run_name(analysis, keys[r]), "token": f"{i} · {t}", "layer": l,
              "x": _f(analysis.projection[r, l, i, 0], 3), "y": _f(analysis.projection[r, l, i, 1], 3)}
             for r in range(analysis.projection.shape[0]) for l in range(analysis.projection.shape[1])
             for i, t in enumerate(analysis.labels)]
+    fused = getattr(analysis, "fused_projection", None)
+    if fused is not None:
+        rows += [{"run": run_name(analysis, "mitigated"), "token": f"{i} · {t}", "layer": "fused",
+                  "x": _f(fused[i, 0], 3), "y": _f(fused[i, 1], 3)} for i, t in enumerate(analysis.labels)]
+    return rows
 
 
 def atlas(analysis, at) -> list[dict]:

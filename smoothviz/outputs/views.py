@@ -318,7 +318,8 @@ VIEWS: list[View] = [
          table=tables.verdicts),
     View("trajectories", "trajectories", "",
          "Each token's path from the embeddings to the last layer (dark → bright); paths converging to "
-         "one spot are over-smoothing. Projections distort: trust the metrics.", "projections",
+         "one spot are over-smoothing; a fusion's fused output is the ★, fitted in the same projection. "
+         "Projections distort: trust the metrics.", "projections",
          lambda a, k, at: figures.trajectories(a, at.picked), depends=("picked",),
          table=tables.trajectories),
     View("atlas", "atlas", "",

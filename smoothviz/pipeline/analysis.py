@@ -19,7 +19,7 @@ from smoothviz.model.handles import Handle, get_handle
 from smoothviz.science.linalg import one_thread
 from smoothviz.mitigations import Mitigation, make
 from smoothviz.options import PROJECTIONS
-from smoothviz.science.projection import project
+from smoothviz.science.projection import project_with
 from smoothviz.throttle import slot
 from smoothviz.model.vision import ImageInfo
 
@@ -162,6 +162,8 @@ class Analysis:
         tokens: every token (special ones included); ``special`` marks [CLS]/[SEP]/….
         keep: indices of the tokens the graphs and metrics use (all, or without specials).
         projection: ``[runs, L+1, N_keep, 2]`` joint coordinates, or ``None``.
+        fused_projection: ``[N_keep, 2]``: a fusion's fused output in the same projection (fitted
+            with the layers' states), or ``None``.
         layernorm: where the blocks' LayerNorms sit, ``post``, ``pre`` or ``none`` (Shi et al.'s
             bound v is shown for post-LN blocks only).
         image: for a picture (a vision model), the pixels the model saw and its patch grid
@@ -179,6 +181,7 @@ class Analysis:
     mitigated: Run | None = None
     mitigation: dict | None = None
     projection: np.ndarray | None = None
+    fused_projection: np.ndarray | None = None
     projection_method: str = "none"
     notes: list = field(default_factory=list)
     lab: dict | None = None
@@ -204,7 +207,7 @@ class Analysis:
     def nbytes(self) -> int:
         """Bytes held by the arrays of both runs and the projection (what a cache of it costs)."""
         arrays = [v for r in self.runs().values() for v in vars(r).values() if isinstance(v, np.ndarray)]
-        return sum(a.nbytes for a in arrays) + (0 if self.projection is None else self.projection.nbytes)
+        return sum(a.nbytes for a in arrays + [self.projection, self.fused_projection] if a is not None)
 
     def runs(self) -> dict[str, Run]:
         """``{"baseline": Run}``, plus ``"mitigated"`` when a mitigation was applied."""
@@ -238,9 +241,14 @@ class Analysis:
             normalize: centre and scale each layer's states before projecting.
         """
         runs = [run.hidden[:, self.keep] for run in self.runs().values()]
-        coords, used, note = project(runs, method, normalize)
-        coords.setflags(write=False)
-        return replace(self, projection=coords, projection_method=used, notes=self.notes + ([note] if note else []))
+        fused = self.mitigated.fused if self.mitigated is not None else None
+        coords, fused_xy, used, note = project_with(runs, None if fused is None else np.asarray(fused)[self.keep],
+                                                    method, normalize)
+        for a in (coords, fused_xy):
+            if a is not None:
+                a.setflags(write=False)
+        return replace(self, projection=coords, fused_projection=fused_xy, projection_method=used,
+                       notes=self.notes + ([note] if note else []))
 
     def to_json(self) -> dict:
         """The CLI's ``--json`` object."""

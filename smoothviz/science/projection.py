@@ -68,15 +68,26 @@ def project(runs: list[np.ndarray], method: str, normalize: bool = True) -> tupl
         ``(coords [len(runs), L+1, n, 2], method actually used, note)``; the note says why
         UMAP fell back to PCA, or is empty.
     """
+    coords, _, method, note = project_with(runs, None, method, normalize)
+    return coords, method, note
+
+
+def project_with(runs: list[np.ndarray], extra: np.ndarray | None, method: str,
+                 normalize: bool = True) -> tuple[np.ndarray, np.ndarray | None, str, str]:
+    """:func:`project`, with ``extra`` states ``[n, d]`` (a fusion's fused output) fitted in the
+    same projection as one more layer: ``(coords, extra's [n, 2] or None, method, note)``."""
     if method == "none" or method not in PROJECTIONS:
         raise ValueError(f"projection must be one of {', '.join(set(PROJECTIONS) - {'none'})}; got '{method}'")
     stacked = np.stack([prepare(r, normalize) for r in runs])  # [R, L+1, n, d]
     points = stacked.reshape(-1, stacked.shape[-1])
+    if extra is not None:
+        points = np.concatenate([points, prepare(extra, normalize)])
     note = ""
     if method == "umap" and points.shape[0] < MIN_UMAP_POINTS:
         method, note = "pca", f"UMAP needs at least {MIN_UMAP_POINTS} points; showing PCA instead."
     coords = umap_2d(points) if method == "umap" else pca_2d(points)
-    return coords.reshape(*stacked.shape[:-1], 2), method, note
+    main = stacked.shape[0] * stacked.shape[1] * stacked.shape[2]
+    return (coords[:main].reshape(*stacked.shape[:-1], 2), None if extra is None else coords[main:], method, note)
 
 
 def warm_up() -> None:
