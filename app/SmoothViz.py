@@ -62,7 +62,7 @@ def draw(view: views.View, at: views.At, shown) -> None:
     box = st.container(key=f"view-{view.key}")  # a class for NARROW's CSS
     for name, col in zip(figure_names(view), box.columns(view.count(shown))):
         key = name.removeprefix(f"{view.key}-") if view.per_run else None
-        fig = state.figure(lambda: view.build(shown, key, at), (SETTINGS_KEY, name, *parts))
+        fig = state.figure(functools.partial(view.build, shown, key, at), (SETTINGS_KEY, name, *parts))
         pick = {}
         if view.key == "patch-similarity":  # a picture: clicking a patch compares every patch with it
             pick = dict(on_select=lambda k=f"pick-{name}": pick_patch(k), selection_mode="points", key=f"pick-{name}")

@@ -109,7 +109,7 @@ def projector_problems(page) -> list[str]:
     for t in seen["texts"]:
         if t["axis"]:
             ticks.setdefault(t["axis"], []).append(t)
-    for axis, labels in ticks.items():
+    for labels in ticks.values():
         for i, a in enumerate(labels):
             for b in labels[i + 1:]:
                 if _overlap(a["box"], b["box"]):

@@ -189,7 +189,8 @@ st.caption(corpus_figures.CAPTIONS["cosines"])
 runs = [r for r in ("baseline", "mitigated") if r in summary]
 for run, col in zip(runs, st.columns(len(runs))):
     with col:
-        chart(lambda: corpus_figures.cosine_histograms(*histograms(result.table, run), title=names[run]), "cosines", run)
+        chart(lambda run=run: corpus_figures.cosine_histograms(*histograms(result.table, run), title=names[run]),
+              "cosines", run)
 
 # --------------------------------------------------------------------------- 3 · ranking
 st.header(f"3 · The {UNIT} that smooth most and least", anchor="ranking")

@@ -139,7 +139,7 @@ if runs:
             continue
         if not notes_drawn:  # once, under the first chart: each run's notes and caveat
             notes_drawn = True
-            for letter, name, analysis, run in runs:
+            for letter, _, analysis, _ in runs:
                 for note in analysis.notes + [c for c in [frozen_caveat((analysis.mitigation or {}).get("name"),
                                                                         analysis.lab)] if c]:
                     st.caption(md(f"{letter.upper()}: {note}"))
@@ -147,7 +147,7 @@ if runs:
                                      key="depth", bind=URL,
                                      help="Each run shows its layer nearest this fraction of its depth.")
         st.caption(view.compare.caption)
-        for col, (letter, name, analysis, run) in zip(st.columns(len(runs)), runs):
+        for col, (letter, _, analysis, run) in zip(st.columns(len(runs)), runs):
             L = analysis.n_layers
             layer = max(1, round(depth * L))
             with col:

@@ -7,6 +7,7 @@ cannot be used is reset to its default with a warning naming it, as on the main 
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
 
@@ -153,7 +154,8 @@ names = [f"{view.key}-{k}" for k in shown.runs()] if view.per_run else [view.key
 # already shown redraws from the cache instead of rebuilding (1.9 s before).
 for name, col in zip(names, st.columns(len(names))):
     run_key = name.removeprefix(f"{view.key}-") if view.per_run else None
-    fig = state.figure(lambda: build(name, run_key), (settings_key, "present", name, layer, fused, picked, height))
+    fig = state.figure(functools.partial(build, name, run_key),
+                       (settings_key, "present", name, layer, fused, picked, height))
     col.plotly_chart(fig, theme=None, config=figures.image_config(name))
 caveat = frozen_caveat((analysis.mitigation or {}).get("name"), analysis.lab)
 st.caption(view.caption, help=caveat)  # the caveat on hover and in the expander: no room on a 1280×720 screen
