@@ -208,7 +208,7 @@ class BatchAnalyser:
 
     def _streams(self, item: _Encoded) -> bool:
         """A line long enough for the streamed analysis (:mod:`smoothviz.pipeline.stream`): a padded batch
-        would hold every layer's attention of it at once (8.6 GB at 2,000 tokens on a 30-layer,
+        would hold every layer's attention of it at once (4.3 GB in float32 at 2,000 tokens on a 30-layer,
         9-head decoder), where streaming holds one layer's."""
         return item.length >= stream.STREAM_FROM and not self.vision and capture.uses_registry(self.handle.model)
 
