@@ -111,6 +111,26 @@ def bench_long(model: str, n: int, reps: int) -> dict:
             "first_view_bytes": size, "first_view_s": view_s}
 
 
+def bench_long_core(model: str, n: int) -> dict:
+    """The core analysis alone at ``n`` tokens, once (``--long … --core-only``): wall and CPU seconds,
+    peak memory above the resting process, the first view. For lengths whose bare forward pass
+    alone takes minutes on a shared machine (8,192 tokens), where the target is that it completes."""
+    handle = get_handle(model, "cpu")
+    load = _load()
+    before = _rss("VmRSS")
+    _rss_peak_reset()
+    start, cpu = time.perf_counter(), time.process_time()
+    result = analyze(text_of(n), model=model, device="cpu", max_tokens=n, heads=False)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    peak = _rss("VmHWM") - before
+    start = time.perf_counter()
+    size = page_bytes(result, first_view=True)
+    return {"model": "smollm2-shape", "n": len(result.tokens), "completed": True, "analysis_core_s": wall,
+            "cpu_s": cpu, "core_peak_above_rest_mb": peak, "first_view_bytes": size,
+            "first_view_s": time.perf_counter() - start, "notes": result.notes, "load_avg_before": load,
+            "layers": handle.n_layers}
+
+
 def long_table(rows: list[dict]) -> str:
     """The long-input table, as aligned text."""
     lines = [["model", "n", "fwd s", "core s", "core×fwd", "fwd peak MB", "core peak MB", "above fwd MB",
@@ -401,15 +421,23 @@ def main(argv=None) -> int:
     p.add_argument("--only-corpus", action="store_true", help="run only the corpus-mode benchmark")
     p.add_argument("--long", help="comma-separated token counts for the long-input benchmark on a model of "
                                   "SmolLM2-135M's shape (e.g. 2048,8192); runs only that benchmark")
+    p.add_argument("--core-only", action="store_true", help="with --long: the core analysis alone, once "
+                                                               "(no bare forward pass; peak memory and time)")
     args = p.parse_args(argv)
     if args.long:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             model = smollm2_shape_dir(Path(tmp), max(int(s) for s in args.long.split(",")))
             for n in (int(s) for s in args.long.split(",")):
-                rows.append(bench_long(model, n, 1 if args.quick or n > 4096 else 2))
+                rows.append(bench_long_core(model, n) if args.core_only else
+                            bench_long(model, n, 1 if args.quick or n > 4096 else 2))
                 print(f"  smollm2-shape n={n}: done", file=sys.stderr)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        if args.core_only:
+            Path(args.out).write_text(json.dumps({"long_core": rows, "load_avg_after": _load(),
+                                                  "threads": torch.get_num_threads()}, indent=2))
+            print(json.dumps([{k: v for k, v in r.items() if k != "notes"} for r in rows], indent=1))
+            return 0
         Path(args.out).write_text(json.dumps({"long": rows, "load_avg": _load(), "threads": torch.get_num_threads(),
                                               "platform": platform.platform()}, indent=2))
         print(long_table(rows))

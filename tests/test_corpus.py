@@ -305,3 +305,20 @@ def test_a_small_pasted_corpus_is_one_full_width_table_counted_from_one(monkeypa
     from smoothviz.words import claims as cl
     assert any(cl.frozen_caveat("neutreno") in m.value.replace("\\", "").replace("\u2060", "") for m in caveat.markdown)
     assert not any("never seen in training" in i.value for i in at.info)  # not in full at the top any more
+
+
+@pytest.mark.parametrize("mitigation", [None, "neutreno"])
+def test_a_long_line_streams_on_its_own_and_equals_analyze(monkeypatch, mitigation):
+    """A line from ``stream.STREAM_FROM`` tokens is analysed alone, layer by layer (no padded batch
+    holding every layer's attention of it); its rows equal the batched ``analyze``'s."""
+    from smoothviz.pipeline import stream
+    streamed = []
+    call = stream.Forward.__call__
+    monkeypatch.setattr(stream.Forward, "__call__", lambda self, *a, **k: streamed.append(1) or call(self, *a, **k))
+    monkeypatch.setattr(stream, "STREAM_FROM", 20)  # LONG has 30 tokens, the other lines fewer than 20
+    result = smoothviz.corpus(LINES, device="cpu", mitigation=mitigation, batch_size=8)
+    assert result.computed == 4 and not result.errors
+    assert len(streamed) == (1 if mitigation is None else 2)  # LONG's baseline (and mitigated) pass only
+    monkeypatch.undo()
+    for sentence in (0, 1, 3):
+        assert_rows_match(result, LINES[sentence], sentence, mitigation=mitigation)

@@ -22,7 +22,8 @@ choice for speed, never a different formula:
 * above :data:`ROLLOUT_UP_TO` kept tokens the rollout ratio is not computed (null, with a note):
   carrying R_l = Â_l R_{l−1} is one dense n×n product per layer, O(n³) — at 8,192 tokens on
   30 layers 3·10¹³ flops, several times the forward pass — and no iterative solver avoids
-  forming the product without keeping every layer's directed graph.
+  forming the product without keeping every layer's directed graph. (The AᵀA symmetrisation is
+  such a product too, per layer: the default (A + Aᵀ)/2 is what long inputs should use.)
 
 The attention of every head is not kept: a streamed Run's ``attentions`` is ``None``, and the
 page's per-head heat maps say so. Used from :data:`STREAM_FROM` kept tokens on the models that
