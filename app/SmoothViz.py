@@ -4,6 +4,7 @@ Thin by design: the sidebar (controls.py) gives the settings, state runs or fetc
 analysis, smoothviz.outputs.figures draws. The layer slider and the head atlas live in fragments, so
 moving them re-slices the cached analysis without rerunning the page.
 """
+
 from __future__ import annotations
 
 import functools
@@ -12,20 +13,16 @@ import time
 
 import streamlit as st
 
+from smoothviz.mitigations import REGISTRY
+from smoothviz.mitigations.heads import format_ablate, parse_ablate
+from smoothviz.outputs import animate, figures, image_views, report, views
+from smoothviz.science.metrics import CARDS
+from smoothviz.science.metrics import by_name as metrics_registry
+from smoothviz.words import claims, trends
+
 import controls
 import state
 from markup import md
-from smoothviz.outputs import animate
-from smoothviz.words import claims
-from smoothviz.outputs import figures
-from smoothviz.outputs import report
-from smoothviz.words import trends
-from smoothviz.outputs import views
-from smoothviz.science.metrics import by_name as metrics_registry
-from smoothviz.outputs import image_views
-from smoothviz.mitigations import REGISTRY
-from smoothviz.mitigations.heads import format_ablate, parse_ablate
-from smoothviz.science.metrics import CARDS
 
 state.setup()  # the process's set-up, once (state.process)
 
@@ -42,11 +39,13 @@ settings, img, refused = state.timed("sidebar", controls.sidebar)()
 # a readable width and scrolls sideways instead.
 # The Shi and rollout charts' one-line legends ("… (same as the baseline: drawn dashed over it)")
 # were cut at the right edge at 390 px: they scroll sideways too.
-NARROW = ("<style>@media (max-width: 640px) { .st-key-view-curves, .st-key-view-shi, .st-key-view-rollout"
-          " { overflow-x: auto; }"
-          " .st-key-view-curves [data-testid='stHorizontalBlock'] { min-width: 820px; }"
-          " .st-key-view-shi [data-testid='stHorizontalBlock'], .st-key-view-rollout [data-testid='stHorizontalBlock']"
-          " { min-width: 700px; } }</style>")
+NARROW = (
+    "<style>@media (max-width: 640px) { .st-key-view-curves, .st-key-view-shi, .st-key-view-rollout"
+    " { overflow-x: auto; }"
+    " .st-key-view-curves [data-testid='stHorizontalBlock'] { min-width: 820px; }"
+    " .st-key-view-shi [data-testid='stHorizontalBlock'], .st-key-view-rollout [data-testid='stHorizontalBlock']"
+    " { min-width: 700px; } }</style>"
+)
 st.html(NARROW)
 
 
@@ -110,8 +109,10 @@ if not settings["model"]:
     st.error("Type a Hugging Face id or a local model directory, or choose the default model.", icon=":material/error:")
     st.stop()
 if settings.get("image") == "":  # a vision model with an unusable upload: the sidebar says why
-    st.error("The uploaded picture cannot be used (see the sidebar): choose an example or upload another.",
-             icon=":material/error:")
+    st.error(
+        "The uploaded picture cannot be used (see the sidebar): choose an example or upload another.",
+        icon=":material/error:",
+    )
     st.stop()
 analysis = state.analysis_or_error(settings)
 state.warm_up()  # after the first analysis, so numba's compile never competes with it
@@ -123,13 +124,24 @@ n, L = len(labels), analysis.n_layers
 token_name = lambda i: "none" if i < 0 else f"{i} · {labels[i]}"  # noqa: E731 - also the URL's value
 if st.session_state.get("token", -1) >= n:  # a token picked in a longer sentence
     del st.session_state["token"]
-elif "token" not in st.session_state and (asked := st.query_params.get("token")) is not None \
-        and asked not in {token_name(i) for i in range(-1, n)}:
-    st.warning(md(controls.refusal("token", asked, f"this sentence has tokens 0–{n - 1}, e.g. '{token_name(0)}'",
-                                   "none")), icon=":material/tune:")
+elif (
+    "token" not in st.session_state
+    and (asked := st.query_params.get("token")) is not None
+    and asked not in {token_name(i) for i in range(-1, n)}
+):
+    st.warning(
+        md(controls.refusal("token", asked, f"this sentence has tokens 0–{n - 1}, e.g. '{token_name(0)}'", "none")),
+        icon=":material/tune:",
+    )
     del st.query_params["token"]
-picked = st.sidebar.selectbox("Highlight a token", [-1, *range(n)], key="token", bind=URL, format_func=token_name,
-                              help="Marks the token in every view.")
+picked = st.sidebar.selectbox(
+    "Highlight a token",
+    [-1, *range(n)],
+    key="token",
+    bind=URL,
+    format_func=token_name,
+    help="Marks the token in every view.",
+)
 picked = None if picked < 0 else picked
 SETTINGS_KEY = json.dumps(settings, sort_keys=True, default=str)  # what the analysis depends on
 
@@ -138,13 +150,17 @@ beside = md(run_title(analysis, "mitigated")) if mitigation else "no mitigation"
 shown_text = " ".join(settings["text"].split())
 if analysis.image is not None:  # a picture: its name and patch grid, and the image as the model saw it
     info = analysis.image
-    st.markdown(f"**Image:** {md(info.name)} — {info.grid[0]}×{info.grid[1]} patches of {info.patch} px, "
-                f"after {info.prefix} token{'s' if info.prefix > 1 else ''} ({md(', '.join(analysis.tokens[:info.prefix]))})")
+    st.markdown(
+        f"**Image:** {md(info.name)} — {info.grid[0]}×{info.grid[1]} patches of {info.patch} px, "
+        f"after {info.prefix} token{'s' if info.prefix > 1 else ''} ({md(', '.join(analysis.tokens[: info.prefix]))})"
+    )
     st.image(info.pixels, width=160, caption="As the model saw it (after its image processor)")
 else:
     st.markdown(f"**Sentence:** {md(shown_text[:SENTENCE_CHARS])}" + ("…" if len(shown_text) > SENTENCE_CHARS else ""))
-st.caption(f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens analysed · {L} layers × "
-           f"{analysis.heads} heads · baseline beside **{beside}**")
+st.caption(
+    f"Model **{md(analysis.model)}** on {analysis.device} · {n} tokens analysed · {L} layers × "
+    f"{analysis.heads} heads · baseline beside **{beside}**"
+)
 NAMES = {key: md(run_title(analysis, key)) for key in analysis.runs()}  # display names, escaped
 
 
@@ -167,6 +183,7 @@ def fusion_control() -> None:
     """A fusion's fused layers as a range slider (the sidebar's ``layers=`` text box, kept in step),
     and the fused output's similarity beside each fused layer's, from this run's numbers."""
     from smoothviz.mitigations.fusion import select_layers
+
     key = controls._param_key(mitigation, "layers")
     try:
         chosen = select_layers(str(settings["params"].get("layers", "all")), L, mitigation)
@@ -175,11 +192,17 @@ def fusion_control() -> None:
     weights = controls._param_key(mitigation, "weights") if "weights" in REGISTRY[mitigation].PARAMS else None
     span = (chosen[0], chosen[-1])
     slider = f"fuse_span-{span[0]}-{span[1]}"  # a new widget per span: its value always follows the sidebar's box
-    st.select_slider("Layers fused (0 = the embeddings)", list(range(L + 1)), value=span, key=slider, width=420,
-                     on_change=fuse_layers, args=(slider, key, weights),
-                     help=f"The same as the sidebar's layers= box of {mitigation}: the fused output combines these "
-                          "layers' states." + (" Per-layer weights go back to uniform when the span changes."
-                                               if weights else ""))
+    st.select_slider(
+        "Layers fused (0 = the embeddings)",
+        list(range(L + 1)),
+        value=span,
+        key=slider,
+        width=420,
+        on_change=fuse_layers,
+        args=(slider, key, weights),
+        help=f"The same as the sidebar's layers= box of {mitigation}: the fused output combines these "
+        "layers' states." + (" Per-layer weights go back to uniform when the span changes." if weights else ""),
+    )
     if line := views.fusion_line(analysis):  # why fusion lowers similarity, in this run's own numbers
         st.markdown(md(line))
 
@@ -190,8 +213,10 @@ if mitigation:
     said = {c.values[2] for c in trends.effect_claims(analysis, NAMES["mitigated"]) if c.kind == "effect"}
     # "cure" only where every headline metric says less smoothing: an ablation can add smoothing, and a
     # collapsed lab fused stays collapsed (cosine 1.000 unchanged, dm_rel 0 → 1e-7)
-    st.markdown(f"**{'The cure' if said == {'less'} else 'The mitigation'}, beside it.** "
-                f"{measured or md(REGISTRY[mitigation].summary)}")
+    st.markdown(
+        f"**{'The cure' if said == {'less'} else 'The mitigation'}, beside it.** "
+        f"{measured or md(REGISTRY[mitigation].summary)}"
+    )
     if "layers" in REGISTRY[mitigation].PARAMS and views.has_fused(analysis):
         fusion_control()
     if line := claims.frozen_caveat_line(mitigation, analysis.lab):  # one line; the one caveat in full inside
@@ -203,6 +228,7 @@ for note in analysis.notes:
     st.info(md(note), icon=":material/info:")
 if unknown := controls.unknown_note(labels):  # e.g. an emoji alone: [CLS] [UNK] [SEP]
     st.info(md(unknown), icon=":material/info:")
+
 
 # --------------------------------------------------------------------------- the views
 # Sections and views come from smoothviz.outputs.views.VIEWS, the list the HTML report draws too. Each
@@ -234,16 +260,31 @@ st.session_state["_depth"] = L
 a_layer = lambda v: not new_depth and isinstance(v, int) and 1 <= v <= L  # noqa: E731
 FUSED = "fused"  # the slider's position after the last layer when a fusion has a fused output
 FINAL = figures.FINAL_NORM  # a pre-norm model's final norm: its own position after layer L, never layer L
-POSITIONS = [*range(1, L + 1), *([FINAL] if views.has_final_norm(analysis) else []),
-             *([FUSED] if views.has_fused(analysis) else [])]
-remember("layer", L, lambda v: not new_depth and v in POSITIONS,
-         f"this model has layers 1–{L}" + "".join(f" and {p}" for p in POSITIONS[L:]))
+POSITIONS = [
+    *range(1, L + 1),
+    *([FINAL] if views.has_final_norm(analysis) else []),
+    *([FUSED] if views.has_fused(analysis) else []),
+]
+remember(
+    "layer",
+    L,
+    lambda v: not new_depth and v in POSITIONS,
+    f"this model has layers 1–{L}" + "".join(f" and {p}" for p in POSITIONS[L:]),
+)
 remember("topk", 3, lambda v: isinstance(v, int) and 1 <= v <= 10, "1–10")
-remember("atlas_q", next(iter(figures.HEAD_QUANTITIES)), lambda v: v in figures.HEAD_QUANTITIES,
-         "one of " + ", ".join(figures.HEAD_QUANTITIES))
+remember(
+    "atlas_q",
+    next(iter(figures.HEAD_QUANTITIES)),
+    lambda v: v in figures.HEAD_QUANTITIES,
+    "one of " + ", ".join(figures.HEAD_QUANTITIES),
+)
 remember("atlas_layer", L, a_layer, f"this model has layers 1–{L}")
-remember("atlas_head", 0, lambda v: isinstance(v, int) and 0 <= v < analysis.heads,
-         f"this model has heads 0–{analysis.heads - 1}")
+remember(
+    "atlas_head",
+    0,
+    lambda v: isinstance(v, int) and 0 <= v < analysis.heads,
+    f"this model has heads 0–{analysis.heads - 1}",
+)
 
 
 def present_link() -> None:
@@ -251,18 +292,26 @@ def present_link() -> None:
     picture: an example's only, since a link cannot carry an upload)."""
     if analysis.image is not None and not str(settings.get("image")).startswith("example:"):
         return
-    section = next((k for k, label in views.sections_for(analysis).items() if label == st.session_state.get("section")),
-                   "depth")
+    section = next(
+        (k for k, label in views.sections_for(analysis).items() if label == st.session_state.get("section")), "depth"
+    )
     on_picture = section == "image"  # the picture's tab: its own layer slider and patch
-    query = {**controls.url_state(), "text": controls._url_text(settings["text"]), "proj": settings["projection"],
-             "view": views.first_view(section),
-             "layer": str(layer_number(st.session_state.get("image_layer" if on_picture else "layer", L)))}
+    query = {
+        **controls.url_state(),
+        "text": controls._url_text(settings["text"]),
+        "proj": settings["projection"],
+        "view": views.first_view(section),
+        "layer": str(layer_number(st.session_state.get("image_layer" if on_picture else "layer", L))),
+    }
     token = st.session_state.get("image_patch") if on_picture else picked
     if token is not None:
         query["token"] = token_name(token)
-    present_slot.markdown("▶ " + controls.same_tab_link("Present this", "Present", query)
-                          + " — the same setup on a projector, one view per screen, arrow keys step",
-                          unsafe_allow_html=True)
+    present_slot.markdown(
+        "▶ "
+        + controls.same_tab_link("Present this", "Present", query)
+        + " — the same setup on a projector, one view per screen, arrow keys step",
+        unsafe_allow_html=True,
+    )
 
 
 def layer_number(position) -> int | str:
@@ -284,7 +333,11 @@ def layer_views(analysis, picked) -> None:
     if st.session_state.get("play"):
         last = st.session_state.get("_played", 0.0)
         if time.monotonic() - last >= PLAY_SECONDS * 0.8:  # timer ticks, not other reruns, advance
-            at = POSITIONS.index(st.session_state.get("layer", L)) if st.session_state.get("layer", L) in POSITIONS else -1
+            at = (
+                POSITIONS.index(st.session_state.get("layer", L))
+                if st.session_state.get("layer", L) in POSITIONS
+                else -1
+            )
             st.session_state["layer"] = POSITIONS[(at + 1) % len(POSITIONS)]
             st.session_state["_played"] = time.monotonic()
     back, slider, fwd = st.columns([1, 14, 1], vertical_alignment="bottom")
@@ -293,37 +346,71 @@ def layer_views(analysis, picked) -> None:
     with slider:
         if len(POSITIONS) > L:  # the final norm and the fused output are places after the last layer
             after = " and ".join(f"the {p if p == FINAL else 'fused output'}" for p in POSITIONS[L:])
-            layer = st.select_slider(f"Layer (then {after})", POSITIONS, value=L, key="layer", bind=URL,
-                                     format_func=str, help="Drag, or click the handle and use the arrow keys; "
-                                     + ("'final norm' is the model's own norm after its last block, applied to "
-                                        f"layer {L}'s states (not a layer); " if FINAL in POSITIONS else "")
-                                     + ("'fused' is the fusion's output after the last layer." if FUSED in POSITIONS
-                                        else ""))
+            layer = st.select_slider(
+                f"Layer (then {after})",
+                POSITIONS,
+                value=L,
+                key="layer",
+                bind=URL,
+                format_func=str,
+                help="Drag, or click the handle and use the arrow keys; "
+                + (
+                    "'final norm' is the model's own norm after its last block, applied to "
+                    f"layer {L}'s states (not a layer); "
+                    if FINAL in POSITIONS
+                    else ""
+                )
+                + ("'fused' is the fusion's output after the last layer." if FUSED in POSITIONS else ""),
+            )
         else:
-            layer = st.slider("Layer", 1, L, L, key="layer", bind=URL,  # default: the last layer, as with no link
-                              help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).") \
-                if L > 1 else 1
+            layer = (
+                st.slider(
+                    "Layer",
+                    1,
+                    L,
+                    L,
+                    key="layer",
+                    bind=URL,  # default: the last layer, as with no link
+                    help="Drag, or click the handle and use the arrow keys (Home/End: first/last layer).",
+                )
+                if L > 1
+                else 1
+            )
     fused, final = layer == FUSED, layer == FINAL
     where = "the fused output" if fused else "the final norm" if final else f"layer {layer}"
     layer = L if fused or final else layer
     runs = analysis.runs()
     metric_names = CARDS
     if final:
-        st.caption(f"The final norm is the model's own norm after block {L}, applied to layer {L}'s states: what its "
-                   f"output head reads, shown apart from layer {L} (SmoothViz's choice). It has no attention of its "
-                   f"own: graph metrics are blank (—) here, and the graph views show layer {L}'s.")
+        st.caption(
+            f"The final norm is the model's own norm after block {L}, applied to layer {L}'s states: what its "
+            f"output head reads, shown apart from layer {L} (SmoothViz's choice). It has no attention of its "
+            f"own: graph metrics are blank (—) here, and the graph views show layer {L}'s."
+        )
     if "mitigated" in runs:
-        same = FUSED in POSITIONS and not (fused or final) and runs["mitigated"].rows[layer] == runs["baseline"].rows[layer]
-        st.caption(f"At {where}: baseline" + (f" (layer {L}: it has no fused output)" if fused else "")
-                   + f" → {md(run_title(analysis, 'mitigated'))} (difference below)"
-                   + (". The fusion leaves this layer as the baseline's: both columns show the same numbers here; "
-                      "move to 'fused' on the slider to see what it changes." if same else ""))
+        same = (
+            FUSED in POSITIONS
+            and not (fused or final)
+            and runs["mitigated"].rows[layer] == runs["baseline"].rows[layer]
+        )
+        st.caption(
+            f"At {where}: baseline"
+            + (f" (layer {L}: it has no fused output)" if fused else "")
+            + f" → {md(run_title(analysis, 'mitigated'))} (difference below)"
+            + (
+                ". The fusion leaves this layer as the baseline's: both columns show the same numbers here; "
+                "move to 'fused' on the slider to see what it changes."
+                if same
+                else ""
+            )
+        )
     registry = metrics_registry()
 
     def value(run, name):
         if final:
             return (run.final_norm_row or {}).get(name)
         return (run.fused_row or {}).get(name) if fused else run.rows[layer][name]
+
     for col, name in zip(st.columns(len(metric_names)), metric_names):
         b = value(runs["baseline"], name) if final else runs["baseline"].rows[layer][name]
         text = "—" if b is None else f"{b:.3g}"
@@ -331,8 +418,13 @@ def layer_views(analysis, picked) -> None:
         label, tip = f"{figures.plain_title(name)} · {where}", f"`{name}`: {registry[name].formula}"
         if "mitigated" in runs:
             m = value(runs["mitigated"], name)
-            col.metric(label, f"{text} → {'—' if m is None else f'{m:.3g}'}", help=tip,
-                       delta=None if None in (b, m) else f"{m - b:+.3g}", delta_color="off")
+            col.metric(
+                label,
+                f"{text} → {'—' if m is None else f'{m:.3g}'}",
+                help=tip,
+                delta=None if None in (b, m) else f"{m - b:+.3g}",
+                delta_color="off",
+            )
         else:
             col.metric(label, text, help=tip)
     top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
@@ -340,8 +432,12 @@ def layer_views(analysis, picked) -> None:
 
 
 def layer_tab() -> None:
-    playing = st.toggle("▶ Play through the layers", key="play", disabled=L == 1,
-                        help="Steps the layer slider every second; switch off to stop.")
+    playing = st.toggle(
+        "▶ Play through the layers",
+        key="play",
+        disabled=L == 1,
+        help="Steps the layer slider every second; switch off to stop.",
+    )
     st.fragment(state.timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(analysis, picked)
 
 
@@ -349,10 +445,12 @@ def trajectories_tab() -> None:
     projected = state.projected(settings, analysis)
     if projected is None:
         return
-    for note in projected.notes[len(analysis.notes):]:  # e.g. why UMAP fell back to PCA
+    for note in projected.notes[len(analysis.notes) :]:  # e.g. why UMAP fell back to PCA
         st.info(md(note), icon=":material/info:")
-    st.caption(f"Joint {projected.projection_method.upper()} of every layer of both runs (same coordinates). "
-               "**Projections distort distances: the metrics are the ground truth.**")
+    st.caption(
+        f"Joint {projected.projection_method.upper()} of every layer of both runs (same coordinates). "
+        "**Projections distort distances: the metrics are the ground truth.**"
+    )
     draw_section("trajectories", views.At(layer=L, picked=picked), projected)
 
 
@@ -371,26 +469,49 @@ def toggle_ablation(layer: int, head: int) -> None:
     cells = set(ablated())
     cells ^= {(layer, head)}
     st.session_state.update(_ablation_changed=True)
-    controls.write_to_url({"heads_ablate": "", "heads_sink": "none", "mit": controls.DEFAULT_MITIGATION},
-                          mit="heads", heads_ablate=format_ablate(cells), heads_sink="none")
-
+    controls.write_to_url(
+        {"heads_ablate": "", "heads_sink": "none", "mit": controls.DEFAULT_MITIGATION},
+        mit="heads",
+        heads_ablate=format_ablate(cells),
+        heads_sink="none",
+    )
 
 
 def atlas(analysis, picked) -> None:
     """Head × layer heatmaps; the chosen cell's graph below. Reruns alone."""
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1.3], vertical_alignment="bottom")
-    quantity = c1.radio("Quantity", list(figures.HEAD_QUANTITIES), key="atlas_q", bind=URL, horizontal=True,
-                        captions=list(figures.HEAD_QUANTITIES.values()))
+    quantity = c1.radio(
+        "Quantity",
+        list(figures.HEAD_QUANTITIES),
+        key="atlas_q",
+        bind=URL,
+        horizontal=True,
+        captions=list(figures.HEAD_QUANTITIES.values()),
+    )
     layer = c2.selectbox("Layer", list(range(1, L + 1)), index=L - 1, key="atlas_layer", bind=URL)
     head = c3.selectbox("Head", list(range(analysis.heads)), key="atlas_head", bind=URL)
     cut = (layer, head) in ablated()
-    c4.button("Restore this head" if cut else "Ablate this head", key="ablate", on_click=toggle_ablation,
-              args=(layer, head), help="Zero this head's output before the output projection and leave it out of "
-                                       "its layer's head-mean graph (the heads mitigation); press again to restore.")
+    c4.button(
+        "Restore this head" if cut else "Ablate this head",
+        key="ablate",
+        on_click=toggle_ablation,
+        args=(layer, head),
+        help="Zero this head's output before the output projection and leave it out of "
+        "its layer's head-mean graph (the heads mitigation); press again to restore.",
+    )
     if st.session_state.pop("_ablation_changed", False):
         st.rerun()  # the mitigation changed: the whole page, not only this fragment
-    draw_section("atlas", views.At(layer=L, picked=picked, top_k=st.session_state.get("topk", 3),
-                                   quantity=quantity, head_layer=layer, head=head))
+    draw_section(
+        "atlas",
+        views.At(
+            layer=L,
+            picked=picked,
+            top_k=st.session_state.get("topk", 3),
+            quantity=quantity,
+            head_layer=layer,
+            head=head,
+        ),
+    )
 
 
 def atlas_tab() -> None:
@@ -419,24 +540,40 @@ def image_tab() -> None:
     centre = image_views.picked_patch(analysis, None)
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     layer = c1.slider("Layer", 1, L, L, key="image_layer") if L > 1 else 1
-    chosen = c2.selectbox("Patch to compare with", patch_tokens, index=centre, key="image_patch",
-                          format_func=lambda i: labels[i],
-                          help="Row, column from the top left (p0,0); or click a patch on the similarity map.")
-    st.caption("How to read these maps depends on the weights: a randomly initialised model's patch states are "
-               "random projections of the pixels, so its maps follow the pixels' look alone and its patches need "
-               "not grow alike with depth; the papers measured pretrained checkpoints (e.g. "
-               "google/vit-base-patch16-224, facebook/dinov2-small). SmoothViz's note; the numbers below are this "
-               "model's own.")
+    chosen = c2.selectbox(
+        "Patch to compare with",
+        patch_tokens,
+        index=centre,
+        key="image_patch",
+        format_func=lambda i: labels[i],
+        help="Row, column from the top left (p0,0); or click a patch on the similarity map.",
+    )
+    st.caption(
+        "How to read these maps depends on the weights: a randomly initialised model's patch states are "
+        "random projections of the pixels, so its maps follow the pixels' look alone and its patches need "
+        "not grow alike with depth; the papers measured pretrained checkpoints (e.g. "
+        "google/vit-base-patch16-224, facebook/dinov2-small). SmoothViz's note; the numbers below are this "
+        "model's own."
+    )
     draw_section("image", views.At(layer=layer, picked=chosen, top_k=st.session_state.get("topk", 3)))
 
 
-TABS = {"depth": depth_tab, "layer": layer_tab, "trajectories": trajectories_tab, "atlas": atlas_tab, "sv": sv_tab,
-        "image": image_tab}
-assert TABS.keys() == {**views.SECTIONS, **views.IMAGE_SECTIONS}.keys(), "a section of smoothviz.outputs.views without a tab here"
+TABS = {
+    "depth": depth_tab,
+    "layer": layer_tab,
+    "trajectories": trajectories_tab,
+    "atlas": atlas_tab,
+    "sv": sv_tab,
+    "image": image_tab,
+}
+assert TABS.keys() == {**views.SECTIONS, **views.IMAGE_SECTIONS}.keys(), (
+    "a section of smoothviz.outputs.views without a tab here"
+)
 SHOWN = views.sections_for(analysis)  # a picture's own tab only for a picture
 st.caption("Each tab is one way to look at the run; only the open tab is computed and drawn.")
-for tab, draw_tab in zip(st.tabs(list(SHOWN.values()), key="section", bind=URL, on_change="rerun"),
-                         [TABS[key] for key in SHOWN]):
+for tab, draw_tab in zip(
+    st.tabs(list(SHOWN.values()), key="section", bind=URL, on_change="rerun"), [TABS[key] for key in SHOWN]
+):
     with tab:
         if tab.open:
             draw_tab()
@@ -445,34 +582,64 @@ present_link()  # after the tabs: the open tab and the layer are known
 # --------------------------------------------------------------------------- export
 st.header("Share and export", anchor="export")
 if analysis.image is not None and not str(settings.get("image")).startswith("example:"):
-    st.caption("Every setting but the uploaded picture lives in the address bar: a copied URL reopens this view "
-               "on the example picture chosen in the sidebar (an upload stays on this server only). Each chart's "
-               "camera button saves it as PNG or SVG (choose in the sidebar).")
+    st.caption(
+        "Every setting but the uploaded picture lives in the address bar: a copied URL reopens this view "
+        "on the example picture chosen in the sidebar (an upload stays on this server only). Each chart's "
+        "camera button saves it as PNG or SVG (choose in the sidebar)."
+    )
 else:
-    st.caption("Every setting lives in the address bar: copy the URL to reopen this exact view. "
-               "Each chart's camera button saves it as PNG or SVG (choose in the sidebar).")
+    st.caption(
+        "Every setting lives in the address bar: copy the URL to reopen this exact view. "
+        "Each chart's camera button saves it as PNG or SVG (choose in the sidebar)."
+    )
 c1, c2, c3 = st.columns(3)
-c1.download_button("Metrics (CSV)", report.metrics_csv(analysis), "smoothviz-metrics.csv", "text/csv",
-                   on_click="ignore", width="stretch")
-c2.download_button("Metrics (JSON)", json.dumps(analysis.to_json(), indent=1), "smoothviz-metrics.json",
-                   "application/json", on_click="ignore", width="stretch")
+c1.download_button(
+    "Metrics (CSV)",
+    report.metrics_csv(analysis),
+    "smoothviz-metrics.csv",
+    "text/csv",
+    on_click="ignore",
+    width="stretch",
+)
+c2.download_button(
+    "Metrics (JSON)",
+    json.dumps(analysis.to_json(), indent=1),
+    "smoothviz-metrics.json",
+    "application/json",
+    on_click="ignore",
+    width="stretch",
+)
 # built when pressed, from the settings alone (state.report_html says why not a closure over the page);
 # at the fused position the report's per-layer views show the last layer
 report_layer = st.session_state.get("layer", L) if st.session_state.get("layer", L) not in (FUSED, FINAL) else L
-c3.download_button("Report (one HTML file, works offline)",
-                   functools.partial(state.report_html, settings, report_layer),
-                   "smoothviz-report.html", "text/html", on_click="ignore", width="stretch")
+c3.download_button(
+    "Report (one HTML file, works offline)",
+    functools.partial(state.report_html, settings, report_layer),
+    "smoothviz-report.html",
+    "text/html",
+    on_click="ignore",
+    width="stretch",
+)
 
 
 def animation_controls() -> None:
     """Make the layers a GIF or MP4 for slides, on request (rendering takes seconds)."""
-    st.caption("One frame per layer (and the fused output of a fusion), baseline beside mitigated, with the same "
-               "axes and colours in every frame and each frame titled with its layer and headline metrics. Rendered "
-               "in a headless Chromium on the server: 6–9 s for the default sentence with two views on a 2-core "
-               "machine; more views and longer sentences take longer.")
+    st.caption(
+        "One frame per layer (and the fused output of a fusion), baseline beside mitigated, with the same "
+        "axes and colours in every frame and each frame titled with its layer and headline metrics. Rendered "
+        "in a headless Chromium on the server: 6–9 s for the default sentence with two views on a 2-core "
+        "machine; more views and longer sentences take longer."
+    )
     c1, c2, c3 = st.columns([3, 1.2, 1.5], vertical_alignment="bottom")
-    chosen = tuple(c1.multiselect("Views in each frame", animate.VIEWS, default=["heatmap", "graph"],
-                                  key="anim_views", help="trajectory: every token's path in the joint projection"))
+    chosen = tuple(
+        c1.multiselect(
+            "Views in each frame",
+            animate.VIEWS,
+            default=["heatmap", "graph"],
+            key="anim_views",
+            help="trajectory: every token's path in the joint projection",
+        )
+    )
     fmt = c2.radio("Format", animate.FORMATS, key="anim_fmt", horizontal=True, format_func=lambda f: f[1:].upper())
     request = (SETTINGS_KEY, chosen, fmt)
     if c3.button("Make the animation", disabled=not chosen, width="stretch"):
@@ -482,8 +649,13 @@ def animation_controls() -> None:
     data = state.animation_or_error(settings, analysis, chosen, fmt)
     if data is None:
         return
-    st.download_button(f"Download the animation ({fmt[1:].upper()}, {len(data) / 2**20:.1f} MB)", data,
-                       f"smoothviz-layers{fmt}", "image/gif" if fmt == ".gif" else "video/mp4", on_click="ignore")
+    st.download_button(
+        f"Download the animation ({fmt[1:].upper()}, {len(data) / 2**20:.1f} MB)",
+        data,
+        f"smoothviz-layers{fmt}",
+        "image/gif" if fmt == ".gif" else "video/mp4",
+        on_click="ignore",
+    )
     (st.image if fmt == ".gif" else st.video)(data)
 
 

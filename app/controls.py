@@ -8,6 +8,7 @@ themselves. Widgets offer only what the server accepts; a value asked for that t
 or that the mitigation cannot use on the chosen model (a head it lacks, an unreadable gate), from a
 link, a preset or another model, is reset to the default, and the page says so.
 """
+
 from __future__ import annotations
 
 import html
@@ -18,12 +19,12 @@ from urllib.parse import quote, urlencode
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from smoothviz.mitigations import REGISTRY, Mitigation, make
 from smoothviz.model.handles import MAX_CHARS
 from smoothviz.model.lab import CHOICES, LIMITS, LabConfig
-from smoothviz.mitigations import REGISTRY, Mitigation, make
+from smoothviz.model.vision import MAX_IMAGE_BYTES, ImageError, takes_images
 from smoothviz.options import DEVICES, PROJECTIONS, SYMMETRIZE
 from smoothviz.outputs.views import IMAGE_SECTIONS, SECTIONS
-from smoothviz.model.vision import MAX_IMAGE_BYTES, ImageError, takes_images
 
 import images
 import state
@@ -40,21 +41,36 @@ TEXT_CHARS = SETTINGS.max_chars or MAX_CHARS  # the text box holds no more than 
 # ~128 kB here; browsers and proxies often allow less), and one character can take 12 bytes once
 # percent-encoded.
 URL_TEXT_CHARS, URL_TEXT_BYTES = 8_000, 24_000
+
+
 # A public server's lab stays within its caps (state.server), and its widgets say so.
 def _devices_here() -> tuple[str, ...]:
     """The devices this machine has (issue 27: a CPU server offered cuda and mps, and then failed)."""
     import torch  # already imported by smoothviz
-    return ("auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []),
-            *(["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else []))
+
+    return (
+        "auto",
+        "cpu",
+        *(["cuda"] if torch.cuda.is_available() else []),
+        *(["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else []),
+    )
 
 
 DEVICES_HERE = _devices_here()
 AGGREGATIONS = ("mean", "one head")
 SHOWN_PROJECTIONS = tuple(p for p in PROJECTIONS if p != "none")
 IMAGE_FORMATS = ("png", "svg")
-LAB_LIMITS = {**LIMITS, **({"depth": (LIMITS["depth"][0], min(LIMITS["depth"][1], SETTINGS.max_lab_depth)),
-                            "width": (LIMITS["width"][0], min(LIMITS["width"][1], SETTINGS.max_lab_width))}
-                           if SETTINGS.public else {})}
+LAB_LIMITS = {
+    **LIMITS,
+    **(
+        {
+            "depth": (LIMITS["depth"][0], min(LIMITS["depth"][1], SETTINGS.max_lab_depth)),
+            "width": (LIMITS["width"][0], min(LIMITS["width"][1], SETTINGS.max_lab_width)),
+        }
+        if SETTINGS.public
+        else {}
+    ),
+}
 
 
 def default_text() -> str:
@@ -70,9 +86,11 @@ def unknown_note(labels: list[str]) -> str | None:
     unknown = [label for label in labels if label in UNKNOWN]
     if not unknown:
         return None
-    return (f"{len(unknown)} of the {len(labels)} tokens analysed {'is' if len(unknown) == 1 else 'are'} the "
-            f"unknown token {unknown[0]}: the tokenizer has no piece for those characters (emoji, some scripts), "
-            "so the model sees one and the same vector for each of them.")
+    return (
+        f"{len(unknown)} of the {len(labels)} tokens analysed {'is' if len(unknown) == 1 else 'are'} the "
+        f"unknown token {unknown[0]}: the tokenizer has no piece for those characters (emoji, some scripts), "
+        "so the model sees one and the same vector for each of them."
+    )
 
 
 def _param_key(mitigation: str, name: str, prefix: str = "") -> str:
@@ -105,12 +123,14 @@ def apply_example() -> None:
 
 def _in_range(lo: float, hi: float, integer: bool = False):
     """A test for a widget value (a number, or the URL's text of one) within ``lo..hi``."""
+
     def ok(value) -> bool:
         try:
             x = float(value)
         except (TypeError, ValueError):
             return False
         return math.isfinite(x) and lo <= x <= hi and (not integer or x.is_integer())
+
     return ok
 
 
@@ -159,7 +179,7 @@ def _lab_options(name: str) -> list[int] | None:
     if name not in ("width", "heads"):
         return None
     lo, hi = LAB_LIMITS[name]
-    return [2 ** i for i in range(0 if name == "heads" else 3, 5 if name == "heads" else 11) if lo <= 2 ** i <= hi]
+    return [2**i for i in range(0 if name == "heads" else 3, 5 if name == "heads" else 11) if lo <= 2**i <= hi]
 
 
 def lab_checks() -> dict[str, tuple]:
@@ -167,12 +187,18 @@ def lab_checks() -> dict[str, tuple]:
     checks = {}
     for name, (lo, hi) in LAB_LIMITS.items():
         if (options := _lab_options(name)) is not None:
-            checks[f"lab_{name}"] = (_one_of(options), f"lab {name} {', '.join(map(str, options))}",
-                                     min(LAB_DEFAULTS[name], options[-1]))
+            checks[f"lab_{name}"] = (
+                _one_of(options),
+                f"lab {name} {', '.join(map(str, options))}",
+                min(LAB_DEFAULTS[name], options[-1]),
+            )
         else:
             default = min(max(LAB_DEFAULTS[name], lo), hi)
-            checks[f"lab_{name}"] = (_in_range(lo, hi, not isinstance(default, float)),
-                                     f"lab {name} {_span(lo, hi)}", default)
+            checks[f"lab_{name}"] = (
+                _in_range(lo, hi, not isinstance(default, float)),
+                f"lab {name} {_span(lo, hi)}",
+                default,
+            )
     for name, allowed in CHOICES.items():
         default = LAB_DEFAULTS[name]
         if isinstance(default, bool):
@@ -208,15 +234,19 @@ def lab_widgets(active: bool, refused: list, prefix: str = "") -> dict:
             if isinstance(default, bool):
                 lab[name] = st.toggle(name, value=default, key=key, bind=URL)
             else:
-                lab[name] = st.selectbox(name.replace("_", " "), list(allowed), index=list(allowed).index(default),
-                                         key=key, bind=URL)
+                lab[name] = st.selectbox(
+                    name.replace("_", " "), list(allowed), index=list(allowed).index(default), key=key, bind=URL
+                )
     return lab
 
 
 def simple_checks() -> dict[str, tuple]:
     """Every URL key of the sidebar with a fixed set of values → ``(test, what is allowed, default)``."""
-    model_why = (f"this public server allows only {', '.join(MODELS)}" if SETTINGS.public else
-                 f"one of {', '.join(MODELS)}; another model: model=custom&model_id=<Hugging Face id or directory>")
+    model_why = (
+        f"this public server allows only {', '.join(MODELS)}"
+        if SETTINGS.public
+        else f"one of {', '.join(MODELS)}; another model: model=custom&model_id=<Hugging Face id or directory>"
+    )
     return {
         "model": (_one_of(MODELS), model_why, "default"),
         "device": (_one_of(DEVICES_HERE), "this server has " + ", ".join(DEVICES_HERE), "auto"),
@@ -236,8 +266,9 @@ def check_section(refused: list, sections: dict[str, str]) -> None:
     if asked in sections:  # ?section=layer: the short key the README and the lesson may use
         st.session_state["section"] = sections[asked]
         return
-    _refuse(refused, "section", lambda v: False, "one of " + ", ".join(sections) + " or a tab's title",
-            next(iter(sections)))
+    _refuse(
+        refused, "section", lambda v: False, "one of " + ", ".join(sections) + " or a tab's title", next(iter(sections))
+    )
 
 
 def _shown(value) -> str:
@@ -258,6 +289,7 @@ def unworkable(mitigation: str, asked: dict, shape: tuple[int, int] | None) -> d
     the first in the parameters' order that does, makes them apply; if none does, every value asked
     for. If even the defaults cannot apply, nothing is reset: the analysis says why.
     """
+
     def problem(values: dict, on_model: bool = True) -> str | None:
         try:
             config = make(mitigation, values)
@@ -274,8 +306,9 @@ def unworkable(mitigation: str, asked: dict, shape: tuple[int, int] | None) -> d
     reasons = {name: why for name, raw in asked.items() if (why := problem({name: raw}, on_model=False))}
     values = {name: raw for name, raw in asked.items() if name not in reasons}
     while values and (why := problem(values)):
-        blame = next((name for name in values if not problem({k: v for k, v in values.items() if k != name})),
-                     next(iter(values)))
+        blame = next(
+            (name for name in values if not problem({k: v for k, v in values.items() if k != name})), next(iter(values))
+        )
         reasons[blame] = why
         del values[blame]
     return reasons
@@ -294,8 +327,9 @@ def linked_mitigation(query, shape: tuple[int, int] | None) -> tuple[str, dict, 
     specs = REGISTRY[mitigation].PARAMS
     asked = {name: query[key] for name in specs if (key := _param_key(mitigation, name)) in query}
     reasons = unworkable(mitigation, asked, shape)
-    refused += [refusal(_param_key(mitigation, name), asked[name], why, specs[name].default)
-                for name, why in reasons.items()]
+    refused += [
+        refusal(_param_key(mitigation, name), asked[name], why, specs[name].default) for name, why in reasons.items()
+    ]
     return mitigation, {k: v for k, v in asked.items() if k not in reasons}, refused
 
 
@@ -349,9 +383,19 @@ def linked_settings(query) -> tuple[dict, list[str]]:
             refused.append(refusal("image", asked, "one of " + ", ".join(choices), next(iter(choices))))
             asked = None
         image, text = choices[asked or next(iter(choices))], ""
-    return dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
-                head=head, symmetrize=got["sym"], exclude_special=_as_bool(got["nospecial"]),
-                projection=got["proj"], image=image), refused + more
+    return dict(
+        text=text,
+        model=model,
+        device=device,
+        lab=lab,
+        mitigation=mitigation,
+        params=params,
+        head=head,
+        symmetrize=got["sym"],
+        exclude_special=_as_bool(got["nospecial"]),
+        projection=got["proj"],
+        image=image,
+    ), refused + more
 
 
 def mitigation_params(name: str, refused: list, prefix: str = "", shape=None) -> dict:
@@ -378,15 +422,30 @@ def mitigation_params(name: str, refused: list, prefix: str = "", shape=None) ->
     for pname, spec in specs.items():
         key, label = keys[pname], f"{pname} — {spec.help}" if spec.help else pname
         if spec.kind == "choice":
-            params[pname] = st.selectbox(label, list(spec.choices), index=list(spec.choices).index(spec.default),
-                                         key=key, bind=URL)
+            params[pname] = st.selectbox(
+                label, list(spec.choices), index=list(spec.choices).index(spec.default), key=key, bind=URL
+            )
         elif spec.kind == "float" and spec.hi - spec.lo <= 2:
-            params[pname] = st.slider(label, float(spec.lo), float(spec.hi), float(spec.default),
-                                      step=round((spec.hi - spec.lo) / 40, 4), key=key, bind=URL)
+            params[pname] = st.slider(
+                label,
+                float(spec.lo),
+                float(spec.hi),
+                float(spec.default),
+                step=round((spec.hi - spec.lo) / 40, 4),
+                key=key,
+                bind=URL,
+            )
         elif spec.kind in ("float", "int"):
             cast = float if spec.kind == "float" else int
-            params[pname] = st.number_input(label, cast(spec.lo), cast(spec.hi), cast(spec.default),
-                                            step=0.1 if spec.kind == "float" else 1, key=key, bind=URL)
+            params[pname] = st.number_input(
+                label,
+                cast(spec.lo),
+                cast(spec.hi),
+                cast(spec.default),
+                step=0.1 if spec.kind == "float" else 1,
+                key=key,
+                bind=URL,
+            )
         else:
             params[pname] = st.text_input(label, value=str(spec.default), key=key, bind=URL, max_chars=500)
     if linked and not st.session_state.get("_relinked"):  # once: never a loop of reruns
@@ -423,8 +482,10 @@ def _text_box() -> str:
     elif st.query_params.get("text") != short:
         st.query_params["text"] = short
     if len(short) < len(text):
-        st.caption(f"A copied link holds only the first {len(short):,} of the text's {len(text):,} characters "
-                   "(longer addresses are refused).")
+        st.caption(
+            f"A copied link holds only the first {len(short):,} of the text's {len(text):,} characters "
+            "(longer addresses are refused)."
+        )
     return text
 
 
@@ -436,15 +497,26 @@ def image_box(refused: list) -> str:
     is not one goes to ``refused``."""
     choices = images.examples()
     _refuse(refused, "image", lambda v: v in choices, "one of " + ", ".join(choices), next(iter(choices)))
-    pick = st.selectbox("Example pictures", list(choices), key="image", bind=URL,  # a link reopens the example
-                        help="Simple shapes drawn by SmoothViz (CC0, assets/images).")
-    upload = st.file_uploader("Or upload a picture", type=images.UPLOAD_TYPES, key="image_upload",
-                              help=f"PNG, JPEG, GIF, BMP or WebP, up to {MAX_IMAGE_BYTES // 2**20} MB; "
-                                   "the model's own image processor resizes and crops it.")
+    pick = st.selectbox(
+        "Example pictures",
+        list(choices),
+        key="image",
+        bind=URL,  # a link reopens the example
+        help="Simple shapes drawn by SmoothViz (CC0, assets/images).",
+    )
+    upload = st.file_uploader(
+        "Or upload a picture",
+        type=images.UPLOAD_TYPES,
+        key="image_upload",
+        help=f"PNG, JPEG, GIF, BMP or WebP, up to {MAX_IMAGE_BYTES // 2**20} MB; "
+        "the model's own image processor resizes and crops it.",
+    )
     if upload is None:
         return choices[pick]
-    st.caption("The upload is analysed (the example is not); remove it (×) to go back to the examples. "
-               "A copied link does not carry an upload.")
+    st.caption(
+        "The upload is analysed (the example is not); remove it (×) to go back to the examples. "
+        "A copied link does not carry an upload."
+    )
     try:
         return images.remember(upload.name, upload.getvalue())
     except ImageError as err:
@@ -456,26 +528,47 @@ def _head_box(model: str, device: str, lab: dict | None, refused: list) -> int:
     """The head index, offered only within the chosen model's heads (the model is loaded for it)."""
     heads = state.head_count(model, device, lab)  # None if it cannot load: the analysis will say why
     top = (heads or 64) - 1
-    _refuse(refused, "head", _in_range(0, top, integer=True),
-            f"this model has heads 0–{top}" if heads else f"heads 0–{top}", 0)
+    _refuse(
+        refused,
+        "head",
+        _in_range(0, top, integer=True),
+        f"this model has heads 0–{top}" if heads else f"heads 0–{top}",
+        0,
+    )
     return st.number_input("Head index", 0, top, 0, key="head", bind=URL, help=f"0–{top}")
 
 
 def model_controls(refused: list) -> tuple[str, dict | None, str]:
     """The model (with the lab's settings) and the device: ``(model, lab or None, device)``."""
     st.subheader("Model")
-    model = st.selectbox("Model", MODELS, key="model", bind=URL, label_visibility="collapsed",
-                         help="default: the embedded all-MiniLM-L6-v2 (offline). gemma-3-270m: the embedded Gemma 3 "
-                              "270M decoder (offline; the first load dequantises it, about 2 minutes). lab: a "
-                              "deep, untrained transformer to configure. custom: a Hugging Face id, a local "
-                              "directory or a .gguf file.")
+    model = st.selectbox(
+        "Model",
+        MODELS,
+        key="model",
+        bind=URL,
+        label_visibility="collapsed",
+        help="default: the embedded all-MiniLM-L6-v2 (offline). gemma-3-270m: the embedded Gemma 3 "
+        "270M decoder (offline; the first load dequantises it, about 2 minutes). lab: a "
+        "deep, untrained transformer to configure. custom: a Hugging Face id, a local "
+        "directory or a .gguf file.",
+    )
     if model == "custom":
-        model = st.text_input("Hugging Face id, local directory or .gguf file", key="model_id", bind=URL, max_chars=500,
-                              placeholder="bert-base-uncased or /path/to/model").strip()
+        model = st.text_input(
+            "Hugging Face id, local directory or .gguf file",
+            key="model_id",
+            bind=URL,
+            max_chars=500,
+            placeholder="bert-base-uncased or /path/to/model",
+        ).strip()
     lab = lab_widgets(model == "lab", refused)
     lab = lab if model == "lab" else None
-    device = st.selectbox("Device", list(DEVICES_HERE), key="device", bind=URL,
-                          help=", ".join(DEVICES[d] for d in DEVICES_HERE) + " (the devices this server has)")
+    device = st.selectbox(
+        "Device",
+        list(DEVICES_HERE),
+        key="device",
+        bind=URL,
+        help=", ".join(DEVICES[d] for d in DEVICES_HERE) + " (the devices this server has)",
+    )
     return model, lab, device
 
 
@@ -485,8 +578,9 @@ def mitigation_controls(refused: list, shape=None) -> tuple[str, dict]:
     st.subheader("Mitigation")
     names = ["none", *REGISTRY]  # every registered mitigation, in registry order
     _refuse(refused, "mit", _one_of(names), "one of " + ", ".join(names), DEFAULT_MITIGATION)
-    mitigation = st.selectbox("Mitigation", names, index=names.index(DEFAULT_MITIGATION),
-                              key="mit", bind=URL, label_visibility="collapsed")
+    mitigation = st.selectbox(
+        "Mitigation", names, index=names.index(DEFAULT_MITIGATION), key="mit", bind=URL, label_visibility="collapsed"
+    )
     if mitigation != "none":
         st.caption(REGISTRY[mitigation].summary)
     return mitigation, mitigation_params(mitigation, refused, shape=shape) if mitigation != "none" else {}
@@ -497,8 +591,9 @@ def graph_controls(model: str, device: str, lab: dict | None, refused: list) -> 
     with st.expander("Graph options"):
         one = st.radio("Head aggregation", list(AGGREGATIONS), key="agg", bind=URL, horizontal=True)
         head = _head_box(model, device, lab, refused) if one == "one head" and model else None
-        sym = st.radio("Symmetrisation", list(SYMMETRIZE), key="sym", bind=URL, horizontal=True,
-                       captions=list(SYMMETRIZE.values()))
+        sym = st.radio(
+            "Symmetrisation", list(SYMMETRIZE), key="sym", bind=URL, horizontal=True, captions=list(SYMMETRIZE.values())
+        )
         exclude = st.checkbox("Exclude special tokens ([CLS], [SEP], …)", key="nospecial", bind=URL)
     return dict(head=int(head) if head is not None else None, symmetrize=sym, exclude_special=exclude)
 
@@ -575,9 +670,14 @@ def sidebar() -> tuple[dict, str, list[str]]:
         _refuse(refused, key, ok, allowed, default)
     check_section(refused, {**SECTIONS, **IMAGE_SECTIONS})  # a picture's tab too
     sb = st.sidebar
-    sb.selectbox("Ready-made preset", ["—", *data["presets"]], key="preset", on_change=apply_preset,
-                 help="Loads a model, sentence and mitigation that show one effect clearly.")
-    if (chosen := data["presets"].get(st.session_state.get("preset"))):
+    sb.selectbox(
+        "Ready-made preset",
+        ["—", *data["presets"]],
+        key="preset",
+        on_change=apply_preset,
+        help="Loads a model, sentence and mitigation that show one effect clearly.",
+    )
+    if chosen := data["presets"].get(st.session_state.get("preset")):
         sb.caption(chosen["description"])
 
     with sb:
@@ -596,11 +696,32 @@ def sidebar() -> tuple[dict, str, list[str]]:
         graph = graph_controls(model, device, lab, refused)
 
         st.subheader("Projection")
-        proj = st.radio("Projection", list(SHOWN_PROJECTIONS), key="proj", bind=URL,
-                        horizontal=True, label_visibility="collapsed",  # no format_func: the URL holds the option
-                        help="pca: PCA, fast and deterministic; umap: UMAP (fixed seed), keeps neighbourhoods.")
-        img = st.radio("Chart download format", list(IMAGE_FORMATS), key="img", bind=URL, horizontal=True,
-                       help="What the camera button in every chart's toolbar saves.")
-    settings = dict(text=text, model=model, device=device, lab=lab, mitigation=mitigation, params=params,
-                    **graph, projection=proj, image=image)
+        proj = st.radio(
+            "Projection",
+            list(SHOWN_PROJECTIONS),
+            key="proj",
+            bind=URL,
+            horizontal=True,
+            label_visibility="collapsed",  # no format_func: the URL holds the option
+            help="pca: PCA, fast and deterministic; umap: UMAP (fixed seed), keeps neighbourhoods.",
+        )
+        img = st.radio(
+            "Chart download format",
+            list(IMAGE_FORMATS),
+            key="img",
+            bind=URL,
+            horizontal=True,
+            help="What the camera button in every chart's toolbar saves.",
+        )
+    settings = dict(
+        text=text,
+        model=model,
+        device=device,
+        lab=lab,
+        mitigation=mitigation,
+        params=params,
+        **graph,
+        projection=proj,
+        image=image,
+    )
     return settings, img, refused

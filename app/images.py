@@ -6,6 +6,7 @@ kept here, shared by every session: the same picture is one entry whoever sent i
 bounded in count and bytes, least recently used out first. The Corpus page's runs read files, so
 :func:`as_file` writes an upload to this process's temporary folder, removed with the upload.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -20,8 +21,8 @@ from pathlib import Path
 from smoothviz.model.vision import MAX_IMAGE_BYTES, ImageError
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "images"
-UPLOADS = 16                 # uploads kept at once …
-UPLOAD_BYTES = 64 * 2**20    # … and their bytes together
+UPLOADS = 16  # uploads kept at once …
+UPLOAD_BYTES = 64 * 2**20  # … and their bytes together
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp"]
 UPLOAD_DIR = Path(tempfile.gettempdir()) / f"smoothviz-uploads-{os.getpid()}"  # the uploads as files (as_file)
 atexit.register(shutil.rmtree, UPLOAD_DIR, ignore_errors=True)  # written only while this process runs
@@ -42,13 +43,16 @@ def remember(name: str, data: bytes) -> str:
         ImageError: over :data:`smoothviz.model.vision.MAX_IMAGE_BYTES`.
     """
     if len(data) > MAX_IMAGE_BYTES:
-        raise ImageError(f"'{name}' is {len(data) / 2**20:.0f} MB: images up to {MAX_IMAGE_BYTES // 2**20} MB "
-                         "are accepted")
+        raise ImageError(
+            f"'{name}' is {len(data) / 2**20:.0f} MB: images up to {MAX_IMAGE_BYTES // 2**20} MB are accepted"
+        )
     ref = "upload:" + hashlib.sha256(data).hexdigest()[:32]
     with _lock:
         _uploads[ref] = (name, bytes(data))
         _uploads.move_to_end(ref)
-        while len(_uploads) > 1 and (len(_uploads) > UPLOADS or sum(len(d) for _, d in _uploads.values()) > UPLOAD_BYTES):
+        while len(_uploads) > 1 and (
+            len(_uploads) > UPLOADS or sum(len(d) for _, d in _uploads.values()) > UPLOAD_BYTES
+        ):
             gone, _ = _uploads.popitem(last=False)
             shutil.rmtree(UPLOAD_DIR / gone.partition(":")[2], ignore_errors=True)
     return ref

@@ -5,6 +5,7 @@ markdown: a link, an image that the browser fetches, raw HTML, emphasis, Streaml
 ``:red[…]`` directives and ``$…$`` LaTeX. A value a visitor typed or put in a link (a model
 path, a mitigation parameter, a library message that quotes it) goes through :func:`md` first.
 """
+
 from __future__ import annotations
 
 import re

@@ -15,6 +15,7 @@ per-layer fragment: the main page's slider figures here are an upper bound on th
 Each "seen" figure is the best of ``--rounds`` presses (the least disturbed by other work on a
 shared machine); the JSON stores every press and the load average.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,23 +54,34 @@ def main_page(rounds: int) -> dict:
     for i in range(rounds):
         at.slider(key="layer").set_value(top if i % 2 == 0 else top - 1)
         seen.append(_run(at))
-    return {"first_load_s": first, "layer_tab_first_open_s": layer_tab, "slider_new_layer_s": new_layer,
-            "slider_seen_layer_s": seen, "slider_seen_best_s": min(seen)}
+    return {
+        "first_load_s": first,
+        "layer_tab_first_open_s": layer_tab,
+        "slider_new_layer_s": new_layer,
+        "slider_seen_layer_s": seen,
+        "slider_seen_best_s": min(seen),
+    }
 
 
 def present(rounds: int) -> dict:
     at = AppTest.from_file(str(ROOT / "app" / "pages" / "5_Present.py"), default_timeout=900)
     first = _run(at)
+
     def button(label):  # the page's ◀ layer / layer ▶ buttons (what the arrow keys press)
         return next(b for b in at.button if b.label == label)
+
     button("◀ layer").click()  # the page opens on the last layer
     new_layer = _run(at)
     seen = []
     for i in range(rounds):
         button("layer ▶" if i % 2 == 0 else "◀ layer").click()
         seen.append(_run(at))
-    return {"first_load_s": first, "arrow_new_layer_s": new_layer, "arrow_seen_layer_s": seen,
-            "arrow_seen_best_s": min(seen)}
+    return {
+        "first_load_s": first,
+        "arrow_new_layer_s": new_layer,
+        "arrow_seen_layer_s": seen,
+        "arrow_seen_best_s": min(seen),
+    }
 
 
 def main(argv=None) -> int:
@@ -78,15 +90,23 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args(argv)
     load_before = _load()
-    result = {"main": main_page(args.rounds), "present": present(args.rounds), "load_avg_before": load_before,
-              "load_avg_after": _load()}
+    result = {
+        "main": main_page(args.rounds),
+        "present": present(args.rounds),
+        "load_avg_before": load_before,
+        "load_avg_after": _load(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     m, pr = result["main"], result["present"]
-    print(f"main: first load {m['first_load_s']:.2f} s, per-layer tab first open {m['layer_tab_first_open_s'] * 1e3:.0f} ms, "
-          f"slider to a new layer {m['slider_new_layer_s'] * 1e3:.0f} ms, to a seen layer {m['slider_seen_best_s'] * 1e3:.0f} ms (best)")
-    print(f"present: first load {pr['first_load_s']:.2f} s, arrow to a new layer {pr['arrow_new_layer_s'] * 1e3:.0f} ms, "
-          f"to a seen layer {pr['arrow_seen_best_s'] * 1e3:.0f} ms (best)")
+    print(
+        f"main: first load {m['first_load_s']:.2f} s, per-layer tab first open {m['layer_tab_first_open_s'] * 1e3:.0f} ms, "
+        f"slider to a new layer {m['slider_new_layer_s'] * 1e3:.0f} ms, to a seen layer {m['slider_seen_best_s'] * 1e3:.0f} ms (best)"
+    )
+    print(
+        f"present: first load {pr['first_load_s']:.2f} s, arrow to a new layer {pr['arrow_new_layer_s'] * 1e3:.0f} ms, "
+        f"to a seen layer {pr['arrow_seen_best_s'] * 1e3:.0f} ms (best)"
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -8,6 +8,7 @@ Each round calls :func:`smoothviz.bench.load_seconds` (two fresh processes shari
 directory). The 1-minute load average before and after each round, sampled every 5 s during it,
 and the CPU count are stored with the times: on a shared machine they say how much else was running.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,17 +47,36 @@ def main(argv=None) -> int:
             done.set()
             sampler.join()
             after = os.getloadavg()
-            runs.append({"model": model, "round": r, "cold_s": round(cold, 2), "cached_s": round(cached, 2),
-                         "loadavg_1_5_15_before": [round(x, 2) for x in before],
-                         "loadavg_1_5_15_after": [round(x, 2) for x in after],
-                         "loadavg_1min_during": {"min": min(samples), "mean": round(sum(samples) / len(samples), 2),
-                                                 "max": max(samples), "samples": len(samples)},
-                         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            print(f"{model} round {r}: cold {cold:.1f} s, cached {cached:.1f} s; load average "
-                  f"{before[0]:.2f} -> {after[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
-    summary = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                           "note": "shared with other engineers' tests while measured: see the load averages"},
-               "runs": runs}
+            runs.append(
+                {
+                    "model": model,
+                    "round": r,
+                    "cold_s": round(cold, 2),
+                    "cached_s": round(cached, 2),
+                    "loadavg_1_5_15_before": [round(x, 2) for x in before],
+                    "loadavg_1_5_15_after": [round(x, 2) for x in after],
+                    "loadavg_1min_during": {
+                        "min": min(samples),
+                        "mean": round(sum(samples) / len(samples), 2),
+                        "max": max(samples),
+                        "samples": len(samples),
+                    },
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+            print(
+                f"{model} round {r}: cold {cold:.1f} s, cached {cached:.1f} s; load average "
+                f"{before[0]:.2f} -> {after[0]:.2f} on {os.cpu_count()} CPUs",
+                flush=True,
+            )
+    summary = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "note": "shared with other engineers' tests while measured: see the load averages",
+        },
+        "runs": runs,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -35,6 +35,7 @@ polled every 0.5 s during the burst. Writes JSON to ``bench/results/loadtest-CLI
 (``--out`` to change). Loopback only; every wait is bounded. Needs Chromium on PATH (and
 ``playwright``, from requirements-dev.txt, for ``--client playwright``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,10 +55,36 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-WORDS = ("attention", "graph", "token", "layer", "smooth", "signal", "spectrum", "student", "vector", "mix",
-         "average", "neighbour", "collapse", "rank", "energy", "filter", "depth", "head", "model", "value")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WORDS = (
+    "attention",
+    "graph",
+    "token",
+    "layer",
+    "smooth",
+    "signal",
+    "spectrum",
+    "student",
+    "vector",
+    "mix",
+    "average",
+    "neighbour",
+    "collapse",
+    "rank",
+    "energy",
+    "filter",
+    "depth",
+    "head",
+    "model",
+    "value",
+)
 # JS: how many charts are drawn, whether the script still runs, and whether an error shows.
 PROBE = """() => {
   const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
@@ -135,14 +162,24 @@ class Student:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="smoothviz-student-")
         self.proc = subprocess.Popen(
-            [shutil.which("chromium"), *ARGS, "--window-size=1366,768", "--no-first-run",
-             "--remote-debugging-port=0", f"--user-data-dir={self.dir}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                shutil.which("chromium"),
+                *ARGS,
+                "--window-size=1366,768",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.dir}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.ws, self.calls = None, 0
 
     async def open(self, timeout: float = 60) -> None:
         """Wait for the browser's DevTools port, then connect to its blank page."""
         import websockets
+
         active, deadline = Path(self.dir) / "DevToolsActivePort", time.monotonic() + timeout
         while not active.exists() or not active.read_text().strip():
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -203,8 +240,9 @@ class PlaywrightPage:
             await self.page.close()
 
 
-async def session(student, url: str, i: int, timeout: float, min_charts: int, page: str = "main",
-                  words: int = 12) -> dict:
+async def session(
+    student, url: str, i: int, timeout: float, min_charts: int, page: str = "main", words: int = 12
+) -> dict:
     """Open the page with link ``i``; time the first chart and every chart of the first view."""
     result = {"session": i, "first_chart_s": None, "all_charts_s": None, "error": None, "most_ahead": None}
     start = time.perf_counter()
@@ -220,20 +258,25 @@ async def session(student, url: str, i: int, timeout: float, min_charts: int, pa
                 result["most_ahead"] = max(result["most_ahead"] or 0, int(state["ahead"]))
             if state["drawn"] and result["first_chart_s"] is None:
                 result["first_chart_s"] = round(elapsed, 2)
-            if state["drawn"] >= min_charts and state["drawn"] == state["total"] and not state["running"] \
-                    and (min_charts or elapsed > 2):  # a page without charts: once its script has run
+            if (
+                state["drawn"] >= min_charts
+                and state["drawn"] == state["total"]
+                and not state["running"]
+                and (min_charts or elapsed > 2)
+            ):  # a page without charts: once its script has run
                 result["all_charts_s"] = round(elapsed, 2)
                 break
             await asyncio.sleep(0.5)
         else:
             result["error"] = f"timeout after {timeout:.0f} s"
-    except Exception as err:  # noqa: BLE001 - a failed session is a result, not a crash
+    except Exception as err:
         result["error"] = f"{type(err).__name__}: {err}"[:300]
     return result
 
 
-async def protocol_session(url: str, i: int, timeout: float, min_charts: int, page: str = "main",
-                           words: int = 12) -> dict:
+async def protocol_session(
+    url: str, i: int, timeout: float, min_charts: int, page: str = "main", words: int = 12
+) -> dict:
     """One session without a browser: ask for ``page`` with link ``i`` over the websocket."""
     import websockets
     from streamlit.proto.BackMsg_pb2 import BackMsg
@@ -242,8 +285,12 @@ async def protocol_session(url: str, i: int, timeout: float, min_charts: int, pa
     result = {"session": i, "first_chart_s": None, "all_charts_s": None, "error": None}
     start, charts = time.perf_counter(), 0
     try:
-        async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],
-                                      max_size=2**28, open_timeout=timeout) as ws:
+        async with websockets.connect(
+            url.replace("http", "ws", 1) + "/_stcore/stream",
+            subprotocols=["streamlit"],
+            max_size=2**28,
+            open_timeout=timeout,
+        ) as ws:
             back = BackMsg()
             back.rerun_script.query_string = urllib.parse.urlencode(link(page, i, words))
             back.rerun_script.page_name = _path(page)
@@ -267,13 +314,22 @@ async def protocol_session(url: str, i: int, timeout: float, min_charts: int, pa
                     else:
                         result["error"] = result["error"] or f"only {charts} charts"
                     break
-    except Exception as err:  # noqa: BLE001 - a failed session is a result, not a crash
+    except Exception as err:
         result["error"] = f"{type(err).__name__}: {err}"[:300]
     return result
 
 
-async def burst(url: str, sessions, timeout: float, min_charts: int, client: str = "chromium",
-                begin=lambda: None, end=lambda: None, page: str = "main", words: int = 12) -> list[dict]:
+async def burst(
+    url: str,
+    sessions,
+    timeout: float,
+    min_charts: int,
+    client: str = "chromium",
+    begin=lambda: None,
+    end=lambda: None,
+    page: str = "main",
+    words: int = 12,
+) -> list[dict]:
     """Sessions ``sessions`` (sentence numbers) opened at the same moment: over the protocol, each
     in its own Chromium (started and idle on a blank page before the burst begins), or each in a
     Playwright page of one shared Chromium. ``begin`` and ``end`` are called when the sessions
@@ -282,13 +338,17 @@ async def burst(url: str, sessions, timeout: float, min_charts: int, client: str
         return await _timed([protocol_session(url, i, timeout, min_charts, page, words) for i in sessions], begin, end)
     if client == "playwright":
         from playwright.async_api import async_playwright
+
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
             pages = [PlaywrightPage(browser) for _ in sessions]
             try:
                 await asyncio.gather(*(page.open() for page in pages))
-                return await _timed([session(tab, url, i, timeout, min_charts, page, words)
-                                     for tab, i in zip(pages, sessions)], begin, end)
+                return await _timed(
+                    [session(tab, url, i, timeout, min_charts, page, words) for tab, i in zip(pages, sessions)],
+                    begin,
+                    end,
+                )
             finally:
                 await asyncio.gather(*(page.close() for page in pages))
                 await browser.close()
@@ -296,8 +356,11 @@ async def burst(url: str, sessions, timeout: float, min_charts: int, client: str
     try:
         await asyncio.gather(*(student.open() for student in students))
         await asyncio.sleep(3)  # the browsers' own start-up work ends before the burst
-        return await _timed([session(student, url, i, timeout, min_charts, page, words)
-                             for student, i in zip(students, sessions)], begin, end)
+        return await _timed(
+            [session(student, url, i, timeout, min_charts, page, words) for student, i in zip(students, sessions)],
+            begin,
+            end,
+        )
     finally:
         await asyncio.gather(*(student.close() for student in students))
 
@@ -314,11 +377,33 @@ def start_server(env: dict, log) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-           "SMOOTHVIZ_TIMINGS": "1", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/SmoothViz.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "SMOOTHVIZ_TIMINGS": "1",
+        **env,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/SmoothViz.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -333,8 +418,11 @@ def start_server(env: dict, log) -> tuple[subprocess.Popen, str]:
 
 def _page_times(path: str) -> list[float]:
     """The server's ``smoothviz-timing page MS ms`` lines (``SMOOTHVIZ_TIMINGS=1``), in ms."""
-    return [float(line.split()[2]) for line in Path(path).read_text().splitlines()
-            if line.startswith("smoothviz-timing page ")]
+    return [
+        float(line.split()[2])
+        for line in Path(path).read_text().splitlines()
+        if line.startswith("smoothviz-timing page ")
+    ]
 
 
 def _machine_cpu() -> tuple[float, float, float]:
@@ -353,26 +441,47 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--url", help="a running server (default: start one, public mode)")
-    ap.add_argument("--client", choices=("chromium", "playwright", "protocol"), default="chromium",
-                    help="a Chromium per student; one Chromium with a Playwright page per student; or "
-                         "Streamlit's websocket protocol without a browser")
+    ap.add_argument(
+        "--client",
+        choices=("chromium", "playwright", "protocol"),
+        default="chromium",
+        help="a Chromium per student; one Chromium with a Playwright page per student; or "
+        "Streamlit's websocket protocol without a browser",
+    )
     ap.add_argument("--pid", type=int, help="the running server's process id, for its CPU time and RSS")
     ap.add_argument("--timeout", type=float, default=600, help="seconds a session may take")
-    ap.add_argument("--min-charts", type=int, help="charts of the first view (default: the page's, main: the depth "
-                                                    "tab's 3, Lesson: 0, other pages: 1)")
-    ap.add_argument("--page", choices=PAGES, default="main",
-                    help="the page the links open (link() says how they differ)")
-    ap.add_argument("--words", type=int, default=12,
-                    help="words per sentence, plus 0-8 (12: 19-27 tokens; 100: 107-115 tokens, issue 27's memory runs)")
+    ap.add_argument(
+        "--min-charts",
+        type=int,
+        help="charts of the first view (default: the page's, main: the depth tab's 3, Lesson: 0, other pages: 1)",
+    )
+    ap.add_argument(
+        "--page", choices=PAGES, default="main", help="the page the links open (link() says how they differ)"
+    )
+    ap.add_argument(
+        "--words",
+        type=int,
+        default=12,
+        help="words per sentence, plus 0-8 (12: 19-27 tokens; 100: 107-115 tokens, issue 27's memory runs)",
+    )
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for a started server")
-    ap.add_argument("--settle", type=float, default=0,
-                    help="after the first session, wait up to this many seconds for the UMAP warm-up to end "
-                         "(a started server logs it); 0: the burst meets the warm-up, as in a class's first minute")
-    ap.add_argument("--start-at", type=float, default=0,
-                    help="Unix time to start the burst at (several replicas' bursts at once)")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="after the measured burst, more bursts of new sentences, one after another; the "
-                         "server's RSS after each shows whether its memory levels off")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=0,
+        help="after the first session, wait up to this many seconds for the UMAP warm-up to end "
+        "(a started server logs it); 0: the burst meets the warm-up, as in a class's first minute",
+    )
+    ap.add_argument(
+        "--start-at", type=float, default=0, help="Unix time to start the burst at (several replicas' bursts at once)"
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="after the measured burst, more bursts of new sentences, one after another; the "
+        "server's RSS after each shows whether its memory levels off",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if args.min_charts is None:
@@ -389,8 +498,9 @@ def main(argv: list[str] | None = None) -> dict:
         proc, url = start_server(env, log)
         pid = proc.pid
     try:
-        warm = asyncio.run(burst(url, [10_000], args.timeout, args.min_charts, args.client, page=args.page,
-                                 words=args.words))[0]  # loads the model
+        warm = asyncio.run(
+            burst(url, [10_000], args.timeout, args.min_charts, args.client, page=args.page, words=args.words)
+        )[0]  # loads the model
         deadline = time.monotonic() + args.settle
         while time.monotonic() < deadline and "smoothviz-timing umap-warm-up" not in Path(log.name).read_text():
             time.sleep(1)
@@ -401,27 +511,52 @@ def main(argv: list[str] | None = None) -> dict:
         at = {}
 
         def begin():  # the sessions start now: so do the counters
-            at.update(cpu=_proc_stat(pid) if pid else (None, None), machine=_machine_cpu(), start=time.perf_counter(),
-                      load=os.getloadavg())
+            at.update(
+                cpu=_proc_stat(pid) if pid else (None, None),
+                machine=_machine_cpu(),
+                start=time.perf_counter(),
+                load=os.getloadavg(),
+            )
             monitor.start()
 
         def end():
-            at.update(wall=time.perf_counter() - at["start"], cpu1=_proc_stat(pid) if pid else (None, None),
-                      machine1=_machine_cpu(), load1=os.getloadavg())
+            at.update(
+                wall=time.perf_counter() - at["start"],
+                cpu1=_proc_stat(pid) if pid else (None, None),
+                machine1=_machine_cpu(),
+                load1=os.getloadavg(),
+            )
             monitor.stopped.set()
 
-        results = asyncio.run(burst(url, range(args.sessions), args.timeout, args.min_charts, args.client,
-                                    begin, end, args.page, args.words))
+        results = asyncio.run(
+            burst(
+                url, range(args.sessions), args.timeout, args.min_charts, args.client, begin, end, args.page, args.words
+            )
+        )
         monitor.join()
         wall, (cpu0, rss0), (cpu1, rss1) = at["wall"], at["cpu"], at["cpu1"]
         busy, idle, stolen = (round(b - a, 1) for a, b in zip(at["machine"], at["machine1"]))
         rounds = []
         for r in range(1, args.rounds):
-            more = asyncio.run(burst(url, range(r * args.sessions, (r + 1) * args.sessions), args.timeout,
-                                     args.min_charts, args.client, page=args.page, words=args.words))
-            rounds.append({"sentences": (r + 1) * args.sessions, "errors": sum(m["error"] is not None for m in more),
-                           "rss_mb": round(_proc_stat(pid)[1]) if pid else None,
-                           "load_1min": round(os.getloadavg()[0], 2)})
+            more = asyncio.run(
+                burst(
+                    url,
+                    range(r * args.sessions, (r + 1) * args.sessions),
+                    args.timeout,
+                    args.min_charts,
+                    args.client,
+                    page=args.page,
+                    words=args.words,
+                )
+            )
+            rounds.append(
+                {
+                    "sentences": (r + 1) * args.sessions,
+                    "errors": sum(m["error"] is not None for m in more),
+                    "rss_mb": round(_proc_stat(pid)[1]) if pid else None,
+                    "load_1min": round(os.getloadavg()[0], 2),
+                }
+            )
             print(json.dumps(rounds[-1]), flush=True)
     finally:
         if proc is not None:
@@ -434,14 +569,21 @@ def main(argv: list[str] | None = None) -> dict:
     ok = [r for r in results if r["error"] is None]
     page_s = [ms / 1000 for ms in _page_times(log.name)[seen:]]
     report = {
-        "sessions": args.sessions, "client": args.client, "page": args.page, "words": args.words,
-        "cores": len(os.sched_getaffinity(0)), "url": url,
+        "sessions": args.sessions,
+        "client": args.client,
+        "page": args.page,
+        "words": args.words,
+        "cores": len(os.sched_getaffinity(0)),
+        "url": url,
         # the machine's load average (1, 5, 15 min) when the script started, and at the burst's start
         # and end: other work on the machine shows here, and a figure taken under it is no figure
-        "machine_load": {name: [round(v, 2) for v in load]
-                         for name, load in (("at_start", load_before), ("burst_start", at["load"]),
-                                            ("burst_end", at["load1"]))},
-        "first_session_s": warm["all_charts_s"], "settled_s": settled, "burst_started": round(time.time() - wall, 1),
+        "machine_load": {
+            name: [round(v, 2) for v in load]
+            for name, load in (("at_start", load_before), ("burst_start", at["load"]), ("burst_end", at["load1"]))
+        },
+        "first_session_s": warm["all_charts_s"],
+        "settled_s": settled,
+        "burst_started": round(time.time() - wall, 1),
         "burst_wall_s": round(wall, 1),
         "first_chart_s": summary([r["first_chart_s"] for r in ok if r["first_chart_s"] is not None]),
         "all_charts_s": summary([r["all_charts_s"] for r in ok]),
@@ -454,9 +596,11 @@ def main(argv: list[str] | None = None) -> dict:
         "machine_cpu_s": {"busy": busy, "idle": idle, "stolen": stolen},
     }
     if pid:
-        report.update(server_cpu_s_per_sentence=round((cpu1 - cpu0) / args.sessions, 2),
-                      server_cores_used=round((cpu1 - cpu0) / wall, 2),
-                      server_rss_mb={"start": round(rss0), "peak": round(max(monitor.rss + [rss1])), "end": round(rss1)})
+        report.update(
+            server_cpu_s_per_sentence=round((cpu1 - cpu0) / args.sessions, 2),
+            server_cores_used=round((cpu1 - cpu0) / wall, 2),
+            server_rss_mb={"start": round(rss0), "peak": round(max(monitor.rss + [rss1])), "end": round(rss1)},
+        )
     if rounds:
         report["rounds"] = rounds
     report["per_session"] = results

@@ -8,12 +8,28 @@ Notebook use::
     many = smoothviz.corpus(["One sentence.", "Another one."], mitigation="neutreno")
     many.summary()["baseline"]["layers"][-1]["cosine_mean"]["median"]
 """
+
+from smoothviz.corpora.run import CorpusError, CorpusResult, corpus
+from smoothviz.mitigations import NAMES as MITIGATIONS
+from smoothviz.mitigations import MitigationError
+from smoothviz.model.models import ModelError
 from smoothviz.pipeline.analysis import Analysis, AnalysisError, Run, analyze
 from smoothviz.pipeline.compare import Comparison, RunSpec, SpecError, compare
-from smoothviz.corpora.run import CorpusError, CorpusResult, corpus
-from smoothviz.mitigations import NAMES as MITIGATIONS, MitigationError
-from smoothviz.model.models import ModelError
 
-__all__ = ["analyze", "compare", "RunSpec", "Comparison", "SpecError", "corpus", "CorpusResult", "CorpusError",
-           "Analysis", "Run", "AnalysisError", "ModelError", "MitigationError", "MITIGATIONS"]
+__all__ = [
+    "analyze",
+    "compare",
+    "RunSpec",
+    "Comparison",
+    "SpecError",
+    "corpus",
+    "CorpusResult",
+    "CorpusError",
+    "Analysis",
+    "Run",
+    "AnalysisError",
+    "ModelError",
+    "MitigationError",
+    "MITIGATIONS",
+]
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
 A contract other tools rely on: ``--json`` prints exactly one JSON object on stdout; any
 error prints one line on stderr and exits with code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,19 @@ def _pairs(values: list[str], what: str) -> dict:
     return out
 
 
-def _add_analysis_options(p: argparse.ArgumentParser, what: str = "text", help: str = "the sentence to analyse") -> None:
+def _add_analysis_options(
+    p: argparse.ArgumentParser, what: str = "text", help: str = "the sentence to analyse"
+) -> None:
     if what == "text":  # a sentence, or --image for a vision model
         p.add_argument(what, nargs="?", help=help + " (or --image)")
         p.add_argument("--image", help="an image file instead of a sentence, for a vision model (ViT, DeiT, DINOv2)")
     else:
         p.add_argument(what, help=help)
-    p.add_argument("--model", default="default", help="default | gemma-3-270m | lab | a Hugging Face id | a local directory | a .gguf file")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="default | gemma-3-270m | lab | a Hugging Face id | a local directory | a .gguf file",
+    )
     p.add_argument("--lab", action="append", metavar="KEY=VALUE", help="lab model setting (repeatable)")
     p.add_argument("--mitigation", help="a mitigation name (see `smoothviz mitigations`)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="mitigation parameter (repeatable)")
@@ -56,21 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="per-layer metrics of one sentence under several runs (model + mitigation)")
     c.add_argument("text", nargs="?", help="the sentence to analyse (or --image)")
     c.add_argument("--image", help="an image file instead of a sentence, for vision models (ViT, DeiT, DINOv2)")
-    c.add_argument("--run", action="append", required=True, metavar="SPEC",
-                   help="a run, comma-separated key=value: model=..., lab.<key>=..., mitigation=..., its "
-                        "parameters by name, label=... (repeatable; e.g. model=default,mitigation=neutreno,lambda=0.4)")
+    c.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="a run, comma-separated key=value: model=..., lab.<key>=..., mitigation=..., its "
+        "parameters by name, label=... (repeatable; e.g. model=default,mitigation=neutreno,lambda=0.4)",
+    )
     c.add_argument("--head", default="mean", help="'mean' over heads (default) or one head index")
     c.add_argument("--symmetrize", default="sym", choices=tuple(SYMMETRIZE), help=" or ".join(SYMMETRIZE.values()))
     c.add_argument("--exclude-special", action="store_true", help="drop [CLS]/[SEP]-like tokens")
     c.add_argument("--device", default="auto", choices=tuple(DEVICES))
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c = sub.add_parser("corpus", help="the metrics of many sentences: Parquet rows and a summary with quartiles")
-    _add_analysis_options(c, "file", "UTF-8 text, one sentence per line ('-': standard input), or .csv/.jsonl "
-                                     "with a 'text' column; for a vision model, a folder of images or a "
-                                     "file with one image path per line")
+    _add_analysis_options(
+        c,
+        "file",
+        "UTF-8 text, one sentence per line ('-': standard input), or .csv/.jsonl "
+        "with a 'text' column; for a vision model, a folder of images or a "
+        "file with one image path per line",
+    )
     c.add_argument("--batch-size", type=int, default=32, help="lines per forward pass (default 32)")
-    c.add_argument("--engine", default="local", choices=("local", "ray"),
-                   help="local, or a Ray Data actor pool on the cluster of RAY_ADDRESS (else a local one)")
+    c.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local, or a Ray Data actor pool on the cluster of RAY_ADDRESS (else a local one)",
+    )
     c.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per 2 CPUs)")
     c.add_argument("--out", help="Parquet file of every row; rerunning with it resumes")
     c.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -110,9 +130,17 @@ def _analysis_kwargs(args) -> dict:
     params = _pairs(args.param, "--param")
     if params and not args.mitigation:
         raise ValueError("--param needs --mitigation")
-    return dict(model=args.model, device=args.device, lab=lab if args.model == "lab" else None,
-                mitigation=args.mitigation, params=params, head=head, symmetrize=args.symmetrize,
-                exclude_special=args.exclude_special, **({"projection": args.projection} if "projection" in args else {}))
+    return dict(
+        model=args.model,
+        device=args.device,
+        lab=lab if args.model == "lab" else None,
+        mitigation=args.mitigation,
+        params=params,
+        head=head,
+        symmetrize=args.symmetrize,
+        exclude_special=args.exclude_special,
+        **({"projection": args.projection} if "projection" in args else {}),
+    )
 
 
 def _text(args) -> str | None:
@@ -137,6 +165,7 @@ def _fmt(value) -> str:
 def table(rows: list[dict]) -> str:
     """A readable fixed-width table of per-layer metrics."""
     from smoothviz.science.metrics import names
+
     columns = names()
     head = ["layer", *columns]
     lines = [[str(r["layer"]), *(_fmt(r.get(k)) for k in columns)] for r in rows]
@@ -146,9 +175,14 @@ def table(rows: list[dict]) -> str:
 
 
 def _print_readable(result) -> None:
-    print(f"model: {result.model}   device: {result.device}   tokens: {len(result.tokens)}"
-          + (f"   image: {result.image.name} ({result.image.grid[0]}×{result.image.grid[1]} patches)"
-             if result.image is not None else ""))
+    print(
+        f"model: {result.model}   device: {result.device}   tokens: {len(result.tokens)}"
+        + (
+            f"   image: {result.image.name} ({result.image.grid[0]}×{result.image.grid[1]} patches)"
+            if result.image is not None
+            else ""
+        )
+    )
     for note in result.notes:
         print(f"note: {note}")
     print("\nbaseline")
@@ -166,6 +200,7 @@ def _with_final_norm(run) -> list[dict]:
 
 def _list_mitigations() -> None:
     from smoothviz.mitigations import REGISTRY
+
     for name, cls in REGISTRY.items():
         params = "; ".join(f"{k}={p.default!r} ({p.allowed()})" for k, p in cls.PARAMS.items())
         print(f"{name}: {cls.summary}\n    {params or 'no parameters'}")
@@ -173,9 +208,17 @@ def _list_mitigations() -> None:
 
 def _compare(args) -> int:
     from smoothviz.pipeline.compare import RunSpec, compare
+
     specs = [RunSpec.parse(spec) for spec in args.run]  # every SPEC read before any model loads
-    result = compare(_text(args), specs, image=args.image, device=args.device, head=_head(args.head), symmetrize=args.symmetrize,
-                     exclude_special=args.exclude_special)
+    result = compare(
+        _text(args),
+        specs,
+        image=args.image,
+        device=args.device,
+        head=_head(args.head),
+        symmetrize=args.symmetrize,
+        exclude_special=args.exclude_special,
+    )
     if args.json:
         print(json.dumps(result.to_json(), allow_nan=False, ensure_ascii=False))
         return 0
@@ -191,6 +234,7 @@ def _compare(args) -> int:
 def _animate(args) -> int:
     from smoothviz import analyze
     from smoothviz.outputs.animate import FORMATS, animate, parse_views
+
     views = parse_views(args.views)
     if not args.out.lower().endswith(FORMATS):  # before the model loads
         raise ValueError(f"--out must end in {' or '.join(FORMATS)}, got '{args.out}'")
@@ -198,8 +242,10 @@ def _animate(args) -> int:
     if "trajectory" in views and kwargs["projection"] == "none":
         kwargs["projection"] = "pca"
     info = animate(analyze(_text(args), image=args.image, **kwargs), args.out, views)
-    print(f"wrote {info['path']}: {info['frames']} frames, {info['width']}×{info['height']} px, "
-          f"{info['bytes'] / 1024:.0f} KiB in {info['seconds']} s")
+    print(
+        f"wrote {info['path']}: {info['frames']} frames, {info['width']}×{info['height']} px, "
+        f"{info['bytes'] / 1024:.0f} KiB in {info['seconds']} s"
+    )
     return 0
 
 
@@ -210,10 +256,19 @@ def run(argv: list[str] | None = None) -> int:
         _list_mitigations()
         return 0
     from smoothviz import analyze
+
     if args.command == "fit-gate":
         from smoothviz.pipeline.gate import fit_gate
-        summary = fit_gate(args.data, model=args.model, out=args.out, layers=args.layers,
-                           epochs=args.epochs, seed=args.seed, device=args.device)
+
+        summary = fit_gate(
+            args.data,
+            model=args.model,
+            out=args.out,
+            layers=args.layers,
+            epochs=args.epochs,
+            seed=args.seed,
+            device=args.device,
+        )
         print(json.dumps(summary, indent=2))
         return 0
     if args.command == "compare":
@@ -225,6 +280,7 @@ def run(argv: list[str] | None = None) -> int:
     result = analyze(_text(args), image=args.image, **_analysis_kwargs(args))
     if args.command == "report":
         from smoothviz.outputs.report import build_report
+
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(build_report(result))
         print(f"wrote {args.out}")
@@ -238,9 +294,12 @@ def run(argv: list[str] | None = None) -> int:
 def _corpus(args) -> int:
     """``smoothviz corpus``: a tqdm bar on stderr; the summary on stdout; bad lines on stderr."""
     from tqdm import tqdm
+
     from smoothviz.corpora.run import corpus, read_corpus
+
     lines = read_corpus(args.file)  # a folder: its images (a vision model's corpus)
     from smoothviz.model.vision import takes_images
+
     unit = "images" if takes_images(args.model) else "sentences"  # what the lines are, in the words printed
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -250,13 +309,23 @@ def _corpus(args) -> int:
         bar.total = total
         bar.update(done - bar.n)
         bar.set_postfix_str(f"{rate:.1f} {unit}/s", refresh=False)
+
     try:
-        result = corpus(lines, batch_size=args.batch_size, engine=args.engine, workers=args.workers, out=args.out,
-                        progress=progress, **_analysis_kwargs(args))
+        result = corpus(
+            lines,
+            batch_size=args.batch_size,
+            engine=args.engine,
+            workers=args.workers,
+            out=args.out,
+            progress=progress,
+            **_analysis_kwargs(args),
+        )
     except KeyboardInterrupt:
         if args.out:
-            print(f"smoothviz: stopped; the lines done are in {args.out}.partial/: rerun the same command to go on",
-                  file=sys.stderr)
+            print(
+                f"smoothviz: stopped; the lines done are in {args.out}.partial/: rerun the same command to go on",
+                file=sys.stderr,
+            )
         raise
     finally:
         bar.close()
@@ -264,30 +333,46 @@ def _corpus(args) -> int:
         print(f"smoothviz: line {err['sentence']}: {err['error']}", file=sys.stderr)
     if len(result.errors) > 20:
         print(f"smoothviz: … and {len(result.errors) - 20} more bad lines", file=sys.stderr)
-    print(f"smoothviz: {result.computed} {unit} analysed in {result.seconds:.1f} s"
-          + (f" ({result.rate:.1f} {unit}/s)" if result.computed else "")
-          + (f", {result.sentences - result.computed} resumed from {args.out}" if result.sentences > result.computed else "")
-          + (f"; rows in {args.out}" if args.out else ""), file=sys.stderr)
+    print(
+        f"smoothviz: {result.computed} {unit} analysed in {result.seconds:.1f} s"
+        + (f" ({result.rate:.1f} {unit}/s)" if result.computed else "")
+        + (
+            f", {result.sentences - result.computed} resumed from {args.out}"
+            if result.sentences > result.computed
+            else ""
+        )
+        + (f"; rows in {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, allow_nan=False, ensure_ascii=False))
         return 0
-    print(f"model: {summary['model']}   device: {summary['device']}   {unit}: {summary['sentences']}   "
-          f"tokens: {summary['tokens']}")
+    print(
+        f"model: {summary['model']}   device: {summary['device']}   {unit}: {summary['sentences']}   "
+        f"tokens: {summary['tokens']}"
+    )
     for note in summary["notes"]:
         print(f"note: {note}")
     for run in ("baseline", "mitigated"):
         if run in summary:
             title = run if run == "baseline" else f"mitigated: {summary['mitigation']['name']}"
             print(f"\n{title} (median over {unit})")
-            print(table([{"layer": e["layer"], **{k: v["median"] for k, v in e.items() if k != "layer"}}
-                         for e in summary[run]["layers"]]))
+            print(
+                table(
+                    [
+                        {"layer": e["layer"], **{k: v["median"] for k, v in e.items() if k != "layer"}}
+                        for e in summary[run]["layers"]
+                    ]
+                )
+            )
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     """The ``smoothviz`` entry point: one line on stderr and exit code 2 on a user error."""
     from smoothviz.model.models import quiet_hub_logging
+
     quiet_hub_logging()
     try:
         code = run(argv)

@@ -3,10 +3,11 @@ are built from these tables, and the library validates against them.
 
 Each maps a choice (the short word that goes into a URL or onto the command line) to its label.
 """
+
 from __future__ import annotations
 
-SYMMETRIZE = {"sym": "(A + Aᵀ)/2", "ata": "AᵀA"}             # docs/SCIENCE.md §1; default first
-PROJECTIONS = {"none": "none", "pca": "PCA", "umap": "UMAP"}    # docs/SCIENCE.md §5
+SYMMETRIZE = {"sym": "(A + Aᵀ)/2", "ata": "AᵀA"}  # docs/SCIENCE.md §1; default first
+PROJECTIONS = {"none": "none", "pca": "PCA", "umap": "UMAP"}  # docs/SCIENCE.md §5
 DEVICES = {"auto": "auto (CUDA, then MPS, then CPU)", "cpu": "CPU", "cuda": "CUDA", "mps": "Apple MPS"}
 
 

@@ -5,6 +5,7 @@ default that is a no-op: the command line and a notebook run at once. A server h
 turn-taking here (:func:`set_throttle`, e.g. the app's fair queue), so the library never reads a
 server's settings nor queues on them by itself.
 """
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext

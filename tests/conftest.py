@@ -1,14 +1,17 @@
 """Offline, on the real embedded model. Hub access must never be attempted."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
-REFERENCE = ("The quick brown fox jumps over the lazy dog because it wanted to see what "
-             "over-smoothing looks like in a transformer.")
+REFERENCE = (
+    "The quick brown fox jumps over the lazy dog because it wanted to see what "
+    "over-smoothing looks like in a transformer."
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +23,7 @@ def reference():
 def base(reference):
     """The default model's baseline analysis of the reference sentence."""
     import smoothviz
+
     return smoothviz.analyze(reference, device="cpu")
 
 
@@ -32,12 +36,15 @@ def matches_transformers():
 
     def check(result, path, text):
         from smoothviz.model.models import ARCHITECTURES, get_module
+
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
         spec = ARCHITECTURES[model.config.model_type]
         seen = []  # every block call's output: the last is block L's (ALBERT calls one block L times)
-        hooks = [b.register_forward_hook(lambda m, a, o: seen.append(o[0] if isinstance(o, tuple) else o))
-                 for b in get_module(model, spec.layers)]
+        hooks = [
+            b.register_forward_hook(lambda m, a, o: seen.append(o[0] if isinstance(o, tuple) else o))
+            for b in get_module(model, spec.layers)
+        ]
         try:
             with torch.no_grad():
                 out = model(**tok(text, return_tensors="pt"), output_hidden_states=True, output_attentions=True)
@@ -52,6 +59,7 @@ def matches_transformers():
         if spec.final_norm is not None:
             assert result.baseline.final_norm_row is not None
             assert not np.allclose(states[-1], out.hidden_states[-1][0].numpy(), atol=1e-3)
+
     return check
 
 
@@ -65,6 +73,9 @@ def _processes_only_in_marked_tests(request, monkeypatch):
     import subprocess
 
     def refuse(*args, **kwargs):
-        raise AssertionError(f"{request.node.nodeid} starts a process ({args[1] if len(args) > 1 else kwargs.get('args')!r}): "
-                             "mark it @pytest.mark.slow")
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process ({args[1] if len(args) > 1 else kwargs.get('args')!r}): "
+            "mark it @pytest.mark.slow"
+        )
+
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)

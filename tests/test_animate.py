@@ -1,4 +1,5 @@
 """smoothviz animate: frames counted, the GIF and the MP4 opened, errors one line (exit 2)."""
+
 import subprocess
 import sys
 
@@ -53,6 +54,7 @@ def test_the_report_plays_the_same_frames(fusion):
     import re
 
     from smoothviz.outputs.report import build_report
+
     page = build_report(fusion)
     specs = [json.loads(m) for m in re.findall(r"var f=(\{.*?\});var c=", page)]
     animated = [s for s in specs if s.get("frames")]
@@ -66,6 +68,7 @@ def test_the_report_plays_the_same_frames(fusion):
 @pytest.mark.slow
 def test_gif_opens_with_pillow(neutreno, tmp_path):
     from PIL import Image
+
     out = tmp_path / "a.gif"
     info = animate(neutreno, str(out), ("heatmap", "graph", "trajectory"))
     with Image.open(out) as im:
@@ -77,6 +80,7 @@ def test_gif_opens_with_pillow(neutreno, tmp_path):
 @pytest.mark.slow
 def test_mp4_opens_with_ffmpeg(fusion, tmp_path):
     import imageio_ffmpeg
+
     out = tmp_path / "a.mp4"
     animate(fusion, str(out), ("heatmap", "graph"))
     reader = imageio_ffmpeg.read_frames(str(out))
@@ -88,13 +92,21 @@ def test_mp4_opens_with_ffmpeg(fusion, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["--out", "x.png"], "--out must end in .gif or .mp4"),
-    (["--out", "x.gif", "--views", "heatmap,pie"], "--views must be"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "x.png"], "--out must end in .gif or .mp4"),
+        (["--out", "x.gif", "--views", "heatmap,pie"], "--views must be"),
+    ],
+)
 def test_cli_errors_are_one_line_exit_2(args, message, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "smoothviz", "animate", TEXT, *args], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "smoothviz", "animate", TEXT, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and message in p.stderr
     assert not list(tmp_path.iterdir())

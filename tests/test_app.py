@@ -2,6 +2,7 @@
 
 Analyses are cached process-wide (st.cache_resource), so after the first test most runs are hits.
 """
+
 import html
 import json
 from pathlib import Path
@@ -10,9 +11,9 @@ import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from smoothviz.words import claims
 from smoothviz.data import examples
 from smoothviz.outputs.views import SECTIONS, VIEWS, chart_count, in_section
+from smoothviz.words import claims
 
 pytestmark = pytest.mark.slow  # AppTest runs of the whole page
 
@@ -72,8 +73,9 @@ def test_opens_on_the_worked_example(at):
     # the frozen-weights caveat: one line, its full text (the one source, smoothviz.words.claims) inside
     [caveat] = [e for e in at.expander if "frozen weights" in e.label]
     assert "neutreno on frozen weights" in caveat.label
-    assert any(claims.frozen_caveat("neutreno") in m.value.replace("\\", "").replace("\u2060", "")
-               for m in caveat.markdown)
+    assert any(
+        claims.frozen_caveat("neutreno") in m.value.replace("\\", "").replace("\u2060", "") for m in caveat.markdown
+    )
 
 
 def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
@@ -83,7 +85,7 @@ def test_mitigation_parameter_layer_and_sentence_change_the_view(at):
     ok(at)
     after = metric(at, "mean token cosine").value
     assert after.split("→")[0] == before.split("→")[0]  # the baseline stays
-    assert after != before                               # the mitigated side moves
+    assert after != before  # the mitigated side moves
 
     at.selectbox(key="mit").set_value("fusion-mean").run()
     ok(at)
@@ -147,8 +149,16 @@ def test_token_labels_are_escaped(at):
 
 def test_query_params_reopen_the_same_view():
     app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
-    app.query_params.update({"mit": "softdecay", "softdecay_alpha": "-0.3", "layer": "3", "sym": "ata",
-                             "section": SECTIONS["layer"], "text": "Links keep every setting."})
+    app.query_params.update(
+        {
+            "mit": "softdecay",
+            "softdecay_alpha": "-0.3",
+            "layer": "3",
+            "sym": "ata",
+            "section": SECTIONS["layer"],
+            "text": "Links keep every setting.",
+        }
+    )
     app.run()
     ok(app)
     assert app.selectbox(key="mit").value == "softdecay"
@@ -182,9 +192,11 @@ def test_the_reference_preset_says_what_the_data_show(at):
 def test_theory_page_quotes_only_what_the_numbers_say(base, reference):
     """Every number the Theory page states about the default model is what the analysis gives."""
     import smoothviz
+
     theory = " ".join((APP / "pages" / "1_Theory.py").read_text().split())
     theory = theory.replace('" "', "").replace('" f"', "")  # join the source's string pieces
-    from smoothviz.words.theory import FACTS                       # the measured facts it quotes (tests/test_claims.py)
+    from smoothviz.words.theory import FACTS  # the measured facts it quotes (tests/test_claims.py)
+
     for key, fact in FACTS.items():
         theory = theory.replace(f"{{FACTS['{key}'].said}}", fact.said)
     rows = base.baseline.rows
@@ -216,9 +228,10 @@ def test_theory_page_opens(at):
 
 def test_every_view_stays_light_at_512_tokens():
     """At 512 tokens no view may send more than ~5 MB (heatmaps pooled, floats rounded, no hidden states)."""
+    from types import SimpleNamespace
+
     import numpy as np
     import plotly.io as pio
-    from types import SimpleNamespace
 
     from smoothviz.outputs import figures
     from smoothviz.science.graph import to_networkx
@@ -231,25 +244,46 @@ def test_every_view_stays_light_at_512_tokens():
     def run():
         S = rng.uniform(size=(L, n, n)).astype(np.float32)
         return SimpleNamespace(
-            rows=rows, fused_row=None, final_norm_row=None, final_norm=None, similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32), layer_graph=S,
-            layer_eigs=np.sort(rng.uniform(0, 2, size=(L, n)), axis=1), fiedler=rng.normal(size=(L, n)),
-            sv=np.sort(rng.uniform(size=(L + 1, k)), axis=1)[:, ::-1], head_gap=rng.uniform(size=(L, h)),
+            rows=rows,
+            fused_row=None,
+            final_norm_row=None,
+            final_norm=None,
+            similarity=rng.uniform(-1, 1, size=(L + 1, n, n)).astype(np.float32),
+            layer_graph=S,
+            layer_eigs=np.sort(rng.uniform(0, 2, size=(L, n)), axis=1),
+            fiedler=rng.normal(size=(L, n)),
+            sv=np.sort(rng.uniform(size=(L + 1, k)), axis=1)[:, ::-1],
+            head_gap=rng.uniform(size=(L, h)),
             value_eigs=rng.normal(size=(L, h, 32)) + 1j * rng.normal(size=(L, h, 32)),
-            smooths=rng.uniform(size=(L, h)) > 0.5, metric=lambda name, include_fused=False: [r[name] for r in rows],
+            smooths=rng.uniform(size=(L, h)) > 0.5,
+            metric=lambda name, include_fused=False: [r[name] for r in rows],
             layer_verdicts=lambda: ["smooths"] * L,
-            used_heads=lambda: np.ones((L, h), bool), low_pass_share=lambda: np.full(L, 0.5))
+            used_heads=lambda: np.ones((L, h), bool),
+            low_pass_share=lambda: np.full(L, 0.5),
+        )
 
     runs = {"baseline": run(), "mitigated": run()}
-    analysis = SimpleNamespace(runs=lambda: runs, n_layers=L, mitigation={"name": "neutreno", "params": {}},
-                               labels=[f"tok{i}" for i in range(n)],
-                               projection=rng.normal(size=(2, L + 1, n, 2)))
+    analysis = SimpleNamespace(
+        runs=lambda: runs,
+        n_layers=L,
+        mitigation={"name": "neutreno", "params": {}},
+        labels=[f"tok{i}" for i in range(n)],
+        projection=rng.normal(size=(2, L + 1, n, 2)),
+    )
     labels = analysis.labels
     views = {
         "curves": [figures.metric_curves(analysis), figures.shi_bound(analysis), figures.rollout(analysis)],
-        "layer": [f(r) for r in runs.values() for f in (
-            lambda r: figures.similarity_heatmap(r, labels, L, picked=3),
-            lambda r: figures.attention_graph(to_networkx(r.layer_graph[-1], labels, top_k=3), r.fiedler[-1], 3),
-            lambda r: figures.laplacian_spectrum(r, L), lambda r: figures.dovonon(r, L))] + [figures.verdicts(analysis)],
+        "layer": [
+            f(r)
+            for r in runs.values()
+            for f in (
+                lambda r: figures.similarity_heatmap(r, labels, L, picked=3),
+                lambda r: figures.attention_graph(to_networkx(r.layer_graph[-1], labels, top_k=3), r.fiedler[-1], 3),
+                lambda r: figures.laplacian_spectrum(r, L),
+                lambda r: figures.dovonon(r, L),
+            )
+        ]
+        + [figures.verdicts(analysis)],
         "trajectories": [figures.trajectories(analysis, picked=3)],
         "atlas": [figures.head_atlas(r) for r in runs.values()],
         "sv": [figures.sv_spectra(r) for r in runs.values()],
@@ -289,6 +323,7 @@ def test_umap_projection(at):
 def test_report_is_one_offline_file_with_escaped_tokens():
     import smoothviz
     from smoothviz.outputs import report
+
     analysis = smoothviz.analyze("</script><img src=x onerror=alert(1)> & co", mitigation="fusion-mean")
     page = report.build_report(analysis)
     assert "<script src" not in page and 'src="http' not in page  # nothing is fetched
@@ -296,7 +331,7 @@ def test_report_is_one_offline_file_with_escaped_tokens():
     drawn = chart_count(analysis)
     assert drawn == sum(2 if view.per_run else 1 for view in VIEWS)
     assert body.count("Plotly.newPlot(") == drawn + 1  # every view and the animation, drawn inline
-    assert body.count("<script") == drawn + 1          # and no script a token smuggled in
+    assert body.count("<script") == drawn + 1  # and no script a token smuggled in
     assert all(view.caption in html.unescape(body) for view in VIEWS)
     assert "<img" not in body and "&lt;" in body
     csv_text = report.metrics_csv(analysis)
@@ -305,8 +340,9 @@ def test_report_is_one_offline_file_with_escaped_tokens():
 
 
 def test_labels_with_markup_stay_text():
-    import numpy as np
     from types import SimpleNamespace
+
+    import numpy as np
 
     from smoothviz.outputs import figures
     from smoothviz.science.graph import to_networkx
@@ -339,8 +375,9 @@ def figure_strings(fig) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("preset", ["Pure attention in a 32-layer lab model",
-                                    "A negative value spectrum keeps tokens apart"])
+@pytest.mark.parametrize(
+    "preset", ["Pure attention in a 32-layer lab model", "A negative value spectrum keeps tokens apart"]
+)
 def test_lab_presets(at, preset):
     settings = examples()["presets"][preset]["settings"]
     at.selectbox(key="preset").set_value(preset).run()
@@ -354,21 +391,25 @@ def test_lab_presets(at, preset):
 def test_the_analysis_cache_keeps_to_its_byte_budget(monkeypatch):
     """The oldest analyses leave the cache once the bytes they hold pass the budget."""
     import sys
+
     sys.path.insert(0, str(APP))
     import state
+
     monkeypatch.setattr(state.analyses, "ledger", state.analyses.Ledger())
-    settings = [dict(text=t, mitigation="none", projection="none") for t in
-                ("A first sentence that is somewhat longer than the others here.", "A second one.", "Third.")]
+    settings = [
+        dict(text=t, mitigation="none", projection="none")
+        for t in ("A first sentence that is somewhat longer than the others here.", "A second one.", "Third.")
+    ]
     first, second = (state.analysis_or_error(s) for s in settings[:2])
     monkeypatch.setattr(state.cache, "CACHE_BYTES", first.nbytes + second.nbytes)  # room for these two
     ledger = state.analyses.ledger
     assert state.run_analysis(**settings[0]) is first and len(ledger) == 2
-    state.analysis_or_error(settings[0])                   # used again: now the newest
+    state.analysis_or_error(settings[0])  # used again: now the newest
     third = state.analysis_or_error(settings[2])
     held = ledger.bytes() - first.nbytes - third.nbytes  # plus the two keys, which hold the texts
     assert len(ledger) == 2 and 2 * 100 < held < 2 * 1_000
-    assert state.run_analysis(**settings[0]) is first      # kept
-    assert state.run_analysis(**settings[2]) is third      # kept
+    assert state.run_analysis(**settings[0]) is first  # kept
+    assert state.run_analysis(**settings[2]) is third  # kept
     assert state.run_analysis(**settings[1]) is not second  # the least recently used: computed anew
 
 
@@ -378,20 +419,22 @@ def test_one_bounded_cache_type_keeps_to_its_entries_and_bytes_and_counts():
     whole text, weighed too), counted; two sessions asking for one missing key compute it once."""
     import sys
     import threading
+
     sys.path.insert(0, str(APP))
     import state
+
     limits = {"entries": 3, "bytes": 10_000}
     cache = state.cache.Bounded(lambda: limits["entries"], lambda: limits["bytes"])
     keys = [{"text": "x" * 2_000, "projection": "umap"}, ["y", ["heatmap"], ".gif"], "z"]
     for key in keys:
         cache.put(key, key, 100)
     assert len(cache) == 3 and cache.bytes() > 2_000 + 300  # the 2,000-character key is counted
-    assert cache.get(keys[0]) is keys[0]                    # used again: now the newest
-    cache.put("w", "w", 100)                                # a fourth: the least recently used goes
+    assert cache.get(keys[0]) is keys[0]  # used again: now the newest
+    cache.put("w", "w", 100)  # a fourth: the least recently used goes
     assert keys[1] not in cache and keys[0] in cache and keys[2] in cache
-    cache.put("big", "big", 9_000)                          # past the bytes: the oldest go, the newest stays
+    cache.put("big", "big", 9_000)  # past the bytes: the oldest go, the newest stays
     assert cache.bytes() <= 10_000 and "big" in cache and keys[0] not in cache
-    cache.put("huge", "huge", 50_000)                       # bigger than the budget alone: kept, alone
+    cache.put("huge", "huge", 50_000)  # bigger than the budget alone: kept, alone
     assert len(cache) == 1 and "huge" in cache
     calls, started = [], threading.Event()
 
@@ -399,6 +442,7 @@ def test_one_bounded_cache_type_keeps_to_its_entries_and_bytes_and_counts():
         calls.append(1)
         started.wait(5)
         return "done"
+
     threads = [threading.Thread(target=cache.get_or_compute, args=("k", compute, len)) for _ in range(3)]
     for t in threads:
         t.start()
@@ -413,6 +457,7 @@ def test_one_bounded_cache_type_keeps_to_its_entries_and_bytes_and_counts():
 def test_log_axes_label_one_two_five_within_three_decades():
     """Short log ranges get readable 1-2-5 labels; wide ones keep plotly's powers of ten."""
     from smoothviz.outputs.figures import log_ticks
+
     short = log_ticks([0.028, 0.15, 0.67, None, float("nan")])
     assert short["tickvals"] == pytest.approx([0.05, 0.1, 0.2, 0.5])
     assert short["ticktext"] == ["0.05", "0.1", "0.2", "0.5"]
@@ -427,14 +472,18 @@ def test_the_figure_cache_keeps_to_its_byte_budget(monkeypatch):
 
     import numpy as np
     import plotly.graph_objects as go
+
     sys.path.insert(0, str(APP))
     import state
+
     cache = state.charts.FigureCache()
     monkeypatch.setattr(state.cache, "FIGURE_BYTES", 2_000_000)
     rng = np.random.default_rng(0)
 
     def build(n):
-        return go.Figure(go.Heatmap(z=rng.uniform(size=(n, n)).round(3).tolist())).update_layout(template="plotly_white")
+        return go.Figure(go.Heatmap(z=rng.uniform(size=(n, n)).round(3).tolist())).update_layout(
+            template="plotly_white"
+        )
 
     first = cache.get(lambda: build(40), ("settings 0", "similarity", 1))
     assert cache.get(lambda: 1 / 0, ("settings 0", "similarity", 1)) is first  # a hit builds nothing
@@ -475,7 +524,9 @@ def test_the_fused_layers_are_a_slider_on_the_page_explained_with_its_numbers():
     """Issue 22: the layers a fusion fuses change on the page (not only the sidebar's text box),
     and the change is explained with the fused output's similarity beside each fused layer's."""
     import numpy as np
+
     import smoothviz
+
     text = "Cats sleep all day in the warm sun."
     app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
     app.query_params.update({"mit": "fusion-max", "fusion_max_layers": "4-6", "text": text})
@@ -492,19 +543,25 @@ def test_the_fused_layers_are_a_slider_on_the_page_explained_with_its_numbers():
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     n = len(x)
     fused = ((x @ x.T).sum() - n) / (n * (n - 1))
-    each = {layer: float(np.asarray(a.baseline.similarity[layer])[~np.eye(n, dtype=bool)].mean()) for layer in range(2, 6)}
+    each = {
+        layer: float(np.asarray(a.baseline.similarity[layer])[~np.eye(n, dtype=bool)].mean()) for layer in range(2, 6)
+    }
     assert f"fusion-max of layers 2–5): the fused output's mean token cosine similarity is {fused:.3f}" in line
     for layer, value in each.items():
         assert f"{value:.3f} (layer {layer})" in line
     below = sum(round(fused, 6) < round(v, 6) for v in each.values())
-    assert (f"lower than {below} of the 4" in line if 0 < below < 4 else
-            ("lower than every" if below == 4 else "higher than every") in line), line
+    assert (
+        f"lower than {below} of the 4" in line
+        if 0 < below < 4
+        else ("lower than every" if below == 4 else "higher than every") in line
+    ), line
 
 
 def test_a_mitigation_that_adds_smoothing_is_not_called_the_cure():
     """Issue 22's audit: ablating head 5.3 alone raises the reference sentence's mean cosine at layer
     6 (0.325 → 0.372, issue 22): the heading says "mitigation", not "cure", and the sentence "raises"."""
     import smoothviz
+
     text = next(iter(examples()["examples"].values()))  # the page's default sentence
     a = smoothviz.analyze(text, device="cpu", mitigation="heads", params={"ablate": "5.3", "sink": "none"})
     base, mit = a.baseline.rows[6]["cosine_mean"], a.mitigated.rows[6]["cosine_mean"]
@@ -521,9 +578,18 @@ def test_a_collapsed_lab_fused_is_not_called_cured():
     """Issue 22's audit: the lab without residual, MLP or LayerNorm has collapsed (cosine 1.000);
     fusing layers 3-6 leaves cosine_mean unchanged at the shown precision, so no "cure" heading."""
     app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=TIMEOUT)
-    app.query_params.update({"model": "lab", "lab_depth": "12", "lab_residual": "false", "lab_mlp": "false",
-                             "lab_layernorm": "none", "mit": "fusion-mean", "fusion_mean_layers": "3-6",
-                             "text": "Fusion mixes the layers of a collapsed model."})
+    app.query_params.update(
+        {
+            "model": "lab",
+            "lab_depth": "12",
+            "lab_residual": "false",
+            "lab_mlp": "false",
+            "lab_layernorm": "none",
+            "mit": "fusion-mean",
+            "fusion_mean_layers": "3-6",
+            "text": "Fusion mixes the layers of a collapsed model.",
+        }
+    )
     ok(app.run())
     [line] = [m.value for m in app.markdown if "beside it.**" in m.value]
     assert "leaves cosine_mean unchanged" in line and line.startswith("**The mitigation, beside it.**"), line

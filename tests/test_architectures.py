@@ -1,5 +1,6 @@
 """Every supported architecture, as a tiny random model saved locally (safetensors, offline):
 the analysis matches transformers' own outputs, and each mitigation's hooks act on it."""
+
 import shutil
 
 import numpy as np
@@ -10,46 +11,78 @@ import smoothviz
 from smoothviz.mitigations import REGISTRY
 from smoothviz.model.models import default_model_path
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            vocab_size=30522, max_position_embeddings=64)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    vocab_size=30522,
+    max_position_embeddings=64,
+)
 
 
 # Modern decoders: grouped KV heads (4 query heads over 2), and where the family has them a sliding
 # window shorter than the sentence (Mistral, Gemma 2/3) and logit soft-capping (Gemma 2).
-DECODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-               intermediate_size=64, vocab_size=30522, max_position_embeddings=64)
+DECODER = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=64,
+    vocab_size=30522,
+    max_position_embeddings=64,
+)
 
 
 def _config(kind):
     import transformers as tf
+
     if kind in DECODERS_NEW:
-        extra = {"qwen3": dict(head_dim=8), "mistral": dict(sliding_window=4), "gemma": dict(head_dim=8),
-                 "gemma2": dict(head_dim=8, sliding_window=4, attn_logit_softcapping=2.0),
-                 "gemma3_text": dict(head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
-                 "phi3": dict(pad_token_id=0)}.get(kind, {})
-        cls = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
-               "mistral": tf.MistralConfig, "gemma": tf.GemmaConfig, "gemma2": tf.Gemma2Config, "gemma3_text": tf.Gemma3TextConfig,
-               "phi3": tf.Phi3Config}[kind]
+        extra = {
+            "qwen3": dict(head_dim=8),
+            "mistral": dict(sliding_window=4),
+            "gemma": dict(head_dim=8),
+            "gemma2": dict(head_dim=8, sliding_window=4, attn_logit_softcapping=2.0),
+            "gemma3_text": dict(head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
+            "phi3": dict(pad_token_id=0),
+        }.get(kind, {})
+        cls = {
+            "llama": tf.LlamaConfig,
+            "qwen2": tf.Qwen2Config,
+            "qwen3": tf.Qwen3Config,
+            "mistral": tf.MistralConfig,
+            "gemma": tf.GemmaConfig,
+            "gemma2": tf.Gemma2Config,
+            "gemma3_text": tf.Gemma3TextConfig,
+            "phi3": tf.Phi3Config,
+        }[kind]
         return cls(**DECODER, **extra)
     if kind == "distilbert":
-        return tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, vocab_size=30522,
-                                   max_position_embeddings=64)
+        return tf.DistilBertConfig(
+            dim=32, n_layers=2, n_heads=4, hidden_dim=64, vocab_size=30522, max_position_embeddings=64
+        )
     if kind == "gpt2":
         return tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=30522, n_positions=64)
     if kind == "albert":
         return tf.AlbertConfig(embedding_size=16, **TINY)
-    return {"bert": tf.BertConfig, "roberta": tf.RobertaConfig, "xlm-roberta": tf.XLMRobertaConfig,
-            "electra": tf.ElectraConfig, "mpnet": tf.MPNetConfig}[kind](**TINY)
+    return {
+        "bert": tf.BertConfig,
+        "roberta": tf.RobertaConfig,
+        "xlm-roberta": tf.XLMRobertaConfig,
+        "electra": tf.ElectraConfig,
+        "mpnet": tf.MPNetConfig,
+    }[kind](**TINY)
 
 
 DECODERS_NEW = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3")
-DECODERS = ("gpt2", *DECODERS_NEW)   # causal, pre-norm
+DECODERS = ("gpt2", *DECODERS_NEW)  # causal, pre-norm
 KINDS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert", "mpnet", *DECODERS)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from transformers import AutoModel
+
     made = {}
 
     def make(kind):
@@ -61,6 +94,7 @@ def model_dir(tmp_path_factory):
                 shutil.copy(default_model_path() / name, path / name)
             made[kind] = str(path)
         return made[kind]
+
     return make
 
 
@@ -86,8 +120,15 @@ def test_analysis_matches_transformers(kind, model_dir, matches_transformers):
     assert ("final_norm" in r.to_json()["baseline"]) == decoder
 
 
-ACTIVE = {"neutreno": {"lambda": 0.5}, "softdecay": {"where": "every"}, "spectral": {"mode": "flip"},
-          "attnscale": {"omega": 1.0}, "contranorm": {"s": 0.2}, "no-residual": {}, "heads": {"ablate": "1.0", "sink": "none"}}
+ACTIVE = {
+    "neutreno": {"lambda": 0.5},
+    "softdecay": {"where": "every"},
+    "spectral": {"mode": "flip"},
+    "attnscale": {"omega": 1.0},
+    "contranorm": {"s": 0.2},
+    "no-residual": {},
+    "heads": {"ablate": "1.0", "sink": "none"},
+}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -101,8 +142,9 @@ def test_every_mitigation_acts_and_leaves_no_state(kind, model_dir):
     for name, cls in REGISTRY.items():  # every method that acts in the pass, at its declared neutral setting
         if not cls.in_forward:
             continue
-        r = smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation=name, heads=False,
-                              params=cls.neutral(base.n_layers))
+        r = smoothviz.analyze(
+            SENTENCE, model=path, device="cpu", mitigation=name, heads=False, params=cls.neutral(base.n_layers)
+        )
         assert np.abs(r.mitigated.hidden - base.baseline.hidden).max() <= 1e-6, name
 
 
@@ -118,6 +160,7 @@ def test_softdecay_official_placement_on_each_architecture(kind, model_dir):
     """ArchSpec.ffn_in and the last LayerNorm find LN(SVT(FFN(x) + x) + x) in every post-LN encoder;
     pre-LN GPT-2 has no such place and says to use where=last."""
     from smoothviz.mitigations import MitigationError
+
     path = model_dir(kind)
     params = {"where": "official"}
     if kind in DECODERS:
@@ -128,16 +171,20 @@ def test_softdecay_official_placement_on_each_architecture(kind, model_dir):
     assert np.array_equal(r.mitigated.hidden[:2], r.baseline.hidden[:2])
     assert not np.allclose(r.mitigated.hidden[2], r.baseline.hidden[2], atol=1e-4)
     # by hand: the baseline's FFN input x and last-LayerNorm input FFN(x) + x in the last block
-    from smoothviz.model.handles import get_handle
     from smoothviz.mitigations.inference import soft_decay
+    from smoothviz.model.handles import get_handle
     from smoothviz.model.models import get_module
+
     handle = get_handle(path, "cpu")
     block = get_module(handle.model, handle.spec.layers)[-1]
     ln = get_module(block, handle.spec.layernorms[-1])
     seen = {}
-    hooks = [get_module(block, handle.spec.ffn_in).register_forward_pre_hook(lambda m, a: seen.setdefault("x", [])
-                                                                             .append(a[0])),
-             ln.register_forward_pre_hook(lambda m, a: seen.setdefault("s", []).append(a[0]))]
+    hooks = [
+        get_module(block, handle.spec.ffn_in).register_forward_pre_hook(
+            lambda m, a: seen.setdefault("x", []).append(a[0])
+        ),
+        ln.register_forward_pre_hook(lambda m, a: seen.setdefault("s", []).append(a[0])),
+    ]
     try:
         inputs, _, _ = handle.encode(SENTENCE, None, [])
         with torch.no_grad():
@@ -152,6 +199,7 @@ def test_softdecay_official_placement_on_each_architecture(kind, model_dir):
 
 
 # --------------------------------------------------------------------------- by path: Python API and CLI
+
 
 def _cosine_mean(H: np.ndarray) -> float:
     """Mean cosine over ordered pairs i ≠ j, by hand."""
@@ -169,19 +217,28 @@ def _eager(path: str, text: str):
     """transformers' own eager pass: (hidden states as transformers returns them, block L's output,
     attentions), batch dimension dropped."""
     from transformers import AutoModel, AutoTokenizer
+
     from smoothviz.model.models import ARCHITECTURES, get_module
+
     model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
     seen = []
     hook = get_module(model, ARCHITECTURES[model.config.model_type].layers)[-1].register_forward_hook(
-        lambda m, a, o: seen.append(o[0] if isinstance(o, tuple) else o))
+        lambda m, a, o: seen.append(o[0] if isinstance(o, tuple) else o)
+    )
     try:
         with torch.no_grad():
-            out = model(**AutoTokenizer.from_pretrained(path)(text, return_tensors="pt"),
-                        output_hidden_states=True, output_attentions=True)
+            out = model(
+                **AutoTokenizer.from_pretrained(path)(text, return_tensors="pt"),
+                output_hidden_states=True,
+                output_attentions=True,
+            )
     finally:
         hook.remove()
-    return ([h[0].double().numpy() for h in out.hidden_states], seen[-1][0].double().numpy(),
-            torch.stack(out.attentions)[:, 0].double().numpy())
+    return (
+        [h[0].double().numpy() for h in out.hidden_states],
+        seen[-1][0].double().numpy(),
+        torch.stack(out.attentions)[:, 0].double().numpy(),
+    )
 
 
 @pytest.mark.parametrize("kind", DECODERS)
@@ -191,15 +248,16 @@ def test_a_decoder_directory_by_path_keeps_the_state_convention(kind, model_dir,
     output in a pre-norm model (GPT-2's ln_f too), which SmoothViz keeps as a row of its own, and
     layer L is block L's output before it. Through the Python API and ``analyze --json`` by path."""
     from smoothviz import cli
+
     path = model_dir(kind)
     states, block_L, A = _eager(path, SENTENCE)
     L = len(A)
     r = smoothviz.analyze(SENTENCE, model=path, device="cpu", heads=False)
     assert r.n_layers == L and r.baseline.hidden.shape[0] == L + 1
-    assert np.allclose(r.baseline.hidden[:L], np.stack(states[:L]), atol=1e-5)   # transformers' own h_0…h_{L−1}
-    assert np.allclose(r.baseline.hidden[L], block_L, atol=1e-5)                  # block L's output …
-    assert not np.allclose(r.baseline.hidden[L], states[L], atol=1e-3)            # … not transformers' last
-    assert np.allclose(r.baseline.final_norm, states[L], atol=1e-5)               # which is the final norm's
+    assert np.allclose(r.baseline.hidden[:L], np.stack(states[:L]), atol=1e-5)  # transformers' own h_0…h_{L−1}
+    assert np.allclose(r.baseline.hidden[L], block_L, atol=1e-5)  # block L's output …
+    assert not np.allclose(r.baseline.hidden[L], states[L], atol=1e-3)  # … not transformers' last
+    assert np.allclose(r.baseline.final_norm, states[L], atol=1e-5)  # which is the final norm's
     assert np.allclose(r.baseline.attentions, A, atol=1e-6)
 
     assert cli.run(["analyze", SENTENCE, "--model", path, "--json", "--device", "cpu"]) == 0
@@ -215,7 +273,7 @@ def test_a_decoder_directory_by_path_keeps_the_state_convention(kind, model_dir,
     final = data["baseline"]["final_norm"]
     assert final["dm_rel"] == pytest.approx(_dm_rel(states[L]), abs=1e-5)
     assert final["cosine_mean"] == pytest.approx(_cosine_mean(states[L]), abs=1e-5)
-    assert final["dm_rel"] != pytest.approx(layers[-1]["dm_rel"], abs=1e-4)        # a different state
+    assert final["dm_rel"] != pytest.approx(layers[-1]["dm_rel"], abs=1e-4)  # a different state
 
 
 # --------------------------------------------------------------------------- a GGUF file by path
@@ -244,6 +302,7 @@ def _write_gguf(model, path, arch: str, permute: bool = True) -> None:
     """Write a transformers base model to a float32 GGUF file with gguf's own writer, as llama.cpp's
     converter names and lays out the tensors."""
     import gguf
+
     cfg, vocab = model.config, _gguf_vocabulary()
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_context_length(cfg.max_position_embeddings)
@@ -254,7 +313,7 @@ def _write_gguf(model, path, arch: str, permute: bool = True) -> None:
     writer.add_head_count_kv(cfg.num_key_value_heads)
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     rope = cfg.rope_parameters
-    writer.add_rope_freq_base((rope.get("full_attention") or rope)["rope_theta"])   # Gemma 3: one per layer type
+    writer.add_rope_freq_base((rope.get("full_attention") or rope)["rope_theta"])  # Gemma 3: one per layer type
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     writer.add_rope_dimension_count(head_dim)
     writer.add_key_length(head_dim)
@@ -265,7 +324,7 @@ def _write_gguf(model, path, arch: str, permute: bool = True) -> None:
     writer.add_tokenizer_model("llama")
     writer.add_token_list(vocab)
     writer.add_token_scores([0.0] * 3 + [-float(i) for i in range(len(vocab) - 3)])
-    writer.add_token_types([2, 3, 3] + [1] * (len(vocab) - 3))       # unknown, control, control, normal
+    writer.add_token_types([2, 3, 3] + [1] * (len(vocab) - 3))  # unknown, control, control, normal
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
@@ -276,10 +335,11 @@ def _write_gguf(model, path, arch: str, permute: bool = True) -> None:
         target = names.get_name("model." + module)
         data = tensor.detach().float().numpy()
         if arch.startswith("gemma") and suffix == "weight" and "norm" in target:
-            data = data + 1                   # llama.cpp stores Gemma's RMSNorm scale as 1 + w
+            data = data + 1  # llama.cpp stores Gemma's RMSNorm scale as 1 + w
         if permute and arch == "llama" and target.endswith(("attn_q", "attn_k")):
-            data = _llama_qk_permutation(data, cfg.num_attention_heads if target.endswith("attn_q")
-                                         else cfg.num_key_value_heads)
+            data = _llama_qk_permutation(
+                data, cfg.num_attention_heads if target.endswith("attn_q") else cfg.num_key_value_heads
+            )
         writer.add_tensor(f"{target}.{suffix}", np.ascontiguousarray(data))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -291,9 +351,15 @@ def _write_gguf(model, path, arch: str, permute: bool = True) -> None:
 # "llama"; Qwen3 with its family's head_dim of 128 (transformers reads no head_dim from a Qwen3 file);
 # Gemma 2/3 with head_dim ≠ hidden/heads and a sliding window (their GGUF layer pattern: every layer of
 # a 2-layer model slides), the RMSNorm scales stored as 1 + w.
-GGUF_FAMILIES = {"llama": ("llama", {}), "qwen2": ("qwen2", {}), "mistral": ("llama", {}),
-                 "qwen3": ("qwen3", dict(head_dim=128)), "gemma2": ("gemma2", dict(head_dim=16, sliding_window=4)),
-                 "gemma3_text": ("gemma3", dict(head_dim=16, sliding_window=4)), "phi3": ("phi3", dict(pad_token_id=0))}
+GGUF_FAMILIES = {
+    "llama": ("llama", {}),
+    "qwen2": ("qwen2", {}),
+    "mistral": ("llama", {}),
+    "qwen3": ("qwen3", dict(head_dim=128)),
+    "gemma2": ("gemma2", dict(head_dim=16, sliding_window=4)),
+    "gemma3_text": ("gemma3", dict(head_dim=16, sliding_window=4)),
+    "phi3": ("phi3", dict(pad_token_id=0)),
+}
 # transformers 5.23 loads a Phi-3 file without its fused q|k|v and gate|up weights (it only logs them):
 # SmoothViz refuses it rather than analyse a partly random model; a fixed transformers passes the test.
 REFUSED_IF_INCOMPLETE = {"phi3"}
@@ -309,10 +375,12 @@ def test_a_gguf_file_of_another_family_loads_by_path(kind, tmp_path, monkeypatch
 
     from smoothviz import cli
     from smoothviz.model.handles import get_handle
+
     monkeypatch.setenv("SMOOTHVIZ_CACHE_DIR", str(tmp_path / "cache"))
     arch, extra = GGUF_FAMILIES[kind]
-    config = _config(kind).__class__(**{**DECODER, "vocab_size": len(_gguf_vocabulary())}, bos_token_id=1,
-                                     eos_token_id=2, **extra)
+    config = _config(kind).__class__(
+        **{**DECODER, "vocab_size": len(_gguf_vocabulary())}, bos_token_id=1, eos_token_id=2, **extra
+    )
     torch.manual_seed(0)
     model = AutoModel.from_config(config).eval()
     if kind == "qwen2":  # random biases on q, k, v, so that a lost one shows
@@ -333,7 +401,7 @@ def test_a_gguf_file_of_another_family_loads_by_path(kind, tmp_path, monkeypatch
         return
     assert r.tokens[0] == "<s>"
     if arch == "llama":  # (transformers builds Qwen2's and Gemma's tokenizer from the same vocabulary letter by letter)
-        assert len(r.tokens) == len(GGUF_WORDS) + 1                              # one token per word
+        assert len(r.tokens) == len(GGUF_WORDS) + 1  # one token per word
     ids = AutoTokenizer.from_pretrained(tmp_path, gguf_file=gguf_path.name)(SENTENCE, return_tensors="pt")
     assert ids["input_ids"][0].tolist() == get_handle(str(gguf_path), "cpu").tokenizer(SENTENCE)["input_ids"]
     model.config._attn_implementation = "eager"
@@ -346,13 +414,13 @@ def test_a_gguf_file_of_another_family_loads_by_path(kind, tmp_path, monkeypatch
     assert np.allclose(r.baseline.hidden, states, atol=1e-5)
     assert np.allclose(r.baseline.attentions, torch.stack(out.attentions)[:, 0].numpy(), atol=1e-6)
     assert np.allclose(r.baseline.final_norm, out.hidden_states[-1][0].numpy(), atol=1e-5)
-    assert len(list((tmp_path / "cache" / "gguf").glob("*/model.safetensors"))) == 1   # dequantised once
+    assert len(list((tmp_path / "cache" / "gguf").glob("*/model.safetensors"))) == 1  # dequantised once
 
     assert cli.run(["analyze", SENTENCE, "--model", str(gguf_path), "--json", "--device", "cpu"]) == 0
     data = __import__("json").loads(capsys.readouterr().out)
     assert data["tokens"] == r.tokens and data["causal"] is True
     assert data["baseline"]["layers"][-1]["dm_rel"] == pytest.approx(_dm_rel(states[-1].astype(np.float64)), abs=1e-5)
-    assert len(list((tmp_path / "cache" / "gguf").glob("*/model.safetensors"))) == 1   # the cache, reused
+    assert len(list((tmp_path / "cache" / "gguf").glob("*/model.safetensors"))) == 1  # the cache, reused
 
 
 def test_a_llama_gguf_without_llama_cpps_permutation_is_another_model(tmp_path):
@@ -360,6 +428,7 @@ def test_a_llama_gguf_without_llama_cpps_permutation_is_another_model(tmp_path):
     mixed), whose states leave the original's after the first block."""
     import transformers as tf
     from transformers import AutoModel
+
     config = tf.LlamaConfig(**{**DECODER, "vocab_size": len(_gguf_vocabulary())}, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     model = AutoModel.from_config(config).eval()
@@ -384,9 +453,10 @@ def test_compare_and_corpus_on_a_decoder_directory(model_dir):
     """Gemma 3 (sliding window of 4, shorter than the lines) beside the default encoder over relative
     depth; and a corpus of lines of three lengths in one padded pass, each line's rows equal to its
     own analysis (right padding is exact for a causal model: no real token sees a padded one)."""
+    from smoothviz.corpora.run import BatchAnalyser, settings_of
     from smoothviz.outputs import figures
     from smoothviz.pipeline.compare import compare
-    from smoothviz.corpora.run import BatchAnalyser, settings_of
+
     path = model_dir("gemma3_text")
     alone = {text: smoothviz.analyze(text, model=path, device="cpu", heads=False) for text in LINES}
     c = compare(SENTENCE, [f"model={path}", "model=default"], device="cpu", heads=False)
@@ -395,7 +465,7 @@ def test_compare_and_corpus_on_a_decoder_directory(model_dir):
     assert [r["layer"] for r in runs[0]["layers"]] == [0, 1, 2] and len(runs[1]["layers"]) == 7
     assert all(_close(got[k], want[k]) for got, want in zip(runs[0]["layers"], mine.table()) for k in want)
     assert all(_close(runs[0]["final_norm"][k], v) for k, v in mine.final_norm_row.items())
-    assert "final_norm" not in runs[1]                            # MiniLM is post-LN: no final norm
+    assert "final_norm" not in runs[1]  # MiniLM is post-LN: no final norm
     fig = figures.compare_curves([(r.label, r.run) for r in c.runs], relative=True)
     assert list(fig.data[0].x) == [0, 0.5, 1] and list(fig.data[0].y) == [r["cosine_mean"] for r in mine.rows]
 
@@ -418,6 +488,7 @@ def test_animate_on_a_decoder_directory(model_dir, tmp_path):
     from PIL import Image
 
     from smoothviz.outputs.animate import animate, frame_figures
+
     r = smoothviz.analyze(SENTENCE, model=model_dir("llama"), device="cpu", mitigation="neutreno")
     figs = frame_figures(r, ("heatmap", "graph"))
     assert len(figs) == r.n_layers + 1
@@ -435,15 +506,15 @@ def test_the_final_norm_on_the_page_is_a_position_of_its_own(model_dir):
 
     from streamlit.testing.v1 import AppTest
 
-    from smoothviz.outputs import figures
-    from smoothviz.outputs import views
+    from smoothviz.outputs import figures, views
+
     path = model_dir("llama")
     r = smoothviz.analyze(SENTENCE, model=path, device="cpu", mitigation="neutreno")
     L = r.n_layers
     fig = figures.metric_curves(r)
     diamonds = [t for t in fig.data if t.marker.symbol == "diamond"]
     assert diamonds and all(list(t.x) == [L + 1] for t in diamonds)
-    first = next(t for t in diamonds if t.xaxis in (None, "x"))   # the first panel: cosine_mean, baseline
+    first = next(t for t in diamonds if t.xaxis in (None, "x"))  # the first panel: cosine_mean, baseline
     assert first.y[0] == pytest.approx(r.baseline.final_norm_row["cosine_mean"])
     ticks = dict(zip(fig.layout.xaxis.tickvals, fig.layout.xaxis.ticktext))
     assert ticks[L + 1] == "final norm" and ticks[L] == str(L)
@@ -455,8 +526,14 @@ def test_the_final_norm_on_the_page_is_a_position_of_its_own(model_dir):
 
     root = Path(__file__).resolve().parent.parent
     at = AppTest.from_file(str(root / "app" / "SmoothViz.py"), default_timeout=600)
-    for key, value in {"model": "custom", "model_id": path, "text": SENTENCE, "mit": "neutreno",
-                       "section": views.SECTIONS["layer"], "layer": "final norm"}.items():
+    for key, value in {
+        "model": "custom",
+        "model_id": path,
+        "text": SENTENCE,
+        "mit": "neutreno",
+        "section": views.SECTIONS["layer"],
+        "layer": "final norm",
+    }.items():
         at.query_params[key] = value
     at.run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
@@ -465,7 +542,7 @@ def test_the_final_norm_on_the_page_is_a_position_of_its_own(model_dir):
     cards = {m.label: m.value for m in at.metric}
     b, m = r.baseline.final_norm_row["dm_rel"], r.mitigated.final_norm_row["dm_rel"]
     assert cards[f"{figures.plain_title('dm_rel')} · the final norm"] == f"{b:.3g} → {m:.3g}"
-    assert cards[f"{figures.plain_title('spectral_gap')} · the final norm"] == "— → —"     # no attention of its own
+    assert cards[f"{figures.plain_title('spectral_gap')} · the final norm"] == "— → —"  # no attention of its own
     assert f"Token similarity after the final norm (applied to layer {L})" in [s.value for s in at.subheader]
 
 
@@ -477,8 +554,14 @@ def test_report_on_a_decoder_directory(model_dir):
 
     from smoothviz.outputs import report
     from smoothviz.science.sinks import sink_lines
-    r = smoothviz.analyze(SENTENCE, model=model_dir("gemma3_text"), device="cpu", mitigation="heads",
-                          params={"ablate": "", "sink": "drop"})
+
+    r = smoothviz.analyze(
+        SENTENCE,
+        model=model_dir("gemma3_text"),
+        device="cpu",
+        mitigation="heads",
+        params={"ablate": "", "sink": "drop"},
+    )
     page = html.unescape(report.build_report(r))
     assert "Attention received by each token, layer by layer" in page
     for line in sink_lines(r, {"baseline": "baseline", "mitigated": "heads (sink=drop)"}):

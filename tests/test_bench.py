@@ -1,4 +1,5 @@
 """The benchmark runs end to end in its short mode and writes the documented JSON."""
+
 import json
 
 import pytest

@@ -4,6 +4,7 @@ Starts ``streamlit run app/SmoothViz.py`` on a free port and drives Debian's chr
 Playwright (no browser download). Screenshots and timings.json go to $SMOOTHVIZ_SCREENSHOTS
 (a temporary folder unless set).
 """
+
 import json
 import os
 import shutil
@@ -28,8 +29,14 @@ CHROMIUM = shutil.which("chromium")
 # No skip when chromium is missing: the README's test command installs it, so a missing browser is
 # a broken set-up to report, not a test to pass over. Deselect with -m "not browser" on purpose.
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SERVER_LOG = {}  # the running server's log file
 EXAMPLES = examples()["examples"]
 LONG = EXAMPLES["A long paragraph (60+ tokens)"]
@@ -58,12 +65,34 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "SMOOTHVIZ_TIMINGS": "1"}  # the server logs each page and fragment run's time
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/SmoothViz.py",
-                             "--server.headless", "true", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "SMOOTHVIZ_TIMINGS": "1",
+    }  # the server logs each page and fragment run's time
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/SmoothViz.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
@@ -90,6 +119,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
+
     assert CHROMIUM, "chromium is not on PATH: apt-get install -y chromium (the README's test command does)"
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -119,8 +149,11 @@ def _full_page(page, path: Path) -> None:
 
 def _wait_changed(page, before, t0: float, timeout: float = 120) -> float:
     """Wait until the similarity heatmap differs from ``before``; seconds since ``t0``."""
-    page.wait_for_function(f"() => {{ const s = ({HEATMAP_SUM})(); return s !== null && Math.abs(s - {before}) > 1e-6; }}",
-                           timeout=timeout * 1000, polling=50)
+    page.wait_for_function(
+        f"() => {{ const s = ({HEATMAP_SUM})(); return s !== null && Math.abs(s - {before}) > 1e-6; }}",
+        timeout=timeout * 1000,
+        polling=50,
+    )
     return time.perf_counter() - t0
 
 
@@ -132,8 +165,11 @@ def _set_text(page, text: str) -> None:
 
 def _timings(name: str) -> list[float]:
     """The server's own times (ms) for every run of ``name`` (page or a fragment), from its log."""
-    return [float(line.split()[2]) for line in SERVER_LOG["path"].read_text().splitlines()
-            if line.startswith(f"smoothviz-timing {name} ")]
+    return [
+        float(line.split()[2])
+        for line in SERVER_LOG["path"].read_text().splitlines()
+        if line.startswith(f"smoothviz-timing {name} ")
+    ]
 
 
 def _server_ms(name: str, seen: int) -> float:
@@ -154,8 +190,9 @@ def charts_in(section: str) -> int:
 def _open_tab(page, section: str, charts: int) -> None:
     """Click the tab of ``section`` (a key of views.SECTIONS) and wait for its ``charts`` to draw."""
     page.get_by_role("tab", name=SECTIONS[section]).click()
-    page.wait_for_function(f"() => ({ALL_DRAWN})({charts}) && ({VISIBLE_CHARTS})() === {charts}",
-                           timeout=240_000, polling=100)
+    page.wait_for_function(
+        f"() => ({ALL_DRAWN})({charts}) && ({VISIBLE_CHARTS})() === {charts}", timeout=240_000, polling=100
+    )
 
 
 VISIBLE_CHARTS = """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
@@ -178,10 +215,10 @@ def test_dashboard_in_browser(server, browser):
     # competes for the interpreter) is over, as on a server that has been up for a minute.
     timings["umap_warm_up_s"] = round(_server_ms("umap-warm-up", 0) / 1000, 1)
     seen = len(_timings("page"))
-    timings["warm_load_s"] = round(_load(page, server), 2)    # same settings: the cache answers
+    timings["warm_load_s"] = round(_load(page, server), 2)  # same settings: the cache answers
     timings["warm_page_server_ms"] = _server_ms("page", seen)
     page.screenshot(path=str(SHOTS / "dashboard-1366x768.png"))
-    page.set_viewport_size({"width": 1280, "height": 720})   # a classroom projector
+    page.set_viewport_size({"width": 1280, "height": 720})  # a classroom projector
     page.wait_for_timeout(1500)  # plotly redraws on resize
     page.screenshot(path=str(SHOTS / "dashboard-1280x720.png"))
     page.set_viewport_size({"width": 1366, "height": 768})

@@ -8,6 +8,7 @@ elements overlapping. Screenshots and the arrow keys' redraw times go to $SMOOTH
 
 Reuses test_browser's server and Chromium.
 """
+
 import json
 import re
 import time
@@ -16,6 +17,7 @@ from urllib.parse import urlencode
 import pytest
 
 from smoothviz.outputs.views import SECTIONS, VIEWS
+
 from test_browser import ALL_DRAWN, SERVER_LOG, SHOTS, _set_text, browser, server  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -93,8 +95,9 @@ def projector_problems(page) -> list[str]:
         x0, y0, x1, y1 = t["box"]
         if x0 < -1 or x1 > width + 1 or y0 < -1 or y1 > height + 1:
             problems.append(f"{t['text']!r} lies outside the {width}×{height} window: {t['box']}")
-        if t["chart"] and (x0 < t["chart"][0] - 1 or x1 > t["chart"][2] + 1 or y0 < t["chart"][1] - 1
-                           or y1 > t["chart"][3] + 1):
+        if t["chart"] and (
+            x0 < t["chart"][0] - 1 or x1 > t["chart"][2] + 1 or y0 < t["chart"][1] - 1 or y1 > t["chart"][3] + 1
+        ):
             problems.append(f"{t['text']!r} is cut by its chart's edge")
     in_charts: dict = {}
     for t in seen["texts"]:
@@ -102,7 +105,7 @@ def projector_problems(page) -> list[str]:
             in_charts.setdefault(tuple(t["chart"]), []).append(t)
     for texts in in_charts.values():  # titles, notes, labels and ticks of one chart clear of each other
         for i, a in enumerate(texts):
-            for b in texts[i + 1:]:
+            for b in texts[i + 1 :]:
                 if _overlap(a["box"], b["box"], slack=2) and not (a["axis"] and a["axis"] == b["axis"]):
                     problems.append(f"{a['text']!r} and {b['text']!r} overlap in a chart")
     ticks: dict = {}
@@ -111,12 +114,12 @@ def projector_problems(page) -> list[str]:
             ticks.setdefault(t["axis"], []).append(t)
     for labels in ticks.values():
         for i, a in enumerate(labels):
-            for b in labels[i + 1:]:
+            for b in labels[i + 1 :]:
                 if _overlap(a["box"], b["box"]):
                     problems.append(f"tick labels {a['text']!r} and {b['text']!r} overlap")
     blocks = page.evaluate(BLOCKS)
     for i, a in enumerate(blocks):
-        for b in blocks[i + 1:]:
+        for b in blocks[i + 1 :]:
             if _overlap(a["box"], b["box"], slack=2):
                 problems.append(f"{a['name']!r} and {b['name']!r} overlap")
     return problems
@@ -165,14 +168,26 @@ def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, br
 
     # The lecturer's setting: the lab without residual, MLP or LayerNorm (it collapses), fusion of
     # layers 4-6, layer 3 of the one-layer tab; then their own sentence, typed in the sidebar.
-    setup = {"model": "lab", "lab_depth": "12", "lab_residual": "false", "lab_mlp": "false",
-             "lab_layernorm": "none", "mit": "fusion-mean", "fusion_mean_layers": "4-6",
-             "section": SECTIONS["layer"], "layer": "3"}
+    setup = {
+        "model": "lab",
+        "lab_depth": "12",
+        "lab_residual": "false",
+        "lab_mlp": "false",
+        "lab_layernorm": "none",
+        "mit": "fusion-mean",
+        "fusion_mean_layers": "4-6",
+        "section": SECTIONS["layer"],
+        "layer": "3",
+    }
     page.goto(server + "/?" + urlencode(setup))
     page.wait_for_function(ALL_DRAWN, arg=2, timeout=240_000, polling=100)
     _set_text(page, SENTENCE)
-    page.wait_for_function("() => [...document.querySelectorAll('a')].some(a => a.innerText === 'Present this' "
-                           "&& a.href.includes('Fusion+mixes'))", timeout=240_000, polling=100)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('a')].some(a => a.innerText === 'Present this' "
+        "&& a.href.includes('Fusion+mixes'))",
+        timeout=240_000,
+        polling=100,
+    )
     page.wait_for_function(ALL_DRAWN, arg=2, timeout=240_000, polling=100)
     # The fused layers moved on the page (the slider, not the sidebar's text box): 4-6 → 3-6, and
     # the page explains the change with its own numbers; Present will carry it.
@@ -180,12 +195,21 @@ def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, br
     thumb = page.locator(".st-key-fuse_span-4-6 input").first  # the lower thumb
     thumb.focus()
     thumb.press("ArrowLeft")
-    page.get_by_text(re.compile(r"Fusion \(fusion-mean of layers 3–6\).{1,3}the fused output's mean token cosine "
-                                r"similarity is \d\.\d{3}")).wait_for(timeout=240_000)
-    page.wait_for_function("() => [...document.querySelectorAll('a')].some(a => a.innerText === 'Present this' "
-                           "&& a.href.includes('fusion_mean_layers=3-6') && a.href.includes('Fusion+mixes'))",
-                           timeout=240_000, polling=100)
-    assert page.get_by_label("layers — 'all', one layer 'N' or a range 'A-B' of layer indices 0..L").input_value() == "3-6"
+    page.get_by_text(
+        re.compile(
+            r"Fusion \(fusion-mean of layers 3–6\).{1,3}the fused output's mean token cosine "
+            r"similarity is \d\.\d{3}"
+        )
+    ).wait_for(timeout=240_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('a')].some(a => a.innerText === 'Present this' "
+        "&& a.href.includes('fusion_mean_layers=3-6') && a.href.includes('Fusion+mixes'))",
+        timeout=240_000,
+        polling=100,
+    )
+    assert (
+        page.get_by_label("layers — 'all', one layer 'N' or a range 'A-B' of layer indices 0..L").input_value() == "3-6"
+    )
     page.wait_for_function(ALL_DRAWN, arg=2, timeout=240_000, polling=100)
     page.evaluate("document.activeElement?.blur()")
     page.screenshot(path=str(SHOTS / "class-main-1280x720.png"))
@@ -209,11 +233,14 @@ def test_a_class_from_a_setting_to_the_projector_and_back_from_a_link(server, br
             t0 = time.perf_counter()
             page.keyboard.press("ArrowRight")  # a new layer: the figure changes on every view
             _drawn(page, view, layer % FUSED + 1)
-            page.wait_for_function(f"() => JSON.stringify(({FINGERPRINT})()) !== {json.dumps(json.dumps(before))}",
-                                   timeout=60_000, polling=50)
+            page.wait_for_function(
+                f"() => JSON.stringify(({FINGERPRINT})()) !== {json.dumps(json.dumps(before))}",
+                timeout=60_000,
+                polling=50,
+            )
             times["arrow_new_s"].append(round(time.perf_counter() - t0, 3))
             t0 = time.perf_counter()
-            page.keyboard.press("ArrowLeft")   # back to a screen already shown: from the figure cache
+            page.keyboard.press("ArrowLeft")  # back to a screen already shown: from the figure cache
             _drawn(page, view, layer)
             times["arrow_seen_s"].append(round(time.perf_counter() - t0, 3))
             page.wait_for_timeout(300)
@@ -261,8 +288,15 @@ def test_a_nan_link_leaves_no_stack_trace_in_the_server_log(server, browser):
 ODD = {  # settings other than the reference sentence's (issue 22: the class is prepared again from outside)
     "one-word-ablated": ({"text": "Hello", "mit": "heads", "heads_ablate": "2.1,4.11", "layer": "4"}, (1280, 720)),
     "emoji-fused": ({"text": "🎉🎉 party 🎉", "mit": "fusion-mean", "fusion_mean_layers": "2-4"}, (1280, 720)),
-    "gemma-fused": ({"text": "Rain fell on the old stone bridge all night.", "model": "gemma-3-270m",
-                     "mit": "fusion-mean", "fusion_mean_layers": "2-4"}, (1024, 768)),
+    "gemma-fused": (
+        {
+            "text": "Rain fell on the old stone bridge all night.",
+            "model": "gemma-3-270m",
+            "mit": "fusion-mean",
+            "fusion_mean_layers": "2-4",
+        },
+        (1024, 768),
+    ),
 }
 
 

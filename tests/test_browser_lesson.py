@@ -4,6 +4,7 @@ arrow keys step the presentation; screenshots at 1280×720 (and the Present page
 Reuses test_browser's server (``streamlit run app/SmoothViz.py``, its pages included) and
 Chromium; screenshots go to $SMOOTHVIZ_SCREENSHOTS (a temporary folder unless set).
 """
+
 import re
 
 import pytest
@@ -50,8 +51,10 @@ def _visible(page, locator) -> None:
     size = page.viewport_size
     assert box and box["y"] >= 0 and box["y"] + box["height"] <= size["height"], box
     assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"], box
-    on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.closest('button')?.innerText.trim()",
-                           [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+    on_top = page.evaluate(
+        "([x, y]) => document.elementFromPoint(x, y)?.closest('button')?.innerText.trim()",
+        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+    )
     assert on_top == locator.inner_text().strip(), on_top
 
 
@@ -78,14 +81,14 @@ def test_present_steps_with_the_arrow_keys(server, browser, width, height):
 
     view, layer = _title(page)
     assert (view, layer) == (1, 6)
-    page.evaluate("document.activeElement?.blur()")                # keys go to the page, not a widget
-    page.keyboard.press("ArrowRight")                               # layer 6 → 1 (wraps)
+    page.evaluate("document.activeElement?.blur()")  # keys go to the page, not a widget
+    page.keyboard.press("ArrowRight")  # layer 6 → 1 (wraps)
     page.get_by_text(re.compile(r"layer 1 of 6")).wait_for()
     page.keyboard.press("ArrowRight")
     page.get_by_text(re.compile(r"layer 2 of 6")).wait_for()
     page.keyboard.press("ArrowLeft")
     page.get_by_text(re.compile(r"layer 1 of 6")).wait_for()
-    for expected in (2, 3, 4):                                      # curves → shi → rollout → similarity
+    for expected in (2, 3, 4):  # curves → shi → rollout → similarity
         page.keyboard.press("ArrowDown")
         page.get_by_text(re.compile(rf"view {expected} of ")).wait_for()
     page.keyboard.press("ArrowUp")
@@ -93,7 +96,7 @@ def test_present_steps_with_the_arrow_keys(server, browser, width, height):
     page.keyboard.press("ArrowDown")
     page.get_by_text(re.compile(r"view 4 of ")).wait_for()
     assert _title(page) == (4, 1)
-    page.get_by_text("Token similarity at layer 1").wait_for()     # the view's own heading follows
+    page.get_by_text("Token similarity at layer 1").wait_for()  # the view's own heading follows
     page.wait_for_function(ALL_DRAWN, arg=2, timeout=120_000, polling=100)
     page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / f"present-similarity-{width}x{height}.png"))

@@ -4,6 +4,7 @@ The sentences are rendered from :class:`smoothviz.words.claims.Claim` objects; :
 re-derives each claim from the analysis's rows, independently of the code that made it. The property
 test runs it over many inputs; the other tests each pin one sentence that was false before.
 """
+
 import json
 import random
 import re
@@ -14,11 +15,11 @@ import pytest
 import torch
 
 import smoothviz
+from smoothviz.data import examples
+from smoothviz.mitigations import REGISTRY
 from smoothviz.words import claims as cl
 from smoothviz.words import trends
-from smoothviz.data import examples
 from smoothviz.words.lesson import PURE_LAB, REFERENCE, STEPS
-from smoothviz.mitigations import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = {
@@ -32,10 +33,19 @@ TEXTS = {
     "emoji": "🦊",
 }
 # an active setting per mitigation (the neutral one is the registry's NEUTRAL)
-ACTIVE = {"fusion-mean": {"layers": "all"}, "fusion-max": {"layers": "all"}, "fusion-concat": {"layers": "all"},
-          "fusion-gate": {}, "neutreno": {"lambda": 0.6}, "softdecay": {"where": "every"},
-          "spectral": {"mode": "flip"}, "attnscale": {"omega": 1.0}, "contranorm": {"s": 0.2},
-          "no-residual": {}, "heads": {"ablate": "1.0,1.1,2.3", "sink": "drop"}}
+ACTIVE = {
+    "fusion-mean": {"layers": "all"},
+    "fusion-max": {"layers": "all"},
+    "fusion-concat": {"layers": "all"},
+    "fusion-gate": {},
+    "neutreno": {"lambda": 0.6},
+    "softdecay": {"where": "every"},
+    "spectral": {"mode": "flip"},
+    "attnscale": {"omega": 1.0},
+    "contranorm": {"s": 0.2},
+    "no-residual": {},
+    "heads": {"ablate": "1.0,1.1,2.3", "sink": "drop"},
+}
 NAMES = {"baseline": "baseline", "mitigated": "mitigated"}
 
 
@@ -67,17 +77,23 @@ def gpt2_dir(tmp_path_factory):
     <|endoftext|>, built from a config (offline)."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast
+
     path = tmp_path_factory.mktemp("gpt2")
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator([REFERENCE, *TEXTS.values()] * 2, vocab_size=500, min_frequency=1,
-                            special_tokens=["<|endoftext|>"])
-    tok = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                            unk_token="<|endoftext|>")
+    bpe.train_from_iterator(
+        [REFERENCE, *TEXTS.values()] * 2, vocab_size=500, min_frequency=1, special_tokens=["<|endoftext|>"]
+    )
+    tok = GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     tok.save_pretrained(path)
     torch.manual_seed(0)
     eos = tok.eos_token_id
-    GPT2Model(GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=len(tok), n_positions=128, bos_token_id=eos,
-                         eos_token_id=eos)).save_pretrained(path, safe_serialization=True)
+    GPT2Model(
+        GPT2Config(
+            n_embd=32, n_layer=3, n_head=4, vocab_size=len(tok), n_positions=128, bos_token_id=eos, eos_token_id=eos
+        )
+    ).save_pretrained(path, safe_serialization=True)
     return str(path)
 
 
@@ -85,8 +101,10 @@ def _cases(gpt2):
     """(label, analyze kwargs): many inputs, every preset, every mitigation neutral and active."""
     rng = random.Random(23)
     out = [(f"text {k}", dict(text=t)) for k, t in TEXTS.items()]
-    out += [("one token", dict(text="x", exclude_special=True)), ("one token, fused", dict(
-        text="x", exclude_special=True, mitigation="fusion-mean", params={"layers": "all"}))]
+    out += [
+        ("one token", dict(text="x", exclude_special=True)),
+        ("one token, fused", dict(text="x", exclude_special=True, mitigation="fusion-mean", params={"layers": "all"})),
+    ]
     for title, preset in examples()["presets"].items():
         s = dict(preset["settings"])
         s.pop("projection", None)
@@ -96,17 +114,33 @@ def _cases(gpt2):
         for setting, params in (("neutral", _neutral(name)), ("active", ACTIVE[name])):
             text = rng.choice([TEXTS["short"], REFERENCE, TEXTS["long"]])
             out.append((f"{name} {setting}", dict(text=text, mitigation=name, params=params)))
-    out += [("lab post-LN collapse", dict(text=REFERENCE, model="lab", lab={**PURE_LAB, "layernorm": "post"})),
-            ("lab pre-LN collapse + neutreno", dict(text=REFERENCE, model="lab", lab={**PURE_LAB, "layernorm": "pre"},
-                                                    mitigation="neutreno", params={"lambda": 0.5})),
-            ("lab shallow", dict(text=TEXTS["numbers"], model="lab", lab={"depth": 4})),
-            ("exclude special", dict(text=REFERENCE, exclude_special=True, mitigation="attnscale")),
-            ("metrics disagree", dict(text=REFERENCE, exclude_special=True, mitigation="fusion-concat",
-                                      params={"layers": "4-6"}))]
+    out += [
+        ("lab post-LN collapse", dict(text=REFERENCE, model="lab", lab={**PURE_LAB, "layernorm": "post"})),
+        (
+            "lab pre-LN collapse + neutreno",
+            dict(
+                text=REFERENCE,
+                model="lab",
+                lab={**PURE_LAB, "layernorm": "pre"},
+                mitigation="neutreno",
+                params={"lambda": 0.5},
+            ),
+        ),
+        ("lab shallow", dict(text=TEXTS["numbers"], model="lab", lab={"depth": 4})),
+        ("exclude special", dict(text=REFERENCE, exclude_special=True, mitigation="attnscale")),
+        (
+            "metrics disagree",
+            dict(text=REFERENCE, exclude_special=True, mitigation="fusion-concat", params={"layers": "4-6"}),
+        ),
+    ]
     for text in ("The fox <|endoftext|> jumps over the lazy dog.", REFERENCE, "Hi."):
         out.append((f"gpt2 {text[:12]}", dict(text=text, model=gpt2)))
-        out.append((f"gpt2 sink {text[:12]}", dict(text=text, model=gpt2, mitigation="heads",
-                                                   params={"ablate": "", "sink": "drop"})))
+        out.append(
+            (
+                f"gpt2 sink {text[:12]}",
+                dict(text=text, model=gpt2, mitigation="heads", params={"ablate": "", "sink": "drop"}),
+            )
+        )
     for name in ("neutreno", "attnscale", "fusion-max", "softdecay", "contranorm", "spectral", "no-residual"):
         out.append((f"gpt2 {name}", dict(text=REFERENCE, model=gpt2, mitigation=name, params=ACTIVE[name])))
     return out
@@ -150,11 +184,13 @@ def test_a_checker_catches_a_false_claim(base):
     """The checkers can fail: each wrong claim about the reference sentence is caught."""
     good = [c for line in trends.line_claims(base, NAMES) for c in line]
     assert not cl.check_all(good, base)
-    wrong = [cl.Claim("span", "baseline", "cosine_mean", (0, 6), (0.045, 0.4)),
-             cl.Claim("against", "baseline", "sv_skewness", (3,), (6,)),            # it is 3 and 5
-             cl.Claim("flat", "baseline", "cosine_mean", (1,), (6,)),
-             cl.Claim("collapse", "baseline", "dm_rel", (2,), (1e-5,)),
-             cl.Claim("one_token", "baseline")]
+    wrong = [
+        cl.Claim("span", "baseline", "cosine_mean", (0, 6), (0.045, 0.4)),
+        cl.Claim("against", "baseline", "sv_skewness", (3,), (6,)),  # it is 3 and 5
+        cl.Claim("flat", "baseline", "cosine_mean", (1,), (6,)),
+        cl.Claim("collapse", "baseline", "dm_rel", (2,), (1e-5,)),
+        cl.Claim("one_token", "baseline"),
+    ]
     for claim in wrong:
         assert cl.check(claim, base), claim
     dropped = [c for c in good if c.kind != "flat"]  # leaving out the unchanged numerical rank is caught
@@ -163,10 +199,13 @@ def test_a_checker_catches_a_false_claim(base):
 
 # --------------------------------------------------------------------------- item 3: trend sentences
 
+
 def test_flat_rank_is_said_not_every_metric_moves(base):
     [line] = trends.trend_lines(base, NAMES)
     assert "Every metric moves in the smoothing direction at every layer" not in line
-    assert "Unchanged (a relative move of at most 0.1%): effective_rank at layer 1; numerical_rank at every layer." in line
+    assert (
+        "Unchanged (a relative move of at most 0.1%): effective_rank at layer 1; numerical_rank at every layer." in line
+    )
     assert base.baseline.metric("numerical_rank") == [27] * 7
 
 
@@ -181,11 +220,15 @@ def test_pure_attention_preset_says_where_it_collapses():
 def test_a_neutral_non_fusion_is_not_called_a_fusion(reference):
     a = smoothviz.analyze(reference, device="cpu", mitigation="neutreno", params={"lambda": 0.0}, heads=False)
     lines = trends.trend_lines(a, {"baseline": "baseline", "mitigated": "neutreno (λ=0)"})
-    assert lines[1] == ("neutreno (λ=0) leaves every layer exactly as the baseline has it (at this setting it "
-                        "changes nothing the metrics read).")
-    assert lines[2] == ("At layer 6, neutreno (λ=0) leaves cosine_mean unchanged at 0.325 (at the shown precision) "
-                        "and leaves dm_rel unchanged at 0.861 (at the shown precision). By cosine_mean and dm_rel the "
-                        "output reads as the baseline's at the shown precision.")
+    assert lines[1] == (
+        "neutreno (λ=0) leaves every layer exactly as the baseline has it (at this setting it "
+        "changes nothing the metrics read)."
+    )
+    assert lines[2] == (
+        "At layer 6, neutreno (λ=0) leaves cosine_mean unchanged at 0.325 (at the shown precision) "
+        "and leaves dm_rel unchanged at 0.861 (at the shown precision). By cosine_mean and dm_rel the "
+        "output reads as the baseline's at the shown precision."
+    )
 
 
 def test_one_token_is_not_a_collapse():
@@ -212,9 +255,12 @@ def test_tiny_moves_are_listed_not_dropped():
 def _toy(rows, mitigated=None):
     """An analysis-shaped object with these state rows (other metrics undefined)."""
     from types import SimpleNamespace
+
     from smoothviz.science.metrics import names
-    full = lambda rs: [{"layer": i, **{m: None for m in names()}, "numerical_rank": 3, **r}  # noqa: E731
-                       for i, r in enumerate(rs)]
+
+    def full(rs):
+        return [{"layer": i, **{m: None for m in names()}, "numerical_rank": 3, **r} for i, r in enumerate(rs)]
+
     run = lambda rs: SimpleNamespace(rows=full(rs), fused_row=None, hidden=np.zeros((len(rs), 3, 8)))  # noqa: E731
     base = run(rows)
     mit = None if mitigated is None else run([*rows[:-1], *mitigated])
@@ -224,11 +270,13 @@ def _toy(rows, mitigated=None):
 
 # --------------------------------------------------------------------------- item 4: which metric
 
+
 def test_metrics_that_disagree_are_said_to(reference):
     """fusion-concat of layers 4-6, the reference without [CLS]/[SEP]: cosine_mean says less smoothing
     (0.316 → 0.262), dm_rel says more (0.867 → 0.862)."""
-    a = smoothviz.analyze(reference, device="cpu", mitigation="fusion-concat", params={"layers": "4-6"},
-                          exclude_special=True, heads=False)
+    a = smoothviz.analyze(
+        reference, device="cpu", mitigation="fusion-concat", params={"layers": "4-6"}, exclude_special=True, heads=False
+    )
     base, fused = a.baseline.rows[-1], a.mitigated.fused_row
     assert fused["cosine_mean"] < base["cosine_mean"] and fused["dm_rel"] < base["dm_rel"]
     said = trends.effect(a, "fusion-concat")
@@ -238,13 +286,14 @@ def test_metrics_that_disagree_are_said_to(reference):
 
 # --------------------------------------------------------------------------- item 5: ablated heads
 
+
 def test_ablated_heads_leave_the_verdicts(reference):
-    from smoothviz.outputs import figures
-    from smoothviz.outputs import tables
+    from smoothviz.outputs import figures, tables
+
     ablate = ",".join(f"2.{h}" for h in range(12)) + ",3.0"
     a = smoothviz.analyze(reference, device="cpu", mitigation="heads", params={"ablate": ablate, "sink": "none"})
     rows = a.mitigated.rows
-    assert rows[2]["heads_smoothing"] is None                                 # every head of layer 2 ablated
+    assert rows[2]["heads_smoothing"] is None  # every head of layer 2 ablated
     kept = [h for h in range(12) if h != 0]
     assert rows[3]["heads_smoothing"] == pytest.approx(np.asarray(a.mitigated.smooths)[2, kept].mean())
     fig = figures.dovonon(a.mitigated, 3)
@@ -262,16 +311,18 @@ def test_ablated_heads_leave_the_verdicts(reference):
 
 # --------------------------------------------------------------------------- item 7: Fiedler caption
 
+
 def test_fiedler_caption_true_for_signed_graphs():
     """A signed graph's Fiedler vector can have one sign, so the caption must not promise both colours."""
-    from smoothviz.science import graph
     from smoothviz.outputs import views
+    from smoothviz.science import graph
+
     rng = np.random.default_rng(0)
     one_sign = 0
     for _ in range(400):
         n = int(rng.integers(3, 8))
         A = rng.dirichlet(np.ones(n), size=n)
-        S = graph.symmetrize(torch.tensor(A + 1.0 * (A - 1 / n))[None], "sym")   # AttnScale, ω = 1
+        S = graph.symmetrize(torch.tensor(A + 1.0 * (A - 1 / n))[None], "sym")  # AttnScale, ω = 1
         _, vecs = graph.laplacian_spectrum(S)
         f = graph.fiedler(vecs)[0].numpy()
         one_sign += bool((f >= -1e-9).all() or (f <= 1e-9).all())
@@ -281,6 +332,7 @@ def test_fiedler_caption_true_for_signed_graphs():
 
 
 # --------------------------------------------------------------------------- item 8: dm_ratio 0/0
+
 
 def test_dm_ratio_is_null_where_it_is_zero_over_zero():
     one = smoothviz.analyze("x", device="cpu", exclude_special=True, heads=False)
@@ -294,22 +346,38 @@ def test_dm_ratio_is_null_where_it_is_zero_over_zero():
 
 # --------------------------------------------------------------------------- item 9: special tokens
 
+
 def test_typed_special_tokens_are_special(reference):
-    a = smoothviz.analyze("before [SEP] after", device="cpu", mitigation="heads", params={"ablate": "", "sink": "drop"},
-                          heads=False)
+    a = smoothviz.analyze(
+        "before [SEP] after", device="cpu", mitigation="heads", params={"ablate": "", "sink": "drop"}, heads=False
+    )
     assert [t for t, s in zip(a.tokens, a.special) if s] == ["[CLS]", "[SEP]", "[SEP]"]
-    assert any("marks as special ([PAD], [CLS], [SEP], [MASK])" in n and "here [CLS], [SEP], [SEP]" in n for n in a.notes)
+    assert any(
+        "marks as special ([PAD], [CLS], [SEP], [MASK])" in n and "here [CLS], [SEP], [SEP]" in n for n in a.notes
+    )
     emoji = smoothviz.analyze("a 🦊", device="cpu", heads=False)
-    assert emoji.tokens[2] == "[UNK]" and not emoji.special[2]   # unknown is a word, not a marker
+    assert emoji.tokens[2] == "[UNK]" and not emoji.special[2]  # unknown is a word, not a marker
 
 
 @pytest.mark.slow
 def test_gpt2_endoftext_is_special_and_a_drop_of_nothing_is_said(gpt2_dir):
-    a = smoothviz.analyze("The fox <|endoftext|> jumps.", model=gpt2_dir, device="cpu", mitigation="heads",
-                          params={"ablate": "", "sink": "drop"}, heads=False)
+    a = smoothviz.analyze(
+        "The fox <|endoftext|> jumps.",
+        model=gpt2_dir,
+        device="cpu",
+        mitigation="heads",
+        params={"ablate": "", "sink": "drop"},
+        heads=False,
+    )
     assert [t for t, s in zip(a.tokens, a.special) if s] == ["<|endoftext|>"]
-    plain = smoothviz.analyze("The fox jumps.", model=gpt2_dir, device="cpu", mitigation="heads",
-                              params={"ablate": "", "sink": "drop"}, heads=False)
+    plain = smoothviz.analyze(
+        "The fox jumps.",
+        model=gpt2_dir,
+        device="cpu",
+        mitigation="heads",
+        params={"ablate": "", "sink": "drop"},
+        heads=False,
+    )
     assert not any(plain.special)
     assert any("(<|endoftext|>): this text has none, so sink=drop dropped nothing" in n for n in plain.notes)
     assert np.array_equal(plain.mitigated.attentions, plain.baseline.attentions)
@@ -317,22 +385,29 @@ def test_gpt2_endoftext_is_special_and_a_drop_of_nothing_is_said(gpt2_dir):
 
 # --------------------------------------------------------------------------- items 1, 2, 6, 10: pages and texts
 
+
 def test_theory_facts_hold_and_layernorm_is_a_cause():
     from smoothviz.words.theory import FACTS
+
     for key, fact in FACTS.items():
         s = dict(fact.settings)
         a = smoothviz.analyze(s.pop("text"), device="cpu", **s)
         assert fact.holds(a), key
     page = (ROOT / "app" / "pages" / "1_Theory.py").read_text()
     assert "LayerNorms counteract" not in page
-    assert "LayerNorm plays a key role in *causing* over-smoothing" in page and "Dong et al. (2021) show that skip connections and MLPs" in page
+    assert (
+        "LayerNorm plays a key role in *causing* over-smoothing" in page
+        and "Dong et al. (2021) show that skip connections and MLPs" in page
+    )
     from smoothviz.science.metrics import by_name
+
     assert by_name()["heads_smoothing"].collapse != "→ 1"
     assert all(m.source for m in by_name().values())  # every metric cites its paper or says SmoothViz's own choice
 
 
 def test_one_caveat_everywhere_a_mitigation_is_shown():
     from smoothviz.outputs import report
+
     caveat = cl.frozen_caveat("neutreno")
     assert caveat and cl.frozen_caveat("fusion-mean") is None and cl.frozen_caveat("neutreno", lab={"depth": 4}) is None
     assert cl.frozen_caveat(None) is None and cl.frozen_caveat("none") is None
@@ -343,6 +418,7 @@ def test_one_caveat_everywhere_a_mitigation_is_shown():
     a = smoothviz.analyze("Attention is a graph.", device="cpu", mitigation="neutreno")
     html = report.build_report(a)
     import html as h
+
     assert h.escape(caveat) in html
     fused = smoothviz.analyze("Attention is a graph.", device="cpu", mitigation="fusion-mean")
     assert "never seen in training" not in report.build_report(fused)
@@ -374,16 +450,17 @@ def test_lesson_texts_add_up_and_give_reasons():
 @pytest.mark.slow
 def test_present_and_compare_pages_carry_the_caveat():
     from streamlit.testing.v1 import AppTest
+
     caveat = cl.frozen_caveat("neutreno")
     at = AppTest.from_file(str(ROOT / "app" / "pages" / "5_Present.py"), default_timeout=240)
     at.query_params["mit"] = "neutreno"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(c.proto.help == caveat for c in at.caption)   # the caption's tooltip: no room left on a projector
+    assert any(c.proto.help == caveat for c in at.caption)  # the caption's tooltip: no room left on a projector
     at = AppTest.from_file(str(ROOT / "app" / "pages" / "3_Compare.py"), default_timeout=240).run()
     assert not at.exception, [e.value for e in at.exception]
-    shown = [c.value.replace("\\", "").replace("\u2060", "") for c in at.caption]      # md() escapes and joins
-    assert any(c.startswith("B: ") and caveat in c for c in shown)                      # B is NeuTRENO by default
+    shown = [c.value.replace("\\", "").replace("\u2060", "") for c in at.caption]  # md() escapes and joins
+    assert any(c.startswith("B: ") and caveat in c for c in shown)  # B is NeuTRENO by default
     assert not any(c.startswith("A: ") and "never seen in training" in c for c in shown)  # A has no mitigation
 
 
@@ -393,6 +470,7 @@ def test_a_real_decoder_s_claims_hold_and_name_its_shared_component():
     the checker re-derives (massive activations, Sun et al. 2024), never a collapse; every other claim
     holds too, plain and under a mitigation."""
     from smoothviz.words.lesson import SINK_SENTENCE
+
     for text, mitigation in ((SINK_SENTENCE, None), (REFERENCE, "neutreno")):
         a = smoothviz.analyze(text, model="gemma-3-270m", device="cpu", mitigation=mitigation)
         _claims_hold(a)
@@ -406,6 +484,7 @@ def test_a_real_decoder_s_claims_hold_and_name_its_shared_component():
         cos, dm, _, dims = shared[0].values
         assert cos >= cl.SHARED_COSINE and dm >= cl.SHARED_DM and dims  # a dimension that dominates the norm
         assert "not the tokens becoming alike" in " ".join(trends.trend_lines(a, NAMES))
-        wrong = cl.Claim("shared", "baseline", "cosine_mean", shared[0].layers, (cos, dm, shared[0].values[2], ()),
-                         shared[0].rule)
+        wrong = cl.Claim(
+            "shared", "baseline", "cosine_mean", shared[0].layers, (cos, dm, shared[0].values[2], ()), shared[0].rule
+        )
         assert cl.check(wrong, a)  # leaving out the dominant dimension is caught

@@ -1,18 +1,19 @@
 """Issue 22, library side: the first screen's computed lines, fusion made visible, Present's
 projector figures, and the heads mitigation doing only what is asked."""
+
 import numpy as np
 import pytest
 
 import smoothviz
-from smoothviz.outputs import figures
-from smoothviz.outputs import views
+from smoothviz.outputs import figures, views
 from smoothviz.words.lesson import REFERENCE
 
 
 @pytest.fixture(scope="module")
 def fused():
-    return smoothviz.analyze(REFERENCE, device="cpu", mitigation="fusion-mean", params={"layers": "4-6"},
-                             projection="none")
+    return smoothviz.analyze(
+        REFERENCE, device="cpu", mitigation="fusion-mean", params={"layers": "4-6"}, projection="none"
+    )
 
 
 def test_the_story_line_states_the_baselines_own_numbers(fused):
@@ -33,8 +34,11 @@ def test_the_fusion_line_sets_the_fused_value_beside_each_fused_layer(fused):
     for layer, v in zip((4, 5, 6), each):
         assert f"{v:.3f} (layer {layer})" in line
     below = sum(round(value, 3) < round(v, 3) for v in each)  # compared at the digits shown
-    assert (f"lower than {below} of the 3" in line) or (below == 3 and "lower than every" in line) \
+    assert (
+        (f"lower than {below} of the 3" in line)
+        or (below == 3 and "lower than every" in line)
         or (below == 0 and "higher than every" in line)
+    )
     assert views.fusion_line(smoothviz.analyze(REFERENCE, device="cpu", projection="none")) == ""
 
 
@@ -73,12 +77,13 @@ def _fonts(node):
 
 def test_ablating_a_head_alone_keeps_the_sinks():
     """--mitigation heads --param ablate=5.3 removed the sinks too (sink defaulted to drop)."""
-    alone = smoothviz.analyze(REFERENCE, device="cpu", mitigation="heads", params={"ablate": "5.3"},
-                              projection="none")
-    explicit = smoothviz.analyze(REFERENCE, device="cpu", mitigation="heads",
-                                 params={"ablate": "5.3", "sink": "none"}, projection="none")
-    both = smoothviz.analyze(REFERENCE, device="cpu", mitigation="heads", params={"ablate": "5.3", "sink": "drop"},
-                             projection="none")
+    alone = smoothviz.analyze(REFERENCE, device="cpu", mitigation="heads", params={"ablate": "5.3"}, projection="none")
+    explicit = smoothviz.analyze(
+        REFERENCE, device="cpu", mitigation="heads", params={"ablate": "5.3", "sink": "none"}, projection="none"
+    )
+    both = smoothviz.analyze(
+        REFERENCE, device="cpu", mitigation="heads", params={"ablate": "5.3", "sink": "drop"}, projection="none"
+    )
     last = lambda a: a.mitigated.rows[-1]["cosine_mean"]  # noqa: E731
     assert last(alone) == pytest.approx(last(explicit)) and last(alone) != pytest.approx(last(both))
     neutral = smoothviz.analyze(REFERENCE, device="cpu", mitigation="heads", projection="none")
@@ -91,6 +96,7 @@ def test_the_gif_keeps_a_diverging_scale_smooth(tmp_path):
     from plotly.colors import sample_colorscale
 
     from smoothviz.outputs.animate import _encode_gif
+
     scale = sample_colorscale("RdBu_r", list(np.linspace(0, 1, 600)))
     row = np.array([[int(float(x)) for x in c[4:-1].split(",")] for c in scale], dtype=np.uint8)
     frames = [Image.fromarray(np.tile(row[None], (60, 1, 1))), Image.fromarray(np.tile(row[None, ::-1], (60, 1, 1)))]
@@ -113,10 +119,17 @@ def test_coinciding_shi_and_rollout_lines_are_said_and_both_drawn(fused):
 
 def test_the_shi_line_reads_the_bound_against_the_measured_ratio(fused):
     from types import SimpleNamespace
-    v, ratio = np.asarray(fused.baseline.metric("shi_v")[1:], float), np.asarray(fused.baseline.metric("dm_ratio")[1:], float)
+
+    v, ratio = (
+        np.asarray(fused.baseline.metric("shi_v")[1:], float),
+        np.asarray(fused.baseline.metric("dm_ratio")[1:], float),
+    )
     [line] = views.shi_lines(fused, {"baseline": "baseline"})
     assert v.min() >= 1 and "at least 1 at every layer" in line  # the default model: a loose bound (~10⁴)
-    assert f"between {v.min():,.0f} and {v.max():,.0f}" in line and f"between {ratio.min():.3g} and {ratio.max():.3g}" in line
+    assert (
+        f"between {v.min():,.0f} and {v.max():,.0f}" in line
+        and f"between {ratio.min():.3g} and {ratio.max():.3g}" in line
+    )
     # a bound under 1 guarantees shrinking at that layer, and is said at that layer only
     rows = {"shi_v": [None, 2.0, 0.5, 0.9], "dm_ratio": [None, 0.95, 0.4, 0.8]}  # layer 0 has neither
     tight = SimpleNamespace(baseline=SimpleNamespace(metric=rows.get), layernorm="post")
@@ -126,8 +139,12 @@ def test_the_shi_line_reads_the_bound_against_the_measured_ratio(fused):
 
 
 def test_an_ablated_heads_atlas_cell_is_blank_and_marked():
-    a = smoothviz.analyze("Rain fell softly on the old tin roof.", device="cpu", mitigation="heads",
-                          params={"ablate": "5.3", "sink": "none"})
+    a = smoothviz.analyze(
+        "Rain fell softly on the old tin roof.",
+        device="cpu",
+        mitigation="heads",
+        params={"ablate": "5.3", "sink": "none"},
+    )
     fig = figures.head_atlas(a.mitigated, "head_gap", title="heads")
     z = np.asarray(fig.data[0].z, dtype=float)
     assert np.isnan(z[4, 3]) and np.isfinite(np.delete(z.ravel(), 4 * z.shape[1] + 3)).all()
@@ -139,9 +156,13 @@ def test_an_ablated_heads_atlas_cell_is_blank_and_marked():
 def test_the_fusion_line_compares_at_the_digits_it_shows():
     """A collapsed lab: every value reads 1.000; "lower than 1.000" would not add up on screen."""
     from types import SimpleNamespace
+
     rows = [{"cosine_mean": c} for c in (0.1, 0.5, 0.99991, 0.99998, 0.99999)]
-    fake = SimpleNamespace(mitigation={"name": "fusion-mean", "params": {"layers": "1-3"}}, n_layers=4,
-                           mitigated=SimpleNamespace(fused_row={"cosine_mean": 0.99995}, rows=rows))
+    fake = SimpleNamespace(
+        mitigation={"name": "fusion-mean", "params": {"layers": "1-3"}},
+        n_layers=4,
+        mitigated=SimpleNamespace(fused_row={"cosine_mean": 0.99995}, rows=rows),
+    )
     line = views.fusion_line(fake)
     assert "is 1.000, equal to 2 of the 3 fused layers', higher than 1 of the 3 fused layers'" in line
     assert "0.500 (layer 1), 1.000 (layer 2), 1.000 (layer 3)" in line  # rows[l] is layer l (0: embeddings)
@@ -164,6 +185,7 @@ def test_projector_curves_tick_the_positions_after_the_last_layer_with_their_mar
 
 def test_a_short_projector_log_panel_keeps_only_powers_of_ten():
     import plotly.graph_objects as go
+
     fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[1.2, 4, 35]))
     fig.update_yaxes(type="log", **figures.log_ticks([1.2, 4, 35]))
     assert {1, 2, 5} <= set(fig.layout.yaxis.tickvals)  # the 1-2-5 labels of the page
@@ -172,8 +194,9 @@ def test_a_short_projector_log_panel_keeps_only_powers_of_ten():
 
 
 def test_trajectory_labels_stay_apart_on_the_axes_scale():
-    a = smoothviz.analyze("Rain fell on the old stone bridge all night and the river rose.", device="cpu",
-                          projection="pca")
+    a = smoothviz.analyze(
+        "Rain fell on the old stone bridge all night and the river rose.", device="cpu", projection="pca"
+    )
     fig = figures.trajectories(a)
     xy = np.asarray(a.projection[0], dtype=np.float64).reshape(-1, 2)
     span = xy.max(axis=0) - xy.min(axis=0)
@@ -192,24 +215,28 @@ def test_the_fused_output_is_a_point_of_the_trajectories(fused):
     animation's last frame."""
     from smoothviz.outputs import animate, tables
     from smoothviz.science.projection import pca_2d, prepare
+
     p = fused.projected("pca")
     keep = fused.keep
     states = [run.hidden[:, keep] for run in fused.runs().values()]
     fused_states = np.asarray(fused.mitigated.fused)[keep]
-    points = np.concatenate([np.stack([prepare(s) for s in states]).reshape(-1, states[0].shape[-1]),
-                             prepare(fused_states)])
+    points = np.concatenate(
+        [np.stack([prepare(s) for s in states]).reshape(-1, states[0].shape[-1]), prepare(fused_states)]
+    )
     by_hand = pca_2d(points)  # one fit over both runs' layers and the fused output
     n = len(keep)
     assert p.fused_projection.shape == (n, 2) and np.allclose(p.fused_projection, by_hand[-n:])
     assert np.allclose(p.projection.reshape(-1, 2), by_hand[:-n])
-    assert fused.projected("pca").fused_projection is not None and \
-        smoothviz.analyze(REFERENCE, device="cpu", mitigation="neutreno").projected("pca").fused_projection is None
+    assert (
+        fused.projected("pca").fused_projection is not None
+        and smoothviz.analyze(REFERENCE, device="cpu", mitigation="neutreno").projected("pca").fused_projection is None
+    )
     fig = figures.trajectories(p)
     [stars] = [t for t in fig.data if t.name == "fused output"]
     assert stars.xaxis == "x2" and np.allclose(np.c_[stars.x, stars.y], np.round(p.fused_projection, 3))
     rows = [r for r in tables.trajectories(p) if r["layer"] == "fused"]
     assert len(rows) == n and rows[0]["x"] == pytest.approx(p.fused_projection[0, 0], abs=1e-3)
-    last = animate.frame_figures(p, ("trajectory",))[-1]   # the fused frame
+    last = animate.frame_figures(p, ("trajectory",))[-1]  # the fused frame
     now = [t for t in last.data if t.mode == "markers"]
-    assert np.allclose(np.c_[now[1].x, now[1].y], np.round(p.fused_projection, 3))      # mitigated: fused output
-    assert np.allclose(np.c_[now[0].x, now[0].y], np.round(p.projection[0, -1], 3))     # baseline: layer L
+    assert np.allclose(np.c_[now[1].x, now[1].y], np.round(p.fused_projection, 3))  # mitigated: fused output
+    assert np.allclose(np.c_[now[0].x, now[0].y], np.round(p.projection[0, -1], 3))  # baseline: layer L

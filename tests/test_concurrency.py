@@ -4,37 +4,56 @@ Each session is a real Streamlit script run (AppTest) opened from a shared link 
 parameters), all started together in threads of one process, sharing the server's caches and
 models as a real server does. Their curves are compared with sequential library runs.
 """
+
 import json
 import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 import smoothviz
 from smoothviz.model import handles
+
 pytestmark = pytest.mark.slow  # many analyses at once
 
 APP = Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"
 
 SESSIONS = [
-    ({"text": "Every student types a different sentence.", "mit": "neutreno", "neutreno_lambda": "0.6"},
-     dict(mitigation="neutreno", params={"lambda": 0.6})),
+    (
+        {"text": "Every student types a different sentence.", "mit": "neutreno", "neutreno_lambda": "0.6"},
+        dict(mitigation="neutreno", params={"lambda": 0.6}),
+    ),
     ({"text": "Singular values decay when tokens agree.", "mit": "softdecay"}, dict(mitigation="softdecay")),
     ({"text": "Attention scaling sharpens the graph.", "mit": "attnscale"}, dict(mitigation="attnscale")),
-    ({"text": "Flip the value spectrum and watch.", "mit": "spectral", "spectral_mode": "flip"},
-     dict(mitigation="spectral", params={"mode": "flip"})),
-    ({"text": "ContraNorm pushes tokens apart.", "mit": "contranorm", "nospecial": "true"},
-     dict(mitigation="contranorm", exclude_special=True)),
-    ({"text": "Fusion mixes every layer.", "mit": "fusion-mean", "sym": "ata"},
-     dict(mitigation="fusion-mean", symmetrize="ata")),
-    ({"text": "A deep lab model smooths.", "model": "lab", "lab_depth": "12", "lab_value_spectrum": "positive",
-      "mit": "spectral"}, dict(model="lab", lab={"depth": 12, "value_spectrum": "positive"}, mitigation="spectral")),
-    ({"text": "Another lab, another seed.", "model": "lab", "lab_depth": "16", "lab_seed": "3", "mit": "none"},
-     dict(model="lab", lab={"depth": 16, "seed": 3})),
+    (
+        {"text": "Flip the value spectrum and watch.", "mit": "spectral", "spectral_mode": "flip"},
+        dict(mitigation="spectral", params={"mode": "flip"}),
+    ),
+    (
+        {"text": "ContraNorm pushes tokens apart.", "mit": "contranorm", "nospecial": "true"},
+        dict(mitigation="contranorm", exclude_special=True),
+    ),
+    (
+        {"text": "Fusion mixes every layer.", "mit": "fusion-mean", "sym": "ata"},
+        dict(mitigation="fusion-mean", symmetrize="ata"),
+    ),
+    (
+        {
+            "text": "A deep lab model smooths.",
+            "model": "lab",
+            "lab_depth": "12",
+            "lab_value_spectrum": "positive",
+            "mit": "spectral",
+        },
+        dict(model="lab", lab={"depth": 12, "value_spectrum": "positive"}, mitigation="spectral"),
+    ),
+    (
+        {"text": "Another lab, another seed.", "model": "lab", "lab_depth": "16", "lab_seed": "3", "mit": "none"},
+        dict(model="lab", lab={"depth": 16, "seed": 3}),
+    ),
 ]
 
 
@@ -43,8 +62,8 @@ def curves(app) -> dict:
     fig = json.loads(app.get("plotly_chart")[0].proto.spec)
     out = {}
     for trace in fig["data"]:
-        metric = trace.get("hovertemplate", "").split("<br>")[0]   # "plain name (code_name)"
-        metric = metric[metric.rfind("(") + 1:-1] if metric.endswith(")") else metric
+        metric = trace.get("hovertemplate", "").split("<br>")[0]  # "plain name (code_name)"
+        metric = metric[metric.rfind("(") + 1 : -1] if metric.endswith(")") else metric
         if metric in ("cosine_mean", "dm_rel") and "layer" in trace.get("hovertemplate", ""):
             out[(trace["legendgroup"], metric)] = trace["y"]
     return out
@@ -59,8 +78,10 @@ def _rss_mb() -> float:
 
 def test_eight_sessions_at_once_match_their_sequential_results():
     import sys
+
     sys.path.insert(0, str(APP.parent))
     import state
+
     state.process._use_the_cores()  # the server's threads per analysis here too: float sums depend on them
     expected = []
     for _, kwargs in SESSIONS:
@@ -77,7 +98,7 @@ def test_eight_sessions_at_once_match_their_sequential_results():
         barrier.wait()
         try:
             app.run()
-        except Exception as err:  # noqa: BLE001 - reported below
+        except Exception as err:
             errors.append(repr(err))
 
     before, start = _rss_mb(), time.perf_counter()
@@ -87,8 +108,10 @@ def test_eight_sessions_at_once_match_their_sequential_results():
     for t in threads:
         t.join()
     elapsed, grown = time.perf_counter() - start, _rss_mb() - before
-    print(f"\n{len(apps)} concurrent sessions: {elapsed:.1f} s, RSS grew {grown:.0f} MB, "
-          f"{handles.cached_handles()} models held")
+    print(
+        f"\n{len(apps)} concurrent sessions: {elapsed:.1f} s, RSS grew {grown:.0f} MB, "
+        f"{handles.cached_handles()} models held"
+    )
 
     assert not errors
     for app, want in zip(apps, expected):

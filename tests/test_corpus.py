@@ -1,5 +1,6 @@
 """Corpus mode: rows equal ``analyze`` line by line (padding never leaks), resume, bad lines, inputs,
 the summary's quantiles, Ray equal to local, and the Corpus page."""
+
 import io
 import json
 import math
@@ -8,23 +9,24 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 import torch
 
 import smoothviz
 from smoothviz import cli
-from smoothviz.model import capture
 from smoothviz.corpora.run import BatchAnalyser, collate, groups, read_corpus, settings_of
 from smoothviz.corpora.store import metric_columns, summarise
 from smoothviz.mitigations import NAMES, REGISTRY
+from smoothviz.model import capture
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = "Yes."
-LONG = ("Attention averages the tokens it looks at, and when one layer of averaging is stacked on another, "
-        "every token drifts towards the same mixture of its neighbours.")
+LONG = (
+    "Attention averages the tokens it looks at, and when one layer of averaging is stacked on another, "
+    "every token drifts towards the same mixture of its neighbours."
+)
 SAME = "Stop."  # as many tokens as SHORT: one exact-length group for the methods that mix tokens
 LINES = [SHORT, LONG, SAME, "The quick brown fox jumps over the lazy dog."]
-FLOOR = 1e-5                   # dm_rel below this: one vector to float32 precision
+FLOOR = 1e-5  # dm_rel below this: one vector to float32 precision
 AT_FLOOR = ("dm_ratio", "shi_v", "cosine_centred")  # quotients of rounding errors there; the
 # centred cosine of a collapsed state is the cosine of its rounding errors
 BAD = "\u200b"  # not blank to Python, but no token for the model: a bad line
@@ -41,7 +43,8 @@ def same_rows(a: list[dict], b: list[dict], rel: float = 1e-6) -> bool:
     sum in another order)."""
     return len(a) == len(b) and all(
         x.keys() == y.keys() and all(close(x[k], y[k], rel) if isinstance(x[k], float) else x[k] == y[k] for k in x)
-        for x, y in zip(a, b))
+        for x, y in zip(a, b)
+    )
 
 
 def assert_rows_match(result, text: str, sentence: int, **kwargs) -> None:
@@ -105,11 +108,13 @@ def test_graph_options_and_lab_model_equal_analyze():
     result = smoothviz.corpus(LINES[:2], device="cpu", **kwargs)
     assert_rows_match(result, LONG, 1, **kwargs)
     lab = {"depth": 4, "width": 32}
-    result = smoothviz.corpus([SHORT, SAME, LONG], model="lab", lab=lab, device="cpu", mitigation="spectral",
-                              params={"mode": "clip-positive"})
+    result = smoothviz.corpus(
+        [SHORT, SAME, LONG], model="lab", lab=lab, device="cpu", mitigation="spectral", params={"mode": "clip-positive"}
+    )
     for sentence, text in enumerate([SHORT, SAME, LONG]):
-        assert_rows_match(result, text, sentence, model="lab", lab=lab, mitigation="spectral",
-                          params={"mode": "clip-positive"})
+        assert_rows_match(
+            result, text, sentence, model="lab", lab=lab, mitigation="spectral", params={"mode": "clip-positive"}
+        )
 
 
 def test_metric_columns_come_from_the_analysis_rows(base):
@@ -123,14 +128,25 @@ def test_metric_columns_come_from_the_analysis_rows(base):
 
 def test_bad_lines_are_recorded_and_the_others_kept(tmp_path, capsys):
     path = tmp_path / "lines.jsonl"
-    path.write_text("\n".join([json.dumps({"text": SHORT}), "{not json", json.dumps({"text": BAD}), "",
-                               json.dumps({"text": 5}), json.dumps({"text": LONG})]), encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"text": SHORT}),
+                "{not json",
+                json.dumps({"text": BAD}),
+                "",
+                json.dumps({"text": 5}),
+                json.dumps({"text": LONG}),
+            ]
+        ),
+        encoding="utf-8",
+    )
     lines = read_corpus(path)
     assert [line.sentence for line in lines] == [0, 1, 2, 3, 4]  # the blank line is skipped
     result = smoothviz.corpus(lines, device="cpu")
     assert {e["sentence"] for e in result.errors} == {1, 2, 3}
     assert result.sentences == 2 and sorted(set(result.table.column("sentence").to_pylist())) == [0, 4]
-    code = cli.run([ "corpus", str(path), "--device", "cpu", "--json"])
+    code = cli.run(["corpus", str(path), "--device", "cpu", "--json"])
     out = capsys.readouterr()
     assert code == 0 and json.loads(out.out)["sentences"] == 2
     assert "line 2: the text gives no tokens" in out.err
@@ -151,15 +167,19 @@ def test_empty_file_is_one_line_and_exit_2(tmp_path, capsys, content):
 def test_csv_jsonl_stdin_and_text_give_the_same_rows(tmp_path, monkeypatch, capsys):
     lines = [SHORT, "", LONG, SAME]
     (tmp_path / "a.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (tmp_path / "a.csv").write_text("id,text\n" + "\n".join(f'{i},"{t}"' for i, t in enumerate(lines)), encoding="utf-8")
+    (tmp_path / "a.csv").write_text(
+        "id,text\n" + "\n".join(f'{i},"{t}"' for i, t in enumerate(lines)), encoding="utf-8"
+    )
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in lines), encoding="utf-8")
     tables = []
     for name in ("a.txt", "a.csv", "a.jsonl", "-"):
         if name == "-":
             monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines)))
         out = tmp_path / f"{name.strip('-') or 'stdin'}.parquet"
-        assert cli.run(["corpus", name if name == "-" else str(tmp_path / name), "--device", "cpu",
-                        "--out", str(out)]) == 0
+        assert (
+            cli.run(["corpus", name if name == "-" else str(tmp_path / name), "--device", "cpu", "--out", str(out)])
+            == 0
+        )
         tables.append(pq.read_table(out).drop(["cosine_hist"]).to_pylist())
     assert all(t == tables[0] for t in tables[1:])
     assert [r["text"] for r in tables[0] if r["layer"] == 0] == [SHORT, LONG, SAME]
@@ -185,6 +205,7 @@ def test_resume_skips_lines_already_written(tmp_path):
 
     def stop(done, total, rate):
         raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         smoothviz.corpus(LINES, device="cpu", out=stopped, batch_size=1, progress=stop)
     assert not stopped.exists() and len(list(Path(f"{stopped}.partial").glob("part-*.parquet"))) == 1
@@ -209,7 +230,9 @@ def test_summary_quantiles_against_numpy():
     result = smoothviz.corpus(LINES, device="cpu", mitigation="fusion-max")
     summary = json.loads(json.dumps(result.summary(), allow_nan=False))
     rows = result.table.to_pylist()
-    assert summary["sentences"] == 4 and summary["tokens"] == sum(r["tokens"] for r in rows if r["layer"] == 0 and r["run"] == "baseline")
+    assert summary["sentences"] == 4 and summary["tokens"] == sum(
+        r["tokens"] for r in rows if r["layer"] == 0 and r["run"] == "baseline"
+    )
     assert summary["model"] == "default" and summary["device"] == "cpu"
     for run in ("baseline", "mitigated"):
         layers = summary[run]["layers"]
@@ -217,13 +240,17 @@ def test_summary_quantiles_against_numpy():
         for entry in layers:
             layer = 7 if entry["layer"] == "fused" else entry["layer"]
             for metric in ("cosine_mean", "spectral_gap", "numerical_rank"):
-                v = np.array([r[metric] for r in rows if r["run"] == run and r["layer"] == layer and r[metric] is not None],
-                             dtype=float)
+                v = np.array(
+                    [r[metric] for r in rows if r["run"] == run and r["layer"] == layer and r[metric] is not None],
+                    dtype=float,
+                )
                 got = entry[metric]
                 assert got["n"] == v.size
                 if v.size:
                     assert got["median"] == pytest.approx(np.median(v)) and got["mean"] == pytest.approx(v.mean())
-                    assert got["q25"] == pytest.approx(np.percentile(v, 25)) and got["q75"] == pytest.approx(np.percentile(v, 75))
+                    assert got["q25"] == pytest.approx(np.percentile(v, 25)) and got["q75"] == pytest.approx(
+                        np.percentile(v, 75)
+                    )
                 else:
                     assert got["median"] is None
     assert summarise(result.table.slice(0, 0)) == {"sentences": 0, "tokens": 0}
@@ -232,23 +259,35 @@ def test_summary_quantiles_against_numpy():
 @pytest.mark.slow  # starts a Ray cluster of two workers
 def test_ray_engine_gives_the_rows_of_the_local_engine(tmp_path):
     import ray  # in requirements-dev.txt: a missing Ray fails here, never skips
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = smoothviz.corpus(LINES + [BAD], device="cpu", mitigation="neutreno", engine="ray", workers=2,
-                                  batch_size=2, out=tmp_path / "ray.parquet")
+        remote = smoothviz.corpus(
+            LINES + [BAD],
+            device="cpu",
+            mitigation="neutreno",
+            engine="ray",
+            workers=2,
+            batch_size=2,
+            out=tmp_path / "ray.parquet",
+        )
         with pytest.raises(smoothviz.CorpusError, match="head 99 does not exist"):  # an actor's error, one line
             smoothviz.corpus(LINES, device="cpu", head=99, engine="ray", workers=1)
     finally:
         ray.shutdown()
-    local = smoothviz.corpus(LINES + [BAD], device="cpu", mitigation="neutreno", batch_size=2,
-                             out=tmp_path / "local.parquet")
+    local = smoothviz.corpus(
+        LINES + [BAD], device="cpu", mitigation="neutreno", batch_size=2, out=tmp_path / "local.parquet"
+    )
     assert remote.computed == local.computed == 5 and remote.errors == local.errors
     a, b = pq.read_table(tmp_path / "ray.parquet"), pq.read_table(tmp_path / "local.parquet")
-    assert a.schema.equals(b.schema) and same_rows(a.drop(["cosine_hist"]).to_pylist(), b.drop(["cosine_hist"]).to_pylist())
+    assert a.schema.equals(b.schema) and same_rows(
+        a.drop(["cosine_hist"]).to_pylist(), b.drop(["cosine_hist"]).to_pylist()
+    )
 
 
 def test_corpus_page_runs_a_shipped_corpus(monkeypatch):
     from streamlit.testing.v1 import AppTest
+
     monkeypatch.syspath_prepend(str(ROOT / "app"))  # as `streamlit run app/SmoothViz.py` does for its pages
     at = AppTest.from_file(str(ROOT / "app" / "pages" / "2_Corpus.py"), default_timeout=900).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -258,8 +297,9 @@ def test_corpus_page_runs_a_shipped_corpus(monkeypatch):
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert len(charts) == 3  # the bands, and the cosine histograms of both runs
     bands = charts[0]["data"]
-    assert {t.get("fill") for t in bands} >= {"toself"} and len({t["line"].get("color") for t in bands if "line" in t
-                                                                 and t["line"].get("color")}) == 2
+    assert {t.get("fill") for t in bands} >= {"toself"} and len(
+        {t["line"].get("color") for t in bands if "line" in t and t["line"].get("color")}
+    ) == 2
     assert all(c["data"][0]["type"] == "heatmap" for c in charts[1:])
     tables = at.dataframe
     assert len(tables) == 2
@@ -276,6 +316,7 @@ def test_corpus_page_runs_a_shipped_corpus(monkeypatch):
 
     # The link opens that sentence on the main page, with the same settings.
     import urllib.parse
+
     params = dict(urllib.parse.parse_qsl(link.removeprefix("./?")))
     main = AppTest.from_file(str(ROOT / "app" / "SmoothViz.py"), default_timeout=900)
     main.query_params.update(params)
@@ -289,6 +330,7 @@ def test_a_small_pasted_corpus_is_one_full_width_table_counted_from_one(monkeypa
     "most" and a "least" table side by side, where the sentence column was cut at 1366 px), its
     lines numbered from 1 as in the box, and the frozen-weights caveat is one line with its text inside."""
     from streamlit.testing.v1 import AppTest
+
     monkeypatch.syspath_prepend(str(ROOT / "app"))
     lines = ["One cat.", "The dog barked at the mailman all morning.", "Short one here"]
     at = AppTest.from_file(str(ROOT / "app" / "pages" / "2_Corpus.py"), default_timeout=900)
@@ -303,6 +345,7 @@ def test_a_small_pasted_corpus_is_one_full_width_table_counted_from_one(monkeypa
     assert "From most to least smoothing" in [h.value for h in at.subheader]
     [caveat] = [e for e in at.expander if "frozen weights" in e.label]
     from smoothviz.words import claims as cl
+
     assert any(cl.frozen_caveat("neutreno") in m.value.replace("\\", "").replace("\u2060", "") for m in caveat.markdown)
     assert not any("never seen in training" in i.value for i in at.info)  # not in full at the top any more
 
@@ -312,6 +355,7 @@ def test_a_long_line_streams_on_its_own_and_equals_analyze(monkeypatch, mitigati
     """A line from ``stream.STREAM_FROM`` tokens is analysed alone, layer by layer (no padded batch
     holding every layer's attention of it); its rows equal the batched ``analyze``'s."""
     from smoothviz.pipeline import stream
+
     streamed = []
     call = stream.Forward.__call__
     monkeypatch.setattr(stream.Forward, "__call__", lambda self, *a, **k: streamed.append(1) or call(self, *a, **k))

@@ -3,6 +3,7 @@ config, a model type it does not support (as a directory and as a GGUF file), a 
 GGUF, a GGUF architecture transformers cannot read, and a text longer than the model's positions.
 Each gives one clear message: a ModelError from Python, one line and exit status 2 on the CLI, an
 error box (never a traceback) on the page; the long text is cut with a note."""
+
 import shutil
 
 import numpy as np
@@ -25,6 +26,7 @@ def _with_tokenizer(path):
 def _gguf_header(path, arch: str, **numbers) -> None:
     """A GGUF file with its architecture's hyper-parameters and one tensor: all a header check reads."""
     import gguf
+
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_context_length(64)
     writer.add_embedding_length(32)
@@ -45,6 +47,7 @@ def bad(tmp_path_factory):
     """name -> (path, words the message must hold)."""
     import transformers as tf
     from transformers import AutoModel
+
     root = tmp_path_factory.mktemp("bad")
     torch.manual_seed(0)
     bloom = root / "bloom"
@@ -53,8 +56,8 @@ def bad(tmp_path_factory):
     no_config = root / "no-config"
     no_config.mkdir()
     shutil.copy(bloom / "model.safetensors", no_config)
-    _gguf_header(root / "bloom.gguf", "bloom")      # a family transformers reads from GGUF, SmoothViz does not
-    _gguf_header(root / "rwkv.gguf", "rwkv6")       # a family transformers cannot read from GGUF
+    _gguf_header(root / "bloom.gguf", "bloom")  # a family transformers reads from GGUF, SmoothViz does not
+    _gguf_header(root / "rwkv.gguf", "rwkv6")  # a family transformers cannot read from GGUF
     (root / "notes.gguf").write_text("not a GGUF file")
     return {
         "directory without config": (no_config, "it has no config.json"),
@@ -65,8 +68,13 @@ def bad(tmp_path_factory):
     }
 
 
-CASES = ("directory without config", "unsupported model type", "GGUF of an unsupported family",
-         "GGUF transformers cannot read", "not a GGUF file")
+CASES = (
+    "directory without config",
+    "unsupported model type",
+    "GGUF of an unsupported family",
+    "GGUF transformers cannot read",
+    "not a GGUF file",
+)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -75,12 +83,12 @@ def test_python_and_cli_say_why_in_one_line(case, bad, tmp_path, monkeypatch, ca
     path, words = bad[case]
     with pytest.raises(ModelError, match=words.replace("(", r"\(")):
         smoothviz.analyze("The storm came.", model=str(path), device="cpu")
-    with pytest.raises(SystemExit) as exit_:     # the entry point, as the console command runs it
+    with pytest.raises(SystemExit) as exit_:  # the entry point, as the console command runs it
         cli.main(["analyze", "The storm came.", "--model", str(path), "--json", "--device", "cpu"])
     assert exit_.value.code == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("smoothviz: error: ") and words in err
-    if "model type" in words:   # every supported family is named, the derivable decoders too
+    if "model type" in words:  # every supported family is named, the derivable decoders too
         assert "llama" in err and "gemma3_text" in err and SUPPORTED in err
     # refused from the header: nothing was dequantised into the cache
     assert not list((tmp_path / "cache").glob("gguf/*/model.safetensors"))
@@ -90,6 +98,7 @@ def test_a_supported_family_s_gguf_header_passes_the_check(tmp_path):
     """The check refuses only what cannot be analysed: a Llama header is in the table, a StableLM
     header (not in the table) builds a base model whose modules derive_spec recognises."""
     from smoothviz.model.models import _check_gguf_family
+
     for arch in ("llama", "stablelm"):
         _gguf_header(tmp_path / f"{arch}.gguf", arch)
         _check_gguf_family(tmp_path / f"{arch}.gguf")
@@ -102,11 +111,20 @@ def test_a_text_longer_than_the_decoders_positions_is_cut_with_a_note(tmp_path, 
 
     import transformers as tf
     from transformers import AutoModel, AutoTokenizer
+
     path = tmp_path / "llama16"
     torch.manual_seed(0)
-    AutoModel.from_config(tf.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2, intermediate_size=64, vocab_size=30522,
-                                         max_position_embeddings=16)).save_pretrained(path)
+    AutoModel.from_config(
+        tf.LlamaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            vocab_size=30522,
+            max_position_embeddings=16,
+        )
+    ).save_pretrained(path)
     _with_tokenizer(path)
     text = " ".join(["storm"] * 40)
     total = len(AutoTokenizer.from_pretrained(path)(text)["input_ids"])
@@ -123,6 +141,7 @@ def test_the_page_says_why_and_recovers(bad):
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
+
     app_file = Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"
     for case in CASES:
         path, words = bad[case]
@@ -141,11 +160,20 @@ def test_a_checkpoint_missing_weights_is_refused_not_filled_at_random(tmp_path):
     import transformers as tf
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel
+
     path = tmp_path / "llama"
     torch.manual_seed(0)
-    AutoModel.from_config(tf.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2, intermediate_size=64, vocab_size=30522,
-                                         max_position_embeddings=64)).save_pretrained(path)
+    AutoModel.from_config(
+        tf.LlamaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            vocab_size=30522,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(path)
     _with_tokenizer(path)
     assert smoothviz.analyze("The storm came.", model=str(path), device="cpu", heads=False).n_layers == 2
     partial = tmp_path / "partial"
@@ -153,6 +181,9 @@ def test_a_checkpoint_missing_weights_is_refused_not_filled_at_random(tmp_path):
     weights = load_file(partial / "model.safetensors")
     del weights["layers.1.mlp.down_proj.weight"]
     save_file(weights, partial / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ModelError, match=r"lacks 1 weight\(s\) that transformers would fill at random "
-                                         r"\(layers.1.mlp.down_proj.weight\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"lacks 1 weight\(s\) that transformers would fill at random "
+        r"\(layers.1.mlp.down_proj.weight\)",
+    ):
         smoothviz.analyze("The storm came.", model=str(partial), device="cpu", heads=False)

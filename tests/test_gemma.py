@@ -3,6 +3,7 @@ same weights (states, probabilities, and the sink metrics recomputed from its pr
 sliding-window layers past the 512-token window, compare beside MiniLM over relative depth, a
 padded corpus batch, and the Theory page's numbers about it. All slow: they load the real model
 (dequantised once into SmoothViz's cache, then about 20 s a process)."""
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +28,7 @@ def eager():
     from transformers import AutoModel, AutoTokenizer
 
     from smoothviz.model.models import resolve
+
     path, _ = resolve(GEMMA)
     model = AutoModel.from_pretrained(path, attn_implementation="eager", dtype=torch.float32).eval()
     assert model.config._attn_implementation == "eager"
@@ -39,19 +41,19 @@ def test_states_probabilities_and_sink_metrics_against_transformers(analysis, ea
     assert tokenizer.convert_ids_to_tokens(ids["input_ids"][0]) == analysis.tokens
     with torch.no_grad():
         out = model(**ids, output_hidden_states=True, output_attentions=True)
-    A = torch.stack(out.attentions)[:, 0].double().numpy()           # [18, 4, n, n]
+    A = torch.stack(out.attentions)[:, 0].double().numpy()  # [18, 4, n, n]
     states = [h[0].double().numpy() for h in out.hidden_states]
     L = len(A)
     assert np.allclose(analysis.baseline.attentions, A, atol=1e-6)
     assert np.allclose(analysis.baseline.hidden[:L], np.stack(states[:L]), atol=1e-4)
-    assert np.allclose(analysis.baseline.final_norm, states[L], atol=1e-4)   # transformers' last = the final norm
+    assert np.allclose(analysis.baseline.final_norm, states[L], atol=1e-4)  # transformers' last = the final norm
     # one KV head serves all 4 query heads, yet the heads differ (their queries do)
     assert model.config.num_key_value_heads == 1 and not np.allclose(A[:, 0], A[:, 1], atol=1e-3)
     # the sink metrics by hand from transformers' probabilities: the mean over heads and query rows of
     # the column of the first token, and the share of heads whose row-mean there exceeds 0.3
     rows = analysis.baseline.rows
     for layer in range(1, L + 1):
-        column = A[layer - 1][..., 0]                                 # [4 heads, n rows]
+        column = A[layer - 1][..., 0]  # [4 heads, n rows]
         assert rows[layer]["first_token_mass"] == pytest.approx(column.mean(), abs=1e-6)
         assert rows[layer]["sink_rate"] == pytest.approx(np.mean(column.mean(-1) > 0.3))
     assert rows[0]["first_token_mass"] is None and rows[0]["sink_rate"] is None
@@ -61,6 +63,7 @@ def test_sliding_window_layers_past_the_window(eager):
     """661 tokens, past Gemma's 512-token window: the sliding layers (5 of every 6) give a query no
     key 512 or more positions back, the global ones do; each equals transformers' eager kernel."""
     from smoothviz.model import capture
+
     model, _ = eager
     handle = get_handle(GEMMA, "cpu")
     config = handle.model.config
@@ -76,7 +79,7 @@ def test_sliding_window_layers_past_the_window(eager):
     kinds = config.layer_types
     assert kinds.count("full_attention") == 3 and kinds.count("sliding_attention") == 15
     for layer, kind in enumerate(kinds):
-        P = trace.attentions[layer].double().numpy()                  # [4, n, n]
+        P = trace.attentions[layer].double().numpy()  # [4, n, n]
         assert np.allclose(P, want[layer][0].double().numpy(), atol=1e-6), layer
         assert np.allclose(P.sum(-1), 1, atol=1e-5) and np.all(np.triu(P, 1) == 0)
         beyond = P[:, far].sum()
@@ -88,6 +91,7 @@ def test_compare_beside_minilm_and_a_padded_corpus(analysis):
     lengths in one padded batch, each line's rows (the sink metrics included) equal to its own analysis."""
     from smoothviz.outputs import figures
     from smoothviz.pipeline.compare import compare
+
     c = compare(SINK_SENTENCE, [f"model={GEMMA}", "model=default"], device="cpu", heads=False)
     runs = c.to_json()["runs"]
     assert len(runs[0]["layers"]) == 19 and len(runs[1]["layers"]) == 7
@@ -107,8 +111,11 @@ def test_compare_beside_minilm_and_a_padded_corpus(analysis):
         assert len(rows) == 19
         for got, want in zip(rows, alone):
             for key in ("cosine_mean", "dm_rel", "cosine_centred", "first_token_mass", "sink_rate"):
-                assert (got[key] is None and want[key] is None) or got[key] == pytest.approx(want[key], abs=1e-4), \
-                    (sentence, want["layer"], key)
+                assert (got[key] is None and want[key] is None) or got[key] == pytest.approx(want[key], abs=1e-4), (
+                    sentence,
+                    want["layer"],
+                    key,
+                )
 
 
 def test_the_theory_page_s_decoder_numbers_hold(analysis):
@@ -119,6 +126,7 @@ def test_the_theory_page_s_decoder_numbers_hold(analysis):
     from streamlit.testing.v1 import AppTest
 
     from smoothviz.words.theory import DECODER_FACTS
+
     for key, fact in DECODER_FACTS.items():
         assert fact.settings == {"text": SINK_SENTENCE, "model": GEMMA}
         assert fact.holds(analysis), key
@@ -134,15 +142,16 @@ def test_sink_drop_on_gemma_by_hand(analysis):
     """heads sink=drop on the real decoder: no row but the first attends to `<bos>`; the first row,
     which sees only `<bos>`, keeps its 1 (SmoothViz's stated choice); so first_token_mass is exactly
     1/n at every layer (one row of n holds 1, in every head), and the note says what was dropped."""
-    a = smoothviz.analyze(SINK_SENTENCE, model=GEMMA, device="cpu", mitigation="heads",
-                          params={"ablate": "", "sink": "drop"}, heads=False)
+    a = smoothviz.analyze(
+        SINK_SENTENCE, model=GEMMA, device="cpu", mitigation="heads", params={"ablate": "", "sink": "drop"}, heads=False
+    )
     A = a.mitigated.attentions.astype(np.float64)
     n = len(a.tokens)
     assert a.special == [True] + [False] * (n - 1)
     assert np.all(A[:, :, 1:, 0] == 0) and np.allclose(A[:, :, 0, 0], 1)
     assert np.allclose(A.sum(-1), 1, atol=1e-5) and np.all(np.triu(A, 1) == 0)
     assert a.mitigated.metric("first_token_mass")[1:] == pytest.approx([1 / n] * a.n_layers, abs=1e-7)
-    assert a.mitigated.metric("sink_rate")[1:] == [0.0] * a.n_layers          # 1/n = 0.083 < 0.3
+    assert a.mitigated.metric("sink_rate")[1:] == [0.0] * a.n_layers  # 1/n = 0.083 < 0.3
     # layer 1 sees the same input as the baseline: its rows are the baseline's renormalised without <bos>
     B = analysis.baseline.attentions[0].astype(np.float64)[:, 1:, 1:]
     assert np.allclose(A[0][:, 1:, 1:], B / B.sum(-1, keepdims=True), atol=1e-5)

@@ -3,16 +3,16 @@
 The engine takes shortcuts for speed (Lanczos for Shi's λ, a subset solver for λ₂, bounds that
 settle most Dovonon verdicts without A's spectrum); each must give what the plain formula gives.
 """
+
 import numpy as np
 import pytest
 import torch
 
+from smoothviz.bench import TEXT
 from smoothviz.model import capture
-
+from smoothviz.model.handles import get_handle
 from smoothviz.science import graph
 from smoothviz.science.diagnostics import dovonon
-from smoothviz.bench import TEXT
-from smoothviz.model.handles import get_handle
 
 RNG = np.random.default_rng(7)
 
@@ -75,8 +75,9 @@ def test_dovonon_matches_every_pair_with_attnscale_attention():
     A = stochastic(L * h, n, 2.0)
     A = (1 / n + 3.0 * (A - 1 / n)).reshape(L, h, n, n)  # ω = 2
     assert (A < 0).any() and (np.abs(np.linalg.eigvals(A.numpy().astype(np.float64))) > 1.01).any()
-    lam = torch.from_numpy((RNG.uniform(0.05, 0.6, size=(L, h, d)) * RNG.choice([-1, 1], size=(L, h, d)))
-                           .astype(np.complex64))
+    lam = torch.from_numpy(
+        (RNG.uniform(0.05, 0.6, size=(L, h, d)) * RNG.choice([-1, 1], size=(L, h, d))).astype(np.complex64)
+    )
     fast = dovonon(A, lam).numpy()
     by_hand = dovonon_by_hand(A.numpy(), lam.numpy())
     assert (fast == by_hand).all()
@@ -88,8 +89,10 @@ def test_subdominant_bounds_cover_every_other_eigenvalue():
         return np.sort(np.abs(np.linalg.eigvals(A.numpy().astype(np.float64))), -1)[:, -2]
 
     cases = [stochastic(40, n, sharpness) for n in (2, 3, 10, 60) for sharpness in (0.05, 1.0, 5.0, 30.0)]
-    cases += [1 / 30 + (1 + omega) * (stochastic(40, 30, 2.0) - 1 / 30)  # AttnScale: negative entries
-              for omega in (0.5, 2.0)]
+    cases += [
+        1 / 30 + (1 + omega) * (stochastic(40, 30, 2.0) - 1 / 30)  # AttnScale: negative entries
+        for omega in (0.5, 2.0)
+    ]
     for A in cases:
         assert (second_modulus(A) <= graph.subdominant_bound(A).numpy()).all()
         assert (second_modulus(A) <= graph.deflated_radius(A).numpy()).all()
@@ -116,6 +119,7 @@ def test_shi_lambda_survives_a_krylov_breakdown():
     Lanczos runs out of them and must stop there, not amplify rounding noise (that gave NaN, and
     values 10⁴× too large with more steps)."""
     from smoothviz import analyze
+
     A = analyze("a " * 200, model="lab", device="cpu", heads=False).baseline.attentions.copy()
     expected = shi_by_hand(A)
     for steps in (24, 200):
@@ -146,6 +150,7 @@ def test_attnscale_gaps_are_the_signed_spectrum_never_clamped(reference):
     """AttnScale with a large ω on the default model: signed per-head graphs whose λ₂ is the signed
     Laplacian's (dense numpy), not clamped to 0, and every eigenvalue inside [0, 2] up to rounding."""
     from smoothviz import analyze
+
     r = analyze(reference, device="cpu", mitigation="attnscale", params={"omega": 20})
     A = r.mitigated.attentions.astype(np.float64)
     S = (A + np.swapaxes(A, -1, -2)) / 2
@@ -160,6 +165,7 @@ def test_attnscale_gaps_are_the_signed_spectrum_never_clamped(reference):
     assert not r.baseline.signed.any() and not r.baseline.heads_signed
     # the graph views say so
     from smoothviz.outputs import figures
+
     layer = int(np.flatnonzero(r.mitigated.signed)[0]) + 1
     notes = lambda fig: " ".join(a.text for a in fig.layout.annotations)  # noqa: E731
     assert "Signed graph" in notes(figures.laplacian_spectrum(r.mitigated, layer))

@@ -1,4 +1,5 @@
 """The ``heads`` mitigation (issue 13) against a BertLayer run by hand on the default model."""
+
 import math
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz.model.handles import get_handle
 from smoothviz.mitigations import MitigationError, make
+from smoothviz.model.handles import get_handle
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 
@@ -34,7 +35,7 @@ def by_hand(block, x, cut=(), key_mask=None):
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask, float("-inf"))
     A = logits.softmax(-1)
-    ctx = A @ v                                   # [h, n, d_h]
+    ctx = A @ v  # [h, n, d_h]
     for head in cut:
         ctx[head] = 0
     ctx = ctx.transpose(0, 1).reshape(n, d)
@@ -58,7 +59,7 @@ def test_ablated_head_is_zeroed_before_the_output_projection(bert, baseline):
 def test_ablated_heads_leave_the_head_mean_graph(baseline):
     r = smoothviz.analyze(TEXT, device="cpu", mitigation="heads", params={"ablate": "2.0,2.5", "sink": "none"})
     m = r.mitigated
-    A = m.attentions[1]                                        # layer 2, all tokens kept
+    A = m.attentions[1]  # layer 2, all tokens kept
     kept = [h for h in range(12) if h not in (0, 5)]
     mean = A[kept].mean(0).astype(np.float64)
     assert np.allclose(m.layer_graph[1], (mean + mean.T) / 2, atol=1e-6)
@@ -88,8 +89,8 @@ def test_sink_drop_is_the_attention_the_model_computes_with(bert, baseline):
     r = smoothviz.analyze(TEXT, device="cpu", mitigation="heads", params={"sink": "drop"})
     m, special = r.mitigated, np.array(r.special)
     assert special.sum() == 2
-    assert np.all(m.attentions[..., special] == 0)            # no weight on [CLS]/[SEP], every layer
-    assert np.allclose(m.attentions.sum(-1), 1, atol=1e-5)    # rows renormalised
+    assert np.all(m.attentions[..., special] == 0)  # no weight on [CLS]/[SEP], every layer
+    assert np.allclose(m.attentions.sum(-1), 1, atol=1e-5)  # rows renormalised
     # layer 1: the baseline's attention with the special columns removed and rows renormalised
     A0 = baseline.baseline.attentions[0].copy()
     A0[..., special] = 0
@@ -117,8 +118,10 @@ def test_neutral_is_the_baseline(baseline):
     assert r.mitigated.rows == baseline.baseline.rows
 
 
-@pytest.mark.parametrize("ablate, message", [("7.0", "layers 1..6"), ("1.12", "heads 0..11"),
-                                             ("3-1", "like 3.0,5.11"), ("0.1", "count from 1")])
+@pytest.mark.parametrize(
+    "ablate, message",
+    [("7.0", "layers 1..6"), ("1.12", "heads 0..11"), ("3-1", "like 3.0,5.11"), ("0.1", "count from 1")],
+)
 def test_bad_ablate_is_a_clear_error(ablate, message):
     with pytest.raises(MitigationError, match=message.replace(".", r"\.")):
         smoothviz.analyze(TEXT, device="cpu", mitigation="heads", params={"ablate": ablate})
@@ -137,9 +140,11 @@ def test_the_atlas_ablates_the_chosen_head_and_restores_it():
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
+
     app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"), default_timeout=300)
     app.run()
     from smoothviz.outputs.views import SECTIONS
+
     app.session_state["section"] = SECTIONS["atlas"]  # open the atlas's tab
     app.run()
     app.selectbox(key="atlas_layer").set_value(3).run()

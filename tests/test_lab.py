@@ -1,13 +1,13 @@
 """The lab model: config validation, structure, determinism, and docs/SCIENCE.md §4's claims."""
+
 import dataclasses
 
 import pytest
 import torch
 
 from smoothviz.model.lab import CHOICES, LIMITS, LabConfig, LabModel
-from smoothviz.model.models import ARCHITECTURES
+from smoothviz.model.models import ARCHITECTURES, get_module
 from smoothviz.model.weights import value_output_product, value_output_weights
-from smoothviz.model.models import get_module
 
 D_IN, N = 384, 20  # all-MiniLM-L6-v2's hidden size; a 20-token sentence
 SEEDS = (0, 1, 2)
@@ -50,22 +50,26 @@ def cosine_mean(h):
 
 # --- config ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(depth=0), ["depth", "1..64", "0"]),
-    (dict(depth=65), ["depth", "1..64", "65"]),
-    (dict(depth=True), ["depth"]),
-    (dict(width=4), ["width", "8..1024"]),
-    (dict(width=66, heads=4), ["width", "divisible", "4", "66"]),
-    (dict(heads=17), ["heads", "1..16"]),
-    (dict(layernorm="middle"), ["layernorm", "none, pre, post", "middle"]),
-    (dict(ln_sign="zero"), ["ln_sign", "positive, negative"]),
-    (dict(value_spectrum="zero"), ["value_spectrum", "random, positive, negative", "zero"]),
-    (dict(temperature=0), ["temperature", "0.05..20"]),
-    (dict(temperature=float("nan")), ["temperature"]),
-    (dict(seed=-1), ["seed"]),
-    (dict(residual="yes"), ["residual", "True, False"]),
-    (dict(mlp=1), ["mlp"]),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(depth=0), ["depth", "1..64", "0"]),
+        (dict(depth=65), ["depth", "1..64", "65"]),
+        (dict(depth=True), ["depth"]),
+        (dict(width=4), ["width", "8..1024"]),
+        (dict(width=66, heads=4), ["width", "divisible", "4", "66"]),
+        (dict(heads=17), ["heads", "1..16"]),
+        (dict(layernorm="middle"), ["layernorm", "none, pre, post", "middle"]),
+        (dict(ln_sign="zero"), ["ln_sign", "positive, negative"]),
+        (dict(value_spectrum="zero"), ["value_spectrum", "random, positive, negative", "zero"]),
+        (dict(temperature=0), ["temperature", "0.05..20"]),
+        (dict(temperature=float("nan")), ["temperature"]),
+        (dict(seed=-1), ["seed"]),
+        (dict(residual="yes"), ["residual", "True, False"]),
+        (dict(mlp=1), ["mlp"]),
+    ],
+)
 def test_config_rejects_bad_value(kwargs, words):
     with pytest.raises(ValueError) as err:
         LabConfig(**kwargs)
@@ -78,16 +82,25 @@ def test_from_strings_unknown_key_lists_allowed():
         LabConfig.from_strings({"layers": "3"})
 
 
-@pytest.mark.parametrize("pairs, key", [({"mlp": "maybe"}, "mlp"), ({"depth": "3.5"}, "depth"),
-                                        ({"temperature": "hot"}, "temperature")])
+@pytest.mark.parametrize(
+    "pairs, key", [({"mlp": "maybe"}, "mlp"), ({"depth": "3.5"}, "depth"), ({"temperature": "hot"}, "temperature")]
+)
 def test_from_strings_unparsable_value_names_key(pairs, key):
     with pytest.raises(ValueError, match=f"lab {key} must be"):
         LabConfig.from_strings(pairs)
 
 
 def test_from_strings_parses_and_round_trips():
-    cfg = LabConfig.from_strings({"depth": "8", "residual": "No", "mlp": "YES", "temperature": "0.5",
-                                  "layernorm": "pre", "value_spectrum": "negative"})
+    cfg = LabConfig.from_strings(
+        {
+            "depth": "8",
+            "residual": "No",
+            "mlp": "YES",
+            "temperature": "0.5",
+            "layernorm": "pre",
+            "value_spectrum": "negative",
+        }
+    )
     assert (cfg.depth, cfg.residual, cfg.mlp, cfg.temperature) == (8, False, True, 0.5)
     assert LabConfig.from_strings({k: str(v) for k, v in cfg.to_dict().items()}) == cfg
     assert LabConfig.from_strings({}) == LabConfig()
@@ -99,6 +112,7 @@ def test_limits_cover_every_field():
 
 
 # --- structure and determinism ---------------------------------------------------------------
+
 
 def test_shapes_and_config(embeds):
     model = LabModel(LabConfig(depth=3, width=32, heads=4, mlp=True, layernorm="pre"), D_IN)
@@ -114,7 +128,7 @@ def test_shapes_and_config(embeds):
 
 
 def test_projection_is_an_isometry_up_to_scale(embeds):
-    w = LabModel(LabConfig(depth=1, width=64), D_IN).proj.weight          # [64, 384]
+    w = LabModel(LabConfig(depth=1, width=64), D_IN).proj.weight  # [64, 384]
     torch.testing.assert_close(w @ w.T, torch.eye(64), atol=1e-5, rtol=0)
     w = LabModel(LabConfig(depth=1, width=512, heads=8), D_IN).proj.weight  # [512, 384]
     torch.testing.assert_close(w.T @ w, torch.eye(D_IN), atol=1e-5, rtol=0)
@@ -143,6 +157,7 @@ def test_hooks_fire_and_out_proj_is_added_to_block_input(embeds, layernorm):
     def recorder(key):
         def hook(module, inputs, output):
             seen[key] = (inputs[0], output)
+
         return hook
 
     try:
@@ -182,12 +197,13 @@ def test_value_output_spectrum_has_the_chosen_sign(spectrum, sign):
     # M is W_O^h W_V^h of the weights the forward pass uses: heads sum to o(v(x)) without bias.
     attn, x = model.layers[0].attn, torch.randn(5, 32, generator=torch.Generator().manual_seed(0))
     w_v = attn.v.weight.T.reshape(32, 4, 8).permute(1, 0, 2)  # [h, width, d_h]
-    w_o = attn.o.weight.T.reshape(4, 8, 32)                   # [h, d_h, width]
+    w_o = attn.o.weight.T.reshape(4, 8, 32)  # [h, d_h, width]
     torch.testing.assert_close(torch.einsum("hij,hjk->hik", w_o, w_v), m[0])
     torch.testing.assert_close(attn.o(attn.v(x)), sum(x @ w_v[h] @ w_o[h] for h in range(4)))
 
 
 # --- docs/SCIENCE.md §4's claims -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pure_attention_collapses_to_rank_one(embeds, seed):
@@ -209,9 +225,17 @@ def test_negative_value_spectrum_does_not_smooth(embeds, seed):
     assert max(cosine_mean(h[0]) for h in out.hidden_states) < 0.3
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(value_spectrum="positive"), dict(mlp=True),
-                                    dict(value_spectrum="negative", temperature=0.05),
-                                    dict(layernorm="pre", mlp=True), dict(residual=False)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(value_spectrum="positive"),
+        dict(mlp=True),
+        dict(value_spectrum="negative", temperature=0.05),
+        dict(layernorm="pre", mlp=True),
+        dict(residual=False),
+    ],
+)
 def test_depth_64_stays_finite(embeds, kwargs):
     out = run(embeds, depth=64, **kwargs)
     assert all(torch.isfinite(h).all() for h in out.hidden_states)
@@ -227,18 +251,25 @@ def test_default_config_smooths_gradually(embeds):
 
 # --------------------------------------------------------------------------- through analyze()
 
+
 def test_lab_claims_through_the_analysis(reference):
     """RESEARCH §4 on the real sentence's embeddings, as a user runs it (fixed seeds)."""
     import smoothviz
-    pure = smoothviz.analyze(reference, model="lab", device="cpu",
-                             lab={"residual": "false", "mlp": "false", "layernorm": "none", "depth": 12})
+
+    pure = smoothviz.analyze(
+        reference,
+        model="lab",
+        device="cpu",
+        lab={"residual": "false", "mlp": "false", "layernorm": "none", "depth": 12},
+    )
     dm = pure.baseline.metric("dm_rel")
     assert dm[0] > 0.9 and min(dm[1:6]) < 1e-3  # rank one within a few layers
     assert pure.lab["residual"] is False and pure.baseline.hidden.shape == (13, 27, 64)
-    spectral = smoothviz.analyze(reference, model="lab", device="cpu", mitigation="spectral",
-                                 lab={"value_spectrum": "positive", "seed": 1})
-    assert spectral.baseline.rows[-1]["cosine_mean"] > 0.9            # positive spectrum: collapse
-    assert max(spectral.mitigated.metric("cosine_mean")[1:]) < 0.3     # negative: tokens stay apart
+    spectral = smoothviz.analyze(
+        reference, model="lab", device="cpu", mitigation="spectral", lab={"value_spectrum": "positive", "seed": 1}
+    )
+    assert spectral.baseline.rows[-1]["cosine_mean"] > 0.9  # positive spectrum: collapse
+    assert max(spectral.mitigated.metric("cosine_mean")[1:]) < 0.3  # negative: tokens stay apart
     assert spectral.mitigation["lab_value_spectrum"] == "negative"
     assert (spectral.mitigated.value_eigs.real < 0).all() and (spectral.baseline.value_eigs.real > 0).all()
     assert spectral.baseline.smooths.mean() > spectral.mitigated.smooths.mean()
@@ -250,8 +281,10 @@ def test_shi_bound_only_for_post_ln_blocks(reference, layernorm):
     import smoothviz
     from smoothviz.outputs import figures
     from smoothviz.pipeline.analysis import SHI_PRE_LN_NOTE
-    r = smoothviz.analyze(reference, model="lab", device="cpu", heads=False,
-                          lab={"depth": 4, "layernorm": layernorm, "mlp": "true"})
+
+    r = smoothviz.analyze(
+        reference, model="lab", device="cpu", heads=False, lab={"depth": 4, "layernorm": layernorm, "mlp": "true"}
+    )
     v = r.baseline.metric("shi_v")[1:]
     fig = figures.shi_bound(r)
     note = " ".join([fig.layout.title.text or ""] + [a.text for a in fig.layout.annotations])  # the title's 2nd line
@@ -268,6 +301,7 @@ def test_shi_bound_only_for_post_ln_blocks(reference, layernorm):
 
 def test_lab_bad_settings_are_model_errors():
     import smoothviz
+
     with pytest.raises(smoothviz.ModelError, match="depth"):
         smoothviz.analyze("hello", model="lab", lab={"depth": "65"})
     with pytest.raises(smoothviz.ModelError, match="unknown lab key"):
@@ -277,6 +311,7 @@ def test_lab_bad_settings_are_model_errors():
 def test_lab_models_are_kept_within_a_byte_budget(monkeypatch):
     """Issue 16: every cache is bounded by bytes; a 64×1024 lab alone holds 3.2 GB of weights."""
     from smoothviz.model import handles
+
     def labs():
         return [h for k, h in handles._handles.items() if k[0] == "lab"]
 

@@ -1,7 +1,8 @@
 """The Lesson page: every step predicts before it reveals, and answers with the measured numbers."""
-from pathlib import Path
+
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -10,7 +11,7 @@ import smoothviz
 from smoothviz.words.lesson import STEPS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "app"))
-import controls  # noqa: E402  (the app's URL keys)
+import controls
 
 
 def link(step) -> dict:
@@ -76,6 +77,7 @@ def test_each_answer_draws_the_chart_of_the_numbers_it_quotes():
     """Issue 22's audit: a step comparing two runs (NeuTRENO against the baseline) draws both, and
     the λ₂ step draws λ₂ over depth, not a similarity heatmap of one layer."""
     from smoothviz.outputs.views import BY_KEY
+
     assert all(step.view is None or step.view in BY_KEY for step in STEPS)
     at = AppTest.from_file(str(PAGE), default_timeout=240).run()
     at.radio(key="lesson_5").set_value("down").run()

@@ -5,16 +5,17 @@ Random valid states (seeded) are opened as links in fresh AppTest sessions; the 
 from the widgets must be the state asked for, and the URL the page then holds (what a lecturer
 copies) must reopen the same state in another fresh session.
 """
+
 import base64
 import html
-import re
-from urllib.parse import parse_qsl
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
@@ -27,8 +28,11 @@ pytestmark = pytest.mark.slow  # AppTest runs of whole pages
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN, PRESENT = ROOT / "app" / "SmoothViz.py", ROOT / "app" / "pages" / "5_Present.py"
-SENTENCES = ["Links keep every setting.", "The cat sat on the mat because it was warm.",
-             "Attention is a graph, and stacking it smooths the tokens."]
+SENTENCES = [
+    "Links keep every setting.",
+    "The cat sat on the mat because it was warm.",
+    "Attention is a graph, and stacking it smooths the tokens.",
+]
 RESET = "is not available here"
 
 
@@ -59,11 +63,19 @@ def random_state(rng: random.Random) -> dict:
     mits = ["none", "neutreno", "softdecay", "fusion-mean", "heads", "attnscale", "contranorm"]
     if rng.random() < 0.3:
         layers, heads = rng.randint(2, 6), rng.choice([1, 2, 4])
-        s.update(model="lab", lab_depth=layers, lab_heads=heads, lab_width=rng.choice([16, 32, 64]),
-                 lab_residual=rng.choice([True, False]), lab_layernorm=rng.choice(["none", "pre", "post"]),
-                 lab_mlp=rng.choice([True, False]), lab_ln_sign=rng.choice(["positive", "negative"]),
-                 lab_value_spectrum=rng.choice(["random", "positive", "negative"]),
-                 lab_temperature=rng.choice([0.5, 1.0, 2.5]), lab_seed=rng.randint(0, 99))
+        s.update(
+            model="lab",
+            lab_depth=layers,
+            lab_heads=heads,
+            lab_width=rng.choice([16, 32, 64]),
+            lab_residual=rng.choice([True, False]),
+            lab_layernorm=rng.choice(["none", "pre", "post"]),
+            lab_mlp=rng.choice([True, False]),
+            lab_ln_sign=rng.choice(["positive", "negative"]),
+            lab_value_spectrum=rng.choice(["random", "positive", "negative"]),
+            lab_temperature=rng.choice([0.5, 1.0, 2.5]),
+            lab_seed=rng.randint(0, 99),
+        )
         mits = ["none", "neutreno", "fusion-mean", "heads"]
     s["device"] = rng.choice(["auto", "cpu"])
     s["mit"] = mit = rng.choice(mits)
@@ -83,15 +95,22 @@ def random_state(rng: random.Random) -> dict:
         s.update(contranorm_s=rng.randint(0, 40) * 0.005, contranorm_tau=rng.randint(1, 40) / 10)
     if rng.random() < 0.3:
         s.update(agg="one head", head=rng.randrange(heads))
-    s.update(sym=rng.choice(["sym", "ata"]), nospecial=rng.choice([True, False]), img=rng.choice(["png", "svg"]),
-             proj=rng.choice(["pca", "umap"]))
+    s.update(
+        sym=rng.choice(["sym", "ata"]),
+        nospecial=rng.choice([True, False]),
+        img=rng.choice(["png", "svg"]),
+        proj=rng.choice(["pca", "umap"]),
+    )
     section = rng.choice([k for k in SECTIONS if not (k == "trajectories" and s["proj"] == "umap")])  # UMAP: slow
     s["section"] = SECTIONS[section]
     if section == "layer":
         s.update(layer=rng.randint(1, layers), topk=rng.randint(1, 10))
     elif section == "atlas":
-        s.update(atlas_q=rng.choice(["head_gap", "head_entropy", "head_uniform"]), atlas_layer=rng.randint(1, layers),
-                 atlas_head=rng.randrange(heads))
+        s.update(
+            atlas_q=rng.choice(["head_gap", "head_entropy", "head_uniform"]),
+            atlas_layer=rng.randint(1, layers),
+            atlas_head=rng.randrange(heads),
+        )
     return s
 
 
@@ -135,23 +154,39 @@ def test_a_copied_link_reopens_the_same_state(seed):
 
 def _heatmaps(app) -> list:
     """The similarity heatmaps' matrices (the charts whose colour bar is titled cos)."""
+
     def matrix(z):  # plotly sends arrays as {"dtype", "bdata" (base64), "shape"}
         if isinstance(z, dict):
             flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"])
             return flat.reshape([int(x) for x in str(z["shape"]).split(",")]).astype(float)
         return np.asarray(z, dtype=float)
+
     figs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
-    return [matrix(f["data"][0]["z"]) for f in figs if f["data"] and f["data"][0]["type"] == "heatmap"
-            and f["data"][0].get("colorbar", {}).get("title", {}).get("text") == "cos"]
+    return [
+        matrix(f["data"][0]["z"])
+        for f in figs
+        if f["data"]
+        and f["data"][0]["type"] == "heatmap"
+        and f["data"][0].get("colorbar", {}).get("title", {}).get("text") == "cos"
+    ]
 
 
 def test_present_this_carries_the_setup_and_present_honours_the_lab():
     """Issue 22's central demo: the lab without residual, MLP or LayerNorm collapses; Present drew
     the residual lab for the same link. Now the main page's "Present this" link carries the whole
     setup, and Present opened with it draws the same similarity matrices at the same layer."""
-    setup = {"model": "lab", "lab_depth": "12", "lab_residual": "false", "lab_mlp": "false",
-             "lab_layernorm": "none", "mit": "fusion-mean", "fusion_mean_layers": "4-6", "layer": "3",
-             "section": SECTIONS["layer"], "text": "Fusion is seen, not inferred."}
+    setup = {
+        "model": "lab",
+        "lab_depth": "12",
+        "lab_residual": "false",
+        "lab_mlp": "false",
+        "lab_layernorm": "none",
+        "mit": "fusion-mean",
+        "fusion_mean_layers": "4-6",
+        "layer": "3",
+        "section": SECTIONS["layer"],
+        "text": "Fusion is seen, not inferred.",
+    }
     main = _open(MAIN, setup)
     _fine(main)
     link = next(m.value for m in main.markdown if ">Present this</a>" in m.value)
@@ -171,8 +206,9 @@ def test_present_this_carries_the_setup_and_present_honours_the_lab():
     assert z.min() > 0.99
 
 
-MISSING_DEVICE = next(d for d in ("cuda", "mps") if not (torch.cuda.is_available() if d == "cuda"
-                                                         else torch.backends.mps.is_available()))
+MISSING_DEVICE = next(
+    d for d in ("cuda", "mps") if not (torch.cuda.is_available() if d == "cuda" else torch.backends.mps.is_available())
+)
 BAD = [  # (link, key, value) on the main page
     ({"model": "does-not-exist/foo"}, "model", "does-not-exist/foo"),
     ({"model": "/etc"}, "model", "/etc"),
@@ -226,10 +262,16 @@ def test_the_atlas_ablation_is_written_into_the_url():
     assert again.session_state["heads_ablate"] == "3.5" and again.session_state["heads_sink"] == "none"
 
 
-@pytest.mark.parametrize("link, key, value", [({"view": "bogus"}, "view", "bogus"), ({"layer": "99"}, "layer", "99"),
-                                              ({"model": "nope"}, "model", "nope"),
-                                              ({"device": MISSING_DEVICE}, "device", MISSING_DEVICE),
-                                              ({"model": "lab", "lab_mlp": "perhaps"}, "lab_mlp", "perhaps")])
+@pytest.mark.parametrize(
+    "link, key, value",
+    [
+        ({"view": "bogus"}, "view", "bogus"),
+        ({"layer": "99"}, "layer", "99"),
+        ({"model": "nope"}, "model", "nope"),
+        ({"device": MISSING_DEVICE}, "device", MISSING_DEVICE),
+        ({"model": "lab", "lab_mlp": "perhaps"}, "lab_mlp", "perhaps"),
+    ],
+)
 def test_present_resets_an_invalid_value_with_a_message(link, key, value):
     app = _open(PRESENT, link)
     said = [w for w in _plain(app.warning) if RESET in w]
@@ -237,7 +279,7 @@ def test_present_resets_an_invalid_value_with_a_message(link, key, value):
     assert not app.exception and not app.error and app.get("plotly_chart")
 
 
-PUBLIC = r'''
+PUBLIC = r"""
 import json
 from streamlit.testing.v1 import AppTest
 out = {}
@@ -249,23 +291,28 @@ for page in ("app/SmoothViz.py", "app/pages/5_Present.py"):
                  "exceptions": [e.value for e in at.exception], "charts": len(at.get("plotly_chart")),
                  "devices": at.selectbox(key="device").options if page.endswith("SmoothViz.py") else None}
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CPU-only server")
 def test_a_public_server_names_a_model_off_its_list_and_offers_only_its_devices():
     env = {**os.environ, "SMOOTHVIZ_PUBLIC": "1"}
-    out = subprocess.run([sys.executable, "-c", PUBLIC], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=900)
+    out = subprocess.run([sys.executable, "-c", PUBLIC], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     pages = json.loads(out.stdout.strip().splitlines()[-1])
     for page in pages.values():
         assert not page["errors"] and not page["exceptions"] and page["charts"]
         allowed = "default, gemma-3-270m, lab"  # the public allow-list's default (app/state/server.py)
-        assert any(w.replace("\u2060", "").startswith("model=bert-base-uncased is not available here (this public "
-                                                       f"server allows only {allowed})") for w in page["warnings"]), page["warnings"]
-        assert any(w.replace("\u2060", "").startswith("device=cuda is not available here (this server has auto, cpu")
-                   for w in page["warnings"])
+        assert any(
+            w.replace("\u2060", "").startswith(
+                f"model=bert-base-uncased is not available here (this public server allows only {allowed})"
+            )
+            for w in page["warnings"]
+        ), page["warnings"]
+        assert any(
+            w.replace("\u2060", "").startswith("device=cuda is not available here (this server has auto, cpu")
+            for w in page["warnings"]
+        )
     assert pages["app/SmoothViz.py"]["devices"] == ["auto", "cpu"]
 
 
@@ -292,8 +339,16 @@ def test_an_emoji_alone_is_said_to_be_unknown_to_the_tokenizer():
 
 
 def test_compare_takes_lab_settings_as_widgets_and_presents_each_run():
-    app = _open(ROOT / "app" / "pages" / "3_Compare.py", {"a_model": "lab", "a_lab_depth": "8", "a_lab_residual": "false",
-                                                          "b_mit": "neutreno", "b_neutreno_lambda": "0.6"})
+    app = _open(
+        ROOT / "app" / "pages" / "3_Compare.py",
+        {
+            "a_model": "lab",
+            "a_lab_depth": "8",
+            "a_lab_residual": "false",
+            "b_mit": "neutreno",
+            "b_neutreno_lambda": "0.6",
+        },
+    )
     _fine(app)
     assert app.slider(key="a_lab_depth").value == 8 and app.toggle(key="a_lab_residual").value is False
     links = next(m.value for m in app.markdown if "Present run A" in m.value)

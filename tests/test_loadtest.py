@@ -1,5 +1,6 @@
 """bench/loadtest.py, small: two students' own Chromium against a started public server, and the
 protocol client's rounds of new sentences (the server's RSS after each)."""
+
 import importlib.util
 import json
 import shutil
@@ -28,7 +29,11 @@ def test_help_gives_the_three_bursts_the_readme_reports(capsys):
     with pytest.raises(SystemExit):
         loadtest().main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for burst in ("--sessions 8 --settle 120", "--sessions 16 --settle 120", "--sessions 40 --client protocol --settle 120"):
+    for burst in (
+        "--sessions 8 --settle 120",
+        "--sessions 16 --settle 120",
+        "--sessions 40 --client protocol --settle 120",
+    ):
         assert burst in text
     assert "5 times" in text and "load average" in text
 
@@ -52,8 +57,20 @@ def test_two_students_browsers_see_the_first_view(tmp_path):
 
 @pytest.mark.slow
 def test_rounds_of_new_sentences_report_the_servers_memory_after_each(tmp_path):
-    report = loadtest().main(["--sessions", "2", "--client", "protocol", "--rounds", "3", "--timeout", "240",
-                              "--out", str(tmp_path / "rounds.json")])
+    report = loadtest().main(
+        [
+            "--sessions",
+            "2",
+            "--client",
+            "protocol",
+            "--rounds",
+            "3",
+            "--timeout",
+            "240",
+            "--out",
+            str(tmp_path / "rounds.json"),
+        ]
+    )
     assert report["errors"] == []
     assert [r["sentences"] for r in report["rounds"]] == [4, 6]
     load = report["machine_load"]  # a figure measured on a busy machine says so

@@ -9,6 +9,7 @@ the bound and level), 300 links through each of the five pages that analyse: ``p
 hour on two cores; ``SMOOTHVIZ_MEMORY_LINKS`` to change the count, ``SMOOTHVIZ_MEMORY_OUT`` a
 folder for each page's JSON).
 """
+
 import importlib.util
 import json
 import os
@@ -23,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app"
 BOUND_MB = 2048  # README, Deployment: "RSS stays under 2 GB"
 FULL_AFTER = 40  # links: by then the analysis cache (32 entries) is full, and memory should be level
-SLOPE_MB = 1.5   # MB per link over the rest of the run, least squares: "level". Before the fix the main
-                 # page rose 4 MB per link (2026-12-07) and Present 11 (issue 27); the figure cache,
-                 # filling towards its 128 MB over ~1,000 links, adds about 0.15
+SLOPE_MB = 1.5  # MB per link over the rest of the run, least squares: "level". Before the fix the main
+# page rose 4 MB per link (2026-12-07) and Present 11 (issue 27); the figure cache,
+# filling towards its 128 MB over ~1,000 links, adds about 0.15
 pytestmark = pytest.mark.slow
 
 
@@ -38,8 +39,24 @@ def loadtest():
 
 def rss_over_links(page: str, links: int, out: Path) -> list[tuple[int, float]]:
     """(links so far, server RSS in MB) after every two distinct links to ``page``, on a fresh server."""
-    report = loadtest().main(["--client", "protocol", "--sessions", "2", "--rounds", str(max(2, links // 2)),
-                              "--page", page, "--words", "100", "--timeout", "600", "--out", str(out)])
+    report = loadtest().main(
+        [
+            "--client",
+            "protocol",
+            "--sessions",
+            "2",
+            "--rounds",
+            str(max(2, links // 2)),
+            "--page",
+            page,
+            "--words",
+            "100",
+            "--timeout",
+            "600",
+            "--out",
+            str(out),
+        ]
+    )
     assert report["errors"] == [] and all(r["errors"] == 0 for r in report["rounds"]), report["errors"]
     curve = [(2, report["server_rss_mb"]["end"])] + [(r["sentences"], r["rss_mb"]) for r in report["rounds"]]
     print(f"{page}: (links, RSS MB) {curve}")  # the curve, for the report
@@ -83,6 +100,7 @@ def test_distinct_links_keep_the_server_under_its_memory_bound(page, tmp_path):
 def _state():
     sys.path.insert(0, str(APP))
     import state
+
     return state
 
 
@@ -107,12 +125,19 @@ def test_present_and_lesson_enter_through_the_one_bounded_cache():
     assert state.ledger.stats()["misses"] == before["misses"] + 1
 
     from smoothviz.words.lesson import STEPS
+
     lesson = AppTest.from_file(str(APP / "pages" / "4_Lesson.py"), default_timeout=600).run()
     lesson.radio(key="lesson_0").set_value(STEPS[0].options[0]).run()
     assert not lesson.exception and lesson.expander
     s = STEPS[0].settings
-    assert _holds(state, text=s["text"], model=s.get("model", "default"), lab=s.get("lab"),
-                  mitigation=s.get("mitigation") or "none", projection="none")
+    assert _holds(
+        state,
+        text=s["text"],
+        model=s.get("model", "default"),
+        lab=s.get("lab"),
+        mitigation=s.get("mitigation") or "none",
+        projection="none",
+    )
 
 
 def test_downloads_hold_the_settings_not_the_result():
@@ -121,10 +146,19 @@ def test_downloads_hold_the_settings_not_the_result():
     import io
 
     import pyarrow.parquet as pq
+
     state = _state()
     lines = ["The cat sat on the mat.", "Tokens become alike with depth."]
-    settings = dict(model="default", device="cpu", lab=None, mitigation="none", params={}, head=None,
-                    symmetrize="sym", exclude_special=False)
+    settings = dict(
+        model="default",
+        device="cpu",
+        lab=None,
+        mitigation="none",
+        params={},
+        head=None,
+        symmetrize="sym",
+        exclude_special=False,
+    )
     rows = state.run_corpus(lines, settings).table.num_rows
     csv = state.corpus_table(lines, settings, "csv").decode().splitlines()
     assert len(csv) == 1 + rows and "cosine_mean" in csv[0]
@@ -133,16 +167,19 @@ def test_downloads_hold_the_settings_not_the_result():
     assert len(state.corpus_table(lines, settings, "csv").decode().splitlines()) == 1 + rows  # computed again
 
 
-@pytest.mark.parametrize("page", ["SmoothViz.py", "pages/2_Corpus.py", "pages/3_Compare.py", "pages/4_Lesson.py",
-                                  "pages/5_Present.py"])
+@pytest.mark.parametrize(
+    "page", ["SmoothViz.py", "pages/2_Corpus.py", "pages/3_Compare.py", "pages/4_Lesson.py", "pages/5_Present.py"]
+)
 def test_every_page_enters_through_one_way_and_shows_an_unexpected_failure_as_one_line(page, monkeypatch):
     """Issue 24: an unexpected error on Lesson, Present, Compare or Corpus showed a traceback; now
     every page's analysis goes through state (the same queue and messages) and says what failed."""
     import smoothviz
+
     state = _state()
 
     def boom(*args, **kwargs):
         raise RuntimeError("a fault the page did not expect")
+
     monkeypatch.setattr(state.analyses, "_compute", boom)
     monkeypatch.setattr(smoothviz, "corpus", boom)
     state.analyses.ledger.clear()  # the Lesson's steps are fixed settings: an earlier test may have cached them
@@ -151,6 +188,7 @@ def test_every_page_enters_through_one_way_and_shows_an_unexpected_failure_as_on
     app.run()
     if page.endswith("Lesson.py"):  # its analyses run once a student predicts
         from smoothviz.words.lesson import STEPS
+
         app.radio(key="lesson_0").set_value(STEPS[0].options[0]).run()
     assert not app.exception, page
     errors = [e.value for e in app.error]
@@ -164,6 +202,7 @@ def test_big_blocks_are_mapped_on_their_own_so_freeing_them_returns_them():
     is mapped on its own even after an 8 MB one was freed. Each in a fresh process: mallopt is
     process-wide, and a block freed into the heap would serve the next one."""
     import subprocess
+
     code = """
 import ctypes, json, sys
 sys.path.insert(0, "app")
@@ -186,6 +225,7 @@ print(json.dumps(mapped_mb_of_a_4_mb_block()))
         out = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout.splitlines()[-1])
+
     untuned, tuned = mapped("untuned"), mapped("tuned")
     assert untuned == 0  # glibc's default: from the heap
     assert 4 <= tuned < 4.1  # the app's: a mapping of its own, unmapped when freed

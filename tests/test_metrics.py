@@ -1,4 +1,5 @@
 """Metrics and graphs against hand computations and closed forms (docs/SCIENCE.md §1–2)."""
+
 import math
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 import scipy.stats
 import torch
 
-from smoothviz.science import graph
+from smoothviz.science import graph, metrics
 
-from smoothviz.science import metrics
+
 def test_rank_one_matrix_is_fully_collapsed():
     c = torch.tensor([0.3, -1.2, 2.0, 0.5], dtype=torch.float64)
     H = torch.ones(6, 1, dtype=torch.float64) * c  # every token the same vector
@@ -57,7 +58,9 @@ def test_spectrum_metrics_match_scipy_and_numpy():
         assert m["numerical_rank"][i].item() == (sv > sv[0] * 1e-3).sum()
         P = np.eye(9) - 1 / 9
         assert m["dm_rel"][i].item() == pytest.approx(np.linalg.norm(P @ H[i]) / np.linalg.norm(H[i]))
-        assert m["hfc_lfc"][i].item() == pytest.approx(np.linalg.norm(P @ H[i]) / np.linalg.norm((np.eye(9) - P) @ H[i]))
+        assert m["hfc_lfc"][i].item() == pytest.approx(
+            np.linalg.norm(P @ H[i]) / np.linalg.norm((np.eye(9) - P) @ H[i])
+        )
 
 
 def test_even_count_median_averages_the_middle_pair():
@@ -68,7 +71,7 @@ def test_even_count_median_averages_the_middle_pair():
 def test_dirichlet_two_tokens_by_hand():
     H = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
     S = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
-    expected = (2 ** 2 + 3 ** 2) / (5 + 10)
+    expected = (2**2 + 3**2) / (5 + 10)
     assert metrics.dirichlet(H, S).item() == pytest.approx(expected)
 
 
@@ -124,10 +127,7 @@ def test_signed_graph_spectrum_is_the_signed_laplacian_unclamped():
     the spectrum leaves [0, 2]; with absolute degrees it stays inside, and this unbalanced graph
     has no zero eigenvalue.
     """
-    S = np.array([[0.0, 0.5, -0.4, 0.3],
-                  [0.5, 0.0, 0.6, -0.2],
-                  [-0.4, 0.6, 0.0, 0.7],
-                  [0.3, -0.2, 0.7, 0.0]])
+    S = np.array([[0.0, 0.5, -0.4, 0.3], [0.5, 0.0, 0.6, -0.2], [-0.4, 0.6, 0.0, 0.7], [0.3, -0.2, 0.7, 0.0]])
     expected = np.linalg.eigvalsh(signed_laplacian_by_hand(S))
     vals, vecs = graph.laplacian_spectrum(torch.from_numpy(S))
     assert vals.numpy() == pytest.approx(expected, abs=1e-12)
@@ -166,8 +166,9 @@ def test_rollout_of_uniform_attention_halves_each_layer():
     A = torch.full((L, n, n), 1.0 / n, dtype=torch.float64)
     ratio = graph.rollout_ratio(A)
     assert torch.allclose(ratio, torch.tensor([0.5 ** (l + 1) for l in range(L)], dtype=torch.float64))
-    assert torch.allclose(graph.rollout_ratio(torch.eye(n, dtype=torch.float64).repeat(L, 1, 1)),
-                          torch.ones(L, dtype=torch.float64))
+    assert torch.allclose(
+        graph.rollout_ratio(torch.eye(n, dtype=torch.float64).repeat(L, 1, 1)), torch.ones(L, dtype=torch.float64)
+    )
 
 
 def test_entropy_and_distance_from_uniform():
@@ -177,7 +178,7 @@ def test_entropy_and_distance_from_uniform():
     assert graph.distance_from_uniform(uniform).item() == pytest.approx(0)
     eye = torch.eye(n, dtype=torch.float64)[None]
     assert graph.row_entropy(eye).item() == pytest.approx(0)
-    assert graph.distance_from_uniform(eye).item() == pytest.approx(math.sqrt(n * ((1 - 1 / n) ** 2 + (n - 1) / n ** 2)))
+    assert graph.distance_from_uniform(eye).item() == pytest.approx(math.sqrt(n * ((1 - 1 / n) ** 2 + (n - 1) / n**2)))
 
 
 def test_networkx_top_k_keeps_the_strongest_edges():

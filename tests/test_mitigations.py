@@ -1,5 +1,6 @@
 """Each mitigation against a direct computation of its formula (docs/SCIENCE.md §3), its neutral
 setting against the baseline, its documented effect, and thread safety on the shared model."""
+
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,10 +10,10 @@ import pytest
 import torch
 
 import smoothviz
-from smoothviz.model.handles import get_handle
 from smoothviz.mitigations import NAMES, REGISTRY, MitigationError, make
 from smoothviz.mitigations.inference import contra_norm, soft_decay
 from smoothviz.mitigations.spectral import respectrum_out_weights, spectrum_map
+from smoothviz.model.handles import get_handle
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def test_contranorm_and_no_residual_match_their_formulas(bert, reference):
     def cn(S):
         Hn = S / S.norm(dim=-1, keepdim=True)
         return 1.1 * S - 0.1 * torch.softmax(Hn @ Hn.T, -1) @ S
+
     with torch.no_grad():
         expected, _ = block(bert.encoder.layer[0], H[0].float(), branch=cn)
     assert torch.allclose(H[1].float(), expected, atol=1e-4)
@@ -133,8 +135,8 @@ def test_softdecay_official_placement_matches_the_released_code(bert, reference)
     layer = bert.encoder.layer[5]
     with torch.no_grad():
         h = torch.tensor(base.baseline.hidden[5]).unsqueeze(0)
-        x = layer.attention(h)[0]                                   # the FFN's input
-        y = layer.output.dense(layer.intermediate(x)) + x           # FFN(x) + x
+        x = layer.attention(h)[0]  # the FFN's input
+        y = layer.output.dense(layer.intermediate(x)) + x  # FFN(x) + x
         expected = layer.output.LayerNorm(soft_decay(y, -0.6) + x)
         assert torch.allclose(layer.output.LayerNorm(y), torch.tensor(base.baseline.hidden[6]), atol=1e-5)
     assert np.allclose(r.mitigated.hidden[6], expected[0].numpy(), atol=1e-5)
@@ -147,22 +149,35 @@ def test_softdecay_official_placement_matches_the_released_code(bert, reference)
     assert r.mitigation["params"] == {"alpha": -0.6, "where": "official"}
 
 
-@pytest.mark.parametrize("lab, missing", [({"layernorm": "pre", "mlp": "true"}, "pre-LN"),
-                                          ({"layernorm": "post", "mlp": "false"}, "no feed-forward"),
-                                          ({"layernorm": "none", "mlp": "true"}, "without LayerNorm"),
-                                          ({"layernorm": "post", "mlp": "true", "residual": "false"}, "no residual")])
+@pytest.mark.parametrize(
+    "lab, missing",
+    [
+        ({"layernorm": "pre", "mlp": "true"}, "pre-LN"),
+        ({"layernorm": "post", "mlp": "false"}, "no feed-forward"),
+        ({"layernorm": "none", "mlp": "true"}, "without LayerNorm"),
+        ({"layernorm": "post", "mlp": "true", "residual": "false"}, "no residual"),
+    ],
+)
 def test_softdecay_official_needs_a_post_ln_block_with_an_ffn(reference, lab, missing):
     with pytest.raises(MitigationError, match=f"where=official.*{missing}.*use where=last"):
-        smoothviz.analyze(reference, model="lab", lab={"depth": 2, **lab}, mitigation="softdecay",
-                          params={"where": "official"}, device="cpu", heads=False)
+        smoothviz.analyze(
+            reference,
+            model="lab",
+            lab={"depth": 2, **lab},
+            mitigation="softdecay",
+            params={"where": "official"},
+            device="cpu",
+            heads=False,
+        )
 
 
 def test_softdecay_official_on_a_post_ln_lab(reference):
     """The lab's post-LN block with an MLP: ln2 reads FFN(x) + x, so the placement exists there."""
     lab = {"depth": 3, "layernorm": "post", "mlp": "true"}
     base = smoothviz.analyze(reference, model="lab", lab=lab, device="cpu", heads=False)
-    r = smoothviz.analyze(reference, model="lab", lab=lab, mitigation="softdecay", params={"where": "official"},
-                          device="cpu", heads=False)
+    r = smoothviz.analyze(
+        reference, model="lab", lab=lab, mitigation="softdecay", params={"where": "official"}, device="cpu", heads=False
+    )
     handle = get_handle("lab", "cpu", lab)
     block = handle.model.layers[2]
     with torch.no_grad():
@@ -178,6 +193,7 @@ def test_spectral_gives_each_head_the_mapped_spectrum(reference):
     for mode in ("clip-negative", "clip-positive", "flip"):
         new = respectrum_out_weights(ctx.w_v, ctx.w_o, ctx.heads, mode)
         from smoothviz.model.weights import value_output_product
+
         before = torch.linalg.eigvals(value_output_product(ctx.w_v.double(), ctx.w_o.double(), 12))
         after = torch.linalg.eigvals(value_output_product(ctx.w_v.double(), new.double(), 12))
         want = spectrum_map(before, mode)
@@ -229,10 +245,12 @@ def test_heads_smoothing_in_every_row(reference):
 def test_fusions_by_hand(reference):
     base = smoothviz.analyze(reference, device="cpu")
     H = base.baseline.hidden.astype(np.float64)
-    cases = {("fusion-mean", "all", ""): H[1:].mean(0),
-             ("fusion-mean", "4-6", "1,1,2"): (H[4] + H[5] + 2 * H[6]) / 4,
-             ("fusion-max", "2-5", None): H[2:6].max(0),
-             ("fusion-concat", "5-6", None): np.concatenate([H[5], H[6]], axis=1)}
+    cases = {
+        ("fusion-mean", "all", ""): H[1:].mean(0),
+        ("fusion-mean", "4-6", "1,1,2"): (H[4] + H[5] + 2 * H[6]) / 4,
+        ("fusion-max", "2-5", None): H[2:6].max(0),
+        ("fusion-concat", "5-6", None): np.concatenate([H[5], H[6]], axis=1),
+    }
     for (name, layers, weights), expected in cases.items():
         params = {"layers": layers, **({"weights": weights} if weights is not None else {})}
         r = smoothviz.analyze(reference, mitigation=name, params=params, device="cpu")
@@ -244,13 +262,15 @@ def test_fusions_by_hand(reference):
 def test_fusion_gate_uses_the_learned_gate(reference):
     """α_{i,l} = softmax_l(w_lᵀh_{i,l} + b_l): each layer with its own w_l and b_l (Shi et al.)."""
     import json
+
     from smoothviz.data import DEFAULT_GATE
+
     gate = json.loads(DEFAULT_GATE.read_text())
     assert gate["format"] == 2 and gate["layers"] == [1, 2, 3, 4, 5, 6]
     w, b = np.array(gate["w"]), np.array(gate["b"])
     assert w.shape == (6, 384) and b.shape == (6,) and np.ptp(b) > 1e-3  # the per-layer biases differ
     r = smoothviz.analyze(reference, mitigation="fusion-gate", device="cpu")
-    H = r.mitigated.hidden[1:].astype(np.float64)                # [6, n, d]
+    H = r.mitigated.hidden[1:].astype(np.float64)  # [6, n, d]
     logits = np.einsum("lnd,ld->ln", H, w) + b[:, None]
     alpha = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
     assert np.allclose(r.mitigated.fused, (alpha[..., None] * H).sum(0), atol=1e-4)
@@ -259,26 +279,34 @@ def test_fusion_gate_uses_the_learned_gate(reference):
 def test_gate_bias_matters_and_the_limits_hold():
     """A single bias shared by every layer cancels in the softmax over layers; one per layer does not."""
     from smoothviz.mitigations.fusion import gate_fuse
+
     g = torch.Generator().manual_seed(0)
     H = torch.randn(4, 5, 8, generator=g, dtype=torch.float64)
     w = torch.randn(4, 8, generator=g, dtype=torch.float64) * 0.3
     b = torch.zeros(4, dtype=torch.float64)
     fused = gate_fuse(H, w, b)
-    assert torch.allclose(gate_fuse(H, w, b + 2.5), fused)                       # a shared shift cancels
+    assert torch.allclose(gate_fuse(H, w, b + 2.5), fused)  # a shared shift cancels
     assert not torch.allclose(gate_fuse(H, w, torch.tensor([0, 0, 1.5, 0], dtype=torch.float64)), fused)
-    assert torch.allclose(gate_fuse(H, torch.zeros_like(w), b), H.mean(0))      # w = 0, equal b: the mean
+    assert torch.allclose(gate_fuse(H, torch.zeros_like(w), b), H.mean(0))  # w = 0, equal b: the mean
     assert torch.allclose(gate_fuse(H, w, torch.tensor([0, 0, 80.0, 0], dtype=torch.float64)), H[2])  # one layer wins
-    assert torch.equal(gate_fuse(H[2:3], w[2:3], b[2:3]), H[2])                  # one layer: itself
-    batched = gate_fuse(torch.stack([H, 2 * H], 1), w, b)                        # [k, N, n, d], as fit-gate calls it
+    assert torch.equal(gate_fuse(H[2:3], w[2:3], b[2:3]), H[2])  # one layer: itself
+    batched = gate_fuse(torch.stack([H, 2 * H], 1), w, b)  # [k, N, n, d], as fit-gate calls it
     assert torch.allclose(batched[0], fused) and torch.allclose(batched[1], gate_fuse(2 * H, w, b))
 
 
 def _gate_file(path, layers, width=384, **extra):
     import json
+
     g = torch.Generator().manual_seed(1)
-    gate = {"format": 2, "model": "default", "width": width, "layers": layers,
-            "w": (torch.randn(len(layers), width, generator=g) * 0.1).tolist(),
-            "b": torch.linspace(-1, 1, len(layers)).tolist(), **extra}
+    gate = {
+        "format": 2,
+        "model": "default",
+        "width": width,
+        "layers": layers,
+        "w": (torch.randn(len(layers), width, generator=g) * 0.1).tolist(),
+        "b": torch.linspace(-1, 1, len(layers)).tolist(),
+        **extra,
+    }
     path.write_text(json.dumps(gate))
     return str(path)
 
@@ -294,6 +322,7 @@ def test_fusion_gate_fuses_exactly_its_fitted_layers(reference, tmp_path):
 
 def test_old_format_gate_says_refit(reference, tmp_path):
     import json
+
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"model": "default", "width": 384, "layers": "all", "w": [0.1] * 384, "b": 0.3}))
     with pytest.raises(MitigationError, match="old format.*cancels in the softmax.*refit.*smoothviz fit-gate"):
@@ -306,7 +335,9 @@ def test_old_format_gate_says_refit(reference, tmp_path):
 
 def test_fit_gate_learns_one_w_and_b_per_layer(tmp_path):
     import json
+
     from smoothviz.pipeline.gate import fit_gate
+
     rows = (Path(__file__).resolve().parent.parent / "assets" / "gate_example.csv").read_text().splitlines()
     data = tmp_path / "small.csv"
     data.write_text("\n".join(rows[:41]) + "\n")
@@ -315,9 +346,14 @@ def test_fit_gate_learns_one_w_and_b_per_layer(tmp_path):
     gate = json.loads(out.read_text())
     assert gate["format"] == 2 and gate["layers"] == [5, 6] == summary["layers"]
     assert np.array(gate["w"]).shape == (2, 384) and len(gate["b"]) == 2
-    assert gate["b"][0] != gate["b"][1]                          # both biases were trained
-    r = smoothviz.analyze("A gate on two layers.", mitigation="fusion-gate", params={"layers": "5-6", "gate": str(out)},
-                          device="cpu", heads=False)
+    assert gate["b"][0] != gate["b"][1]  # both biases were trained
+    r = smoothviz.analyze(
+        "A gate on two layers.",
+        mitigation="fusion-gate",
+        params={"layers": "5-6", "gate": str(out)},
+        device="cpu",
+        heads=False,
+    )
     assert r.mitigated.fused.shape == (r.mitigated.hidden.shape[1], 384)
 
 
@@ -354,6 +390,7 @@ def test_documented_effects_on_the_default_model(reference):
 def test_attnscale_raises_smoothing_on_the_frozen_default_model(reference):
     """What its summary and the Theory page say: 0.325 → 0.362 at the default ω = 0.5."""
     from smoothviz.mitigations import REGISTRY
+
     r = smoothviz.analyze(reference, mitigation="attnscale", device="cpu", heads=False)
     assert r.mitigation["params"] == {"omega": 0.5}
     assert r.baseline.rows[-1]["cosine_mean"] == pytest.approx(0.325, abs=5e-4)
@@ -362,20 +399,23 @@ def test_attnscale_raises_smoothing_on_the_frozen_default_model(reference):
     assert "0.325 → 0.362" in summary and "starts at 0" in summary and "raises smoothing" in summary
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("neutreno", {"lambda": "-0.1"}, "lambda must be a number in \\[0.0, 1.0\\]"),
-    ("neutreno", {"lambda": "nan"}, "lambda"),
-    ("neutreno", {"lambda": "abc"}, "lambda"),
-    ("softdecay", {"alpha": "0.5"}, "alpha"),
-    ("softdecay", {"where": "middle"}, "one of last, every, official"),
-    ("spectral", {"mode": "sideways"}, "one of clip-negative"),
-    ("attnscale", {"omega": "-1"}, "omega"),
-    ("contranorm", {"s": "0.5"}, "s must be"),
-    ("no-residual", {"residual": "2"}, "residual"),
-    ("neutreno", {"gamma": "1"}, "unknown parameter gamma \\(allowed: lambda\\)"),
-    ("fusion-mean", {"weights": "1,2"}, None),
-    ("warp-drive", {}, "unknown mitigation"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("neutreno", {"lambda": "-0.1"}, "lambda must be a number in \\[0.0, 1.0\\]"),
+        ("neutreno", {"lambda": "nan"}, "lambda"),
+        ("neutreno", {"lambda": "abc"}, "lambda"),
+        ("softdecay", {"alpha": "0.5"}, "alpha"),
+        ("softdecay", {"where": "middle"}, "one of last, every, official"),
+        ("spectral", {"mode": "sideways"}, "one of clip-negative"),
+        ("attnscale", {"omega": "-1"}, "omega"),
+        ("contranorm", {"s": "0.5"}, "s must be"),
+        ("no-residual", {"residual": "2"}, "residual"),
+        ("neutreno", {"gamma": "1"}, "unknown parameter gamma \\(allowed: lambda\\)"),
+        ("fusion-mean", {"weights": "1,2"}, None),
+        ("warp-drive", {}, "unknown mitigation"),
+    ],
+)
 def test_bad_parameters_say_what_is_allowed(name, params, message, reference):
     if message is None:  # only detectable once the depth is known
         with pytest.raises(MitigationError, match="6 weights needed"):
@@ -391,15 +431,18 @@ def test_fusion_layer_ranges_are_checked(layers):
         smoothviz.analyze("hello there", mitigation="fusion-max", params={"layers": layers})
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("heads", {"ablate": "7.0"}, "layer 7 does not exist"),
-    ("heads", {"ablate": "3.12"}, "head 12 does not exist"),
-    ("fusion-max", {"layers": "2-9"}, "layers must lie within 0..6"),
-    ("fusion-concat", {"layers": "x"}, "layers must be 'all'"),
-    ("fusion-mean", {"weights": "1,2"}, "6 weights needed"),
-    ("fusion-gate", {"gate": "/no/such/gate.json"}, "not a gate file"),
-    ("fusion-gate", {"layers": "2-4"}, "fitted on layers 1-6"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("heads", {"ablate": "7.0"}, "layer 7 does not exist"),
+        ("heads", {"ablate": "3.12"}, "head 12 does not exist"),
+        ("fusion-max", {"layers": "2-9"}, "layers must lie within 0..6"),
+        ("fusion-concat", {"layers": "x"}, "layers must be 'all'"),
+        ("fusion-mean", {"weights": "1,2"}, "6 weights needed"),
+        ("fusion-gate", {"gate": "/no/such/gate.json"}, "not a gate file"),
+        ("fusion-gate", {"layers": "2-4"}, "fitted on layers 1-6"),
+    ],
+)
 def test_check_refuses_what_the_model_lacks_before_any_sentence(name, params, message):
     """check(n_layers, heads) raises what the analysis would, without a model or a sentence."""
     make(name).check(6, 12)  # the defaults fit the default model's shape
@@ -408,12 +451,20 @@ def test_check_refuses_what_the_model_lacks_before_any_sentence(name, params, me
 
 
 def test_parallel_threads_give_the_sequential_results(reference):
-    jobs = [("neutreno", {"lambda": 0.6}), ("attnscale", {}), ("softdecay", {"where": "every"}),
-            ("spectral", {"mode": "flip"}), ("contranorm", {}), ("no-residual", {}), (None, None)]
+    jobs = [
+        ("neutreno", {"lambda": 0.6}),
+        ("attnscale", {}),
+        ("softdecay", {"where": "every"}),
+        ("spectral", {"mode": "flip"}),
+        ("contranorm", {}),
+        ("no-residual", {}),
+        (None, None),
+    ]
 
     def run(job):
         name, params = job
         return smoothviz.analyze(reference, mitigation=name, params=params, device="cpu")
+
     sequential = [run(j) for j in jobs]
     with ThreadPoolExecutor(len(jobs)) as pool:
         parallel = list(pool.map(run, jobs * 2))
@@ -430,7 +481,9 @@ def test_parallel_threads_give_the_sequential_results(reference):
 def test_the_page_says_flip_makes_the_default_model_smooth_more(reference):
     """The warning beside a spectral what-if states the measured change, from the data on screen."""
     from smoothviz.words import trends
+
     r = smoothviz.analyze(reference, mitigation="spectral", params={"mode": "flip"}, device="cpu", heads=False)
     said = trends.effect(r, "spectral (mode=flip)")
-    assert said.startswith("At layer 6, spectral (mode=flip) raises cosine_mean from 0.325 to 0.836 (more smoothing "
-                           "by cosine_mean)")
+    assert said.startswith(
+        "At layer 6, spectral (mode=flip) raises cosine_mean from 0.325 to 0.836 (more smoothing by cosine_mean)"
+    )

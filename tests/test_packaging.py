@@ -1,5 +1,6 @@
 """The library as a user installs it: a built wheel carries its data, and importing it leaves
 the process as it was (environment, logging, ast.parse)."""
+
 import json
 import os
 import subprocess
@@ -15,17 +16,38 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_a_wheel_carries_the_default_gate_and_the_examples(tmp_path):
     """A non-editable install (the wheel `pip install .` builds) finds its data without the repo."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next((tmp_path / "dist").glob("smoothviz-*.whl"))
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import json, smoothviz, smoothviz.data as d; from smoothviz.mitigations.fusion import load_gate;"
-            "print(json.dumps({'file': smoothviz.__file__, 'presets': len(d.examples()['presets']),"
-            "'gate': sorted(load_gate(str(d.DEFAULT_GATE)))}))")
+    code = (
+        "import json, smoothviz, smoothviz.data as d; from smoothviz.mitigations.fusion import load_gate;"
+        "print(json.dumps({'file': smoothviz.__file__, 'presets': len(d.examples()['presets']),"
+        "'gate': sorted(load_gate(str(d.DEFAULT_GATE)))}))"
+    )
     # From an empty folder with only the unpacked wheel first on the path: not the checkout.
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(site)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
     assert found["file"].startswith(str(site))
@@ -47,4 +69,5 @@ print(json.dumps({"env": sorted(set(os.environ.items()) ^ set(env.items())), "pa
 
 def logging_notset() -> int:
     import logging
+
     return logging.NOTSET

@@ -1,5 +1,6 @@
 """Issue 6 through the page: every bad or odd input a student can type gives a result or a clear
 message, never a traceback, and the same session keeps working afterwards."""
+
 import shutil
 from pathlib import Path
 
@@ -58,8 +59,11 @@ def test_models_that_cannot_load_say_why(tmp_path):
     pickled = tmp_path / "pickled"
     shutil.copytree(default_model_path(), pickled)
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
-    cases = {"no-such-org/no-such-model": "cannot load model", str(tmp_path): "not a model directory",
-             str(pickled): "pickle"}
+    cases = {
+        "no-such-org/no-such-model": "cannot load model",
+        str(tmp_path): "not a model directory",
+        str(pickled): "pickle",
+    }
     for model_id, words in cases.items():
         app = _session(model="custom", model_id=model_id)
         _expect_message(app, words)
@@ -67,10 +71,13 @@ def test_models_that_cannot_load_say_why(tmp_path):
         _fine(app)
 
 
-@pytest.mark.parametrize("params", [
-    {"mit": "neutreno", "neutreno_lambda": "3"},        # the widget clamps or refuses it
-    {"model": "lab", "lab_depth": "200"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"mit": "neutreno", "neutreno_lambda": "3"},  # the widget clamps or refuses it
+        {"model": "lab", "lab_depth": "200"},
+    ],
+)
 def test_out_of_range_parameters_never_crash(params):
     app = _session(**params)
     assert not app.exception, [e.value for e in app.exception]
@@ -101,7 +108,9 @@ BAD_LINKS = [
 def _reset(app, params: dict, key: str, why: str) -> None:
     """One warning names the key, the value asked for and why it was reset; no other is left."""
     said = [w for w in _plain(app.warning) if "is not available here" in w]
-    assert len(said) == 1 and said[0].startswith(f"{key}={params[key]} is not available here (") and why in said[0], said
+    assert len(said) == 1 and said[0].startswith(f"{key}={params[key]} is not available here (") and why in said[0], (
+        said
+    )
 
 
 @pytest.mark.parametrize("params, key, why", BAD_LINKS, ids=[k for _, k, _ in BAD_LINKS])
@@ -109,11 +118,14 @@ def test_a_bad_mitigation_setting_in_a_link_is_reset_and_the_page_draws(params, 
     """A link's value the mitigation cannot use left the page on an error for good: now it is reset
     to its default, with a warning, and the page draws; a new sentence draws too, warned no more."""
     from smoothviz.mitigations import REGISTRY
+
     app = _session(**params)
     _reset(app, params, key, why)
     _fine(app)
     mit = app.session_state["mit"]
-    default = "neutreno" if key == "mit" else REGISTRY[mit].PARAMS[key.removeprefix(mit.replace("-", "_") + "_")].default
+    default = (
+        "neutreno" if key == "mit" else REGISTRY[mit].PARAMS[key.removeprefix(mit.replace("-", "_") + "_")].default
+    )
     assert app.session_state[key] == default
     assert app.query_params.get(key) in (None, default, [default])  # a copied link no longer carries it
     app.text_area(key="text").input("Another sentence after the reset.").run()
@@ -121,7 +133,9 @@ def test_a_bad_mitigation_setting_in_a_link_is_reset_and_the_page_draws(params, 
     assert not any("is not available here" in w for w in _plain(app.warning))
 
 
-@pytest.mark.parametrize("params, key, why", BAD_LINKS[:3] + BAD_LINKS[-1:], ids=[k for _, k, _ in BAD_LINKS[:3] + BAD_LINKS[-1:]])
+@pytest.mark.parametrize(
+    "params, key, why", BAD_LINKS[:3] + BAD_LINKS[-1:], ids=[k for _, k, _ in BAD_LINKS[:3] + BAD_LINKS[-1:]]
+)
 def test_the_present_page_resets_a_bad_link_setting_too(params, key, why):
     app = AppTest.from_file(str(PRESENT), default_timeout=600)
     app.query_params.update(params)
@@ -132,16 +146,31 @@ def test_the_present_page_resets_a_bad_link_setting_too(params, key, why):
     _fine(app)
 
 
-@pytest.mark.parametrize("params, raw, escaped", [
-    ({"mit": "fusion-mean", "fusion_mean_layers": "[click me](https://example.com)"},
-     "[click me](https://example.com)", r"\[click me\]\(https\:" + J + r"\/\/example\.com\)"),
-    ({"mit": "fusion-mean", "fusion_mean_weights": "![t](http://127.0.0.1:9/track.png)"},
-     "![t](", r"\!\[t\]\(http\:" + J + r"\/\/127\.0\.0\.1\:" + J + r"9\/track\.png\)"),
-    ({"mit": "fusion-max", "fusion_max_layers": r"$$\textcolor{red}{\huge big}$$"},
-     "$$", r"\$\$\\textcolor\{red\}\{\\huge big\}\$\$"),
-    ({"model": "custom", "model_id": "/x/<img src=x onerror=alert(1)>/**b**"},
-     "src=x onerror", r"\<img src\=x onerror\=alert\(1\)\>\/\*\*b\*\*"),
-])
+@pytest.mark.parametrize(
+    "params, raw, escaped",
+    [
+        (
+            {"mit": "fusion-mean", "fusion_mean_layers": "[click me](https://example.com)"},
+            "[click me](https://example.com)",
+            r"\[click me\]\(https\:" + J + r"\/\/example\.com\)",
+        ),
+        (
+            {"mit": "fusion-mean", "fusion_mean_weights": "![t](http://127.0.0.1:9/track.png)"},
+            "![t](",
+            r"\!\[t\]\(http\:" + J + r"\/\/127\.0\.0\.1\:" + J + r"9\/track\.png\)",
+        ),
+        (
+            {"mit": "fusion-max", "fusion_max_layers": r"$$\textcolor{red}{\huge big}$$"},
+            "$$",
+            r"\$\$\\textcolor\{red\}\{\\huge big\}\$\$",
+        ),
+        (
+            {"model": "custom", "model_id": "/x/<img src=x onerror=alert(1)>/**b**"},
+            "src=x onerror",
+            r"\<img src\=x onerror\=alert\(1\)\>\/\*\*b\*\*",
+        ),
+    ],
+)
 def test_values_echoed_in_messages_are_escaped(params, raw, escaped):
     """Issue 16: a link, an image, LaTeX or HTML in a parameter is shown as text, never rendered."""
     app = _session(**params)
@@ -154,11 +183,21 @@ def test_values_echoed_in_messages_are_escaped(params, raw, escaped):
 
 def test_markdown_escaper_leaves_no_construct():
     import sys
+
     sys.path.insert(0, str(APP.parent))
     from markup import md
+
     assert md("a_b *c* `d` <b> [l](u) ![i](u) $x$ :red[y] https://e.com www.e.com a@b.c") == (
-        r"a\_b \*c\* \`d\` \<b\> \[l\]\(u\) \!\[i\]\(u\) \$x\$ \:" + J + r"red\[y\] https\:" + J + r"\/\/e\.com www"
-        + J + r"\.e\.com a\@" + J + r"b\.c")  # J: a word joiner breaks each pattern GFM links (issue 27)
+        r"a\_b \*c\* \`d\` \<b\> \[l\]\(u\) \!\[i\]\(u\) \$x\$ \:"
+        + J
+        + r"red\[y\] https\:"
+        + J
+        + r"\/\/e\.com www"
+        + J
+        + r"\.e\.com a\@"
+        + J
+        + r"b\.c"
+    )  # J: a word joiner breaks each pattern GFM links (issue 27)
     assert md("plain words 123 é ü 注意") == "plain words 123 é ü 注意"
 
 
@@ -170,8 +209,9 @@ def _plain(messages) -> list[str]:
 def test_a_rejected_head_in_a_link_is_reset_and_the_session_goes_on():
     """Issue 16 (issue 15's dead end): ?head=40 on a 12-head model left the error up for good."""
     app = _session(agg="one head", head="40", mit="none")
-    assert any("head=40 is not available here (this model has heads 0–11): reset to 0." in w
-               for w in _plain(app.warning)), _plain(app.warning)
+    assert any(
+        "head=40 is not available here (this model has heads 0–11): reset to 0." in w for w in _plain(app.warning)
+    ), _plain(app.warning)
     _fine(app)
     assert app.number_input(key="head").value == 0 and app.number_input(key="head").max == 11
     app.text_area(key="text").input("Another sentence after the reset.").run()
@@ -180,8 +220,9 @@ def test_a_rejected_head_in_a_link_is_reset_and_the_session_goes_on():
 
     app.number_input(key="head").set_value(9).run()  # a head the lab below does not have
     app.selectbox(key="model").set_value("lab").run()
-    assert any("head=9 is not available here (this model has heads 0–3): reset to 0." in w
-               for w in _plain(app.warning)), _plain(app.warning)
+    assert any(
+        "head=9 is not available here (this model has heads 0–3): reset to 0." in w for w in _plain(app.warning)
+    ), _plain(app.warning)
     _fine(app)
 
 
@@ -206,7 +247,7 @@ def test_a_long_text_keeps_the_link_short():
     assert wide.startswith(link) and 2000 < len(link) < 8000
 
 
-PUBLIC_LAB = r'''
+PUBLIC_LAB = r"""
 import json
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file("app/SmoothViz.py", default_timeout=600)
@@ -221,7 +262,7 @@ at.text_area(key="text").input("A new sentence after the reset.").run()
 then = {"warnings": [w.value for w in at.warning], "errors": [e.value for e in at.error],
         "exceptions": [e.value for e in at.exception], "charts": len(at.get("plotly_chart"))}
 print(json.dumps({"first": first, "then": then}))
-'''
+"""
 
 
 def test_a_public_server_offers_only_its_lab_caps_and_resets_beyond_them():
@@ -230,17 +271,21 @@ def test_a_public_server_offers_only_its_lab_caps_and_resets_beyond_them():
     import os
     import subprocess
     import sys
+
     env = {**os.environ, "SMOOTHVIZ_PUBLIC": "1", "SMOOTHVIZ_MAX_LAB_DEPTH": "16", "SMOOTHVIZ_MAX_LAB_WIDTH": "128"}
-    out = subprocess.run([sys.executable, "-c", PUBLIC_LAB], cwd=APP.parent.parent, env=env, capture_output=True,
-                         text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", PUBLIC_LAB], cwd=APP.parent.parent, env=env, capture_output=True, text=True, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     page = json.loads(out.stdout.strip().splitlines()[-1])
     first, then = page["first"], page["then"]
     assert not first["errors"] and not first["exceptions"] and first["charts"]
     assert first["depth"] == [16, 16] and first["width"][0] == 64 and first["width"][1][-1] == "128"
     assert any("lab_depth=64 is not available here (lab depth 1–16): reset to 16." in w for w in first["warnings"])
-    assert any("lab_width=1024 is not available here (lab width 8, 16, 32, 64, 128): reset to 64." in w
-               for w in first["warnings"])
+    assert any(
+        "lab_width=1024 is not available here (lab width 8, 16, 32, 64, 128): reset to 64." in w
+        for w in first["warnings"]
+    )
     assert not then["errors"] and not then["exceptions"] and then["charts"] and not then["warnings"]
 
 
@@ -249,13 +294,19 @@ def test_unworkable_blames_each_setting_in_turn_and_heeds_the_public_server(monk
     a public server's own limit (no gate file of one's own) is a reason too."""
     import dataclasses
     import sys
+
     sys.path.insert(0, str(APP.parent))
-    import controls
     from smoothviz.data import DEFAULT_GATE
+
+    import controls
+
     reasons = controls.unworkable("fusion-mean", {"layers": "9-12", "weights": "1,2,3,4"}, (6, 12))
     assert "layers must lie within 0..6" in reasons["layers"] and "6 weights needed" in reasons["weights"]
     assert controls.unworkable("fusion-mean", {"layers": "2-3", "weights": "1,2"}, (6, 12)) == {}
     assert controls.unworkable("heads", {"ablate": "9.0"}, None) == {}  # the model unknown: syntax only
     assert controls.unworkable("fusion-gate", {"gate": str(DEFAULT_GATE)}, (6, 12)) == {}
     monkeypatch.setattr(controls, "SETTINGS", dataclasses.replace(controls.SETTINGS, public=True))
-    assert "only the shipped fusion gate" in controls.unworkable("fusion-gate", {"gate": str(DEFAULT_GATE)}, (6, 12))["gate"]
+    assert (
+        "only the shipped fusion gate"
+        in controls.unworkable("fusion-gate", {"gate": str(DEFAULT_GATE)}, (6, 12))["gate"]
+    )

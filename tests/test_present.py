@@ -1,10 +1,12 @@
 """Presentation mode: one view per screen, its run from the URL, buttons (and so arrow keys) step."""
+
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from smoothviz.outputs import views
+
 PAGE = Path(__file__).resolve().parent.parent / "app" / "pages" / "5_Present.py"
 pytestmark = pytest.mark.slow
 
@@ -15,17 +17,17 @@ def test_one_view_per_screen_stepped_by_the_buttons_the_keys_press():
     at.query_params["neutreno_lambda"] = "0.6"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert len(at.get("plotly_chart")) == 1                      # the first view: the curves
+    assert len(at.get("plotly_chart")) == 1  # the first view: the curves
     assert "layer 6 of 6" in at.markdown[1].value
     labels = {b.label for b in at.button}
     assert {"◀ layer", "layer ▶", "◀ view", "view ▶"} <= labels
     next(b for b in at.button if b.label == "layer ▶").click().run()
-    assert "layer 1 of 6" in at.markdown[1].value                # wraps around
-    for _ in range(3):                                           # shi, rollout, similarity
+    assert "layer 1 of 6" in at.markdown[1].value  # wraps around
+    for _ in range(3):  # shi, rollout, similarity
         next(b for b in at.button if b.label == "view ▶").click().run()
     assert not at.exception
     assert at.session_state["present_view"] == 3 and views.VIEWS[3].key == "similarity"
-    assert len(at.get("plotly_chart")) == 2                      # baseline beside NeuTRENO
+    assert len(at.get("plotly_chart")) == 2  # baseline beside NeuTRENO
     assert "Token similarity at layer 1" in " ".join(m.value for m in at.markdown)
 
 
@@ -33,6 +35,7 @@ def test_enlarged_scales_every_font_and_leaves_the_original_alone():
     import plotly.graph_objects as go
 
     from smoothviz.outputs import figures
+
     fig = go.Figure(go.Scatter(y=[1, 2], marker_size=7, textfont_size=10))
     fig.update_layout(font_size=13, legend_font_size=11).update_xaxes(tickfont_size=11)
     big = figures.enlarged(fig, 1.5, 400)

@@ -4,6 +4,7 @@ the figures, the Theory page, the main page, Compare and Present).
 
 These tests register a toy of each, as CONTRIBUTING.md describes, and look for them where a user would.
 """
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 import smoothviz
 from smoothviz import cli
+from smoothviz.mitigations import REGISTRY, Mitigation, Param
+from smoothviz.model.capture import Intervention
 from smoothviz.outputs import figures
 from smoothviz.science import metrics
-from smoothviz.model.capture import Intervention
-from smoothviz.mitigations import REGISTRY, Mitigation, Param
 
 APP = Path(__file__).resolve().parent.parent / "app" / "SmoothViz.py"
 TEXT = "Toys make registries honest."
@@ -41,8 +42,9 @@ class ToyScale(Mitigation):
 @pytest.fixture
 def toys(monkeypatch):
     """The toy metric (mean token norm) and the toy mitigation, registered for one test."""
-    toy = metrics.Metric("toy_norm", lambda x: x.H.norm(dim=-1).mean(-1), "mean ‖h_i‖", "grows or shrinks", "↑",
-                         source="a test")
+    toy = metrics.Metric(
+        "toy_norm", lambda x: x.H.norm(dim=-1).mean(-1), "mean ‖h_i‖", "grows or shrinks", "↑", source="a test"
+    )
     metrics.METRICS.append(toy)
     monkeypatch.setitem(REGISTRY, ToyScale.name, ToyScale)
     yield toy
@@ -107,9 +109,18 @@ def toy_view(monkeypatch):
     def compare(label, analysis, run, layer):
         return go.Figure(go.Bar(y=[layer]), layout=dict(title=f"toy compared at {layer}"))
 
-    toy = views.View("toy", "layer", "Toy at layer {layer}", TOY_CAPTION, "the-metrics", build, per_run=True,
-                     depends=("layer",), table=lambda a, at: [{"layer": at.layer}],
-                     compare=views.Compared("Toy, side by side", TOY_CAPTION, compare))
+    toy = views.View(
+        "toy",
+        "layer",
+        "Toy at layer {layer}",
+        TOY_CAPTION,
+        "the-metrics",
+        build,
+        per_run=True,
+        depends=("layer",),
+        table=lambda a, at: [{"layer": at.layer}],
+        compare=views.Compared("Toy, side by side", TOY_CAPTION, compare),
+    )
     monkeypatch.setattr(views, "VIEWS", [*views.VIEWS, toy])
     return toy
 
@@ -177,9 +188,17 @@ def test_a_family_with_llama_s_module_names_needs_no_line_of_its_own(monkeypatch
     from smoothviz.model import handles, models
 
     torch.manual_seed(0)
-    LlamaModel(LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-               ).save_pretrained(tmp_path, safe_serialization=True)
+    LlamaModel(
+        LlamaConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(tmp_path, safe_serialization=True)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(models.default_model_path() / name, tmp_path / name)
     listed = smoothviz.analyze(TEXT, model=str(tmp_path), device="cpu")

@@ -1,6 +1,7 @@
 """The offline report stays small enough to mail to a class (issue 28): at most 6 MB at about 30
 tokens, where plotly.js (embedded once) is most of it, and at most 10 MB at 512 tokens, where the
 animation's frames carry pooled heatmaps instead of every token pair."""
+
 import json
 import re
 

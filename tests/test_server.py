@@ -4,6 +4,7 @@ used without oversubscription, and the UMAP warm-up kept out of the way of page 
 The stop test starts ``streamlit run app/SmoothViz.py`` and drives Debian's Chromium through
 Playwright, as tests/test_browser.py does.
 """
+
 import os
 import shutil
 import signal
@@ -20,8 +21,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 sys.path.insert(0, str(ROOT / "app"))
 
 
@@ -29,12 +36,34 @@ def _start_server(log_path: Path, **env) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(ROOT), **env}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
     env.pop("SMOOTHVIZ_PUBLIC", None)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/SmoothViz.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/SmoothViz.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -61,8 +90,15 @@ def test_sigterm_during_a_lab_analysis_stops_cleanly(tmp_path):
 
     log = tmp_path / "server.log"
     proc, url = _start_server(log)
-    query = urllib.parse.urlencode({"model": "lab", "lab_depth": "64", "lab_width": "1024", "mit": "none",
-                                    "text": "Every token of a long text becomes alike. " * 80})
+    query = urllib.parse.urlencode(
+        {
+            "model": "lab",
+            "lab_depth": "64",
+            "lab_width": "1024",
+            "mit": "none",
+            "text": "Every token of a long text becomes alike. " * 80,
+        }
+    )
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -86,8 +122,10 @@ def test_sigterm_during_a_lab_analysis_stops_cleanly(tmp_path):
 
 def test_the_umap_warm_up_thread_runs_at_low_priority(monkeypatch):
     """Issue 16: the warm-up's 30–80 s of compiling competed with the first visitors."""
-    import state
     from smoothviz.science import projection
+
+    import state
+
     seen = {}
 
     def fake_warm_up():
@@ -123,6 +161,11 @@ assert state.SETTINGS is SETTINGS
 print("ok", SETTINGS.threads)
 """
     app = Path(__file__).resolve().parent.parent / "app"
-    p = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(app)})
+    p = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(app)},
+    )
     assert p.returncode == 0 and p.stdout.startswith("ok"), p.stderr[-2000:]

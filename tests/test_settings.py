@@ -1,8 +1,10 @@
 """The public-demo mode: an allow-list of models, caps, no server paths."""
+
 import pytest
 
-from state import server as settings
 from smoothviz.model.models import ModelError
+
+from state import server as settings
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def test_allow_list_and_caps_from_the_environment(monkeypatch):
         s.check("lab")
 
 
-PAGE_CHECK = r'''
+PAGE_CHECK = r"""
 import json, sys
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file("app/SmoothViz.py", default_timeout=600)
@@ -56,7 +58,7 @@ at.run()
 print(json.dumps({"models": list(at.selectbox(key="model").options),
                   "errors": [e.value for e in at.error], "exceptions": [e.value for e in at.exception],
                   "notes": [i.value for i in at.info], "captions": [c.value for c in at.caption]}))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -66,10 +68,12 @@ def test_public_page_offers_only_the_allow_list_and_caps_tokens():
     import subprocess
     import sys
     from pathlib import Path
+
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "SMOOTHVIZ_PUBLIC": "1", "SMOOTHVIZ_MAX_TOKENS": "64"}
-    out = subprocess.run([sys.executable, "-c", PAGE_CHECK], cwd=root, env=env, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", PAGE_CHECK], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     page = json.loads(out.stdout.strip().splitlines()[-1])
     assert page["models"] == ["default", "gemma-3-270m", "lab"]
@@ -90,6 +94,7 @@ def test_public_mode_caps_characters(public, monkeypatch):
 
 def test_threads_per_analysis_fill_the_cores_without_oversubscribing(monkeypatch):
     import os
+
     cores = len(os.sched_getaffinity(0))
     monkeypatch.delenv("SMOOTHVIZ_THREADS", raising=False)
     monkeypatch.delenv("SMOOTHVIZ_MAX_CONCURRENT", raising=False)
@@ -142,6 +147,7 @@ def test_the_compute_queue_serves_in_arrival_order_and_says_how_many_are_ahead()
                 out.append("served")
         except GaveUp:
             out.append("gave up")
+
     out = []
     with queue.turn():  # this thread holds the only slot
         t = threading.Thread(target=leaver, args=(out,))

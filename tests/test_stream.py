@@ -5,22 +5,18 @@ The streamed path starts at ``stream.STREAM_FROM`` kept tokens; these tests lowe
 (and ``graph.ITERATIVE_FROM``) so that both paths run on the same short sentence of the real
 default model, whose numbers must then agree.
 """
+
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
 from smoothviz import analyze
-
-from smoothviz.model import capture
-
-from smoothviz.science import graph
-
-from smoothviz.science import sinks
-
-from smoothviz.pipeline import stream
 from smoothviz.bench import text_of
+from smoothviz.model import capture
 from smoothviz.model.handles import get_handle
+from smoothviz.pipeline import stream
+from smoothviz.science import graph, sinks
 
 RNG = np.random.default_rng(3)
 N_TOKENS = 40
@@ -76,14 +72,16 @@ def test_spectral_gaps_iterative_matches_dense(monkeypatch):
 @pytest.fixture()
 def both(monkeypatch):
     """``(batched, streamed)`` analyses of one sentence of the default model, same settings."""
+
     def run(**kwargs):
         text = text_of(N_TOKENS)
-        monkeypatch.setattr(stream, "STREAM_FROM", 10 ** 9)
+        monkeypatch.setattr(stream, "STREAM_FROM", 10**9)
         batched = analyze(text, device="cpu", max_tokens=N_TOKENS, **kwargs)
         monkeypatch.setattr(stream, "STREAM_FROM", 8)
         monkeypatch.setattr(graph, "ITERATIVE_FROM", 8)  # every per-head λ₂ by ARPACK too
         streamed = analyze(text, device="cpu", max_tokens=N_TOKENS, **kwargs)
         return batched, streamed
+
     return run
 
 
@@ -98,10 +96,17 @@ def same_rows(a, b, rel=1e-6):
                 assert y == pytest.approx(x, rel=rel, abs=1e-9), (ra["layer"], key)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"exclude_special": True}, {"mitigation": "neutreno"},
-                                    {"symmetrize": "ata", "head": 2},
-                                    {"mitigation": "heads", "params": {"ablate": ",".join([f"2.{h}" for h in range(12)] + ["4.3"])}}],
-                         ids=["default", "no-specials", "neutreno", "one-head-ata", "ablated"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"exclude_special": True},
+        {"mitigation": "neutreno"},
+        {"symmetrize": "ata", "head": 2},
+        {"mitigation": "heads", "params": {"ablate": ",".join([f"2.{h}" for h in range(12)] + ["4.3"])}},
+    ],
+    ids=["default", "no-specials", "neutreno", "one-head-ata", "ablated"],
+)
 def test_streamed_analysis_equals_the_batched_one(both, kwargs):
     batched, streamed = both(**kwargs)
     assert streamed.baseline.attentions is None and batched.baseline.attentions is not None
@@ -110,8 +115,7 @@ def test_streamed_analysis_equals_the_batched_one(both, kwargs):
     for key, a in batched.runs().items():
         b = streamed.runs()[key]
         same_rows(a, b)
-        for field in ("head_gap", "head_entropy", "head_uniform", "fiedler", "sv", "layer_graph",
-                      "ln_sigma"):
+        for field in ("head_gap", "head_entropy", "head_uniform", "fiedler", "sv", "layer_graph", "ln_sigma"):
             x, y = getattr(a, field), getattr(b, field)
             assert (x is None) == (y is None), field
             if x is not None:
@@ -126,21 +130,35 @@ def test_streamed_analysis_equals_the_batched_one(both, kwargs):
 def test_streamed_decoder_equals_the_batched_one(tmp_path, monkeypatch):
     """A causal, pre-LN decoder with grouped KV heads (a small random Llama)."""
     import shutil
+
     from transformers import LlamaConfig, LlamaModel
+
     from smoothviz.model.models import default_model_path
+
     torch.manual_seed(0)
-    LlamaModel(LlamaConfig(hidden_size=48, intermediate_size=96, num_attention_heads=6, num_key_value_heads=2,
-                           num_hidden_layers=3, vocab_size=30522, max_position_embeddings=128)).save_pretrained(tmp_path)
+    LlamaModel(
+        LlamaConfig(
+            hidden_size=48,
+            intermediate_size=96,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            num_hidden_layers=3,
+            vocab_size=30522,
+            max_position_embeddings=128,
+        )
+    ).save_pretrained(tmp_path)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(default_model_path() / name, tmp_path / name)
     text = text_of(N_TOKENS)
-    monkeypatch.setattr(stream, "STREAM_FROM", 10 ** 9)
+    monkeypatch.setattr(stream, "STREAM_FROM", 10**9)
     batched = analyze(text, model=str(tmp_path), device="cpu", max_tokens=N_TOKENS)
     monkeypatch.setattr(stream, "STREAM_FROM", 8)
     streamed = analyze(text, model=str(tmp_path), device="cpu", max_tokens=N_TOKENS)
     assert streamed.baseline.attentions is None and streamed.causal
     same_rows(batched.baseline, streamed.baseline)
-    assert streamed.baseline.metric("first_token_mass")[1:] == pytest.approx(batched.baseline.metric("first_token_mass")[1:])
+    assert streamed.baseline.metric("first_token_mass")[1:] == pytest.approx(
+        batched.baseline.metric("first_token_mass")[1:]
+    )
     assert streamed.baseline.final_norm_row == pytest.approx(batched.baseline.final_norm_row)
 
 
@@ -176,7 +194,7 @@ def test_per_layer_stack_computes_on_demand_and_caches():
     lazy = stream.PerLayer(H, "similarity")
     assert lazy.shape == (7, 10, 10) and len(lazy) == 7
     first = lazy[2]
-    assert lazy[2] is first and lazy[-5] is first          # cached, negative indices count from the end
+    assert lazy[2] is first and lazy[-5] is first  # cached, negative indices count from the end
     U = H[2] / np.linalg.norm(H[2], axis=-1, keepdims=True)
     assert first == pytest.approx(U @ U.T, abs=1e-6)
     assert np.asarray(lazy).shape == (7, 10, 10) and lazy[:, 0, 0] == pytest.approx(np.ones(7), abs=1e-6)
@@ -184,7 +202,9 @@ def test_per_layer_stack_computes_on_demand_and_caches():
         lazy[7]
     S = np.stack([attention_graph(6).numpy() for _ in range(3)]).astype(np.float32)
     eigs = stream.PerLayer(S, "laplacian")
-    assert eigs[1] == pytest.approx(np.linalg.eigvalsh(graph.normalized_laplacian(torch.tensor(S[1]).double())), abs=1e-6)
+    assert eigs[1] == pytest.approx(
+        np.linalg.eigvalsh(graph.normalized_laplacian(torch.tensor(S[1]).double())), abs=1e-6
+    )
 
 
 def test_above_the_rollout_limit_the_ratio_is_null_with_a_note_and_the_rest_unchanged(monkeypatch):
@@ -197,4 +217,6 @@ def test_above_the_rollout_limit_the_ratio_is_null_with_a_note_and_the_rest_unch
     assert any("rollout ratio is not computed above" in note for note in lean.notes)
     assert not any("rollout ratio is not computed" in note for note in full.notes)
     for a, b in zip(full.baseline.rows, lean.baseline.rows):
-        assert {k: v for k, v in a.items() if k != "rollout_ratio"} == {k: v for k, v in b.items() if k != "rollout_ratio"}
+        assert {k: v for k, v in a.items() if k != "rollout_ratio"} == {
+            k: v for k, v in b.items() if k != "rollout_ratio"
+        }

@@ -1,4 +1,5 @@
 """The code passes the project's linter and formatter (ruff, with pyproject.toml's settings), as CI checks."""
+
 import subprocess
 import sys
 from pathlib import Path

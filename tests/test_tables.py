@@ -1,11 +1,12 @@
 """Accessibility: one colour-blind-safe palette for runs in every view, and every chart as a table."""
+
 from pathlib import Path
 
 import pytest
 
 import smoothviz
-from smoothviz.outputs import figures
-from smoothviz.outputs import views
+from smoothviz.outputs import figures, views
+
 APP = Path(__file__).resolve().parent.parent / "app"
 
 
@@ -43,6 +44,7 @@ def test_every_view_has_a_table_of_its_numbers(analysis):
 @pytest.mark.slow
 def test_the_page_offers_every_chart_as_a_table():
     from streamlit.testing.v1 import AppTest
+
     app = AppTest.from_file(str(APP / "SmoothViz.py"), default_timeout=240).run()
     assert not app.exception, [e.value for e in app.exception]
     tables, frames = [], []

@@ -5,22 +5,23 @@ bound to the URL with the run's prefix (``a_``, ``b_``, ``c_``). Each run is one
 analysis (``state.analysis_or_error``); the over-depth curves share an axis, absolute or relative
 (layer / L) depth, and each run keeps its colour (``figures.RUN_PALETTE``) in every view.
 """
+
 from __future__ import annotations
 
 import functools
 
 import streamlit as st
 
-import controls
-from markup import md
-import state
-from smoothviz.outputs import figures
-from smoothviz.outputs import views
-from smoothviz.words.claims import frozen_caveat
 from smoothviz.mitigations import REGISTRY
 from smoothviz.model.vision import takes_images
 from smoothviz.options import SYMMETRIZE
+from smoothviz.outputs import figures, views
 from smoothviz.pipeline.compare import RunSpec
+from smoothviz.words.claims import frozen_caveat
+
+import controls
+import state
+from markup import md
 
 state.setup()  # the process's set-up, once (state.process)
 
@@ -29,9 +30,11 @@ DEFAULTS = {"a": ("default", "none"), "b": ("default", "neutreno"), "c": ("defau
 
 st.set_page_config(page_title="SmoothViz · Compare", page_icon="🫧", layout="wide")
 st.title("Compare runs")
-st.caption("Each run is a model plus an optional mitigation, on the same sentence (or, for vision models, the same "
-           "picture) and graph options. "
-           "Models of different depths share an axis with relative depth (layer / L).")
+st.caption(
+    "Each run is a model plus an optional mitigation, on the same sentence (or, for vision models, the same "
+    "picture) and graph options. "
+    "Models of different depths share an axis with relative depth (layer / L)."
+)
 
 
 def run_controls(letter: str, column) -> dict | None:
@@ -40,11 +43,13 @@ def run_controls(letter: str, column) -> dict | None:
     model0, mit0 = DEFAULTS[letter]
     with column:
         colour = figures.run_colour("abc".index(letter))
-        st.markdown(f"<span style='color:{colour};font-size:1.3em'>■</span> **Run {letter.upper()}**",
-                    unsafe_allow_html=True)
+        st.markdown(
+            f"<span style='color:{colour};font-size:1.3em'>■</span> **Run {letter.upper()}**", unsafe_allow_html=True
+        )
         models = list(controls.MODELS)
-        model = st.selectbox("Model", models, index=models.index(model0) if model0 in models else 0,
-                             key=p + "model", bind=URL)
+        model = st.selectbox(
+            "Model", models, index=models.index(model0) if model0 in models else 0, key=p + "model", bind=URL
+        )
         if model == "custom":
             model = st.text_input("Hugging Face id or local directory", key=p + "model_id", bind=URL).strip()
         refused: list = []  # a link's value the widget cannot hold, reset to its default
@@ -80,13 +85,17 @@ takes = {letter: takes_images(spec["model"]) for letter, spec in specs.items() i
 image = None
 with source:
     if len(set(takes.values())) > 1:
+
         def runs_that(kind: bool) -> str:
             named = [x.upper() for x, v in takes.items() if v == kind]
             return f"run {named[0]} takes" if len(named) == 1 else f"runs {' and '.join(named)} take"
+
         first = runs_that(True)
-        st.error(f"{first[0].upper()}{first[1:]} pictures and {runs_that(False)} sentences: every run reads the "
-                 "same input, so compare vision models with vision models and text models with text models.",
-                 icon=":material/error:")
+        st.error(
+            f"{first[0].upper()}{first[1:]} pictures and {runs_that(False)} sentences: every run reads the "
+            "same input, so compare vision models with vision models and text models with text models.",
+            icon=":material/error:",
+        )
         st.stop()
     if any(takes.values()):
         refused_image: list = []
@@ -103,9 +112,19 @@ runs, reported, presents = [], [], []  # reported: (name, settings), what the re
 for letter, spec in specs.items():
     if spec is None:
         continue
-    settings = dict(text=text or "", model=spec["model"], device="auto", lab=spec["lab"],
-                    mitigation=spec["mitigation"], params=spec["params"], head=None, symmetrize=sym,
-                    exclude_special=exclude, projection="none", image=image)
+    settings = dict(
+        text=text or "",
+        model=spec["model"],
+        device="auto",
+        lab=spec["lab"],
+        mitigation=spec["mitigation"],
+        params=spec["params"],
+        head=None,
+        symmetrize=sym,
+        exclude_special=exclude,
+        projection="none",
+        image=image,
+    )
     analysis = state.analysis_or_error(settings)
     if analysis is None:
         continue
@@ -114,51 +133,74 @@ for letter, spec in specs.items():
     reported.append((f"{letter.upper()}: {label(spec)}", settings))
     if image and not image.startswith("example:"):  # a link cannot carry an upload: no Present link for it
         continue
-    query = {"model": spec["model"], "mit": spec["mitigation"],
-             "sym": sym, "nospecial": str(exclude).lower(),
-             **{f"lab_{k}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in (spec["lab"] or {}).items()},
-             **{controls._param_key(spec["mitigation"], k): str(v) for k, v in spec["params"].items()}}
+    query = {
+        "model": spec["model"],
+        "mit": spec["mitigation"],
+        "sym": sym,
+        "nospecial": str(exclude).lower(),
+        **{f"lab_{k}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in (spec["lab"] or {}).items()},
+        **{controls._param_key(spec["mitigation"], k): str(v) for k, v in spec["params"].items()},
+    }
     query.update({"image": image.partition(":")[2]} if image else {"text": controls._url_text(text or "")})
     if spec["model"] not in controls.MODELS:  # a Hugging Face id or a directory: Present's custom model
         query.update(model="custom", model_id=spec["model"])
     presents.append(controls.same_tab_link(f"Present run {letter.upper()}", "Present", query))
 
 if presents:
-    st.markdown("▶ " + " · ".join(presents) + " — one run at a time on the projector page, beside its baseline",
-                unsafe_allow_html=True)
+    st.markdown(
+        "▶ " + " · ".join(presents) + " — one run at a time on the projector page, beside its baseline",
+        unsafe_allow_html=True,
+    )
 if runs:
     notes_drawn = False
     depth = 1.0
     for view in views.compared():  # the registry's views that compare, in page order
         st.subheader(view.compare.title)
         if not view.per_run:
-            st.caption(view.compare.caption + (" x = layer / L, so runs of different depths share an axis."
-                                               if relative else ""))
-            st.plotly_chart(view.compare.build([(name, run) for _, name, _, run in runs], relative),
-                            key=f"cmp_{view.key}")
+            st.caption(
+                view.compare.caption
+                + (" x = layer / L, so runs of different depths share an axis." if relative else "")
+            )
+            st.plotly_chart(
+                view.compare.build([(name, run) for _, name, _, run in runs], relative), key=f"cmp_{view.key}"
+            )
             continue
         if not notes_drawn:  # once, under the first chart: each run's notes and caveat
             notes_drawn = True
             for letter, _, analysis, _ in runs:
-                for note in analysis.notes + [c for c in [frozen_caveat((analysis.mitigation or {}).get("name"),
-                                                                        analysis.lab)] if c]:
+                for note in analysis.notes + [
+                    c for c in [frozen_caveat((analysis.mitigation or {}).get("name"), analysis.lab)] if c
+                ]:
                     st.caption(md(f"{letter.upper()}: {note}"))
-            depth = st.select_slider("Depth (fraction of each run's layers)", [0.25, 0.5, 0.75, 1.0], value=1.0,
-                                     key="depth", bind=URL,
-                                     help="Each run shows its layer nearest this fraction of its depth.")
+            depth = st.select_slider(
+                "Depth (fraction of each run's layers)",
+                [0.25, 0.5, 0.75, 1.0],
+                value=1.0,
+                key="depth",
+                bind=URL,
+                help="Each run shows its layer nearest this fraction of its depth.",
+            )
         st.caption(view.compare.caption)
         for col, (letter, _, analysis, run) in zip(st.columns(len(runs)), runs):
             L = analysis.n_layers
             layer = max(1, round(depth * L))
             with col:
-                st.markdown(f"<span style='color:{figures.run_colour('abc'.index(letter))}'>■</span> "
-                            f"**Run {letter.upper()}**, layer {layer} of {L}, {len(analysis.keep)} tokens",
-                            unsafe_allow_html=True)
-                st.plotly_chart(view.compare.build(view.compare.title.split(",")[0].lower(), analysis, run, layer),
-                                key=f"cmp_{view.key}_{letter}")
+                st.markdown(
+                    f"<span style='color:{figures.run_colour('abc'.index(letter))}'>■</span> "
+                    f"**Run {letter.upper()}**, layer {layer} of {L}, {len(analysis.keep)} tokens",
+                    unsafe_allow_html=True,
+                )
+                st.plotly_chart(
+                    view.compare.build(view.compare.title.split(",")[0].lower(), analysis, run, layer),
+                    key=f"cmp_{view.key}_{letter}",
+                )
 
     shown_input = runs[0][2].image.name if image else text  # the report names the picture in the sentence's place
-    st.download_button("Report of every run (one HTML file, works offline)",
-                       functools.partial(state.compare_report_html, shown_input, reported,
-                                         relative=relative, depth=depth),
-                       "smoothviz-comparison.html", "text/html", on_click="ignore", key="compare_report")
+    st.download_button(
+        "Report of every run (one HTML file, works offline)",
+        functools.partial(state.compare_report_html, shown_input, reported, relative=relative, depth=depth),
+        "smoothviz-comparison.html",
+        "text/html",
+        on_click="ignore",
+        key="compare_report",
+    )

@@ -7,6 +7,7 @@ never a pickled copy. Nothing else may hold a result past its page run: a downlo
 a ``functools.partial`` of a function here with the settings, never a closure over the page
 (Streamlit keeps those as long as it keeps the session).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,10 +15,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import images  # app/images.py: the example pictures and uploads
 import smoothviz
 from smoothviz.model.handles import get_handle
 
+import images  # app/images.py: the example pictures and uploads
 from . import cache
 from .cache import Bounded, key
 from .server import SETTINGS
@@ -36,8 +37,18 @@ class Ledger(Bounded):
 ledger = Ledger()
 projections = Bounded(lambda: cache.PROJECTION_ENTRIES, lambda: cache.PROJECTION_BYTES, ttl=cache.CACHE_TTL)
 animations = Bounded(lambda: cache.ANIMATION_ENTRIES, lambda: cache.ANIMATION_BYTES, ttl=cache.CACHE_TTL)
-DEFAULTS = dict(model="default", device="auto", lab=None, mitigation="neutreno", params=None, head=None,
-                symmetrize="sym", exclude_special=False, projection="pca", image=None)
+DEFAULTS = dict(
+    model="default",
+    device="auto",
+    lab=None,
+    mitigation="neutreno",
+    params=None,
+    head=None,
+    symmetrize="sym",
+    exclude_special=False,
+    projection="pca",
+    image=None,
+)
 
 
 def run_analysis(*, text: str, **options) -> smoothviz.Analysis:
@@ -60,11 +71,21 @@ def _compute(s: dict) -> smoothviz.Analysis:
     lab = s["lab"] if s["model"] == "lab" else None
     SETTINGS.check(s["model"], lab, s["params"])  # the public-demo allow-list
     image = images.resolve(s["image"]) if s["image"] else None  # a vision model's picture (app/images.py)
-    return smoothviz.analyze(None if image else s["text"], image=image, model=s["model"], device=s["device"], lab=lab,
-                             mitigation=None if s["mitigation"] in (None, "none") else s["mitigation"],
-                             params=s["params"] or None, head=s["head"], symmetrize=s["symmetrize"],
-                             exclude_special=s["exclude_special"], projection=s["projection"],
-                             max_tokens=SETTINGS.max_tokens, max_chars=SETTINGS.max_chars)
+    return smoothviz.analyze(
+        None if image else s["text"],
+        image=image,
+        model=s["model"],
+        device=s["device"],
+        lab=lab,
+        mitigation=None if s["mitigation"] in (None, "none") else s["mitigation"],
+        params=s["params"] or None,
+        head=s["head"],
+        symmetrize=s["symmetrize"],
+        exclude_special=s["exclude_special"],
+        projection=s["projection"],
+        max_tokens=SETTINGS.max_tokens,
+        max_chars=SETTINGS.max_chars,
+    )
 
 
 def _full(settings: dict) -> dict:
@@ -78,8 +99,9 @@ def analysis_or_error(settings: dict, project: bool = False) -> smoothviz.Analys
     (:func:`projected` adds it when the trajectories are opened); with it, the projection of
     ``settings["projection"]``."""
     plain = {**settings, "projection": "none"}
-    analysis = in_line(lambda: run_analysis(**plain), "Loading the model and analysing the sentence",
-                       cached=_full(plain) in ledger)
+    analysis = in_line(
+        lambda: run_analysis(**plain), "Loading the model and analysing the sentence", cached=_full(plain) in ledger
+    )
     if analysis is None or not project or settings.get("projection", "none") == "none":
         return analysis
     return projected(settings, analysis)
@@ -92,33 +114,40 @@ def projected(settings: dict, analysis: smoothviz.Analysis) -> smoothviz.Analysi
 
     def compute():
         done = analysis.projected(method)
-        return done.projection, done.fused_projection, done.projection_method, done.notes[len(analysis.notes):]
-    extra = in_line(lambda: projections.get_or_compute(name, compute,
-                                                       lambda v: v[0].nbytes + (0 if v[1] is None else v[1].nbytes)),
-                    "Projecting every layer with " + method.upper(), cached=name in projections,
-                    failed="The projection")
+        return done.projection, done.fused_projection, done.projection_method, done.notes[len(analysis.notes) :]
+
+    extra = in_line(
+        lambda: projections.get_or_compute(name, compute, lambda v: v[0].nbytes + (0 if v[1] is None else v[1].nbytes)),
+        "Projecting every layer with " + method.upper(),
+        cached=name in projections,
+        failed="The projection",
+    )
     if extra is None:
         return None
     coords, fused, used, notes = extra
-    return dataclasses.replace(analysis, projection=coords, fused_projection=fused, projection_method=used,
-                               notes=analysis.notes + notes)
+    return dataclasses.replace(
+        analysis, projection=coords, fused_projection=fused, projection_method=used, notes=analysis.notes + notes
+    )
 
 
-def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tuple[str, ...],
-                       fmt: str) -> bytes | None:
+def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tuple[str, ...], fmt: str) -> bytes | None:
     """The collapse as a GIF or MP4 (``fmt``: ``.gif`` / ``.mp4``) of ``views``, one frame per
     layer (``smoothviz.outputs.animate``); rendered in the server's line, then cached for everyone."""
     shown = projected(settings, analysis) if "trajectory" in views else analysis
     if shown is None:
         return None
     name = key([_full(settings), views, fmt])
-    return in_line(lambda: animations.get_or_compute(name, lambda: _animation(shown, views, fmt), len),
-                   f"Rendering {analysis.n_layers + 1} frames and encoding them", cached=name in animations,
-                   failed="The animation")
+    return in_line(
+        lambda: animations.get_or_compute(name, lambda: _animation(shown, views, fmt), len),
+        f"Rendering {analysis.n_layers + 1} frames and encoding them",
+        cached=name in animations,
+        failed="The animation",
+    )
 
 
 def _animation(analysis: smoothviz.Analysis, views: tuple[str, ...], fmt: str) -> bytes:
     from smoothviz.outputs import animate
+
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "collapse" + fmt)
         animate.animate(analysis, out, views)
@@ -132,6 +161,7 @@ def report_html(settings: dict, layer: int) -> str:
     it keeps the session (disconnected ones too), and a closure would keep the page's analysis
     alive with it, outside every cache bound."""
     from smoothviz.outputs import report
+
     analysis = run_analysis(**{**settings, "projection": "none"})
     return report.build_report(analysis.projected(settings["projection"]), layer)
 
@@ -140,6 +170,7 @@ def compare_report_html(text: str, runs: list[tuple[str, dict]], *, relative: bo
     """The Compare page's HTML report of ``runs`` (name, analysis settings): a download built when
     pressed, from the settings alone (:func:`report_html` says why)."""
     from smoothviz.outputs import report
+
     shown = []
     for name, settings in runs:
         analysis = run_analysis(**settings)
@@ -157,7 +188,7 @@ def model_shape(model: str, device: str, lab: dict | None) -> tuple[int, int] | 
         SETTINGS.check(model)  # a public server never loads what it does not allow
         handle = get_handle(model, device)
         return handle.n_layers, handle.heads
-    except Exception:  # noqa: BLE001 - reported by the analysis
+    except Exception:
         return None
 
 

@@ -5,6 +5,7 @@
 ``SMOOTHVIZ_CORPUS_CACHE_MB`` (256) the corpus results; projections and animations have fixed
 bounds. README, Deployment, sums them into the server's memory bound.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ class Bounded:
             self._stored[key_] = time.monotonic()
             self._bytes += self._entries[key_][1]
             entries, budget = (limit() for limit in self._limits)
-            while len(self._entries) > 1 and ((entries is not None and len(self._entries) > entries)
-                                              or (budget is not None and self._bytes > budget)):
+            while len(self._entries) > 1 and (
+                (entries is not None and len(self._entries) > entries) or (budget is not None and self._bytes > budget)
+            ):
                 self._drop(next(iter(self._entries)))
             return value
 
@@ -125,8 +127,13 @@ class Bounded:
     def stats(self) -> dict:
         """What the cache holds and how it was used, for the log and the tests."""
         with self._lock:
-            return {"entries": len(self._entries), "bytes": self._bytes, "hits": self.hits,
-                    "misses": self.misses, "evictions": self.evictions}
+            return {
+                "entries": len(self._entries),
+                "bytes": self._bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+            }
 
     def __contains__(self, key_) -> bool:
         with self._lock:

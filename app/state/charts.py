@@ -1,4 +1,5 @@
 """Built figures, shared by every session (:data:`figure_cache`, one :class:`~state.cache.Bounded`)."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ class FrozenFigure(go.Figure):
     deliberately not called: nothing but :meth:`to_dict` is ever used.
     """
 
-    def __init__(self, spec: dict):  # noqa: D107 - see the class docstring
+    def __init__(self, spec: dict):
         self._frozen = spec
 
     def to_dict(self):
@@ -53,7 +54,7 @@ class FigureCache(Bounded):
         super().__init__(budget=lambda: cache.FIGURE_BYTES)
         self._templates: dict[str, dict] = {}
 
-    def get(self, build, key_: tuple) -> FrozenFigure:  # noqa: D102 - see the class docstring
+    def get(self, build, key_: tuple) -> FrozenFigure:
         name = key(list(key_))
         fig = super().get(name)
         if fig is not None:
@@ -67,7 +68,8 @@ class FigureCache(Bounded):
                 if len(self._templates) > 16:  # figures.py uses one; never let this grow either
                     self._templates.clear()
         size = _size({k: v for k, v in spec.items() if k != "layout"}) + _size(
-            {k: v for k, v in layout.items() if k != "template"})
+            {k: v for k, v in layout.items() if k != "template"}
+        )
         with self._lock:
             self.misses += 1
         return self.put(name, FrozenFigure(spec), size)

@@ -1,4 +1,5 @@
 """The Corpus page's results, kept in :data:`corpora` (a :class:`~state.cache.Bounded`, counted)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,14 @@ def run_corpus(texts: list[str], settings: dict, progress=None):
     SETTINGS.check(settings["model"], settings.get("lab"), settings.get("params"))
     s = dict(settings)
     mitigation = s.pop("mitigation")
-    result = smoothviz.corpus(texts, mitigation=None if mitigation in (None, "none") else mitigation,
-                              params=s.pop("params") or None, max_tokens=SETTINGS.max_tokens, progress=progress, **s)
+    result = smoothviz.corpus(
+        texts,
+        mitigation=None if mitigation in (None, "none") else mitigation,
+        params=s.pop("params") or None,
+        max_tokens=SETTINGS.max_tokens,
+        progress=progress,
+        **s,
+    )
     with corpora._lock:
         corpora.misses += 1
     return corpora.put(corpus_key(texts, settings), result, result.table.nbytes)  # the table holds the lines too
@@ -65,6 +72,7 @@ def corpus_or_error(texts: list[str], settings: dict, unit: str = "sentences"):
     def compute():
         bar.progress(0.0, text=f"Loading the model and analysing {len(texts)} {unit}…")
         return run_corpus(texts, settings, progress)
+
     try:
         return in_line(compute, "Analysing the corpus", cached=False, failed="The corpus run", spinner=False)
     finally:
@@ -78,7 +86,9 @@ def corpus_table(texts: list, settings: dict, fmt: str) -> bytes:
     import io
 
     import pyarrow.parquet as pq
+
     from smoothviz.corpora.store import HIST
+
     result = run_corpus(texts, settings)
     if fmt == "csv":
         return result.table.drop([HIST]).to_pandas().to_csv(index=False).encode()

@@ -13,6 +13,7 @@ objects of the types that could hold an analysis or a figure, and, with
 15 source lines whose allocations grew most since the last line and since the third. This is how issue 27's growth
 was found (README, Deployment).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -83,6 +84,7 @@ def start() -> threading.Thread:
 
     def work():
         from . import caches
+
         while True:
             time.sleep(GC_SECONDS)
             gc.collect()
@@ -90,18 +92,46 @@ def start() -> threading.Thread:
                 trim(0)
             if PATH:
                 write(caches())
+
     thread = threading.Thread(target=work, name=GC_THREAD, daemon=True)
     thread.start()
     return thread
 
-TYPES = ("AppSession", "ScriptRunner", "Analysis", "Run", "Figure", "FrozenFigure", "SessionState",
-         "ForwardMsg", "Tensor", "DataFrame", "Table", "frame", "function", "cell")
+
+TYPES = (
+    "AppSession",
+    "ScriptRunner",
+    "Analysis",
+    "Run",
+    "Figure",
+    "FrozenFigure",
+    "SessionState",
+    "ForwardMsg",
+    "Tensor",
+    "DataFrame",
+    "Table",
+    "frame",
+    "function",
+    "cell",
+)
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _mallinfo() -> dict:
@@ -111,8 +141,12 @@ def _mallinfo() -> dict:
     fn.restype = _MallInfo2
     m = fn()
     mb = lambda v: round(v / 2**20, 1)  # noqa: E731
-    return {"heap_mb": mb(m.arena), "mmapped_mb": mb(m.hblkhd), "in_use_mb": mb(m.uordblks),
-            "free_kept_mb": mb(m.fordblks)}
+    return {
+        "heap_mb": mb(m.arena),
+        "mmapped_mb": mb(m.hblkhd),
+        "in_use_mb": mb(m.uordblks),
+        "free_kept_mb": mb(m.fordblks),
+    }
 
 
 def _rss_mb() -> float:
@@ -125,10 +159,11 @@ def _rss_mb() -> float:
 def _sessions() -> dict:
     try:
         from streamlit.runtime import Runtime
+
         manager = Runtime.instance()._session_mgr
         stored = getattr(getattr(manager, "_session_storage", None), "_cache", {})
         return {"active": len(manager.list_active_sessions()), "stored": len(stored)}
-    except Exception as err:  # noqa: BLE001 - a diagnosis never breaks the server
+    except Exception as err:
         return {"error": repr(err)}
 
 
@@ -136,17 +171,25 @@ _kept: dict = {}  # the last line's and the third line's snapshots, and how many
 
 
 def _grew(now, then) -> list[str]:
-    return [f"{s.size_diff / 2**20:+.1f} MB {s.count_diff:+d} {s.traceback[0].filename}:{s.traceback[0].lineno}"
-            for s in now.compare_to(then, "lineno")[:15]]
+    return [
+        f"{s.size_diff / 2**20:+.1f} MB {s.count_diff:+d} {s.traceback[0].filename}:{s.traceback[0].lineno}"
+        for s in now.compare_to(then, "lineno")[:15]
+    ]
 
 
 def write(caches: dict) -> None:
     """Append one line to ``SMOOTHVIZ_MEMORY_LOG`` (``caches``: name → :class:`Bounded`)."""
     counts = Counter(type(o).__name__ for o in gc.get_objects())
-    line = {"t": round(time.time()), "rss_mb": _rss_mb(), **_mallinfo(), "sessions": _sessions(),
-            "caches": {name: cache.stats() for name, cache in caches.items()},
-            "objects": len(gc.get_objects()), "types": {t: counts.get(t, 0) for t in TYPES},
-            "threads": threading.active_count()}
+    line = {
+        "t": round(time.time()),
+        "rss_mb": _rss_mb(),
+        **_mallinfo(),
+        "sessions": _sessions(),
+        "caches": {name: cache.stats() for name, cache in caches.items()},
+        "objects": len(gc.get_objects()),
+        "types": {t: counts.get(t, 0) for t in TYPES},
+        "threads": threading.active_count(),
+    }
     if tracemalloc.is_tracing():
         snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         line["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)

@@ -5,6 +5,7 @@ the temporary directory, ``ast.parse`` serialised, threads per analysis, the fai
 the library, an exit that does not crash under busy threads, and (in a real server) the memory
 thread (:mod:`state.memory`) and UMAP's warm-up (:mod:`state.warm`).
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,12 +30,14 @@ def log_time(name: str, start: float) -> None:
 
 def timed(name: str, fn):
     """``fn`` logging its server time under ``name`` (``SMOOTHVIZ_TIMINGS=1``)."""
+
     def run(*args):
         start = time.perf_counter()
         try:
             return fn(*args)
         finally:
             log_time(name, start)
+
     return run
 
 
@@ -51,11 +54,14 @@ def setup() -> None:
         import smoothviz.throttle
 
         from .server import compute_slots
+
         smoothviz.throttle.set_throttle(compute_slots.turn)  # every analysis and corpus batch takes a turn
         from smoothviz.model.models import quiet_hub_logging
+
         quiet_hub_logging()
         if _in_a_server():
             from . import memory
+
             atexit.register(_exit_at_once_when_threads_are_busy)
             memory.start()
         _set_up.append(True)
@@ -86,6 +92,7 @@ def _serialise_ast_parse() -> None:
     def parse(*args, **kwargs):
         with lock:
             return original(*args, **kwargs)
+
     parse._smoothviz_locked = True
     ast.parse = parse
 
@@ -102,6 +109,7 @@ def _use_the_cores() -> None:
     from threadpoolctl import threadpool_limits
 
     from .server import SETTINGS
+
     torch.set_num_threads(SETTINGS.threads)
     threadpool_limits(limits=SETTINGS.threads, user_api="blas")
 
@@ -109,6 +117,7 @@ def _use_the_cores() -> None:
 def _in_a_server() -> bool:
     """True under ``streamlit run`` (not AppTest, whose runtime is a mock, nor a plain import)."""
     from streamlit.runtime import Runtime
+
     return Runtime.exists() and type(Runtime.instance()) is Runtime
 
 
@@ -122,6 +131,7 @@ def _exit_at_once_when_threads_are_busy() -> None:
     has stopped, and caches live in memory only.
     """
     from .memory import GC_THREAD
+
     busy = [t for t in threading.enumerate() if t is not threading.current_thread() and t.name != GC_THREAD]
     if any(t.daemon and t.is_alive() for t in busy):  # the collector only sleeps or collects: no C++ to unwind
         logging.shutdown()

@@ -15,6 +15,7 @@ the app applies it to torch and BLAS for its whole process (the library never do
 The Corpus page of a public server analyses at most ``SMOOTHVIZ_MAX_CORPUS_LINES`` lines (default
 200) of a corpus.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,17 +79,24 @@ class Settings:
 def load() -> Settings:
     """Read the settings from the environment (see the module docstring)."""
     public = _flag("SMOOTHVIZ_PUBLIC")
-    models = tuple(m.strip() for m in os.environ.get("SMOOTHVIZ_MODELS", f"{DEFAULT_MODEL},{GEMMA_MODEL},{LAB_MODEL}").split(",") if m.strip())
+    models = tuple(
+        m.strip()
+        for m in os.environ.get("SMOOTHVIZ_MODELS", f"{DEFAULT_MODEL},{GEMMA_MODEL},{LAB_MODEL}").split(",")
+        if m.strip()
+    )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     slots = _int("SMOOTHVIZ_MAX_CONCURRENT", cores)
-    return Settings(public=public, models=models,
-                    max_tokens=_int("SMOOTHVIZ_MAX_TOKENS", 128) if public else None,
-                    max_chars=_int("SMOOTHVIZ_MAX_CHARS", 20_000) if public or os.environ.get("SMOOTHVIZ_MAX_CHARS")
-                    else None,
-                    max_lab_depth=_int("SMOOTHVIZ_MAX_LAB_DEPTH", 32),
-                    max_lab_width=_int("SMOOTHVIZ_MAX_LAB_WIDTH", 256),
-                    max_concurrent=slots, threads=_int("SMOOTHVIZ_THREADS", max(1, cores // slots)),
-                    max_corpus_lines=_int("SMOOTHVIZ_MAX_CORPUS_LINES", 200) if public else None)
+    return Settings(
+        public=public,
+        models=models,
+        max_tokens=_int("SMOOTHVIZ_MAX_TOKENS", 128) if public else None,
+        max_chars=_int("SMOOTHVIZ_MAX_CHARS", 20_000) if public or os.environ.get("SMOOTHVIZ_MAX_CHARS") else None,
+        max_lab_depth=_int("SMOOTHVIZ_MAX_LAB_DEPTH", 32),
+        max_lab_width=_int("SMOOTHVIZ_MAX_LAB_WIDTH", 256),
+        max_concurrent=slots,
+        threads=_int("SMOOTHVIZ_THREADS", max(1, cores // slots)),
+        max_corpus_lines=_int("SMOOTHVIZ_MAX_CORPUS_LINES", 200) if public else None,
+    )
 
 
 class FairQueue:

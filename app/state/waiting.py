@@ -1,13 +1,13 @@
 """The server's line as a page shows it, and the one place where a failed computation becomes a message."""
+
 from __future__ import annotations
 
 import logging
 
 import streamlit as st
 
-from markup import md
-
 from .server import compute_slots
+from markup import md
 
 log = logging.getLogger("smoothviz.app")
 
@@ -29,8 +29,12 @@ def in_line(compute, what: str, cached: bool, failed: str = "The analysis", spin
     def show(ahead: int) -> None:
         first.append(ahead)
         done = (first[0] - ahead) / max(first[0], 1)
-        line.progress(done, text=f"The server is busy: {ahead} {'analysis' if ahead == 1 else 'analyses'} ahead of "
-                                 "yours (first come, first served). Yours starts as soon as a slot frees up.")
+        line.progress(
+            done,
+            text=f"The server is busy: {ahead} {'analysis' if ahead == 1 else 'analyses'} ahead of "
+            "yours (first come, first served). Yours starts as soon as a slot frees up.",
+        )
+
     try:
         if cached:
             return compute()
@@ -44,6 +48,9 @@ def in_line(compute, what: str, cached: bool, failed: str = "The analysis", spin
         st.error(md(err), icon=":material/error:")
     except Exception as err:  # never a traceback in the page; the log keeps it
         log.exception("%s failed", failed)
-        st.error(f"{failed} failed unexpectedly ({md(type(err).__name__)}: {md(err)}). "
-                 "Try other settings; the details are in the server log.", icon=":material/error:")
+        st.error(
+            f"{failed} failed unexpectedly ({md(type(err).__name__)}: {md(err)}). "
+            "Try other settings; the details are in the server log.",
+            icon=":material/error:",
+        )
     return None

@@ -1,4 +1,5 @@
 """What is loaded once per process and shared: the example sentences, and UMAP's compiled code."""
+
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,8 @@ import threading
 import streamlit as st
 
 from smoothviz import data
-
 from smoothviz.science import projection
+
 from .process import timed
 
 log = logging.getLogger("smoothviz.app")

@@ -3,6 +3,7 @@
 Simple shapes on plain or graded backgrounds, 224×224 pixels (the size most ViT, DeiT and DINOv2
 checkpoints are prepared at), drawn with PIL only, deterministic (no randomness).
 """
+
 from pathlib import Path
 
 from PIL import Image, ImageDraw

@@ -10,6 +10,7 @@ The per-line function is :class:`BatchAnalyser` (a batch of lines in, their rows
 per instance): the local engine calls it on consecutive batches, the Ray engine runs it as a Ray
 Data actor pool. Either way the rows are the same.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,16 +28,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from smoothviz.corpora.store import BINS, CorpusError, Store, summarise
+from smoothviz.mitigations import make
 from smoothviz.model import capture, vision
+from smoothviz.model.handles import get_handle
+from smoothviz.model.models import LAB_MODEL
 from smoothviz.pipeline import stream
 from smoothviz.pipeline.analysis import AnalysisError, analyze_batch, analyze_encoded
 from smoothviz.science.graph import GraphOptions
-from smoothviz.model.handles import get_handle
 from smoothviz.science.metrics import similarity
-from smoothviz.mitigations import make
-from smoothviz.model.models import LAB_MODEL
 from smoothviz.throttle import slot
-from smoothviz.corpora.store import BINS, CorpusError, Store, summarise
 
 ENGINES = ("local", "ray")
 ATTENTION_BUDGET = 256 * 2**20  # bytes of captured attention per padded batch (long lines: smaller batches)
@@ -53,6 +54,7 @@ class Line:
 
 # --------------------------------------------------------------------------- reading
 
+
 def read_corpus(source: str | os.PathLike) -> list[Line]:
     """The lines of a UTF-8 file: one sentence or passage per line, blank lines skipped.
 
@@ -67,9 +69,12 @@ def read_corpus(source: str | os.PathLike) -> list[Line]:
     name = str(source)
     if name != "-" and Path(source).is_dir():  # a folder of images, for a vision model
         from smoothviz.model.vision import image_paths
+
         return lines_of(image_paths(source))
-    return parse_corpus(sys.stdin.read() if name == "-" else Path(source).read_text(encoding="utf-8-sig"),
-                        "standard input" if name == "-" else name)
+    return parse_corpus(
+        sys.stdin.read() if name == "-" else Path(source).read_text(encoding="utf-8-sig"),
+        "standard input" if name == "-" else name,
+    )
 
 
 def parse_corpus(raw: str, name: str) -> list[Line]:
@@ -115,6 +120,7 @@ def lines_of(items: Iterable) -> list[Line]:
 
 
 # --------------------------------------------------------------------------- the per-line function
+
 
 @dataclass
 class _Encoded:
@@ -188,11 +194,18 @@ class BatchAnalyser:
             notes: list[str] = []
             try:
                 if self.vision:  # the line names an image file
-                    encoded.append(_Encoded(line.sentence, line.text, *vision.encode(self.handle, line.text, notes)[:3],
-                                            notes))
+                    encoded.append(
+                        _Encoded(line.sentence, line.text, *vision.encode(self.handle, line.text, notes)[:3], notes)
+                    )
                 else:
-                    encoded.append(_Encoded(line.sentence, line.text, *self.handle.encode(
-                        line.text, self.settings["max_tokens"], notes), notes))
+                    encoded.append(
+                        _Encoded(
+                            line.sentence,
+                            line.text,
+                            *self.handle.encode(line.text, self.settings["max_tokens"], notes),
+                            notes,
+                        )
+                    )
             except ValueError as err:
                 out.append(_error_row(line, err))
         self.seconds["encode"] += time.perf_counter() - start
@@ -216,8 +229,13 @@ class BatchAnalyser:
         """The rows of one long line: its own forward pass, streamed (the same rows as ``analyze``)."""
         start = time.perf_counter()
         try:
-            [analysis] = analyze_batch(self.handle, [(item.inputs, item.tokens, item.special, list(item.notes))],
-                                       self.mitigation, self.options, head_gaps=False)
+            [analysis] = analyze_batch(
+                self.handle,
+                [(item.inputs, item.tokens, item.special, list(item.notes))],
+                self.mitigation,
+                self.options,
+                head_gaps=False,
+            )
             return rows_of(analysis, item.sentence, item.text)
         except (ValueError, RuntimeError) as err:  # AnalysisError, a numerical failure: this line only
             return [_error_row(Line(item.sentence, item.text), err)]
@@ -238,21 +256,38 @@ class BatchAnalyser:
             base = mitigated = None
         self.seconds["forward"] += time.perf_counter() - start
         start = time.perf_counter()
-        forwards = [capture.run if base is None else _replay(self.handle.model, base[i],
-                                                             None if mitigated is None else mitigated[i])
-                    for i in range(len(items))]
+        forwards = [
+            capture.run
+            if base is None
+            else _replay(self.handle.model, base[i], None if mitigated is None else mitigated[i])
+            for i in range(len(items))
+        ]
         out = []
         try:  # the whole group at once: its lines of one length share every tensor operation
-            analyses = analyze_batch(self.handle, [(it.inputs, it.tokens, it.special, list(it.notes)) for it in items],
-                                     self.mitigation, self.options, head_gaps=False, forwards=forwards)
+            analyses = analyze_batch(
+                self.handle,
+                [(it.inputs, it.tokens, it.special, list(it.notes)) for it in items],
+                self.mitigation,
+                self.options,
+                head_gaps=False,
+                forwards=forwards,
+            )
             for it, analysis in zip(items, analyses):
                 out.extend(rows_of(analysis, it.sentence, it.text))
         except (ValueError, RuntimeError):  # some line failed: each on its own, so that only it fails
             out = []
             for it, forward in zip(items, forwards):
                 try:
-                    analysis = analyze_encoded(self.handle, it.inputs, it.tokens, it.special, self.mitigation,
-                                               self.options, notes=list(it.notes), forward=forward)
+                    analysis = analyze_encoded(
+                        self.handle,
+                        it.inputs,
+                        it.tokens,
+                        it.special,
+                        self.mitigation,
+                        self.options,
+                        notes=list(it.notes),
+                        forward=forward,
+                    )
                     out.extend(rows_of(analysis, it.sentence, it.text))
                 except (ValueError, RuntimeError) as err:  # AnalysisError, a numerical failure: this line only
                     out.append(_error_row(Line(it.sentence, it.text), err))
@@ -267,9 +302,11 @@ def _column(batch, name: str) -> list:
 
 def _replay(model, base: capture.Trace, mitigated: capture.Trace | None):
     """A ``forward`` for :func:`analyze_encoded` that hands back this line's slices of the batch."""
+
     def forward(m, inputs, intervention=None, special=None):
         trace = base if m is model and intervention is None else mitigated
         return trace if trace is not None else capture.run(m, inputs, intervention, special)
+
     return forward
 
 
@@ -280,8 +317,12 @@ def groups(lengths: list[int], batch_size: int, padded: bool, cell_bytes: int) -
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
         n = lengths[i]
         last = out[-1] if out else None
-        if (last and len(last) < batch_size and (padded or lengths[last[0]] == n)
-                and (len(last) + 1) * n * n * cell_bytes <= ATTENTION_BUDGET):
+        if (
+            last
+            and len(last) < batch_size
+            and (padded or lengths[last[0]] == n)
+            and (len(last) + 1) * n * n * cell_bytes <= ATTENTION_BUDGET
+        ):
             last.append(i)
         else:
             out.append([i])
@@ -319,18 +360,28 @@ def rows_of(analysis, sentence: int, text: str) -> list[dict]:
     truncated = any(n.startswith("The text was truncated") for n in analysis.notes)
     out = []
     for run, r in analysis.runs().items():
-        sims = torch.from_numpy(np.array(r.similarity))            # [L+1, n, n]
+        sims = torch.from_numpy(np.array(r.similarity))  # [L+1, n, n]
         if r.fused is not None:
             fused = torch.from_numpy(np.array(r.fused[keep], dtype=np.float64))
             sims = torch.cat([sims, similarity(fused).float().unsqueeze(0)])
         hist = cosine_histogram(sims)
         for i, row in enumerate(r.table()):
             fused = row["layer"] == "fused"
-            out.append({"sentence": sentence, "text": text, "run": run, "layer": L + 1 if fused else row["layer"],
-                        "fused": fused, "tokens": len(analysis.tokens), "truncated": truncated,
-                        **{k: v for k, v in row.items() if k != "layer"},
-                        "cosine_hist": hist[i].tolist(), "device": analysis.device,
-                        "note": list(analysis.notes) or None})
+            out.append(
+                {
+                    "sentence": sentence,
+                    "text": text,
+                    "run": run,
+                    "layer": L + 1 if fused else row["layer"],
+                    "fused": fused,
+                    "tokens": len(analysis.tokens),
+                    "truncated": truncated,
+                    **{k: v for k, v in row.items() if k != "layer"},
+                    "cosine_hist": hist[i].tolist(),
+                    "device": analysis.device,
+                    "note": list(analysis.notes) or None,
+                }
+            )
     return out
 
 
@@ -342,7 +393,7 @@ def cosine_histogram(sims: torch.Tensor) -> torch.Tensor:
     """
     layers, n = sims.shape[0], sims.shape[-1]
     i, j = torch.triu_indices(n, n, 1)
-    cos = sims[:, i, j].float()                                      # [layers, pairs]
+    cos = sims[:, i, j].float()  # [layers, pairs]
     idx = ((cos + 1) * (BINS / 2)).floor().clamp(0, BINS - 1).long() + BINS * torch.arange(layers).unsqueeze(-1)
     return torch.bincount(idx.flatten(), minlength=layers * BINS).view(layers, BINS)
 
@@ -354,33 +405,68 @@ def _error_row(line: Line, err: Exception | str) -> dict:
 
 # --------------------------------------------------------------------------- the entry point
 
-def settings_of(*, model: str = "default", device: str = "auto", lab: dict | None = None,
-                mitigation: str | None = None, params: dict | None = None, head: int | None = None,
-                symmetrize: str = "sym", exclude_special: bool = False, max_tokens: int | None = None) -> dict:
+
+def settings_of(
+    *,
+    model: str = "default",
+    device: str = "auto",
+    lab: dict | None = None,
+    mitigation: str | None = None,
+    params: dict | None = None,
+    head: int | None = None,
+    symmetrize: str = "sym",
+    exclude_special: bool = False,
+    max_tokens: int | None = None,
+) -> dict:
     """Validated, JSON-ready settings (what a resumed ``--out`` must match); raises ValueError."""
     from smoothviz.model.lab import LabConfig
+
     GraphOptions(head=head, symmetrize=symmetrize, exclude_special=exclude_special)
     model = (model or "").strip()
     if model == LAB_MODEL:
-        lab = (lab if isinstance(lab, LabConfig) else LabConfig.from_strings({k: str(v) for k, v in (lab or {}).items()})).to_dict()
+        lab = (
+            lab if isinstance(lab, LabConfig) else LabConfig.from_strings({k: str(v) for k, v in (lab or {}).items()})
+        ).to_dict()
     elif lab:
         raise ValueError("lab settings need model 'lab'")
     mitigation = None if mitigation in (None, "", "none") else make(mitigation, params)
     if params and mitigation is None:
         raise ValueError("mitigation parameters need a mitigation")
-    return {"model": model, "device": device, "lab": lab if model == LAB_MODEL else None,
-            "mitigation": mitigation and mitigation.name, "params": mitigation.params() if mitigation else {},
-            "head": head, "symmetrize": symmetrize, "exclude_special": bool(exclude_special), "max_tokens": max_tokens}
+    return {
+        "model": model,
+        "device": device,
+        "lab": lab if model == LAB_MODEL else None,
+        "mitigation": mitigation and mitigation.name,
+        "params": mitigation.params() if mitigation else {},
+        "head": head,
+        "symmetrize": symmetrize,
+        "exclude_special": bool(exclude_special),
+        "max_tokens": max_tokens,
+    }
 
 
 Progress = Callable[[int, int, float], None]  # (lines done, lines in all, lines per second)
 
 
-def corpus(texts: Iterable | None = None, *, images=None, model: str = "default", device: str = "auto", lab: dict | None = None,
-           mitigation: str | None = None, params: dict | None = None, head: int | None = None,
-           symmetrize: str = "sym", exclude_special: bool = False, max_tokens: int | None = None,
-           batch_size: int = 32, engine: str = "local", workers: int | None = None,
-           out: str | os.PathLike | None = None, progress: Progress | None = None) -> "CorpusResult":
+def corpus(
+    texts: Iterable | None = None,
+    *,
+    images=None,
+    model: str = "default",
+    device: str = "auto",
+    lab: dict | None = None,
+    mitigation: str | None = None,
+    params: dict | None = None,
+    head: int | None = None,
+    symmetrize: str = "sym",
+    exclude_special: bool = False,
+    max_tokens: int | None = None,
+    batch_size: int = 32,
+    engine: str = "local",
+    workers: int | None = None,
+    out: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> "CorpusResult":
     """Analyse many sentences: every metric of ``analyze`` per (sentence, run, layer), and a summary.
 
     Args:
@@ -408,12 +494,27 @@ def corpus(texts: Iterable | None = None, *, images=None, model: str = "default"
             raise CorpusError("give sentences or images, not both")
         texts = vision.image_paths(images) if isinstance(images, (str, os.PathLike)) else [str(p) for p in images]
         if not vision.is_vision(get_handle(model, device, lab)):
-            raise CorpusError(f"model '{model}' takes text, not images: choose a vision model (ViT, DeiT, DINOv2, DINOv3, ViT-MSN, I-JEPA)")
-    lines = texts if isinstance(texts, list) and texts and all(isinstance(x, Line) for x in texts) else lines_of(texts or [])
+            raise CorpusError(
+                f"model '{model}' takes text, not images: choose a vision model (ViT, DeiT, DINOv2, DINOv3, ViT-MSN, I-JEPA)"
+            )
+    lines = (
+        texts
+        if isinstance(texts, list) and texts and all(isinstance(x, Line) for x in texts)
+        else lines_of(texts or [])
+    )
     if not lines:
         raise CorpusError("no text to analyse: give at least one non-blank sentence")
-    settings = settings_of(model=model, device=device, lab=lab, mitigation=mitigation, params=params, head=head,
-                           symmetrize=symmetrize, exclude_special=exclude_special, max_tokens=max_tokens)
+    settings = settings_of(
+        model=model,
+        device=device,
+        lab=lab,
+        mitigation=mitigation,
+        params=params,
+        head=head,
+        symmetrize=symmetrize,
+        exclude_special=exclude_special,
+        max_tokens=max_tokens,
+    )
     store = Store(out, settings)
     store.check(lines)
     store.add_errors([_error_row(line, line.error) for line in lines if line.error])
@@ -427,16 +528,26 @@ def corpus(texts: Iterable | None = None, *, images=None, model: str = "default"
     table = store.finish()
     ok = {int(s) for s in table.column("sentence").to_pylist()} if table.num_rows else set()
     if not ok and store.errors:
-        raise AnalysisError(f"no line could be analysed: line {store.errors[0]['sentence']}: {store.errors[0]['error']}")
-    return CorpusResult(table=table, settings=settings, errors=sorted(store.errors, key=lambda e: e["sentence"]),
-                        notes=store.notes(), device=store.device or settings["device"], computed=len(todo),
-                        seconds=seconds, timings=timings)
+        raise AnalysisError(
+            f"no line could be analysed: line {store.errors[0]['sentence']}: {store.errors[0]['error']}"
+        )
+    return CorpusResult(
+        table=table,
+        settings=settings,
+        errors=sorted(store.errors, key=lambda e: e["sentence"]),
+        notes=store.notes(),
+        device=store.device or settings["device"],
+        computed=len(todo),
+        seconds=seconds,
+        timings=timings,
+    )
 
 
 def _meter(progress: Progress | None, total: int, start: float):
     def tick(done: int) -> None:
         if progress is not None:
             progress(done, total, done / max(time.perf_counter() - start, 1e-9))
+
     return tick
 
 
@@ -446,7 +557,7 @@ def _run_local(todo: list[Line], settings: dict, batch_size: int, workers, store
     load = time.perf_counter() - start  # the model, once (nothing when it is already loaded)
     done = 0
     for k in range(0, len(todo), batch_size):
-        chunk = todo[k:k + batch_size]
+        chunk = todo[k : k + batch_size]
         store.add(analyser.rows(chunk))
         done += len(chunk)
         tick(done)
@@ -461,8 +572,11 @@ def _run_ray(todo: list[Line], settings: dict, batch_size: int, workers, store: 
         raise CorpusError("--engine ray needs Ray: pip install 'smoothviz[ray]'") from None
     started = not ray.is_initialized()
     if started:  # RAY_ADDRESS's cluster, whose nodes have smoothviz installed; or a local one
-        local = {} if os.environ.get("RAY_ADDRESS") else {
-            "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}}
+        local = (
+            {}
+            if os.environ.get("RAY_ADDRESS")
+            else {"runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}}
+        )
         ray.init(log_to_driver=False, **local)  # a local Ray's workers import what this process imports
     try:
         resources = ray.cluster_resources()
@@ -470,12 +584,19 @@ def _run_ray(todo: list[Line], settings: dict, batch_size: int, workers, store: 
         cpus = max(1, int(resources.get("CPU", 1)))
         size = workers or (gpus if gpus else max(1, cpus // 2))
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is enough
-        ds = ray.data.from_items([{"sentence": line.sentence, "text": line.text} for line in todo],
-                                 override_num_blocks=max(1, min(len(todo) // batch_size, 4 * size)))
-        ds = ds.map_batches(BatchAnalyser, fn_constructor_kwargs={"settings": settings, "batch_size": batch_size},
-                            batch_size=batch_size, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=size),
-                            num_gpus=1 if gpus else 0, num_cpus=1 if gpus else max(1, min(2, cpus // size)))
+        ds = ray.data.from_items(
+            [{"sentence": line.sentence, "text": line.text} for line in todo],
+            override_num_blocks=max(1, min(len(todo) // batch_size, 4 * size)),
+        )
+        ds = ds.map_batches(
+            BatchAnalyser,
+            fn_constructor_kwargs={"settings": settings, "batch_size": batch_size},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=size),
+            num_gpus=1 if gpus else 0,
+            num_cpus=1 if gpus else max(1, min(2, cpus // size)),
+        )
         seen: set = set()
         try:
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -493,6 +614,7 @@ def _run_ray(todo: list[Line], settings: dict, batch_size: int, workers, store: 
 
 
 # --------------------------------------------------------------------------- the result
+
 
 @dataclass
 class CorpusResult:
@@ -531,14 +653,22 @@ class CorpusResult:
 
     def summary(self) -> dict:
         """The ``--json`` object: model, device, sentences, tokens, and per run the quantiles per layer."""
-        out = {"model": self.model, "device": self.device, **summarise(self.table), "errors": self.errors,
-               "notes": self.notes}
+        out = {
+            "model": self.model,
+            "device": self.device,
+            **summarise(self.table),
+            "errors": self.errors,
+            "notes": self.notes,
+        }
         if self.settings["lab"] is not None:
             out["lab"] = self.settings["lab"]
         if self.settings["mitigation"]:
             out["mitigation"] = {"name": self.settings["mitigation"], "params": self.settings["params"]}
-        out["graph"] = {"head": "mean" if self.settings["head"] is None else self.settings["head"],
-                        "symmetrize": self.settings["symmetrize"], "exclude_special": self.settings["exclude_special"]}
+        out["graph"] = {
+            "head": "mean" if self.settings["head"] is None else self.settings["head"],
+            "symmetrize": self.settings["symmetrize"],
+            "exclude_special": self.settings["exclude_special"],
+        }
         return out
 
     def frame(self):

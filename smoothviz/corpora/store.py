@@ -7,6 +7,7 @@ fusion's fused output), ``fused`` (True on that row only), ``tokens`` (tokens th
 its own name (null where undefined), and ``cosine_hist``: counts of token pairs in :data:`BINS`
 equal bins of cosine similarity over [−1, 1].
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,9 @@ class Store:
         self._notes: Counter = Counter()
         self._added = False
         if self.out is not None:
-            for path in ([self.out] if self.out.exists() else []) + sorted(self.partial.glob("part-*.parquet")
-                                                                           if self.partial.is_dir() else []):
+            for path in ([self.out] if self.out.exists() else []) + sorted(
+                self.partial.glob("part-*.parquet") if self.partial.is_dir() else []
+            ):
                 self.tables.append(self._read(path))
         self.texts: dict[int, str] = {}
         for table in self.tables:
@@ -72,10 +74,13 @@ class Store:
         if not isinstance(meta, dict) or "settings" not in meta:
             raise CorpusError(f"{path} was not written by smoothviz corpus: choose another --out")
         if meta["settings"] != self.settings:
-            changed = sorted(k for k in set(meta["settings"]) | set(self.settings)
-                             if meta["settings"].get(k) != self.settings.get(k))
-            raise CorpusError(f"{path} holds a run with other settings ({', '.join(changed)}): "
-                             "use the same settings to resume, or another --out")
+            changed = sorted(
+                k for k in set(meta["settings"]) | set(self.settings) if meta["settings"].get(k) != self.settings.get(k)
+            )
+            raise CorpusError(
+                f"{path} holds a run with other settings ({', '.join(changed)}): "
+                "use the same settings to resume, or another --out"
+            )
         self.device = meta.get("device", self.device)
         return table
 
@@ -83,8 +88,10 @@ class Store:
         """Refuse to resume a file written for another corpus (a line's text differs)."""
         for line in lines:
             if line.sentence in self.texts and self.texts[line.sentence] != line.text:
-                raise CorpusError(f"{self.out} holds another corpus (line {line.sentence} differs): "
-                                 "use another --out, or delete it to start again")
+                raise CorpusError(
+                    f"{self.out} holds another corpus (line {line.sentence} differs): "
+                    "use another --out, or delete it to start again"
+                )
 
     def add_errors(self, errors: list[dict]) -> None:
         self.errors.extend(errors)
@@ -105,7 +112,9 @@ class Store:
             return
         table = pa.Table.from_pylist(good)
         if HIST in table.column_names:  # counts fit in 32 bits: half the bytes of a row's largest column
-            table = table.set_column(table.column_names.index(HIST), HIST, table.column(HIST).cast(pa.list_(pa.int32())))
+            table = table.set_column(
+                table.column_names.index(HIST), HIST, table.column(HIST).cast(pa.list_(pa.int32()))
+            )
         table = table.replace_schema_metadata(self._meta())
         self.tables.append(table)
         self._added = True
@@ -146,8 +155,13 @@ def _write(table: pa.Table, path: Path) -> None:
 
 def metric_columns(table: pa.Table) -> list[str]:
     """The metric columns: every numeric column but the fixed ones (from the rows, never a list)."""
-    return [f.name for f in table.schema if f.name not in FIXED and f.name != HIST
-            and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_null(f.type))]
+    return [
+        f.name
+        for f in table.schema
+        if f.name not in FIXED
+        and f.name != HIST
+        and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_null(f.type))
+    ]
 
 
 def ordered(table: pa.Table) -> pa.Table:
@@ -218,6 +232,14 @@ def changes(table: pa.Table, metric: str, run: str = "baseline") -> list[dict]:
         s = int(sentence[i])
         j = first_at.get(s)
         start = float(v[j]) if j is not None else math.nan
-        out.append({"sentence": s, "text": text[i], "tokens": int(tokens[i]), "first": start, "last": float(v[i]),
-                    "change": float(v[i]) - start})
+        out.append(
+            {
+                "sentence": s,
+                "text": text[i],
+                "tokens": int(tokens[i]),
+                "first": start,
+                "last": float(v[i]),
+                "change": float(v[i]) - start,
+            }
+        )
     return out

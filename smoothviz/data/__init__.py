@@ -1,5 +1,6 @@
 """Data shipped inside the package (a non-editable ``pip install .`` carries it): the example
 sentences and presets, and the default fusion gate."""
+
 from __future__ import annotations
 
 import json

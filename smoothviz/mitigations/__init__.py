@@ -2,17 +2,31 @@
 
 ``make(name, params)`` validates the parameters in one place and returns a frozen config.
 """
+
 from __future__ import annotations
 
-from smoothviz.mitigations.base import MitigationError, Mitigation, ModelContext, Param, validate
+from smoothviz.mitigations.base import Mitigation, MitigationError, ModelContext, Param, validate
 from smoothviz.mitigations.fusion import FusionConcat, FusionGate, FusionMax, FusionMean
 from smoothviz.mitigations.heads import Heads
 from smoothviz.mitigations.inference import AttnScale, ContraNorm, NeuTRENO, NoResidual, SoftDecay
 from smoothviz.mitigations.spectral import Spectral
 
-REGISTRY: dict[str, type[Mitigation]] = {cls.name: cls for cls in (
-    FusionMean, FusionMax, FusionConcat, FusionGate, NeuTRENO, SoftDecay, Spectral,
-    AttnScale, ContraNorm, NoResidual, Heads)}
+REGISTRY: dict[str, type[Mitigation]] = {
+    cls.name: cls
+    for cls in (
+        FusionMean,
+        FusionMax,
+        FusionConcat,
+        FusionGate,
+        NeuTRENO,
+        SoftDecay,
+        Spectral,
+        AttnScale,
+        ContraNorm,
+        NoResidual,
+        Heads,
+    )
+}
 
 NAMES = tuple(REGISTRY)
 

@@ -1,4 +1,5 @@
 """Shared machinery for mitigations: parameter specs, validation in one place, the model context."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -136,5 +137,6 @@ def validate(cls: type[Mitigation], raw: dict[str, Any] | None) -> dict:
     if unknown:
         allowed = ", ".join(cls.PARAMS) or "none"
         raise MitigationError(f"{cls.name}: unknown parameter {', '.join(unknown)} (allowed: {allowed})")
-    return {key: spec.parse(cls.name, key, raw[key]) if key in raw else spec.default
-            for key, spec in cls.PARAMS.items()}
+    return {
+        key: spec.parse(cls.name, key, raw[key]) if key in raw else spec.default for key, spec in cls.PARAMS.items()
+    }

@@ -4,6 +4,7 @@ Shi et al. (2022) propose concatenation, the element-wise maximum and a token-wi
 ``fusion-mean`` (a weighted average) is SmoothViz's own baseline beside them. Fusion changes the
 output, not the layers: the fused matrix is reported as an extra "layer" after the last one.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,14 @@ class FusionMean(Mitigation):
     name = "fusion-mean"
     token_wise = True
     NEUTRAL = {"layers": "{L}"}
-    summary = ("Σ_l w_l H_l over the chosen layers (uniform weights unless given): SmoothViz's own baseline, "
-               "not one of Shi et al.'s fusions.")
-    PARAMS = {"layers": LAYERS,
-              "weights": Param("text", "", help="comma-separated non-negative weights, one per chosen layer")}
+    summary = (
+        "Σ_l w_l H_l over the chosen layers (uniform weights unless given): SmoothViz's own baseline, "
+        "not one of Shi et al.'s fusions."
+    )
+    PARAMS = {
+        "layers": LAYERS,
+        "weights": Param("text", "", help="comma-separated non-negative weights, one per chosen layer"),
+    }
 
     def check(self, n_layers, heads):
         _weights(self["weights"], len(select_layers(self["layers"], n_layers, self.name)), self.name)
@@ -97,19 +102,25 @@ class FusionConcat(Mitigation):
         return chosen.permute(1, 0, 2).reshape(chosen.shape[1], -1)
 
 
-
-
 @dataclass(frozen=True)
 class FusionGate(Mitigation):
     name = "fusion-gate"
     token_wise = True
     NEUTRAL = {"layers": "{L}"}
-    summary = ("Token-wise gate (Shi et al. 2022) α_{i,l} = softmax_l(w_lᵀh_{i,l} + b_l), each fused layer with its own "
-               "w_l and b_l, learned by `smoothviz fit-gate` on a labelled CSV with the encoder frozen; it fuses "
-               "exactly the layers it was fitted on.")
-    PARAMS = {"layers": LAYERS,
-              "gate": Param("text", "default", help="'default' (the shipped toy sentiment gate for the default "
-                            "model) or the path of a gate file written by `smoothviz fit-gate`")}
+    summary = (
+        "Token-wise gate (Shi et al. 2022) α_{i,l} = softmax_l(w_lᵀh_{i,l} + b_l), each fused layer with its own "
+        "w_l and b_l, learned by `smoothviz fit-gate` on a labelled CSV with the encoder frozen; it fuses "
+        "exactly the layers it was fitted on."
+    )
+    PARAMS = {
+        "layers": LAYERS,
+        "gate": Param(
+            "text",
+            "default",
+            help="'default' (the shipped toy sentiment gate for the default "
+            "model) or the path of a gate file written by `smoothviz fit-gate`",
+        ),
+    }
 
     def fitted(self, n_layers: int) -> tuple[dict, list[int]]:
         """The gate file and the layers it fuses; MitigationError if it cannot fuse them."""
@@ -121,7 +132,8 @@ class FusionGate(Mitigation):
                 f"fusion-gate: the gate was fitted on layers {span(gate['layers'])} ({len(gate['layers'])} layers, "
                 f"each with its own w_l and b_l); it cannot fuse layers {span(layers)} ({len(layers)} layers): "
                 f"choose layers={span(gate['layers'])}, or fit a gate for these with `smoothviz fit-gate --layers "
-                f"{span(layers)}`")
+                f"{span(layers)}`"
+            )
         return gate, layers
 
     def check(self, n_layers, heads):
@@ -133,8 +145,10 @@ class FusionGate(Mitigation):
             return hidden[layers[0]]
         w = torch.tensor(gate["w"], dtype=hidden.dtype)
         if w.shape[1] != hidden.shape[-1]:
-            raise MitigationError(f"fusion-gate: the gate was fitted for width {w.shape[1]} "
-                                  f"(model '{gate.get('model')}'), this model has width {hidden.shape[-1]}")
+            raise MitigationError(
+                f"fusion-gate: the gate was fitted for width {w.shape[1]} "
+                f"(model '{gate.get('model')}'), this model has width {hidden.shape[-1]}"
+            )
         return gate_fuse(hidden[layers], w, torch.tensor(gate["b"], dtype=hidden.dtype))
 
 
@@ -176,12 +190,21 @@ def load_gate(path: str) -> dict:
     except (OSError, ValueError, KeyError, TypeError):
         raise MitigationError(f"fusion-gate: '{path}' is not a gate file written by `smoothviz fit-gate`") from None
     if gate.get("format") != GATE_FORMAT or not isinstance(b, list) or not all(isinstance(r, list) for r in w):
-        raise MitigationError(f"fusion-gate: '{path}' is a gate in the old format (one w and one bias b shared by "
-                              "every layer, and that b cancels in the softmax over layers): refit it with "
-                              "`smoothviz fit-gate`, which now learns one w_l and b_l per layer")
+        raise MitigationError(
+            f"fusion-gate: '{path}' is a gate in the old format (one w and one bias b shared by "
+            "every layer, and that b cancels in the softmax over layers): refit it with "
+            "`smoothviz fit-gate`, which now learns one w_l and b_l per layer"
+        )
     layers = gate.get("layers")
-    if (not isinstance(layers, list) or not layers or len(layers) != len(w) or len(b) != len(w)
-            or len({len(r) for r in w}) != 1):
-        raise MitigationError(f"fusion-gate: '{path}' is not a consistent gate file: it needs one row of w and "
-                              "one b per fitted layer; refit it with `smoothviz fit-gate`")
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or len(layers) != len(w)
+        or len(b) != len(w)
+        or len({len(r) for r in w}) != 1
+    ):
+        raise MitigationError(
+            f"fusion-gate: '{path}' is not a consistent gate file: it needs one row of w and "
+            "one b per fitted layer; refit it with `smoothviz fit-gate`"
+        )
     return gate

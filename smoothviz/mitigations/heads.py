@@ -10,6 +10,7 @@ done through the model's attention mask (the special tokens' key columns masked)
 softmax itself renormalises over the other tokens and every later layer computes with that
 attention: the recorded attention, and so the run's graphs, is the attention actually used.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from smoothviz.model.capture import Intervention
 from smoothviz.mitigations.base import Mitigation, MitigationError, Param
+from smoothviz.model.capture import Intervention
 
 _PAIR = re.compile(r"^(\d+)\.(\d+)$")
 
@@ -31,8 +32,9 @@ def parse_ablate(text: str) -> list[tuple[int, int]]:
             continue
         m = _PAIR.match(part)
         if m is None:
-            raise MitigationError(f"heads: ablate must be a list like 3.0,5.11 (layer 1-based . head 0-based), "
-                                  f"got {part!r}")
+            raise MitigationError(
+                f"heads: ablate must be a list like 3.0,5.11 (layer 1-based . head 0-based), got {part!r}"
+            )
         layer, head = int(m.group(1)), int(m.group(2))
         if layer < 1:
             raise MitigationError(f"heads: layers count from 1, got {part!r}")
@@ -50,15 +52,20 @@ class Heads(Mitigation):
     name = "heads"
     in_forward = True
     NEUTRAL = {"ablate": "", "sink": "none"}
-    summary = ("Cut the graph: ablate=L.H,… zeroes head H's output at layer L before the output projection "
-               "(and leaves it out of the layer's head-mean graph); sink=drop removes attention to the special "
-               "tokens at every layer, rows renormalised, through the attention mask (SmoothViz's own interventions; "
-               "attention sinks: Xiao et al. 2024).")
+    summary = (
+        "Cut the graph: ablate=L.H,… zeroes head H's output at layer L before the output projection "
+        "(and leaves it out of the layer's head-mean graph); sink=drop removes attention to the special "
+        "tokens at every layer, rows renormalised, through the attention mask (SmoothViz's own interventions; "
+        "attention sinks: Xiao et al. 2024)."
+    )
     # Each intervention only when asked (issue 22): ablating a head alone keeps the sinks, so the
     # defaults are the neutral values and the mitigation with no parameters changes nothing.
-    PARAMS = {"ablate": Param("text", "", help="heads to zero, L.H,… (layer 1-based, head 0-based), e.g. 3.0,5.11"),
-              "sink": Param("choice", "none", choices=("none", "drop"),
-                            help="drop: no attention to special tokens, rows renormalised")}
+    PARAMS = {
+        "ablate": Param("text", "", help="heads to zero, L.H,… (layer 1-based, head 0-based), e.g. 3.0,5.11"),
+        "sink": Param(
+            "choice", "none", choices=("none", "drop"), help="drop: no attention to special tokens, rows renormalised"
+        ),
+    }
 
     def __post_init__(self):
         parse_ablate(self.values.get("ablate", ""))  # syntax errors at make(), before any model
@@ -98,5 +105,6 @@ class Heads(Mitigation):
                 mask = torch.ones(n_heads, 1, dtype=out.dtype, device=out.device)
                 mask[cut] = 0
                 return (out.unflatten(-1, (n_heads, d_h)) * mask).flatten(-2)
+
         keys = (lambda special: ~special) if drop else None
         return Intervention(context=context, kept_heads=kept, keys=keys)

@@ -2,14 +2,15 @@
 
 Each returns an :class:`~smoothviz.model.capture.Intervention` of pure functions; none touches the model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
-from smoothviz.model.capture import Intervention
 from smoothviz.mitigations.base import Mitigation, MitigationError, Param
+from smoothviz.model.capture import Intervention
 
 
 def uniform_average(V: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -42,6 +43,7 @@ class NeuTRENO(Mitigation):
 
         def context(layer, out, v, v0):
             return out if layer < 1 or lam == 0 else out + lam * (v0 - v)
+
         return Intervention(context=context)
 
 
@@ -74,33 +76,47 @@ class SoftDecay(Mitigation):
     name = "softdecay"
     in_forward = True
     NEUTRAL = {"alpha": 0.0}
-    summary = ("Map each singular value of a token matrix by f(σ) = −ln(1 − α(σ+α) + ε)/α (Yan et al. 2022). "
-               "where=last: the final hidden states (the paper); every: each layer's output; official: inside "
-               "the last block as the authors' released code does, LN(SVT(FFN(x) + x) + x) — the residual x "
-               "counted twice, so it differs from the baseline even at α = 0.")
-    PARAMS = {"alpha": Param("float", -0.6, -1.0, 0.0, help="α < 0; 0 switches it off (official: see its note)"),
-              "where": Param("choice", "last", choices=("last", "every", "official"))}
+    summary = (
+        "Map each singular value of a token matrix by f(σ) = −ln(1 − α(σ+α) + ε)/α (Yan et al. 2022). "
+        "where=last: the final hidden states (the paper); every: each layer's output; official: inside "
+        "the last block as the authors' released code does, LN(SVT(FFN(x) + x) + x) — the residual x "
+        "counted twice, so it differs from the baseline even at α = 0."
+    )
+    PARAMS = {
+        "alpha": Param("float", -0.6, -1.0, 0.0, help="α < 0; 0 switches it off (official: see its note)"),
+        "where": Param("choice", "last", choices=("last", "every", "official")),
+    }
 
     def intervention(self, ctx):
         alpha, last = self["alpha"], ctx.n_layers - 1
         if self["where"] == "official":
-            missing = [why for why, bad in (("pre-LN blocks", ctx.layernorm == "pre"),
-                                             ("blocks without LayerNorm", ctx.layernorm == "none"),
-                                             ("no feed-forward sub-layer", not ctx.ffn),
-                                             ("no residual connections", not ctx.residual)) if bad]
+            missing = [
+                why
+                for why, bad in (
+                    ("pre-LN blocks", ctx.layernorm == "pre"),
+                    ("blocks without LayerNorm", ctx.layernorm == "none"),
+                    ("no feed-forward sub-layer", not ctx.ffn),
+                    ("no residual connections", not ctx.residual),
+                )
+                if bad
+            ]
             if missing:
-                raise MitigationError(f"softdecay: where=official (inside the last block, before its final "
-                                      f"LayerNorm, on FFN(x) + x) needs post-LN blocks with a feed-forward "
-                                      f"sub-layer and residuals; this model has {' and '.join(missing)}: "
-                                      f"use where=last")
+                raise MitigationError(
+                    f"softdecay: where=official (inside the last block, before its final "
+                    f"LayerNorm, on FFN(x) + x) needs post-LN blocks with a feed-forward "
+                    f"sub-layer and residuals; this model has {' and '.join(missing)}: "
+                    f"use where=last"
+                )
 
             def final_ln(layer, s, x):
                 return soft_decay(s, alpha) + x if layer == last else s
+
             return Intervention(final_ln=final_ln)
         every = self["where"] == "every"
 
         def block(layer, h):
             return soft_decay(h, alpha) if every or layer == last else h
+
         return Intervention(block=block)
 
 
@@ -109,10 +125,12 @@ class AttnScale(Mitigation):
     name = "attnscale"
     in_forward = True
     NEUTRAL = {"omega": 0.0}
-    summary = ("A′ = A_DC + (1 + ω)(A − A_DC): amplify attention's high-frequency part (Wang et al. 2022). "
-               "A fixed ω stands in for the paper's learned per-head scale, which starts at 0 in training. On the "
-               "frozen default model it raises smoothing instead (reference sentence, ω = 0.5: last-layer "
-               "cosine_mean 0.325 → 0.362); A′ has negative entries, so its graphs are signed.")
+    summary = (
+        "A′ = A_DC + (1 + ω)(A − A_DC): amplify attention's high-frequency part (Wang et al. 2022). "
+        "A fixed ω stands in for the paper's learned per-head scale, which starts at 0 in training. On the "
+        "frozen default model it raises smoothing instead (reference sentence, ω = 0.5: last-layer "
+        "cosine_mean 0.325 → 0.362); A′ has negative entries, so its graphs are signed."
+    )
     PARAMS = {"omega": Param("float", 0.5, 0.0, 100.0, help="ω ≥ 0")}
 
     def intervention(self, ctx):
@@ -121,6 +139,7 @@ class AttnScale(Mitigation):
         def attention(A):
             dc = uniform_attention(A.shape[-1], causal, A.dtype, A.device)
             return dc + (1 + omega) * (A - dc)
+
         if ctx.registry:
             # A_DC is the uniform row over the keys each query may see (the mask the model passed):
             # 1/(i+1) on row i of a causal model, never 1/n, which would mix in future tokens;
@@ -131,11 +150,13 @@ class AttnScale(Mitigation):
                 dc = visible.to(A.dtype).expand_as(A)
                 dc = dc / dc.sum(-1, keepdim=True).clamp_min(1)
                 return dc + (1 + omega) * (A - dc)
+
             return Intervention(probs=probs, attention=attention)
 
         def context(layer, out, v, v0):
             # A'V = (1 + ω) AV − ω A_DC V, computed on the heads' outputs without touching softmax.
             return out if omega == 0 else (1 + omega) * out - omega * uniform_average(v, causal)
+
         return Intervention(context=context, attention=attention)
 
 
@@ -155,8 +176,10 @@ class ContraNorm(Mitigation):
     in_forward = True
     NEUTRAL = {"s": 0.0}
     summary = "After the attention residual, H ← (1+s)H − s·softmax(ĤĤᵀ/τ)H (Guo et al. 2023)."
-    PARAMS = {"s": Param("float", 0.05, 0.0, 0.2, help="strength s"),
-              "tau": Param("float", 1.0, 0.01, 100.0, help="temperature τ")}
+    PARAMS = {
+        "s": Param("float", 0.05, 0.0, 0.2, help="strength s"),
+        "tau": Param("float", 1.0, 0.01, 100.0, help="temperature τ"),
+    }
 
     def intervention(self, ctx):
         s, tau, causal, residual = self["s"], self["tau"], ctx.causal, ctx.residual
@@ -166,6 +189,7 @@ class ContraNorm(Mitigation):
                 return out
             skip = x if residual else torch.zeros_like(out)
             return contra_norm(out + skip, s, tau, causal) - skip
+
         return Intervention(branch=branch)
 
 
@@ -176,7 +200,9 @@ class NoResidual(Mitigation):
     in_forward = True
     NEUTRAL = {"residual": 1.0}
     summary = "Remove (or scale by β) the skip connection around attention (Dong et al. 2021)."
-    PARAMS = {"residual": Param("float", 0.0, 0.0, 1.0, help="weight β kept on the skip; 0 removes it, 1 is the baseline")}
+    PARAMS = {
+        "residual": Param("float", 0.0, 0.0, 1.0, help="weight β kept on the skip; 0 removes it, 1 is the baseline")
+    }
 
     def intervention(self, ctx):
         beta = self["residual"]
@@ -185,4 +211,5 @@ class NoResidual(Mitigation):
 
         def branch(layer, out, x):
             return out - (1 - beta) * x
+
         return Intervention(branch=branch)

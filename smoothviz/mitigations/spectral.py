@@ -18,15 +18,16 @@ Every f maps a conjugate pair to a conjugate pair (the clips to one real value t
 ``P f(Λ) Λ⁻¹ P⁻¹`` is real and so are the new weights. The model computes something else
 afterwards: the UI says so.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
+from smoothviz.mitigations.base import Mitigation, ModelContext, Param
 from smoothviz.model.capture import Intervention
 from smoothviz.model.weights import value_output_product
-from smoothviz.mitigations.base import Mitigation, ModelContext, Param
 
 MODES = ("clip-negative", "clip-positive", "flip", "identity")
 
@@ -68,10 +69,12 @@ class Spectral(Mitigation):
     caveat = "Spectral control also changes what the model computes."
     in_forward = True
     NEUTRAL = {"mode": "identity"}
-    summary = ("A what-if after Dovonon et al. 2024: give each head's W_O W_V a new spectrum on its own eigenbasis. "
-               "clip-negative: the real −min(|λ|, 1), in [−1, 0), so no head smooths; clip-positive: +min(|λ|, 1), "
-               "in (0, 1], so every head smooths; flip: real parts negated. Keeping the eigenbasis and the moduli "
-               "is SmoothViz's choice; the model then computes something else.")
+    summary = (
+        "A what-if after Dovonon et al. 2024: give each head's W_O W_V a new spectrum on its own eigenbasis. "
+        "clip-negative: the real −min(|λ|, 1), in [−1, 0), so no head smooths; clip-positive: +min(|λ|, 1), "
+        "in (0, 1], so every head smooths; flip: real parts negated. Keeping the eigenbasis and the moduli "
+        "is SmoothViz's choice; the model then computes something else."
+    )
     PARAMS = {"mode": Param("choice", "clip-negative", choices=MODES)}
 
     def intervention(self, ctx):
@@ -81,6 +84,7 @@ class Spectral(Mitigation):
 
         def out_weight(layer):
             return new[layer], ctx.b_o[layer]
+
         return Intervention(out_weight=out_weight)
 
     def lab_settings(self, lab: dict) -> dict | None:

@@ -12,6 +12,7 @@ state is plain eager attention, so concurrent analyses cannot interfere.
 The layer index comes from the order of the calls within one pass, not from ``module.layer_idx``
 (ViT's modules have none, ALBERT shares one module across layers).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,6 +27,7 @@ def register() -> str:
     if not _registered:
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
         AttentionInterface.register(NAME, attention_forward)
         ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, eager_mask)
         _registered = True
@@ -43,8 +45,9 @@ def visible(attention_mask: torch.Tensor | None, shape: tuple, device) -> torch.
     return mask > torch.finfo(mask.dtype).min / 2
 
 
-def attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None,
-                      sliding_window=None, **kwargs):
+def attention_forward(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, sliding_window=None, **kwargs
+):
     """Eager attention with SmoothViz's recording and interventions.
 
     Args:
@@ -57,6 +60,7 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
         ``(output [B, q, h, d_h], probabilities [B, h, q, k])``, as transformers' eager kernels.
     """
     from smoothviz.model.capture import _STATE
+
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: each KV head serves `groups` query heads in turn
         key = key.repeat_interleave(groups, dim=1)
@@ -82,7 +86,7 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     layer = state.calls
     state.calls += 1
     iv = state.intervention
-    out = torch.matmul(probs, value)                          # [B, h, q, d_h]
+    out = torch.matmul(probs, value)  # [B, h, q, d_h]
     if iv.probs is not None:  # A -> A' applied to what the values are mixed with (AttnScale)
         seen = visible(attention_mask, scores.shape, scores.device)
         mixed = iv.probs(layer, probs, seen)

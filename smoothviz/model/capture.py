@@ -11,6 +11,7 @@ Every hook and the attention function read the per-call state of a
 another thread) sees plain eager attention and no-op hooks, so concurrent analyses with
 different mitigations cannot interfere.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -72,10 +73,10 @@ class _Pass:
     v0: Tensor | None = None
     ffn_x: Tensor | None = None
     ln_sigma: list = field(default_factory=list)  # (layer, per-token std [B, n]) per LayerNorm call
-    calls: int = 0                        # attention calls so far: the layer index in attention.py
-    allowed: Tensor | None = None         # [n] keys that may be attended to (Intervention.keys)
-    on_layer: Callable | None = None      # (layer, probabilities [B, h, n, n]) per attention call
-    block_out: Tensor | None = None       # the last block's output (the residual stream at layer L)
+    calls: int = 0  # attention calls so far: the layer index in attention.py
+    allowed: Tensor | None = None  # [n] keys that may be attended to (Intervention.keys)
+    on_layer: Callable | None = None  # (layer, probabilities [B, h, n, n]) per attention call
+    block_out: Tensor | None = None  # the last block's output (the residual stream at layer L)
     mapped: list = field(default_factory=list)  # per layer, A′ [B, h, n, n] where Intervention.probs acts
 
 
@@ -85,6 +86,7 @@ _STATE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("smoothviz
 def uses_registry(model: torch.nn.Module) -> bool:
     """The model calls SmoothViz's registered attention function (else: the hook fallback)."""
     from smoothviz.model.attention import NAME
+
     return getattr(getattr(model, "config", None), "_attn_implementation", None) == NAME
 
 
@@ -140,6 +142,7 @@ def _value_hook(spec: ArchSpec, kv_heads: int = 1, groups: int = 1):
     """The values of every query head, ``[B, n, h*d_h]``: with grouped KV heads (``groups`` query
     heads per KV head) each KV head's values repeated for its query heads, as the registry path and
     transformers' ``repeat_kv`` do (query head i reads KV head i // groups)."""
+
     def hook(module, args, output):
         state = _STATE.get()
         if state is None:
@@ -153,6 +156,7 @@ def _value_hook(spec: ArchSpec, kv_heads: int = 1, groups: int = 1):
         state.v = v
         if state.layer == 0:
             state.v0 = v
+
     return hook
 
 
@@ -175,6 +179,7 @@ def _out_hook(spec: ArchSpec):
         if iv.branch is not None and spec.residual_in is None:
             output = iv.branch(state.layer, output, state.x)
         return output
+
     return hook
 
 
@@ -203,10 +208,12 @@ def _ln_hook(final: bool):
         # it keeps (special ones excluded or not). Left on the device: no sync per LayerNorm.
         state.ln_sigma.append((state.layer, x.detach().float().std(dim=-1, unbiased=False)))  # [B, n]
         return None if changed is None else (changed,) + tuple(args[1:])
+
     return hook
 
 
 # --------------------------------------------------------------------------- one pass
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -243,8 +250,14 @@ class Trace:
     final_norm: Tensor | None = None
 
 
-def run(model, inputs: dict, intervention: Intervention | None = None, special: list | None = None,
-        on_layer: Callable | None = None, keep_attentions: bool = True) -> Trace:
+def run(
+    model,
+    inputs: dict,
+    intervention: Intervention | None = None,
+    special: list | None = None,
+    on_layer: Callable | None = None,
+    keep_attentions: bool = True,
+) -> Trace:
     """Forward one tokenised sentence (batch 1) under ``intervention`` and capture a Trace.
 
     Args:
@@ -288,8 +301,15 @@ def run_batch(model, inputs: dict, intervention: Intervention | None = None) -> 
     return _forward(model, inputs, iv, real=None if mask is None else mask.bool())
 
 
-def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None, allowed: Tensor | None = None,
-             on_layer: Callable | None = None, keep: bool = True) -> list[Trace]:
+def _forward(
+    model,
+    inputs: dict,
+    iv: Intervention,
+    real: Tensor | None,
+    allowed: Tensor | None = None,
+    on_layer: Callable | None = None,
+    keep: bool = True,
+) -> list[Trace]:
     """One forward pass of a batch under ``iv``; a Trace per sentence (its first ``real`` tokens);
     ``keep=False``: without the attention (one sentence, no attention map)."""
     state = _Pass(iv, allowed=allowed, on_layer=on_layer)
@@ -304,18 +324,19 @@ def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None, allowed
     if getattr(model, "_smoothviz_final_norm", False) and state.block_out is not None:
         normed = states[-1].float()  # the final norm's output: a row of its own, not layer L
         states[-1] = state.block_out
-    hidden = torch.stack(states, 1).float()   # [B, L+1, n, d]
+    hidden = torch.stack(states, 1).float()  # [B, L+1, n, d]
     if not keep:
         ln = _ln_table(state.ln_sigma, hidden.shape[1] - 1, 1, hidden.shape[2])
-        return [Trace(hidden[0], None, ln[0], kept_heads=iv.kept_heads,
-                      final_norm=None if normed is None else normed[0])]
-    attn = torch.stack(out.attentions, 1).float()        # [B, L, h, n, n]
+        return [
+            Trace(hidden[0], None, ln[0], kept_heads=iv.kept_heads, final_norm=None if normed is None else normed[0])
+        ]
+    attn = torch.stack(out.attentions, 1).float()  # [B, L, h, n, n]
     lengths = [hidden.shape[2]] * hidden.shape[0] if real is None else real.sum(-1).tolist()
     ln = _ln_table(state.ln_sigma, attn.shape[1], hidden.shape[0], hidden.shape[2])  # [B, L, m, n]
     mapping, kept = iv.attention, iv.kept_heads
     # what the values were mixed with, where the attention function changed A itself (AttnScale's A′
     # over the keys each row sees, sliding windows included); else ``mapping`` rebuilds it
-    used = torch.stack(state.mapped, 1).float() if state.mapped else None   # [B, L, h, n, n]
+    used = torch.stack(state.mapped, 1).float() if state.mapped else None  # [B, L, h, n, n]
     traces = []
     for b, m in enumerate(lengths):
         a = attn[b, :, :, :m, :m]
@@ -324,8 +345,17 @@ def _forward(model, inputs: dict, iv: Intervention, real: Tensor | None, allowed
             traces.append(Trace(hidden[b, :, :m], a, ln[b, ..., :m], kept_heads=kept, final_norm=final))
         else:
             applied = mapping(a) if used is None else used[b, :, :, :m, :m]
-            traces.append(Trace(hidden[b, :, :m], applied, ln[b, ..., :m], softmax=a, attention_map=mapping,
-                                kept_heads=kept, final_norm=final))
+            traces.append(
+                Trace(
+                    hidden[b, :, :m],
+                    applied,
+                    ln[b, ..., :m],
+                    softmax=a,
+                    attention_map=mapping,
+                    kept_heads=kept,
+                    final_norm=final,
+                )
+            )
     return traces
 
 

@@ -3,6 +3,7 @@
 A handle is read-only after loading; mitigations read its weights through
 :meth:`Handle.context` and never write to it.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,10 +14,19 @@ from dataclasses import dataclass, field
 import torch
 
 from smoothviz.model import capture, weights
-from smoothviz.model.models import ARCHITECTURES, DEFAULT_MODEL, LAB_MODEL, ArchSpec, ModelError, get_module, load, pick_device
+from smoothviz.model.models import (
+    ARCHITECTURES,
+    DEFAULT_MODEL,
+    LAB_MODEL,
+    ArchSpec,
+    ModelError,
+    get_module,
+    load,
+    pick_device,
+)
 
 MAX_MODELS = int(os.environ.get("SMOOTHVIZ_MAX_MODELS", "4"))  # loaded checkpoints kept in memory
-MAX_LABS = int(os.environ.get("SMOOTHVIZ_MAX_LABS", "8"))      # built lab models
+MAX_LABS = int(os.environ.get("SMOOTHVIZ_MAX_LABS", "8"))  # built lab models
 # …and the bytes their weights may hold together, per kind (a 32×256 lab with MLPs is 100 MB,
 # a 64×1024 one 3.2 GB): the least recently used go first; the newest always stays.
 MAX_MODEL_BYTES = int(float(os.environ.get("SMOOTHVIZ_MODEL_CACHE_MB", "4096")) * 2**20)
@@ -107,34 +117,42 @@ class Handle:
             return self.lab["layernorm"]
         return "post" if self.spec.post_ln else "pre"
 
-    def encode(self, text: str, max_tokens: int | None, notes: list,
-               max_chars: int | None = None) -> tuple[dict, list, list]:
+    def encode(
+        self, text: str, max_tokens: int | None, notes: list, max_chars: int | None = None
+    ) -> tuple[dict, list, list]:
         """Tokenise (truncating with a note) and return ``(model inputs, tokens, special mask)``.
 
         The text is first cut to ``max_chars`` characters (default :data:`MAX_CHARS`), with a note.
         """
         from smoothviz.model.vision import is_vision
+
         if is_vision(self):
-            raise ModelError(f"model '{self.name}' takes images, not text: give it a picture "
-                             "(the main page's image box, --image, or image=…)")
+            raise ModelError(
+                f"model '{self.name}' takes images, not text: give it a picture "
+                "(the main page's image box, --image, or image=…)"
+            )
         limit = MAX_CHARS if max_chars is None else max(1, int(max_chars))
         if len(text) > limit:
-            notes.append(f"The text was cut to its first {limit:,} characters: "
-                         f"{len(text) - limit:,} characters were dropped.")
+            notes.append(
+                f"The text was cut to its first {limit:,} characters: {len(text) - limit:,} characters were dropped."
+            )
             text = text[:limit]
         source = self.embedder or self
         cap = source.max_length if max_tokens is None else min(max_tokens, source.max_length)
         total = len(source.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
-        enc = source.tokenizer(text, truncation=True, max_length=cap, return_tensors="pt",
-                               return_special_tokens_mask=True)
+        enc = source.tokenizer(
+            text, truncation=True, max_length=cap, return_tensors="pt", return_special_tokens_mask=True
+        )
         kept = enc["input_ids"].shape[1]
         if kept == 0:
             raise ModelError("the text gives no tokens for this model: type some words")
         if total > kept:
             notes.append(f"The text was truncated to {kept} tokens: {total - kept} tokens were dropped.")
         marked = special_ids(source.tokenizer)  # added by the tokenizer, or typed in the text ("[SEP]")
-        special = [bool(s) or i in marked for s, i in zip(enc.pop("special_tokens_mask")[0].tolist(),
-                                                          enc["input_ids"][0].tolist())]
+        special = [
+            bool(s) or i in marked
+            for s, i in zip(enc.pop("special_tokens_mask")[0].tolist(), enc["input_ids"][0].tolist())
+        ]
         tokens = source.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
         inputs = {k: v.to(source.device) for k, v in enc.items()}
         if self.embedder is not None:
@@ -147,6 +165,7 @@ class Handle:
         """The tokens this model's tokenizer marks as special (see :func:`special_ids`); for a vision
         model, the tokens before its patches ([CLS], [DIST], [REG1] …)."""
         from smoothviz.model.vision import is_vision, prefix_labels
+
         if is_vision(self):
             return prefix_labels(self.model)
         tokenizer = (self.embedder or self).tokenizer
@@ -165,10 +184,18 @@ class Handle:
                     biases.append(b.detach() if b is not None else torch.zeros(w_o.shape[1], device=w_o.device))
                 residual = True if self.lab is None else bool(self.lab["residual"])
                 self._cache["context"] = ModelContext(
-                    n_layers=self.n_layers, heads=self.heads, causal=self.causal, residual=residual,
-                    w_v=w_v, w_o=w_o, b_o=torch.stack(biases), model_name=self.name,
-                    layernorm=self.layernorm, registry=capture.uses_registry(self.model),
-                    ffn=self.spec.ffn_in is not None and (self.lab is None or bool(self.lab["mlp"])))
+                    n_layers=self.n_layers,
+                    heads=self.heads,
+                    causal=self.causal,
+                    residual=residual,
+                    w_v=w_v,
+                    w_o=w_o,
+                    b_o=torch.stack(biases),
+                    model_name=self.name,
+                    layernorm=self.layernorm,
+                    registry=capture.uses_registry(self.model),
+                    ffn=self.spec.ffn_in is not None and (self.lab is None or bool(self.lab["mlp"])),
+                )
             return self._cache["context"]
 
     def value_eigs(self, w_o: torch.Tensor | None = None) -> torch.Tensor:
@@ -190,6 +217,7 @@ class Handle:
         # shared: Gemma 3 270M's 72 heads of 256×256 took 76 s with 2 threads on a busy 2-core
         # machine, 6 s with one (scoped to this call; threadpoolctl restores the count after).
         from threadpoolctl import threadpool_limits
+
         with threadpool_limits(1):
             return torch.linalg.eigvals(product).cpu()
 
@@ -197,7 +225,9 @@ class Handle:
         """Shi et al.'s s per layer (computed once)."""
         with self._lock:
             if "weight_norm" not in self._cache:
-                self._cache["weight_norm"] = weights.block_weight_norm(self.model, self.spec, self.n_layers).double().cpu()
+                self._cache["weight_norm"] = (
+                    weights.block_weight_norm(self.model, self.spec, self.n_layers).double().cpu()
+                )
             return self._cache["weight_norm"]
 
     def nonfinite_weights(self) -> list[tuple[str, str]]:
@@ -267,6 +297,7 @@ def cached_handles() -> int:
 
 def _lab_config(lab):
     from smoothviz.model.lab import LabConfig
+
     if isinstance(lab, LabConfig):
         return lab
     try:
@@ -279,24 +310,46 @@ def _build(name: str, device: str) -> Handle:
     tokenizer, model, spec = load(name, device)
     config = model.config
     capture.install(model, spec)
-    limits = [getattr(config, "max_position_embeddings", None), getattr(config, "n_positions", None),
-              getattr(tokenizer, "model_max_length", None)]
+    limits = [
+        getattr(config, "max_position_embeddings", None),
+        getattr(config, "n_positions", None),
+        getattr(tokenizer, "model_max_length", None),
+    ]
     max_length = min([x for x in limits if isinstance(x, int) and 0 < x < 100_000] or [512])
-    return Handle(name=name, device=device, tokenizer=tokenizer, model=model, spec=spec,
-                  n_layers=config.num_hidden_layers, heads=config.num_attention_heads, max_length=max_length,
-                  nbytes=_weight_bytes(model))
+    return Handle(
+        name=name,
+        device=device,
+        tokenizer=tokenizer,
+        model=model,
+        spec=spec,
+        n_layers=config.num_hidden_layers,
+        heads=config.num_attention_heads,
+        max_length=max_length,
+        nbytes=_weight_bytes(model),
+    )
 
 
 def _build_lab(config, device: str) -> Handle:
     from smoothviz.model.lab import LabModel
+
     base = get_handle(DEFAULT_MODEL, device)
     d_in = base.model.config.hidden_size
     model = LabModel(config, d_in).to(device).eval()
     spec = ARCHITECTURES["lab"]
     capture.install(model, spec)
-    return Handle(name=LAB_MODEL, device=device, tokenizer=base.tokenizer, model=model, spec=spec,
-                  n_layers=config.depth, heads=config.heads, max_length=base.max_length,
-                  lab=config.to_dict(), embedder=base, nbytes=_weight_bytes(model))
+    return Handle(
+        name=LAB_MODEL,
+        device=device,
+        tokenizer=base.tokenizer,
+        model=model,
+        spec=spec,
+        n_layers=config.depth,
+        heads=config.heads,
+        max_length=base.max_length,
+        lab=config.to_dict(),
+        embedder=base,
+        nbytes=_weight_bytes(model),
+    )
 
 
 def _weight_bytes(model: torch.nn.Module) -> int:

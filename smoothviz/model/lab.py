@@ -16,6 +16,7 @@ at depth 64 and width 1024), far from float32's limit; no rescaling is done insi
 With zero biases and no MLP, ``ln_sign="negative"`` under post-LN only flips the sign of every
 hidden state (attention logits are quadratic), so the metrics equal the positive sign's.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,20 +29,25 @@ from torch import nn
 # Numeric keys -> inclusive (min, max); string and bool keys -> allowed values. A UI builds its
 # sliders and select boxes from these two tables, and __post_init__ validates against them.
 LIMITS: dict[str, tuple[float, float]] = {
-    "depth": (1, 64), "width": (8, 1024), "heads": (1, 16),
-    "temperature": (0.05, 20.0), "seed": (0, 2**31 - 1),
+    "depth": (1, 64),
+    "width": (8, 1024),
+    "heads": (1, 16),
+    "temperature": (0.05, 20.0),
+    "seed": (0, 2**31 - 1),
 }
 CHOICES: dict[str, tuple] = {
-    "residual": (True, False), "layernorm": ("none", "pre", "post"),
-    "ln_sign": ("positive", "negative"), "mlp": (False, True),
+    "residual": (True, False),
+    "layernorm": ("none", "pre", "post"),
+    "ln_sign": ("positive", "negative"),
+    "mlp": (False, True),
     "value_spectrum": ("random", "positive", "negative"),
 }
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
-QK_GAIN = 1.0    # q, k weight std = QK_GAIN / sqrt(width): attention logits of std ~1 at layer 0
-VO_GAIN = 0.7    # v, o weight std = VO_GAIN / sqrt(width) for value_spectrum="random"
-PSI_STD = 0.5    # psi ~ N(0, PSI_STD^2) for the positive/negative value spectra
-MLP_GAIN = 0.5   # MLP weight std = MLP_GAIN / sqrt(fan_in): a modest update per block
+QK_GAIN = 1.0  # q, k weight std = QK_GAIN / sqrt(width): attention logits of std ~1 at layer 0
+VO_GAIN = 0.7  # v, o weight std = VO_GAIN / sqrt(width) for value_spectrum="random"
+PSI_STD = 0.5  # psi ~ N(0, PSI_STD^2) for the positive/negative value spectra
+MLP_GAIN = 0.5  # MLP weight std = MLP_GAIN / sqrt(fan_in): a modest update per block
 
 
 @dataclass(frozen=True)
@@ -177,8 +183,11 @@ class LabBlock(nn.Module):
         self.attn = LabAttention(w, config.heads, config.temperature)
         norm = (lambda: nn.Identity()) if config.layernorm == "none" else (lambda: nn.LayerNorm(w))
         self.ln1, self.ln2 = norm(), norm()
-        self.mlp = nn.Sequential(nn.utils.skip_init(nn.Linear, w, 4 * w), nn.GELU(),
-                                 nn.utils.skip_init(nn.Linear, 4 * w, w)) if config.mlp else None
+        self.mlp = (
+            nn.Sequential(nn.utils.skip_init(nn.Linear, w, 4 * w), nn.GELU(), nn.utils.skip_init(nn.Linear, 4 * w, w))
+            if config.mlp
+            else None
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [b, n, width] -> (x_out [b, n, width], attn [b, heads, n, n])``."""
@@ -209,8 +218,9 @@ class LabModel(nn.Module):
         super().__init__()
         self.lab_config = config
         # The attribute names Hugging Face configs use, so generic code can read the lab too.
-        self.config = SimpleNamespace(model_type="lab", num_hidden_layers=config.depth,
-                                      num_attention_heads=config.heads, hidden_size=config.width)
+        self.config = SimpleNamespace(
+            model_type="lab", num_hidden_layers=config.depth, num_attention_heads=config.heads, hidden_size=config.width
+        )
         gen = torch.Generator().manual_seed(config.seed)
         self.proj = LabProjection(d_in, config.width, gen)
         self.layers = nn.ModuleList(LabBlock(config) for _ in range(config.depth))
@@ -220,8 +230,13 @@ class LabModel(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, inputs_embeds: torch.Tensor, output_hidden_states: bool = True,
-                output_attentions: bool = True, attention_mask: torch.Tensor | None = None) -> LabOutput:
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        output_hidden_states: bool = True,
+        output_attentions: bool = True,
+        attention_mask: torch.Tensor | None = None,
+    ) -> LabOutput:
         """``inputs_embeds [1, n, d_in]`` -> :class:`LabOutput` of all hidden states and attentions.
 
         The ``output_*`` flags are accepted for Hugging Face-style callers; both are always returned.

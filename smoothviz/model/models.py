@@ -8,10 +8,11 @@ and the feed-forward input live. A family missing from the table gets the first 
 paths all exist in the loaded model (:func:`derive_spec`), so a new decoder costs a line of data
 or nothing.
 """
+
 from __future__ import annotations
 
-import os
 import hashlib
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,47 +72,120 @@ class ArchSpec:
     residual_in: str | None = None
 
 
-_BERT = ArchSpec("encoder.layer", "attention.self.value", "attention.output.dense",
-                 ("attention.output.LayerNorm", "output.LayerNorm"), ffn_in="intermediate")
+_BERT = ArchSpec(
+    "encoder.layer",
+    "attention.self.value",
+    "attention.output.dense",
+    ("attention.output.LayerNorm", "output.LayerNorm"),
+    ffn_in="intermediate",
+)
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "bert": _BERT,
     "roberta": _BERT,
     "xlm-roberta": _BERT,
     "electra": _BERT,
-    "distilbert": ArchSpec("transformer.layer", "attention.v_lin", "attention.out_lin",
-                           ("sa_layer_norm", "output_layer_norm"), ffn_in="ffn"),
-    "albert": ArchSpec("encoder.albert_layer_groups.0.albert_layers", "attention.value",
-                       "attention.dense", ("attention.LayerNorm", "full_layer_layer_norm"), ffn_in="ffn"),
-    "mpnet": ArchSpec("encoder.layer", "attention.attn.v", "attention.attn.o",
-                      ("attention.LayerNorm", "output.LayerNorm"), ffn_in="intermediate"),
-    "gpt2": ArchSpec("h", "attn.c_attn", "attn.c_proj", ("ln_1", "ln_2"),
-                     value_part=2, conv1d=True, causal=True, post_ln=False, ffn_in="mlp", final_norm="ln_f"),
+    "distilbert": ArchSpec(
+        "transformer.layer",
+        "attention.v_lin",
+        "attention.out_lin",
+        ("sa_layer_norm", "output_layer_norm"),
+        ffn_in="ffn",
+    ),
+    "albert": ArchSpec(
+        "encoder.albert_layer_groups.0.albert_layers",
+        "attention.value",
+        "attention.dense",
+        ("attention.LayerNorm", "full_layer_layer_norm"),
+        ffn_in="ffn",
+    ),
+    "mpnet": ArchSpec(
+        "encoder.layer",
+        "attention.attn.v",
+        "attention.attn.o",
+        ("attention.LayerNorm", "output.LayerNorm"),
+        ffn_in="intermediate",
+    ),
+    "gpt2": ArchSpec(
+        "h",
+        "attn.c_attn",
+        "attn.c_proj",
+        ("ln_1", "ln_2"),
+        value_part=2,
+        conv1d=True,
+        causal=True,
+        post_ln=False,
+        ffn_in="mlp",
+        final_norm="ln_f",
+    ),
     "lab": ArchSpec("layers", "attn.v", "attn.o", ("ln1", "ln2"), ffn_in="mlp"),  # mlp is None without one
 }
 
 # Pre-norm decoders (RMSNorm before each sub-layer, a final norm): Llama and its descendants.
-_DECODER = ArchSpec("layers", "self_attn.v_proj", "self_attn.o_proj", ("input_layernorm", "post_attention_layernorm"),
-                    causal=True, post_ln=False, ffn_in="mlp", final_norm="norm")
+_DECODER = ArchSpec(
+    "layers",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    ("input_layernorm", "post_attention_layernorm"),
+    causal=True,
+    post_ln=False,
+    ffn_in="mlp",
+    final_norm="norm",
+)
 # Gemma 2/3 wrap each sub-layer in two norms (before it, and on its output before the residual).
-_SANDWICH = replace(_DECODER, layernorms=("input_layernorm", "post_attention_layernorm",
-                                          "pre_feedforward_layernorm", "post_feedforward_layernorm"),
-                    residual_in="post_attention_layernorm")
+_SANDWICH = replace(
+    _DECODER,
+    layernorms=(
+        "input_layernorm",
+        "post_attention_layernorm",
+        "pre_feedforward_layernorm",
+        "post_feedforward_layernorm",
+    ),
+    residual_in="post_attention_layernorm",
+)
 _FUSED_QKV = replace(_DECODER, value="self_attn.qkv_proj", value_part=2)  # Phi-3
-ARCHITECTURES.update({
-    "llama": _DECODER, "mistral": _DECODER, "qwen2": _DECODER, "qwen3": _DECODER, "gemma": _DECODER,
-    "gemma2": _SANDWICH, "gemma3_text": _SANDWICH, "gemma3": _SANDWICH,
-    "phi3": _FUSED_QKV,
-})
+ARCHITECTURES.update(
+    {
+        "llama": _DECODER,
+        "mistral": _DECODER,
+        "qwen2": _DECODER,
+        "qwen3": _DECODER,
+        "gemma": _DECODER,
+        "gemma2": _SANDWICH,
+        "gemma3_text": _SANDWICH,
+        "gemma3": _SANDWICH,
+        "phi3": _FUSED_QKV,
+    }
+)
 # Vision transformers (pre-LN, no final-norm row: transformers' last hidden state there is the
 # last block's output, its norm only feeds the pooler). DINOv2 scales the attention branch
 # (layer_scale1) before the residual adds it. Their input is an image (smoothviz.model.vision).
-_VIT = ArchSpec("layers", "attention.v_proj", "attention.o_proj", ("layernorm_before", "layernorm_after"),
-                post_ln=False, ffn_in="mlp")
-_DINOV2 = ArchSpec("encoder.layer", "attention.v_proj", "attention.o_proj", ("norm1", "norm2"),
-                   post_ln=False, ffn_in="mlp", residual_in="layer_scale1")
-VISION = {"vit": _VIT, "deit": _VIT, "vit_msn": _VIT, "ijepa": _VIT, "dinov2": _DINOV2,
-          "dinov2_with_registers": _DINOV2, "dinov3_vit": replace(_DINOV2, layers="model.layer")}
+_VIT = ArchSpec(
+    "layers",
+    "attention.v_proj",
+    "attention.o_proj",
+    ("layernorm_before", "layernorm_after"),
+    post_ln=False,
+    ffn_in="mlp",
+)
+_DINOV2 = ArchSpec(
+    "encoder.layer",
+    "attention.v_proj",
+    "attention.o_proj",
+    ("norm1", "norm2"),
+    post_ln=False,
+    ffn_in="mlp",
+    residual_in="layer_scale1",
+)
+VISION = {
+    "vit": _VIT,
+    "deit": _VIT,
+    "vit_msn": _VIT,
+    "ijepa": _VIT,
+    "dinov2": _DINOV2,
+    "dinov2_with_registers": _DINOV2,
+    "dinov3_vit": replace(_DINOV2, layers="model.layer"),
+}
 ARCHITECTURES.update(VISION)
 # Tried in order on a family the table lacks: the first whose paths all exist in the model.
 CANDIDATES = (_SANDWICH, _DECODER, _FUSED_QKV)
@@ -175,12 +249,14 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
     if _is_model_dir(target):
         return target
     from transformers import AutoModel, AutoTokenizer
+
     _check_gguf_family(gguf)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model, info = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                output_loading_info=True)
-    except Exception as err:  # noqa: BLE001 - gguf/transformers raise many kinds; we need one message
+        model, info = AutoModel.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True
+        )
+    except Exception as err:
         raise ModelError(f"cannot load GGUF file '{gguf.name}': {_first_line(err)}") from err
     _refuse_missing(f"GGUF file '{gguf.name}'", info)
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
@@ -188,6 +264,7 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
     # transformers refuses save_pretrained on a GGUF-loaded model; its weights are plain float32
     # tensors by now, so they are written directly, and the config without the GGUF quantisation.
     from safetensors.torch import save_model
+
     save_model(model, str(partial / "model.safetensors"), metadata={"format": "pt"})
     config = model.config
     if hasattr(config, "quantization_config"):
@@ -199,6 +276,7 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
         partial.rename(target)
     except OSError:  # another process finished first: use its copy
         import shutil
+
         shutil.rmtree(partial, ignore_errors=True)
     return target
 
@@ -215,12 +293,13 @@ def _check_gguf_family(gguf: Path) -> None:
     """
     from transformers import AutoConfig, AutoModel
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
     with gguf.open("rb") as f:
         if f.read(4) != b"GGUF":
             raise ModelError(f"'{gguf.name}' is not a GGUF file: it does not start with GGUF's magic bytes")
     try:
         meta = dict(load_gguf_checkpoint(str(gguf), return_tensors=False)["config"])
-    except Exception as err:  # noqa: BLE001 - gguf/transformers raise many kinds; we need one message
+    except Exception as err:
         raise ModelError(f"cannot load GGUF file '{gguf.name}': {_first_line(err)}") from err
     kind = meta.pop("model_type", None)
     if kind in ARCHITECTURES:
@@ -228,7 +307,7 @@ def _check_gguf_family(gguf: Path) -> None:
     try:
         with torch.device("meta"):
             skeleton = AutoModel.from_config(AutoConfig.for_model(kind, **meta))
-    except Exception:  # noqa: BLE001 - no base model in transformers for this type
+    except Exception:
         skeleton = None
     if skeleton is None or derive_spec(skeleton) is None:
         raise ModelError(f"GGUF file '{gguf.name}': {unsupported(kind)}")
@@ -241,15 +320,18 @@ def _refuse_missing(what: str, info: dict) -> None:
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("pooler."))
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise ModelError(f"{what} lacks {len(missing)} weight(s) that transformers would fill at random "
-                         f"({shown}): SmoothViz does not analyse a partly random model")
+        raise ModelError(
+            f"{what} lacks {len(missing)} weight(s) that transformers would fill at random "
+            f"({shown}): SmoothViz does not analyse a partly random model"
+        )
 
 
 def unsupported(model_type) -> str:
     """The one message for a model type SmoothViz cannot analyse, naming what it can."""
     supported = ", ".join(sorted(k for k in ARCHITECTURES if k != "lab"))
-    return (f"model type '{model_type}' is not supported (supported: {supported}, "
-            "and decoders built like Llama or Gemma)")
+    return (
+        f"model type '{model_type}' is not supported (supported: {supported}, and decoders built like Llama or Gemma)"
+    )
 
 
 def _keep_tokenizer_as_built(folder: Path) -> None:
@@ -261,6 +343,7 @@ def _keep_tokenizer_as_built(folder: Path) -> None:
     ``TokenizersBackend`` reads ``tokenizer.json`` as it is.
     """
     import json
+
     path = folder / "tokenizer_config.json"
     if not (folder / "tokenizer.json").is_file() or not path.is_file():
         return
@@ -276,9 +359,11 @@ def _load_tokenizer(source: str, local: bool, **kwargs):
     import json
 
     from transformers import AutoTokenizer
+
     config = Path(source) / "tokenizer_config.json"
     if local and config.is_file() and json.loads(config.read_text()).get("tokenizer_class") == "TokenizersBackend":
         from transformers import TokenizersBackend
+
         return TokenizersBackend.from_pretrained(source, **kwargs)
     return AutoTokenizer.from_pretrained(source, **kwargs)
 
@@ -298,8 +383,9 @@ def resolve(name: str) -> tuple[str, bool]:
     """
     name = (name or "").strip()
     if not name:
-        raise ModelError("no model given: use 'default', 'gemma-3-270m', 'lab', a Hugging Face id, "
-                         "a local directory or a .gguf file")
+        raise ModelError(
+            "no model given: use 'default', 'gemma-3-270m', 'lab', a Hugging Face id, a local directory or a .gguf file"
+        )
     if name == DEFAULT_MODEL:
         return str(default_model_path()), True
     if name == GEMMA_MODEL:
@@ -332,6 +418,7 @@ def _hub_reachable() -> bool:
     would retry for half a minute before giving up."""
     import socket
     from urllib.parse import urlparse
+
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     try:
         socket.getaddrinfo(host, 443)
@@ -375,16 +462,18 @@ def load(name: str, device: str):
     kwargs = dict(trust_remote_code=False, local_files_only=True)
     try:  # a local folder, or a hub id already in the cache: no network at all
         config = AutoConfig.from_pretrained(source, **kwargs)
-    except Exception as err:  # noqa: BLE001 - transformers raises many kinds; we need one message
+    except Exception as err:
         if local or _hub_offline():
             raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
         if not _hub_reachable():
-            raise ModelError(f"cannot load model '{name}': it is not in the local cache and the "
-                             "Hugging Face hub cannot be reached (no network?)") from None
+            raise ModelError(
+                f"cannot load model '{name}': it is not in the local cache and the "
+                "Hugging Face hub cannot be reached (no network?)"
+            ) from None
         kwargs["local_files_only"] = False
         try:
             config = AutoConfig.from_pretrained(source, **kwargs)
-        except Exception as err2:  # noqa: BLE001
+        except Exception as err2:
             raise ModelError(f"cannot load model '{name}': {_first_line(err2)}") from err2
     spec = ARCHITECTURES.get(config.model_type)
     try:
@@ -392,18 +481,22 @@ def load(name: str, device: str):
     except KeyError:
         raise ModelError(f"model type '{config.model_type}' has no base model in transformers") from None
     if spec is None and getattr(model_class, "main_input_name", None) == "pixel_values":  # BEiT, Swin, ViT-MAE…
-        raise ModelError(f"model type '{config.model_type}' takes images, but SmoothViz analyses only the vision "
-                         f"families {', '.join(sorted(VISION))}")
+        raise ModelError(
+            f"model type '{config.model_type}' takes images, but SmoothViz analyses only the vision "
+            f"families {', '.join(sorted(VISION))}"
+        )
     attn = register() if getattr(model_class, "_supports_attention_backend", False) else "eager"
     try:
         if config.model_type in VISION:  # an image model: its image processor stands where a tokenizer would
             from transformers import AutoImageProcessor
+
             tokenizer = AutoImageProcessor.from_pretrained(source, **kwargs)
         else:
             tokenizer = _load_tokenizer(source, local, **kwargs)
-        model, info = AutoModel.from_pretrained(source, config=config, attn_implementation=attn,
-                                                use_safetensors=True, output_loading_info=True, **kwargs)
-    except Exception as err:  # noqa: BLE001
+        model, info = AutoModel.from_pretrained(
+            source, config=config, attn_implementation=attn, use_safetensors=True, output_loading_info=True, **kwargs
+        )
+    except Exception as err:
         raise ModelError(f"cannot load model '{name}': {_first_line(err)}") from err
     _refuse_missing(f"model '{name}'", info)
     spec = spec or derive_spec(model)
@@ -421,6 +514,7 @@ def quiet_hub_logging() -> None:
     import logging
 
     from transformers.utils import logging as hf_logging
+
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)

@@ -8,6 +8,7 @@ raster order (row by row). Everything after :func:`encode` is the sentence's pat
 capture, graphs and metrics. :class:`ImageInfo` keeps what the picture-only views need: the
 pixels the model saw (the processor's output, un-normalised) and the patch grid.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -20,8 +21,8 @@ import torch
 
 from smoothviz.model.models import VISION
 
-MAX_IMAGE_BYTES = 20 * 2**20     # an upload or file larger than this is refused before decoding
-MAX_IMAGE_PIXELS = 40_000_000    # …and a decoded size larger than this (a "decompression bomb")
+MAX_IMAGE_BYTES = 20 * 2**20  # an upload or file larger than this is refused before decoding
+MAX_IMAGE_PIXELS = 40_000_000  # …and a decoded size larger than this (a "decompression bomb")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -60,18 +61,26 @@ class ImageInfo:
 
     def to_json(self) -> dict:
         """What ``analyze --json`` says about the picture."""
-        return {"name": self.name, "grid": list(self.grid), "patch_size": self.patch,
-                "size": [int(self.pixels.shape[0]), int(self.pixels.shape[1])], "prefix_tokens": self.prefix}
+        return {
+            "name": self.name,
+            "grid": list(self.grid),
+            "patch_size": self.patch,
+            "size": [int(self.pixels.shape[0]), int(self.pixels.shape[1])],
+            "prefix_tokens": self.prefix,
+        }
 
 
 # Mitigations that cannot act on an image model, with the reason (every other one applies as on text).
-REFUSED = {"fusion-gate": "its gate is learned from labelled sentences (`smoothviz fit-gate` reads text), so no "
-                          "gate exists for an image model; use fusion-mean, fusion-max or fusion-concat"}
+REFUSED = {
+    "fusion-gate": "its gate is learned from labelled sentences (`smoothviz fit-gate` reads text), so no "
+    "gate exists for an image model; use fusion-mean, fusion-max or fusion-concat"
+}
 
 
 def check_mitigation(mitigation) -> None:
     """Refuse, up front and in one line, a mitigation that cannot act on an image model."""
     from smoothviz.mitigations import MitigationError
+
     name = getattr(mitigation, "name", mitigation)
     if name in REFUSED:
         raise MitigationError(f"{name} cannot apply to a vision model: {REFUSED[name]}")
@@ -89,6 +98,7 @@ def takes_images(name: str) -> bool:
     from transformers import AutoConfig
 
     from smoothviz.model.models import EMBEDDED, LAB_MODEL, _hub_offline, _hub_reachable
+
     name = (name or "").strip()
     if not name or name in EMBEDDED or name == LAB_MODEL or name.lower().endswith(".gguf"):
         return False
@@ -99,7 +109,7 @@ def takes_images(name: str) -> bool:
             return False
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=offline, trust_remote_code=False)
-        except Exception:  # noqa: BLE001 - not found, not a model: try the hub, then give up
+        except Exception:
             continue
         return config.model_type in VISION
     return False
@@ -130,11 +140,14 @@ def load_image(source, name: str | None = None):
             :data:`MAX_IMAGE_PIXELS`).
     """
     from PIL import Image, UnidentifiedImageError
+
     if isinstance(source, Image.Image):
         image, name = source, name or "image"
         if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise ImageError(f"'{name}' is {image.width}×{image.height} pixels: images up to "
-                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted")
+            raise ImageError(
+                f"'{name}' is {image.width}×{image.height} pixels: images up to "
+                f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted"
+            )
     else:
         if isinstance(source, (bytes, bytearray, memoryview)):
             data, name = bytes(source), name or "upload"
@@ -143,25 +156,32 @@ def load_image(source, name: str | None = None):
             if not path.is_file():
                 raise ImageError(f"'{source}' is not an image file (no such file)")
             if path.stat().st_size > MAX_IMAGE_BYTES:
-                raise ImageError(f"'{path.name}' is {path.stat().st_size / 2**20:.0f} MB: images up to "
-                                 f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
+                raise ImageError(
+                    f"'{path.name}' is {path.stat().st_size / 2**20:.0f} MB: images up to "
+                    f"{MAX_IMAGE_BYTES // 2**20} MB are accepted"
+                )
             data, name = path.read_bytes(), name or path.name
         else:
             raise ImageError(f"an image must be a path, bytes or a PIL image, got {type(source).__name__}")
         if len(data) > MAX_IMAGE_BYTES:
-            raise ImageError(f"'{name}' is {len(data) / 2**20:.0f} MB: images up to {MAX_IMAGE_BYTES // 2**20} MB "
-                             "are accepted")
+            raise ImageError(
+                f"'{name}' is {len(data) / 2**20:.0f} MB: images up to {MAX_IMAGE_BYTES // 2**20} MB are accepted"
+            )
         try:
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ImageError(f"'{name}' is {image.width}×{image.height} pixels: images up to "
-                                 f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted")
+                raise ImageError(
+                    f"'{name}' is {image.width}×{image.height} pixels: images up to "
+                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted"
+                )
             image.load()
         except ImageError:
             raise
         except Image.DecompressionBombError:  # PIL's own guard, past twice its limit: too large, not broken
-            raise ImageError(f"'{name}' has too many pixels to decode: images up to "
-                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted") from None
+            raise ImageError(
+                f"'{name}' has too many pixels to decode: images up to "
+                f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
             raise ImageError(f"'{name}' is not an image SmoothViz can read ({type(err).__name__})") from None
     if image.width < 1 or image.height < 1:
@@ -180,9 +200,10 @@ def to_rgb(image):
       no convention).
     """
     from PIL import Image, ImageOps
+
     try:
         image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the stored orientation
+    except Exception:
         pass
     if image.mode.startswith("I;16"):
         array = np.asarray(image, dtype=np.float64) * (255 / 65535)
@@ -210,16 +231,20 @@ def encode(handle, source, notes: list, name: str | None = None) -> tuple[dict, 
         ImageError: not an image, or a model that takes text.
     """
     if not is_vision(handle):
-        raise ImageError(f"model '{handle.name}' takes text, not images: choose a vision model "
-                         f"({', '.join(sorted(VISION))}) or type a sentence")
+        raise ImageError(
+            f"model '{handle.name}' takes text, not images: choose a vision model "
+            f"({', '.join(sorted(VISION))}) or type a sentence"
+        )
     if isinstance(source, tuple) and len(source) == 2:  # (path or bytes, name to show)
         source, name = source
     image, name = load_image(source, name)
     config = handle.model.config
     try:
         pixel_values = handle.tokenizer(images=image, return_tensors="pt")["pixel_values"]
-    except Exception as err:  # noqa: BLE001 - processors raise many kinds; the user needs one line
-        raise ImageError(f"the model's image processor cannot prepare '{name}': {str(err).splitlines()[0][:200]}") from None
+    except Exception as err:
+        raise ImageError(
+            f"the model's image processor cannot prepare '{name}': {str(err).splitlines()[0][:200]}"
+        ) from None
     size = tuple(pixel_values.shape[-2:])
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
     grid = (size[0] // patch, size[1] // patch)
@@ -231,13 +256,16 @@ def encode(handle, source, notes: list, name: str | None = None) -> tuple[dict, 
     # always does, and DINOv3's rotary positions need nothing
     if tuple(built) != size and "interpolate_pos_encoding" in inspect.signature(handle.model.forward).parameters:
         inputs["interpolate_pos_encoding"] = True
-        notes.append(f"The prepared image is {size[0]}×{size[1]} pixels, not the {built[0]}×{built[1]} the model was "
-                     "built for: its position embeddings are interpolated (transformers' interpolate_pos_encoding).")
+        notes.append(
+            f"The prepared image is {size[0]}×{size[1]} pixels, not the {built[0]}×{built[1]} the model was "
+            "built for: its position embeddings are interpolated (transformers' interpolate_pos_encoding)."
+        )
     prefix = prefix_labels(handle.model)
     tokens = prefix + [f"p{r},{c}" for r in range(grid[0]) for c in range(grid[1])]
     special = [True] * len(prefix) + [False] * (grid[0] * grid[1])
-    info = ImageInfo(name=name, pixels=_pixels(handle.tokenizer, pixel_values[0]), grid=grid, patch=patch,
-                     prefix=len(prefix))
+    info = ImageInfo(
+        name=name, pixels=_pixels(handle.tokenizer, pixel_values[0]), grid=grid, patch=patch, prefix=len(prefix)
+    )
     return inputs, tokens, special, info
 
 

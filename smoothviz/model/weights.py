@@ -4,17 +4,20 @@ per-head product W_O^h W_V^h (docs/SCIENCE.md §3.4), and Shi et al.'s weight no
 Every read goes through the model's :class:`~smoothviz.model.models.ArchSpec`, so architectures differ in
 data only.
 """
+
 from __future__ import annotations
 
 import torch
 
-from smoothviz.science.linalg import singular_values
 from smoothviz.model.models import ArchSpec, get_module
+from smoothviz.science.linalg import singular_values
 
 Tensor = torch.Tensor
 
-def value_output_weights(model, spec: ArchSpec, n_layers: int, heads: int | None = None,
-                         kv_heads: int | None = None) -> tuple[Tensor, Tensor]:
+
+def value_output_weights(
+    model, spec: ArchSpec, n_layers: int, heads: int | None = None, kv_heads: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Per-layer value and output projection weights in nn.Linear layout, one value block per
     query head.
 
@@ -70,7 +73,6 @@ def block_weight_norm(model, spec: ArchSpec, n_layers: int) -> Tensor:
     out = []
     for layer in range(n_layers):
         block = blocks[layer % len(blocks)]
-        mats = [p.detach().double().cpu() for name, p in block.named_parameters()
-                if p.dim() == 2 and "weight" in name]
+        mats = [p.detach().double().cpu() for name, p in block.named_parameters() if p.dim() == 2 and "weight" in name]
         out.append(max(singular_values(m)[0] for m in mats) if mats else torch.tensor(0.0, dtype=torch.float64))
     return torch.stack(out)

@@ -5,6 +5,7 @@ Every frame has the same traces in the same order, the same axes and the same co
 nothing jumps between frames: only the data changes. Frames are plotly figures rendered by
 kaleido with a system Chrome/Chromium, encoded by Pillow (GIF) or imageio-ffmpeg (MP4).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,14 +24,14 @@ from smoothviz.outputs.figures import RUN_COLOURS, escape
 from smoothviz.science.graph import to_networkx
 from smoothviz.science.metrics import HEADLINE
 
-VIEWS = ("heatmap", "graph", "trajectory")       # what a frame can show, one row each
+VIEWS = ("heatmap", "graph", "trajectory")  # what a frame can show, one row each
 FORMATS = (".gif", ".mp4")
-WIDTH = 1280                                      # px; heights and width are multiples of 16 (H.264 blocks)
+WIDTH = 1280  # px; heights and width are multiples of 16 (H.264 blocks)
 ROW_HEIGHT, TITLE_HEIGHT = 432, 112
 MAX_BYTES = 10 * 1024 * 1024
 TOP_K = 3
-MAX_FRAME_HEATMAP = 96                            # cells per side of a frame's heatmap: pooled above this
-FRAME_MS, LAST_MS = 1000, 2500                    # GIF frame durations (the last frame is held)
+MAX_FRAME_HEATMAP = 96  # cells per side of a frame's heatmap: pooled above this
+FRAME_MS, LAST_MS = 1000, 2500  # GIF frame durations (the last frame is held)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ def frame_title(analysis, frame: Frame) -> str:
     runs = " · ".join(
         f"<span style='color:{RUN_COLOURS[k]}'>{escape(figures.run_name(analysis, k))}</span>: "
         + ", ".join(f"{m} {_fmt(_row(run, frame.layer).get(m))}" for m in HEADLINE)
-        for k, run in analysis.runs().items())
+        for k, run in analysis.runs().items()
+    )
     return f"<b>{where}</b><br>{runs}"
 
 
@@ -99,9 +101,17 @@ def _heatmap(analysis, run, layer, first: bool) -> list:
     z, _, f = figures._pool(_similarity(analysis, run, layer), analysis.labels, MAX_FRAME_HEATMAP)
     z = np.round(z, 3)
     where = "tokens %{y} · %{x}" if f == 1 else f"blocks of {f} tokens %{{y}} · %{{x}}"
-    return [go.Heatmap(z=z, zmin=-1, zmax=1, colorscale="RdBu_r", showscale=first,
-                       colorbar=dict(title="cos", thickness=12, len=0.25, y=1, yanchor="top"),
-                       hovertemplate=where + ": cos %{z:.3f}<extra></extra>")]
+    return [
+        go.Heatmap(
+            z=z,
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu_r",
+            showscale=first,
+            colorbar=dict(title="cos", thickness=12, len=0.25, y=1, yanchor="top"),
+            hovertemplate=where + ": cos %{z:.3f}<extra></extra>",
+        )
+    ]
 
 
 def _circle(n: int) -> np.ndarray:
@@ -114,7 +124,7 @@ def _graph(analysis, run, layer, colour_range: float) -> list:
     labels = analysis.labels
     pos = _circle(len(labels))
     L = analysis.n_layers
-    g = L if layer is None else layer           # the fused output is measured on the last layer's graph
+    g = L if layer is None else layer  # the fused output is measured on the last layer's graph
     xs, ys, colour = [], [], np.zeros(len(labels))
     if g >= 1:
         G = to_networkx(run.layer_graph[g - 1], labels, top_k=TOP_K)
@@ -123,20 +133,40 @@ def _graph(analysis, run, layer, colour_range: float) -> list:
             ys += [pos[i, 1], pos[j, 1], None]
         colour = np.asarray(run.fiedler[g - 1], dtype=np.float64)
     note = "" if g >= 1 else "embeddings: no attention yet"
-    return [go.Scatter(x=xs or [None], y=ys or [None], mode="lines", hoverinfo="skip", showlegend=False,
-                       line=dict(color="rgba(90,90,90,0.45)", width=1.2)),
-            go.Scatter(x=pos[:, 0], y=pos[:, 1], mode="markers+text", showlegend=False,
-                       text=[escape(t) for t in labels] if len(labels) <= 40 else None,
-                       textposition="top center", textfont=dict(size=10),
-                       marker=dict(size=11, color=np.round(colour, 4), colorscale="PuOr", cmin=-colour_range,
-                                   cmax=colour_range, line=dict(color="black", width=0.5)),
-                       hovertemplate="%{text}<extra></extra>"),
-            go.Scatter(x=[0], y=[0], mode="text", text=[note], showlegend=False, hoverinfo="skip")]
+    return [
+        go.Scatter(
+            x=xs or [None],
+            y=ys or [None],
+            mode="lines",
+            hoverinfo="skip",
+            showlegend=False,
+            line=dict(color="rgba(90,90,90,0.45)", width=1.2),
+        ),
+        go.Scatter(
+            x=pos[:, 0],
+            y=pos[:, 1],
+            mode="markers+text",
+            showlegend=False,
+            text=[escape(t) for t in labels] if len(labels) <= 40 else None,
+            textposition="top center",
+            textfont=dict(size=10),
+            marker=dict(
+                size=11,
+                color=np.round(colour, 4),
+                colorscale="PuOr",
+                cmin=-colour_range,
+                cmax=colour_range,
+                line=dict(color="black", width=0.5),
+            ),
+            hovertemplate="%{text}<extra></extra>",
+        ),
+        go.Scatter(x=[0], y=[0], mode="text", text=[note], showlegend=False, hoverinfo="skip"),
+    ]
 
 
 def _trajectory(analysis, r: int, key: str, layer) -> list:
     """Every token's path up to this layer (grey) and where it is now (the run's colour)."""
-    coords = analysis.projection[r]                          # [L+1, n, 2]
+    coords = analysis.projection[r]  # [L+1, n, 2]
     fused = getattr(analysis, "fused_projection", None)
     if layer is None and key == "mitigated" and fused is not None:  # the fused frame: after layer L, the fused output
         coords = np.concatenate([coords, np.asarray(fused)[None]])
@@ -144,11 +174,25 @@ def _trajectory(analysis, r: int, key: str, layer) -> list:
     path = np.concatenate([coords[: l + 1].transpose(1, 0, 2), np.full((coords.shape[1], 1, 2), np.nan)], axis=1)
     path = np.round(path.reshape(-1, 2), 3)
     now = np.round(coords[l], 3)
-    return [go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", hoverinfo="skip", showlegend=False,
-                       line=dict(color="rgba(120,120,120,0.35)", width=1)),
-            go.Scatter(x=now[:, 0], y=now[:, 1], mode="markers", showlegend=False,
-                       text=[escape(t) for t in analysis.labels], hovertemplate="%{text}<extra></extra>",
-                       marker=dict(size=8, color=RUN_COLOURS[key], line=dict(color="white", width=0.5)))]
+    return [
+        go.Scatter(
+            x=path[:, 0],
+            y=path[:, 1],
+            mode="lines",
+            hoverinfo="skip",
+            showlegend=False,
+            line=dict(color="rgba(120,120,120,0.35)", width=1),
+        ),
+        go.Scatter(
+            x=now[:, 0],
+            y=now[:, 1],
+            mode="markers",
+            showlegend=False,
+            text=[escape(t) for t in analysis.labels],
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(size=8, color=RUN_COLOURS[key], line=dict(color="white", width=0.5)),
+        ),
+    ]
 
 
 def _block(analysis) -> int:
@@ -164,22 +208,42 @@ def _view_title(view: str, analysis) -> str:
 def _skeleton(analysis, views: tuple[str, ...]):
     """The empty subplot grid every frame shares, with fixed axes."""
     keys = list(analysis.runs())
-    fig = make_subplots(rows=len(views), cols=len(keys), horizontal_spacing=0.08,
-                        vertical_spacing=0.09 if len(views) > 1 else 0.0,
-                        subplot_titles=[f"{escape(figures.run_name(analysis, k))} — {_view_title(v, analysis)}"
-                                        for v in views for k in keys])
+    fig = make_subplots(
+        rows=len(views),
+        cols=len(keys),
+        horizontal_spacing=0.08,
+        vertical_spacing=0.09 if len(views) > 1 else 0.0,
+        subplot_titles=[
+            f"{escape(figures.run_name(analysis, k))} — {_view_title(v, analysis)}" for v in views for k in keys
+        ],
+    )
     f = _block(analysis)
-    n = math.ceil(len(analysis.labels) / f)                    # the heatmaps' cells per side
+    n = math.ceil(len(analysis.labels) / f)  # the heatmaps' cells per side
     for row, view in enumerate(views, start=1):
         for col in range(1, len(keys) + 1):
             if view == "heatmap":
                 step = max(1, math.ceil(n / 24))
                 ticks = list(range(0, n, step))
                 text = [escape(analysis.labels[i * f])[:12] + ("…" if f > 1 else "") for i in ticks]
-                fig.update_xaxes(range=[-0.5, n - 0.5], tickvals=ticks, ticktext=text, tickangle=-90,
-                                 tickfont_size=9, showgrid=False, row=row, col=col)
-                fig.update_yaxes(range=[n - 0.5, -0.5], tickvals=ticks, ticktext=text, tickfont_size=9,
-                                 showgrid=False, row=row, col=col)
+                fig.update_xaxes(
+                    range=[-0.5, n - 0.5],
+                    tickvals=ticks,
+                    ticktext=text,
+                    tickangle=-90,
+                    tickfont_size=9,
+                    showgrid=False,
+                    row=row,
+                    col=col,
+                )
+                fig.update_yaxes(
+                    range=[n - 0.5, -0.5],
+                    tickvals=ticks,
+                    ticktext=text,
+                    tickfont_size=9,
+                    showgrid=False,
+                    row=row,
+                    col=col,
+                )
             elif view == "graph":
                 fig.update_xaxes(range=[-1.35, 1.35], visible=False, row=row, col=col)
                 fig.update_yaxes(range=[-1.3, 1.35], visible=False, row=row, col=col)
@@ -191,8 +255,13 @@ def _skeleton(analysis, views: tuple[str, ...]):
                 pad = 0.06 * (hi - lo + 1e-9)
                 fig.update_xaxes(range=[lo[0] - pad[0], hi[0] + pad[0]], showticklabels=False, row=row, col=col)
                 fig.update_yaxes(range=[lo[1] - pad[1], hi[1] + pad[1]], showticklabels=False, row=row, col=col)
-    fig.update_layout(template="plotly_white", font=figures.FONT, width=WIDTH,
-                      height=TITLE_HEIGHT + ROW_HEIGHT * len(views), margin=dict(l=70, r=40, t=TITLE_HEIGHT, b=30))
+    fig.update_layout(
+        template="plotly_white",
+        font=figures.FONT,
+        width=WIDTH,
+        height=TITLE_HEIGHT + ROW_HEIGHT * len(views),
+        margin=dict(l=70, r=40, t=TITLE_HEIGHT, b=30),
+    )
     fig.update_annotations(font_size=13)
     return fig
 
@@ -242,24 +311,69 @@ def animated_figure(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> 
     fig = _skeleton(analysis, views)
     traces, rows, cols = _traces(analysis, views, frames[0])
     fig.add_traces(traces, rows=rows, cols=cols)
-    fig.frames = [go.Frame(data=_traces(analysis, views, f)[0], name=f.name(),
-                           layout=dict(title=dict(text=frame_title(analysis, f))))
-                  for f in frames]
+    fig.frames = [
+        go.Frame(
+            data=_traces(analysis, views, f)[0], name=f.name(), layout=dict(title=dict(text=frame_title(analysis, f)))
+        )
+        for f in frames
+    ]
     fig.update_layout(
-        title=dict(text=frame_title(analysis, frames[0]), x=0.01, font=dict(size=16)), width=None,
+        title=dict(text=frame_title(analysis, frames[0]), x=0.01, font=dict(size=16)),
+        width=None,
         margin=dict(l=70, r=40, t=TITLE_HEIGHT, b=90),
         height=TITLE_HEIGHT + ROW_HEIGHT * len(views) + 60,
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.02, xanchor="left", yanchor="top",
-                          showactive=False, buttons=[
-                              dict(label="▶ play", method="animate",
-                                   args=[None, dict(frame=dict(duration=FRAME_MS, redraw=True), fromcurrent=True,
-                                                    transition=dict(duration=0))]),
-                              dict(label="❚❚ pause", method="animate",
-                                   args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-        sliders=[dict(active=0, x=0.22, y=-0.02, len=0.78, yanchor="top", currentvalue=dict(prefix="layer "),
-                      steps=[dict(label=f.name(), method="animate",
-                                  args=[[f.name()], dict(mode="immediate", frame=dict(duration=0, redraw=True),
-                                                         transition=dict(duration=0))]) for f in frames])])
+        updatemenus=[
+            dict(
+                type="buttons",
+                direction="left",
+                x=0,
+                y=-0.02,
+                xanchor="left",
+                yanchor="top",
+                showactive=False,
+                buttons=[
+                    dict(
+                        label="▶ play",
+                        method="animate",
+                        args=[
+                            None,
+                            dict(
+                                frame=dict(duration=FRAME_MS, redraw=True),
+                                fromcurrent=True,
+                                transition=dict(duration=0),
+                            ),
+                        ],
+                    ),
+                    dict(
+                        label="❚❚ pause",
+                        method="animate",
+                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")],
+                    ),
+                ],
+            )
+        ],
+        sliders=[
+            dict(
+                active=0,
+                x=0.22,
+                y=-0.02,
+                len=0.78,
+                yanchor="top",
+                currentvalue=dict(prefix="layer "),
+                steps=[
+                    dict(
+                        label=f.name(),
+                        method="animate",
+                        args=[
+                            [f.name()],
+                            dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0)),
+                        ],
+                    )
+                    for f in frames
+                ],
+            )
+        ],
+    )
     return fig
 
 
@@ -278,12 +392,16 @@ def _browser() -> None:
 def render_png(figs: list[go.Figure]) -> list[bytes]:
     """Each figure as PNG bytes at its own width and height, in one browser session."""
     import kaleido
+
     _browser()
     with tempfile.TemporaryDirectory() as tmp:
         paths = [os.path.join(tmp, f"{i:03d}.png") for i in range(len(figs))]
-        kaleido.write_fig_from_object_sync([
-            dict(fig=fig, path=path, opts=dict(format="png", width=fig.layout.width, height=fig.layout.height))
-            for fig, path in zip(figs, paths)])
+        kaleido.write_fig_from_object_sync(
+            [
+                dict(fig=fig, path=path, opts=dict(format="png", width=fig.layout.width, height=fig.layout.height))
+                for fig, path in zip(figs, paths)
+            ]
+        )
         out = []
         for path in paths:
             with open(path, "rb") as fh:
@@ -297,6 +415,7 @@ def _encode_gif(images, out: str) -> None:
     # palette also keeps a colour the same from frame to frame. Sampled from every frame at half size
     # (nearest neighbour: no new colours).
     from PIL import Image
+
     rgb = [im.convert("RGB") for im in images]
     halves = [im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.NEAREST) for im in rgb]
     sample = Image.new("RGB", (max(h.width for h in halves), sum(h.height for h in halves)), "white")
@@ -312,10 +431,19 @@ def _encode_gif(images, out: str) -> None:
 
 def _encode_mp4(images, out: str) -> None:
     import imageio_ffmpeg
+
     w, h = images[0].size
-    writer = imageio_ffmpeg.write_frames(out, (w, h), fps=1, codec="libx264", pix_fmt_in="rgb24",
-                                         pix_fmt_out="yuv420p", quality=8, macro_block_size=16,
-                                         ffmpeg_log_level="error")
+    writer = imageio_ffmpeg.write_frames(
+        out,
+        (w, h),
+        fps=1,
+        codec="libx264",
+        pix_fmt_in="rgb24",
+        pix_fmt_out="yuv420p",
+        quality=8,
+        macro_block_size=16,
+        ffmpeg_log_level="error",
+    )
     writer.send(None)
     try:
         for im in images:
@@ -333,8 +461,9 @@ def animate(analysis, out: str, views: tuple[str, ...] = ("heatmap", "graph")) -
     Raises:
         ValueError: an unknown extension or view, no browser, or a file over 10 MB.
     """
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     ext = os.path.splitext(out)[1].lower()
     if ext not in FORMATS:
@@ -347,5 +476,11 @@ def animate(analysis, out: str, views: tuple[str, ...] = ("heatmap", "graph")) -
     if size > MAX_BYTES:
         os.remove(out)
         raise ValueError(f"the animation is {size / 2**20:.1f} MB, over 10 MB: show fewer views or a shorter sentence")
-    return {"path": out, "frames": len(images), "width": images[0].size[0], "height": images[0].size[1],
-            "bytes": size, "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "path": out,
+        "frames": len(images),
+        "width": images[0].size[0],
+        "height": images[0].size[1],
+        "bytes": size,
+        "seconds": round(time.perf_counter() - start, 1),
+    }

@@ -5,6 +5,7 @@ figure builders (data in, ``go.Figure`` out), the sentences under each chart (co
 numbers drawn) and the charts' numbers as table rows. :mod:`smoothviz.outputs.views` registers them.
 Patch (r, c) covers pixels ``[r·p, (r+1)·p) × [c·p, (c+1)·p)``; its value is drawn as one cell there.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -90,6 +91,7 @@ def mean_patch_cosine(analysis, run_key: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- figures
 
+
 def _png(pixels: np.ndarray) -> str:
     """``[H, W, 3]`` uint8 → a PNG data URI, lossless: the similarity figure over a 224×224 example
     weighs 20 KiB this way against 223 KiB with plotly's JSON array of pixel values, and every figure
@@ -98,6 +100,7 @@ def _png(pixels: np.ndarray) -> str:
     import io
 
     from PIL import Image
+
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "PNG", optimize=False)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -118,30 +121,52 @@ def _centres(analysis) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(info.grid[1]) + 0.5) * info.patch - 0.5, (np.arange(info.grid[0]) + 0.5) * info.patch - 0.5
 
 
-def _overlay(analysis, values: np.ndarray, title: str, colorscale: str, zmin: float, zmax: float,
-             name: str) -> go.Figure:
+def _overlay(
+    analysis, values: np.ndarray, title: str, colorscale: str, zmin: float, zmax: float, name: str
+) -> go.Figure:
     fig = _base(analysis, title)
     xs, ys = _centres(analysis)
     text = [[f"p{r},{c}" for c in range(values.shape[1])] for r in range(values.shape[0])]
-    fig.add_trace(go.Heatmap(z=values, x=xs, y=ys, zmin=zmin, zmax=zmax, colorscale=colorscale, opacity=0.6,
-                             text=text, hovertemplate="%{text}: " + name + " %{z:.3f}<extra></extra>",
-                             colorbar=dict(title=name, thickness=12)))
+    fig.add_trace(
+        go.Heatmap(
+            z=values,
+            x=xs,
+            y=ys,
+            zmin=zmin,
+            zmax=zmax,
+            colorscale=colorscale,
+            opacity=0.6,
+            text=text,
+            hovertemplate="%{text}: " + name + " %{z:.3f}<extra></extra>",
+            colorbar=dict(title=name, thickness=12),
+        )
+    )
     return fig
 
 
 def _mark(fig: go.Figure, analysis, patch: int) -> None:
     xs, ys = _centres(analysis)
     r, c = divmod(patch, analysis.image.grid[1])
-    fig.add_trace(go.Scatter(x=[xs[c]], y=[ys[r]], mode="markers", showlegend=False, hoverinfo="skip",
-                             marker=dict(symbol="x", size=12, color="black", line=dict(width=2, color="white"))))
+    fig.add_trace(
+        go.Scatter(
+            x=[xs[c]],
+            y=[ys[r]],
+            mode="markers",
+            showlegend=False,
+            hoverinfo="skip",
+            marker=dict(symbol="x", size=12, color="black", line=dict(width=2, color="white")),
+        )
+    )
 
 
 def similarity_figure(analysis, run_key: str, layer: int, picked: int | None) -> go.Figure:
     """Cosine similarity of every patch to the chosen one at ``layer``, over the image (fixed −1…1 scale)."""
     patch = picked_patch(analysis, picked)
     grid = patch_similarity(analysis, run_key, layer, patch)
-    title = (f"{run_name(analysis, run_key)} — layer {layer}: similarity to {label(analysis, patch)} "
-             f"spans {np.nanmin(grid):.2f}…{np.nanmax(grid):.2f}")
+    title = (
+        f"{run_name(analysis, run_key)} — layer {layer}: similarity to {label(analysis, patch)} "
+        f"spans {np.nanmin(grid):.2f}…{np.nanmax(grid):.2f}"
+    )
     fig = _overlay(analysis, grid, title, "RdBu_r", -1.0, 1.0, "cosine")
     _mark(fig, analysis, patch)
     _clickable(fig, analysis, [f"{label(analysis, i)}: cosine {v:.3f}" for i, v in enumerate(grid.ravel())])
@@ -155,10 +180,21 @@ def _clickable(fig: go.Figure, analysis, hover: list[str]) -> None:
     xs, ys = _centres(analysis)
     gx, gy = np.meshgrid(xs, ys)
     hidden = dict(marker=dict(opacity=0))
-    fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", customdata=np.arange(info.patches),
-                             marker=dict(size=max(6, min(30, 300 // max(info.grid))), color="rgba(0,0,0,0)"),
-                             selected=hidden, unselected=hidden, showlegend=False, name="patches",
-                             text=hover, hovertemplate="%{text} (click: compare with this patch)<extra></extra>"))
+    fig.add_trace(
+        go.Scatter(
+            x=gx.ravel(),
+            y=gy.ravel(),
+            mode="markers",
+            customdata=np.arange(info.patches),
+            marker=dict(size=max(6, min(30, 300 // max(info.grid))), color="rgba(0,0,0,0)"),
+            selected=hidden,
+            unselected=hidden,
+            showlegend=False,
+            name="patches",
+            text=hover,
+            hovertemplate="%{text} (click: compare with this patch)<extra></extra>",
+        )
+    )
 
 
 def fiedler_figure(analysis, run_key: str, layer: int) -> go.Figure:
@@ -184,13 +220,21 @@ def edges_figure(analysis, run_key: str, layer: int, top_k: int) -> go.Figure:
                 (ra, ca), (rb, cb) = divmod(a, cols), divmod(b, cols)
                 x += [xs[ca], xs[cb], None]
                 y += [ys[ra], ys[rb], None]
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(width=width, color=colour), showlegend=False,
-                                 hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(x=x, y=y, mode="lines", line=dict(width=width, color=colour), showlegend=False, hoverinfo="skip")
+        )
     gx, gy = np.meshgrid(xs, ys)
-    fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", showlegend=False,
-                             marker=dict(size=4, color="white", line=dict(width=0.5, color="black")),
-                             text=[f"p{r},{c}" for r in range(len(ys)) for c in range(len(xs))],
-                             hovertemplate="%{text}<extra></extra>"))
+    fig.add_trace(
+        go.Scatter(
+            x=gx.ravel(),
+            y=gy.ravel(),
+            mode="markers",
+            showlegend=False,
+            marker=dict(size=4, color="white", line=dict(width=0.5, color="black")),
+            text=[f"p{r},{c}" for r in range(len(ys)) for c in range(len(xs))],
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
     return fig
 
 
@@ -203,24 +247,42 @@ def depth_figure(analysis, run_key: str) -> go.Figure:
         layers = sorted(set(np.linspace(0, len(layers) - 1, MAX_PANELS).round().astype(int).tolist()))
     cols = min(len(layers), 7)
     rows = -(-len(layers) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"layer {l}" for l in layers],
-                        horizontal_spacing=0.02, vertical_spacing=0.08)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"layer {l}" for l in layers],
+        horizontal_spacing=0.02,
+        vertical_spacing=0.08,
+    )
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     for i, l in enumerate(layers):
-        fig.add_trace(go.Heatmap(z=values[l], zmin=lo, zmax=hi, colorscale="Reds", showscale=i == 0,
-                                 colorbar=dict(title="mean cos", thickness=12),
-                                 hovertemplate=f"layer {l}, " + "row %{y}, col %{x}: %{z:.3f}<extra></extra>"),
-                      row=i // cols + 1, col=i % cols + 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=values[l],
+                zmin=lo,
+                zmax=hi,
+                colorscale="Reds",
+                showscale=i == 0,
+                colorbar=dict(title="mean cos", thickness=12),
+                hovertemplate=f"layer {l}, " + "row %{y}, col %{x}: %{z:.3f}<extra></extra>",
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
     for i in range(len(layers)):  # square patches: each panel keeps the grid's aspect
         suffix = "" if i == 0 else str(i + 1)
         fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
-    return layout(fig, f"{run_name(analysis, run_key)} — mean cosine of each patch to the others, by layer",
-                  height=max(260, 150 * rows + 70))
+    return layout(
+        fig,
+        f"{run_name(analysis, run_key)} — mean cosine of each patch to the others, by layer",
+        height=max(260, 150 * rows + 70),
+    )
 
 
 # --------------------------------------------------------------------------- sentences under the charts
+
 
 def _spread(grid: np.ndarray) -> float:
     return float(np.nanstd(grid))
@@ -236,9 +298,11 @@ def similarity_lines(analysis, names: dict, at=None) -> list[str]:
         first, last = (patch_similarity(analysis, key, l, patch) for l in (0, L))
         a, z = round(_spread(first), 3), round(_spread(last), 3)
         trend = "more uniform" if z < a else "less uniform" if z > a else "as uniform (to 3 decimals)"
-        out.append(f"{name}: the similarity to {which} {label(analysis, patch)} has a standard deviation over "
-                   f"the patches of {_spread(first):.3f} at layer 0 and {_spread(last):.3f} at layer {L} (the map is "
-                   f"{trend} at the end; lowest value {np.nanmin(first):.2f} → {np.nanmin(last):.2f}).")
+        out.append(
+            f"{name}: the similarity to {which} {label(analysis, patch)} has a standard deviation over "
+            f"the patches of {_spread(first):.3f} at layer 0 and {_spread(last):.3f} at layer {L} (the map is "
+            f"{trend} at the end; lowest value {np.nanmin(first):.2f} → {np.nanmin(last):.2f})."
+        )
     return out
 
 
@@ -249,8 +313,10 @@ def fiedler_lines(analysis, names: dict) -> list[str]:
         parts = []
         for l in sorted({1, L}):
             grid, gap = fiedler_grid(analysis, key, l)
-            parts.append(f"layer {l}: λ₂ = {gap:.3f}, {int((grid > 0).sum())} patches positive and "
-                         f"{int((grid < 0).sum())} negative")
+            parts.append(
+                f"layer {l}: λ₂ = {gap:.3f}, {int((grid > 0).sum())} patches positive and "
+                f"{int((grid < 0).sum())} negative"
+            )
         out.append(f"{name}: " + "; ".join(parts) + ".")
     return out
 
@@ -263,8 +329,10 @@ def edge_lines(analysis, names: dict, top_k: int = 3) -> list[str]:
         for l in sorted({1, L}):
             lengths = edge_lengths(analysis, strongest_edges(analysis, key, l, top_k))
             if lengths.size:
-                parts.append(f"layer {l}: mean length {lengths.mean():.2f} patch widths, "
-                             f"{(lengths < 1.5).mean():.0%} join neighbouring patches")
+                parts.append(
+                    f"layer {l}: mean length {lengths.mean():.2f} patch widths, "
+                    f"{(lengths < 1.5).mean():.0%} join neighbouring patches"
+                )
         if parts:
             out.append(f"{name} (top {top_k} edges per patch): " + "; ".join(parts) + ".")
     return out
@@ -275,25 +343,34 @@ def depth_lines(analysis, names: dict) -> list[str]:
     out = []
     for key, name in names.items():
         values = mean_patch_cosine(analysis, key)
-        out.append(f"{name}: mean patch-to-patch cosine {np.nanmean(values[0]):.3f} at layer 0 and "
-                   f"{np.nanmean(values[-1]):.3f} at layer {values.shape[0] - 1}; its spread over the grid (std) "
-                   f"{np.nanstd(values[0]):.3f} → {np.nanstd(values[-1]):.3f}.")
+        out.append(
+            f"{name}: mean patch-to-patch cosine {np.nanmean(values[0]):.3f} at layer 0 and "
+            f"{np.nanmean(values[-1]):.3f} at layer {values.shape[0] - 1}; its spread over the grid (std) "
+            f"{np.nanstd(values[0]):.3f} → {np.nanstd(values[-1]):.3f}."
+        )
     return out
 
 
 # --------------------------------------------------------------------------- tables
 
+
 def _rows(analysis, per_run: dict, column: str) -> list[dict]:
     cols = analysis.image.grid[1]
-    return [{"run": key, "patch": label(analysis, i), "row": i // cols, "col": i % cols, column: float(v)}
-            for key, grid in per_run.items() for i, v in enumerate(np.asarray(grid).ravel())]
+    return [
+        {"run": key, "patch": label(analysis, i), "row": i // cols, "col": i % cols, column: float(v)}
+        for key, grid in per_run.items()
+        for i, v in enumerate(np.asarray(grid).ravel())
+    ]
 
 
 def similarity_table(analysis, at) -> list[dict]:
     """Every patch's similarity to the chosen patch at the chosen layer, per run."""
     patch = picked_patch(analysis, at.picked)
-    return _rows(analysis, {k: patch_similarity(analysis, k, at.layer, patch) for k in analysis.runs()},
-                 f"cosine to {label(analysis, patch)}")
+    return _rows(
+        analysis,
+        {k: patch_similarity(analysis, k, at.layer, patch) for k in analysis.runs()},
+        f"cosine to {label(analysis, patch)}",
+    )
 
 
 def fiedler_table(analysis, at) -> list[dict]:
@@ -307,8 +384,9 @@ def edges_table(analysis, at) -> list[dict]:
     for key in analysis.runs():
         edges = strongest_edges(analysis, key, at.layer, at.top_k)
         for (a, b, w), length in zip(edges, edge_lengths(analysis, edges)):
-            out.append({"run": key, "from": label(analysis, a), "to": label(analysis, b), "weight": w,
-                        "length": float(length)})
+            out.append(
+                {"run": key, "from": label(analysis, a), "to": label(analysis, b), "weight": w, "length": float(length)}
+            )
     return out
 
 
@@ -318,6 +396,15 @@ def depth_table(analysis, at) -> list[dict]:
     cols = analysis.image.grid[1]
     for key in analysis.runs():
         for layer, grid in enumerate(mean_patch_cosine(analysis, key)):
-            out += [{"run": key, "layer": layer, "patch": label(analysis, i), "row": i // cols, "col": i % cols,
-                     "mean_cosine": float(v)} for i, v in enumerate(grid.ravel())]
+            out += [
+                {
+                    "run": key,
+                    "layer": layer,
+                    "patch": label(analysis, i),
+                    "row": i // cols,
+                    "col": i % cols,
+                    "mean_cosine": float(v),
+                }
+                for i, v in enumerate(grid.ravel())
+            ]
     return out

@@ -3,6 +3,7 @@
 The report opens offline: plotly.js is embedded once, figures are drawn from inline JSON, and
 every toolbar offers PNG and SVG. All user text (tokens, model names, notes) is escaped.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,16 +15,18 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from smoothviz.outputs import figures
-from smoothviz.science.metrics import HEADLINE
 from smoothviz.outputs.animate import animated_figure
-from smoothviz.words.claims import frozen_caveat
 from smoothviz.outputs.views import At, compared, in_section, sections_for
+from smoothviz.science.metrics import HEADLINE
+from smoothviz.words.claims import frozen_caveat
 
 TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
 ANIMATION_VIEWS = ("heatmap", "graph")
-ANIMATION_CAPTION = ("Press play (or drag the slider) to step through the layers, the fused output last for a "
-                     "fusion: every frame keeps the same axes and colours, and its title gives each run's "
-                     f"{' and '.join(HEADLINE)} at that layer.")
+ANIMATION_CAPTION = (
+    "Press play (or drag the slider) to step through the layers, the fused output last for a "
+    "fusion: every frame keeps the same axes and colours, and its title gives each run's "
+    f"{' and '.join(HEADLINE)} at that layer."
+)
 
 
 def metrics_csv(analysis) -> str:
@@ -37,8 +40,10 @@ def metrics_csv(analysis) -> str:
     return out.getvalue()
 
 
-_SVG_BUTTON = ("{name:'svg',title:'Download plot as an SVG',icon:Plotly.Icons.camera,"
-               "click:function(gd){Plotly.downloadImage(gd,{format:'svg',filename:gd.dataset.name})}}")
+_SVG_BUTTON = (
+    "{name:'svg',title:'Download plot as an SVG',icon:Plotly.Icons.camera,"
+    "click:function(gd){Plotly.downloadImage(gd,{format:'svg',filename:gd.dataset.name})}}"
+)
 
 
 def _figure_div(fig, name: str, index: int) -> str:
@@ -47,9 +52,11 @@ def _figure_div(fig, name: str, index: int) -> str:
     spec = pio.to_json(fig, validate=False).replace("<", "\\u003c")
     config = json.dumps(figures.image_config(name, "png"))
     div_id = f"fig{index}"
-    return (f'<div class="fig" id="{div_id}" data-name="smoothviz-{html.escape(name)}"></div>\n'
-            f"<script>(function(){{var f={spec};var c={config};c.modeBarButtonsToAdd=[{_SVG_BUTTON}];"
-            f"Plotly.newPlot('{div_id}',{{data:f.data,layout:f.layout,frames:f.frames||[],config:c}});}})();</script>")
+    return (
+        f'<div class="fig" id="{div_id}" data-name="smoothviz-{html.escape(name)}"></div>\n'
+        f"<script>(function(){{var f={spec};var c={config};c.modeBarButtonsToAdd=[{_SVG_BUTTON}];"
+        f"Plotly.newPlot('{div_id}',{{data:f.data,layout:f.layout,frames:f.frames||[],config:c}});}})();</script>"
+    )
 
 
 def _table(analysis) -> str:
@@ -80,23 +87,32 @@ def build_report(analysis, layer: int | None = None) -> str:
     """
     layer = analysis.n_layers if layer is None else max(1, min(int(layer), analysis.n_layers))
     esc = html.escape
-    settings = {"model": analysis.model, "device": analysis.device, "tokens": len(analysis.tokens),
-                "layers": analysis.n_layers, "heads": analysis.heads,
-                "mitigation": json.dumps(analysis.mitigation) if analysis.mitigation else "none",
-                "graph": f"head={'mean' if analysis.options.head is None else analysis.options.head}, "
-                         f"symmetrize={analysis.options.symmetrize}, exclude_special={analysis.options.exclude_special}",
-                "projection": analysis.projection_method}
+    settings = {
+        "model": analysis.model,
+        "device": analysis.device,
+        "tokens": len(analysis.tokens),
+        "layers": analysis.n_layers,
+        "heads": analysis.heads,
+        "mitigation": json.dumps(analysis.mitigation) if analysis.mitigation else "none",
+        "graph": f"head={'mean' if analysis.options.head is None else analysis.options.head}, "
+        f"symmetrize={analysis.options.symmetrize}, exclude_special={analysis.options.exclude_special}",
+        "projection": analysis.projection_method,
+    }
     if analysis.lab:
         settings["lab"] = json.dumps(analysis.lab)
     if analysis.image is not None:  # a picture: which one, and how the model cut it
         info = analysis.image
-        settings["image"] = (f"{info.name}, {info.pixels.shape[0]}×{info.pixels.shape[1]} px as the model saw it, "
-                             f"{info.grid[0]}×{info.grid[1]} patches of {info.patch} px after {info.prefix} prefix tokens")
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>SmoothViz report</title>",
-             f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>",
-             "<h1>SmoothViz report</h1>",
-             "<p>" + "<br>".join(f"<b>{esc(k)}</b>: {esc(str(v))}" for k, v in settings.items()) + "</p>",
-             f"<p><b>tokens</b>:</p><p class='tokens'>{esc(' | '.join(analysis.tokens))}</p>"]
+        settings["image"] = (
+            f"{info.name}, {info.pixels.shape[0]}×{info.pixels.shape[1]} px as the model saw it, "
+            f"{info.grid[0]}×{info.grid[1]} patches of {info.patch} px after {info.prefix} prefix tokens"
+        )
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SmoothViz report</title>",
+        f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>",
+        "<h1>SmoothViz report</h1>",
+        "<p>" + "<br>".join(f"<b>{esc(k)}</b>: {esc(str(v))}" for k, v in settings.items()) + "</p>",
+        f"<p><b>tokens</b>:</p><p class='tokens'>{esc(' | '.join(analysis.tokens))}</p>",
+    ]
     caveat = frozen_caveat(analysis.mitigation["name"] if analysis.mitigation else None, analysis.lab)
     parts += [f"<div class='note'>{esc(n)}</div>" for n in analysis.notes + ([caveat] if caveat else [])]
     parts.append("<p class='note'>Projections distort distances; the metrics are the ground truth.</p>")
@@ -106,8 +122,11 @@ def build_report(analysis, layer: int | None = None) -> str:
     for section, heading in sections_for(analysis).items():  # a picture's own views too
         parts.append(f"<h2>{esc(heading)}</h2>")
         if section == "layer":  # the same frames as `smoothviz animate`, played in the page
-            parts += ["<h3>Layer by layer</h3>", f"<p class='cap'>{esc(ANIMATION_CAPTION)}</p>",
-                      _figure_div(animated_figure(analysis, ANIMATION_VIEWS), "animation", index)]
+            parts += [
+                "<h3>Layer by layer</h3>",
+                f"<p class='cap'>{esc(ANIMATION_CAPTION)}</p>",
+                _figure_div(animated_figure(analysis, ANIMATION_VIEWS), "animation", index),
+            ]
             index += 1
         for view in in_section(section):
             title = view.heading(at)
@@ -132,21 +151,31 @@ def build_compare_report(text: str, runs: list, *, relative: bool = False, depth
         depth: the per-run views show each run's layer nearest this fraction of its depth.
     """
     esc = html.escape
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>SmoothViz comparison</title>",
-             f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>",
-             "<h1>SmoothViz comparison</h1>", f"<p><b>text</b>: {esc(text)}</p>"]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SmoothViz comparison</title>",
+        f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>",
+        "<h1>SmoothViz comparison</h1>",
+        f"<p><b>text</b>: {esc(text)}</p>",
+    ]
     for i, (label, analysis, _) in enumerate(runs):
-        parts.append(f"<p><span style='color:{figures.run_colour(i)}'>■</span> <b>{esc(label)}</b>: "
-                     f"model {esc(analysis.model)} on {esc(analysis.device)}, {len(analysis.keep)} tokens, "
-                     f"{analysis.n_layers} layers</p>")
+        parts.append(
+            f"<p><span style='color:{figures.run_colour(i)}'>■</span> <b>{esc(label)}</b>: "
+            f"model {esc(analysis.model)} on {esc(analysis.device)}, {len(analysis.keep)} tokens, "
+            f"{analysis.n_layers} layers</p>"
+        )
         caveat = frozen_caveat(analysis.mitigation["name"] if analysis.mitigation else None, analysis.lab)
-        parts += [f"<div class='note'>{esc(label)}: {esc(n)}</div>" for n in analysis.notes + ([caveat] if caveat else [])]
+        parts += [
+            f"<div class='note'>{esc(label)}: {esc(n)}</div>" for n in analysis.notes + ([caveat] if caveat else [])
+        ]
     index = 0
     for view in compared():  # the registry's views that compare, in page order
         parts.append(f"<h2>{esc(view.compare.title)}</h2><p class='cap'>{esc(view.compare.caption)}</p>")
         if not view.per_run:
-            parts.append(_figure_div(view.compare.build([(label, run) for label, _, run in runs], relative),
-                                     f"{view.key}-{index}", index))
+            parts.append(
+                _figure_div(
+                    view.compare.build([(label, run) for label, _, run in runs], relative), f"{view.key}-{index}", index
+                )
+            )
             index += 1
             continue
         parts.append("<div class='row'>")
@@ -160,8 +189,14 @@ def build_compare_report(text: str, runs: list, *, relative: bool = False, depth
     for label, _, run in runs:
         keys = [k for k in run.rows[0] if k != "layer"]
         head = "".join(f"<th>{esc(k)}</th>" for k in ["layer", *keys])
-        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in [str(r["layer"])] + [
-            "" if r[k] is None else f"{r[k]:.4g}" for k in keys]) + "</tr>" for r in run.table())
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{esc(c)}</td>" for c in [str(r["layer"])] + ["" if r[k] is None else f"{r[k]:.4g}" for k in keys]
+            )
+            + "</tr>"
+            for r in run.table()
+        )
         parts.append(f"<h3>{esc(label)}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     parts.append("</body></html>")
     return "\n".join(parts)

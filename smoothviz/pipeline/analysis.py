@@ -2,6 +2,7 @@
 
 sentence → tokens → Trace (baseline, and mitigated when asked) → graphs and metrics → Analysis.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -10,39 +11,45 @@ from typing import Callable
 import numpy as np
 import torch
 
+from smoothviz.mitigations import Mitigation, make
 from smoothviz.model import capture, vision
+from smoothviz.model.handles import Handle, get_handle
+from smoothviz.model.vision import ImageInfo
+from smoothviz.options import PROJECTIONS
 from smoothviz.pipeline import stream
 from smoothviz.science import diagnostics, graph, metrics
-from smoothviz.words.claims import render, sink_claim
 from smoothviz.science.graph import GraphOptions
-from smoothviz.model.handles import Handle, get_handle
 from smoothviz.science.linalg import one_thread
-from smoothviz.mitigations import Mitigation, make
-from smoothviz.options import PROJECTIONS
 from smoothviz.science.projection import project_with
 from smoothviz.throttle import slot
-from smoothviz.model.vision import ImageInfo
+from smoothviz.words.claims import render, sink_claim
+
+SIGNED_NOTE = (
+    "The {run} run's attention has negative weights (AttnScale's A′ = A_DC + (1 + ω)(A − A_DC)), so "
+    "its graphs are signed. Their spectra use the signed normalized Laplacian with absolute degrees, "
+    "I − D̄^(−1/2) S D̄^(−1/2) with D̄ = diag(|S|·1) (Kunegis et al. 2010): the eigenvalues still lie in "
+    "[0, 2], but the smallest is 0 only when the graph is balanced, so λ₂ is not the mixing gap of a "
+    "random walk and reads differently from the baseline's."
+)
 
 
-
-SIGNED_NOTE = ("The {run} run's attention has negative weights (AttnScale's A′ = A_DC + (1 + ω)(A − A_DC)), so "
-               "its graphs are signed. Their spectra use the signed normalized Laplacian with absolute degrees, "
-               "I − D̄^(−1/2) S D̄^(−1/2) with D̄ = diag(|S|·1) (Kunegis et al. 2010): the eigenvalues still lie in "
-               "[0, 2], but the smallest is 0 only when the graph is balanced, so λ₂ is not the mixing gap of a "
-               "random walk and reads differently from the baseline's.")
-
-
-SINK_FIRST_ROW_NOTE = ("Special tokens dropped as keys: in a causal model the first token sees only itself, so "
-                       "its row (and any row that sees only dropped tokens) keeps its attention unchanged; every "
-                       "other row is renormalised over the tokens it may still see (SmoothViz's own choice).")
+SINK_FIRST_ROW_NOTE = (
+    "Special tokens dropped as keys: in a causal model the first token sees only itself, so "
+    "its row (and any row that sees only dropped tokens) keeps its attention unchanged; every "
+    "other row is renormalised over the tokens it may still see (SmoothViz's own choice)."
+)
 
 
-SHI_PRE_LN_NOTE = ("Shi et al.'s bound v is derived for post-LN blocks; this model is pre-LN, so v is not shown "
-                   "(the measured d_M ratio still is).")
+SHI_PRE_LN_NOTE = (
+    "Shi et al.'s bound v is derived for post-LN blocks; this model is pre-LN, so v is not shown "
+    "(the measured d_M ratio still is)."
+)
 
 
-DM_RATIO_NOTE = ("The {run} run's dm_ratio is null at layer(s) {layers}: d_M is exactly 0 at the layer before "
-                 "(every token exactly the same vector), so the ratio is 0/0 and measures nothing.")
+DM_RATIO_NOTE = (
+    "The {run} run's dm_ratio is null at layer(s) {layers}: d_M is exactly 0 at the layer before "
+    "(every token exactly the same vector), so the ratio is 0/0 and measures nothing."
+)
 
 
 class AnalysisError(ValueError):
@@ -213,20 +220,34 @@ class Analysis:
         """``{"baseline": Run}``, plus ``"mitigated"`` when a mitigation was applied."""
         return {"baseline": self.baseline, **({"mitigated": self.mitigated} if self.mitigated else {})}
 
-    def graph(self, layer: int, head: int | None = None, run: str = "baseline", top_k: int | None = None,
-              directed: bool = False):
+    def graph(
+        self,
+        layer: int,
+        head: int | None = None,
+        run: str = "baseline",
+        top_k: int | None = None,
+        directed: bool = False,
+    ):
         """A networkx graph of tokens for layer ``layer`` (1…L) and one head or the aggregate."""
         r = self.runs()[run]
         if not 1 <= layer <= self.n_layers:
             raise AnalysisError(f"layer must be in 1..{self.n_layers}, got {layer}")
         if r.attentions is None:  # a streamed sentence keeps the head-mean graph S only
             if directed or (head is not None and head != self.options.head):
-                raise AnalysisError(f"a sentence of {len(self.tokens)} tokens keeps only each layer's "
-                                    "symmetrised graph, not every head's or the directed attention")
+                raise AnalysisError(
+                    f"a sentence of {len(self.tokens)} tokens keeps only each layer's "
+                    "symmetrised graph, not every head's or the directed attention"
+                )
             return graph.to_networkx(np.asarray(r.layer_graph[layer - 1]), self.labels, top_k=top_k)
-        at = lambda x: None if x is None else torch.tensor(x[layer - 1:layer])  # noqa: E731
-        A = _kept_graph(at(r.attentions), at(r.softmax), r.attention_map, torch.tensor(self.keep),
-                        head if head is not None else self.options.head, at(r.kept_heads))[0]
+        at = lambda x: None if x is None else torch.tensor(x[layer - 1 : layer])  # noqa: E731
+        A = _kept_graph(
+            at(r.attentions),
+            at(r.softmax),
+            r.attention_map,
+            torch.tensor(self.keep),
+            head if head is not None else self.options.head,
+            at(r.kept_heads),
+        )[0]
         W = A if directed else graph.symmetrize(A, self.options.symmetrize)
         return graph.to_networkx(W.numpy(), self.labels, top_k=top_k, directed=directed)
 
@@ -242,23 +263,36 @@ class Analysis:
         """
         runs = [run.hidden[:, self.keep] for run in self.runs().values()]
         fused = self.mitigated.fused if self.mitigated is not None else None
-        coords, fused_xy, used, note = project_with(runs, None if fused is None else np.asarray(fused)[self.keep],
-                                                    method, normalize)
+        coords, fused_xy, used, note = project_with(
+            runs, None if fused is None else np.asarray(fused)[self.keep], method, normalize
+        )
         for a in (coords, fused_xy):
             if a is not None:
                 a.setflags(write=False)
-        return replace(self, projection=coords, fused_projection=fused_xy, projection_method=used,
-                       notes=self.notes + ([note] if note else []))
+        return replace(
+            self,
+            projection=coords,
+            fused_projection=fused_xy,
+            projection_method=used,
+            notes=self.notes + ([note] if note else []),
+        )
 
     def to_json(self) -> dict:
         """The CLI's ``--json`` object."""
-        out = {"model": self.model, "device": self.device, "tokens": self.tokens,
-               "special_tokens": [t for t, s in zip(self.tokens, self.special) if s],
-               "causal": self.causal, "notes": self.notes,
-               "graph": {"head": self.options.head if self.options.head is not None else "mean",
-                         "symmetrize": self.options.symmetrize,
-                         "exclude_special": self.options.exclude_special},
-               "baseline": _run_json(self.baseline)}
+        out = {
+            "model": self.model,
+            "device": self.device,
+            "tokens": self.tokens,
+            "special_tokens": [t for t, s in zip(self.tokens, self.special) if s],
+            "causal": self.causal,
+            "notes": self.notes,
+            "graph": {
+                "head": self.options.head if self.options.head is not None else "mean",
+                "symmetrize": self.options.symmetrize,
+                "exclude_special": self.options.exclude_special,
+            },
+            "baseline": _run_json(self.baseline),
+        }
         if self.lab is not None:
             out["lab"] = self.lab
         if self.image is not None:
@@ -283,11 +317,25 @@ def _display(token: str) -> str:
 
 # --------------------------------------------------------------------------- the entry point
 
-def analyze(text: str | None = None, *, image=None, model: str = "default", device: str = "auto", lab: dict | None = None,
-            mitigation: str | Mitigation | None = None, params: dict | None = None,
-            head: int | None = None, symmetrize: str = "sym", exclude_special: bool = False,
-            projection: str = "none", normalize_projection: bool = True,
-            max_tokens: int | None = None, heads: bool = True, max_chars: int | None = None) -> Analysis:
+
+def analyze(
+    text: str | None = None,
+    *,
+    image=None,
+    model: str = "default",
+    device: str = "auto",
+    lab: dict | None = None,
+    mitigation: str | Mitigation | None = None,
+    params: dict | None = None,
+    head: int | None = None,
+    symmetrize: str = "sym",
+    exclude_special: bool = False,
+    projection: str = "none",
+    normalize_projection: bool = True,
+    max_tokens: int | None = None,
+    heads: bool = True,
+    max_chars: int | None = None,
+) -> Analysis:
     """Analyse one sentence, or one picture: baseline, and beside it ``mitigation`` when given.
 
     Args:
@@ -325,12 +373,23 @@ def analyze(text: str | None = None, *, image=None, model: str = "default", devi
         mitigation = make(mitigation, params)
     notes: list[str] = []
     with slot():  # a server's turn (smoothviz.throttle.set_throttle); nothing by default
-        return _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection,
-                        (max_tokens, max_chars), heads, notes, head)
+        return _guarded(
+            text,
+            model,
+            device,
+            lab,
+            mitigation,
+            options,
+            projection,
+            normalize_projection,
+            (max_tokens, max_chars),
+            heads,
+            notes,
+            head,
+        )
 
 
-def _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection, caps,
-             heads, notes, head):
+def _guarded(text, model, device, lab, mitigation, options, projection, normalize_projection, caps, heads, notes, head):
     handle = get_handle(model, device, lab)
     if head is not None and head >= handle.heads:
         raise AnalysisError(f"head {head} does not exist: this model has heads 0..{handle.heads - 1}")
@@ -351,12 +410,24 @@ def _analyze(handle: Handle, text, mitigation, options, projection, normalize_pr
     if isinstance(text, _Picture):
         inputs, tokens, special, picture = vision.encode(handle, text.source, notes)
     elif vision.is_vision(handle):
-        raise AnalysisError(f"model '{handle.name}' takes images, not text: give it a picture "
-                            "(the main page's image box, --image, or image=…)")
+        raise AnalysisError(
+            f"model '{handle.name}' takes images, not text: give it a picture "
+            "(the main page's image box, --image, or image=…)"
+        )
     else:
         inputs, tokens, special = handle.encode(text, max_tokens, notes, max_chars)
-    analysis = analyze_encoded(handle, inputs, tokens, special, mitigation, options, projection=projection,
-                               normalize_projection=normalize_projection, heads=heads, notes=notes)
+    analysis = analyze_encoded(
+        handle,
+        inputs,
+        tokens,
+        special,
+        mitigation,
+        options,
+        projection=projection,
+        normalize_projection=normalize_projection,
+        heads=heads,
+        notes=notes,
+    )
     return analysis if picture is None else replace(analysis, image=picture)
 
 
@@ -367,9 +438,20 @@ class _Picture:
     source: object
 
 
-def analyze_encoded(handle: Handle, inputs: dict, tokens: list, special: list, mitigation: Mitigation | None,
-                    options: GraphOptions, *, projection: str = "none", normalize_projection: bool = True,
-                    heads: bool = True, notes: list | None = None, forward=capture.run) -> Analysis:
+def analyze_encoded(
+    handle: Handle,
+    inputs: dict,
+    tokens: list,
+    special: list,
+    mitigation: Mitigation | None,
+    options: GraphOptions,
+    *,
+    projection: str = "none",
+    normalize_projection: bool = True,
+    heads: bool = True,
+    notes: list | None = None,
+    forward=capture.run,
+) -> Analysis:
     """Everything :func:`analyze` does once :meth:`Handle.encode` has tokenised the sentence.
 
     Args:
@@ -380,14 +462,29 @@ def analyze_encoded(handle: Handle, inputs: dict, tokens: list, special: list, m
             and ``analyze`` share every step after the forward pass.
     """
     notes = [] if notes is None else notes
-    [analysis] = analyze_batch(handle, [(inputs, tokens, special, notes)], mitigation, options, heads=heads,
-                               runs_together=False, forwards=[forward])
+    [analysis] = analyze_batch(
+        handle,
+        [(inputs, tokens, special, notes)],
+        mitigation,
+        options,
+        heads=heads,
+        runs_together=False,
+        forwards=[forward],
+    )
     return analysis if projection == "none" else analysis.projected(projection, normalize_projection)
 
 
-def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None, options: GraphOptions, *,
-                  heads: bool = True, head_gaps: bool = True, runs_together: bool = True,
-                  forwards: list | None = None) -> list[Analysis]:
+def analyze_batch(
+    handle: Handle,
+    sentences: list,
+    mitigation: Mitigation | None,
+    options: GraphOptions,
+    *,
+    heads: bool = True,
+    head_gaps: bool = True,
+    runs_together: bool = True,
+    forwards: list | None = None,
+) -> list[Analysis]:
     """:func:`analyze_encoded` (without projection) for several sentences, batched where it pays.
 
     Each sentence is traced on its own (``forwards[i]``, :func:`capture.run` by default); then the
@@ -419,9 +516,15 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
         return []
     forwards = forwards or [capture.run] * len(sentences)
     keeps = [_kept_tokens(handle, special, options, notes) for _, _, special, notes in sentences]
-    forwards = [_streaming(handle, keep, options, heads, head_gaps) if fw is capture.run and len(sentences) == 1
-                and len(keep) >= stream.STREAM_FROM and capture.uses_registry(handle.model) else fw
-                for fw, keep in zip(forwards, keeps)]
+    forwards = [
+        _streaming(handle, keep, options, heads, head_gaps)
+        if fw is capture.run
+        and len(sentences) == 1
+        and len(keep) >= stream.STREAM_FROM
+        and capture.uses_registry(handle.model)
+        else fw
+        for fw, keep in zip(forwards, keeps)
+    ]
     for fw, keep, (*_, notes) in zip(forwards, keeps, sentences):
         if isinstance(fw, stream.Forward) and len(keep) > stream.ROLLOUT_UP_TO:
             notes.append(stream.ROLLOUT_NOTE.format(limit=stream.ROLLOUT_UP_TO, n=len(keep)))
@@ -433,8 +536,10 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
         ctx = handle.context()
         alt = handle.for_mitigation(mitigation)
         if alt is not handle:  # the lab's value-spectrum switch
-            traces += [_finite(_with_values(fw, alt.value_eigs())(alt.model, inputs), mitigation.name, alt)
-                       for (inputs, *_), fw in zip(sentences, forwards)]
+            traces += [
+                _finite(_with_values(fw, alt.value_eigs())(alt.model, inputs), mitigation.name, alt)
+                for (inputs, *_), fw in zip(sentences, forwards)
+            ]
             value_eigs += [alt.value_eigs()] * n
             described["lab_value_spectrum"] = alt.lab["value_spectrum"]
         else:
@@ -444,26 +549,32 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
                 fw = _with_values(fw, mitigated_eigs)
                 if iv is not None and iv.keys is not None and handle.causal and not iv.keys(torch.tensor(special))[0]:
                     if not ctx.registry:
-                        raise AnalysisError(f"{mitigation.name}: the first token is special and a causal model's "
-                                            "first token sees only itself, so its attention cannot leave the "
-                                            "special tokens")
+                        raise AnalysisError(
+                            f"{mitigation.name}: the first token is special and a causal model's "
+                            "first token sees only itself, so its attention cannot leave the "
+                            "special tokens"
+                        )
                     notes.append(SINK_FIRST_ROW_NOTE)
-                traces.append(_finite(fw(handle.model, inputs, iv, special), mitigation.name, handle)
-                              if iv is not None else trace)
+                traces.append(
+                    _finite(fw(handle.model, inputs, iv, special), mitigation.name, handle) if iv is not None else trace
+                )
             value_eigs += [mitigated_eigs] * n
         fused += [mitigation.fuse(t.hidden.double(), ctx) for t in traces[n:]]
     run_of = [i // n if not runs_together else 0 for i in range(len(traces))]
     with one_thread():  # eigensolvers: one thread each (see linalg.one_thread)
-        runs = _summarise_by_length(traces, keeps * (len(traces) // n), value_eigs, fused, run_of, options, handle,
-                                    heads, head_gaps)
+        runs = _summarise_by_length(
+            traces, keeps * (len(traces) // n), value_eigs, fused, run_of, options, handle, heads, head_gaps
+        )
     out = []
     for (_, tokens, special, notes), keep, baseline, run in zip(sentences, keeps, runs[:n], runs[n:] or [None] * n):
         if run is not None and run.kept_heads is not None and options.head is None:
             empty = [i + 1 for i, row in enumerate(run.kept_heads) if not row.any()]
             if empty:
-                notes.append(f"Every head of layer{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} is "
-                             "ablated: that layer has no head-mean graph, so its graph metrics (dirichlet, "
-                             "spectral_gap, rollout_ratio from it on) are null.")
+                notes.append(
+                    f"Every head of layer{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} is "
+                    "ablated: that layer has no head-mean graph, so its graph metrics (dirichlet, "
+                    "spectral_gap, rollout_ratio from it on) are null."
+                )
         for name, r in (("baseline", baseline), ("mitigated", run)):
             if r is not None and (r.signed.any() or r.heads_signed):
                 notes.append(SIGNED_NOTE.format(run=name))
@@ -471,9 +582,21 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
                 null = [row["layer"] for row in r.rows[1:] if row["dm_ratio"] is None]
                 if null:
                     notes.append(DM_RATIO_NOTE.format(run=name, layers=", ".join(map(str, null))))
-        analysis = Analysis(model=handle.name, device=handle.device, tokens=tokens, special=special, keep=keep,
-                            causal=handle.causal, options=options, baseline=baseline, mitigated=run,
-                            mitigation=described, notes=notes, lab=handle.lab, layernorm=handle.layernorm)
+        analysis = Analysis(
+            model=handle.name,
+            device=handle.device,
+            tokens=tokens,
+            special=special,
+            keep=keep,
+            causal=handle.causal,
+            options=options,
+            baseline=baseline,
+            mitigated=run,
+            mitigation=described,
+            notes=notes,
+            lab=handle.lab,
+            layernorm=handle.layernorm,
+        )
         if described and described["params"].get("sink") == "drop":  # say what counted as special, and if nothing did
             notes.append(render(sink_claim(analysis, handle.special_tokens())))
         out.append(analysis)
@@ -482,8 +605,15 @@ def analyze_batch(handle: Handle, sentences: list, mitigation: Mitigation | None
 
 def _streaming(handle: Handle, keep: list[int], options: GraphOptions, heads: bool, head_gaps: bool) -> stream.Forward:
     """The forward that analyses a long sentence layer by layer (:mod:`smoothviz.pipeline.stream`)."""
-    return stream.Forward(keep, options, n_layers=handle.n_layers, heads=heads, head_gaps=head_gaps,
-                          value_eigs=handle.value_eigs() if heads else None, post_ln=handle.layernorm == "post")
+    return stream.Forward(
+        keep,
+        options,
+        n_layers=handle.n_layers,
+        heads=heads,
+        head_gaps=head_gaps,
+        value_eigs=handle.value_eigs() if heads else None,
+        post_ln=handle.layernorm == "post",
+    )
 
 
 def _with_values(fw, value_eigs):
@@ -499,8 +629,10 @@ def _kept_tokens(handle: Handle, special: list, options: GraphOptions, notes: li
     if not keep:
         raise AnalysisError("no tokens are left once special tokens are excluded: type some text")
     if len(keep) == 1:
-        notes.append("Only one token: pairwise metrics (cosine_mean, spectral gap, skewness) are undefined, "
-                     "dm_rel is 0 by definition (not a collapse) and dm_ratio is null (0/0).")
+        notes.append(
+            "Only one token: pairwise metrics (cosine_mean, spectral gap, skewness) are undefined, "
+            "dm_rel is 0 by definition (not a collapse) and dm_ratio is null (0/0)."
+        )
     if handle.causal:
         notes.append("Causal (decoder) attention: every attention row is lower-triangular.")
     if handle.layernorm == "pre":
@@ -508,16 +640,32 @@ def _kept_tokens(handle: Handle, special: list, options: GraphOptions, notes: li
     return keep
 
 
-def _summarise_by_length(traces: list, keeps: list, value_eigs: list, fused: list, apart: list,
-                         options: GraphOptions, handle: Handle, heads: bool, head_gaps: bool) -> list[Run]:
+def _summarise_by_length(
+    traces: list,
+    keeps: list,
+    value_eigs: list,
+    fused: list,
+    apart: list,
+    options: GraphOptions,
+    handle: Handle,
+    heads: bool,
+    head_gaps: bool,
+) -> list[Run]:
     """:func:`_summarise` on traces together where it can take them in one call: the same kept
     tokens, the same value spectra, attention map and kept heads, all fused or none (so a
     baseline and a NeuTRENO run can share one call, an AttnScale run has its own), and the same
     ``apart`` label (traces labelled differently never share a call). One Run per trace, in order."""
     same: dict = {}
     for i, (trace, keep) in enumerate(zip(traces, keeps)):
-        key = (trace.hidden.shape[1], tuple(keep), fused[i] is None, id(value_eigs[i]), id(trace.attention_map),
-               id(trace.kept_heads), apart[i])
+        key = (
+            trace.hidden.shape[1],
+            tuple(keep),
+            fused[i] is None,
+            id(value_eigs[i]),
+            id(trace.attention_map),
+            id(trace.kept_heads),
+            apart[i],
+        )
         same.setdefault(key, []).append(i)
     runs: list = [None] * len(traces)
     for i, trace in enumerate(traces):
@@ -526,8 +674,16 @@ def _summarise_by_length(traces: list, keeps: list, value_eigs: list, fused: lis
             same = {key: [j for j in group if j != i] for key, group in same.items()}
     same = {key: group for key, group in same.items() if group}
     for (_, keep, no_fusion, *_), group in same.items():
-        summaries = _summarise([traces[i] for i in group], list(keep), options, handle, value_eigs[group[0]], heads,
-                               None if no_fusion else torch.stack([fused[i] for i in group]), head_gaps=head_gaps)
+        summaries = _summarise(
+            [traces[i] for i in group],
+            list(keep),
+            options,
+            handle,
+            value_eigs[group[0]],
+            heads,
+            None if no_fusion else torch.stack([fused[i] for i in group]),
+            head_gaps=head_gaps,
+        )
         for i, run in zip(group, summaries):
             runs[i] = run
     return runs
@@ -542,17 +698,29 @@ def _finite(trace: capture.Trace, run: str, handle: Handle) -> capture.Trace:
         broken = handle.nonfinite_weights()
         if broken:
             kinds = " and ".join(sorted({kind for _, kind in broken}))
-            raise AnalysisError(f"the model's weights contain {kinds} values ({len(broken)} tensor"
-                                f"{'s' if len(broken) > 1 else ''}, first {broken[0][0]}): the checkpoint is "
-                                "broken, so no setting can help; try another model")
-        raise AnalysisError(f"the {run} run overflowed (inf/NaN) at layer {layer}: try fewer layers, "
-                            "a LayerNorm, a lower temperature or a milder parameter")
+            raise AnalysisError(
+                f"the model's weights contain {kinds} values ({len(broken)} tensor"
+                f"{'s' if len(broken) > 1 else ''}, first {broken[0][0]}): the checkpoint is "
+                "broken, so no setting can help; try another model"
+            )
+        raise AnalysisError(
+            f"the {run} run overflowed (inf/NaN) at layer {layer}: try fewer layers, "
+            "a LayerNorm, a lower temperature or a milder parameter"
+        )
     return trace
 
 
-def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Handle,
-               value_eigs: torch.Tensor, heads: bool, fused: torch.Tensor | None = None, *,
-               head_gaps: bool = True) -> list[Run]:
+def _summarise(
+    traces: list,
+    keep: list[int],
+    options: GraphOptions,
+    handle: Handle,
+    value_eigs: torch.Tensor,
+    heads: bool,
+    fused: torch.Tensor | None = None,
+    *,
+    head_gaps: bool = True,
+) -> list[Run]:
     """Graphs and metrics of traces of one length, batched over them, their layers and heads.
 
     Builds the graphs and the per-head diagnostics, then evaluates every metric of
@@ -566,7 +734,7 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
     stacked = lambda name: torch.stack([getattr(t, name) for t in traces])  # noqa: E731  [B, …]
     attentions = stacked("attentions")
     softmax = None if first.softmax is None else stacked("softmax")
-    H = stacked("hidden")[:, :, idx].double().cpu()             # [B, L+1, n, d]
+    H = stacked("hidden")[:, :, idx].double().cpu()  # [B, L+1, n, d]
     A = _kept_heads(attentions, softmax, first.attention_map, idx)  # [B, L, h, n, n]
     L = A.shape[1]
     kept = first.kept_heads if options.head is None else None
@@ -574,18 +742,25 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
     S = graph.symmetrize(directed, options.symmetrize)
     eigs, vecs = graph.laplacian_spectrum(S)
     head_gap = smooths = None
-    heads_signed = graph.has_negative(A).flatten(1).any(1)   # [B]
+    heads_signed = graph.has_negative(A).flatten(1).any(1)  # [B]
     if heads and head_gaps:
         head_gap = graph.by_layer(lambda a: graph.spectral_gaps(graph.symmetrize(a, options.symmetrize)), A)
     if heads:
         smooths = diagnostics.dovonon(A, value_eigs.to(torch.complex64))
-    x = metrics.Inputs(H=H, graphs=torch.cat([S[:, :1], S], 1), directed=directed, eigs=eigs, heads=A,
-                       smooths=smooths,  # σ_min over the kept tokens, as λ uses
-                       ln_sigma=stacked("ln_sigma")[..., idx].double().amin(-1),
-                       # s only where the bound applies: a decoder's SVDs of every weight cost seconds
-                       weight_norm=handle.weight_norm() if handle.layernorm == "post" else None,
-                       post_ln=handle.layernorm == "post", kept=first.kept_heads,
-                       first=attentions[..., 0].float().cpu())  # [B, L, h, N]: every row, specials kept
+    x = metrics.Inputs(
+        H=H,
+        graphs=torch.cat([S[:, :1], S], 1),
+        directed=directed,
+        eigs=eigs,
+        heads=A,
+        smooths=smooths,  # σ_min over the kept tokens, as λ uses
+        ln_sigma=stacked("ln_sigma")[..., idx].double().amin(-1),
+        # s only where the bound applies: a decoder's SVDs of every weight cost seconds
+        weight_norm=handle.weight_norm() if handle.layernorm == "post" else None,
+        post_ln=handle.layernorm == "post",
+        kept=first.kept_heads,
+        first=attentions[..., 0].float().cpu(),
+    )  # [B, L, h, N]: every row, specials kept
     values = metrics.evaluate(x)
     if kept is not None:
         _null_headless(values, ~kept.any(1))
@@ -598,12 +773,19 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
         fx = metrics.Inputs(H=fused[:, idx].double().cpu().unsqueeze(1), graphs=S[:, -1:])
         fused_values = metrics.evaluate(fx, states_only=True)
     f32 = lambda t: None if t is None else _frozen(t.float())  # noqa: E731
-    per = {"similarity": f32(metrics.similarity(H, x.gram)), "sv": f32(x.sv / x.sv[..., :1].clamp_min(1e-30)),
-           "layer_graph": f32(S), "layer_eigs": f32(eigs), "fiedler": f32(graph.fiedler(vecs)),
-           "head_gap": f32(head_gap), "head_entropy": f32(graph.by_layer(graph.row_entropy, A)),
-           "head_uniform": f32(graph.by_layer(graph.distance_from_uniform, A)),
-           "smooths": None if smooths is None else _frozen(smooths), "signed": _frozen(graph.has_negative(S)),
-           "ln_sigma": f32(x.ln_sigma)}
+    per = {
+        "similarity": f32(metrics.similarity(H, x.gram)),
+        "sv": f32(x.sv / x.sv[..., :1].clamp_min(1e-30)),
+        "layer_graph": f32(S),
+        "layer_eigs": f32(eigs),
+        "fiedler": f32(graph.fiedler(vecs)),
+        "head_gap": f32(head_gap),
+        "head_entropy": f32(graph.by_layer(graph.row_entropy, A)),
+        "head_uniform": f32(graph.by_layer(graph.distance_from_uniform, A)),
+        "smooths": None if smooths is None else _frozen(smooths),
+        "signed": _frozen(graph.has_negative(S)),
+        "ln_sigma": f32(x.ln_sigma),
+    }
     runs = []
     for b, trace in enumerate(traces):
         fused_row = None
@@ -614,20 +796,34 @@ def _summarise(traces: list, keep: list[int], options: GraphOptions, handle: Han
         if final_values is not None:
             row = metrics.rows({k: v[b] for k, v in final_values.items()}, 1)[0]
             final_row = {k: v for k, v in row.items() if k != "layer"}
-        runs.append(Run(final_norm_row=final_row, rows=metrics.rows({k: v[b] for k, v in values.items()}, L + 1), fused_row=fused_row,
-                        hidden=f32(trace.hidden), attentions=f32(trace.attentions),
-                        **{k: None if v is None else v[b] for k, v in per.items()},
-                        value_eigs=_frozen(value_eigs), fused=None if fused is None else f32(fused[b]),
-                        final_norm=None if trace.final_norm is None else f32(trace.final_norm),
-                        heads_signed=bool(heads_signed[b]),
-                        softmax=None if trace.softmax is None else f32(trace.softmax),
-                        attention_map=trace.attention_map, kept_heads=None if trace.kept_heads is None
-                        else _frozen(trace.kept_heads)))
+        runs.append(
+            Run(
+                final_norm_row=final_row,
+                rows=metrics.rows({k: v[b] for k, v in values.items()}, L + 1),
+                fused_row=fused_row,
+                hidden=f32(trace.hidden),
+                attentions=f32(trace.attentions),
+                **{k: None if v is None else v[b] for k, v in per.items()},
+                value_eigs=_frozen(value_eigs),
+                fused=None if fused is None else f32(fused[b]),
+                final_norm=None if trace.final_norm is None else f32(trace.final_norm),
+                heads_signed=bool(heads_signed[b]),
+                softmax=None if trace.softmax is None else f32(trace.softmax),
+                attention_map=trace.attention_map,
+                kept_heads=None if trace.kept_heads is None else _frozen(trace.kept_heads),
+            )
+        )
     return runs
 
 
-def _summarise_streamed(trace: stream.Streamed, keep: list[int], options: GraphOptions, handle: Handle,
-                        value_eigs: torch.Tensor, fused: torch.Tensor | None) -> Run:
+def _summarise_streamed(
+    trace: stream.Streamed,
+    keep: list[int],
+    options: GraphOptions,
+    handle: Handle,
+    value_eigs: torch.Tensor,
+    fused: torch.Tensor | None,
+) -> Run:
     """:func:`_summarise` for a sentence analysed layer by layer: the same Run, from what each layer
     left (:mod:`smoothviz.pipeline.stream`), with its attention not kept."""
     idx, p = torch.tensor(keep), trace.parts
@@ -640,23 +836,40 @@ def _summarise_streamed(trace: stream.Streamed, keep: list[int], options: GraphO
         _null_headless(values, ~torch.as_tensor(kept).any(1))
     S = p["graph"]
     L = S.shape[0]
-    def states(H):  # noqa: E306  a state of its own (final norm, fused output), on the last layer's graph
-        row = metrics.rows(metrics.evaluate(metrics.Inputs(H=H[idx].double().unsqueeze(0), graphs=S[-1:].double()),
-                                            states_only=True), 1)[0]
+
+    def states(H):
+        row = metrics.rows(
+            metrics.evaluate(metrics.Inputs(H=H[idx].double().unsqueeze(0), graphs=S[-1:].double()), states_only=True),
+            1,
+        )[0]
         return {k: v for k, v in row.items() if k != "layer"}
+
     f32 = lambda t: None if t is None else _frozen(t.float())  # noqa: E731
     layer_graph = _frozen(S)
     hidden = f32(trace.hidden)
-    return Run(rows=metrics.rows(values, L + 1), fused_row=None if fused is None else states(fused),
-               final_norm_row=None if trace.final_norm is None else states(trace.final_norm),
-               hidden=hidden, attentions=None, received=f32(p["received"]),
-               similarity=stream.PerLayer(hidden if len(keep) == hidden.shape[1] else hidden[:, keep], "similarity"), sv=f32(sv),
-               layer_graph=layer_graph, layer_eigs=stream.PerLayer(layer_graph, "laplacian"),
-               fiedler=f32(graph.signed_vector(p["fiedler"])), head_gap=f32(p["head_gap"]),
-               head_entropy=f32(p["entropy"]), head_uniform=f32(p["uniform"]), value_eigs=_frozen(value_eigs),
-               smooths=None if p["smooths"] is None else _frozen(p["smooths"]), fused=None if fused is None else f32(fused),
-               signed=_frozen(p["signed"]), heads_signed=p["heads_signed"], ln_sigma=f32(ln_sigma),
-               kept_heads=None if trace.kept_heads is None else _frozen(trace.kept_heads))
+    return Run(
+        rows=metrics.rows(values, L + 1),
+        fused_row=None if fused is None else states(fused),
+        final_norm_row=None if trace.final_norm is None else states(trace.final_norm),
+        hidden=hidden,
+        attentions=None,
+        received=f32(p["received"]),
+        similarity=stream.PerLayer(hidden if len(keep) == hidden.shape[1] else hidden[:, keep], "similarity"),
+        sv=f32(sv),
+        layer_graph=layer_graph,
+        layer_eigs=stream.PerLayer(layer_graph, "laplacian"),
+        fiedler=f32(graph.signed_vector(p["fiedler"])),
+        head_gap=f32(p["head_gap"]),
+        head_entropy=f32(p["entropy"]),
+        head_uniform=f32(p["uniform"]),
+        value_eigs=_frozen(value_eigs),
+        smooths=None if p["smooths"] is None else _frozen(p["smooths"]),
+        fused=None if fused is None else f32(fused),
+        signed=_frozen(p["signed"]),
+        heads_signed=p["heads_signed"],
+        ln_sigma=f32(ln_sigma),
+        kept_heads=None if trace.kept_heads is None else _frozen(trace.kept_heads),
+    )
 
 
 def _null_headless(values: dict, empty: torch.Tensor) -> None:
@@ -688,8 +901,9 @@ def _kept_heads(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping,
     return mapping(graph.restrict(softmax.float().cpu(), idx))
 
 
-def _kept_graph(attentions: torch.Tensor, softmax: torch.Tensor | None, mapping, idx: torch.Tensor,
-                head: int | None, kept=None) -> torch.Tensor:
+def _kept_graph(
+    attentions: torch.Tensor, softmax: torch.Tensor | None, mapping, idx: torch.Tensor, head: int | None, kept=None
+) -> torch.Tensor:
     """The directed graph of each layer over the kept tokens ``[L, n, n]`` (float64).
 
     RESEARCH §1's order: the mean over heads first, then the special tokens' rows and columns
@@ -709,5 +923,3 @@ def _frozen(t: torch.Tensor) -> np.ndarray:
     array = t.cpu().numpy()
     array.setflags(write=False)
     return array
-
-

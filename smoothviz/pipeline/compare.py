@@ -7,13 +7,15 @@ by name, ``label=…``). A piece without ``=`` continues the previous value, so
 one analysis per distinct model and mitigation, and a run without a mitigation reuses the
 baseline of an analysis of the same model (``analyze()`` itself is unchanged).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from smoothviz.pipeline.analysis import Analysis, Run, analyze
+from smoothviz.mitigations import label as mitigation_label
+from smoothviz.mitigations import make
 from smoothviz.model.lab import LabConfig
-from smoothviz.mitigations import label as mitigation_label, make
+from smoothviz.pipeline.analysis import Analysis, Run, analyze
 
 RUN_LETTERS = "ABCDEFGHIJ"
 
@@ -55,7 +57,7 @@ class RunSpec:
                     raise SpecError(f"run SPEC pieces are key=value, got '{piece}' in '{text}'")
                 pairs.append([key.strip(), value.strip()])
             elif pairs and piece.strip():
-                pairs[-1][1] += "," + piece.strip()   # ablate=3.0,5.11
+                pairs[-1][1] += "," + piece.strip()  # ablate=3.0,5.11
             elif piece.strip():
                 raise SpecError(f"run SPEC pieces are key=value, got '{piece.strip()}' in '{text}'")
         if not pairs:
@@ -106,8 +108,14 @@ class CompareRun:
 
     def to_json(self) -> dict:
         a = self.analysis
-        out = {"label": self.label, "model": a.model, "device": a.device, "tokens": a.tokens,
-               "mitigation": self.mitigation, "layers": self.run.table()}
+        out = {
+            "label": self.label,
+            "model": a.model,
+            "device": a.device,
+            "tokens": a.tokens,
+            "mitigation": self.mitigation,
+            "layers": self.run.table(),
+        }
         if self.run.final_norm_row is not None:  # a pre-norm model's final norm: a row apart, never a layer
             out["final_norm"] = self.run.final_norm_row
         if a.lab is not None:
@@ -128,9 +136,18 @@ class Comparison:
         return {"runs": [r.to_json() for r in self.runs]}
 
 
-def compare(text: str | None, runs: list, *, image=None, device: str = "auto", head: int | None = None,
-            symmetrize: str = "sym", exclude_special: bool = False, max_tokens: int | None = None,
-            heads: bool = True) -> Comparison:
+def compare(
+    text: str | None,
+    runs: list,
+    *,
+    image=None,
+    device: str = "auto",
+    head: int | None = None,
+    symmetrize: str = "sym",
+    exclude_special: bool = False,
+    max_tokens: int | None = None,
+    heads: bool = True,
+) -> Comparison:
     """Analyse ``text`` (or, for vision models, ``image``: see :func:`smoothviz.analyze`) with every run of
     ``runs`` (RunSpecs or SPEC strings) under one set of graph options.
 
@@ -148,9 +165,20 @@ def compare(text: str | None, runs: list, *, image=None, device: str = "auto", h
         if spec.mitigation is None and key in by_model:
             results[i] = by_model[key]
             continue
-        results[i] = analyze(text, image=image, model=spec.model, device=device, lab=spec.lab, mitigation=spec.mitigation,
-                             params=spec.params, head=head, symmetrize=symmetrize,
-                             exclude_special=exclude_special, max_tokens=max_tokens, heads=heads)
+        results[i] = analyze(
+            text,
+            image=image,
+            model=spec.model,
+            device=device,
+            lab=spec.lab,
+            mitigation=spec.mitigation,
+            params=spec.params,
+            head=head,
+            symmetrize=symmetrize,
+            exclude_special=exclude_special,
+            max_tokens=max_tokens,
+            heads=heads,
+        )
         by_model.setdefault(key, results[i])
     out, labels = [], set()
     for i, spec in enumerate(specs):

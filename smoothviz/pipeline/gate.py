@@ -6,6 +6,7 @@ classifier on the mean of the fused tokens are trained together on the CPU; a li
 on the last layer alone is the reference. The file records the layers the gate was fitted on:
 it fuses exactly those. A gate from a toy set is illustrative, not a result.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from smoothviz.model.handles import get_handle
 from smoothviz.mitigations.fusion import GATE_FORMAT, gate_fuse, select_layers
+from smoothviz.model.handles import get_handle
 
 MAX_ROWS = 5000
 
@@ -49,7 +50,7 @@ def _features(handle, texts: list[str], layers: list[int], batch: int = 32) -> t
     enc = tok(texts, padding=True, truncation=True, max_length=min(handle.max_length, 256), return_tensors="pt")
     chunks = []
     for start in range(0, len(texts), batch):
-        part = {k: v[start:start + batch].to(handle.device) for k, v in enc.items()}
+        part = {k: v[start : start + batch].to(handle.device) for k, v in enc.items()}
         with torch.inference_mode():
             hidden = handle.model(**part, output_hidden_states=True).hidden_states
         chunks.append(torch.stack([hidden[l] for l in layers], 1).float().cpu())
@@ -88,8 +89,16 @@ def _accuracy(clf, x, mask, y, w, b) -> float:
         return float((clf(_pool(x, mask, w, b)).argmax(-1) == y).float().mean())
 
 
-def fit_gate(data: str, *, model: str = "default", out: str, layers: str = "all", epochs: int = 100,
-             seed: int = 0, device: str = "auto") -> dict:
+def fit_gate(
+    data: str,
+    *,
+    model: str = "default",
+    out: str,
+    layers: str = "all",
+    epochs: int = 100,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict:
     """Fit a gate and write it as JSON (never a pickle). Returns the summary that was written."""
     texts, labels = read_labelled_csv(data)
     if not 1 <= epochs <= 5000:
@@ -105,12 +114,20 @@ def fit_gate(data: str, *, model: str = "default", out: str, layers: str = "all"
     w, b, clf_gate = _train(x[train], mask[train], y[train], len(classes), True, epochs, seed)
     _, _, clf_last = _train(x[train], mask[train], y[train], len(classes), False, epochs, seed)
     summary = {
-        "format": GATE_FORMAT, "model": model, "width": int(x.shape[-1]), "layers": chosen, "classes": classes,
-        "n_train": len(train), "n_test": len(test),
-        "held_out_accuracy": {"last_layer": _accuracy(clf_last, x[test], mask[test], y[test], None, None),
-                              "fused": _accuracy(clf_gate, x[test], mask[test], y[test], w, b)},
+        "format": GATE_FORMAT,
+        "model": model,
+        "width": int(x.shape[-1]),
+        "layers": chosen,
+        "classes": classes,
+        "n_train": len(train),
+        "n_test": len(test),
+        "held_out_accuracy": {
+            "last_layer": _accuracy(clf_last, x[test], mask[test], y[test], None, None),
+            "fused": _accuracy(clf_gate, x[test], mask[test], y[test], w, b),
+        },
         "note": "Illustrative: a gate learned on a small toy set with the encoder frozen.",
-        "w": w.tolist(), "b": b.tolist(),
+        "w": w.tolist(),
+        "b": b.tolist(),
     }
     Path(out).expanduser().write_text(json.dumps(summary))
     return {k: v for k, v in summary.items() if k != "w"}

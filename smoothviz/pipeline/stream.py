@@ -30,6 +30,7 @@ page's per-head heat maps say so. Used from :data:`STREAM_FROM` kept tokens on t
 route attention through SmoothViz's attention function, for the baseline and every mitigation
 except those that change A itself (AttnScale), which keep the batched path.
 """
+
 from __future__ import annotations
 
 import threading
@@ -40,20 +41,17 @@ import numpy as np
 import torch
 
 from smoothviz.model import capture
-
-from smoothviz.science import diagnostics
-
-from smoothviz.science import graph
-
-from smoothviz.science import metrics
+from smoothviz.science import diagnostics, graph, metrics
 from smoothviz.science.graph import GraphOptions
 from smoothviz.science.linalg import one_thread
 
 STREAM_FROM = 1024  # kept tokens from which a sentence is analysed layer by layer
 ROLLOUT_UP_TO = 4096  # kept tokens up to which the rollout product is carried (see the module docstring)
-ROLLOUT_NOTE = ("The rollout ratio is not computed above {limit:,} tokens: its product Â_l ⋯ Â_1 is one n×n "
-                "matrix product per layer (O(n³)), which at {n:,} tokens costs several times the forward pass "
-                "(SmoothViz's own limit); rollout_ratio is null.")
+ROLLOUT_NOTE = (
+    "The rollout ratio is not computed above {limit:,} tokens: its product Â_l ⋯ Â_1 is one n×n "
+    "matrix product per layer (O(n³)), which at {n:,} tokens costs several times the forward pass "
+    "(SmoothViz's own limit); rollout_ratio is null."
+)
 
 
 @dataclass(frozen=True)
@@ -77,18 +75,35 @@ class Forward:
         post_ln: compute Shi's λ (the bound v is shown for post-LN blocks only).
     """
 
-    def __init__(self, keep: list[int], options: GraphOptions, *, n_layers: int, heads: bool, head_gaps: bool,
-                 value_eigs: torch.Tensor | None, post_ln: bool):
+    def __init__(
+        self,
+        keep: list[int],
+        options: GraphOptions,
+        *,
+        n_layers: int,
+        heads: bool,
+        head_gaps: bool,
+        value_eigs: torch.Tensor | None,
+        post_ln: bool,
+    ):
         self.keep, self.options, self.n_layers, self.heads, self.head_gaps = keep, options, n_layers, heads, head_gaps
         self.value_eigs, self.post_ln = value_eigs, post_ln
 
     def using(self, value_eigs: torch.Tensor) -> Forward:
         """The same forward with other value spectra (a spectral mitigation's W_O)."""
-        return Forward(self.keep, self.options, n_layers=self.n_layers, heads=self.heads, head_gaps=self.head_gaps,
-                       value_eigs=value_eigs, post_ln=self.post_ln)
+        return Forward(
+            self.keep,
+            self.options,
+            n_layers=self.n_layers,
+            heads=self.heads,
+            head_gaps=self.head_gaps,
+            value_eigs=value_eigs,
+            post_ln=self.post_ln,
+        )
 
-    def __call__(self, model, inputs: dict, intervention: capture.Intervention | None = None,
-                 special: list | None = None) -> capture.Trace:
+    def __call__(
+        self, model, inputs: dict, intervention: capture.Intervention | None = None, special: list | None = None
+    ) -> capture.Trace:
         iv = intervention or capture.Intervention()
         if iv.probs is not None or iv.attention is not None or not capture.uses_registry(model):
             return capture.run(model, inputs, intervention, special)  # A itself changed: the batched path
@@ -113,8 +128,8 @@ class _Layers:
 
     def _read(self, layer: int, probs: torch.Tensor) -> None:
         fw, n = self.fw, len(self.fw.keep)
-        P = probs[0].float().cpu()                                            # [h, N, N]
-        A = graph.restrict(P, self.idx)                                       # [h, n, n]
+        P = probs[0].float().cpu()  # [h, N, N]
+        A = graph.restrict(P, self.idx)  # [h, n, n]
         kept = None if self.kept is None else self.kept[layer]
         directed = graph.restrict(graph.aggregate(P, fw.options.head, kept).double(), self.idx)  # [n, n]
         S = graph.symmetrize(directed, fw.options.symmetrize)
@@ -127,26 +142,45 @@ class _Layers:
         ratio = float("nan")
         if rollout:
             directed.diagonal().add_(1)
-            directed.mul_(0.5)                                                # Â = ½(A + I), in place
+            directed.mul_(0.5)  # Â = ½(A + I), in place
             self.R = directed @ self.R
             ratio = graph.top_singular_ratio(self.R)
         del directed
         per_head = lambda fn: torch.stack([fn(a) for a in A])  # noqa: E731  one head's temporaries at a time
-        row = {"lambda2": lam2, "fiedler": vec, "rollout": ratio,
-               "entropy": per_head(graph.row_entropy), "uniform": per_head(graph.distance_from_uniform),
-               "first": P[..., 0].clone(), "received": sum(p.double().sum(0) for p in P) / (P.shape[0] * P.shape[1]),
-               "signed": bool(graph.has_negative(S)), "heads_signed": bool(graph.has_negative(A).any()),
-               "shi_lambda": graph.attention_contraction_lambda(A[None])[0] if fw.post_ln else torch.tensor(float("nan"))}
+        row = {
+            "lambda2": lam2,
+            "fiedler": vec,
+            "rollout": ratio,
+            "entropy": per_head(graph.row_entropy),
+            "uniform": per_head(graph.distance_from_uniform),
+            "first": P[..., 0].clone(),
+            "received": sum(p.double().sum(0) for p in P) / (P.shape[0] * P.shape[1]),
+            "signed": bool(graph.has_negative(S)),
+            "heads_signed": bool(graph.has_negative(A).any()),
+            "shi_lambda": graph.attention_contraction_lambda(A[None])[0] if fw.post_ln else torch.tensor(float("nan")),
+        }
         if fw.heads and fw.head_gaps:
             row["head_gap"] = graph.spectral_gaps(graph.symmetrize(A, fw.options.symmetrize))
         if fw.heads:
-            row["smooths"] = diagnostics.dovonon(A[None], fw.value_eigs[layer:layer + 1].to(torch.complex64))[0]
+            row["smooths"] = diagnostics.dovonon(A[None], fw.value_eigs[layer : layer + 1].to(torch.complex64))[0]
         self.rows.append(row)
 
     def result(self) -> dict:
         stack = lambda key: torch.stack([torch.as_tensor(r[key]) for r in self.rows])  # noqa: E731
-        out = {k: stack(k) for k in ("lambda2", "fiedler", "rollout", "entropy", "uniform", "first", "received",
-                                     "signed", "shi_lambda")}
+        out = {
+            k: stack(k)
+            for k in (
+                "lambda2",
+                "fiedler",
+                "rollout",
+                "entropy",
+                "uniform",
+                "first",
+                "received",
+                "signed",
+                "shi_lambda",
+            )
+        }
         out["graph"] = self.graphs[: len(self.rows)]
         out["heads_signed"] = any(r["heads_signed"] for r in self.rows)
         for key in ("head_gap", "smooths"):
@@ -219,8 +253,15 @@ class PerLayer:
         self.__init__(state["source"], state["kind"])
 
 
-LAYER_METRICS = ("spectral_gap", "rollout_ratio", "shi_v", "dm_ratio", "first_token_mass", "sink_rate",
-                 "heads_smoothing")
+LAYER_METRICS = (
+    "spectral_gap",
+    "rollout_ratio",
+    "shi_v",
+    "dm_ratio",
+    "first_token_mass",
+    "sink_rate",
+    "heads_smoothing",
+)
 
 
 def evaluate(trace: Streamed, keep: list[int], ln_sigma: torch.Tensor, weight_norm, post_ln: bool) -> dict:
@@ -235,7 +276,7 @@ def evaluate(trace: Streamed, keep: list[int], ln_sigma: torch.Tensor, weight_no
     G, L = p["graph"], p["graph"].shape[0]
     per_state, svs, dms = [], [], []
     for s in range(L + 1):
-        x = metrics.Inputs(H=trace.hidden[s:s + 1, idx].double(), graphs=G[max(s - 1, 0)][None].double())
+        x = metrics.Inputs(H=trace.hidden[s : s + 1, idx].double(), graphs=G[max(s - 1, 0)][None].double())
         per_state.append(metrics.evaluate(x, states_only=True))
         svs.append(x.sv / x.sv[..., :1].clamp_min(1e-30))
         dms.append(metrics.dm_abs(x.H))
@@ -244,10 +285,13 @@ def evaluate(trace: Streamed, keep: list[int], ln_sigma: torch.Tensor, weight_no
     h = p["entropy"].shape[-1]
     smooths = p["smooths"]
     values.update(
-        spectral_gap=p["lambda2"].double(), rollout_ratio=p["rollout"].double(),
+        spectral_gap=p["lambda2"].double(),
+        rollout_ratio=p["rollout"].double(),
         shi_v=diagnostics.shi_bound(p["shi_lambda"].double(), h, ln_sigma, weight_norm, post_ln),
-        dm_ratio=metrics.ratio_of_dm(dm), first_token_mass=metrics.first_token_mass(p["first"]),
+        dm_ratio=metrics.ratio_of_dm(dm),
+        first_token_mass=metrics.first_token_mass(p["first"]),
         sink_rate=metrics.sink_rate(p["first"]),
-        heads_smoothing=metrics.heads_smoothing(smooths, trace.kept_heads, L))
+        heads_smoothing=metrics.heads_smoothing(smooths, trace.kept_heads, L),
+    )
     values["_sv"] = torch.cat(svs)
     return values

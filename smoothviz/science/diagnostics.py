@@ -4,6 +4,7 @@ together: Shi et al.'s bound v, and Dovonon et al.'s smooth/sharpen verdict for 
 Both are heavy numerics kept out of the orchestrator (:mod:`smoothviz.pipeline.analysis`); both are
 tested against dense numpy eigendecompositions (``tests/test_head_spectra.py``).
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,7 @@ def shi_bound(lam: torch.Tensor, heads: int, ln_sigma: torch.Tensor, weight_norm
     lam = lam.double().clamp_min(0)
     s = weight_norm.double()
     s1, s2 = ln_sigma[..., 0], ln_sigma[..., 1]
-    return (1 + s ** 2) * (1 + lam.sqrt() * heads * s) / (s1 * s2)
+    return (1 + s**2) * (1 + lam.sqrt() * heads * s) / (s1 * s2)
 
 
 def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
@@ -65,9 +66,10 @@ def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     """
     heads, n = A.shape[:-2], A.shape[-1]
     lam_h = value_eigs.to(torch.complex64).expand(*heads, value_eigs.shape[-1]).reshape(-1, value_eigs.shape[-1])
-    perron_best = (1 + lam_h).abs().amax(-1).double()                    # [heads, d_h] → [heads]
+    perron_best = (1 + lam_h).abs().amax(-1).double()  # [heads, d_h] → [heads]
     reach = lam_h.abs().amax(-1).double()
     flat = A.reshape(-1, n, n)
+
     # Every |λ^A| ≤ 1 for a stochastic head: a Perron pairing that reaches 1 + max|λ^H| wins (ties too).
     def settled(radius: torch.Tensor, heads) -> torch.Tensor:  # every non-Perron |λ^A| ≤ radius
         return 1 + radius.double() * reach[heads] <= perron_best[heads] * (1 - 1e-6)
@@ -82,10 +84,10 @@ def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
         smooths[general] = settled(graph.deflated_radius(flat[general]), general)
         todo = (~smooths).nonzero().squeeze(-1)
     if todo.numel():
-        attn_eigs = eigenvalues(flat[todo], triangular[todo])            # [k, n]
+        attn_eigs = eigenvalues(flat[todo], triangular[todo])  # [k, n]
         lam = lam_h[todo]
         update = (1 + attn_eigs.unsqueeze(-1) * lam.unsqueeze(-2)).abs()  # [k, n, d_h]
-        best = update.flatten(-2).argmax(-1) // lam.shape[-1]             # index into A's eigenvalues
+        best = update.flatten(-2).argmax(-1) // lam.shape[-1]  # index into A's eigenvalues
         chosen = torch.gather(attn_eigs, -1, best.unsqueeze(-1)).squeeze(-1)
         perron = (attn_eigs - 1).abs().argmin(-1)
         smooths[todo] = (best == perron) | ((chosen - 1).abs() < 1e-5)

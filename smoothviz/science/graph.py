@@ -12,6 +12,7 @@ Eigenvalues are never clamped: a value outside [0, 2] would be a bug, not someth
 For a signed graph the smallest eigenvalue is 0 only when the graph is balanced, so λ₂ is then
 not the mixing gap of a random walk.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,11 +23,10 @@ import scipy.linalg
 import torch
 from threadpoolctl import threadpool_limits
 
-from smoothviz.science.linalg import singular_values
 from smoothviz.options import SYMMETRIZE, check
+from smoothviz.science.linalg import singular_values
 
 Tensor = torch.Tensor
-
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,10 @@ def spectral_gaps(S: Tensor) -> Tensor:
         gaps = [second_pair(m, normalized=True)[0] for m in N.reshape(-1, n, n)]
         return torch.tensor(gaps, dtype=S.dtype).reshape(S.shape[:-2])
     else:
-        top_two = [scipy.linalg.eigh(m, eigvals_only=True, subset_by_index=[n - 2, n - 1], driver="evr",
-                                     check_finite=False) for m in N.reshape(-1, n, n).cpu().numpy()]
+        top_two = [
+            scipy.linalg.eigh(m, eigvals_only=True, subset_by_index=[n - 2, n - 1], driver="evr", check_finite=False)
+            for m in N.reshape(-1, n, n).cpu().numpy()
+        ]
         mu2 = torch.tensor(np.array(top_two)[:, 0], dtype=S.dtype).reshape(S.shape[:-2])
     return 1 - mu2
 
@@ -170,6 +172,7 @@ def second_pair(S: Tensor, normalized: bool = False) -> tuple[float, Tensor]:
         ``(λ₂, vector [n] float64)``; NaN and zeros for fewer than two nodes.
     """
     from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
+
     n = S.shape[-1]
     if n < 2:
         return float("nan"), torch.zeros(n, dtype=torch.float64)
@@ -198,6 +201,7 @@ def top_singular_ratio(R: Tensor) -> float:
     """σ₂/σ₁ of one matrix ``[n, n]`` by ARPACK (``scipy.sparse.linalg.svds``, tolerance 0): only
     the two largest singular values, O(n²) per step, for the rollout of a long sentence."""
     from scipy.sparse.linalg import ArpackNoConvergence, svds
+
     n = R.shape[-1]
     M = R.double().cpu().numpy()
     try:
@@ -262,7 +266,9 @@ def subdominant_bound(P: Tensor) -> Tensor:
     float32 rounding.
     """
     B = (P - P.mean(-2, keepdim=True)).abs_()
-    doeblin = torch.where(is_stochastic(P), (1 - P.amin(-2).sum(-1)).clamp_max(1), torch.full_like(B[..., 0, 0], torch.inf))
+    doeblin = torch.where(
+        is_stochastic(P), (1 - P.amin(-2).sum(-1)).clamp_max(1), torch.full_like(B[..., 0, 0], torch.inf)
+    )
     norms = torch.stack([torch.linalg.vector_norm(B, dim=(-2, -1)), B.sum(-1).amax(-1), B.sum(-2).amax(-1), doeblin])
     return _raised(norms.amin(0).clamp_min(0))
 
@@ -277,10 +283,10 @@ def deflated_radius(P: Tensor, steps: int = 8) -> Tensor:
     :func:`subdominant_bound`; about 2·steps matrix–vector products per matrix.
     """
     P = P.double()
-    v = P.mean(-2, keepdim=True)                                  # [..., 1, n], sums to 1
+    v = P.mean(-2, keepdim=True)  # [..., 1, n], sums to 1
     for _ in range(steps):
         v = v @ P
-    Bt = (P - v).abs_().transpose(-1, -2)                        # x ↦ |B|x as rows: x Bᵀ
+    Bt = (P - v).abs_().transpose(-1, -2)  # x ↦ |B|x as rows: x Bᵀ
     x = torch.ones(P.shape[:-2] + (1, P.shape[-1]), dtype=P.dtype, device=P.device)
     for _ in range(steps):
         x = x @ Bt
@@ -321,7 +327,7 @@ def attention_contraction_lambda(A: Tensor, steps: int = 64, rtol: float = 1e-6)
     k = min(steps, n)
     At = A.transpose(-1, -2)
 
-    def apply(v):                                              # (Aᵀ P A vᵀ)ᵀ = (v Aᵀ P) A
+    def apply(v):  # (Aᵀ P A vᵀ)ᵀ = (v Aᵀ P) A
         u = v @ At
         return (u - u.mean(-1, keepdim=True)) @ A
 
@@ -335,8 +341,8 @@ def attention_contraction_lambda(A: Tensor, steps: int = 64, rtol: float = 1e-6)
         w = apply(q)
         alphas.append((q * w).sum((-2, -1)))
         scale = torch.maximum(scale, alphas[-1])
-        Q = torch.cat(basis, -2)                                  # [..., j, n]
-        w = w - (w @ Q.transpose(-1, -2)) @ Q                     # full reorthogonalisation
+        Q = torch.cat(basis, -2)  # [..., j, n]
+        w = w - (w @ Q.transpose(-1, -2)) @ Q  # full reorthogonalisation
         w = w - (w @ Q.transpose(-1, -2)) @ Q
         beta = w.norm(dim=-1, keepdim=True)
         # Breakdown: the Krylov space is invariant and T already holds its top eigenvalue. Going
@@ -365,8 +371,7 @@ def _tridiagonal(alphas: list, betas: list) -> Tensor:
     return T
 
 
-def to_networkx(W: np.ndarray, labels: list[str], top_k: int | None = None,
-                directed: bool = False) -> nx.Graph:
+def to_networkx(W: np.ndarray, labels: list[str], top_k: int | None = None, directed: bool = False) -> nx.Graph:
     """A weighted graph of tokens; with ``top_k`` only each node's k strongest edges are kept.
 
     Node attributes: ``label`` (the token text) and ``position`` (its index). Edge: ``weight``.

@@ -1,4 +1,5 @@
 """Small linear-algebra helpers shared by the metrics, the graphs and the weight readers."""
+
 from __future__ import annotations
 
 import threading

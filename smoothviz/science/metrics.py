@@ -4,6 +4,7 @@ Every function takes a stack of token matrices ``H [..., n, d]`` (one per layer)
 one value per matrix. A value that is undefined for the input (one token has no pairs) is NaN;
 the analysis turns NaN into ``None`` with a note, never into a fake number.
 """
+
 from __future__ import annotations
 
 import math
@@ -105,8 +106,8 @@ def spectrum_metrics(sv: Tensor) -> dict[str, Tensor]:
     p = sv / sv.sum(-1, keepdim=True).clamp_min(1e-30)
     entropy = -(torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p))).sum(-1)
     centred = rel - rel.mean(-1, keepdim=True)
-    m2 = (centred ** 2).mean(-1)
-    m3 = (centred ** 3).mean(-1)
+    m2 = (centred**2).mean(-1)
+    m3 = (centred**3).mean(-1)
     # scipy.stats.skew (bias=True) is NaN when every value is equal (m2 == 0).
     tiny = (torch.finfo(rel.dtype).eps * rel.abs().mean(-1)) ** 2
     skew = torch.where(m2 > tiny, m3 / m2.clamp_min(1e-300) ** 1.5, torch.full_like(m2, float("nan")))
@@ -135,6 +136,7 @@ def dirichlet(H: Tensor, S: Tensor, G: Tensor | None = None) -> Tensor:
 
 
 # --------------------------------------------------------------------------- the registry
+
 
 @dataclass
 class Inputs:
@@ -250,6 +252,7 @@ def _of_first(fn):
         if x.first is None:
             return torch.full((*x.H.shape[:-3], x.H.shape[-3] - 1), float("nan"), dtype=torch.float64)
         return fn(x.first)
+
     return compute
 
 
@@ -276,46 +279,144 @@ def heads_smoothing(smooths: Tensor | None, kept: Tensor | None, n_layers: int) 
 
 # docs/SCIENCE.md §2 and §1, in the order of the JSON and the CLI table.
 METRICS: list[Metric] = [
-    Metric("cosine_mean", lambda x: cosine_mean(x.H), "mean cos(h_i, h_j), i ≠ j", "→ 1", "↑",
-           source="TokenUni, Shi et al. 2022", headline=True, card=True),
-    Metric("cosine_centred", lambda x: cosine_centred(x.H), "mean cos(h_i − μ, h_j − μ), μ = mean token",
-           "high: tokens agree beyond their common mean", "",
-           source="SmoothViz's own choice, beside cosine_mean for massive activations (Sun et al. 2024)"),
-    Metric("cls_cosine", lambda x: cls_cosine(x.H), "mean_j cos(h_0, h_j)", "→ 1", "↑", source="CLSUni, Yan et al. 2022"),
-    Metric("dm_rel", lambda x: dm_rel(x.H), "‖PH‖_F / ‖H‖_F, P = I − 𝟙𝟙ᵀ/n", "→ 0", "↓", log=True,
-           source="Shi et al.'s d_M, Dong et al.'s res(X), normalised", headline=True, card=True),
+    Metric(
+        "cosine_mean",
+        lambda x: cosine_mean(x.H),
+        "mean cos(h_i, h_j), i ≠ j",
+        "→ 1",
+        "↑",
+        source="TokenUni, Shi et al. 2022",
+        headline=True,
+        card=True,
+    ),
+    Metric(
+        "cosine_centred",
+        lambda x: cosine_centred(x.H),
+        "mean cos(h_i − μ, h_j − μ), μ = mean token",
+        "high: tokens agree beyond their common mean",
+        "",
+        source="SmoothViz's own choice, beside cosine_mean for massive activations (Sun et al. 2024)",
+    ),
+    Metric(
+        "cls_cosine", lambda x: cls_cosine(x.H), "mean_j cos(h_0, h_j)", "→ 1", "↑", source="CLSUni, Yan et al. 2022"
+    ),
+    Metric(
+        "dm_rel",
+        lambda x: dm_rel(x.H),
+        "‖PH‖_F / ‖H‖_F, P = I − 𝟙𝟙ᵀ/n",
+        "→ 0",
+        "↓",
+        log=True,
+        source="Shi et al.'s d_M, Dong et al.'s res(X), normalised",
+        headline=True,
+        card=True,
+    ),
     Metric("hfc_lfc", lambda x: hfc_lfc(x.H), "‖PH‖_F / ‖(𝟙𝟙ᵀ/n)H‖_F", "→ 0", "↓", log=True, source="Wang et al. 2022"),
-    Metric("effective_rank", lambda x: x.spectrum["effective_rank"], "exp(−Σ p_i ln p_i), p_i = σ_i/Σσ", "→ 1", "↓",
-           source="Roy & Vetterli 2007", card=True),
-    Metric("numerical_rank", lambda x: x.spectrum["numerical_rank"], "#{σ_i > 10⁻³ σ₁}", "→ 1", "↓", integer=True,
-           source="SmoothViz's own choice (the tolerance 10⁻³)"),
-    Metric("sv_skewness", lambda x: x.spectrum["sv_skewness"], "skewness of σ_i/σ₁", "↑", "↑", source="Yan et al. 2022"),
+    Metric(
+        "effective_rank",
+        lambda x: x.spectrum["effective_rank"],
+        "exp(−Σ p_i ln p_i), p_i = σ_i/Σσ",
+        "→ 1",
+        "↓",
+        source="Roy & Vetterli 2007",
+        card=True,
+    ),
+    Metric(
+        "numerical_rank",
+        lambda x: x.spectrum["numerical_rank"],
+        "#{σ_i > 10⁻³ σ₁}",
+        "→ 1",
+        "↓",
+        integer=True,
+        source="SmoothViz's own choice (the tolerance 10⁻³)",
+    ),
+    Metric(
+        "sv_skewness", lambda x: x.spectrum["sv_skewness"], "skewness of σ_i/σ₁", "↑", "↑", source="Yan et al. 2022"
+    ),
     Metric("sv_median", lambda x: x.spectrum["sv_median"], "median of σ_i/σ₁", "↓", "↓", source="Yan et al. 2022"),
-    Metric("dirichlet", lambda x: dirichlet(x.H, x.graphs, x.gram), "½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖²", "→ 0", "↓",
-           log=True, source="NeuTRENO's J(u), Nguyen et al. 2023", graph="layer"),
-    Metric("spectral_gap", lambda x: graph.spectral_gap(x.eigs), "λ₂ of 𝓛", "large: strong mixing per layer",
-           per_layer=True, source="Shi et al. 2022", graph="layer", card=True),
-    Metric("rollout_ratio", lambda x: graph.rollout_ratio(x.directed), "σ₂/σ₁ of Â_l ⋯ Â_1, Â = ½(A + I)",
-           "→ 0", "↓", per_layer=True, curve=False, source="Abnar & Zuidema 2020", graph="from"),
-    Metric("shi_v", lambda x: diagnostics.shi_v(x.heads, x.ln_sigma, x.weight_norm, x.post_ln),
-           "(1 + s²)(1 + √λ·h·s)/(σ₁σ₂), post-LN blocks only", "v < 1 guarantees it", per_layer=True,
-           curve=False, source="Shi et al. 2022"),
-    Metric("dm_ratio", _dm_ratio, "d_M(H_l) / d_M(H_{l−1})", "< 1 at every layer", "↓", per_layer=True,
-           curve=False, source="Shi et al. 2022"),
-    Metric("first_token_mass", _of_first(first_token_mass), "mean over heads and rows i of A_i0",
-           "an attention sink: → 1", per_layer=True, curve=False,
-           source="attention to the first token, Xiao et al. 2024; Gu et al. 2024"),
-    Metric("sink_rate", _of_first(sink_rate), f"share of heads with mean_i A_i0 > ε = {SINK_EPS}",
-           "an attention sink: → 1", per_layer=True, curve=False, source="Gu et al. 2024's Sink_1^ε per layer"),
-    Metric("heads_smoothing", _heads_smoothing, "share of the used (not ablated) heads whose Dovonon verdict is "
-           "'smooths'", "not a collapse measure: a property of the weights W_O·W_V and the attention", "↑",
-           per_layer=True, curve=False,
-           source="Dovonon, Bronstein & Kusner 2024 per head; the share over heads is SmoothViz's own choice"),
+    Metric(
+        "dirichlet",
+        lambda x: dirichlet(x.H, x.graphs, x.gram),
+        "½ Σ S_ij ‖h_i − h_j‖² / Σ ‖h_i‖²",
+        "→ 0",
+        "↓",
+        log=True,
+        source="NeuTRENO's J(u), Nguyen et al. 2023",
+        graph="layer",
+    ),
+    Metric(
+        "spectral_gap",
+        lambda x: graph.spectral_gap(x.eigs),
+        "λ₂ of 𝓛",
+        "large: strong mixing per layer",
+        per_layer=True,
+        source="Shi et al. 2022",
+        graph="layer",
+        card=True,
+    ),
+    Metric(
+        "rollout_ratio",
+        lambda x: graph.rollout_ratio(x.directed),
+        "σ₂/σ₁ of Â_l ⋯ Â_1, Â = ½(A + I)",
+        "→ 0",
+        "↓",
+        per_layer=True,
+        curve=False,
+        source="Abnar & Zuidema 2020",
+        graph="from",
+    ),
+    Metric(
+        "shi_v",
+        lambda x: diagnostics.shi_v(x.heads, x.ln_sigma, x.weight_norm, x.post_ln),
+        "(1 + s²)(1 + √λ·h·s)/(σ₁σ₂), post-LN blocks only",
+        "v < 1 guarantees it",
+        per_layer=True,
+        curve=False,
+        source="Shi et al. 2022",
+    ),
+    Metric(
+        "dm_ratio",
+        _dm_ratio,
+        "d_M(H_l) / d_M(H_{l−1})",
+        "< 1 at every layer",
+        "↓",
+        per_layer=True,
+        curve=False,
+        source="Shi et al. 2022",
+    ),
+    Metric(
+        "first_token_mass",
+        _of_first(first_token_mass),
+        "mean over heads and rows i of A_i0",
+        "an attention sink: → 1",
+        per_layer=True,
+        curve=False,
+        source="attention to the first token, Xiao et al. 2024; Gu et al. 2024",
+    ),
+    Metric(
+        "sink_rate",
+        _of_first(sink_rate),
+        f"share of heads with mean_i A_i0 > ε = {SINK_EPS}",
+        "an attention sink: → 1",
+        per_layer=True,
+        curve=False,
+        source="Gu et al. 2024's Sink_1^ε per layer",
+    ),
+    Metric(
+        "heads_smoothing",
+        _heads_smoothing,
+        "share of the used (not ablated) heads whose Dovonon verdict is 'smooths'",
+        "not a collapse measure: a property of the weights W_O·W_V and the attention",
+        "↑",
+        per_layer=True,
+        curve=False,
+        source="Dovonon, Bronstein & Kusner 2024 per head; the share over heads is SmoothViz's own choice",
+    ),
 ]
 
 
 HEADLINE = tuple(m.name for m in METRICS if m.headline)  # what a run is summarised with
-CARDS = tuple(m.name for m in METRICS if m.card)          # the per-layer cards
+CARDS = tuple(m.name for m in METRICS if m.card)  # the per-layer cards
 
 
 def by_name() -> dict[str, Metric]:

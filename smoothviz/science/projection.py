@@ -3,6 +3,7 @@
 Both runs and every layer go into one fit so that positions are comparable; a token's
 trajectory is its path through layers 0…L. Projections distort: the metrics are the truth.
 """
+
 from __future__ import annotations
 
 import threading
@@ -54,9 +55,17 @@ def umap_2d(points: np.ndarray) -> np.ndarray:
     import umap  # heavy import (numba): only when asked for
 
     n_neighbors = int(min(15, max(2, points.shape[0] // 10 + 5), points.shape[0] - 1))
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.3,
-                        random_state=SEED, n_jobs=1, init="pca", n_epochs=200, metric="euclidean",
-                        force_approximation_algorithm=True)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=n_neighbors,
+        min_dist=0.3,
+        random_state=SEED,
+        n_jobs=1,
+        init="pca",
+        n_epochs=200,
+        metric="euclidean",
+        force_approximation_algorithm=True,
+    )
     with _umap_lock:  # numba's first compile is not something to do twice at once
         return reducer.fit_transform(points.astype(np.float32)).astype(np.float64)
 
@@ -72,8 +81,9 @@ def project(runs: list[np.ndarray], method: str, normalize: bool = True) -> tupl
     return coords, method, note
 
 
-def project_with(runs: list[np.ndarray], extra: np.ndarray | None, method: str,
-                 normalize: bool = True) -> tuple[np.ndarray, np.ndarray | None, str, str]:
+def project_with(
+    runs: list[np.ndarray], extra: np.ndarray | None, method: str, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, str, str]:
     """:func:`project`, with ``extra`` states ``[n, d]`` (a fusion's fused output) fitted in the
     same projection as one more layer: ``(coords, extra's [n, 2] or None, method, note)``."""
     if method == "none" or method not in PROJECTIONS:

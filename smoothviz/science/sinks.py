@@ -7,6 +7,7 @@ per-layer metrics ``first_token_mass`` and ``sink_rate`` are in :mod:`smoothviz.
 module holds the view that shows every token's share. Pure functions: analysis in, numbers or a
 figure out.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ def received(run) -> np.ndarray:
     all the attention paid). Every token, special ones included: the sink is often one of them."""
     if run.attentions is None:  # a streamed sentence keeps only these shares (smoothviz.pipeline.stream)
         return np.asarray(run.received, dtype=np.float64)
-    A = np.asarray(run.attentions, dtype=np.float64)   # [L, h, N, N]
+    A = np.asarray(run.attentions, dtype=np.float64)  # [L, h, N, N]
     return A.mean(axis=(1, 2))
 
 
@@ -44,14 +45,23 @@ def sink_heatmap(run, tokens: list[str], title: str = "") -> go.Figure:
     names = [f"{i} · {escape(t)}" for i, t in enumerate(tokens)]
     lo = math.floor(math.log10(FLOOR))
     ticks = list(range(lo, 1))
-    fig = go.Figure(go.Heatmap(
-        z=np.round(z, 3), x=names, y=list(range(1, L + 1)), zmin=lo, zmax=0, colorscale="Viridis",
-        customdata=np.round(share, 4),
-        colorbar=dict(title="share", thickness=12, tickvals=ticks, ticktext=[_tick_text(10.0 ** t) for t in ticks]),
-        hovertemplate="layer %{y}<br>%{x}<br>share of attention = %{customdata:.4f}<extra></extra>"))
-    shown = names[::thin(n, 36)]
-    fig.update_xaxes(tickvals=shown, ticktext=[_short(t) for t in shown], tickangle=-90, tickfont_size=10,
-                     showgrid=False)
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.round(z, 3),
+            x=names,
+            y=list(range(1, L + 1)),
+            zmin=lo,
+            zmax=0,
+            colorscale="Viridis",
+            customdata=np.round(share, 4),
+            colorbar=dict(title="share", thickness=12, tickvals=ticks, ticktext=[_tick_text(10.0**t) for t in ticks]),
+            hovertemplate="layer %{y}<br>%{x}<br>share of attention = %{customdata:.4f}<extra></extra>",
+        )
+    )
+    shown = names[:: thin(n, 36)]
+    fig.update_xaxes(
+        tickvals=shown, ticktext=[_short(t) for t in shown], tickangle=-90, tickfont_size=10, showgrid=False
+    )
     fig.update_yaxes(title="layer", autorange="reversed", showgrid=False)
     return layout(fig, title, height=420, margin=dict(l=60, r=10, t=50, b=100))
 
@@ -59,9 +69,13 @@ def sink_heatmap(run, tokens: list[str], title: str = "") -> go.Figure:
 def sink_table(analysis, at=None) -> list[dict]:
     """Per run and layer: each token's received share (the heatmap's numbers)."""
     from smoothviz.outputs.figures import run_name
+
     cols = [f"{j} · {t}" for j, t in enumerate(analysis.tokens)]
-    return [{"run": run_name(analysis, key), "layer": layer + 1, **{c: _f(v) for c, v in zip(cols, row)}}
-            for key, run in analysis.runs().items() for layer, row in enumerate(received(run))]
+    return [
+        {"run": run_name(analysis, key), "layer": layer + 1, **{c: _f(v) for c, v in zip(cols, row)}}
+        for key, run in analysis.runs().items()
+        for layer, row in enumerate(received(run))
+    ]
 
 
 def sink_lines(analysis, names: dict[str, str]) -> list[str]:
@@ -73,9 +87,11 @@ def sink_lines(analysis, names: dict[str, str]) -> list[str]:
         mass, rate = last.get("first_token_mass"), last.get("sink_rate")
         if mass is None:
             continue
-        text = (f"{names.get(key, key)}: at layer {analysis.n_layers} the first token "
-                f"(`{analysis.tokens[0].replace('`', '')}`) receives {mass:.2f} of all attention (uniform attention "
-                f"would give it {uniform_share(len(analysis.tokens), analysis.causal):.2f})")
+        text = (
+            f"{names.get(key, key)}: at layer {analysis.n_layers} the first token "
+            f"(`{analysis.tokens[0].replace('`', '')}`) receives {mass:.2f} of all attention (uniform attention "
+            f"would give it {uniform_share(len(analysis.tokens), analysis.causal):.2f})"
+        )
         if rate is not None:
             text += f"; {rate:.0%} of the heads send it more than 0.3 on average"
         out.append(text + ".")

@@ -8,6 +8,7 @@ A test runs :func:`check` over many inputs (``tests/test_claims.py``).
 
 Pure functions, no UI.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,31 +16,36 @@ from dataclasses import dataclass
 
 from smoothviz.science.metrics import METRICS
 
-RTOL = 1e-3       # a relative move at most this is "unchanged" (and said so), never a move
+RTOL = 1e-3  # a relative move at most this is "unchanged" (and said so), never a move
 COLLAPSED = 1e-5  # dm_rel below this: one vector up to float32 rounding (SmoothViz's own threshold)
 # A raw cosine_mean this high while dm_rel is still this large is a component every token shares (a
 # decoder's massive activations), not tokens becoming one vector (SmoothViz's own thresholds).
 SHARED_COSINE, SHARED_DM = 0.9, 0.1
 DOMINANT_SHARE, DOMINANT_MOST = 0.1, 3  # a dimension holding ≥ 10 % of Σ‖h_i‖² is named (at most three)
 
-FROZEN_CAVEAT = ("{name} was not part of this pretrained model's training (its paper trains or fine-tunes a model "
-                 "with it, or uses it as an ablation): applied to the frozen weights, it changes what the network "
-                 "computes, and whatever comes after it sees states out of distribution (never seen in training), "
-                 "so the mitigated numbers show what the intervention does to this network, not what a model "
-                 "trained with it would do.")
+FROZEN_CAVEAT = (
+    "{name} was not part of this pretrained model's training (its paper trains or fine-tunes a model "
+    "with it, or uses it as an ablation): applied to the frozen weights, it changes what the network "
+    "computes, and whatever comes after it sees states out of distribution (never seen in training), "
+    "so the mitigated numbers show what the intervention does to this network, not what a model "
+    "trained with it would do."
+)
 # The same caveat in one line, for where it heads the page (its full text one click away).
 FROZEN_CAVEAT_LINE = "{name} on frozen weights: what it does to this network, not what a model trained with it would do"
-FROZEN_CAVEAT_ALL = ("None of {names} was part of a pretrained model's training (their papers train or fine-tune a "
-                     "model with them, or use them as ablations): applied to the frozen weights, each changes what "
-                     "the network computes, and whatever comes after it sees states out of distribution (never "
-                     "seen in training), so the mitigated numbers show what the intervention does to this "
-                     "network, not what a model trained with it would do. SmoothViz's fusions only read the "
-                     "finished layers.")
+FROZEN_CAVEAT_ALL = (
+    "None of {names} was part of a pretrained model's training (their papers train or fine-tune a "
+    "model with them, or use them as ablations): applied to the frozen weights, each changes what "
+    "the network computes, and whatever comes after it sees states out of distribution (never "
+    "seen in training), so the mitigated numbers show what the intervention does to this "
+    "network, not what a model trained with it would do. SmoothViz's fusions only read the "
+    "finished layers."
+)
 
 
 def in_forward_mitigations() -> list[str]:
     """The registered mitigations that act inside the forward pass (the ones the caveat is about)."""
     from smoothviz.mitigations import REGISTRY
+
     return [name for name, cls in REGISTRY.items() if cls.in_forward]
 
 
@@ -118,11 +124,12 @@ KINDS = {
     "tokens": "(words, specials, splits): how the words of the text become the tokens",
     "sink_drop": "(dropped, marked): the special tokens of this text sink=drop removed, and the model's special tokens",
     "shared": "(cosine_mean, dm_rel, cosine_centred, ((dimension, share), …)): at layers[0] a high raw cosine "
-              "with dm_rel far from 0, the centred cosine and the dimensions that dominate the states' norm",
+    "with dm_rel far from 0, the centred cosine and the dimensions that dominate the states' norm",
 }
 
 
 # --------------------------------------------------------------------------- numbers
+
 
 def fmt(value: float | None) -> str:
     """A value as the captions show it: three significant digits, scientific below 1e-3."""
@@ -183,14 +190,18 @@ def _span(c: Claim) -> str:
 
 
 def _one_token(c: Claim) -> str:
-    return ("Only one token is analysed: it has no pairs, so the pairwise metrics are undefined, and dm_rel is 0 "
-            "by definition (one token is trivially its own mean), which is not a collapse.")
+    return (
+        "Only one token is analysed: it has no pairs, so the pairwise metrics are undefined, and dm_rel is 0 "
+        "by definition (one token is trivially its own mean), which is not a collapse."
+    )
 
 
 def _collapse(c: Claim) -> str:
     threshold = f"{c.values[0]:.0e}".replace("e-0", "e-")
-    return (f"From layer {c.layers[0]} on dm_rel stays below {threshold}: every token is the same vector up "
-            "to float32 rounding (a collapse), and the other metrics there are rounding noise.")
+    return (
+        f"From layer {c.layers[0]} on dm_rel stays below {threshold}: every token is the same vector up "
+        "to float32 rounding (a collapse), and the other metrics there are rounding noise."
+    )
 
 
 def _against(c: Claim) -> str:
@@ -207,13 +218,19 @@ def _undefined(c: Claim) -> str:
 
 
 def _toward(c: Claim) -> str:
-    return ("every other metric and layer moves in the smoothing direction" if c.values[1]
-            else "every metric moves in the smoothing direction at every layer")
+    return (
+        "every other metric and layer moves in the smoothing direction"
+        if c.values[1]
+        else "every metric moves in the smoothing direction at every layer"
+    )
 
 
 def _identical(c: Claim) -> str:
-    why = ("a fusion only combines the layers' outputs" if c.values[0]
-           else "at this setting it changes nothing the metrics read")
+    why = (
+        "a fusion only combines the layers' outputs"
+        if c.values[0]
+        else "at this setting it changes nothing the metrics read"
+    )
     return f"{c.name} leaves every layer exactly as the baseline has it ({why})."
 
 
@@ -235,8 +252,11 @@ def _agreement(c: Claim) -> str:
         word = next(iter(moved.values()))
         text = f"By {' and '.join(moved)}: {word} smoothing than the baseline"
         return text + (f"; {' and '.join(still)} unchanged." if still else ".")
-    return ("The metrics disagree (" + ", ".join(f"{m} says {v}" for m, v in moved.items()) +
-            " smoothing), so neither “more” nor “less smoothing” holds on its own.")
+    return (
+        "The metrics disagree ("
+        + ", ".join(f"{m} says {v}" for m, v in moved.items())
+        + " smoothing), so neither “more” nor “less smoothing” holds on its own."
+    )
 
 
 def _value(c: Claim) -> str:
@@ -253,10 +273,12 @@ def _tokens(c: Claim) -> str:
     extra = sum(len(toks) - 1 for _, toks in splits)
     said = "; ".join(f"“{w}” → {' · '.join(toks)}" for w, toks in splits)
     total = words + len(specials) + extra
-    return (f"The text has {words} words separated by spaces; the model sees {total} tokens = {words} "
-            f"(one per word) + {extra} (where a word splits: {said or 'none'}) + {len(specials)} special "
-            f"({', '.join(specials) or 'none'}). Punctuation becomes a token of its own, and a word the "
-            "vocabulary lacks is split into pieces marked ##.")
+    return (
+        f"The text has {words} words separated by spaces; the model sees {total} tokens = {words} "
+        f"(one per word) + {extra} (where a word splits: {said or 'none'}) + {len(specials)} special "
+        f"({', '.join(specials) or 'none'}). Punctuation becomes a token of its own, and a word the "
+        "vocabulary lacks is split into pieces marked ##."
+    )
 
 
 def _sink_drop(c: Claim) -> str:
@@ -269,8 +291,10 @@ def _sink_drop(c: Claim) -> str:
 
 def _shared(c: Claim) -> str:
     cos, dm, centred, dims = c.values
-    text = (f"A cosine_mean of {fmt(cos)} with dm_rel still {fmt(dm)} is not the tokens becoming alike: "
-            "the states share a large common component")
+    text = (
+        f"A cosine_mean of {fmt(cos)} with dm_rel still {fmt(dm)} is not the tokens becoming alike: "
+        "the states share a large common component"
+    )
     if centred is not None:
         text += f", and once it is removed their mean cosine is {fmt(centred)} (cosine_centred)"
     if dims:
@@ -283,6 +307,7 @@ def dominant_dimensions(H) -> tuple[tuple[int, float], ...]:
     """The dimensions of ``H [n, d]`` that each hold at least ``DOMINANT_SHARE`` of Σ‖h_i‖² (at most
     ``DOMINANT_MOST``, largest first): the few huge coordinates every token of a decoder carries."""
     import numpy as np
+
     energy = (np.asarray(H, dtype=np.float64) ** 2).sum(0)
     total = energy.sum()
     if total <= 0:
@@ -299,9 +324,15 @@ def shared_claim(run, key: str, name: str, n_tokens: int) -> Claim | None:
     cos, dm = last.get("cosine_mean"), last.get("dm_rel")
     if n_tokens < 2 or cos is None or dm is None or cos < SHARED_COSINE or dm < SHARED_DM:
         return None
-    return Claim("shared", key, "cosine_mean", (L,), (cos, dm, last.get("cosine_centred"),
-                                                      dominant_dimensions(run.hidden[L])),
-                 f"cosine_mean ≥ {SHARED_COSINE} and dm_rel ≥ {SHARED_DM}; dimensions ≥ {DOMINANT_SHARE:.0%} of the norm", name)
+    return Claim(
+        "shared",
+        key,
+        "cosine_mean",
+        (L,),
+        (cos, dm, last.get("cosine_centred"), dominant_dimensions(run.hidden[L])),
+        f"cosine_mean ≥ {SHARED_COSINE} and dm_rel ≥ {SHARED_DM}; dimensions ≥ {DOMINANT_SHARE:.0%} of the norm",
+        name,
+    )
 
 
 def sink_claim(analysis, marked: list[str]) -> Claim:
@@ -310,13 +341,27 @@ def sink_claim(analysis, marked: list[str]) -> Claim:
     return Claim("sink_drop", "mitigated", values=(dropped, tuple(marked)), rule="the special mask of the tokens")
 
 
-_RENDER = {"span": _span, "one_token": _one_token, "collapse": _collapse, "against": _against, "flat": _flat,
-           "undefined": _undefined, "toward": _toward, "identical": _identical, "effect": _effect,
-           "agreement": _agreement, "value": _value, "constant": _constant, "tokens": _tokens,
-           "sink_drop": _sink_drop, "shared": _shared}
+_RENDER = {
+    "span": _span,
+    "one_token": _one_token,
+    "collapse": _collapse,
+    "against": _against,
+    "flat": _flat,
+    "undefined": _undefined,
+    "toward": _toward,
+    "identical": _identical,
+    "effect": _effect,
+    "agreement": _agreement,
+    "value": _value,
+    "constant": _constant,
+    "tokens": _tokens,
+    "sink_drop": _sink_drop,
+    "shared": _shared,
+}
 
 
 # --------------------------------------------------------------------------- checking
+
 
 def _rows(analysis, run: str) -> list[dict]:
     return analysis.runs()[run].rows
@@ -379,8 +424,11 @@ def check_all(claims: list[Claim], analysis) -> list[str]:
 
 
 def _c_span(c, a):
-    out = [f"{which} {v} ≠ {_at(a, c.run, c.metric, l)}" for which, l, v in zip(("first", "last"), c.layers, c.values)
-           if not _close(v, _at(a, c.run, c.metric, l))]
+    out = [
+        f"{which} {v} ≠ {_at(a, c.run, c.metric, l)}"
+        for which, l, v in zip(("first", "last"), c.layers, c.values)
+        if not _close(v, _at(a, c.run, c.metric, l))
+    ]
     if len(c.values) > 2 and c.values[2] != min(len(a.keep), a.runs()[c.run].hidden.shape[-1]):
         out.append(f"at most {c.values[2]} ≠ min(n, d)")
     return out
@@ -407,13 +455,18 @@ def _c_moves(want):
         scope = c.values[0]
         found = [l for l in range(1, scope + 1) if _step(a, c.run, c.metric, l) == want]
         return [] if found == sorted(c.layers) else [f"the numbers give {want} at layers {found}"]
+
     return checker
 
 
 def _c_toward(c, a):
     scope, listed = c.values
-    return [f"{m} does not move in the smoothing direction at layer {l}" for m in smoothing_direction()
-            for l in range(1, scope + 1) if (m, l) not in listed and _step(a, c.run, m, l) != "toward"]
+    return [
+        f"{m} does not move in the smoothing direction at layer {l}"
+        for m in smoothing_direction()
+        for l in range(1, scope + 1)
+        if (m, l) not in listed and _step(a, c.run, m, l) != "toward"
+    ]
 
 
 def _c_identical(c, a):
@@ -455,8 +508,7 @@ def _c_agreement(c, a):
     out = []
     for metric, said in c.values:
         b, m = a.baseline.rows[L].get(metric), _at(a, "mitigated", metric, where)
-        truth = "unchanged" if fmt(b) == fmt(m) else (
-            "more" if smoothing_direction()[metric] * (m - b) > 0 else "less")
+        truth = "unchanged" if fmt(b) == fmt(m) else ("more" if smoothing_direction()[metric] * (m - b) > 0 else "less")
         if truth != said:
             out.append(f"{metric}: says {said}, the numbers say {truth}")
     return out
@@ -468,7 +520,11 @@ def _c_value(c, a):
 
 
 def _c_constant(c, a):
-    return [f"layer {l}: {_at(a, c.run, c.metric, l)}" for l in c.layers if not _close(c.values[0], _at(a, c.run, c.metric, l))]
+    return [
+        f"layer {l}: {_at(a, c.run, c.metric, l)}"
+        for l in c.layers
+        if not _close(c.values[0], _at(a, c.run, c.metric, l))
+    ]
 
 
 def _c_tokens(c, a):
@@ -498,8 +554,11 @@ def _c_shared(c, a):
     cos, dm, centred, dims = c.values
     run = a.runs()[c.run]
     layer = c.layers[0]
-    out = [f"{m} {v} ≠ {_at(a, c.run, m, layer)}" for m, v in (("cosine_mean", cos), ("dm_rel", dm), ("cosine_centred", centred))
-           if not _close(v, _at(a, c.run, m, layer))]
+    out = [
+        f"{m} {v} ≠ {_at(a, c.run, m, layer)}"
+        for m, v in (("cosine_mean", cos), ("dm_rel", dm), ("cosine_centred", centred))
+        if not _close(v, _at(a, c.run, m, layer))
+    ]
     if cos < SHARED_COSINE or dm < SHARED_DM:
         out.append(f"cosine_mean {cos} or dm_rel {dm} is not in the shared-component range")
     energy = (run.hidden[layer].astype("float64") ** 2).sum(0)
@@ -514,7 +573,20 @@ def _c_shared(c, a):
     return out
 
 
-_CHECK = {"span": _c_span, "one_token": _c_one_token, "collapse": _c_collapse, "against": _c_moves("against"),
-          "flat": _c_moves("flat"), "undefined": _c_moves(None), "toward": _c_toward, "identical": _c_identical,
-          "effect": _c_effect, "agreement": _c_agreement, "value": _c_value, "constant": _c_constant, "tokens": _c_tokens,
-          "sink_drop": _c_sink_drop, "shared": _c_shared}
+_CHECK = {
+    "span": _c_span,
+    "one_token": _c_one_token,
+    "collapse": _c_collapse,
+    "against": _c_moves("against"),
+    "flat": _c_moves("flat"),
+    "undefined": _c_moves(None),
+    "toward": _c_toward,
+    "identical": _c_identical,
+    "effect": _c_effect,
+    "agreement": _c_agreement,
+    "value": _c_value,
+    "constant": _c_constant,
+    "tokens": _c_tokens,
+    "sink_drop": _c_sink_drop,
+    "shared": _c_shared,
+}

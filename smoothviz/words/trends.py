@@ -7,14 +7,26 @@ any model, sentence and mitigation. Each sentence is built from :class:`~smoothv
 objects (:func:`run_claims`, :func:`effect_claims`) and rendered by :mod:`smoothviz.words.claims`, whose
 checkers a test runs against the numbers. Pure functions: analysis in, claims and plain text out.
 """
+
 from __future__ import annotations
 
+from smoothviz.science.metrics import HEADLINE, METRICS
 from smoothviz.words import claims as cl
 from smoothviz.words.claims import COLLAPSED, RTOL, Claim, render
-from smoothviz.science.metrics import HEADLINE, METRICS
 
-__all__ = ["COLLAPSED", "RTOL", "against_trend", "collapsed_from", "effect", "effect_claims", "line_claims",
-           "run_claims", "run_summary", "smoothing_direction", "trend_lines"]
+__all__ = [
+    "COLLAPSED",
+    "RTOL",
+    "against_trend",
+    "collapsed_from",
+    "effect",
+    "effect_claims",
+    "line_claims",
+    "run_claims",
+    "run_summary",
+    "smoothing_direction",
+    "trend_lines",
+]
 
 
 def smoothing_direction() -> dict[str, int]:
@@ -83,11 +95,23 @@ def run_claims(run, key: str, name: str, n_tokens: int) -> list[Claim]:
     """
     rows = run.rows
     L = len(rows) - 1
-    out = [Claim("span", key, m, (0, L), (rows[0][m], rows[L][m]), "the rows' first and last values", name)
-           for m in HEADLINE if rows[0].get(m) is not None and rows[L].get(m) is not None]
+    out = [
+        Claim("span", key, m, (0, L), (rows[0][m], rows[L][m]), "the rows' first and last values", name)
+        for m in HEADLINE
+        if rows[0].get(m) is not None and rows[L].get(m) is not None
+    ]
     full = min(n_tokens, run.hidden.shape[-1])
-    out.append(Claim("span", key, "numerical_rank", (0, L), (rows[0]["numerical_rank"], rows[L]["numerical_rank"], full),
-                     "the rows' first and last values; rank ≤ min(n, d)", name))
+    out.append(
+        Claim(
+            "span",
+            key,
+            "numerical_rank",
+            (0, L),
+            (rows[0]["numerical_rank"], rows[L]["numerical_rank"], full),
+            "the rows' first and last values; rank ≤ min(n, d)",
+            name,
+        )
+    )
     if n_tokens < 2:
         return out + [Claim("one_token", key, rule="one token kept", name=name)]
     shared = cl.shared_claim(run, key, name, n_tokens)
@@ -95,8 +119,17 @@ def run_claims(run, key: str, name: str, n_tokens: int) -> list[Claim]:
         out.append(shared)
     collapsed = collapsed_from(run, n_tokens)
     if collapsed is not None:
-        out.append(Claim("collapse", key, "dm_rel", (collapsed,), (COLLAPSED,),
-                         "dm_rel < COLLAPSED from this layer to the last", name))
+        out.append(
+            Claim(
+                "collapse",
+                key,
+                "dm_rel",
+                (collapsed,),
+                (COLLAPSED,),
+                "dm_rel < COLLAPSED from this layer to the last",
+                name,
+            )
+        )
     scope = _scope(run)
     if scope < 1:  # collapsed at the embeddings: no move to state
         return out
@@ -104,13 +137,32 @@ def run_claims(run, key: str, name: str, n_tokens: int) -> list[Claim]:
     for metric, groups in _classified(run).items():
         for how, kind in (("against", "against"), ("flat", "flat"), (None, "undefined")):
             if groups.get(how):
-                out.append(Claim(kind, key, metric, tuple(groups[how]), (scope,),
-                                 f"relative move {'<' if kind == 'against' else '≤'} RTOL = {RTOL}" if kind != "undefined"
-                                 else "no value", name))
+                out.append(
+                    Claim(
+                        kind,
+                        key,
+                        metric,
+                        tuple(groups[how]),
+                        (scope,),
+                        f"relative move {'<' if kind == 'against' else '≤'} RTOL = {RTOL}"
+                        if kind != "undefined"
+                        else "no value",
+                        name,
+                    )
+                )
                 listed += [(metric, l) for l in groups[how]]
     if len(listed) < scope * len(cl.smoothing_direction()):
-        out.append(Claim("toward", key, "", tuple(range(1, scope + 1)), (scope, tuple(listed)),
-                         "every metric and layer not listed moves in the smoothing direction by more than RTOL", name))
+        out.append(
+            Claim(
+                "toward",
+                key,
+                "",
+                tuple(range(1, scope + 1)),
+                (scope, tuple(listed)),
+                "every metric and layer not listed moves in the smoothing direction by more than RTOL",
+                name,
+            )
+        )
     return out
 
 
@@ -164,11 +216,29 @@ def effect_claims(analysis, name: str) -> list[Claim]:
         b, v = base.get(m), out_row.get(m)
         if b is None or v is None:
             continue
-        out.append(Claim("effect", "mitigated", m, (where,), (b, v, cl.verdict(m, b, v)),
-                         "unchanged when equal at the shown precision, else the metric's smoothing direction", name))
+        out.append(
+            Claim(
+                "effect",
+                "mitigated",
+                m,
+                (where,),
+                (b, v, cl.verdict(m, b, v)),
+                "unchanged when equal at the shown precision, else the metric's smoothing direction",
+                name,
+            )
+        )
     if out:
-        out.append(Claim("agreement", "mitigated", "", (where,), tuple((c.metric, c.values[2]) for c in out),
-                         "the effect claims' verdicts", name))
+        out.append(
+            Claim(
+                "agreement",
+                "mitigated",
+                "",
+                (where,),
+                tuple((c.metric, c.values[2]) for c in out),
+                "the effect claims' verdicts",
+                name,
+            )
+        )
     return out
 
 
@@ -192,8 +262,17 @@ def line_claims(analysis, names: dict[str, str]) -> list[list[Claim]]:
     mitigated = analysis.mitigated
     if mitigated is not None:
         if mitigated.rows == analysis.baseline.rows:
-            lines.append([Claim("identical", "mitigated", values=(mitigated.fused_row is not None,),
-                                rule="every row equal", name=names["mitigated"])])
+            lines.append(
+                [
+                    Claim(
+                        "identical",
+                        "mitigated",
+                        values=(mitigated.fused_row is not None,),
+                        rule="every row equal",
+                        name=names["mitigated"],
+                    )
+                ]
+            )
         else:
             lines.append(run_claims(mitigated, "mitigated", names["mitigated"], n))
         said = effect_claims(analysis, names["mitigated"])
