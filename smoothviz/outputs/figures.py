@@ -8,6 +8,8 @@ tokens are placed by position (never by text) so a repeated word stays two token
 
 from __future__ import annotations
 
+import copy
+import functools
 import html
 import math
 
@@ -138,23 +140,49 @@ FINAL_NORM = "final norm"  # the label of a pre-norm model's final norm, a posit
 MARKS = {FINAL_NORM: "◆", "fused": "★"}  # the markers of the positions after the last layer
 
 
-def depth_axes(
-    fig: go.Figure, depth: int, has_fused: bool, has_final_norm: bool = False, compact: bool = False
-) -> None:
-    """Small multiples over layers 0…``depth``: at most 8 layer ticks, then "final norm" at
-    depth + 1 when a pre-norm model's final norm is drawn, then "fused" when a fused output is;
-    small tick and panel-title fonts. ``compact``: those two ticks are their markers (◆, ★), named
-    in the axis titles (:func:`compact_layer_title`): in a projector's large type, "final norm" and
-    "fused" one position apart were drawn over each other."""
+def depth_ticks(depth: int, has_fused: bool, has_final_norm: bool = False, compact: bool = False) -> dict:
+    """An x axis over layers 0…``depth``: at most 8 layer ticks, then "final norm" at depth + 1
+    when a pre-norm model's final norm is drawn, then "fused" when a fused output is. ``compact``:
+    those two ticks are their markers (◆, ★), named in the axis titles (:func:`compact_layer_title`):
+    in a projector's large type, "final norm" and "fused" one position apart were drawn over each other."""
     extra = [FINAL_NORM] * has_final_norm + ["fused"] * has_fused
     if compact:
         extra = [MARKS[e] for e in extra]
     ticks = list(range(0, depth + 1, thin(depth + 1, 8))) + [depth + 1 + i for i in range(len(extra))]
-    fig.update_xaxes(
-        tickvals=ticks, ticktext=[str(t) if t <= depth else extra[t - depth - 1] for t in ticks], tickfont_size=11
-    )
+    text = [str(t) if t <= depth else extra[t - depth - 1] for t in ticks]
+    return dict(tickvals=ticks, ticktext=text, tickfont=dict(size=11))
+
+
+def depth_axes(
+    fig: go.Figure, depth: int, has_fused: bool, has_final_norm: bool = False, compact: bool = False
+) -> None:
+    """Small multiples over layers (:func:`depth_ticks` on every x axis); small tick and panel-title fonts."""
+    fig.update_xaxes(depth_ticks(depth, has_fused, has_final_norm, compact))
     fig.update_yaxes(tickfont_size=11, nticks=5)
     fig.update_annotations(font_size=13)
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(rows: int, cols: int, titles: tuple[str, ...], row_gap: float) -> dict:
+    layout_ = make_subplots(
+        rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.055, vertical_spacing=row_gap
+    ).to_dict()["layout"]
+    layout_.pop("template", None)
+    return layout_
+
+
+def panels(rows: int, cols: int, titles: list[str], row_gap: float) -> dict:
+    """The layout of a rows × cols grid of panels titled ``titles`` (axis domains and anchors, titles
+    as annotations) as a dict to fill in: ``make_subplots``' own, computed once per grid and copied.
+    Panel i (reading order) draws on axes :func:`panel_axes` (i). Building the small multiples
+    through ``make_subplots`` and per-axis updates cost ~80 ms a figure, a third of a new
+    sentence's server time in a class's burst (issue 27); one dict and one validation, ~15 ms."""
+    return copy.deepcopy(_grid(rows, cols, tuple(titles), row_gap))
+
+
+def panel_axes(i: int) -> tuple[str, str]:
+    """Panel ``i``'s x and y axis names, as ``make_subplots`` numbers them (row by row, from 1)."""
+    return ("x", "y") if i == 0 else (f"x{i + 1}", f"y{i + 1}")
 
 
 def run_name(analysis, key: str) -> str:
@@ -206,19 +234,13 @@ def metric_curves(
     registry = registered()
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
-    fig = make_subplots(
-        rows=rows,
-        cols=cols,
-        subplot_titles=[plain_title(m) for m in metrics],
-        horizontal_spacing=0.055,
-        vertical_spacing=row_gap if rows > 1 else 0.1,
-    )
+    lay = panels(rows, cols, [plain_title(m) for m in metrics], row_gap if rows > 1 else 0.1)
     L = analysis.n_layers
-    has_fused = any(run.fused_row is not None for run in _runs(analysis).values())
-    has_final = any(run.final_norm_row is not None for run in _runs(analysis).values())
-    final_x, fused_x = L + 1, L + 1 + has_final
-    traces, where = [], []  # added in one batch: per-trace add_trace is slow with many subplots
     runs = _runs(analysis)
+    has_fused = any(run.fused_row is not None for run in runs.values())
+    has_final = any(run.final_norm_row is not None for run in runs.values())
+    final_x, fused_x = L + 1, L + 1 + has_final
+    traces = []
     same = "mitigated" in runs and all(  # e.g. a fusion: every layer is the baseline's
         _values(runs["mitigated"], m) == _values(runs["baseline"], m) for m in metrics
     )
@@ -231,31 +253,34 @@ def metric_curves(
                 name += " (same as the baseline at every layer" + (
                     ": differs only at the fused output)" if run.fused_row is not None else ")"
                 )
-        fused = run.fused_row
+        over = same and key == "mitigated"
+        fused, final = run.fused_row, run.final_norm_row
         for i, m in enumerate(metrics):
+            xaxis, yaxis = panel_axes(i)
             traces.append(
-                go.Scatter(
+                dict(
+                    type="scatter",
                     x=list(range(L + 1)),
                     y=_values(run, m),
+                    xaxis=xaxis,
+                    yaxis=yaxis,
                     mode="lines+markers",
                     name=escape(name),
                     legendgroup=key,
                     showlegend=i == 0,
-                    marker=dict(
-                        size=4 if not (same and key == "mitigated") else 7,
-                        symbol="circle-open" if same and key == "mitigated" else "circle",
-                    ),
-                    line=dict(color=colour, width=2, dash="dash" if same and key == "mitigated" else "solid"),
+                    marker=dict(size=7 if over else 4, symbol="circle-open" if over else "circle"),
+                    line=dict(color=colour, width=2, dash="dash" if over else "solid"),
                     hovertemplate=f"{PLAIN.get(m, m)} ({m})<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>",
                 )
             )
-            where.append(divmod(i, cols))
-            final = run.final_norm_row
             if final is not None and final.get(m) is not None:  # a row of its own, never layer L
                 traces.append(
-                    go.Scatter(
+                    dict(
+                        type="scatter",
                         x=[final_x],
                         y=[final[m]],
+                        xaxis=xaxis,
+                        yaxis=yaxis,
                         mode="markers",
                         legendgroup=key,
                         showlegend=False,
@@ -263,12 +288,14 @@ def metric_curves(
                         hovertemplate=f"{m}<br>{FINAL_NORM} (applied to layer {L}): %{{y:.4g}}<extra>{escape(name)}</extra>",
                     )
                 )
-                where.append(divmod(i, cols))
             if fused is not None and fused.get(m) is not None:
                 traces.append(
-                    go.Scatter(
+                    dict(
+                        type="scatter",
                         x=[fused_x],
                         y=[fused[m]],
+                        xaxis=xaxis,
+                        yaxis=yaxis,
                         mode="markers",
                         legendgroup=key,
                         showlegend=False,
@@ -276,19 +303,27 @@ def metric_curves(
                         hovertemplate=f"{m}<br>fused output: %{{y:.4g}}<extra>{key}</extra>",
                     )
                 )
-                where.append(divmod(i, cols))
-    fig.add_traces(traces, rows=[r + 1 for r, _ in where], cols=[c + 1 for _, c in where])
-    for i, m in enumerate(metrics):  # a collapse to 1e-6 is invisible on a linear axis
-        values = [v for run in _runs(analysis).values() for v in _values(run, m) if v is not None and v > 0]
-        if m in registry and registry[m].log and values and max(values) / min(values) > 100:
-            fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
-    depth_axes(fig, L, has_fused, has_final, compact=compact)
     title = compact_layer_title(has_fused, has_final) if compact else "layer"
-    for i in range(len(metrics)):  # the bottom panel of each column names its axis
-        if i + cols >= len(metrics):
-            fig.update_xaxes(title_text=title, title_standoff=2, row=i // cols + 1, col=i % cols + 1)
+    for name, axis in lay.items():  # every panel's axes (the grid has empty panels too)
+        if name.startswith("xaxis"):
+            axis.update(depth_ticks(L, has_fused, has_final, compact=compact))
+        elif name.startswith("yaxis"):
+            axis.update(tickfont=dict(size=11), nticks=5)
+    for note in lay.get("annotations", []):
+        note.setdefault("font", {})["size"] = 13
+    for i, m in enumerate(metrics):
+        xaxis, yaxis = (a[0] + "axis" + a[1:] for a in panel_axes(i))
+        values = [v for run in runs.values() for v in _values(run, m) if v is not None and v > 0]
+        if m in registry and registry[m].log and values and max(values) / min(values) > 100:
+            lay[yaxis].update(
+                type="log", dtick=None, **log_ticks(values)
+            )  # a collapse to 1e-6 is invisible on a linear axis
+        if i + cols >= len(metrics):  # the bottom panel of each column names its axis
+            lay[xaxis]["title"] = dict(text=title, standoff=2)
     return layout(
-        fig, height=250 * rows + 60, legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13)
+        go.Figure(data=traces, layout=lay),
+        height=250 * rows + 60,
+        legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13),
     )
 
 
@@ -385,24 +420,23 @@ def compare_curves(runs, metrics: list[str] | None = None, relative: bool = Fals
     registry = registered()
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
-    fig = make_subplots(
-        rows=rows,
-        cols=cols,
-        subplot_titles=[registry[m].label if m in registry else m for m in metrics],
-        horizontal_spacing=0.055,
-        vertical_spacing=0.2 if rows > 1 else 0.1,
-    )
-    traces, where = [], []
+    titles = [registry[m].label if m in registry else m for m in metrics]
+    lay = panels(rows, cols, titles, 0.2 if rows > 1 else 0.1)
+    traces = []
     for k, (label, run) in enumerate(runs):
         L = len(run.rows) - 1
         x = [l / L for l in range(L + 1)] if relative else list(range(L + 1))
         name, colour = escape(label), run_colour(k)
         axis = "layer / L" if relative else "layer"
         for i, m in enumerate(metrics):
+            xaxis, yaxis = panel_axes(i)
             traces.append(
-                go.Scatter(
+                dict(
+                    type="scatter",
                     x=x,
                     y=_values(run, m),
+                    xaxis=xaxis,
+                    yaxis=yaxis,
                     mode="lines+markers",
                     name=name,
                     legendgroup=str(k),
@@ -413,20 +447,25 @@ def compare_curves(runs, metrics: list[str] | None = None, relative: bool = Fals
                     hovertemplate=f"{m}<br>{axis} %{{x:.3g}} (layer %{{customdata}}): %{{y:.4g}}<extra>{name}</extra>",
                 )
             )
-            where.append(divmod(i, cols))
-    fig.add_traces(traces, rows=[r + 1 for r, _ in where], cols=[c + 1 for _, c in where])
+    if relative:
+        x_axis = dict(tickvals=[0, 0.25, 0.5, 0.75, 1], ticktext=["0", "¼", "½", "¾", "1"], tickfont=dict(size=11))
+    else:
+        x_axis = dict(tickfont=dict(size=11), nticks=8)
+    for name, axis in lay.items():  # every panel's axes (the grid has empty panels too)
+        if name.startswith("xaxis"):
+            axis.update(copy.deepcopy(x_axis))
+        elif name.startswith("yaxis"):
+            axis.update(tickfont=dict(size=11), nticks=5)
+    for note in lay.get("annotations", []):
+        note.setdefault("font", {})["size"] = 13
     for i, m in enumerate(metrics):
         values = [v for _, run in runs for v in _values(run, m) if v is not None and v > 0]
         if m in registry and registry[m].log and values and max(values) / min(values) > 100:
-            fig.update_yaxes(type="log", dtick=None, **log_ticks(values), row=i // cols + 1, col=i % cols + 1)
-    if relative:
-        fig.update_xaxes(tickvals=[0, 0.25, 0.5, 0.75, 1], ticktext=["0", "¼", "½", "¾", "1"], tickfont_size=11)
-    else:
-        fig.update_xaxes(tickfont_size=11, nticks=8)
-    fig.update_yaxes(tickfont_size=11, nticks=5)
-    fig.update_annotations(font_size=13)
+            lay["yaxis" + panel_axes(i)[1][1:]].update(type="log", dtick=None, **log_ticks(values))
     return layout(
-        fig, height=250 * rows + 60, legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13)
+        go.Figure(data=traces, layout=lay),
+        height=250 * rows + 60,
+        legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0, font_size=13),
     )
 
 
