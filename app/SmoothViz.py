@@ -59,7 +59,7 @@ def draw(view: views.View, at: views.At, shown) -> None:
     st.caption(f"{view.caption} [Theory →]({THEORY}#{view.anchor})")
     parts = tuple(getattr(at, name) for name in view.depends)
     box = st.container(key=f"view-{view.key}")  # a class for NARROW's CSS
-    for name, col in zip(figure_names(view), box.columns(view.count(shown))):
+    for name, col in zip(figure_names(view, shown), box.columns(view.count(shown))):
         key = name.removeprefix(f"{view.key}-") if view.per_run else None
         fig = state.figure(functools.partial(view.build, shown, key, at), (SETTINGS_KEY, name, *parts))
         pick = {}
@@ -74,8 +74,8 @@ def draw(view: views.View, at: views.At, shown) -> None:
                 st.dataframe(view.rows(shown, at), hide_index=True)
 
 
-def figure_names(view: views.View) -> list[str]:
-    return [f"{view.key}-{key}" for key in analysis.runs()] if view.per_run else [view.key]
+def figure_names(view: views.View, shown) -> list[str]:
+    return [f"{view.key}-{key}" for key in shown.runs()] if view.per_run else [view.key]
 
 
 def draw_section(section: str, at: views.At, shown=None) -> None:
@@ -328,8 +328,12 @@ def step(delta: int) -> None:
     st.session_state["layer"] = POSITIONS[min(len(POSITIONS) - 1, max(0, at + delta))]
 
 
-def layer_views(analysis, picked) -> None:
-    """Everything drawn for the chosen layer; reruns alone when the slider moves."""
+def layer_views(settings: dict, picked) -> None:
+    """Everything drawn for the chosen layer; reruns alone when the slider moves (its analysis
+    fetched from the shared cache: the session keeps the settings, never the analysis)."""
+    analysis = state.analysis_or_error(settings)
+    if analysis is None:
+        return
     if st.session_state.get("play"):
         last = st.session_state.get("_played", 0.0)
         if time.monotonic() - last >= PLAY_SECONDS * 0.8:  # timer ticks, not other reruns, advance
@@ -428,7 +432,7 @@ def layer_views(analysis, picked) -> None:
         else:
             col.metric(label, text, help=tip)
     top_k = st.slider("Edges drawn per token (top-k)", 1, 10, 3, key="topk", bind=URL, width=320)
-    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k, fused=fused, final_norm=final))
+    draw_section("layer", views.At(layer=layer, picked=picked, top_k=top_k, fused=fused, final_norm=final), analysis)
 
 
 def layer_tab() -> None:
@@ -438,7 +442,7 @@ def layer_tab() -> None:
         disabled=L == 1,
         help="Steps the layer slider every second; switch off to stop.",
     )
-    st.fragment(state.timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(analysis, picked)
+    st.fragment(state.timed("layer-views", layer_views), run_every=PLAY_SECONDS if playing else None)(settings, picked)
 
 
 def trajectories_tab() -> None:
@@ -477,8 +481,11 @@ def toggle_ablation(layer: int, head: int) -> None:
     )
 
 
-def atlas(analysis, picked) -> None:
-    """Head × layer heatmaps; the chosen cell's graph below. Reruns alone."""
+def atlas(settings: dict, picked) -> None:
+    """Head × layer heatmaps; the chosen cell's graph below. Reruns alone (its analysis from the shared cache)."""
+    analysis = state.analysis_or_error(settings)
+    if analysis is None:
+        return
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1.3], vertical_alignment="bottom")
     quantity = c1.radio(
         "Quantity",
@@ -511,11 +518,12 @@ def atlas(analysis, picked) -> None:
             head_layer=layer,
             head=head,
         ),
+        analysis,
     )
 
 
 def atlas_tab() -> None:
-    st.fragment(state.timed("atlas", atlas))(analysis, picked)
+    st.fragment(state.timed("atlas", atlas))(settings, picked)
 
 
 def sv_tab() -> None:
@@ -528,6 +536,9 @@ def pick_patch(chart_key: str) -> None:
     patch = points[0].get("customdata") if points else None
     if isinstance(patch, list):  # plotly may send a scalar customdata as a one-item list
         patch = patch[0] if patch else None
+    analysis = state.analysis_or_error(settings)  # the page let go of its own (at its end)
+    if analysis is None:
+        return
     info = analysis.image
     if isinstance(patch, (int, float)) and 0 <= int(patch) < info.patches and info.prefix + int(patch) in analysis.keep:
         st.session_state["image_patch"] = analysis.keep.index(info.prefix + int(patch))
@@ -663,3 +674,4 @@ with st.expander("Layer by layer as an animation, for slides (GIF or MP4)", key=
     if box.open:  # its controls are drawn only when asked for: the first page stays light
         animation_controls()
 state.log_time("page", PAGE_START)
+state.let_go(globals(), "analysis")  # the shared cache keeps it; a session Streamlit keeps must not (state.let_go)

@@ -326,3 +326,4 @@ c2.download_button(
     on_click="ignore",
     width="stretch",
 )
+state.let_go(globals(), "result")  # the shared cache keeps it; a session Streamlit keeps must not

@@ -204,3 +204,4 @@ if runs:
         on_click="ignore",
         key="compare_report",
     )
+state.let_go(globals(), "analysis", "run", "runs")  # the shared cache keeps them; a session Streamlit keeps must not

@@ -75,3 +75,4 @@ for i, step in enumerate(STEPS):
         for name, fig in shown:
             st.plotly_chart(fig, theme=None, config=figures.image_config(name), key=f"lesson_chart_{i}")
         st.caption(f"{view.heading(at) or views.SECTIONS[view.section]}: {view.caption}")
+state.let_go(globals(), "analysis")  # the shared cache keeps it; a session Streamlit keeps must not

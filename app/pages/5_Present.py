@@ -193,3 +193,4 @@ st.html(
     "if(b){e.preventDefault();b.click();}});})()</script>",
     unsafe_allow_javascript=True,
 )
+state.let_go(globals(), "analysis", "shown")  # the shared cache keeps them; a session Streamlit keeps must not

@@ -32,6 +32,7 @@ from .analyses import (
     run_analysis,
 )
 from .charts import figure, figure_cache
+from .memory import let_go
 from .corpus import cached_corpus, corpora, corpus_key, corpus_or_error, corpus_table, run_corpus
 from .process import log_time, setup, timed
 from .server import SETTINGS
@@ -56,6 +57,7 @@ __all__ = [
     "examples",
     "warm_up",
     "log_time",
+    "let_go",
     "timed",
     "SETTINGS",
     "ledger",
