@@ -360,9 +360,6 @@ GGUF_FAMILIES = {
     "gemma3_text": ("gemma3", dict(head_dim=16, sliding_window=4)),
     "phi3": ("phi3", dict(pad_token_id=0)),
 }
-# transformers 5.23 loads a Phi-3 file without its fused q|k|v and gate|up weights (it only logs them):
-# SmoothViz refuses it rather than analyse a partly random model; a fixed transformers passes the test.
-REFUSED_IF_INCOMPLETE = {"phi3"}
 
 
 @pytest.mark.parametrize("kind", GGUF_FAMILIES)
@@ -394,11 +391,7 @@ def test_a_gguf_file_of_another_family_loads_by_path(kind, tmp_path, monkeypatch
     gguf_path = tmp_path / f"tiny-{kind}.gguf"
     _write_gguf(model, gguf_path, arch)
 
-    try:
-        r = smoothviz.analyze(SENTENCE, model=str(gguf_path), device="cpu", heads=False)
-    except smoothviz.ModelError as err:
-        assert kind in REFUSED_IF_INCOMPLETE and "that transformers would fill at random" in str(err), err
-        return
+    r = smoothviz.analyze(SENTENCE, model=str(gguf_path), device="cpu", heads=False)
     assert r.tokens[0] == "<s>"
     if arch == "llama":  # (transformers builds Qwen2's and Gemma's tokenizer from the same vocabulary letter by letter)
         assert len(r.tokens) == len(GGUF_WORDS) + 1  # one token per word

@@ -248,14 +248,12 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
         target = cache_dir() / "gguf" / key
     if _is_model_dir(target):
         return target
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     _check_gguf_family(gguf)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model, info = AutoModel.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True
-        )
+        model, info = _load_gguf(gguf)
     except Exception as err:
         raise ModelError(f"cannot load GGUF file '{gguf.name}': {_first_line(err)}") from err
     _refuse_missing(f"GGUF file '{gguf.name}'", info)
@@ -279,6 +277,27 @@ def dequantise(gguf: Path, target: Path | None = None) -> Path:
 
         shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def _load_gguf(gguf: Path):
+    """The base model of a GGUF file (float32) and transformers' loading info.
+
+    Loaded through its causal-LM class where it has one, then its base model taken: transformers
+    maps the file's tensor names (``blk.0.attn_qkv``) onto the model's through llama.cpp's name
+    table, whose Phi-3 entries (fused q|k|v, gate|up) carry the causal LM's ``model.`` prefix, so
+    through ``AutoModel`` a Phi-3 file lost both (transformers 5.23: filled at random, only logged).
+    """
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    try:
+        lm, info = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True
+        )
+    except ValueError:  # no causal-LM class for this configuration (an encoder)
+        return AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True)
+    prefix = f"{lm.base_model_prefix}."
+    missing = {k.removeprefix(prefix) for k in info.get("missing_keys", ()) if not k.startswith("lm_head.")}
+    return lm.base_model, {**info, "missing_keys": missing}
 
 
 def _check_gguf_family(gguf: Path) -> None:
