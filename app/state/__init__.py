@@ -32,8 +32,8 @@ from .analyses import (
     run_analysis,
 )
 from .charts import figure, figure_cache
-from .memory import let_go
 from .corpus import cached_corpus, corpora, corpus_key, corpus_or_error, corpus_table, run_corpus
+from .memory import let_go
 from .process import log_time, setup, timed
 from .server import SETTINGS
 from .warm import examples, warm_up

@@ -294,7 +294,9 @@ def _load_gguf(gguf: Path):
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True
         )
     except ValueError:  # no causal-LM class for this configuration (an encoder)
-        return AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True)
+        return AutoModel.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True
+        )
     prefix = f"{lm.base_model_prefix}."
     missing = {k.removeprefix(prefix) for k in info.get("missing_keys", ()) if not k.startswith("lm_head.")}
     return lm.base_model, {**info, "missing_keys": missing}
