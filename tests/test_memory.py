@@ -5,8 +5,8 @@ The RSS tests drive distinct links through a page of a fresh public server with
 ``bench/loadtest.py``'s protocol client, two at a time, with 107–115-token sentences, and record
 the server's RSS after every pair. In the default run (slow): 120 links through the main page and
 Present, the two pages whose memory grew, under the bound. Opt in to issue 27's full measure (under
-the bound and level), 300 links through each of the five pages that analyse: ``python -m pytest -m soak tests/test_memory.py`` (about an
-hour on two cores; ``SMOOTHVIZ_MEMORY_LINKS`` to change the count, ``SMOOTHVIZ_MEMORY_OUT`` a
+the bound and level), 300 links through each of the five pages that analyse: ``python -m pytest -m soak tests/test_memory.py`` (12
+minutes on a quiet 2-core machine, 2026-12-07; ``SMOOTHVIZ_MEMORY_LINKS`` to change the count, ``SMOOTHVIZ_MEMORY_OUT`` a
 folder for each page's JSON).
 """
 
