@@ -190,12 +190,17 @@ def test_a_session_keeps_settings_never_an_analysis(page, query):
     second. Once the shared caches let go, nothing of the page's run may hold an analysis (a
     fragment fetches its own from the cache by its settings), and the page still draws."""
     import gc
+    import weakref
 
     from smoothviz.corpora.run import CorpusResult
     from smoothviz.pipeline.analysis import Analysis
 
     result = CorpusResult if page.endswith("Corpus.py") else Analysis
     state = _state()
+    for cache in state.caches().values():  # this page computes its own results (the Lesson's are fixed steps)
+        cache.clear()
+    gc.collect()
+    before = {id(o): weakref.ref(o) for o in gc.get_objects() if isinstance(o, result)}  # held by other tests
     app = AppTest.from_file(str(APP / page), default_timeout=600)
     app.query_params.update(text=KEPT, **query)
     app.run()
@@ -206,11 +211,16 @@ def test_a_session_keeps_settings_never_an_analysis(page, query):
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert app.get("plotly_chart")
     gc.collect()
-    assert any(isinstance(o, result) for o in gc.get_objects())  # the cache holds it (the check can fail)
+    new = [
+        weakref.ref(o)
+        for o in gc.get_objects()
+        if isinstance(o, result) and not (id(o) in before and before[id(o)]() is o)
+    ]
+    assert new  # the page's results, held by the cache now (the check can fail)
     for cache in state.caches().values():
         cache.clear()
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, result)]
+    assert [ref() for ref in new] == [None] * len(new)
     if "section" in query:  # the fragment reruns on its own, its analysis fetched again
         app.run()
         assert not app.exception and not app.error and app.get("plotly_chart")
