@@ -171,18 +171,42 @@ def _grid(rows: int, cols: int, titles: tuple[str, ...], row_gap: float) -> dict
     return layout_
 
 
-def panels(rows: int, cols: int, titles: list[str], row_gap: float) -> dict:
-    """The layout of a rows × cols grid of panels titled ``titles`` (axis domains and anchors, titles
-    as annotations) as a dict to fill in: ``make_subplots``' own, computed once per grid and copied.
-    Panel i (reading order) draws on axes :func:`panel_axes` (i). Building the small multiples
-    through ``make_subplots`` and per-axis updates cost ~80 ms a figure, a third of a new
+def panels(rows: int, cols: int, titles: list[str], row_gap: float, x_axis: dict) -> dict:
+    """The layout of a rows × cols grid of small multiples titled ``titles`` as a dict to fill in:
+    ``make_subplots``' own (axis domains and anchors, titles as annotations), computed once per
+    grid and copied, with ``x_axis`` on every x axis and :func:`depth_axes`' small tick and title
+    fonts. Panel i (reading order) draws on axes :func:`panel_axes` (i). Building the small
+    multiples through ``make_subplots`` and per-axis updates cost ~80 ms a figure, a third of a new
     sentence's server time in a class's burst (issue 27); one dict and one validation, ~15 ms."""
-    return copy.deepcopy(_grid(rows, cols, tuple(titles), row_gap))
+    lay = copy.deepcopy(_grid(rows, cols, tuple(titles), row_gap))
+    for name, axis in lay.items():  # every panel's axes (the grid has empty panels too)
+        if name.startswith("xaxis"):
+            axis.update(copy.deepcopy(x_axis))
+        elif name.startswith("yaxis"):
+            axis.update(tickfont=dict(size=11), nticks=5)
+    for note in lay.get("annotations", []):
+        note.setdefault("font", {})["size"] = 13
+    return lay
 
 
 def panel_axes(i: int) -> tuple[str, str]:
     """Panel ``i``'s x and y axis names, as ``make_subplots`` numbers them (row by row, from 1)."""
     return ("x", "y") if i == 0 else (f"x{i + 1}", f"y{i + 1}")
+
+
+def panel_layout(lay: dict, i: int) -> tuple[dict, dict]:
+    """Panel ``i``'s x and y axes in a :func:`panels` layout."""
+    x, y = panel_axes(i)
+    return lay["xaxis" + x[1:]], lay["yaxis" + y[1:]]
+
+
+def _log_if_spread(axis: dict, name: str, values: list) -> None:
+    """A log y axis for a registered log metric whose positive values span more than 100× (a
+    collapse to 1e-6 is invisible on a linear axis)."""
+    values = [v for v in values if v is not None and v > 0]
+    registry = registered()
+    if name in registry and registry[name].log and values and max(values) / min(values) > 100:
+        axis.update(type="log", dtick=None, **log_ticks(values))
 
 
 def run_name(analysis, key: str) -> str:
@@ -234,11 +258,17 @@ def metric_curves(
     registry = registered()
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
-    lay = panels(rows, cols, [plain_title(m) for m in metrics], row_gap if rows > 1 else 0.1)
     L = analysis.n_layers
     runs = _runs(analysis)
     has_fused = any(run.fused_row is not None for run in runs.values())
     has_final = any(run.final_norm_row is not None for run in runs.values())
+    lay = panels(
+        rows,
+        cols,
+        [plain_title(m) for m in metrics],
+        row_gap if rows > 1 else 0.1,
+        depth_ticks(L, has_fused, has_final, compact=compact),
+    )
     final_x, fused_x = L + 1, L + 1 + has_final
     traces = []
     same = "mitigated" in runs and all(  # e.g. a fusion: every layer is the baseline's
@@ -254,7 +284,10 @@ def metric_curves(
                     ": differs only at the fused output)" if run.fused_row is not None else ")"
                 )
         over = same and key == "mitigated"
-        fused, final = run.fused_row, run.final_norm_row
+        after_last = [  # the positions after layer L: a row of its own each, never layer L
+            (run.final_norm_row, final_x, "diamond", 10, f"{FINAL_NORM} (applied to layer {L})", escape(name)),
+            (run.fused_row, fused_x, "star", 12, "fused output", key),
+        ]
         for i, m in enumerate(metrics):
             xaxis, yaxis = panel_axes(i)
             traces.append(
@@ -273,53 +306,28 @@ def metric_curves(
                     hovertemplate=f"{PLAIN.get(m, m)} ({m})<br>layer %{{x}}: %{{y:.4g}}<extra>{escape(name)}</extra>",
                 )
             )
-            if final is not None and final.get(m) is not None:  # a row of its own, never layer L
-                traces.append(
-                    dict(
-                        type="scatter",
-                        x=[final_x],
-                        y=[final[m]],
-                        xaxis=xaxis,
-                        yaxis=yaxis,
-                        mode="markers",
-                        legendgroup=key,
-                        showlegend=False,
-                        marker=dict(symbol="diamond", size=10, color=colour, line=dict(color="black", width=1)),
-                        hovertemplate=f"{m}<br>{FINAL_NORM} (applied to layer {L}): %{{y:.4g}}<extra>{escape(name)}</extra>",
+            for row, x, symbol, size, what, extra in after_last:
+                if row is not None and row.get(m) is not None:
+                    traces.append(
+                        dict(
+                            type="scatter",
+                            x=[x],
+                            y=[row[m]],
+                            xaxis=xaxis,
+                            yaxis=yaxis,
+                            mode="markers",
+                            legendgroup=key,
+                            showlegend=False,
+                            marker=dict(symbol=symbol, size=size, color=colour, line=dict(color="black", width=1)),
+                            hovertemplate=f"{m}<br>{what}: %{{y:.4g}}<extra>{extra}</extra>",
+                        )
                     )
-                )
-            if fused is not None and fused.get(m) is not None:
-                traces.append(
-                    dict(
-                        type="scatter",
-                        x=[fused_x],
-                        y=[fused[m]],
-                        xaxis=xaxis,
-                        yaxis=yaxis,
-                        mode="markers",
-                        legendgroup=key,
-                        showlegend=False,
-                        marker=dict(symbol="star", size=12, color=colour, line=dict(color="black", width=1)),
-                        hovertemplate=f"{m}<br>fused output: %{{y:.4g}}<extra>{key}</extra>",
-                    )
-                )
     title = compact_layer_title(has_fused, has_final) if compact else "layer"
-    for name, axis in lay.items():  # every panel's axes (the grid has empty panels too)
-        if name.startswith("xaxis"):
-            axis.update(depth_ticks(L, has_fused, has_final, compact=compact))
-        elif name.startswith("yaxis"):
-            axis.update(tickfont=dict(size=11), nticks=5)
-    for note in lay.get("annotations", []):
-        note.setdefault("font", {})["size"] = 13
     for i, m in enumerate(metrics):
-        xaxis, yaxis = (a[0] + "axis" + a[1:] for a in panel_axes(i))
-        values = [v for run in runs.values() for v in _values(run, m) if v is not None and v > 0]
-        if m in registry and registry[m].log and values and max(values) / min(values) > 100:
-            lay[yaxis].update(
-                type="log", dtick=None, **log_ticks(values)
-            )  # a collapse to 1e-6 is invisible on a linear axis
+        x_axis, y_axis = panel_layout(lay, i)
+        _log_if_spread(y_axis, m, [v for run in runs.values() for v in _values(run, m)])
         if i + cols >= len(metrics):  # the bottom panel of each column names its axis
-            lay[xaxis]["title"] = dict(text=title, standoff=2)
+            x_axis["title"] = dict(text=title, standoff=2)
     return layout(
         go.Figure(data=traces, layout=lay),
         height=250 * rows + 60,
@@ -421,7 +429,11 @@ def compare_curves(runs, metrics: list[str] | None = None, relative: bool = Fals
     metrics = list(metrics or [m.name for m in registry.values() if m.curve])
     rows = math.ceil(len(metrics) / cols)
     titles = [registry[m].label if m in registry else m for m in metrics]
-    lay = panels(rows, cols, titles, 0.2 if rows > 1 else 0.1)
+    if relative:
+        x_axis = dict(tickvals=[0, 0.25, 0.5, 0.75, 1], ticktext=["0", "¼", "½", "¾", "1"], tickfont=dict(size=11))
+    else:
+        x_axis = dict(tickfont=dict(size=11), nticks=8)
+    lay = panels(rows, cols, titles, 0.2 if rows > 1 else 0.1, x_axis)
     traces = []
     for k, (label, run) in enumerate(runs):
         L = len(run.rows) - 1
@@ -447,21 +459,8 @@ def compare_curves(runs, metrics: list[str] | None = None, relative: bool = Fals
                     hovertemplate=f"{m}<br>{axis} %{{x:.3g}} (layer %{{customdata}}): %{{y:.4g}}<extra>{name}</extra>",
                 )
             )
-    if relative:
-        x_axis = dict(tickvals=[0, 0.25, 0.5, 0.75, 1], ticktext=["0", "¼", "½", "¾", "1"], tickfont=dict(size=11))
-    else:
-        x_axis = dict(tickfont=dict(size=11), nticks=8)
-    for name, axis in lay.items():  # every panel's axes (the grid has empty panels too)
-        if name.startswith("xaxis"):
-            axis.update(copy.deepcopy(x_axis))
-        elif name.startswith("yaxis"):
-            axis.update(tickfont=dict(size=11), nticks=5)
-    for note in lay.get("annotations", []):
-        note.setdefault("font", {})["size"] = 13
     for i, m in enumerate(metrics):
-        values = [v for _, run in runs for v in _values(run, m) if v is not None and v > 0]
-        if m in registry and registry[m].log and values and max(values) / min(values) > 100:
-            lay["yaxis" + panel_axes(i)[1][1:]].update(type="log", dtick=None, **log_ticks(values))
+        _log_if_spread(panel_layout(lay, i)[1], m, [v for _, run in runs for v in _values(run, m)])
     return layout(
         go.Figure(data=traces, layout=lay),
         height=250 * rows + 60,
