@@ -110,8 +110,22 @@ def shi_by_hand(A: np.ndarray) -> np.ndarray:
 def test_shi_lambda_matches_a_dense_eigendecomposition(minilm):
     attentions, _ = minilm
     cases = list(attentions.values()) + [stochastic(12, 40, s).reshape(3, 4, 40, 40) for s in (0.1, 1.0, 6.0)]
+    # heads of very different sharpness in one layer: the bounds leave most out of the solver
+    cases.append(torch.cat([stochastic(12, 40, s).reshape(3, 4, 40, 40) for s in (0.1, 1.0, 6.0)], 1))
     for A in cases:
         assert graph.attention_contraction_lambda(A).numpy() == pytest.approx(shi_by_hand(A.numpy()), rel=1e-5)
+
+
+def test_shi_bounds_enclose_each_heads_lambda(minilm):
+    """The bounds that leave heads out of the solver: lower ≤ λ_h ≤ upper for every head."""
+    attentions, _ = minilm
+    for A in list(attentions.values()) + [stochastic(12, 40, s) for s in (0.1, 1.0, 6.0)]:
+        A = A.reshape(-1, *A.shape[-2:])
+        n = A.shape[-1]
+        P = np.eye(n) - np.ones((n, n)) / n
+        lam = np.linalg.eigvalsh(np.swapaxes(A.numpy(), -1, -2).astype(np.float64) @ P @ A.numpy())[..., -1]
+        lower, upper = graph._shi_bounds(A.unsqueeze(1)).double().unbind(-1)
+        assert (lower.numpy() <= lam * (1 + 1e-5) + 1e-7).all() and (lam <= upper.numpy() * (1 + 1e-5) + 1e-7).all()
 
 
 def test_shi_lambda_survives_a_krylov_breakdown():

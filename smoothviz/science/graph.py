@@ -316,12 +316,48 @@ def rollout_ratio(A: Tensor) -> Tensor:
 def attention_contraction_lambda(A: Tensor, steps: int = 64, rtol: float = 1e-6) -> Tensor:
     """Shi et al.'s λ: the largest eigenvalue of Aᵀ P A over heads, ``[L, h, n, n]`` → ``[L]``.
 
+    λ_h = ‖B‖₂² with B = PA (A less its column means). Two O(n²) bounds per head settle which
+    heads can hold their layer's maximum: every unit vector's Rayleigh quotient is a lower bound
+    (a column's or a row's squared norm of B), and ‖B‖_F² and ‖B‖₁‖B‖_∞ are upper bounds. A head
+    whose upper bound lies below the best lower bound of its layer cannot be the maximum and is
+    left out (on MiniLM at 128 tokens 45 of 72 heads). The rest go to :func:`_lanczos_top`.
+    """
+    n = A.shape[-1]
+    bounds = by_layer(_shi_bounds, A.unsqueeze(-3))  # one head at a time when long: [..., L, h, 2]
+    lower, upper = bounds[..., 0], bounds[..., 1]
+    layer_lower = lower.amax(-1, keepdim=True).expand_as(lower)
+    live = (upper * (1 + 1e-4) + 1e-6 >= layer_lower * (1 - 1e-4)).flatten()  # float32 rounding
+    flat, scale = A.reshape(-1, n, n), layer_lower.reshape(-1)
+    idx = live.nonzero().squeeze(-1)
+    step = max(1, (64 * 2**20) // max(1, n * n * A.element_size()))  # a copy of live heads ≤ 64 MB
+    tops = torch.full(live.shape, -torch.inf, dtype=A.dtype, device=A.device)
+    for chunk in idx.split(step):
+        heads = flat[chunk] if chunk.numel() > 1 else flat[int(chunk) : int(chunk) + 1]  # one: a view
+        tops[chunk] = _lanczos_top(heads, scale[chunk], steps, rtol)
+    return tops.reshape(A.shape[:-2]).amax(-1)
+
+
+def _shi_bounds(X: Tensor) -> Tensor:
+    """Lower and upper bounds on ‖PX‖₂² for matrices ``[c, 1, n, n]`` → ``[c, 2]``."""
+    B = X - X.mean(-2, keepdim=True)
+    B2 = B.square()
+    lower = torch.maximum(B2.sum(-2).amax(-1), B2.sum(-1).amax(-1))
+    B = B.abs_()
+    upper = torch.minimum(B2.sum((-2, -1)), B.sum(-2).amax(-1) * B.sum(-1).amax(-1))
+    return torch.stack([lower, upper], -1).reshape(-1, 2)
+
+
+def _lanczos_top(A: Tensor, scale: Tensor, steps: int, rtol: float) -> Tensor:
+    """The largest eigenvalue of Aᵀ P A for each matrix of ``A [k, n, n]``.
+
     Batched Lanczos with full reorthogonalisation on the operator v ↦ Aᵀ P A v (each step reads A
     twice; a dense eigendecomposition of every head would cost more than the forward pass). The
-    vectors are rows, ``[..., 1, n]``: a batched row-times-matrix product runs several times faster than
-    the matrix-times-column one in torch on CPU. From step 4 it checks convergence
-    at every step, and stops once every head's top Ritz pair has a residual below ``rtol``·λ (so each
-    value is within that of an eigenvalue); it is exact once ``steps ≥ n``.
+    vectors are rows, ``[k, 1, n]``: a batched row-times-matrix product runs several times faster than
+    the matrix-times-column one in torch on CPU. Every fourth step it checks convergence (one
+    eigendecomposition of every head's tridiagonal T costs about what three steps do), and stops once
+    every head's top Ritz pair has a residual below ``rtol``·max(θ, ``scale``) (so each value is
+    within that of an eigenvalue; ``scale``: a lower bound on the layer's λ); it is exact once
+    ``steps ≥ n``.
     """
     n = A.shape[-1]
     k = min(steps, n)
@@ -335,32 +371,32 @@ def attention_contraction_lambda(A: Tensor, steps: int = 64, rtol: float = 1e-6)
     q = torch.rand(1, n, generator=g, dtype=A.dtype).expand(*A.shape[:-2], 1, n).to(A.device)
     q = q / q.norm(dim=-1, keepdim=True)
     basis, alphas, betas = [], [], []
-    scale = torch.zeros(A.shape[:-2], dtype=A.dtype, device=A.device)  # ≤ ‖Aᵀ P A‖ = λ (PSD)
+    seen = torch.zeros(A.shape[:-2], dtype=A.dtype, device=A.device)  # ≤ ‖Aᵀ P A‖ = λ (PSD)
     for j in range(1, k + 1):
         basis.append(q)
         w = apply(q)
         alphas.append((q * w).sum((-2, -1)))
-        scale = torch.maximum(scale, alphas[-1])
-        Q = torch.cat(basis, -2)  # [..., j, n]
+        seen = torch.maximum(seen, alphas[-1])
+        Q = torch.cat(basis, -2)  # [k, j, n]
         w = w - (w @ Q.transpose(-1, -2)) @ Q  # full reorthogonalisation
         w = w - (w @ Q.transpose(-1, -2)) @ Q
         beta = w.norm(dim=-1, keepdim=True)
         # Breakdown: the Krylov space is invariant and T already holds its top eigenvalue. Going
         # on would turn rounding noise into new directions; a zero vector adds only zeros to T
         # (and 0 ≤ λ), dropping a coupling ≤ 1e-6·λ.
-        beta = torch.where(beta > 1e-6 * scale[..., None, None], beta, torch.zeros_like(beta))
+        beta = torch.where(beta > 1e-6 * seen[..., None, None], beta, torch.zeros_like(beta))
         betas.append(beta[..., 0, 0])
         q = torch.where(beta > 0, w / beta.clamp_min(1e-30), torch.zeros_like(w))
-        if j == k or j >= 4:
+        if j == k or (j >= 4 and j % 4 == 0):
             vals, vecs = torch.linalg.eigh(_tridiagonal(alphas, betas[:-1]))
-            lam = vals[..., -1].amax(-1)
+            top = vals[..., -1]
             # Each head's top Ritz value θ is within its residual ‖Mv − θv‖ = |β_j·s_j| of an
             # eigenvalue (s_j: the last entry of θ's eigenvector of T): stop once every head's is
             # below rtol·λ of its layer (comparing λ between steps stopped early where a head's
             # value stalled for a step, 9% low on one MiniLM layer).
             residual = (betas[-1].double() * vecs[..., -1, -1]).abs()
-            if j == k or bool((residual <= rtol * lam.abs().unsqueeze(-1)).all()):
-                return lam.to(A.dtype)
+            if j == k or bool((residual <= rtol * torch.maximum(top.abs(), scale.double())).all()):
+                return top.to(A.dtype)
 
 
 def _tridiagonal(alphas: list, betas: list) -> Tensor:
