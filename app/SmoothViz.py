@@ -82,8 +82,10 @@ def draw_section(section: str, at: views.At, shown=None) -> None:
     """Every view of ``section`` in list order, of ``shown`` (the page's analysis unless given);
     consecutive half-width views share a row."""
     shown = analysis if shown is None else shown
+    for line in views.left_out(section, shown, at):  # a view a long input's analysis cannot draw
+        st.info(md(line), icon=":material/info:")
     pending: list = []
-    for view in views.in_section(section) + [None]:
+    for view in views.in_section(section, shown) + [None]:
         if view is not None and view.half:
             pending.append(view)
             if len(pending) < 2:

@@ -240,3 +240,30 @@ def test_the_fused_output_is_a_point_of_the_trajectories(fused):
     now = [t for t in last.data if t.mode == "markers"]
     assert np.allclose(np.c_[now[1].x, now[1].y], np.round(p.fused_projection, 3))  # mitigated: fused output
     assert np.allclose(np.c_[now[0].x, now[0].y], np.round(p.projection[0, -1], 3))  # baseline: layer L
+
+
+def test_a_long_texts_trajectories_draw_evenly_spaced_paths_and_say_so():
+    """Issue 28: above figures.MAX_PATHS tokens the trajectories draw that many evenly spaced
+    tokens' paths (and the picked one), every layer of each, and the line under the chart says so."""
+    from smoothviz.bench import text_of
+
+    a = smoothviz.analyze(text_of(400), device="cpu", max_tokens=400, projection="pca", heads=False)
+    n, layers = len(a.labels), a.n_layers + 1
+    assert n == 400 > figures.MAX_PATHS
+    grid = figures.drawn_tokens(n)
+    assert len(grid) == figures.MAX_PATHS and grid[0] == 0 and grid[-1] == n - 1
+    assert set(np.diff(grid)) == {1, 2}  # evenly spaced: 399 / 255 ≈ 1.56 apart
+    picked = int(np.setdiff1d(np.arange(n), grid)[0])  # a token off the grid joins the drawn ones
+    idx = figures.drawn_tokens(n, picked)
+    assert picked in idx and len(idx) == figures.MAX_PATHS + 1
+    fig = figures.trajectories(a, picked)
+    paths, points = [t for t in fig.data if t.mode == "lines"][0], [t for t in fig.data if t.mode == "markers"][0]
+    assert len(paths.x) == len(idx) * (layers + 1)  # each drawn path: every layer and a break
+    assert len(points.x) == len(idx) * layers
+    xy = np.round(np.asarray(a.projection[0], dtype=np.float64), 3)  # [L+1, n, 2]
+    assert np.allclose(np.asarray(points.x, dtype=float), xy[:, idx, 0].ravel())
+    line = views.BY_KEY["trajectories"].lines(a, {}, views.At(layer=1, picked=picked))
+    assert line and f"This text has {n:,} tokens: the paths of {len(idx):,} of them are drawn" in line[0]
+    assert "(one in 1.6), and the picked one" in line[0]
+    short = smoothviz.analyze(text_of(40), device="cpu", max_tokens=40, projection="pca", heads=False)
+    assert not views.BY_KEY["trajectories"].lines(short, {}) and len(figures.drawn_tokens(40)) == 40

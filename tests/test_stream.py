@@ -220,3 +220,54 @@ def test_above_the_rollout_limit_the_ratio_is_null_with_a_note_and_the_rest_unch
         assert {k: v for k, v in a.items() if k != "rollout_ratio"} == {
             k: v for k, v in b.items() if k != "rollout_ratio"
         }
+
+
+def chart_titles(at) -> list[str]:
+    import json
+
+    titles = [json.loads(chart.proto.spec)["layout"].get("title", {}) for chart in at.get("plotly_chart")]
+    return [t.get("text", "") if isinstance(t, dict) else str(t) for t in titles]
+
+
+def test_every_page_and_the_report_draw_a_streamed_analysis_and_say_what_they_left_out(monkeypatch):
+    """A long input's analysis keeps no head's own attention: the atlas tab, Present and the report
+    draw everything else and say, where the chosen head's graph would be, why it is not drawn (the
+    atlas tab raised an AnalysisError there before)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from smoothviz.outputs import report, views
+
+    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    app = Path(__file__).resolve().parent.parent / "app"
+    text = "Streamed here: " + text_of(N_TOKENS)  # a text of its own: the app's analyses are cached per process
+    at = AppTest.from_file(str(app / "SmoothViz.py"), default_timeout=300)
+    at.query_params.update(text=text, section=views.SECTIONS["atlas"])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = " ".join(i.value for i in at.info).replace("\\", "").replace("\u2060", "")  # markdown escapes
+    assert "its own graph — not drawn: from 8 tokens SmoothViz analyses a text layer by layer" in said
+    assert "one head" in said
+    monkeypatch.undo()  # the same link, short enough to keep every head: the head's graph is one more chart
+    whole = AppTest.from_file(str(app / "SmoothViz.py"), default_timeout=300)
+    whole.query_params.update(text="Kept here: " + text_of(N_TOKENS), section=views.SECTIONS["atlas"])
+    whole.run()
+    assert not whole.exception and "not drawn" not in " ".join(i.value for i in whole.info)
+    streamed_titles, kept_titles = chart_titles(at), chart_titles(whole)
+    assert [t for t in kept_titles if "head 0" not in t] == streamed_titles  # everything else drawn
+    assert len(kept_titles) == len(streamed_titles) + 2  # the head's graph, for each of the page's two runs
+    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+
+    r = analyze(text, device="cpu")
+    assert r.baseline.attentions is None
+    assert "head-graph" not in [v.key for v in views.views_for(r)] and views.in_section("atlas", r)
+    html = report.build_report(r)
+    assert "its own graph — not drawn" in html and "head-graph-baseline" not in html
+
+    present = AppTest.from_file(str(app / "pages" / "5_Present.py"), default_timeout=300)
+    present.query_params.update(text=text, view="head-graph")
+    present.run()
+    assert not present.exception, [e.value for e in present.exception]
+    refused = " ".join(w.value for w in present.warning).replace("\\", "")
+    assert "view=head-graph is not available here" in refused  # a link's view it cannot draw: refused, reset

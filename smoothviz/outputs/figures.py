@@ -798,8 +798,23 @@ def verdicts(analysis) -> go.Figure:
 # --------------------------------------------------------------------------- 3. trajectories
 
 
+MAX_PATHS = 256  # token paths drawn in the trajectories (a long text: evenly spaced ones, said under the chart)
+
+
+def drawn_tokens(n: int, picked: int | None = None, limit: int = MAX_PATHS) -> np.ndarray:
+    """The tokens whose paths :func:`trajectories` draws: every token up to ``limit``, above it
+    ``limit`` of them evenly spaced from the first to the last, and the picked one."""
+    if n <= limit:
+        return np.arange(n)
+    idx = np.unique(np.linspace(0, n - 1, limit).round().astype(int))
+    if picked is not None and 0 <= picked < n:
+        idx = np.union1d(idx, [picked])
+    return idx
+
+
 def trajectories(analysis, picked: int | None = None) -> go.Figure:
-    """Each token's path through layers 0…L in the joint 2-D projection, runs side by side."""
+    """Each token's path through layers 0…L in the joint 2-D projection, runs side by side; for a
+    text of more than :data:`MAX_PATHS` tokens, the paths of :func:`drawn_tokens` only."""
     coords = analysis.projection
     if coords is None:
         fig = go.Figure()
@@ -808,6 +823,7 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
     runs = list(_runs(analysis))
     labels = [escape(t) for t in analysis.labels]
     R, layers, n = coords.shape[0], coords.shape[1], coords.shape[2]
+    idx = drawn_tokens(n, picked)  # positions in the text of the paths drawn
     fig = make_subplots(
         rows=1,
         cols=R,
@@ -816,11 +832,12 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
         horizontal_spacing=0.03,
         subplot_titles=[escape(run_name(analysis, k)) for k in runs[:R]],
     )
-    depth = np.repeat(np.arange(layers)[None, :], n, axis=0)  # [n, L+1]
+    m = len(idx)
+    depth = np.repeat(np.arange(layers)[None, :], m, axis=0)  # [m, L+1]
     for r in range(R):
         xy = np.round(coords[r].transpose(1, 0, 2), 3)  # [n, L+1, 2]
-        sep = np.full((n, 1, 2), np.nan)
-        path = np.concatenate([xy, sep], axis=1).reshape(-1, 2)  # one trace; NaN breaks between tokens
+        sep = np.full((m, 1, 2), np.nan)
+        path = np.concatenate([xy[idx], sep], axis=1).reshape(-1, 2)  # one trace; NaN breaks between tokens
         fig.add_trace(
             go.Scatter(
                 x=path[:, 0],
@@ -833,17 +850,17 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
             row=1,
             col=r + 1,
         )
-        by_layer = xy.transpose(1, 0, 2)  # [L+1, n, 2]: deep layers drawn on top
+        by_layer = xy[idx].transpose(1, 0, 2)  # [L+1, m, 2]: deep layers drawn on top
         fig.add_trace(
             go.Scatter(
                 x=by_layer[..., 0].ravel(),
                 y=by_layer[..., 1].ravel(),
                 mode="markers",
                 showlegend=False,
-                text=[f"{i} · {labels[i]} — layer {l}" for l in range(layers) for i in range(n)],
+                text=[f"{i} · {labels[i]} — layer {l}" for l in range(layers) for i in idx],
                 hovertemplate="%{text}<extra></extra>",
                 marker=dict(
-                    size=6 if n * layers < 3000 else 4,
+                    size=6 if m * layers < 3000 else 4,
                     color=depth.T.ravel(),
                     colorscale="Viridis",
                     cmin=0,
@@ -857,8 +874,8 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
         )
         fused = getattr(analysis, "fused_projection", None)
         if fused is not None and runs[r] == "mitigated":  # the fused output, fitted in the same projection
-            f = np.round(np.asarray(fused, dtype=np.float64), 3)  # [n, 2]
-            step = np.concatenate([xy[:, -1:], f[:, None], np.full((n, 1, 2), np.nan)], axis=1).reshape(-1, 2)
+            f = np.round(np.asarray(fused, dtype=np.float64), 3)[idx]  # [m, 2]
+            step = np.concatenate([xy[idx, -1:], f[:, None], np.full((m, 1, 2), np.nan)], axis=1).reshape(-1, 2)
             fig.add_trace(
                 go.Scatter(
                     x=step[:, 0],
@@ -878,7 +895,7 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
                     mode="markers",
                     name="fused output",
                     showlegend=True,
-                    text=[f"{i} · {labels[i]} — fused output" for i in range(n)],
+                    text=[f"{i} · {labels[i]} — fused output" for i in idx],
                     hovertemplate="%{text}<extra></extra>",
                     marker=dict(symbol="star", size=11, color="#111", line=dict(color="white", width=0.5)),
                 ),
@@ -915,7 +932,7 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
         # corner of the panel had their labels drawn over each other (Gemma on a projector, issue 22)
         span = np.maximum(np.nanmax(xy.reshape(-1, 2), axis=0) - np.nanmin(xy.reshape(-1, 2), axis=0), 1e-9)
         shown: list[int] = []
-        for i in ([picked] if picked is not None and 0 <= picked < n else []) + list(range(n)):
+        for i in ([picked] if picked is not None and 0 <= picked < n else []) + idx.tolist():
             if i not in shown and all(
                 abs(last[i, 0] - last[j, 0]) > 0.2 * span[0] or abs(last[i, 1] - last[j, 1]) > 0.1 * span[1]
                 for j in shown

@@ -16,7 +16,7 @@ from plotly.offline import get_plotlyjs
 
 from smoothviz.outputs import figures
 from smoothviz.outputs.animate import animated_figure
-from smoothviz.outputs.views import At, compared, in_section, sections_for
+from smoothviz.outputs.views import At, compared, in_section, left_out, sections_for
 from smoothviz.science.metrics import HEADLINE
 from smoothviz.words.claims import frozen_caveat
 
@@ -128,7 +128,8 @@ def build_report(analysis, layer: int | None = None) -> str:
                 _figure_div(animated_figure(analysis, ANIMATION_VIEWS), "animation", index),
             ]
             index += 1
-        for view in in_section(section):
+        parts += [f"<div class='note'>{esc(line)}</div>" for line in left_out(section, analysis, at)]
+        for view in in_section(section, analysis):
             title = view.heading(at)
             parts.append((f"<h3>{esc(title)}</h3>" if title else "") + f"<p class='cap'>{esc(view.caption)}</p>")
             parts.append("<div class='row'>")

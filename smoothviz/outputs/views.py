@@ -17,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from smoothviz.outputs import figures, image_views, tables
+from smoothviz.pipeline import stream
 from smoothviz.science import sinks
 from smoothviz.science.graph import to_networkx
 from smoothviz.words import trends
@@ -94,6 +95,8 @@ class View:
             "show as table" (functions in :mod:`smoothviz.outputs.tables`).
         compare: how the view appears on the Compare page and in its report (:class:`Compared`;
             ``None``: not compared).
+        every_head: the builder reads one head's own attention, which a streamed analysis of a
+            long input does not keep (:func:`left_out` says so in its place).
     """
 
     key: str
@@ -108,6 +111,7 @@ class View:
     notes: Callable[..., list[str]] | None = None
     table: Callable[..., list[dict]] | None = None
     compare: Compared | None = None
+    every_head: bool = False
 
     def heading(self, at: At) -> str:
         """The title with ``at``'s values filled in (``""`` for none)."""
@@ -387,6 +391,7 @@ VIEWS: list[View] = [
         "projections",
         lambda a, k, at: figures.trajectories(a, at.picked),
         depends=("picked",),
+        notes=lambda a, names, at=None: trajectory_lines(a, None if at is None else at.picked),
         table=tables.trajectories,
     ),
     View(
@@ -419,6 +424,7 @@ VIEWS: list[View] = [
         per_run=True,
         depends=("head_layer", "head", "top_k", "picked"),
         table=tables.head_graph,
+        every_head=True,
     ),
     View(
         "sinks",
@@ -512,8 +518,41 @@ BY_KEY = {view.key: view for view in VIEWS + IMAGE_VIEWS}
 
 
 def views_for(analysis) -> list[View]:
-    """The views drawn for ``analysis``: :data:`VIEWS`, and :data:`IMAGE_VIEWS` for a picture."""
-    return VIEWS + (IMAGE_VIEWS if getattr(analysis, "image", None) is not None else [])
+    """The views drawn for ``analysis``: :data:`VIEWS`, and :data:`IMAGE_VIEWS` for a picture;
+    without the views that need every head's attention where ``analysis`` keeps none (see :func:`left_out`)."""
+    shown = VIEWS + (IMAGE_VIEWS if getattr(analysis, "image", None) is not None else [])
+    return [view for view in shown if drawable(view, analysis)]
+
+
+def drawable(view: View, analysis) -> bool:
+    """Whether ``view`` can be drawn for ``analysis``: a view that reads one head's own attention
+    needs an analysis that kept it (a streamed long input keeps each layer's head-mean graph only)."""
+    return not view.every_head or analysis is None or analysis.baseline.attentions is not None
+
+
+def left_out(section: str, analysis, at: At) -> list[str]:
+    """One sentence per view of ``section`` not drawn for ``analysis``, saying why, for its place."""
+    return [
+        f"{view.heading(at) or view.key} — not drawn: from {stream.STREAM_FROM:,} tokens SmoothViz analyses a text "
+        f"layer by layer as the model runs and keeps each layer's head-mean graph, not every head's attention "
+        f"(this text has {len(analysis.tokens):,} tokens). Choose “one head” in the graph options to see "
+        "that head's graph in the per-layer views, or analyse a shorter text."
+        for view in VIEWS + IMAGE_VIEWS
+        if view.section == section and not drawable(view, analysis)
+    ]
+
+
+def trajectory_lines(analysis, picked: int | None = None) -> list[str]:
+    """For a long text, which tokens' paths the trajectories draw (:func:`figures.drawn_tokens`)."""
+    n = len(analysis.labels)
+    if analysis.projection is None or n <= figures.MAX_PATHS:
+        return []
+    m = len(figures.drawn_tokens(n, picked))
+    return [
+        f"This text has {n:,} tokens: the paths of {m:,} of them are drawn, evenly spaced from the first to "
+        f"the last (one in {n / figures.MAX_PATHS:.{1 if n < 10 * figures.MAX_PATHS else 0}f}){', and the picked one' if m > figures.MAX_PATHS else ''}"
+        " — more would be a tangle no one can read (SmoothViz's choice). “Show as table” lists every token."
+    ]
 
 
 def sections_for(analysis) -> dict[str, str]:
@@ -526,9 +565,9 @@ def compared() -> list[View]:
     return [view for view in VIEWS if view.compare is not None]
 
 
-def in_section(section: str) -> list[View]:
-    """The views of one section, in page order."""
-    return [view for view in VIEWS + IMAGE_VIEWS if view.section == section]
+def in_section(section: str, analysis=None) -> list[View]:
+    """The views of one section, in page order (those :func:`drawable` for ``analysis`` when given)."""
+    return [view for view in VIEWS + IMAGE_VIEWS if view.section == section and drawable(view, analysis)]
 
 
 def story(analysis) -> str:
