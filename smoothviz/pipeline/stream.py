@@ -43,7 +43,7 @@ import torch
 from smoothviz.model import capture
 from smoothviz.science import diagnostics, graph, metrics
 from smoothviz.science.graph import GraphOptions
-from smoothviz.science.linalg import one_thread
+from smoothviz.science.linalg import all_threads, one_thread
 
 STREAM_FROM = 1024  # kept tokens from which a sentence is analysed layer by layer
 ROLLOUT_UP_TO = 4096  # kept tokens up to which the rollout product is carried (see the module docstring)
@@ -123,10 +123,24 @@ class _Layers:
         self.R: torch.Tensor | None = None
 
     def __call__(self, layer: int, probs: torch.Tensor) -> None:
-        with one_thread():  # eigensolvers one thread each (linalg.one_thread); the forward's own work keeps its threads
-            self._read(layer, probs)
+        directed = self._read(layer, probs)
+        if directed is not None:
+            self.rows[-1]["rollout"] = self._roll(directed)
 
-    def _read(self, layer: int, probs: torch.Tensor) -> None:
+    def _roll(self, directed: torch.Tensor) -> float:
+        """R_l = Â_l R_{l−1} with Â = ½(A + I), in place on ``directed``; σ₂/σ₁ of R_l."""
+        directed.diagonal().add_(1)
+        directed.mul_(0.5)
+        self.R = directed @ self.R
+        return graph.top_singular_ratio(self.R)
+
+    def _read(self, layer: int, probs: torch.Tensor) -> torch.Tensor | None:
+        """Appends the layer's row; returns its directed graph for the rollout (None above
+        :data:`ROLLOUT_UP_TO` tokens, where the row's rollout is NaN).
+
+        The elementwise passes over every head and the rollout's dense product keep torch's
+        threads (at 2,048 tokens they are most of the layer's time); torch's eigensolvers run on one
+        thread each (:func:`~smoothviz.science.linalg.one_thread`), ARPACK's on one BLAS thread."""
         fw, n = self.fw, len(self.fw.keep)
         P = probs[0].float().cpu()  # [h, N, N]
         A = graph.restrict(P, self.idx)  # [h, n, n]
@@ -139,31 +153,28 @@ class _Layers:
             self.R = torch.eye(n, dtype=torch.float64) if rollout else None
         self.graphs[layer] = S
         lam2, vec = graph.second_pair(S)
-        ratio = float("nan")
-        if rollout:
-            directed.diagonal().add_(1)
-            directed.mul_(0.5)  # Â = ½(A + I), in place
-            self.R = directed @ self.R
-            ratio = graph.top_singular_ratio(self.R)
-        del directed
         per_head = lambda fn: torch.stack([fn(a) for a in A])  # noqa: E731  one head's temporaries at a time
         row = {
             "lambda2": lam2,
             "fiedler": vec,
-            "rollout": ratio,
+            "rollout": float("nan"),  # set by _roll when computed
             "entropy": per_head(graph.row_entropy),
             "uniform": per_head(graph.distance_from_uniform),
             "first": P[..., 0].clone(),
-            "received": sum(p.double().sum(0) for p in P) / (P.shape[0] * P.shape[1]),
+            "received": sum(p.sum(0, dtype=torch.float64) for p in P) / (P.shape[0] * P.shape[1]),
             "signed": bool(graph.has_negative(S)),
             "heads_signed": bool(graph.has_negative(A).any()),
-            "shi_lambda": graph.attention_contraction_lambda(A[None])[0] if fw.post_ln else torch.tensor(float("nan")),
         }
-        if fw.heads and fw.head_gaps:
-            row["head_gap"] = graph.spectral_gaps(graph.symmetrize(A, fw.options.symmetrize))
-        if fw.heads:
-            row["smooths"] = diagnostics.dovonon(A[None], fw.value_eigs[layer : layer + 1].to(torch.complex64))[0]
+        with one_thread():
+            row["shi_lambda"] = (
+                graph.attention_contraction_lambda(A[None])[0] if fw.post_ln else torch.tensor(float("nan"))
+            )
+            if fw.heads and fw.head_gaps:
+                row["head_gap"] = graph.spectral_gaps(graph.symmetrize(A, fw.options.symmetrize))
+            if fw.heads:
+                row["smooths"] = diagnostics.dovonon(A[None], fw.value_eigs[layer : layer + 1].to(torch.complex64))[0]
         self.rows.append(row)
+        return directed if rollout else None
 
     def result(self) -> dict:
         stack = lambda key: torch.stack([torch.as_tensor(r[key]) for r in self.rows])  # noqa: E731
@@ -275,11 +286,12 @@ def evaluate(trace: Streamed, keep: list[int], ln_sigma: torch.Tensor, weight_no
         raise NotImplementedError(f"no streamed form for the layer metric(s) {sorted(missing)}")
     G, L = p["graph"], p["graph"].shape[0]
     per_state, svs, dms = [], [], []
-    for s in range(L + 1):
-        x = metrics.Inputs(H=trace.hidden[s : s + 1, idx].double(), graphs=G[max(s - 1, 0)][None].double())
-        per_state.append(metrics.evaluate(x, states_only=True))
-        svs.append(x.sv / x.sv[..., :1].clamp_min(1e-30))
-        dms.append(metrics.dm_abs(x.H))
+    with all_threads():  # each state's n×n Gram matrix: a dense product, twice as fast on two cores
+        for s in range(L + 1):
+            x = metrics.Inputs(H=trace.hidden[s : s + 1, idx].double(), graphs=G[max(s - 1, 0)][None].double())
+            per_state.append(metrics.evaluate(x, states_only=True))
+            svs.append(x.sv / x.sv[..., :1].clamp_min(1e-30))
+            dms.append(metrics.dm_abs(x.H))
     values = {k: torch.cat([v[k] for v in per_state]) for k in per_state[0]}
     dm = torch.cat(dms)
     h = p["entropy"].shape[-1]

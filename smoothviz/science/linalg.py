@@ -61,3 +61,21 @@ def one_thread():
             _depth -= 1
             if _depth == 0:
                 torch.set_num_threads(_saved)
+
+
+@contextmanager
+def all_threads():
+    """Inside :func:`one_thread`: torch's intra-op pool back at the process's count for the duration,
+    for large dense products (a 2,048-token Gram matrix), which gain from every core where
+    eigensolvers do not. Outside it, nothing changes. Concurrent analyses inside ``one_thread``
+    meanwhile get every thread too: faster or slower, never different."""
+    with _threads:
+        inside = _depth > 0
+        if inside:
+            torch.set_num_threads(_saved)
+    try:
+        yield
+    finally:
+        with _threads:
+            if inside and _depth > 0:
+                torch.set_num_threads(1)
