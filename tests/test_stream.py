@@ -271,3 +271,17 @@ def test_every_page_and_the_report_draw_a_streamed_analysis_and_say_what_they_le
     assert not present.exception, [e.value for e in present.exception]
     refused = " ".join(w.value for w in present.warning).replace("\\", "")
     assert "view=head-graph is not available here" in refused  # a link's view it cannot draw: refused, reset
+
+
+def test_all_threads_gives_dense_products_the_process_threads_inside_one_thread_only():
+    from smoothviz.science.linalg import all_threads, one_thread
+
+    saved = torch.get_num_threads()
+    with all_threads():
+        assert torch.get_num_threads() == saved
+    with one_thread():
+        assert torch.get_num_threads() == 1
+        with all_threads():
+            assert torch.get_num_threads() == saved
+        assert torch.get_num_threads() == 1  # the eigensolvers after it: one thread again
+    assert torch.get_num_threads() == saved
