@@ -19,6 +19,14 @@ from smoothviz.pipeline import stream
 from smoothviz.science import graph, sinks
 
 RNG = np.random.default_rng(3)
+
+
+def streaming_lean(monkeypatch) -> None:
+    """Stream from 8 kept tokens, and keep no head's attention (a long input's path, on a short one)."""
+    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    monkeypatch.setattr(stream, "KEEP_HEADS_BELOW", 8)
+
+
 N_TOKENS = 40
 
 
@@ -77,7 +85,7 @@ def both(monkeypatch):
         text = text_of(N_TOKENS)
         monkeypatch.setattr(stream, "STREAM_FROM", 10**9)
         batched = analyze(text, device="cpu", max_tokens=N_TOKENS, **kwargs)
-        monkeypatch.setattr(stream, "STREAM_FROM", 8)
+        streaming_lean(monkeypatch)
         monkeypatch.setattr(graph, "ITERATIVE_FROM", 8)  # every per-head λ₂ by ARPACK too
         streamed = analyze(text, device="cpu", max_tokens=N_TOKENS, **kwargs)
         return batched, streamed
@@ -152,7 +160,7 @@ def test_streamed_decoder_equals_the_batched_one(tmp_path, monkeypatch):
     text = text_of(N_TOKENS)
     monkeypatch.setattr(stream, "STREAM_FROM", 10**9)
     batched = analyze(text, model=str(tmp_path), device="cpu", max_tokens=N_TOKENS)
-    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    streaming_lean(monkeypatch)
     streamed = analyze(text, model=str(tmp_path), device="cpu", max_tokens=N_TOKENS)
     assert streamed.baseline.attentions is None and streamed.causal
     same_rows(batched.baseline, streamed.baseline)
@@ -164,13 +172,13 @@ def test_streamed_decoder_equals_the_batched_one(tmp_path, monkeypatch):
 
 def test_attnscale_keeps_the_batched_path(monkeypatch):
     """AttnScale changes A itself: its run keeps every head's attention, the baseline streams."""
-    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    streaming_lean(monkeypatch)
     r = analyze(text_of(N_TOKENS), device="cpu", max_tokens=N_TOKENS, mitigation="attnscale", heads=False)
     assert r.baseline.attentions is None and r.mitigated.attentions is not None
 
 
 def test_a_streamed_analysis_draws_its_graph_and_refuses_what_it_did_not_keep(monkeypatch):
-    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    streaming_lean(monkeypatch)
     r = analyze(text_of(N_TOKENS), device="cpu", max_tokens=N_TOKENS, heads=False)
     G = r.graph(3, top_k=2)
     assert G.number_of_nodes() == len(r.keep) and G.number_of_edges() > 0
@@ -208,7 +216,7 @@ def test_per_layer_stack_computes_on_demand_and_caches():
 
 
 def test_above_the_rollout_limit_the_ratio_is_null_with_a_note_and_the_rest_unchanged(monkeypatch):
-    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    streaming_lean(monkeypatch)
     full = analyze(text_of(N_TOKENS), device="cpu", max_tokens=N_TOKENS, heads=False)
     monkeypatch.setattr(stream, "ROLLOUT_UP_TO", N_TOKENS - 1)
     lean = analyze(text_of(N_TOKENS), device="cpu", max_tokens=N_TOKENS, heads=False)
@@ -239,7 +247,7 @@ def test_every_page_and_the_report_draw_a_streamed_analysis_and_say_what_they_le
 
     from smoothviz.outputs import report, views
 
-    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    streaming_lean(monkeypatch)
     app = Path(__file__).resolve().parent.parent / "app"
     text = "Streamed here: " + text_of(N_TOKENS)  # a text of its own: the app's analyses are cached per process
     at = AppTest.from_file(str(app / "SmoothViz.py"), default_timeout=300)
@@ -257,7 +265,7 @@ def test_every_page_and_the_report_draw_a_streamed_analysis_and_say_what_they_le
     streamed_titles, kept_titles = chart_titles(at), chart_titles(whole)
     assert [t for t in kept_titles if "head 0" not in t] == streamed_titles  # everything else drawn
     assert len(kept_titles) == len(streamed_titles) + 2  # the head's graph, for each of the page's two runs
-    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    streaming_lean(monkeypatch)
 
     r = analyze(text, device="cpu")
     assert r.baseline.attentions is None
@@ -285,3 +293,22 @@ def test_all_threads_gives_dense_products_the_process_threads_inside_one_thread_
             assert torch.get_num_threads() == saved
         assert torch.get_num_threads() == 1  # the eigensolvers after it: one thread again
     assert torch.get_num_threads() == saved
+
+
+def test_a_streamed_analysis_below_keep_heads_below_keeps_every_heads_attention(monkeypatch):
+    """From STREAM_FROM to KEEP_HEADS_BELOW tokens the analysis streams (faster) and still keeps
+    every head's attention for the per-head views: the same attention and head graph as the batched path."""
+    text = text_of(N_TOKENS)
+    monkeypatch.setattr(stream, "STREAM_FROM", 10**9)
+    batched = analyze(text, device="cpu", max_tokens=N_TOKENS, heads=False)
+    monkeypatch.setattr(stream, "STREAM_FROM", 8)
+    assert stream.KEEP_HEADS_BELOW > N_TOKENS
+    calls = []
+    read = stream._Layers._read
+    monkeypatch.setattr(stream._Layers, "_read", lambda self, *a: calls.append(1) or read(self, *a))
+    streamed = analyze(text, device="cpu", max_tokens=N_TOKENS, heads=False)
+    assert len(calls) == streamed.n_layers  # it did stream
+    assert np.array_equal(np.asarray(streamed.baseline.attentions), np.asarray(batched.baseline.attentions))
+    same_rows(batched.baseline, streamed.baseline)
+    a, b = batched.graph(3, head=1, top_k=2), streamed.graph(3, head=1, top_k=2)
+    assert sorted(a.edges(data="weight")) == pytest.approx(sorted(b.edges(data="weight")))

@@ -533,8 +533,8 @@ def drawable(view: View, analysis) -> bool:
 def left_out(section: str, analysis, at: At) -> list[str]:
     """One sentence per view of ``section`` not drawn for ``analysis``, saying why, for its place."""
     return [
-        f"{view.heading(at) or view.key} — not drawn: from {stream.STREAM_FROM:,} tokens SmoothViz analyses a text "
-        f"layer by layer as the model runs and keeps each layer's head-mean graph, not every head's attention "
+        f"{view.heading(at) or view.key} — not drawn: from {stream.KEEP_HEADS_BELOW:,} tokens SmoothViz analyses a "
+        f"text layer by layer as the model runs and keeps each layer's head-mean graph, not every head's attention "
         f"(this text has {len(analysis.tokens):,} tokens). Choose “one head” in the graph options to see "
         "that head's graph in the per-layer views, or analyse a shorter text."
         for view in VIEWS + IMAGE_VIEWS

@@ -852,7 +852,8 @@ def _summarise_streamed(
         fused_row=None if fused is None else states(fused),
         final_norm_row=None if trace.final_norm is None else states(trace.final_norm),
         hidden=hidden,
-        attentions=None,
+        attentions=f32(trace.attentions),  # None from stream.KEEP_HEADS_BELOW tokens
+        final_norm=None if trace.final_norm is None else f32(trace.final_norm),
         received=f32(p["received"]),
         similarity=stream.PerLayer(hidden if len(keep) == hidden.shape[1] else hidden[:, keep], "similarity"),
         sv=f32(sv),

@@ -26,10 +26,13 @@ choice for speed, never a different formula:
   iterative solver avoids forming the product without keeping every layer's directed graph. (The AᵀA symmetrisation is
   such a product too, per layer: the default (A + Aᵀ)/2 is what long inputs should use.)
 
-The attention of every head is not kept: a streamed Run's ``attentions`` is ``None``, and the
-page's per-head heat maps say so. Used from :data:`STREAM_FROM` kept tokens on the models that
+Used from :data:`STREAM_FROM` kept tokens (512: from there it takes about half the batched
+analysis's time on MiniLM, whose eigendecompositions of every layer dominate) on the models that
 route attention through SmoothViz's attention function, for the baseline and every mitigation
-except those that change A itself (AttnScale), which keep the batched path.
+except those that change A itself (AttnScale), which keep the batched path. Below
+:data:`KEEP_HEADS_BELOW` kept tokens the forward pass also collects every head's attention, as the
+batched path does, for the per-head views; from there it is not kept (a streamed Run's
+``attentions`` is ``None``), and the page says which view it leaves out and why.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from smoothviz.science import diagnostics, graph, metrics
 from smoothviz.science.graph import GraphOptions
 from smoothviz.science.linalg import all_threads, one_thread
 
-STREAM_FROM = 1024  # kept tokens from which a sentence is analysed layer by layer
+STREAM_FROM = 512  # kept tokens from which a sentence is analysed layer by layer
+KEEP_HEADS_BELOW = 1024  # below this many kept tokens a streamed analysis also keeps every head's attention
 ROLLOUT_UP_TO = 2048  # kept tokens up to which the rollout product is carried (see the module docstring)
 ROLLOUT_NOTE = (
     "The rollout ratio is not computed above {limit:,} tokens: its product Â_l ⋯ Â_1 is one n×n "
@@ -57,7 +61,8 @@ ROLLOUT_NOTE = (
 
 @dataclass(frozen=True)
 class Streamed(capture.Trace):
-    """A :class:`~smoothviz.model.capture.Trace` without ``attentions``, with what each layer left.
+    """A :class:`~smoothviz.model.capture.Trace` with what each layer left, and without ``attentions``
+    from :data:`KEEP_HEADS_BELOW` kept tokens.
 
     ``parts``: ``graph [L, n, n]`` f32 (S), ``lambda2 [L]``, ``fiedler [L, n]``, ``rollout [L]``,
     ``entropy``/``uniform``/``shi_lambda`` ``[L, h]``/``[L, h]``/``[L]``, ``first [L, h, N]``,
@@ -109,7 +114,8 @@ class Forward:
         if iv.probs is not None or iv.attention is not None or not capture.uses_registry(model):
             return capture.run(model, inputs, intervention, special)  # A itself changed: the batched path
         layers = _Layers(self, iv.kept_heads)
-        trace = capture.run(model, inputs, intervention, special, on_layer=layers, keep_attentions=False)
+        keep_attentions = len(self.keep) < KEEP_HEADS_BELOW  # the per-head views, as the batched path
+        trace = capture.run(model, inputs, intervention, special, on_layer=layers, keep_attentions=keep_attentions)
         return Streamed(**{f.name: getattr(trace, f.name) for f in fields(capture.Trace)}, parts=layers.result())
 
 
