@@ -366,21 +366,3 @@ def test_a_long_line_streams_on_its_own_and_equals_analyze(monkeypatch, mitigati
     monkeypatch.undo()
     for sentence in (0, 1, 3):
         assert_rows_match(result, LINES[sentence], sentence, mitigation=mitigation)
-
-
-def test_overlapped_groups_and_a_failed_batch_keep_every_line_equal_to_analyze(monkeypatch):
-    """Groups of one line: each group's analysis overlaps the next one's forward pass. The second
-    batch's forward pass fails (as out of memory would): its line runs alone, the rest overlap on."""
-    calls, real = [], capture.run_batch
-
-    def second_fails(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("out of memory (injected)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(capture, "run_batch", second_fails)
-    result = smoothviz.corpus(LINES, device="cpu", batch_size=1)
-    assert len(calls) == len(LINES) and result.computed == len(LINES) and not result.errors
-    for sentence, text in enumerate(LINES):
-        assert_rows_match(result, text, sentence)

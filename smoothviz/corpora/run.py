@@ -20,7 +20,6 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -215,26 +214,9 @@ class BatchAnalyser:
             with slot():
                 out.extend(self._alone(item))
         encoded = [e for e in encoded if not self._streams(e)]
-        # One group's analysis overlaps the next group's forward pass, in the same server turn
-        # (smoothviz.throttle): the forward pass keeps both cores busy for a moment, the analysis
-        # (many small LAPACK calls) mostly one. Two groups' traces are alive at once.
-        previous = None
-        with ThreadPoolExecutor(1) as pool:
-            for group in groups([e.length for e in encoded], self.batch_size, self.padded, self._cell_bytes()):
-                items = [encoded[i] for i in group]
-                with slot():  # a server's turn, shared with single-sentence analyses
-                    job = pool.submit(self._analyse, *previous) if previous is not None else None
-                    traces = self._forward(items)
-                    if job is not None:
-                        out.extend(job.result())
-                previous = (items, traces)
-                if traces is None:  # the batch failed: its lines run one at a time, on this thread
-                    with slot():
-                        out.extend(self._analyse(*previous))
-                    previous = None
-        if previous is not None:
-            with slot():
-                out.extend(self._analyse(*previous))
+        for group in groups([e.length for e in encoded], self.batch_size, self.padded, self._cell_bytes()):
+            with slot():  # a server's turn, shared with single-sentence analyses (smoothviz.throttle)
+                out.extend(self._group([encoded[i] for i in group]))
         return out
 
     def _streams(self, item: _Encoded) -> bool:
@@ -264,24 +246,16 @@ class BatchAnalyser:
         h = self.handle
         return 4 * h.n_layers * h.heads * (2 if self.second else 1) * 2  # float32, both runs, the stack's copy
 
-    def _forward(self, items: list[_Encoded]) -> tuple | None:
-        """One padded forward pass per run for a group: (baseline, mitigated or None) traces per
-        line, or None where the batch failed (out of memory, an odd model)."""
+    def _group(self, items: list[_Encoded]) -> list[dict]:
         start = time.perf_counter()
         try:
             inputs = collate([it.inputs for it in items], self.pad_id)
             base = capture.run_batch(self.handle.model, inputs)
             mitigated = capture.run_batch(self.second[0], inputs, self.second[1]) if self.second else None
-            return base, mitigated
-        except (RuntimeError, ValueError):
-            return None
-        finally:
-            self.seconds["forward"] += time.perf_counter() - start
-
-    def _analyse(self, items: list[_Encoded], traces: tuple | None) -> list[dict]:
-        """The rows of a group from its traces; without traces, each line runs its own forward pass."""
+        except (RuntimeError, ValueError):  # out of memory, an odd model: each line on its own
+            base = mitigated = None
+        self.seconds["forward"] += time.perf_counter() - start
         start = time.perf_counter()
-        base, mitigated = traces if traces is not None else (None, None)
         forwards = [
             capture.run
             if base is None
