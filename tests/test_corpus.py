@@ -366,3 +366,21 @@ def test_a_long_line_streams_on_its_own_and_equals_analyze(monkeypatch, mitigati
     monkeypatch.undo()
     for sentence in (0, 1, 3):
         assert_rows_match(result, LINES[sentence], sentence, mitigation=mitigation)
+
+
+def test_a_failed_batch_runs_its_lines_one_at_a_time_and_equal_to_analyze(monkeypatch):
+    """One-line groups; the second batch's forward pass fails (as out of memory would): its line runs
+    alone, the others in their batches, every line's rows equal to analyze's."""
+    calls, real = [], capture.run_batch
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(capture, "run_batch", second_fails)
+    result = smoothviz.corpus(LINES, device="cpu", batch_size=1)
+    assert len(calls) == len(LINES) and result.computed == len(LINES) and not result.errors
+    for sentence, text in enumerate(LINES):
+        assert_rows_match(result, text, sentence)
