@@ -17,6 +17,7 @@ import torch
 import smoothviz
 from smoothviz.data import examples
 from smoothviz.mitigations import REGISTRY
+from smoothviz.outputs import views
 from smoothviz.words import claims as cl
 from smoothviz.words import trends
 from smoothviz.words.lesson import PURE_LAB, REFERENCE, STEPS
@@ -306,7 +307,7 @@ def test_ablated_heads_leave_the_verdicts(reference):
     heat = figures.verdicts(a)
     assert heat.data[0].z[1][1] is None and heat.data[0].text[1][1] == "no head"
     assert "SmoothViz's summary" in heat.layout.title.text
-    assert tables.dovonon(a, smoothviz.outputs.views.At(layer=3))[12]["verdict"] == "ablated (not counted)"
+    assert tables.dovonon(a, views.At(layer=3))[12]["verdict"] == "ablated (not counted)"
 
 
 # --------------------------------------------------------------------------- item 7: Fiedler caption
@@ -314,7 +315,6 @@ def test_ablated_heads_leave_the_verdicts(reference):
 
 def test_fiedler_caption_true_for_signed_graphs():
     """A signed graph's Fiedler vector can have one sign, so the caption must not promise both colours."""
-    from smoothviz.outputs import views
     from smoothviz.science import graph
 
     rng = np.random.default_rng(0)

@@ -112,6 +112,8 @@ def test_shi_lambda_matches_a_dense_eigendecomposition(minilm):
     cases = list(attentions.values()) + [stochastic(12, 40, s).reshape(3, 4, 40, 40) for s in (0.1, 1.0, 6.0)]
     # heads of very different sharpness in one layer: the bounds leave most out of the solver
     cases.append(torch.cat([stochastic(12, 40, s).reshape(3, 4, 40, 40) for s in (0.1, 1.0, 6.0)], 1))
+    cases.append(torch.cat([stochastic(12, 20, s).reshape(3, 4, 20, 20) for s in (0.1, 1.0, 6.0)], 1))
+    assert {A.shape[-1] <= graph.SHI_DENSE_UP_TO for A in cases} == {True, False}  # both solvers
     for A in cases:
         assert graph.attention_contraction_lambda(A).numpy() == pytest.approx(shi_by_hand(A.numpy()), rel=1e-5)
 
