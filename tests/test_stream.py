@@ -237,6 +237,7 @@ def chart_titles(at) -> list[str]:
     return [t.get("text", "") if isinstance(t, dict) else str(t) for t in titles]
 
 
+@pytest.mark.slow  # AppTest pages: outside the fast set, as the README says
 def test_every_page_and_the_report_draw_a_streamed_analysis_and_say_what_they_left_out(monkeypatch):
     """A long input's analysis keeps no head's own attention: the atlas tab, Present and the report
     draw everything else and say, where the chosen head's graph would be, why it is not drawn (the
