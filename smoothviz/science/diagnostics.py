@@ -7,11 +7,10 @@ tested against dense numpy eigendecompositions (``tests/test_head_spectra.py``).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 
 from smoothviz.science import graph
+from smoothviz.science.linalg import per_matrix
 
 
 def shi_v(A: torch.Tensor, ln_sigma: torch.Tensor, weight_norm: torch.Tensor, post_ln: bool) -> torch.Tensor:
@@ -94,25 +93,13 @@ def dovonon(A: torch.Tensor, value_eigs: torch.Tensor) -> torch.Tensor:
     return smooths.view(heads)
 
 
-PARALLEL_WORK = 2_000_000  # Σ n³ of the matrices (about 8 ms of LAPACK) from which threads pay
-
-
 def eigenvalues(X: torch.Tensor, triangular: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of each matrix of ``X [k, n, n]`` (complex64): the diagonal where ``triangular``,
-    LAPACK's general solver otherwise (single-threaded per matrix). From :data:`PARALLEL_WORK`
-    (one matrix from n = 128, or corpus mode's dozens of heads of 30–50 tokens) in chunks over
-    the CPU's threads: about twice as fast on 2 cores; below that, starting threads costs more
-    than it saves (see ``smoothviz.bench`` for the measurement)."""
+    LAPACK's general solver otherwise, spread over the cores (:func:`linalg.per_matrix`)."""
     out = torch.diagonal(X, dim1=-2, dim2=-1).to(torch.complex64)
     full = (~triangular).nonzero().squeeze(-1)
-    parallel = full.numel() * X.shape[-1] ** 3 >= PARALLEL_WORK
-    workers = min(torch.get_num_threads() if parallel else 1, full.numel())
-    if workers == 1:  # no pool: its start and hand-over cost more than small matrices' eigenvalues
-        out[full] = eigvals(X[full])
-    elif workers > 1:
-        chunks = full.tensor_split(workers)
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            out[full] = torch.cat(list(pool.map(lambda idx: eigvals(X[idx]), chunks)))
+    if full.numel():
+        out[full] = per_matrix(eigvals, X[full])
     return out
 
 

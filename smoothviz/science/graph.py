@@ -24,7 +24,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from smoothviz.options import SYMMETRIZE, check
-from smoothviz.science.linalg import singular_values
+from smoothviz.science.linalg import per_matrix, singular_values
 
 Tensor = torch.Tensor
 
@@ -138,7 +138,7 @@ def spectral_gaps(S: Tensor) -> Tensor:
         return torch.full(S.shape[:-2], float("nan"), dtype=S.dtype)
     N = normalized_adjacency(S)
     if n < SUBSET_FROM:
-        mu2 = torch.linalg.eigvalsh(N)[..., -2]
+        mu2 = per_matrix(torch.linalg.eigvalsh, N.reshape(-1, n, n))[..., -2].reshape(S.shape[:-2])
     elif n >= ITERATIVE_FROM:
         gaps = [second_pair(m, normalized=True)[0] for m in N.reshape(-1, n, n)]
         return torch.tensor(gaps, dtype=S.dtype).reshape(S.shape[:-2])

