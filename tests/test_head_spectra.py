@@ -189,3 +189,28 @@ def test_attnscale_gaps_are_the_signed_spectrum_never_clamped(reference):
     G = graph.to_networkx(r.mitigated.layer_graph[layer - 1], r.labels, top_k=3)
     assert G.graph["signed"] and "Signed graph" in notes(figures.attention_graph(G, r.mitigated.fiedler[layer - 1]))
     assert r.graph(layer, head=0, run="mitigated").graph["signed"]
+
+
+def test_per_matrix_splits_over_threads_inside_one_thread_with_the_same_numbers():
+    """The per-head eigenvalue problems spread over the cores inside one_thread (each LAPACK call on one
+    thread), from linalg.PARALLEL_WORK; the numbers equal one batched call's."""
+    import threading
+
+    from smoothviz.science import linalg
+
+    X = stochastic(40, 64, 1.0)  # 40 · 64³ ≈ 10⁷ ≥ PARALLEL_WORK
+    assert X.shape[0] * X.shape[-1] ** 3 >= linalg.PARALLEL_WORK
+    seen = set()
+
+    def eig(chunk):
+        seen.add(threading.get_ident())
+        return torch.linalg.eigvals(chunk)
+
+    with linalg.one_thread():
+        split = linalg.per_matrix(eig, X)
+    expected = torch.linalg.eigvals(X)
+    assert torch.equal(split, expected)
+    assert len(seen) == min(torch.get_num_threads(), X.shape[0])  # one_thread set aside the process count
+    seen.clear()
+    linalg.per_matrix(eig, X)  # outside one_thread: torch's own threads, one call
+    assert len(seen) == 1
