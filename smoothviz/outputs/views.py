@@ -537,8 +537,8 @@ def left_out(section: str, analysis, at: At) -> list[str]:
         f"text layer by layer as the model runs and keeps each layer's head-mean graph, not every head's attention "
         f"(this text has {len(analysis.tokens):,} tokens). Choose “one head” in the graph options to see "
         "that head's graph in the per-layer views, or analyse a shorter text."
-        for view in VIEWS + IMAGE_VIEWS
-        if view.section == section and not drawable(view, analysis)
+        for view in in_section(section)
+        if not drawable(view, analysis)
     ]
 
 

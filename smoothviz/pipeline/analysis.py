@@ -772,19 +772,18 @@ def _summarise(
     if fused is not None:  # a state of its own, measured on the last layer's graph; no layer metrics
         fx = metrics.Inputs(H=fused[:, idx].double().cpu().unsqueeze(1), graphs=S[:, -1:])
         fused_values = metrics.evaluate(fx, states_only=True)
-    f32 = lambda t: None if t is None else _frozen(t.float())  # noqa: E731
     per = {
-        "similarity": f32(metrics.similarity(H, x.gram)),
-        "sv": f32(x.sv / x.sv[..., :1].clamp_min(1e-30)),
-        "layer_graph": f32(S),
-        "layer_eigs": f32(eigs),
-        "fiedler": f32(graph.fiedler(vecs)),
-        "head_gap": f32(head_gap),
-        "head_entropy": f32(graph.by_layer(graph.row_entropy, A)),
-        "head_uniform": f32(graph.by_layer(graph.distance_from_uniform, A)),
+        "similarity": _f32(metrics.similarity(H, x.gram)),
+        "sv": _f32(x.sv / x.sv[..., :1].clamp_min(1e-30)),
+        "layer_graph": _f32(S),
+        "layer_eigs": _f32(eigs),
+        "fiedler": _f32(graph.fiedler(vecs)),
+        "head_gap": _f32(head_gap),
+        "head_entropy": _f32(graph.by_layer(graph.row_entropy, A)),
+        "head_uniform": _f32(graph.by_layer(graph.distance_from_uniform, A)),
         "smooths": None if smooths is None else _frozen(smooths),
         "signed": _frozen(graph.has_negative(S)),
-        "ln_sigma": f32(x.ln_sigma),
+        "ln_sigma": _f32(x.ln_sigma),
     }
     runs = []
     for b, trace in enumerate(traces):
@@ -801,14 +800,14 @@ def _summarise(
                 final_norm_row=final_row,
                 rows=metrics.rows({k: v[b] for k, v in values.items()}, L + 1),
                 fused_row=fused_row,
-                hidden=f32(trace.hidden),
-                attentions=f32(trace.attentions),
+                hidden=_f32(trace.hidden),
+                attentions=_f32(trace.attentions),
                 **{k: None if v is None else v[b] for k, v in per.items()},
                 value_eigs=_frozen(value_eigs),
-                fused=None if fused is None else f32(fused[b]),
-                final_norm=None if trace.final_norm is None else f32(trace.final_norm),
+                fused=None if fused is None else _f32(fused[b]),
+                final_norm=_f32(trace.final_norm),
                 heads_signed=bool(heads_signed[b]),
-                softmax=None if trace.softmax is None else f32(trace.softmax),
+                softmax=_f32(trace.softmax),
                 attention_map=trace.attention_map,
                 kept_heads=None if trace.kept_heads is None else _frozen(trace.kept_heads),
             )
@@ -844,31 +843,30 @@ def _summarise_streamed(
         )[0]
         return {k: v for k, v in row.items() if k != "layer"}
 
-    f32 = lambda t: None if t is None else _frozen(t.float())  # noqa: E731
     layer_graph = _frozen(S)
-    hidden = f32(trace.hidden)
+    hidden = _f32(trace.hidden)
     return Run(
         rows=metrics.rows(values, L + 1),
         fused_row=None if fused is None else states(fused),
         final_norm_row=None if trace.final_norm is None else states(trace.final_norm),
         hidden=hidden,
-        attentions=f32(trace.attentions),  # None from stream.KEEP_HEADS_BELOW tokens
-        final_norm=None if trace.final_norm is None else f32(trace.final_norm),
-        received=f32(p["received"]),
+        attentions=_f32(trace.attentions),  # None from stream.KEEP_HEADS_BELOW tokens
+        final_norm=_f32(trace.final_norm),
+        received=_f32(p["received"]),
         similarity=stream.PerLayer(hidden if len(keep) == hidden.shape[1] else hidden[:, keep], "similarity"),
-        sv=f32(sv),
+        sv=_f32(sv),
         layer_graph=layer_graph,
         layer_eigs=stream.PerLayer(layer_graph, "laplacian"),
-        fiedler=f32(graph.signed_vector(p["fiedler"])),
-        head_gap=f32(p["head_gap"]),
-        head_entropy=f32(p["entropy"]),
-        head_uniform=f32(p["uniform"]),
+        fiedler=_f32(graph.signed_vector(p["fiedler"])),
+        head_gap=_f32(p["head_gap"]),
+        head_entropy=_f32(p["entropy"]),
+        head_uniform=_f32(p["uniform"]),
         value_eigs=_frozen(value_eigs),
         smooths=None if p["smooths"] is None else _frozen(p["smooths"]),
-        fused=None if fused is None else f32(fused),
+        fused=_f32(fused),
         signed=_frozen(p["signed"]),
         heads_signed=p["heads_signed"],
-        ln_sigma=f32(ln_sigma),
+        ln_sigma=_f32(ln_sigma),
         kept_heads=None if trace.kept_heads is None else _frozen(trace.kept_heads),
     )
 
@@ -924,3 +922,8 @@ def _frozen(t: torch.Tensor) -> np.ndarray:
     array = t.cpu().numpy()
     array.setflags(write=False)
     return array
+
+
+def _f32(t: torch.Tensor | None) -> np.ndarray | None:
+    """``t`` in float32 as :func:`_frozen` gives it; None stays None."""
+    return None if t is None else _frozen(t.float())
