@@ -242,6 +242,36 @@ def test_the_fused_output_is_a_point_of_the_trajectories(fused):
     assert np.allclose(np.c_[now[0].x, now[0].y], np.round(p.projection[0, -1], 3))  # baseline: layer L
 
 
+def test_a_concatenated_fused_output_is_left_out_of_the_projection_and_said():
+    """fusion-concat's fused output is n × k·d, the layers n × d: it cannot join their projection.
+    The layers still project (with PCA, as by hand, and with UMAP), the ★ is absent from the figure,
+    the table and the animation, and the note says why instead of the projection failing."""
+    from smoothviz.outputs import animate, tables
+    from smoothviz.science.projection import pca_2d, prepare
+
+    a = smoothviz.analyze(REFERENCE, device="cpu", mitigation="fusion-concat", params={"layers": "4-6"}, heads=False)
+    assert a.mitigated.fused.shape[-1] == 3 * a.baseline.hidden.shape[-1]
+    states = [run.hidden[:, a.keep] for run in a.runs().values()]
+    by_hand = pca_2d(np.stack([prepare(s) for s in states]).reshape(-1, states[0].shape[-1]))
+    for method in ("pca", "umap"):
+        p = a.projected(method)
+        assert p.projection_method == method and p.fused_projection is None
+        assert np.isfinite(p.projection).all() and p.projection.shape[:2] == (2, a.n_layers + 1)
+        [note] = [x for x in p.notes if "no ★" in x]
+        assert "1152 dimensions per token, the layers 384" in note
+    assert np.allclose(a.projected("pca").projection.reshape(-1, 2), by_hand)
+    p = a.projected("pca")
+    assert not [t for t in figures.trajectories(p).data if t.name == "fused output"]
+    assert not [r for r in tables.trajectories(p) if r["layer"] == "fused"]
+    frames = animate.frame_figures(p, ("trajectory",))
+    assert len(frames) == a.n_layers + 2  # the fused frame stays for its metrics and heatmap
+    now = [t for t in frames[-1].data if t.mode == "markers"]
+    assert np.allclose(np.c_[now[1].x, now[1].y], np.round(p.projection[1, -1], 3))  # layer L, said so:
+    assert [t.text[0] for t in frames[-1].data if t.mode == "text"] == [
+        "layer L: the fused output is wider, not projected"
+    ]
+
+
 def test_a_long_texts_trajectories_draw_evenly_spaced_paths_and_say_so():
     """Issue 28: above figures.MAX_PATHS tokens the trajectories draw that many evenly spaced
     tokens' paths (and the picked one), every layer of each, and the line under the chart says so."""

@@ -85,19 +85,30 @@ def project_with(
     runs: list[np.ndarray], extra: np.ndarray | None, method: str, normalize: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None, str, str]:
     """:func:`project`, with ``extra`` states ``[n, d]`` (a fusion's fused output) fitted in the
-    same projection as one more layer: ``(coords, extra's [n, 2] or None, method, note)``."""
+    same projection as one more layer: ``(coords, extra's [n, 2] or None, method, note)``.
+
+    An ``extra`` of another width (fusion-concat's n × k·d) has no place among the layers' d-wide
+    states: it is left out (``None``) and the note says so."""
     if method == "none" or method not in PROJECTIONS:
         raise ValueError(f"projection must be one of {', '.join(set(PROJECTIONS) - {'none'})}; got '{method}'")
     stacked = np.stack([prepare(r, normalize) for r in runs])  # [R, L+1, n, d]
     points = stacked.reshape(-1, stacked.shape[-1])
+    notes = []
+    if extra is not None and np.shape(extra)[-1] != points.shape[-1]:
+        notes.append(
+            f"The fused output has {np.shape(extra)[-1]} dimensions per token, the layers {points.shape[-1]}: "
+            "it cannot share their projection, so it has no ★."
+        )
+        extra = None
     if extra is not None:
         points = np.concatenate([points, prepare(extra, normalize)])
-    note = ""
     if method == "umap" and points.shape[0] < MIN_UMAP_POINTS:
-        method, note = "pca", f"UMAP needs at least {MIN_UMAP_POINTS} points; showing PCA instead."
+        method = "pca"
+        notes.append(f"UMAP needs at least {MIN_UMAP_POINTS} points; showing PCA instead.")
     coords = umap_2d(points) if method == "umap" else pca_2d(points)
     main = stacked.shape[0] * stacked.shape[1] * stacked.shape[2]
-    return (coords[:main].reshape(*stacked.shape[:-1], 2), None if extra is None else coords[main:], method, note)
+    extra_xy = None if extra is None else coords[main:]
+    return (coords[:main].reshape(*stacked.shape[:-1], 2), extra_xy, method, " ".join(notes))
 
 
 def warm_up() -> None:
