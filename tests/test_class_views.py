@@ -297,3 +297,21 @@ def test_a_long_texts_trajectories_draw_evenly_spaced_paths_and_say_so():
     assert "(one in 1.6), and the picked one" in line[0]
     short = smoothviz.analyze(text_of(40), device="cpu", max_tokens=40, projection="pca", heads=False)
     assert not views.BY_KEY["trajectories"].lines(short, {}) and len(figures.drawn_tokens(40)) == 40
+
+
+def test_a_report_of_an_analysis_without_per_head_diagnostics_says_what_it_left_out():
+    """``analyze(..., heads=False)`` computes no Dovonon verdicts and no per-head gaps: the report
+    leaves out the views that read them, each with a sentence in its place, and draws the rest."""
+    from smoothviz.outputs.report import build_report
+
+    a = smoothviz.analyze(REFERENCE, device="cpu", mitigation="neutreno", heads=False)
+    assert a.baseline.smooths is None and a.baseline.head_gap is None
+    html = build_report(a)
+    missing = [line for line in html.split("<div class='note'>") if "run without the per-head diagnostics" in line]
+    assert len(missing) == 3  # the value-matrix eigenvalues, the verdicts, the head atlas
+    assert "Token similarity at layer" in html and "Attention received by each token" in html
+    full = build_report(smoothviz.analyze(REFERENCE, device="cpu", mitigation="neutreno"))
+    assert "run without the per-head diagnostics" not in full
+    assert [v.key for v in views.in_section("layer", a)] == [
+        v.key for v in views.in_section("layer") if v.key not in ("dovonon", "verdicts")
+    ]

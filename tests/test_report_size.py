@@ -3,6 +3,7 @@ tokens, where plotly.js (embedded once) is most of it, and at most 10 MB at 512 
 animation's frames carry pooled heatmaps instead of every token pair."""
 
 import json
+import math
 import re
 
 import pytest
@@ -46,3 +47,35 @@ def test_a_512_token_report_is_under_10_mb_with_pooled_frames():
     heatmaps = [t for frame in spec["frames"] for t in frame["data"] if t["type"] == "heatmap"]
     assert heatmaps and all(_shape(t["z"]) == (side, side) for t in heatmaps)
     assert "mean over blocks of 6 tokens" in json.dumps(spec["layout"]["annotations"])
+
+
+@pytest.mark.slow  # a 64-layer lab model on 256 tokens, both runs (about ten seconds here)
+def test_a_deep_models_frames_share_one_budget():
+    """65 frames × 2 runs: the heatmaps pool into bigger blocks and the graphs draw only their
+    strongest edges so that all frames together hold FRAME_CELLS cells and FRAME_EDGES edges, as
+    the subplot titles say; the frames carry only what changes (no colour scale repeated)."""
+    from smoothviz.bench import text_of
+    from smoothviz.outputs import animate
+
+    analysis = smoothviz.analyze(
+        text_of(300), model="lab", lab={"depth": 64}, device="cpu", max_tokens=256, mitigation="neutreno", heads=False
+    )
+    html = build_report(analysis)
+    assert len(html.encode()) <= 10 * MB, f"{len(html.encode()) / MB:.1f} MB"
+    spec = _animation(html)
+    frames = spec["frames"]
+    assert len(frames) == 65
+    graphs = 65 * 2
+    side = math.isqrt(animate.FRAME_CELLS // graphs)  # 33 cells a side at most: blocks of ceil(256 / 33) = 8 tokens
+    block = -(-256 // side)
+    heatmaps = [t for frame in frames for t in frame["data"] if t["type"] == "heatmap"]
+    assert len(heatmaps) == graphs and all(_shape(t["z"]) == (-(-256 // block),) * 2 for t in heatmaps)
+    assert sum(math.prod(_shape(t["z"])) for t in heatmaps) <= animate.FRAME_CELLS
+    most = animate.FRAME_EDGES // graphs  # 189 edges a graph (one per token would be 256)
+    edges = [t for frame in frames for t in frame["data"] if t["type"] == "scatter" and "x" in t and None in t["x"]]
+    assert len(edges) == graphs and max(t["x"].count(None) for t in edges) == most
+    titles = json.dumps(spec["layout"]["annotations"])
+    assert (
+        f"mean over blocks of {block} tokens" in titles and f"each token's top 1, the {most} strongest drawn" in titles
+    )
+    assert "colorscale" not in json.dumps(frames)  # written once, in the figure's traces

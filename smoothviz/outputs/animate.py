@@ -29,8 +29,13 @@ FORMATS = (".gif", ".mp4")
 WIDTH = 1280  # px; heights and width are multiples of 16 (H.264 blocks)
 ROW_HEIGHT, TITLE_HEIGHT = 432, 112
 MAX_BYTES = 10 * 1024 * 1024
-TOP_K = 3
+TOP_K = 3  # strongest edges per token in a frame's graph, while FRAME_EDGES allows
 MAX_FRAME_HEATMAP = 96  # cells per side of a frame's heatmap: pooled above this
+# What every frame of every run may carry together (the report holds them all): today's largest
+# default-model case, 8 frames (layers 0…6 and a fused output) × 2 runs at 512 tokens. A deeper
+# model pools its heatmaps into bigger blocks and draws fewer edges per token instead of growing.
+FRAME_CELLS = 16 * MAX_FRAME_HEATMAP**2
+FRAME_EDGES = 16 * 512 * TOP_K
 FRAME_MS, LAST_MS = 1000, 2500  # GIF frame durations (the last frame is held)
 
 
@@ -98,8 +103,8 @@ def _similarity(analysis, run, layer: int | None) -> np.ndarray:
 def _heatmap(analysis, run, layer, first: bool) -> list:
     # Pooled like the page's heatmaps, but smaller: a frame's heatmap is ~560 px wide, so cells past 96 a
     # side are under 6 px, and every frame of the report carries its own copy (512 tokens: 34 MB -> 1 MB).
-    z, _, f = figures._pool(_similarity(analysis, run, layer), analysis.labels, MAX_FRAME_HEATMAP)
-    z = np.round(z, 3)
+    z, _, f = figures._pool(_similarity(analysis, run, layer), analysis.labels, _side(analysis))
+    z = np.round(z, 3).astype(np.float32)  # 3 decimals survive float32; half the report's bytes
     where = "tokens %{y} · %{x}" if f == 1 else f"blocks of {f} tokens %{{y}} · %{{x}}"
     return [
         go.Heatmap(
@@ -127,8 +132,9 @@ def _graph(analysis, run, layer, colour_range: float) -> list:
     g = L if layer is None else layer  # the fused output is measured on the last layer's graph
     xs, ys, colour = [], [], np.zeros(len(labels))
     if g >= 1:
-        G = to_networkx(run.layer_graph[g - 1], labels, top_k=TOP_K)
-        for i, j in G.edges():
+        G = to_networkx(run.layer_graph[g - 1], labels, top_k=_top_k(analysis))
+        edges = sorted(G.edges(data="weight"), key=lambda e: -e[2])[: _most_edges(analysis)]
+        for i, j, _ in edges:
             xs += [pos[i, 0], pos[j, 0], None]
             ys += [pos[i, 1], pos[j, 1], None]
         colour = np.asarray(run.fiedler[g - 1], dtype=np.float64)
@@ -152,7 +158,7 @@ def _graph(analysis, run, layer, colour_range: float) -> list:
             textfont=dict(size=10),
             marker=dict(
                 size=11,
-                color=np.round(colour, 4),
+                color=np.round(colour, 4).astype(np.float32),
                 colorscale="PuOr",
                 cmin=-colour_range,
                 cmax=colour_range,
@@ -209,12 +215,40 @@ def _trajectory(analysis, r: int, key: str, layer) -> list:
     ]
 
 
+def _heatmaps(analysis) -> int:
+    """Heatmaps (or graphs) over all frames: one per frame and run."""
+    return len(frames_of(analysis)) * len(analysis.runs())
+
+
+def _side(analysis) -> int:
+    """A frame heatmap's most cells per side: MAX_FRAME_HEATMAP, less where the frames together
+    would pass FRAME_CELLS (a deep model)."""
+    return max(8, min(MAX_FRAME_HEATMAP, math.isqrt(FRAME_CELLS // _heatmaps(analysis))))
+
+
 def _block(analysis) -> int:
-    """Tokens per heatmap cell in a frame (1 up to MAX_FRAME_HEATMAP tokens), as figures._pool pools."""
-    return math.ceil(len(analysis.labels) / MAX_FRAME_HEATMAP)
+    """Tokens per heatmap cell in a frame (1 up to :func:`_side` tokens), as figures._pool pools."""
+    return math.ceil(len(analysis.labels) / _side(analysis))
+
+
+def _top_k(analysis) -> int:
+    """Edges per token in a frame's graph: TOP_K, less (at least 1) where the frames together would
+    pass FRAME_EDGES."""
+    return max(1, min(TOP_K, FRAME_EDGES // (_heatmaps(analysis) * max(1, len(analysis.labels)))))
+
+
+def _most_edges(analysis) -> int:
+    """Edges a frame's graph draws at most: where even one per token would pass FRAME_EDGES (a deep
+    model on a long text), the strongest of them only."""
+    return FRAME_EDGES // _heatmaps(analysis)
 
 
 def _view_title(view: str, analysis) -> str:
+    if view == "graph":
+        k, most = _top_k(analysis), _most_edges(analysis)
+        if k * len(analysis.labels) > most:
+            return f"graph (each token's top {k}, the {most} strongest drawn)"
+        return f"graph (top {k} edge{'s' if k > 1 else ''} per token)"
     f = _block(analysis)
     return f"heatmap (mean over blocks of {f} tokens)" if view == "heatmap" and f > 1 else view
 
@@ -325,11 +359,15 @@ def animated_figure(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> 
     fig = _skeleton(analysis, views)
     traces, rows, cols = _traces(analysis, views, frames[0])
     fig.add_traces(traces, rows=rows, cols=cols)
+    every = [[t.to_plotly_json() for t in _traces(analysis, views, f)[0]] for f in frames]
+    changing = [_changing([frame[i] for frame in every]) for i in range(len(traces))]
     fig.frames = [
         go.Frame(
-            data=_traces(analysis, views, f)[0], name=f.name(), layout=dict(title=dict(text=frame_title(analysis, f)))
+            data=[{"type": t["type"], **_pick(t, c)} for t, c in zip(frame, changing)],
+            name=f.name(),
+            layout=dict(title=dict(text=frame_title(analysis, f))),
         )
-        for f in frames
+        for f, frame in zip(frames, every)
     ]
     fig.update_layout(
         title=dict(text=frame_title(analysis, frames[0]), x=0.01, font=dict(size=16)),
@@ -389,6 +427,35 @@ def animated_figure(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> 
         ],
     )
     return fig
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (
+            isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and a.dtype == b.dtype and bool(np.all((a == b) | ((a != a) & (b != b))))
+    return a == b
+
+
+def _changing(versions: list[dict]) -> dict:
+    """Which properties of one trace differ between frames: ``{key: True}`` for a value that changes,
+    ``{key: {…}}`` inside a nested dict (a marker whose colour alone changes)."""
+    out = {}
+    for key in dict.fromkeys(k for v in versions for k in v):
+        values = [v.get(key) for v in versions]
+        if all(_same(values[0], x) for x in values[1:]):
+            continue
+        out[key] = _changing(values) if all(isinstance(x, dict) for x in values) else True
+    return out
+
+
+def _pick(trace: dict, changing: dict) -> dict:
+    """The part of ``trace`` that :func:`_changing` marked: what a report's frame must carry (plotly
+    merges a frame into the figure's traces, so what every frame shares is written once)."""
+    return {k: trace[k] if c is True else _pick(trace[k], c) for k, c in changing.items() if k in trace}
 
 
 def _browser() -> None:

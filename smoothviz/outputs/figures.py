@@ -835,8 +835,8 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
     m = len(idx)
     depth = np.repeat(np.arange(layers)[None, :], m, axis=0)  # [m, L+1]
     for r in range(R):
-        xy = np.round(coords[r].transpose(1, 0, 2), 3)  # [n, L+1, 2]
-        sep = np.full((m, 1, 2), np.nan)
+        xy = np.round(coords[r].transpose(1, 0, 2), 3).astype(np.float32)  # [n, L+1, 2]; half float64's bytes
+        sep = np.full((m, 1, 2), np.nan, dtype=np.float32)
         path = np.concatenate([xy[idx], sep], axis=1).reshape(-1, 2)  # one trace; NaN breaks between tokens
         fig.add_trace(
             go.Scatter(

@@ -97,6 +97,8 @@ class View:
             ``None``: not compared).
         every_head: the builder reads one head's own attention, which a streamed analysis of a
             long input does not keep (:func:`left_out` says so in its place).
+        reads: the :class:`~smoothviz.pipeline.analysis.Run` fields the builder needs that an
+            analysis may lack (the per-head diagnostics of ``analyze(..., heads=False)``).
     """
 
     key: str
@@ -112,6 +114,7 @@ class View:
     table: Callable[..., list[dict]] | None = None
     compare: Compared | None = None
     every_head: bool = False
+    reads: tuple[str, ...] = ()
 
     def heading(self, at: At) -> str:
         """The title with ``at``'s values filled in (``""`` for none)."""
@@ -369,6 +372,7 @@ VIEWS: list[View] = [
         per_run=True,
         depends=("layer",),
         table=tables.dovonon,
+        reads=("smooths",),
     ),
     View(
         "verdicts",
@@ -380,6 +384,7 @@ VIEWS: list[View] = [
         "the-dovonon-diagnostic",
         lambda a, k, at: figures.verdicts(a),
         table=tables.verdicts,
+        reads=("smooths",),
     ),
     View(
         "trajectories",
@@ -407,6 +412,7 @@ VIEWS: list[View] = [
         per_run=True,
         depends=("quantity", "head_layer", "head"),
         table=tables.atlas,
+        reads=("head_gap",),
     ),
     View(
         "head-graph",
@@ -524,22 +530,38 @@ def views_for(analysis) -> list[View]:
     return [view for view in shown if drawable(view, analysis)]
 
 
+def _kept_heads(view: View, analysis) -> bool:
+    return not view.every_head or analysis.baseline.attentions is not None
+
+
+def _has_reads(view: View, analysis) -> bool:
+    return all(getattr(analysis.baseline, name, None) is not None for name in view.reads)
+
+
 def drawable(view: View, analysis) -> bool:
     """Whether ``view`` can be drawn for ``analysis``: a view that reads one head's own attention
-    needs an analysis that kept it (a streamed long input keeps each layer's head-mean graph only)."""
-    return not view.every_head or analysis is None or analysis.baseline.attentions is not None
+    needs an analysis that kept it (a streamed long input keeps each layer's head-mean graph only),
+    one that reads the per-head diagnostics an analysis that computed them."""
+    return analysis is None or (_kept_heads(view, analysis) and _has_reads(view, analysis))
 
 
 def left_out(section: str, analysis, at: At) -> list[str]:
     """One sentence per view of ``section`` not drawn for ``analysis``, saying why, for its place."""
-    return [
-        f"{view.heading(at) or view.key} — not drawn: from {stream.KEEP_HEADS_BELOW:,} tokens SmoothViz analyses a "
-        f"text layer by layer as the model runs and keeps each layer's head-mean graph, not every head's attention "
-        f"(this text has {len(analysis.tokens):,} tokens). Choose “one head” in the graph options to see "
-        "that head's graph in the per-layer views, or analyse a shorter text."
-        for view in in_section(section)
-        if not drawable(view, analysis)
-    ]
+    out = []
+    for view in in_section(section):
+        if not _kept_heads(view, analysis):
+            out.append(
+                f"{view.heading(at) or view.key} — not drawn: from {stream.KEEP_HEADS_BELOW:,} tokens SmoothViz "
+                "analyses a text layer by layer as the model runs and keeps each layer's head-mean graph, not every "
+                f"head's attention (this text has {len(analysis.tokens):,} tokens). Choose “one head” in the graph "
+                "options to see that head's graph in the per-layer views, or analyse a shorter text."
+            )
+        elif not _has_reads(view, analysis):
+            out.append(
+                f"{view.heading(at) or view.key} — not drawn: this analysis was run without the per-head "
+                "diagnostics (analyze(..., heads=False)); analyse with heads=True to see it."
+            )
+    return out
 
 
 def trajectory_lines(analysis, picked: int | None = None) -> list[str]:

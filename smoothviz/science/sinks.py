@@ -47,13 +47,13 @@ def sink_heatmap(run, tokens: list[str], title: str = "") -> go.Figure:
     ticks = list(range(lo, 1))
     fig = go.Figure(
         go.Heatmap(
-            z=np.round(z, 3),
+            z=np.round(z, 3).astype(np.float32),  # what a colour shows; half the bytes of float64
             x=names,
             y=list(range(1, L + 1)),
             zmin=lo,
             zmax=0,
             colorscale="Viridis",
-            customdata=np.round(share, 4),
+            customdata=np.round(share, 4).astype(np.float32),
             colorbar=dict(title="share", thickness=12, tickvals=ticks, ticktext=[_tick_text(10.0**t) for t in ticks]),
             hovertemplate="layer %{y}<br>%{x}<br>share of attention = %{customdata:.4f}<extra></extra>",
         )
