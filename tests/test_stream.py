@@ -313,3 +313,43 @@ def test_a_streamed_analysis_below_keep_heads_below_keeps_every_heads_attention(
     same_rows(batched.baseline, streamed.baseline)
     a, b = batched.graph(3, head=1, top_k=2), streamed.graph(3, head=1, top_k=2)
     assert sorted(a.edges(data="weight")) == pytest.approx(sorted(b.edges(data="weight")))
+
+
+@pytest.mark.slow  # a 64-layer lab model on 512 tokens (about half a minute here)
+def test_arpack_gives_up_at_the_dense_solvers_cost_on_a_collapsed_graph(monkeypatch):
+    """The deep layers of a 64-layer lab model under NeuTRENO attend almost uniformly: their graphs'
+    top eigenvalues crowd together and ARPACK needed up to 112,000 products for one λ₂ (0.6 s; five
+    minutes for the model's heads). It now stops after graph.arpack_restarts(n) restarts and LAPACK
+    answers: every λ₂ still equals the dense one, and no call passes the budget."""
+    import scipy.sparse.linalg as spl
+
+    a = analyze(
+        text_of(700), model="lab", lab={"depth": 64}, device="cpu", max_tokens=512, mitigation="neutreno", heads=False
+    )
+    A = torch.as_tensor(np.array(a.mitigated.attentions[-4:]))  # [4, h, n, n]: the deepest layers
+    n = A.shape[-1]
+    assert n == 512 >= graph.ITERATIVE_FROM
+    products, gave_up, eigsh = [], [], spl.eigsh
+
+    def counted(M, *args, **kwargs):  # the real ARPACK, its products counted
+        count = [0]
+
+        def matvec(v):
+            count[0] += 1
+            return M @ v
+
+        try:
+            return eigsh(spl.LinearOperator(M.shape, matvec=matvec, dtype=M.dtype), *args, **kwargs)
+        except spl.ArpackNoConvergence:
+            gave_up.append(count[0])
+            raise
+        finally:
+            products.append(count[0])
+
+    monkeypatch.setattr(spl, "eigsh", counted)
+    S = graph.symmetrize(A.double(), "sym")
+    gaps = graph.spectral_gaps(S)
+    dense = 1 - torch.linalg.eigvalsh(graph.normalized_adjacency(S))[..., -2]
+    assert torch.allclose(gaps, dense, atol=1e-6)
+    assert len(products) == A.shape[0] * A.shape[1] and gave_up  # some of these heads need LAPACK
+    assert max(products) <= 25 + 22 * graph.arpack_restarts(n)  # the start's 25 products (ncv + 1), 22 a restart
