@@ -267,9 +267,11 @@ def test_a_concatenated_fused_output_is_left_out_of_the_projection_and_said():
     assert len(frames) == a.n_layers + 2  # the fused frame stays for its metrics and heatmap
     now = [t for t in frames[-1].data if t.mode == "markers"]
     assert np.allclose(np.c_[now[1].x, now[1].y], np.round(p.projection[1, -1], 3))  # layer L, said so:
-    assert [t.text[0] for t in frames[-1].data if t.mode == "text"] == [
-        "layer L: the fused output is wider, not projected"
-    ]
+    said = [t.text[0] for frame in frames for t in frame.data if t.mode == "text" and t.text[0]]
+    assert said == ["layer L: the fused output is wider, not projected"]  # the fused frame's mitigated panel only
+    assert len({len(frame.data) for frame in frames}) == 1  # the same traces in every frame
+    played = animate.animated_figure(p, ("heatmap", "trajectory"))  # the report's frames, one per trace
+    assert all(len(frame.data) == len(played.data) for frame in played.frames)
 
 
 def test_a_long_texts_trajectories_draw_evenly_spaced_paths_and_say_so():

@@ -180,21 +180,9 @@ def _trajectory(analysis, r: int, key: str, layer) -> list:
     path = np.concatenate([coords[: l + 1].transpose(1, 0, 2), np.full((coords.shape[1], 1, 2), np.nan)], axis=1)
     path = np.round(path.reshape(-1, 2), 3)
     now = np.round(coords[l], 3)
-    said = []
-    if layer is None and fused is None and analysis.runs()[key].fused is not None:  # fusion-concat: k·d wide
-        corner = np.nanmin(coords[:, :, 0]), np.nanmax(coords[:, :, 1])
-        said = [
-            go.Scatter(
-                x=[corner[0]],
-                y=[corner[1]],
-                mode="text",
-                text=["layer L: the fused output is wider, not projected"],
-                textposition="bottom right",
-                showlegend=False,
-                hoverinfo="skip",
-            )
-        ]
-    return said + [
+    unplaced = layer is None and fused is None and analysis.runs()[key].fused is not None  # fusion-concat: k·d wide
+    corner = np.nanmin(coords[:, :, 0]), np.nanmax(coords[:, :, 1])
+    return [
         go.Scatter(
             x=path[:, 0],
             y=path[:, 1],
@@ -211,6 +199,15 @@ def _trajectory(analysis, r: int, key: str, layer) -> list:
             text=[escape(t) for t in analysis.labels],
             hovertemplate="%{text}<extra></extra>",
             marker=dict(size=8, color=RUN_COLOURS[key], line=dict(color="white", width=0.5)),
+        ),
+        go.Scatter(  # every frame has it (the same traces in every frame); the fused frame may say something
+            x=[corner[0]],
+            y=[corner[1]],
+            mode="text",
+            text=["layer L: the fused output is wider, not projected" if unplaced else ""],
+            textposition="bottom right",
+            showlegend=False,
+            hoverinfo="skip",
         ),
     ]
 
