@@ -354,9 +354,10 @@ def animated_figure(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> 
     _check(analysis, views)
     frames = frames_of(analysis)
     fig = _skeleton(analysis, views)
-    traces, rows, cols = _traces(analysis, views, frames[0])
+    built = [_traces(analysis, views, f) for f in frames]  # each frame's traces, built once
+    traces, rows, cols = built[0]
     fig.add_traces(traces, rows=rows, cols=cols)
-    every = [[t.to_plotly_json() for t in _traces(analysis, views, f)[0]] for f in frames]
+    every = [[t.to_plotly_json() for t in frame_traces] for frame_traces, _, _ in built]
     changing = [_changing([frame[i] for frame in every]) for i in range(len(traces))]
     fig.frames = [
         go.Frame(
