@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from smoothviz.model import capture
-from smoothviz.science import diagnostics, graph, metrics
+from smoothviz.science import diagnostics, graph, linalg, metrics
 from smoothviz.science.graph import GraphOptions
 from smoothviz.science.linalg import all_threads, one_thread
 
@@ -231,7 +231,7 @@ class PerLayer:
             out = metrics.similarity(x)
         else:
             with one_thread():
-                out = torch.linalg.eigvalsh(graph.normalized_laplacian(x))
+                out = linalg.eigvalsh(graph.normalized_laplacian(x))
         out = out.float().numpy()
         out.setflags(write=False)
         return out

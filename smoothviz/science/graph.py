@@ -24,6 +24,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from smoothviz.options import SYMMETRIZE, check
+from smoothviz.science import linalg
 from smoothviz.science.linalg import per_matrix, singular_values
 
 Tensor = torch.Tensor
@@ -148,7 +149,7 @@ def spectral_gaps(S: Tensor) -> Tensor:
         return torch.full(S.shape[:-2], float("nan"), dtype=S.dtype)
     N = normalized_adjacency(S)
     if n < SUBSET_FROM:
-        mu2 = per_matrix(torch.linalg.eigvalsh, N.reshape(-1, n, n))[..., -2].reshape(S.shape[:-2])
+        mu2 = per_matrix(linalg.eigvalsh, N.reshape(-1, n, n))[..., -2].reshape(S.shape[:-2])
     elif n >= ITERATIVE_FROM:
         gaps = [second_pair(m, normalized=True)[0] for m in N.reshape(-1, n, n)]
         return torch.tensor(gaps, dtype=S.dtype).reshape(S.shape[:-2])
@@ -203,7 +204,7 @@ def second_pair(S: Tensor, normalized: bool = False) -> tuple[float, Tensor]:
 
 def _dense_second_pair(N: np.ndarray) -> tuple[float, Tensor]:
     """λ₂ and its vector from the full eigendecomposition of 𝓛 = I − N (the batched path's solver)."""
-    vals, vecs = torch.linalg.eigh(torch.eye(N.shape[0], dtype=torch.float64) - torch.from_numpy(N))
+    vals, vecs = linalg.eigh(torch.eye(N.shape[0], dtype=torch.float64) - torch.from_numpy(N))
     return float(vals[1]), vecs[:, 1].contiguous()
 
 
@@ -228,7 +229,7 @@ def top_singular_ratio(R: Tensor) -> float:
 def laplacian_spectrum(S: Tensor) -> tuple[Tensor, Tensor]:
     """Eigenvalues (ascending, in [0, 2] up to rounding; never clamped) and eigenvectors of the
     normalized Laplacian."""
-    return torch.linalg.eigh(normalized_laplacian(S.double()))
+    return linalg.eigh(normalized_laplacian(S.double()))
 
 
 def spectral_gap(vals: Tensor) -> Tensor:
@@ -356,7 +357,7 @@ SHI_DENSE_UP_TO = 32  # tokens up to which Shi's λ takes a dense eigendecomposi
 def _dense_top(A: Tensor) -> Tensor:
     """The largest eigenvalue of Aᵀ P A = (PA)ᵀ(PA) for each matrix of ``A [k, n, n]``, by LAPACK (float64)."""
     B = (A - A.mean(-2, keepdim=True)).double()
-    return torch.linalg.eigvalsh(B.transpose(-1, -2) @ B)[..., -1].to(A.dtype)
+    return linalg.eigvalsh(B.transpose(-1, -2) @ B)[..., -1].to(A.dtype)
 
 
 def _shi_bounds(X: Tensor) -> Tensor:

@@ -29,7 +29,47 @@ def singular_values(H: Tensor, G: Tensor | None = None) -> Tensor:
         small = gram(H) if G is None else G
     else:
         small = H.transpose(-1, -2) @ H
-    return torch.linalg.eigvalsh(small).flip(-1).clamp_min(0).sqrt()
+    return eigvalsh(small).flip(-1).clamp_min(0).sqrt()
+
+
+def eigvalsh(X: Tensor) -> Tensor:
+    """``torch.linalg.eigvalsh`` (ascending, ``X``'s dtype) that does not fail where LAPACK's
+    divide-and-conquer driver does not converge. That happens in float32 on graphs a deep model
+    has collapsed (a 64-layer lab at 30 tokens: entries from 0.18 down to denormals); the batch is
+    then solved again in float64, and a matrix that fails there too by scipy's QR driver ``ev``."""
+    try:
+        return torch.linalg.eigvalsh(X)
+    except torch.linalg.LinAlgError:
+        pass
+    try:
+        return torch.linalg.eigvalsh(X.double()).to(X.dtype)
+    except torch.linalg.LinAlgError:
+        import numpy as np
+        import scipy.linalg
+
+        flat = X.double().reshape(-1, *X.shape[-2:]).cpu().numpy()
+        vals = np.stack([scipy.linalg.eigh(m, eigvals_only=True, driver="ev", check_finite=False) for m in flat])
+        return torch.from_numpy(vals).reshape(X.shape[:-1]).to(X.dtype)
+
+
+def eigh(X: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` with :func:`eigvalsh`'s fallbacks (float64, then scipy's ``ev`` driver)."""
+    try:
+        return torch.linalg.eigh(X)
+    except torch.linalg.LinAlgError:
+        pass
+    try:
+        vals, vecs = torch.linalg.eigh(X.double())
+        return vals.to(X.dtype), vecs.to(X.dtype)
+    except torch.linalg.LinAlgError:
+        import numpy as np
+        import scipy.linalg
+
+        flat = X.double().reshape(-1, *X.shape[-2:]).cpu().numpy()
+        pairs = [scipy.linalg.eigh(m, driver="ev", check_finite=False) for m in flat]
+        vals = torch.from_numpy(np.stack([p[0] for p in pairs])).reshape(X.shape[:-1]).to(X.dtype)
+        vecs = torch.from_numpy(np.stack([p[1] for p in pairs])).reshape(X.shape).to(X.dtype)
+        return vals, vecs
 
 
 _threads = threading.Lock()
