@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from smoothviz.mitigations.base import Mitigation, ModelContext, Param
@@ -53,7 +54,10 @@ def respectrum_out_weights(w_v: torch.Tensor, w_o: torch.Tensor, heads: int, mod
     f = spectrum_map(lam, mode)
     safe = lam.abs() > 1e-12
     ratio = torch.where(safe, f / torch.where(safe, lam, torch.ones_like(lam)), torch.ones_like(lam))
-    T = (P * ratio.unsqueeze(-2)) @ torch.linalg.inv(P)
+    # P⁻¹ by numpy: torch 2.13's batched inverse fails ("Pivots given to lu_solve must all be greater
+    # or equal to 1") on Gemma 3 270M's 18 × 4 heads of 256 once torch.set_num_threads has been
+    # called, as every analysis and the app do.
+    T = (P * ratio.unsqueeze(-2)) @ torch.from_numpy(np.linalg.inv(P.numpy()))
     T = T.real  # imaginary parts cancel between conjugate pairs (up to rounding)
     L, d, hd = w_o.shape
     dh = hd // heads
