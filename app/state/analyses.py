@@ -133,13 +133,15 @@ def projected(settings: dict, analysis: smoothviz.Analysis) -> smoothviz.Analysi
 def animation_or_error(settings: dict, analysis: smoothviz.Analysis, views: tuple[str, ...], fmt: str) -> bytes | None:
     """The collapse as a GIF or MP4 (``fmt``: ``.gif`` / ``.mp4``) of ``views``, one frame per
     layer (``smoothviz.outputs.animate``); rendered in the server's line, then cached for everyone."""
+    from smoothviz.outputs import animate
+
     shown = projected(settings, analysis) if "trajectory" in views else analysis
     if shown is None:
         return None
     name = key([_full(settings), views, fmt])
     return in_line(
         lambda: animations.get_or_compute(name, lambda: _animation(shown, views, fmt), len),
-        f"Rendering {analysis.n_layers + 1} frames and encoding them",
+        f"Rendering {len(animate.frames_of(analysis))} frames and encoding them",
         cached=name in animations,
         failed="The animation",
     )

@@ -36,7 +36,15 @@ MAX_FRAME_HEATMAP = 96  # cells per side of a frame's heatmap: pooled above this
 # model pools its heatmaps into bigger blocks and draws fewer edges per token instead of growing.
 FRAME_CELLS = 16 * MAX_FRAME_HEATMAP**2
 FRAME_EDGES = 16 * 512 * TOP_K
+# On a short text the same holds at its length: the frames together carry at most FRAME_HEATMAPS
+# unpooled heatmaps and graphs (the default model's 16, Gemma 3 270M's 40 with a fusion), so a
+# 64-layer lab's report on 30 tokens stays under 6 MB (SmoothViz's choice).
+FRAME_HEATMAPS = 48
 FRAME_MS, LAST_MS = 1000, 2500  # GIF frame durations (the last frame is held)
+# Layer frames at most: every layer of a model up to 32 layers (every checkpoint SmoothViz ships or
+# names), every k-th one and the last for a deeper lab model. A frame costs its bytes whatever the
+# text's length: 65 frames of a 64-layer lab on a 20-token sentence made a 6.1 MB report.
+MAX_FRAMES = 33
 
 
 @dataclass(frozen=True)
@@ -58,10 +66,32 @@ def parse_views(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(views))
 
 
+def frame_step(n_layers: int) -> int:
+    """Layers between two frames: 1 up to ``MAX_FRAMES − 1`` layers, more for a deeper model."""
+    return max(1, math.ceil(n_layers / (MAX_FRAMES - 1)))
+
+
 def frames_of(analysis) -> list[Frame]:
-    """Layers 0…L, then the fused output when a run has one."""
+    """Layers 0…L (every :func:`frame_step`-th one, and L), then the fused output when a run has one."""
+    L = analysis.n_layers
     fused = any(run.fused is not None for run in analysis.runs().values())
-    return [Frame(l) for l in range(analysis.n_layers + 1)] + ([Frame(None)] if fused else [])
+    layers = sorted({*range(0, L + 1, frame_step(L)), L})
+    return [Frame(l) for l in layers] + ([Frame(None)] if fused else [])
+
+
+def frames_note(analysis) -> str | None:
+    """What a deep model's animation leaves out (None where every layer is a frame)."""
+    L, k = analysis.n_layers, frame_step(analysis.n_layers)
+    if k == 1:
+        return None
+    return (
+        f"{L} layers: every {_ordinal(k)} layer is a frame (0, {k}, {2 * k}, …) and the last, "
+        f"so the animation stays at most {MAX_FRAMES} frames (SmoothViz's choice); the per-layer views show any layer."
+    )
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 def _row(run, layer: int | None) -> dict:
@@ -217,10 +247,21 @@ def _heatmaps(analysis) -> int:
     return len(frames_of(analysis)) * len(analysis.runs())
 
 
+def _cells(analysis) -> int:
+    """Heatmap cells all frames may carry: FRAME_CELLS, or FRAME_HEATMAPS full heatmaps of a short text."""
+    n = len(analysis.labels)
+    return min(FRAME_CELLS, FRAME_HEATMAPS * n * n)
+
+
+def _edges(analysis) -> int:
+    """Graph edges all frames may draw: FRAME_EDGES, or FRAME_HEATMAPS graphs of TOP_K edges a token."""
+    return min(FRAME_EDGES, FRAME_HEATMAPS * max(1, len(analysis.labels)) * TOP_K)
+
+
 def _side(analysis) -> int:
     """A frame heatmap's most cells per side: MAX_FRAME_HEATMAP, less where the frames together
-    would pass FRAME_CELLS (a deep model)."""
-    return max(8, min(MAX_FRAME_HEATMAP, math.isqrt(FRAME_CELLS // _heatmaps(analysis))))
+    would pass :func:`_cells` (a deep model)."""
+    return max(8, min(MAX_FRAME_HEATMAP, math.isqrt(_cells(analysis) // _heatmaps(analysis))))
 
 
 def _block(analysis) -> int:
@@ -230,14 +271,14 @@ def _block(analysis) -> int:
 
 def _top_k(analysis) -> int:
     """Edges per token in a frame's graph: TOP_K, less (at least 1) where the frames together would
-    pass FRAME_EDGES."""
-    return max(1, min(TOP_K, FRAME_EDGES // (_heatmaps(analysis) * max(1, len(analysis.labels)))))
+    pass :func:`_edges`."""
+    return max(1, min(TOP_K, _edges(analysis) // (_heatmaps(analysis) * max(1, len(analysis.labels)))))
 
 
 def _most_edges(analysis) -> int:
-    """Edges a frame's graph draws at most: where even one per token would pass FRAME_EDGES (a deep
+    """Edges a frame's graph draws at most: where even one per token would pass :func:`_edges` (a deep
     model on a long text), the strongest of them only."""
-    return FRAME_EDGES // _heatmaps(analysis)
+    return _edges(analysis) // _heatmaps(analysis)
 
 
 def _view_title(view: str, analysis) -> str:

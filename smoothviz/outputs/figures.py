@@ -468,9 +468,12 @@ def compare_curves(runs, metrics: list[str] | None = None, relative: bool = Fals
     )
 
 
-def similarity_heatmap(run, labels: list[str], layer: int, picked: int | None = None, title: str = "") -> go.Figure:
-    """Token cosine similarity of hidden state ``layer`` (0…L); the picked token framed."""
-    z, names, f = _pool(np.asarray(run.similarity[layer], dtype=np.float64), labels)
+def similarity_heatmap(
+    run, labels: list[str], layer: int, picked: int | None = None, title: str = "", cells: int = MAX_HEATMAP
+) -> go.Figure:
+    """Token cosine similarity of hidden state ``layer`` (0…L); the picked token framed; at most
+    ``cells`` cells a side (block means above)."""
+    z, names, f = _pool(np.asarray(run.similarity[layer], dtype=np.float64), labels, cells)
     z = np.round(z, 3).astype(np.float32)  # three decimals is all a colour can show
     fig = go.Figure(
         go.Heatmap(
@@ -799,6 +802,15 @@ def verdicts(analysis) -> go.Figure:
 
 
 MAX_PATHS = 256  # token paths drawn in the trajectories (a long text: evenly spaced ones, said under the chart)
+# Points a run's trajectories draw at most (paths × positions): 256 paths of MiniLM's 7 positions fit;
+# a deeper model draws fewer paths (Gemma 3 270M's 19: 215; a 64-layer lab: 63), so neither the page
+# nor the report grows with depth (SmoothViz's choice).
+PATH_POINTS = 4096
+
+
+def path_limit(positions: int) -> int:
+    """Paths the trajectories draw at most for ``positions`` points per path (layers 0…L and after)."""
+    return max(16, min(MAX_PATHS, PATH_POINTS // max(1, positions)))
 
 
 def drawn_tokens(n: int, picked: int | None = None, limit: int = MAX_PATHS) -> np.ndarray:
@@ -814,7 +826,7 @@ def drawn_tokens(n: int, picked: int | None = None, limit: int = MAX_PATHS) -> n
 
 def trajectories(analysis, picked: int | None = None) -> go.Figure:
     """Each token's path through layers 0…L in the joint 2-D projection, runs side by side; for a
-    text of more than :data:`MAX_PATHS` tokens, the paths of :func:`drawn_tokens` only."""
+    text of more than :func:`path_limit` tokens, the paths of :func:`drawn_tokens` only."""
     coords = analysis.projection
     if coords is None:
         fig = go.Figure()
@@ -823,7 +835,7 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
     runs = list(_runs(analysis))
     labels = [escape(t) for t in analysis.labels]
     R, layers, n = coords.shape[0], coords.shape[1], coords.shape[2]
-    idx = drawn_tokens(n, picked)  # positions in the text of the paths drawn
+    idx = drawn_tokens(n, picked, path_limit(layers))  # positions in the text of the paths drawn
     fig = make_subplots(
         rows=1,
         cols=R,
@@ -1025,13 +1037,13 @@ def sv_spectra(run, title: str = "") -> go.Figure:
     layers, k = sv.shape
     colours = sample_colorscale("Viridis", [l / max(layers - 1, 1) for l in range(layers)])
     fig = go.Figure()
-    x = list(range(1, k + 1))
+    x = np.arange(1, k + 1, dtype=np.int32)  # typed arrays: a deep model at 512 tokens draws L+1 such lines
     for l in range(layers):
         y = np.where(sv[l] > 0, sv[l], np.nan)
         fig.add_trace(
             go.Scatter(
                 x=x,
-                y=np.round(y, 5),
+                y=np.round(y, 5).astype(np.float32),
                 mode="lines",
                 line=dict(color=colours[l], width=1.5),
                 name=f"layer {l}",

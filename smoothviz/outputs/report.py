@@ -15,12 +15,16 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from smoothviz.outputs import figures
-from smoothviz.outputs.animate import animated_figure
+from smoothviz.outputs.animate import animated_figure, frames_note
 from smoothviz.outputs.views import At, compared, in_section, left_out, sections_for
 from smoothviz.science.metrics import HEADLINE
 from smoothviz.words.claims import frozen_caveat
 
 TOP_K = 3  # edges per token in the report's graphs (the page's slider default)
+# Cells a side of the report's similarity heatmaps (the page draws figures.MAX_HEATMAP = 256): at 512
+# tokens blocks of 4 tokens, 4 px each in a half-width chart, and 0.3 MB less a heatmap, so a deep
+# model's report stays under 10 MB with room to spare (SmoothViz's choice).
+REPORT_HEATMAP = 128
 ANIMATION_VIEWS = ("heatmap", "graph")
 ANIMATION_CAPTION = (
     "Press play (or drag the slider) to step through the layers, the fused output last for a "
@@ -117,7 +121,7 @@ def build_report(analysis, layer: int | None = None) -> str:
     parts += [f"<div class='note'>{esc(n)}</div>" for n in analysis.notes + ([caveat] if caveat else [])]
     parts.append("<p class='note'>Projections distort distances; the metrics are the ground truth.</p>")
     index = 0
-    at = At(layer=layer, top_k=TOP_K, head_layer=layer)
+    at = At(layer=layer, top_k=TOP_K, head_layer=layer, heatmap=REPORT_HEATMAP)
     names = {key: figures.run_name(analysis, key) for key in analysis.runs()}
     for section, heading in sections_for(analysis).items():  # a picture's own views too
         parts.append(f"<h2>{esc(heading)}</h2>")
@@ -125,6 +129,7 @@ def build_report(analysis, layer: int | None = None) -> str:
             parts += [
                 "<h3>Layer by layer</h3>",
                 f"<p class='cap'>{esc(ANIMATION_CAPTION)}</p>",
+                *([f"<p class='cap'>{esc(frames_note(analysis))}</p>"] if frames_note(analysis) else []),
                 _figure_div(animated_figure(analysis, ANIMATION_VIEWS), "animation", index),
             ]
             index += 1

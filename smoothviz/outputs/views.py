@@ -49,6 +49,8 @@ class At:
         final_norm: the position after the last layer of a pre-norm model, its final norm applied
             to layer L's states (never layer L itself): ``layer`` is then L; the similarity view
             and the cards show the normed states, the graph views layer L's attention.
+        heatmap: cells a side of the similarity heatmap, pooled above (the page's
+            ``figures.MAX_HEATMAP``; the offline report draws fewer, ``report.REPORT_HEATMAP``).
     """
 
     layer: int
@@ -59,6 +61,7 @@ class At:
     head: int = 0
     fused: bool = False
     final_norm: bool = False
+    heatmap: int = figures.MAX_HEATMAP
 
 
 @dataclass(frozen=True)
@@ -248,15 +251,17 @@ def _similarity(analysis, key, at):
     if at.fused and key == "mitigated" and run.fused is not None:
         fused = SimpleNamespace(similarity=[fused_similarity(analysis)])  # the one matrix the heatmap reads
         return figures.similarity_heatmap(
-            fused, analysis.labels, 0, at.picked, title=_title(analysis, key) + " — fused output"
+            fused, analysis.labels, 0, at.picked, title=_title(analysis, key) + " — fused output", cells=at.heatmap
         )
     if at.final_norm and run.final_norm is not None:
         normed = SimpleNamespace(similarity=[final_norm_similarity(run, analysis.keep)])
         return figures.similarity_heatmap(
-            normed, analysis.labels, 0, at.picked, title=_title(analysis, key) + " — final norm"
+            normed, analysis.labels, 0, at.picked, title=_title(analysis, key) + " — final norm", cells=at.heatmap
         )
     note = f" — layer {at.layer} (no fusion)" if at.fused else ""
-    return figures.similarity_heatmap(run, analysis.labels, at.layer, at.picked, title=_title(analysis, key) + note)
+    return figures.similarity_heatmap(
+        run, analysis.labels, at.layer, at.picked, title=_title(analysis, key) + note, cells=at.heatmap
+    )
 
 
 VIEWS: list[View] = [
@@ -310,7 +315,7 @@ VIEWS: list[View] = [
         "the-metrics",
         lambda a, k, at: _similarity(a, k, at),
         per_run=True,
-        depends=("layer", "picked", "fused", "final_norm"),
+        depends=("layer", "picked", "fused", "final_norm", "heatmap"),
         table=tables.similarity,
         compare=Compared(
             "Token similarity, side by side",
@@ -567,12 +572,21 @@ def left_out(section: str, analysis, at: At) -> list[str]:
 def trajectory_lines(analysis, picked: int | None = None) -> list[str]:
     """For a long text, which tokens' paths the trajectories draw (:func:`figures.drawn_tokens`)."""
     n = len(analysis.labels)
-    if analysis.projection is None or n <= figures.MAX_PATHS:
+    if analysis.projection is None:
         return []
-    m = len(figures.drawn_tokens(n, picked))
+    positions = analysis.projection.shape[1]
+    limit = figures.path_limit(positions)
+    if n <= limit:
+        return []
+    m = len(figures.drawn_tokens(n, picked, limit))
+    deep = (
+        f" ({positions} positions each; at most {figures.PATH_POINTS:,} points a run)"
+        if limit < figures.MAX_PATHS
+        else ""
+    )
     return [
-        f"This text has {n:,} tokens: the paths of {m:,} of them are drawn, evenly spaced from the first to "
-        f"the last (one in {n / figures.MAX_PATHS:.{1 if n < 10 * figures.MAX_PATHS else 0}f}){', and the picked one' if m > figures.MAX_PATHS else ''}"
+        f"This text has {n:,} tokens: the paths of {m:,} of them are drawn{deep}, evenly spaced from the first "
+        f"to the last (one in {n / limit:.{1 if n < 10 * limit else 0}f}){', and the picked one' if m > limit else ''}"
         " — more would be a tangle no one can read (SmoothViz's choice). “Show as table” lists every token."
     ]
 
