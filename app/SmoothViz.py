@@ -643,8 +643,6 @@ def animation_controls() -> None:
         "in a headless Chromium on the server: 6–9 s for the default sentence with two views on a 2-core "
         "machine; more views and longer sentences take longer."
     )
-    if animate.frames_note(analysis):
-        st.caption(animate.frames_note(analysis))
     c1, c2, c3 = st.columns([3, 1.2, 1.5], vertical_alignment="bottom")
     chosen = tuple(
         c1.multiselect(

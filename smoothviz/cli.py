@@ -233,7 +233,7 @@ def _compare(args) -> int:
 
 def _animate(args) -> int:
     from smoothviz import analyze
-    from smoothviz.outputs.animate import FORMATS, animate, frames_note, parse_views
+    from smoothviz.outputs.animate import FORMATS, animate, parse_views
 
     views = parse_views(args.views)
     if not args.out.lower().endswith(FORMATS):  # before the model loads
@@ -241,14 +241,11 @@ def _animate(args) -> int:
     kwargs = _analysis_kwargs(args)
     if "trajectory" in views and kwargs["projection"] == "none":
         kwargs["projection"] = "pca"
-    analysis = analyze(_text(args), image=args.image, **kwargs)
-    info = animate(analysis, args.out, views)
+    info = animate(analyze(_text(args), image=args.image, **kwargs), args.out, views)
     print(
         f"wrote {info['path']}: {info['frames']} frames, {info['width']}×{info['height']} px, "
         f"{info['bytes'] / 1024:.0f} KiB in {info['seconds']} s"
     )
-    if frames_note(analysis):
-        print(frames_note(analysis))
     return 0
 
 

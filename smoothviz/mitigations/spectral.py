@@ -57,7 +57,7 @@ def respectrum_out_weights(w_v: torch.Tensor, w_o: torch.Tensor, heads: int, mod
     # P⁻¹ by numpy: torch 2.13's batched inverse fails ("Pivots given to lu_solve must all be greater
     # or equal to 1") on Gemma 3 270M's 18 × 4 heads of 256 once torch.set_num_threads has been
     # called, as every analysis and the app do.
-    T = (P * ratio.unsqueeze(-2)) @ torch.from_numpy(np.linalg.inv(P.numpy()))
+    T = (P * ratio.unsqueeze(-2)) @ torch.from_numpy(np.linalg.inv(P.cpu().numpy())).to(P.device)
     T = T.real  # imaginary parts cancel between conjugate pairs (up to rounding)
     L, d, hd = w_o.shape
     dh = hd // heads

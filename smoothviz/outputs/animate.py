@@ -1,5 +1,6 @@
-"""The layers as an animation: one frame per layer 0…L (and the fused output of a fusion),
-baseline beside mitigated, for slides (GIF, MP4) and for the report (plotly frames).
+"""The layers as an animation: one frame per layer 0…L (and the fused output of a fusion), baseline
+beside mitigated, for slides (GIF, MP4) and for the report (plotly frames; every k-th layer past
+:data:`MAX_FRAMES`).
 
 Every frame has the same traces in the same order, the same axes and the same colour ranges, so
 nothing jumps between frames: only the data changes. Frames are plotly figures rendered by
@@ -36,15 +37,13 @@ MAX_FRAME_HEATMAP = 96  # cells per side of a frame's heatmap: pooled above this
 # model pools its heatmaps into bigger blocks and draws fewer edges per token instead of growing.
 FRAME_CELLS = 16 * MAX_FRAME_HEATMAP**2
 FRAME_EDGES = 16 * 512 * TOP_K
-# On a short text the same holds at its length: the frames together carry at most FRAME_HEATMAPS
-# unpooled heatmaps and graphs (the default model's 16, Gemma 3 270M's 40 with a fusion), so a
-# 64-layer lab's report on 30 tokens stays under 6 MB (SmoothViz's choice).
-FRAME_HEATMAPS = 48
 FRAME_MS, LAST_MS = 1000, 2500  # GIF frame durations (the last frame is held)
-# Layer frames at most: every layer of a model up to 32 layers (every checkpoint SmoothViz ships or
-# names), every k-th one and the last for a deeper lab model. A frame costs its bytes whatever the
-# text's length: 65 frames of a 64-layer lab on a 20-token sentence made a 6.1 MB report.
-MAX_FRAMES = 33
+# Layer frames the report's animation holds at most: every layer of a model up to 24 layers (MiniLM,
+# BERT-base and -large, Gemma 3 270M, Qwen2.5-0.5B), every k-th one and the last for a deeper one. A
+# frame costs its bytes whatever the text's length: 65 frames of a 64-layer lab on 30 tokens made a
+# 6.2 MB report (SmoothViz's choice). A GIF or MP4 keeps every layer (its size does not grow with the
+# data), its heatmaps pooled as the report's are.
+MAX_FRAMES = 25
 
 
 @dataclass(frozen=True)
@@ -66,27 +65,29 @@ def parse_views(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(views))
 
 
-def frame_step(n_layers: int) -> int:
-    """Layers between two frames: 1 up to ``MAX_FRAMES − 1`` layers, more for a deeper model."""
-    return max(1, math.ceil(n_layers / (MAX_FRAMES - 1)))
+def frame_step(n_layers: int, most: int | None = MAX_FRAMES) -> int:
+    """Layers between two frames: 1 up to ``most − 1`` layers (or with no ``most``), more beyond."""
+    return 1 if most is None else max(1, math.ceil(n_layers / (most - 1)))
 
 
-def frames_of(analysis) -> list[Frame]:
-    """Layers 0…L (every :func:`frame_step`-th one, and L), then the fused output when a run has one."""
+def frames_of(analysis, most: int | None = None) -> list[Frame]:
+    """Layers 0…L (with ``most``, every :func:`frame_step`-th one and L), then the fused output when a
+    run has one. The GIF and MP4 take every layer; the report's animation ``most=MAX_FRAMES``."""
     L = analysis.n_layers
     fused = any(run.fused is not None for run in analysis.runs().values())
-    layers = sorted({*range(0, L + 1, frame_step(L)), L})
+    layers = sorted({*range(0, L + 1, frame_step(L, most)), L})
     return [Frame(l) for l in layers] + ([Frame(None)] if fused else [])
 
 
 def frames_note(analysis) -> str | None:
-    """What a deep model's animation leaves out (None where every layer is a frame)."""
+    """What the report's animation of a deep model leaves out (None where every layer is a frame)."""
     L, k = analysis.n_layers, frame_step(analysis.n_layers)
     if k == 1:
         return None
     return (
-        f"{L} layers: every {_ordinal(k)} layer is a frame (0, {k}, {2 * k}, …) and the last, "
-        f"so the animation stays at most {MAX_FRAMES} frames (SmoothViz's choice); the per-layer views show any layer."
+        f"{L} layers: every {_ordinal(k)} layer is a frame (0, {k}, {2 * k}, …) and the last, so the animation "
+        f"has at most {MAX_FRAMES} layer frames (SmoothViz's choice); the per-layer views show any layer on the "
+        "page, and `smoothviz animate` makes a GIF or MP4 of every layer."
     )
 
 
@@ -244,24 +245,13 @@ def _trajectory(analysis, r: int, key: str, layer) -> list:
 
 def _heatmaps(analysis) -> int:
     """Heatmaps (or graphs) over all frames: one per frame and run."""
-    return len(frames_of(analysis)) * len(analysis.runs())
-
-
-def _cells(analysis) -> int:
-    """Heatmap cells all frames may carry: FRAME_CELLS, or FRAME_HEATMAPS full heatmaps of a short text."""
-    n = len(analysis.labels)
-    return min(FRAME_CELLS, FRAME_HEATMAPS * n * n)
-
-
-def _edges(analysis) -> int:
-    """Graph edges all frames may draw: FRAME_EDGES, or FRAME_HEATMAPS graphs of TOP_K edges a token."""
-    return min(FRAME_EDGES, FRAME_HEATMAPS * max(1, len(analysis.labels)) * TOP_K)
+    return len(frames_of(analysis, MAX_FRAMES)) * len(analysis.runs())
 
 
 def _side(analysis) -> int:
     """A frame heatmap's most cells per side: MAX_FRAME_HEATMAP, less where the frames together
-    would pass :func:`_cells` (a deep model)."""
-    return max(8, min(MAX_FRAME_HEATMAP, math.isqrt(_cells(analysis) // _heatmaps(analysis))))
+    would pass FRAME_CELLS (a deep model)."""
+    return max(8, min(MAX_FRAME_HEATMAP, math.isqrt(FRAME_CELLS // _heatmaps(analysis))))
 
 
 def _block(analysis) -> int:
@@ -271,14 +261,14 @@ def _block(analysis) -> int:
 
 def _top_k(analysis) -> int:
     """Edges per token in a frame's graph: TOP_K, less (at least 1) where the frames together would
-    pass :func:`_edges`."""
-    return max(1, min(TOP_K, _edges(analysis) // (_heatmaps(analysis) * max(1, len(analysis.labels)))))
+    pass FRAME_EDGES."""
+    return max(1, min(TOP_K, FRAME_EDGES // (_heatmaps(analysis) * max(1, len(analysis.labels)))))
 
 
 def _most_edges(analysis) -> int:
-    """Edges a frame's graph draws at most: where even one per token would pass :func:`_edges` (a deep
+    """Edges a frame's graph draws at most: where even one per token would pass FRAME_EDGES (a deep
     model on a long text), the strongest of them only."""
-    return _edges(analysis) // _heatmaps(analysis)
+    return FRAME_EDGES // _heatmaps(analysis)
 
 
 def _view_title(view: str, analysis) -> str:
@@ -393,7 +383,7 @@ def frame_figures(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> li
 def animated_figure(analysis, views: tuple[str, ...] = ("heatmap", "graph")) -> go.Figure:
     """One plotly figure holding every frame, with a play button and a layer slider (for the report)."""
     _check(analysis, views)
-    frames = frames_of(analysis)
+    frames = frames_of(analysis, MAX_FRAMES)
     fig = _skeleton(analysis, views)
     built = [_traces(analysis, views, f) for f in frames]  # each frame's traces, built once
     traces, rows, cols = built[0]

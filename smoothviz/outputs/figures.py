@@ -802,7 +802,7 @@ def verdicts(analysis) -> go.Figure:
 
 
 MAX_PATHS = 256  # token paths drawn in the trajectories (a long text: evenly spaced ones, said under the chart)
-# Points a run's trajectories draw at most (paths × positions): 256 paths of MiniLM's 7 positions fit;
+# Points a run's trajectories draw (paths × positions; and a picked token's): 256 paths of MiniLM's 7 fit;
 # a deeper model draws fewer paths (Gemma 3 270M's 19: 215; a 64-layer lab: 63), so neither the page
 # nor the report grows with depth (SmoothViz's choice).
 PATH_POINTS = 4096
@@ -869,8 +869,9 @@ def trajectories(analysis, picked: int | None = None) -> go.Figure:
                 y=by_layer[..., 1].ravel(),
                 mode="markers",
                 showlegend=False,
-                text=[f"{i} · {labels[i]} — layer {l}" for l in range(layers) for i in idx],
-                hovertemplate="%{text}<extra></extra>",
+                text=[f"{i} · {labels[i]}" for _ in range(layers) for i in idx],
+                customdata=depth.T.ravel().astype(np.int16),  # the layer, 2 bytes a point where text took 11
+                hovertemplate="%{text} — layer %{customdata}<extra></extra>",
                 marker=dict(
                     size=6 if m * layers < 3000 else 4,
                     color=depth.T.ravel(),

@@ -580,7 +580,7 @@ def trajectory_lines(analysis, picked: int | None = None) -> list[str]:
         return []
     m = len(figures.drawn_tokens(n, picked, limit))
     deep = (
-        f" ({positions} positions each; at most {figures.PATH_POINTS:,} points a run)"
+        f" ({positions} positions each, to keep a run near {figures.PATH_POINTS:,} points)"
         if limit < figures.MAX_PATHS
         else ""
     )

@@ -36,7 +36,8 @@ def eigvalsh(X: Tensor) -> Tensor:
     """``torch.linalg.eigvalsh`` (ascending, ``X``'s dtype) that does not fail where LAPACK's
     divide-and-conquer driver does not converge. That happens in float32 on graphs a deep model
     has collapsed (a 64-layer lab at 30 tokens: entries from 0.18 down to denormals); the batch is
-    then solved again in float64, and a matrix that fails there too by scipy's QR driver ``ev``."""
+    then solved again in float64, and a batch that fails there too by scipy's QR driver ``ev`` (real
+    symmetric input, as the graphs are)."""
     try:
         return torch.linalg.eigvalsh(X)
     except torch.linalg.LinAlgError:
@@ -49,7 +50,7 @@ def eigvalsh(X: Tensor) -> Tensor:
 
         flat = X.double().reshape(-1, *X.shape[-2:]).cpu().numpy()
         vals = np.stack([scipy.linalg.eigh(m, eigvals_only=True, driver="ev", check_finite=False) for m in flat])
-        return torch.from_numpy(vals).reshape(X.shape[:-1]).to(X.dtype)
+        return torch.from_numpy(vals).reshape(X.shape[:-1]).to(X.dtype).to(X.device)
 
 
 def eigh(X: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,8 +68,8 @@ def eigh(X: Tensor) -> tuple[Tensor, Tensor]:
 
         flat = X.double().reshape(-1, *X.shape[-2:]).cpu().numpy()
         pairs = [scipy.linalg.eigh(m, driver="ev", check_finite=False) for m in flat]
-        vals = torch.from_numpy(np.stack([p[0] for p in pairs])).reshape(X.shape[:-1]).to(X.dtype)
-        vecs = torch.from_numpy(np.stack([p[1] for p in pairs])).reshape(X.shape).to(X.dtype)
+        vals = torch.from_numpy(np.stack([p[0] for p in pairs])).reshape(X.shape[:-1]).to(X.dtype).to(X.device)
+        vecs = torch.from_numpy(np.stack([p[1] for p in pairs])).reshape(X.shape).to(X.dtype).to(X.device)
         return vals, vecs
 
 
