@@ -65,7 +65,7 @@ def parse_views(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(views))
 
 
-def frame_step(n_layers: int, most: int | None = MAX_FRAMES) -> int:
+def frame_step(n_layers: int, most: int | None) -> int:
     """Layers between two frames: 1 up to ``most − 1`` layers (or with no ``most``), more beyond."""
     return 1 if most is None else max(1, math.ceil(n_layers / (most - 1)))
 
@@ -81,7 +81,7 @@ def frames_of(analysis, most: int | None = None) -> list[Frame]:
 
 def frames_note(analysis) -> str | None:
     """What the report's animation of a deep model leaves out (None where every layer is a frame)."""
-    L, k = analysis.n_layers, frame_step(analysis.n_layers)
+    L, k = analysis.n_layers, frame_step(analysis.n_layers, MAX_FRAMES)
     if k == 1:
         return None
     return (

@@ -126,10 +126,11 @@ def build_report(analysis, layer: int | None = None) -> str:
     for section, heading in sections_for(analysis).items():  # a picture's own views too
         parts.append(f"<h2>{esc(heading)}</h2>")
         if section == "layer":  # the same frames as `smoothviz animate`, played in the page
+            note = frames_note(analysis)
             parts += [
                 "<h3>Layer by layer</h3>",
                 f"<p class='cap'>{esc(ANIMATION_CAPTION)}</p>",
-                *([f"<p class='cap'>{esc(frames_note(analysis))}</p>"] if frames_note(analysis) else []),
+                *([f"<p class='cap'>{esc(note)}</p>"] if note else []),
                 _figure_div(animated_figure(analysis, ANIMATION_VIEWS), "animation", index),
             ]
             index += 1

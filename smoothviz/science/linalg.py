@@ -38,39 +38,33 @@ def eigvalsh(X: Tensor) -> Tensor:
     has collapsed (a 64-layer lab at 30 tokens: entries from 0.18 down to denormals); the batch is
     then solved again in float64, and a batch that fails there too by scipy's QR driver ``ev`` (real
     symmetric input, as the graphs are)."""
-    try:
-        return torch.linalg.eigvalsh(X)
-    except torch.linalg.LinAlgError:
-        pass
-    try:
-        return torch.linalg.eigvalsh(X.double()).to(X.dtype)
-    except torch.linalg.LinAlgError:
-        import numpy as np
-        import scipy.linalg
-
-        flat = X.double().reshape(-1, *X.shape[-2:]).cpu().numpy()
-        vals = np.stack([scipy.linalg.eigh(m, eigvals_only=True, driver="ev", check_finite=False) for m in flat])
-        return torch.from_numpy(vals).reshape(X.shape[:-1]).to(X.dtype).to(X.device)
+    return _symmetric(X, vectors=False)
 
 
 def eigh(X: Tensor) -> tuple[Tensor, Tensor]:
     """``torch.linalg.eigh`` with :func:`eigvalsh`'s fallbacks (float64, then scipy's ``ev`` driver)."""
+    return _symmetric(X, vectors=True)
+
+
+def _symmetric(X: Tensor, vectors: bool):
+    """:func:`eigvalsh` (``vectors=False``) or :func:`eigh`: torch's solver, on failure in float64, then scipy's."""
+    solve = torch.linalg.eigh if vectors else torch.linalg.eigvalsh
     try:
-        return torch.linalg.eigh(X)
+        return solve(X)
     except torch.linalg.LinAlgError:
         pass
     try:
-        vals, vecs = torch.linalg.eigh(X.double())
-        return vals.to(X.dtype), vecs.to(X.dtype)
+        out = solve(X.double())
     except torch.linalg.LinAlgError:
         import numpy as np
         import scipy.linalg
 
         flat = X.double().reshape(-1, *X.shape[-2:]).cpu().numpy()
         pairs = [scipy.linalg.eigh(m, driver="ev", check_finite=False) for m in flat]
-        vals = torch.from_numpy(np.stack([p[0] for p in pairs])).reshape(X.shape[:-1]).to(X.dtype).to(X.device)
-        vecs = torch.from_numpy(np.stack([p[1] for p in pairs])).reshape(X.shape).to(X.dtype).to(X.device)
-        return vals, vecs
+        vals = torch.from_numpy(np.stack([p[0] for p in pairs])).reshape(X.shape[:-1])
+        out = (vals, torch.from_numpy(np.stack([p[1] for p in pairs])).reshape(X.shape)) if vectors else vals
+    like = lambda t: t.to(device=X.device, dtype=X.dtype)  # noqa: E731
+    return tuple(map(like, out)) if vectors else like(out)
 
 
 _threads = threading.Lock()
